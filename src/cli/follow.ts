@@ -1,0 +1,135 @@
+// Following a job's live log over Server-Sent Events, reconnecting (without repeating lines) if the connection drops.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { formatDuration } from '../core/units.js';
+import type { ClientApi } from './client.js';
+
+export interface FollowOptions {
+  attempt?: number;
+  /** Print raw events as JSON lines instead of the human view. */
+  json: boolean;
+  out?: NodeJS.WritableStream;
+  err?: NodeJS.WritableStream;
+}
+
+interface EntryView {
+  index: number;
+  key: string;
+  command: string[];
+  exitCode: number | null;
+  durationMs: number | null;
+}
+
+interface FollowEvent {
+  event: string;
+  data: any;
+}
+
+async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<FollowEvent> {
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = 'message';
+      let data = '';
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data += line.slice(6);
+      }
+      if (data) yield { event, data: JSON.parse(data) };
+    }
+  }
+}
+
+/** Follows a job until it finishes; returns its final state. */
+export async function followJob(api: ClientApi, jobId: number, opts: FollowOptions): Promise<string> {
+  const out = opts.out ?? process.stdout;
+  const err = opts.err ?? process.stderr;
+  let attempt = 0;
+  /** Characters printed per entry of the current attempt, so a reconnect does not repeat lines. */
+  const printed = new Map<number, number>();
+  const partial = new Map<number, string>();
+  const entries = new Map<number, EntryView>();
+  let lastState = '';
+  let failures = 0;
+
+  const printLines = (index: number, text: string): void => {
+    const lines = ((partial.get(index) ?? '') + text).split('\n');
+    partial.set(index, lines.pop() ?? '');
+    for (const line of lines) {
+      if (line.startsWith('stderr: ')) err.write(`${line.slice(8)}\n`);
+      else out.write(`${line.startsWith('stdout: ') ? line.slice(8) : line}\n`);
+    }
+  };
+
+  for (;;) {
+    const query = opts.attempt ? `?attempt=${opts.attempt}` : '';
+    let res: Response;
+    try {
+      res = await api.fetch('GET', `/jobs/${jobId}/logs/stream${query}`);
+    } catch (e) {
+      if (++failures > 60) throw e;
+      await sleep(1_000);
+      continue;
+    }
+    if (!res.ok || !res.body) {
+      const text = await res.text();
+      let message = text;
+      try {
+        message = (JSON.parse(text) as { error: string }).error;
+      } catch {
+        // keep the text
+      }
+      throw new Error(`cannot follow job ${jobId}: ${message}`);
+    }
+    failures = 0;
+    try {
+      for await (const { event, data } of readEvents(res.body)) {
+        if (opts.json) {
+          out.write(`${JSON.stringify({ event, ...data })}\n`);
+        }
+        if (event === 'attempt') {
+          if (data.attempt !== attempt) {
+            attempt = data.attempt;
+            printed.clear();
+            partial.clear();
+            entries.clear();
+            if (attempt > 1 && !opts.json) err.write(`--- attempt ${attempt} ---\n`);
+          }
+        } else if (event === 'entry') {
+          const entry = data as EntryView;
+          const seen = entries.get(entry.index);
+          entries.set(entry.index, entry);
+          if (opts.json) continue;
+          if (!seen) err.write(`==> ${entry.key}: ${entry.command.join(' ')}\n`);
+          if (entry.exitCode !== null && seen?.exitCode == null) {
+            const rest = partial.get(entry.index);
+            if (rest) printLines(entry.index, '\n');
+            err.write(`<== ${entry.key}: exit ${entry.exitCode} in ${formatDuration(entry.durationMs ?? 0)}\n`);
+          }
+        } else if (event === 'output') {
+          const done = printed.get(data.index) ?? 0;
+          const end = data.offset + data.data.length;
+          if (end <= done) continue;
+          const fresh = data.offset < done ? data.data.slice(done - data.offset) : data.data;
+          printed.set(data.index, end);
+          if (!opts.json) printLines(data.index, fresh);
+        } else if (event === 'state') {
+          if (!opts.json && data.state !== lastState && ['completed', 'failed', 'canceled'].includes(data.state)) {
+            err.write(`job ${jobId} ${data.state}${data.failureMessage ? `: ${data.failureMessage}` : ''}\n`);
+          }
+          lastState = data.state;
+        } else if (event === 'end') {
+          return data.state as string;
+        }
+      }
+    } catch (e) {
+      if (++failures > 60) throw e;
+    }
+    // The stream ended without an end event: the server went away. Reconnect and carry on where we were.
+    await sleep(1_000);
+  }
+}

@@ -1,0 +1,156 @@
+// The job spec: what a client submits (YAML or JSON). The same zod schema validates the CLI's input, the HTTP
+// API's body and generates the OpenAPI document, so an error reads the same everywhere.
+import { z } from 'zod';
+import YAML from 'yaml';
+import { isSafeRelativePath } from './paths.js';
+import { parseDuration, parseSize } from './units.js';
+
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const NAMESPACE_PATTERN = /^(global|(user|org):[A-Za-z0-9][A-Za-z0-9._-]{0,62})$/;
+const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** A commit SHA or ref name; never starts with "-" so it cannot be read as a git option. */
+const GIT_REVISION_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._/@^~{}-]{0,254}$/;
+/** Transports git can fetch from. `ext::` and friends would run commands on the executor. */
+const GIT_URL_PATTERN = /^(https?:\/\/|ssh:\/\/|git:\/\/|file:\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\S+$/;
+
+export const MAX_FILES_BYTES = 8 * 1024 * 1024;
+
+export const queueName = z
+  .string()
+  .regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+
+const workspacePath = z
+  .string()
+  .refine(isSafeRelativePath, 'must be a relative path inside the workspace (no leading "/", no ".." segments)');
+
+export const durationInput = z
+  .union([z.string(), z.number()])
+  .transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const sizeInput = z
+  .union([z.string(), z.number()])
+  .transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined || bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: 'must be a positive size such as "512M", "2G" or a number of bytes' });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const envValue = z.union([z.string(), z.number(), z.boolean()]).transform(String);
+
+export const stepSpec = z.strictObject({
+  key: z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-"').optional(),
+  image: z.string().min(1).max(512).optional().describe('Container image; used by the docker, vm and kubernetes runtimes'),
+  run: z.string().min(1, 'must be a non-empty shell script').max(1024 * 1024),
+  dir: workspacePath.optional().describe('Working directory, relative to the workspace'),
+  env: z.record(z.string().regex(ENV_NAME_PATTERN, 'must be a valid environment variable name'), envValue).optional(),
+  timeout: durationInput.optional().describe('Step timeout, e.g. "10m"'),
+});
+
+export const repositorySpec = z.strictObject({
+  url: z.string().regex(GIT_URL_PATTERN, 'must be a git URL (https://, ssh://, git://, file:// or user@host:path)'),
+  commit: z.string().regex(GIT_REVISION_PATTERN, 'must be a commit SHA or a ref name (not starting with "-")').default('HEAD'),
+  fetchTags: z.boolean().default(false),
+  shallow: z.boolean().default(true),
+  sparseCheckout: z.array(z.string().min(1).refine((p) => !p.startsWith('-'), 'must not start with "-"')).optional(),
+  dir: workspacePath.optional().describe('Where to check out, relative to the workspace; default: the workspace itself'),
+});
+
+export const resourcesSpec = z.strictObject({
+  cpus: z.number().positive('must be a positive number of CPUs').max(1024).optional(),
+  memory: sizeInput.optional(),
+  disk: sizeInput.optional(),
+});
+
+export const jobSpec = z
+  .strictObject({
+    queue: queueName,
+    namespace: z.string().regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"').default('global'),
+    repository: repositorySpec.optional(),
+    files: z.record(workspacePath, z.string()).optional().describe('Files written into the workspace before the steps'),
+    steps: z.array(stepSpec).max(100, 'at most 100 steps'),
+    resources: resourcesSpec.optional(),
+    maxRuntime: durationInput.optional().describe('Wall-clock limit for the whole job, e.g. "30m"'),
+    maxAttempts: z.number().int('must be a whole number').min(1).max(10).default(3),
+  })
+  .superRefine((spec, ctx) => {
+    const seen = new Map<string, number>();
+    spec.steps.forEach((step, index) => {
+      if (!step.key) return;
+      const first = seen.get(step.key);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['steps', index, 'key'], message: `duplicates the key of steps[${first}]; step keys must be unique` });
+      }
+      seen.set(step.key, index);
+    });
+    const fileBytes = Object.values(spec.files ?? {}).reduce((n, content) => n + Buffer.byteLength(content), 0);
+    if (fileBytes > MAX_FILES_BYTES) {
+      ctx.addIssue({ code: 'custom', path: ['files'], message: `hold ${fileBytes} bytes; the limit is ${MAX_FILES_BYTES}` });
+    }
+  })
+  .transform((spec) => ({
+    ...spec,
+    steps: spec.steps.map((step, index) => ({ ...step, key: step.key ?? `step-${index + 1}` })),
+  }));
+
+/** What a client writes. */
+export type JobSpecInput = z.input<typeof jobSpec>;
+/** The normalized spec: defaults applied, durations in ms, sizes in bytes, every step keyed. */
+export type JobSpec = z.output<typeof jobSpec>;
+export type StepSpec = JobSpec['steps'][number];
+
+export interface FieldIssue {
+  /** Where the problem is, e.g. `steps[0].run`. */
+  field: string;
+  message: string;
+}
+
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out || '(root)';
+}
+
+export function issuesOf(error: z.ZodError): FieldIssue[] {
+  return error.issues.map((issue) => {
+    // Unknown keys are reported on their parent; name the key itself, which is what the user typed wrong.
+    if (issue.code === 'unrecognized_keys') {
+      const keys = issue.keys.map((k) => formatPath([...issue.path, k]));
+      return { field: keys.join(', '), message: `unknown field${keys.length > 1 ? 's' : ''}; check the spelling (see docs/job-spec.md)` };
+    }
+    return { field: formatPath(issue.path), message: issue.message };
+  });
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; issues: FieldIssue[] };
+
+export function parseJobSpec(input: unknown): ParseResult<JobSpec> {
+  const result = jobSpec.safeParse(input);
+  return result.success ? { ok: true, value: result.data } : { ok: false, issues: issuesOf(result.error) };
+}
+
+/** Parses YAML or JSON text (JSON is YAML) into a plain value, reporting syntax errors with their position. */
+export function parseSpecText(text: string): ParseResult<unknown> {
+  try {
+    const doc = YAML.parse(text, { prettyErrors: true });
+    return { ok: true, value: doc };
+  } catch (err) {
+    return { ok: false, issues: [{ field: '(file)', message: `is not valid YAML or JSON: ${(err as Error).message}` }] };
+  }
+}
+
+export function describeIssues(issues: FieldIssue[]): string {
+  return issues.map((i) => `  ${i.field}: ${i.message}`).join('\n');
+}

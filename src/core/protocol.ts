@@ -1,0 +1,97 @@
+// Executor protocol bodies (docs/protocol.md). Shared by the server, which validates them, and the executor's
+// API client, which builds them, so both ends agree by construction.
+import { z } from 'zod';
+import { queueName, type JobSpec } from './jobSpec.js';
+
+export const EXECUTOR_API_PREFIX = '/api/executor/v1';
+export const CLIENT_API_PREFIX = '/api/v1';
+
+/** Longest a dequeue or heartbeat request is held open by the server. */
+export const MAX_WAIT_MS = 30_000;
+
+const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
+
+export const executorResources = z.strictObject({
+  cpus: z.number().nonnegative().optional(),
+  memoryBytes: z.number().int().nonnegative().optional(),
+  diskBytes: z.number().int().nonnegative().optional(),
+});
+
+export const dequeueRequest = z.strictObject({
+  executorName,
+  version: z.string().max(64),
+  queues: z.array(queueName).min(1, 'name at least one queue').max(64),
+  resources: executorResources.optional(),
+  waitMs: z.number().int().min(0).max(MAX_WAIT_MS).default(25_000).describe('How long to hold the request when no job is ready'),
+});
+export type DequeueRequest = z.input<typeof dequeueRequest>;
+
+/** What an executor receives for a job. `token` authorizes this attempt's calls and nothing else. */
+export interface DequeuedJob {
+  id: number;
+  attempt: number;
+  token: string;
+  queue: string;
+  namespace: string;
+  spec: JobSpec;
+}
+
+export const jobRef = z.strictObject({ id: z.number().int().positive(), attempt: z.number().int().positive() });
+export type JobRef = z.infer<typeof jobRef>;
+
+export const heartbeatRequest = z.strictObject({
+  executorName,
+  hostname: z.string().max(255),
+  os: z.string().max(64),
+  arch: z.string().max(64),
+  version: z.string().max(64),
+  runtime: z.string().max(64),
+  runtimeVersion: z.string().max(128).optional(),
+  queues: z.array(queueName).max(64),
+  maxJobs: z.number().int().min(0).max(10_000).optional(),
+  jobs: z.array(jobRef).max(10_000),
+  waitMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_WAIT_MS)
+    .default(0)
+    .describe('Hold the response up to this long, returning early when one of the jobs is canceled'),
+});
+export type HeartbeatRequest = z.input<typeof heartbeatRequest>;
+
+export interface HeartbeatResponse {
+  /** Jobs (by id) whose attempt named in the request is still this executor's to run. */
+  knownIds: number[];
+  /** Known jobs a user asked to cancel: stop them and report them with `fail` and `canceled: true`. */
+  cancelIds: number[];
+}
+
+export const logEntryUpdate = z.strictObject({
+  index: z.number().int().min(0).max(10_000),
+  key: z.string().min(1).max(200),
+  command: z.array(z.string().max(64 * 1024)).max(256),
+  startTime: z.number().int().nonnegative(),
+  /** Where `out` starts, counted in characters (UTF-16 code units) of this entry's output. */
+  offset: z.number().int().nonnegative(),
+  out: z.string(),
+  exitCode: z.number().int().optional(),
+  durationMs: z.number().int().nonnegative().optional(),
+});
+export type LogEntryUpdate = z.infer<typeof logEntryUpdate>;
+
+export const appendLogsRequest = z.strictObject({ entries: z.array(logEntryUpdate).min(1).max(1000) });
+export interface AppendLogsResponse {
+  /** The stored length of each entry's output after the append; the next append starts there. */
+  entries: { index: number; length: number }[];
+}
+
+export const completeRequest = z.strictObject({});
+export const errorRequest = z.strictObject({ message: z.string().max(64 * 1024) });
+export const failRequest = z.strictObject({
+  message: z.string().max(64 * 1024),
+  canceled: z.boolean().default(false).describe('The executor stopped the job because it was asked to cancel it'),
+});
+
+/** Error codes in 409 answers to job-token calls. */
+export const STALE_ATTEMPT = 'stale_attempt';

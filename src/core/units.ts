@@ -1,0 +1,45 @@
+// Durations ("90s", "5m", "1h30m", "250ms" or a number of seconds) and sizes ("512M", "2G", "1.5Gi" or bytes),
+// as users write them in job specs and environment variables.
+
+const DURATION_PART = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/g;
+const DURATION_WHOLE = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/;
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Milliseconds for a duration, or undefined when the text is not one. A bare number means seconds. */
+export function parseDuration(input: string | number): number | undefined {
+  if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? Math.round(input * 1000) : undefined;
+  const text = input.trim();
+  if (/^\d+(?:\.\d+)?$/.test(text)) return Math.round(Number(text) * 1000);
+  if (!DURATION_WHOLE.test(text)) return undefined;
+  let total = 0;
+  for (const match of text.matchAll(DURATION_PART)) total += Number(match[1]) * DURATION_UNIT_MS[match[2]];
+  return Math.round(total);
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  const seconds = ms / 1000;
+  if (seconds < 60) return `${Number.isInteger(seconds) ? seconds : seconds.toFixed(1)}s`;
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = Math.round(seconds % 60);
+  return [h ? `${h}h` : '', m ? `${m}m` : '', s ? `${s}s` : ''].join('') || '0s';
+}
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i;
+const SIZE_FACTOR: Record<string, number> = {
+  '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12, ki: 2 ** 10, mi: 2 ** 20, gi: 2 ** 30, ti: 2 ** 40,
+};
+
+/**
+ * Bytes for a size, or undefined when the text is not one. Docker's convention is followed for the single
+ * letters (as `docker run --memory 512m` and Sourcegraph's EXECUTOR_JOB_MEMORY use them): "512M" is 512 MiB.
+ */
+export function parseSize(input: string | number): number | undefined {
+  if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? Math.round(input) : undefined;
+  const match = SIZE.exec(input.trim());
+  if (!match) return undefined;
+  const unit = (match[2] ?? '').toLowerCase();
+  const factor = unit.length === 1 ? 2 ** (10 * ' kmgt'.indexOf(unit)) : SIZE_FACTOR[unit];
+  return Math.round(Number(match[1]) * factor);
+}

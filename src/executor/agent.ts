@@ -1,0 +1,252 @@
+// The executor's agent: takes jobs while it has free slots, heartbeats, runs each job in its runtime, and
+// delivers logs and results until the server acknowledges them, through server restarts and network faults.
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { DequeuedJob } from '../core/protocol.js';
+import { VERSION } from '../core/version.js';
+import { ApiError, ExecutorApiClient, type FinalReport } from './apiClient.js';
+import type { ExecutorConfig } from './config.js';
+import { JobLog } from './jobLog.js';
+import { runJob, type StopReason } from './jobRunner.js';
+import { Redactor } from './redactor.js';
+import type { Runtime } from './runtimes/runtime.js';
+
+interface RunningJob {
+  job: DequeuedJob;
+  log: JobLog;
+  stop: AbortController;
+  /** The server no longer wants this attempt: stop it and send nothing more. */
+  gone: boolean;
+  done?: Promise<void>;
+}
+
+const DEQUEUE_WAIT_MS = 25_000;
+const MAX_RETRY_DELAY_MS = 5_000;
+
+/** An interruptible wait: resolves after `ms` or as soon as `signal` aborts. */
+function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  return sleep(ms, undefined, { signal }).catch(() => undefined);
+}
+
+export class Agent {
+  private readonly api: ExecutorApiClient;
+  private readonly jobs = new Map<string, RunningJob>();
+  private active = 0;
+  private draining = false;
+  private stopped = false;
+  private readonly dequeueAbort = new AbortController();
+  private slotFreed = new AbortController();
+  private jobsChanged = new AbortController();
+  private dequeueLoop?: Promise<void>;
+  private heartbeatLoop?: Promise<void>;
+  private runtimeVersion?: string;
+
+  constructor(
+    private readonly config: ExecutorConfig,
+    private readonly runtime: Runtime,
+    private readonly log: Logger,
+  ) {
+    this.api = new ExecutorApiClient(config.frontendUrl, config.frontendPassword);
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  /** Registers with the server (retrying until it answers) and starts taking jobs. */
+  async start(signal?: AbortSignal): Promise<void> {
+    this.runtimeVersion = await this.runtime.version();
+    await this.runtime.cleanupOrphans?.();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.api.heartbeat(this.heartbeatBody([], 0), signal);
+        break;
+      } catch (err) {
+        if (signal?.aborted) throw new Error('stopped before the server answered');
+        if (err instanceof ApiError && err.status === 401) throw new Error(`the server refused this executor's token: ${err.message}`);
+        if (attempt === 1 || attempt % 30 === 0) this.log.warn({ err: (err as Error).message }, 'waiting for the server to answer');
+        await pause(1_000, signal);
+      }
+    }
+    this.log.info({ name: this.name, queues: this.config.queues, runtime: this.runtime.name, slots: this.config.maxJobs }, 'executor registered');
+    this.heartbeatLoop = this.heartbeats();
+    this.dequeueLoop = this.takeJobs();
+  }
+
+  /** Graceful stop: take no new jobs, let running ones finish and deliver their results. */
+  async drain(): Promise<void> {
+    this.draining = true;
+    this.dequeueAbort.abort();
+    await this.dequeueLoop;
+    await Promise.all([...this.jobs.values()].map((j) => j.done));
+    this.stopped = true;
+    this.jobsChanged.abort();
+    await this.heartbeatLoop;
+  }
+
+  /** Hard stop: stop running jobs and report them as errored (retryable), giving delivery `graceMs`. */
+  async abort(graceMs = 10_000): Promise<void> {
+    this.draining = true;
+    this.dequeueAbort.abort();
+    for (const job of this.jobs.values()) job.stop.abort('shutdown' satisfies StopReason);
+    await Promise.race([Promise.all([...this.jobs.values()].map((j) => j.done)), sleep(graceMs)]);
+    this.stopped = true;
+    this.jobsChanged.abort();
+  }
+
+  private heartbeatBody(jobs: { id: number; attempt: number }[], waitMs: number) {
+    return {
+      executorName: this.name, hostname: os.hostname(), os: process.platform, arch: process.arch, version: VERSION,
+      runtime: this.runtime.name, runtimeVersion: this.runtimeVersion, queues: this.config.queues, maxJobs: this.config.maxJobs,
+      jobs, waitMs,
+    };
+  }
+
+  private async takeJobs(): Promise<void> {
+    let delay = 250;
+    while (!this.draining) {
+      if (this.active >= this.config.maxJobs) {
+        await pause(60_000, AbortSignal.any([this.slotFreed.signal, this.dequeueAbort.signal]));
+        continue;
+      }
+      try {
+        const job = await this.api.dequeue(
+          { executorName: this.name, version: VERSION, queues: this.config.queues, waitMs: DEQUEUE_WAIT_MS },
+          this.dequeueAbort.signal,
+        );
+        delay = 250;
+        if (job) this.startJob(job);
+      } catch (err) {
+        if (this.draining) break;
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'dequeue failed');
+        await pause(delay, this.dequeueAbort.signal);
+        delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
+      }
+    }
+  }
+
+  private startJob(job: DequeuedJob): void {
+    // The same job again means our earlier attempt was reset: that one is stale.
+    for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
+    const redactor = new Redactor().add(this.config.frontendPassword, 'PASSWORD_REMOVED').add(job.token, 'JOB_TOKEN_REMOVED');
+    const running: RunningJob = {
+      job,
+      log: new JobLog((entries) => this.api.appendLogs(job, entries), redactor, this.config.maxLogSize),
+      stop: new AbortController(),
+      gone: false,
+    };
+    const key = `${job.id}.${job.attempt}`;
+    this.jobs.set(key, running);
+    this.active++;
+    this.log.info({ jobId: job.id, attempt: job.attempt, queue: job.queue }, 'job started');
+    running.done = this.execute(running).finally(() => {
+      this.jobs.delete(key);
+      this.changed();
+    });
+    this.changed();
+  }
+
+  private async execute(running: RunningJob): Promise<void> {
+    const { job, log } = running;
+    const flusher = setInterval(() => void this.flushLog(running), this.config.logFlushIntervalMs);
+    let report: FinalReport | undefined;
+    try {
+      report = await runJob({ job, runtime: this.runtime, config: this.config, log, stop: running.stop.signal });
+    } catch (err) {
+      report = { kind: 'error', message: `the executor failed while running the job: ${(err as Error).message}` };
+    } finally {
+      clearInterval(flusher);
+      this.active--;
+      this.slotFreed.abort();
+      this.slotFreed = new AbortController();
+    }
+    if (!report || running.gone) {
+      this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
+      return;
+    }
+    await this.deliver(running, report);
+  }
+
+  private async flushLog(running: RunningJob): Promise<void> {
+    try {
+      await running.log.flush();
+    } catch (err) {
+      if (err instanceof ApiError && err.attemptGone) this.abandon(running, err.message);
+      // Anything else: the output stays buffered and goes with the next flush.
+    }
+  }
+
+  /** Sends the remaining log, then the result, until the server has acknowledged both. */
+  private async deliver(running: RunningJob, report: FinalReport): Promise<void> {
+    const { job, log } = running;
+    let delay = 250;
+    let warned = false;
+    while (!running.gone) {
+      try {
+        while (log.dirty) await log.flush();
+        const answer = await this.api.finish(job, report);
+        this.log.info({ jobId: job.id, attempt: job.attempt, report: report.kind, state: answer.state }, 'job finished');
+        return;
+      } catch (err) {
+        if (err instanceof ApiError && err.attemptGone) {
+          this.log.warn({ jobId: job.id, attempt: job.attempt, err: err.message }, 'the server refused this attempt\'s result');
+          return;
+        }
+        if (err instanceof ApiError && !err.retryable) {
+          this.log.error({ jobId: job.id, err: err.message }, 'the server rejected the result');
+          return;
+        }
+        if (!warned) this.log.warn({ jobId: job.id, err: (err as Error).message }, 'cannot deliver the result yet; keeping it and retrying');
+        warned = true;
+        await pause(delay);
+        delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
+      }
+    }
+  }
+
+  private abandon(running: RunningJob, why: string): void {
+    if (running.gone) return;
+    running.gone = true;
+    this.log.warn({ jobId: running.job.id, attempt: running.job.attempt, why }, 'abandoning job');
+    running.stop.abort('abandoned' satisfies StopReason);
+  }
+
+  /** The set of jobs changed: re-issue the held heartbeat so cancels for new jobs arrive at once. */
+  private changed(): void {
+    this.jobsChanged.abort();
+  }
+
+  private async heartbeats(): Promise<void> {
+    let delay = 1_000;
+    while (!this.stopped) {
+      this.jobsChanged = new AbortController();
+      const snapshot = [...this.jobs.values()].filter((j) => !j.gone);
+      const refs = snapshot.map((j) => ({ id: j.job.id, attempt: j.job.attempt }));
+      const started = Date.now();
+      try {
+        const answer = await this.api.heartbeat(this.heartbeatBody(refs, refs.length ? this.config.heartbeatIntervalMs : 0), this.jobsChanged.signal);
+        delay = 1_000;
+        const known = new Set(answer.knownIds);
+        const cancel = new Set(answer.cancelIds);
+        for (const running of snapshot) {
+          if (!known.has(running.job.id)) this.abandon(running, 'the server no longer knows this attempt (it was reset, canceled or finished)');
+          else if (cancel.has(running.job.id) && !running.stop.signal.aborted) {
+            this.log.info({ jobId: running.job.id }, 'canceling job on request');
+            running.stop.abort('canceled' satisfies StopReason);
+          }
+        }
+        // Without jobs the server answers at once: beat at the interval (early if a job arrives). With jobs the
+        // server held the request for the interval, or answered early with a cancel: go again at once.
+        const rest = this.config.heartbeatIntervalMs - (Date.now() - started);
+        if (refs.length === 0 && rest > 0) await pause(rest, this.jobsChanged.signal);
+      } catch (err) {
+        if (this.jobsChanged.signal.aborted) continue;
+        // One failed heartbeat never cancels anything: jobs keep running and the next beat tries again.
+        this.log.warn({ err: (err as Error).message }, 'heartbeat failed');
+        await pause(delay, this.jobsChanged.signal);
+        delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
+      }
+    }
+  }
+}

@@ -1,0 +1,72 @@
+// Executor configuration from the environment. Names follow Sourcegraph's executors where the meaning is the same.
+import { randomUUID } from 'node:crypto';
+import os from 'node:os';
+import { z } from 'zod';
+import { ConfigError, envBool, envDuration, envInt, envSize, readEnv } from '../core/envConfig.js';
+import { NAME_PATTERN } from '../core/jobSpec.js';
+import { MIN_EXECUTOR_TOKEN_LENGTH } from '../core/tokens.js';
+
+export const RUNTIME_NAMES = ['shell'] as const;
+export type RuntimeName = (typeof RUNTIME_NAMES)[number];
+
+export interface ExecutorConfig {
+  frontendUrl: string;
+  frontendPassword: string;
+  queues: string[];
+  name: string;
+  maxJobs: number;
+  maxRuntimePerJobMs: number;
+  runtime: RuntimeName;
+  heartbeatIntervalMs: number;
+  logFlushIntervalMs: number;
+  maxLogSize: number;
+  keepWorkspaces: boolean;
+  workspaceRoot: string;
+}
+
+export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): ExecutorConfig {
+  const frontendUrl = env.EXECUTOR_FRONTEND_URL ?? '';
+  if (!/^https?:\/\/[^/\s]+\/?$/.test(frontendUrl)) {
+    throw new ConfigError(
+      `EXECUTOR_FRONTEND_URL ${frontendUrl ? `=${JSON.stringify(frontendUrl)} is not` : 'must be set to'} the coordinator's URL ` +
+        'as scheme://host[:port], e.g. EXECUTOR_FRONTEND_URL=http://dockhand.internal:7070',
+    );
+  }
+  const frontendPassword = env.EXECUTOR_FRONTEND_PASSWORD ?? '';
+  if (frontendPassword.length < MIN_EXECUTOR_TOKEN_LENGTH) {
+    throw new ConfigError(
+      `EXECUTOR_FRONTEND_PASSWORD ${frontendPassword ? 'is too short' : 'is not set'}: set it to the server's DOCKHAND_EXECUTORS_ACCESS_TOKEN ` +
+        `(at least ${MIN_EXECUTOR_TOKEN_LENGTH} characters).`,
+    );
+  }
+  const single = env.EXECUTOR_QUEUE_NAME?.trim();
+  const multiple = env.EXECUTOR_QUEUE_NAMES?.trim();
+  if (single && multiple) throw new ConfigError('Set either EXECUTOR_QUEUE_NAME or EXECUTOR_QUEUE_NAMES, not both.');
+  const queues = (multiple ? multiple.split(',') : single ? [single] : []).map((q) => q.trim()).filter(Boolean);
+  if (queues.length === 0) {
+    throw new ConfigError('Name the queues to work on: EXECUTOR_QUEUE_NAME=default, or EXECUTOR_QUEUE_NAMES=builds,tests for several.');
+  }
+  for (const q of queues) {
+    if (!NAME_PATTERN.test(q)) throw new ConfigError(`Queue name ${JSON.stringify(q)} in EXECUTOR_QUEUE_NAME(S) must be letters, digits, ".", "_" or "-".`);
+  }
+  const name = env.EXECUTOR_NAME || `${os.hostname()}-${randomUUID().slice(0, 8)}`;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`EXECUTOR_NAME=${JSON.stringify(name)} must be letters, digits, ".", "_" or "-".`);
+  return {
+    frontendUrl: frontendUrl.replace(/\/$/, ''),
+    frontendPassword,
+    queues,
+    name,
+    maxJobs: readEnv(env, 'EXECUTOR_MAXIMUM_NUM_JOBS', envInt('EXECUTOR_MAXIMUM_NUM_JOBS', 1, 1000), 1),
+    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB'), 30 * 60_000),
+    runtime: readEnv(
+      env, 'EXECUTOR_RUNTIME',
+      z.enum(RUNTIME_NAMES, { error: () => `EXECUTOR_RUNTIME must be one of: ${RUNTIME_NAMES.join(', ')}` }),
+      'shell',
+    ),
+    heartbeatIntervalMs: readEnv(env, 'EXECUTOR_HEARTBEAT_INTERVAL', envDuration('EXECUTOR_HEARTBEAT_INTERVAL'), 5_000),
+    logFlushIntervalMs: readEnv(env, 'EXECUTOR_LOG_FLUSH_INTERVAL', envDuration('EXECUTOR_LOG_FLUSH_INTERVAL'), 200),
+    maxLogSize: readEnv(env, 'EXECUTOR_MAX_LOG_SIZE', envSize('EXECUTOR_MAX_LOG_SIZE'), 100 * 2 ** 20),
+    keepWorkspaces: readEnv(env, 'EXECUTOR_KEEP_WORKSPACES', envBool('EXECUTOR_KEEP_WORKSPACES'), false),
+    workspaceRoot: env.EXECUTOR_WORKSPACE_ROOT || os.tmpdir(),
+  };
+}

@@ -1,0 +1,91 @@
+// Runs one job attempt on this executor: workspace, steps in order, and the report the server should get.
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { DequeuedJob } from '../core/protocol.js';
+import { formatDuration } from '../core/units.js';
+import type { FinalReport } from './apiClient.js';
+import type { ExecutorConfig } from './config.js';
+import type { JobLog } from './jobLog.js';
+import type { Runtime } from './runtimes/runtime.js';
+import { WorkspaceError, checkoutRepository, createJobDirs, removeJobDirs, writeFiles } from './workspace.js';
+
+/** Why a running job is being stopped. */
+export type StopReason = 'canceled' | 'abandoned' | 'shutdown';
+
+const HOST_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'];
+
+export interface RunJobArgs {
+  job: DequeuedJob;
+  runtime: Runtime;
+  config: Pick<ExecutorConfig, 'maxRuntimePerJobMs' | 'keepWorkspaces' | 'workspaceRoot'>;
+  log: JobLog;
+  /** Aborted with a StopReason by the agent. */
+  stop: AbortSignal;
+}
+
+/** Returns the report to send, or undefined when the job was abandoned (the server no longer wants it). */
+export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): Promise<FinalReport | undefined> {
+  const spec = job.spec;
+  const maxRuntimeMs = Math.min(spec.maxRuntime ?? Infinity, config.maxRuntimePerJobMs);
+  const overtime = AbortSignal.timeout(maxRuntimeMs);
+  const jobSignal = AbortSignal.any([stop, overtime]);
+  const stopped = (): FinalReport | undefined => {
+    if (overtime.aborted && !stop.aborted) return { kind: 'fail', message: `job exceeded its maximum runtime of ${formatDuration(maxRuntimeMs)}` };
+    const reason = stop.reason as StopReason;
+    if (reason === 'canceled') return { kind: 'fail', message: 'canceled by a user', canceled: true };
+    if (reason === 'shutdown') return { kind: 'error', message: 'the executor was shut down while the job was running' };
+    return undefined;
+  };
+
+  const dirs = await createJobDirs(config.workspaceRoot, job.id);
+  try {
+    try {
+      await checkoutRepository(spec, dirs, log, jobSignal);
+      await writeFiles(spec, dirs, log);
+    } catch (err) {
+      if (jobSignal.aborted) return stopped();
+      if (err instanceof WorkspaceError) return { kind: 'error', message: `preparing the workspace failed: ${err.message}` };
+      throw err;
+    }
+    const baseEnv: Record<string, string> = {};
+    for (const key of HOST_ENV_KEYS) if (process.env[key]) baseEnv[key] = process.env[key]!;
+
+    for (const [index, step] of spec.steps.entries()) {
+      if (jobSignal.aborted) return stopped();
+      const scriptPath = path.join(dirs.scripts, `step-${index + 1}.sh`);
+      await writeFile(scriptPath, step.run.endsWith('\n') ? step.run : `${step.run}\n`, { mode: 0o755 });
+      const env = {
+        ...baseEnv,
+        CI: 'true',
+        DOCKHAND: 'true',
+        DOCKHAND_JOB_ID: String(job.id),
+        DOCKHAND_JOB_ATTEMPT: String(job.attempt),
+        DOCKHAND_QUEUE: job.queue,
+        DOCKHAND_STEP_KEY: step.key,
+        DOCKHAND_WORKSPACE: dirs.workspace,
+        ...step.env,
+      };
+      const stepCtx = { job, spec, step, index, dirs, scriptPath, env };
+      const entry = log.startEntry(`step.${step.key}`, runtime.describeStep(stepCtx));
+      const timeout = step.timeout ? AbortSignal.timeout(step.timeout) : undefined;
+      const started = Date.now();
+      const result = await runtime
+        .runStep({ ...stepCtx, output: entry.write, signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal })
+        .catch((err: Error) => {
+          entry.note(`[dockhand] could not run the step: ${err.message}`);
+          return { exitCode: 127, reason: err.message, failedToStart: true };
+        });
+      if (result.reason) entry.note(`[dockhand] ${result.reason}`);
+      entry.finish(result.exitCode, Date.now() - started);
+      if (jobSignal.aborted) return stopped();
+      if (timeout?.aborted && result.exitCode !== 0) return { kind: 'fail', message: `step ${step.key} timed out after ${formatDuration(step.timeout!)}` };
+      if ('failedToStart' in result) return { kind: 'error', message: `step ${step.key} could not be started: ${result.reason}` };
+      if (result.exitCode !== 0) {
+        return { kind: 'fail', message: `step ${step.key} failed with exit code ${result.exitCode}${result.reason ? ` (${result.reason})` : ''}` };
+      }
+    }
+    return { kind: 'complete' };
+  } finally {
+    if (!config.keepWorkspaces) await removeJobDirs(dirs).catch(() => undefined);
+  }
+}

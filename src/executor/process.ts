@@ -1,0 +1,53 @@
+// Running a host command in its own process group, streaming its output, and stopping the whole group.
+import { spawn } from 'node:child_process';
+import type { Stream } from './jobLog.js';
+
+/** After SIGTERM, a step gets this long before SIGKILL: well inside the 2 s promised for cancel. */
+export const KILL_GRACE_MS = 1_000;
+
+export interface ProcessResult {
+  exitCode: number;
+  signal: NodeJS.Signals | null;
+}
+
+export function runProcess(
+  argv: string[],
+  opts: { cwd: string; env: Record<string, string>; output(stream: Stream, text: string): void; signal: AbortSignal },
+): Promise<ProcessResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const group = (sig: NodeJS.Signals): void => {
+      try {
+        if (child.pid) process.kill(-child.pid, sig);
+      } catch {
+        // the group is already gone
+      }
+    };
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      group('SIGTERM');
+      killTimer = setTimeout(() => group('SIGKILL'), KILL_GRACE_MS);
+    };
+    if (opts.signal.aborted) onAbort();
+    else opts.signal.addEventListener('abort', onAbort, { once: true });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => opts.output('stdout', d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => opts.output('stderr', d));
+    // Background processes the step left behind would hold its output open and outlive it: end them too.
+    child.on('exit', () => group('SIGKILL'));
+    child.on('error', (err) => {
+      opts.signal.removeEventListener('abort', onAbort);
+      reject(err);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(killTimer);
+      opts.signal.removeEventListener('abort', onAbort);
+      resolve({ exitCode: code ?? (signal ? 128 + (osSignalNumber(signal) ?? 0) : 1), signal });
+    });
+  });
+}
+
+function osSignalNumber(signal: NodeJS.Signals): number | undefined {
+  return (
+    { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Partial<Record<NodeJS.Signals, number>>
+  )[signal];
+}

@@ -1,0 +1,34 @@
+// The shell runtime: steps run as processes on the executor's host, in the job's workspace. No isolation at all:
+// for development and trusted jobs only.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { runProcess } from '../../process.js';
+import type { Runtime, StepContext, StepResult } from '../runtime.js';
+
+export const SHELL_RUNTIME_WARNING =
+  'The shell runtime gives NO isolation: job steps run as host processes with this executor\'s user and permissions. ' +
+  'Use it for development and trusted jobs only.';
+
+export class ShellRuntime implements Runtime {
+  readonly name = 'shell';
+
+  async version(): Promise<string | undefined> {
+    try {
+      const { stdout } = await promisify(execFile)('/bin/sh', ['-c', 'echo "$0"'], { timeout: 5_000 });
+      return `${process.platform} ${stdout.trim()}`;
+    } catch {
+      return undefined;
+    }
+  }
+
+  describeStep(ctx: Pick<StepContext, 'scriptPath'>): string[] {
+    return ['/bin/sh', '-e', ctx.scriptPath];
+  }
+
+  async runStep(ctx: StepContext): Promise<StepResult> {
+    const cwd = path.join(ctx.dirs.workspace, ctx.step.dir ?? '.');
+    const result = await runProcess(this.describeStep(ctx), { cwd, env: ctx.env, output: ctx.output, signal: ctx.signal });
+    return { exitCode: result.exitCode, reason: result.signal ? `killed by ${result.signal}` : undefined };
+  }
+}

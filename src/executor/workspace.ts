@@ -1,0 +1,91 @@
+// A job's workspace: a fresh directory, the repository checked out at the requested commit, and the job's files.
+import { lstat, mkdir, mkdtemp, realpath, rm, unlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { JobSpec } from '../core/jobSpec.js';
+import { isSafeRelativePath } from '../core/paths.js';
+import type { JobLog } from './jobLog.js';
+import { runProcess } from './process.js';
+import type { JobDirs } from './runtimes/runtime.js';
+
+export async function createJobDirs(root: string, jobId: number): Promise<JobDirs> {
+  const dir = await mkdtemp(path.join(root, `dockhand-job-${jobId}-`));
+  const dirs = { root: dir, workspace: path.join(dir, 'workspace'), scripts: path.join(dir, 'scripts') };
+  await mkdir(dirs.workspace);
+  await mkdir(dirs.scripts);
+  return dirs;
+}
+
+export async function removeJobDirs(dirs: JobDirs): Promise<void> {
+  await rm(dirs.root, { recursive: true, force: true, maxRetries: 3 });
+}
+
+/** Thrown when preparing the workspace failed; the message is for the user. */
+export class WorkspaceError extends Error {}
+
+/** Hides the password in URLs like https://user:token@host/repo.git before they are logged. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z+]+:\/\/)([^/@]+)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.split(':')[0]}:***` : userinfo}@`);
+}
+
+const GIT_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LANG', 'TMPDIR', 'SSH_AUTH_SOCK', 'GIT_SSH_COMMAND', 'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
+
+export async function checkoutRepository(spec: JobSpec, dirs: JobDirs, log: JobLog, signal: AbortSignal): Promise<void> {
+  const repo = spec.repository;
+  if (!repo) return;
+  const dir = path.join(dirs.workspace, repo.dir ?? '.');
+  await mkdir(dir, { recursive: true });
+  const env: Record<string, string> = { GIT_TERMINAL_PROMPT: '0', GIT_LFS_SKIP_SMUDGE: '1' };
+  for (const key of GIT_ENV_KEYS) if (process.env[key]) env[key] = process.env[key]!;
+
+  const git = async (key: string, args: string[], shown: string[] = args): Promise<void> => {
+    const entry = log.startEntry(key, ['git', ...shown]);
+    const started = Date.now();
+    let result: { exitCode: number };
+    try {
+      result = await runProcess(['git', ...args], { cwd: dir, env, output: entry.write, signal });
+    } catch (err) {
+      entry.note(`could not run git: ${(err as Error).message}`);
+      entry.finish(127, Date.now() - started);
+      throw new WorkspaceError(`${key} failed: could not run git (${(err as Error).message}); is git installed on the executor?`);
+    }
+    entry.finish(result.exitCode, Date.now() - started);
+    if (result.exitCode !== 0) throw new WorkspaceError(`${key} failed with exit code ${result.exitCode}; see its log`);
+  };
+
+  await git('setup.git.init', ['init', '--quiet', '.']);
+  await git('setup.git.add-remote', ['remote', 'add', 'origin', repo.url], ['remote', 'add', 'origin', redactUrl(repo.url)]);
+  const fetchArgs = [
+    '-c', 'protocol.version=2', 'fetch', '--progress', '--no-recurse-submodules',
+    repo.fetchTags ? '--tags' : '--no-tags',
+    ...(repo.shallow ? ['--depth=1'] : []),
+    ...(repo.sparseCheckout ? ['--filter=blob:none'] : []),
+    'origin', repo.commit,
+  ];
+  await git('setup.git.fetch', fetchArgs);
+  if (repo.sparseCheckout) await git('setup.git.sparse-checkout', ['sparse-checkout', 'set', '--no-cone', '--', ...repo.sparseCheckout]);
+  await git('setup.git.checkout', ['-c', 'advice.detachedHead=false', 'checkout', '--progress', '--force', 'FETCH_HEAD']);
+}
+
+/** Writes the job's files, refusing any path that resolves (through `..` or a symlink) outside the workspace. */
+export async function writeFiles(spec: JobSpec, dirs: JobDirs, log: JobLog): Promise<void> {
+  const files = Object.entries(spec.files ?? {});
+  if (files.length === 0) return;
+  const entry = log.startEntry('setup.files', ['write', `${files.length} file(s)`]);
+  const started = Date.now();
+  const root = await realpath(dirs.workspace);
+  for (const [rel, content] of files) {
+    const target = path.join(root, rel);
+    if (!isSafeRelativePath(rel)) throw new WorkspaceError(`refusing to write ${rel}: outside the workspace`);
+    await mkdir(path.dirname(target), { recursive: true });
+    const parent = await realpath(path.dirname(target));
+    if (parent !== root && !parent.startsWith(root + path.sep)) {
+      entry.finish(1, Date.now() - started);
+      throw new WorkspaceError(`refusing to write ${rel}: a symlink leads outside the workspace`);
+    }
+    // A symlink from the checkout at the target itself would redirect the write: replace it with the file.
+    if ((await lstat(target).catch(() => undefined))?.isSymbolicLink()) await unlink(target);
+    await writeFile(target, content, { mode: 0o755 });
+    entry.write('stdout', `wrote ${rel} (${Buffer.byteLength(content)} bytes)\n`);
+  }
+  entry.finish(0, Date.now() - started);
+}

@@ -1,0 +1,14 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { Store } from '../store/store.js';
+import type { ServerConfig } from './config.js';
+import type { EventBus } from './events.js';
+import type { ServerMetrics } from './metrics.js';
+
+/** What route groups and background loops share. */
+export interface ServerContext {
+  store: Store;
+  events: EventBus;
+  metrics: ServerMetrics;
+  config: Pick<ServerConfig, 'executorsAccessToken' | 'stalledJobTimeoutMs' | 'maxJobResets' | 'retryBackoffMs'>;
+  log: FastifyBaseLogger;
+}

@@ -1,0 +1,123 @@
+// Route definitions with their zod schemas and auth kind next to the handler. The same table drives request
+// validation, authentication, the OpenAPI document and the test that walks every route.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { issuesOf, type FieldIssue } from '../core/jobSpec.js';
+import { hashToken, tokensEqual } from '../core/tokens.js';
+import type { AttemptRecord, Store } from '../store/store.js';
+
+export type AuthKind = 'public' | 'executor' | 'job' | 'client';
+
+export type AuthContext =
+  | { kind: 'public' }
+  | { kind: 'executor' }
+  | { kind: 'client'; tokenId: number; tokenName: string }
+  | { kind: 'job'; attempt: AttemptRecord };
+
+export class HttpError extends Error {
+  constructor(
+    readonly statusCode: number,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export function badRequest(message: string, issues: FieldIssue[]): HttpError {
+  return new HttpError(400, message, { issues });
+}
+
+export interface HandlerContext<B, Q> {
+  req: FastifyRequest;
+  reply: FastifyReply;
+  body: B;
+  query: Q;
+  params: Record<string, string>;
+  auth: AuthContext;
+}
+
+export interface RouteDef<B = unknown, Q = unknown> {
+  method: 'GET' | 'POST' | 'DELETE';
+  url: string;
+  auth: AuthKind;
+  summary: string;
+  body?: z.ZodType<B>;
+  query?: z.ZodType<Q>;
+  /** Describes the success response for the OpenAPI document. */
+  response?: string;
+  handler(ctx: HandlerContext<B, Q>): Promise<unknown>;
+}
+
+export function defineRoute<B = undefined, Q = undefined>(def: RouteDef<B, Q>): RouteDef<B, Q> {
+  return def;
+}
+
+function parseWith<T>(schema: z.ZodType<T> | undefined, value: unknown, what: string): T {
+  if (!schema) return undefined as T;
+  const result = schema.safeParse(value ?? (what === 'query' ? {} : value));
+  if (!result.success) throw badRequest(`invalid request ${what}`, issuesOf(result.error));
+  return result.data;
+}
+
+const AUTH_HINT: Record<Exclude<AuthKind, 'public'>, string> = {
+  executor: "send 'Authorization: token-executor <DOCKHAND_EXECUTORS_ACCESS_TOKEN>'",
+  job: "send 'Authorization: Bearer <job token>' as received from dequeue",
+  client: "send 'Authorization: Bearer <API token>' (DOCKHAND_TOKEN)",
+};
+
+export interface AuthDeps {
+  store: Store;
+  executorsAccessToken: string;
+}
+
+export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: AuthDeps): Promise<AuthContext> {
+  if (kind === 'public') return { kind };
+  const header = req.headers.authorization ?? '';
+  const space = header.indexOf(' ');
+  const scheme = space > 0 ? header.slice(0, space).toLowerCase() : '';
+  const credential = space > 0 ? header.slice(space + 1).trim() : '';
+  const refuse = (why: string): HttpError => new HttpError(401, `${why}: ${AUTH_HINT[kind]}`);
+  if (!credential) throw refuse('missing credentials');
+  if (kind === 'executor') {
+    if (scheme !== 'token-executor' || !tokensEqual(credential, deps.executorsAccessToken)) throw refuse('invalid executor token');
+    return { kind };
+  }
+  if (scheme !== 'bearer') throw refuse('wrong authorization scheme');
+  if (kind === 'client') {
+    const token = await deps.store.findApiToken(hashToken(credential));
+    if (!token) throw refuse('invalid API token');
+    return { kind, tokenId: token.id, tokenName: token.name };
+  }
+  const attempt = await deps.store.findAttemptByToken(hashToken(credential));
+  if (!attempt) throw refuse('invalid job token');
+  const params = req.params as Record<string, string>;
+  if (String(attempt.jobId) !== params.id) throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${params.id}`);
+  return { kind, attempt };
+}
+
+export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[], deps: AuthDeps): void {
+  for (const def of routes) {
+    app.route({
+      method: def.method,
+      url: def.url,
+      config: { auth: def.auth },
+      // Per-request lines would drown the log (executors poll and append constantly); errors are still logged.
+      logLevel: 'warn',
+      handler: async (req, reply) => {
+        const auth = await authenticate(req, def.auth, deps);
+        const body = parseWith(def.body, req.body, 'body');
+        const query = parseWith(def.query, req.query, 'query');
+        return def.handler({ req, reply, body, query, params: req.params as Record<string, string>, auth });
+      },
+    });
+  }
+}
+
+export const idParam = z.coerce.number().int().positive();
+
+export function parseId(raw: string | undefined): number {
+  const result = idParam.safeParse(raw);
+  if (!result.success) throw new HttpError(404, `no job ${raw}: job ids are positive integers`);
+  return result.data;
+}

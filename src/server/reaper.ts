@@ -1,0 +1,33 @@
+// The reaper: jobs whose executor went silent are queued again (or failed after too many resets).
+import type { ServerContext } from './context.js';
+
+export function startReaper(ctx: ServerContext, startedAt: number): { stop(): void } {
+  const { store, events, metrics, config, log } = ctx;
+  const interval = Math.max(200, Math.min(5_000, Math.floor(config.stalledJobTimeoutMs / 5)));
+  let running = false;
+  const sweep = async (): Promise<void> => {
+    if (running) return;
+    running = true;
+    try {
+      // Silence while this server was down is not the executor's fault: count it from our start.
+      const result = await store.resetStalled({ now: Date.now(), timeoutMs: config.stalledJobTimeoutMs, maxResets: config.maxJobResets, notBefore: startedAt });
+      for (const job of result.reset) {
+        metrics.resets.inc({ queue: job.queue });
+        log.warn({ jobId: job.id, attempt: job.attempt, executor: job.executorName }, 'job reset: its executor stopped sending heartbeats');
+        events.queueChanged(job.queue);
+        events.jobChanged(job.id);
+      }
+      for (const job of result.failed) {
+        log.warn({ jobId: job.id, state: job.state, reason: job.failureMessage }, 'stalled job finished');
+        events.jobChanged(job.id);
+      }
+    } catch (err) {
+      log.error({ err }, 'reaper sweep failed');
+    } finally {
+      running = false;
+    }
+  };
+  const timer = setInterval(() => void sweep(), interval);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}

@@ -1,0 +1,211 @@
+// The client API: submit, inspect, follow, cancel and retry jobs; list executors and queues.
+import type { FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { jobSpec, issuesOf } from '../../core/jobSpec.js';
+import { JOB_STATES, isTerminal } from '../../core/jobState.js';
+import { CLIENT_API_PREFIX } from '../../core/protocol.js';
+import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
+import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
+import { HttpError, badRequest, defineRoute, parseId, type RouteDef } from '../http.js';
+import type { ServerContext } from '../context.js';
+
+const listQuery = z.strictObject({
+  queue: z.string().optional(),
+  state: z.enum(JOB_STATES).optional(),
+  namespace: z.string().optional(),
+  before: z.coerce.number().int().positive().optional().describe('Page: only jobs with a smaller id'),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+});
+
+const attemptQuery = z.strictObject({
+  attempt: z.coerce.number().int().positive().optional().describe('Which attempt; default the latest'),
+});
+
+async function requireJob(store: Store, rawId: string | undefined): Promise<JobRecord> {
+  const id = parseId(rawId);
+  const job = await store.getJob(id);
+  if (!job) throw new HttpError(404, `no job ${id}`);
+  return job;
+}
+
+const SSE_KEEPALIVE_MS = 15_000;
+const CHUNKS_PER_READ = 500;
+
+export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
+  const { store, events } = ctx;
+  return [
+    defineRoute({
+      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', body: z.unknown().describe('A job spec (docs/job-spec.md), JSON or YAML'),
+      summary: 'Submit a job', response: '201 with the job',
+      async handler({ body, reply }) {
+        const parsed = jobSpec.safeParse(body);
+        if (!parsed.success) throw badRequest('invalid job spec', issuesOf(parsed.error));
+        const job = await store.enqueue(parsed.data, Date.now());
+        events.queueChanged(job.queue);
+        return reply.code(201).send({ job: job });
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', query: listQuery,
+      summary: 'List jobs, newest first', response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
+      async handler({ query }) {
+        const jobs = await store.listJobs({ queue: query.queue, state: query.state, namespace: query.namespace, beforeId: query.before, limit: query.limit });
+        return { jobs: jobs, nextBefore: jobs.length === query.limit ? jobs[jobs.length - 1].id : null };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts', response: '{ job, attempts }',
+      async handler({ params }) {
+        const job = await requireJob(store, params.id);
+        return { job: job, attempts: await store.listAttempts(job.id) };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs`, auth: 'client', query: attemptQuery,
+      summary: "An attempt's log entries with their whole output", response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
+      async handler({ params, query }) {
+        const job = await requireJob(store, params.id);
+        const attempt = query.attempt ?? job.attempt;
+        const entries = await store.listLogEntries(job.id, attempt);
+        const out = new Map<number, string[]>();
+        for (let after = 0; ;) {
+          const chunks = await store.readLogChunks(job.id, attempt, after, 5000);
+          for (const c of chunks) (out.get(c.index) ?? out.set(c.index, []).get(c.index)!).push(c.data);
+          if (chunks.length < 5000) break;
+          after = chunks[chunks.length - 1].seq;
+        }
+        return { attempt, entries: entries.map((e) => ({ ...e, out: (out.get(e.index) ?? []).join('') })) };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs/stream`, auth: 'client', query: attemptQuery,
+      summary: 'Follow a job live (Server-Sent Events): attempt, entry, output, state and end events',
+      response: 'text/event-stream',
+      async handler({ params, query, reply }) {
+        const job = await requireJob(store, params.id);
+        await streamJob(ctx, job.id, query.attempt, reply);
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`, auth: 'client',
+      summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them', response: '{ job }',
+      async handler({ params }) {
+        const current = await requireJob(store, params.id);
+        if (isTerminal(current.state)) throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
+        const job = (await store.requestCancel(current.id, Date.now()))!;
+        events.jobChanged(job.id);
+        return { job: job };
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/retry`, auth: 'client',
+      summary: 'Queue a finished job again (its attempts history is kept)', response: '{ job }',
+      async handler({ params }) {
+        const current = await requireJob(store, params.id);
+        if (!isTerminal(current.state)) throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
+        const job = (await store.retry(current.id, Date.now()))!;
+        events.queueChanged(job.queue);
+        events.jobChanged(job.id);
+        return { job: job };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/executors`, auth: 'client', summary: 'Executors that have registered by heartbeat',
+      response: '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, ... }] }',
+      async handler() {
+        const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
+        return { executors: (await store.listExecutors()).map((e) => ({ ...e, active: e.lastSeenAt >= since })) };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/queues`, auth: 'client', summary: 'Queued and running jobs per queue',
+      response: '{ queues: [{ queue, queued, processing, oldestQueuedAt }] }',
+      async handler() {
+        return { queues: await store.queueStats() };
+      },
+    }),
+  ];
+}
+
+/**
+ * Streams a job as Server-Sent Events until it is finished and its whole log has been sent. Without an explicit
+ * attempt the stream follows the job across attempts (a reset or retried job starts a new one).
+ */
+async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number | undefined, reply: FastifyReply): Promise<void> {
+  const { store, events } = ctx;
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  const closed = new AbortController();
+  res.once('close', () => closed.abort());
+  const send = (event: string, data: unknown): void => {
+    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  };
+
+  let attempt = -1;
+  let afterSeq = 0;
+  let lastState = '';
+  const sentLength = new Map<number, number>();
+  const announced = new Map<number, string>();
+  const announce = (entry: LogEntryRecord, withResult: boolean): void => {
+    const view = { index: entry.index, key: entry.key, command: entry.command, startTime: entry.startTime,
+      exitCode: withResult ? entry.exitCode : null, durationMs: withResult ? entry.durationMs : null };
+    const text = JSON.stringify(view);
+    if (announced.get(entry.index) !== text) {
+      announced.set(entry.index, text);
+      send('entry', view);
+    }
+  };
+
+  try {
+    while (!closed.signal.aborted) {
+      const waiter = events.watchJobs([jobId]);
+      const job = await store.getJob(jobId);
+      if (!job) break;
+      const wanted = fixedAttempt ?? job.attempt;
+      if (wanted !== attempt) {
+        attempt = wanted;
+        afterSeq = 0;
+        sentLength.clear();
+        announced.clear();
+        if (attempt > 0) send('attempt', { attempt });
+      }
+      if (attempt > 0) {
+        // Chunks are read before entries, so every chunk's entry is in the list.
+        const chunks: LogChunk[] = [];
+        for (;;) {
+          const batch = await store.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_READ);
+          chunks.push(...batch);
+          if (batch.length) afterSeq = batch[batch.length - 1].seq;
+          if (batch.length < CHUNKS_PER_READ) break;
+        }
+        const entries = await store.listLogEntries(jobId, attempt);
+        const byEntry = new Map<number, LogChunk[]>();
+        for (const chunk of chunks) {
+          (byEntry.get(chunk.index) ?? byEntry.set(chunk.index, []).get(chunk.index)!).push(chunk);
+          sentLength.set(chunk.index, chunk.offset + chunk.data.length);
+        }
+        // Entry by entry: its start, its output, then its result once all its output has been sent.
+        for (const entry of entries) {
+          if (!announced.has(entry.index)) announce(entry, false);
+          for (const chunk of byEntry.get(entry.index) ?? []) send('output', { index: chunk.index, offset: chunk.offset, data: chunk.data });
+          if (entry.exitCode !== null && (sentLength.get(entry.index) ?? 0) >= entry.length) announce(entry, true);
+        }
+      }
+      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt });
+      if (stateView !== lastState) {
+        lastState = stateView;
+        send('state', { state: job.state, attempt: job.attempt, failureMessage: job.failureMessage, cancelRequested: job.cancelRequested });
+      }
+      const done = fixedAttempt !== undefined ? job.attempt !== fixedAttempt || isTerminal(job.state) : isTerminal(job.state);
+      if (done) {
+        waiter.cancel();
+        send('end', { state: job.state });
+        break;
+      }
+      if (!(await waiter.wait(SSE_KEEPALIVE_MS, closed.signal)) && !closed.signal.aborted) res.write(': keepalive\n\n');
+    }
+  } finally {
+    res.end();
+  }
+}

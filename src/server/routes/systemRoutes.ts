@@ -1,0 +1,33 @@
+// Health, metrics and the API description: public, so load balancers and Prometheus need no credentials.
+import { VERSION } from '../../core/version.js';
+import { defineRoute, type RouteDef } from '../http.js';
+import type { ServerContext } from '../context.js';
+
+export function systemRoutes(ctx: ServerContext, openApi: () => unknown): RouteDef<any, any>[] {
+  return [
+    defineRoute({
+      method: 'GET', url: '/healthz', auth: 'public', summary: 'Health: 200 when the database answers, 503 otherwise',
+      async handler({ reply }) {
+        try {
+          await ctx.store.ping();
+          return { status: 'ok', version: VERSION, store: ctx.store.kind };
+        } catch (err) {
+          return reply.code(503).send({ status: 'unhealthy', reason: `database: ${(err as Error).message}` });
+        }
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: '/metrics', auth: 'public', summary: 'Prometheus metrics',
+      async handler({ reply }) {
+        const body = await ctx.metrics.registry.metrics();
+        return reply.type(ctx.metrics.registry.contentType).send(body);
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: '/api/openapi.json', auth: 'public', summary: 'This API, as OpenAPI 3.1',
+      async handler() {
+        return openApi();
+      },
+    }),
+  ];
+}

@@ -1,0 +1,59 @@
+// Starting and stopping a coordinator: store, migrations, bootstrap token, HTTP, reaper.
+import path from 'node:path';
+import pino from 'pino';
+import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
+import { SqliteStore } from '../store/sqlite/sqliteStore.js';
+import type { Store } from '../store/store.js';
+import { buildApp } from './app.js';
+import type { ServerConfig } from './config.js';
+import { EventBus } from './events.js';
+import { ServerMetrics } from './metrics.js';
+import { startReaper } from './reaper.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  store: Store;
+  /** Set when this start created the first admin token; it is shown once and stored only as a hash. */
+  bootstrapToken?: string;
+  close(): Promise<void>;
+}
+
+export const BOOTSTRAP_TOKEN_NAME = 'admin';
+
+async function bootstrapAdminToken(store: Store, fromEnv: string | undefined): Promise<string | undefined> {
+  if (fromEnv) {
+    if (!(await store.findApiToken(hashToken(fromEnv)))) await store.createApiToken('admin (DOCKHAND_ADMIN_TOKEN)', hashToken(fromEnv), Date.now());
+    return undefined;
+  }
+  if ((await store.countApiTokens()) > 0) return undefined;
+  const token = newToken(API_TOKEN_PREFIX);
+  await store.createApiToken(BOOTSTRAP_TOKEN_NAME, hashToken(token), Date.now());
+  return token;
+}
+
+export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' } })): Promise<RunningServer> {
+  const store = new SqliteStore(path.join(config.dataDir, 'dockhand.db'));
+  await store.migrate();
+  const bootstrapToken = await bootstrapAdminToken(store, config.adminToken);
+  const events = new EventBus();
+  const metrics = new ServerMetrics(store);
+  const { app } = buildApp({ store, events, metrics, config }, logger);
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const reaper = startReaper({ store, events, metrics, config, log: logger }, Date.now());
+  logger.info({ port, dataDir: config.dataDir, store: store.kind }, 'dockhand server listening');
+  return {
+    url: `http://${shownHost}:${port}`,
+    port,
+    store,
+    bootstrapToken,
+    async close() {
+      reaper.stop();
+      await app.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,90 @@
+// Schema versions, applied in order at start. Never edit a released migration; add a new one.
+export const MIGRATIONS: { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  queue TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER NOT NULL,
+  num_failures INTEGER NOT NULL DEFAULT 0,
+  num_resets INTEGER NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  failure_message TEXT,
+  executor_name TEXT,
+  created_at INTEGER NOT NULL,
+  queued_at INTEGER NOT NULL,
+  available_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  last_heartbeat_at INTEGER
+);
+CREATE INDEX jobs_dequeue ON jobs (queue, available_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_processing ON jobs (last_heartbeat_at) WHERE state = 'processing';
+CREATE INDEX jobs_state ON jobs (state, id);
+CREATE INDEX jobs_queue ON jobs (queue, id);
+
+CREATE TABLE job_attempts (
+  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL,
+  executor_name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  outcome TEXT,
+  message TEXT,
+  PRIMARY KEY (job_id, attempt)
+);
+
+CREATE TABLE log_entries (
+  job_id INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  command TEXT NOT NULL,
+  start_time INTEGER NOT NULL,
+  exit_code INTEGER,
+  duration_ms INTEGER,
+  length INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (job_id, attempt, idx)
+);
+
+-- Output is stored as appended chunks, never rewritten, so a long log costs one insert per flush.
+CREATE TABLE log_chunks (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  offset INTEGER NOT NULL,
+  data TEXT NOT NULL
+);
+CREATE INDEX log_chunks_job ON log_chunks (job_id, attempt, seq);
+
+CREATE TABLE executors (
+  name TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  os TEXT NOT NULL,
+  arch TEXT NOT NULL,
+  version TEXT NOT NULL,
+  runtime TEXT NOT NULL,
+  runtime_version TEXT,
+  queues TEXT NOT NULL,
+  max_jobs INTEGER,
+  running_jobs INTEGER NOT NULL DEFAULT 0,
+  first_seen_at INTEGER NOT NULL,
+  last_seen_at INTEGER NOT NULL
+);
+
+CREATE TABLE api_tokens (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL
+);
+`,
+  },
+];

@@ -1,0 +1,381 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import type { JobSpec } from '../../core/jobSpec.js';
+import { decideAfterError, decideAfterFail, decideAfterStall, stallFailureMessage, type AttemptOutcome, type JobState } from '../../core/jobState.js';
+import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
+import type {
+  AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
+} from '../store.js';
+import { MIGRATIONS } from './migrations.js';
+
+interface JobRow {
+  id: number; queue: string; namespace: string; spec: string; state: JobState; attempt: number; max_attempts: number;
+  num_failures: number; num_resets: number; cancel_requested: number; failure_message: string | null;
+  executor_name: string | null; created_at: number; queued_at: number; available_at: number;
+  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null;
+}
+
+function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id, queue: row.queue, namespace: row.namespace, spec: JSON.parse(row.spec) as JobSpec, state: row.state,
+    attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
+    cancelRequested: row.cancel_requested === 1, failureMessage: row.failure_message, executorName: row.executor_name,
+    createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
+    finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
+  };
+}
+
+interface AttemptRow {
+  job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
+  outcome: AttemptOutcome | null; message: string | null;
+}
+
+function toAttempt(row: AttemptRow): AttemptRecord {
+  return {
+    jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
+    finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
+  };
+}
+
+const OUTCOME_OF_FINISH = { complete: 'completed', error: 'errored', fail: 'failed' } as const;
+
+/**
+ * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
+ * owns the file, so each method's transaction runs without interleaving: a dequeue can never hand a job out twice.
+ */
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.pragma('foreign_keys = ON');
+  }
+
+  async migrate(): Promise<void> {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    const applied = new Set(this.db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]);
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      this.db.transaction(() => {
+        this.db.exec(migration.sql);
+        this.db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, Date.now());
+      }).immediate();
+    }
+  }
+
+  async close(): Promise<void> {
+    this.db.close();
+  }
+
+  async ping(): Promise<void> {
+    this.db.prepare('SELECT 1').get();
+  }
+
+  async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
+    this.db.prepare('INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?)').run(name, tokenHash, now);
+  }
+
+  async findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined> {
+    return this.db.prepare('SELECT id, name FROM api_tokens WHERE token_hash = ?').get(tokenHash) as { id: number; name: string } | undefined;
+  }
+
+  async countApiTokens(): Promise<number> {
+    return this.db.prepare('SELECT count(*) FROM api_tokens').pluck().get() as number;
+  }
+
+  async deleteApiTokensNamed(name: string): Promise<void> {
+    this.db.prepare('DELETE FROM api_tokens WHERE name = ?').run(name);
+  }
+
+  async enqueue(spec: JobSpec, now: number): Promise<JobRecord> {
+    const row = this.db
+      .prepare(
+        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING *`,
+      )
+      .get(spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, now, now) as JobRow;
+    return toJob(row);
+  }
+
+  private jobRow(id: number): JobRow | undefined {
+    return this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+  }
+
+  async getJob(id: number): Promise<JobRecord | undefined> {
+    const row = this.jobRow(id);
+    return row && toJob(row);
+  }
+
+  async listJobs(filter: JobFilter): Promise<JobRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.queue) { where.push('queue = ?'); args.push(filter.queue); }
+    if (filter.state) { where.push('state = ?'); args.push(filter.state); }
+    if (filter.namespace) { where.push('namespace = ?'); args.push(filter.namespace); }
+    if (filter.beforeId) { where.push('id < ?'); args.push(filter.beforeId); }
+    const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit) as JobRow[]).map(toJob);
+  }
+
+  async listAttempts(jobId: number): Promise<AttemptRecord[]> {
+    return (this.db.prepare('SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt').all(jobId) as AttemptRow[]).map(toAttempt);
+  }
+
+  async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
+    const placeholders = args.queues.map(() => '?').join(', ');
+    const pick = this.db.prepare(
+      `SELECT id FROM jobs WHERE state = 'queued' AND queue IN (${placeholders}) AND available_at <= ?
+       ORDER BY available_at, id LIMIT 1`,
+    );
+    return this.db.transaction(() => {
+      const id = pick.pluck().get(...args.queues, args.now) as number | undefined;
+      if (id === undefined) return undefined;
+      const row = this.db
+        .prepare(
+          `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = ?, started_at = ?,
+             last_heartbeat_at = ?, finished_at = NULL
+           WHERE id = ? RETURNING *`,
+        )
+        .get(args.executorName, args.now, args.now, id) as JobRow;
+      this.db
+        .prepare('INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES (?, ?, ?, ?, ?)')
+        .run(id, row.attempt, args.executorName, args.tokenHash, args.now);
+      return toJob(row);
+    }).immediate();
+  }
+
+  async nextAvailableAt(queues: string[]): Promise<number | undefined> {
+    const placeholders = queues.map(() => '?').join(', ');
+    const at = this.db
+      .prepare(`SELECT min(available_at) FROM jobs WHERE state = 'queued' AND queue IN (${placeholders})`)
+      .pluck()
+      .get(...queues) as number | null;
+    return at ?? undefined;
+  }
+
+  async heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
+    const knownIds: number[] = [];
+    const cancelIds: number[] = [];
+    const touch = this.db.prepare(
+      `UPDATE jobs SET last_heartbeat_at = ?
+       WHERE id = ? AND attempt = ? AND state = 'processing' AND executor_name = ? RETURNING cancel_requested`,
+    );
+    this.db.transaction(() => {
+      for (const ref of args.jobs) {
+        const row = touch.get(args.now, ref.id, ref.attempt, args.executorName) as { cancel_requested: number } | undefined;
+        if (!row) continue;
+        knownIds.push(ref.id);
+        if (row.cancel_requested) cancelIds.push(ref.id);
+      }
+    })();
+    return { knownIds, cancelIds };
+  }
+
+  async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
+    const row = this.db.prepare('SELECT * FROM job_attempts WHERE token_hash = ?').get(tokenHash) as AttemptRow | undefined;
+    return row && toAttempt(row);
+  }
+
+  async finish(request: FinishRequest): Promise<FinishResult> {
+    return this.db.transaction((): FinishResult => {
+      const row = this.jobRow(request.jobId);
+      if (!row) return { ok: false, reason: 'unknown_job' };
+      const attempt = this.db
+        .prepare('SELECT * FROM job_attempts WHERE job_id = ? AND attempt = ?')
+        .get(request.jobId, request.attempt) as AttemptRow | undefined;
+      if (!attempt) return { ok: false, reason: 'unknown_job' };
+      const job = toJob(row);
+      const outcome = OUTCOME_OF_FINISH[request.kind];
+      if (attempt.outcome !== null) {
+        // The executor retried a call whose answer it did not get: repeat the answer, change nothing.
+        const repeated = attempt.outcome === outcome || (attempt.outcome === 'canceled' && request.kind !== 'complete');
+        return repeated ? { ok: true, job, changed: false } : { ok: false, reason: 'stale_attempt', job };
+      }
+      if (job.state !== 'processing' || job.attempt !== request.attempt) return { ok: false, reason: 'stale_attempt', job };
+
+      let state: JobState;
+      let attemptOutcome: AttemptOutcome = outcome;
+      let numFailures = job.numFailures;
+      let availableAt = job.availableAt;
+      let failureMessage: string | null = request.message ?? null;
+      if (request.kind === 'complete') {
+        state = job.cancelRequested ? 'canceled' : 'completed';
+        failureMessage = null;
+      } else if (request.kind === 'error') {
+        const decision = decideAfterError(job, request.retryBackoffMs);
+        state = decision.state;
+        numFailures = decision.numFailures;
+        availableAt = request.now + decision.backoffMs;
+      } else {
+        state = decideAfterFail(job, request.canceledByExecutor ?? false);
+      }
+      if (state === 'canceled') {
+        attemptOutcome = 'canceled';
+        failureMessage = 'canceled by a user';
+      }
+      const terminal = state !== 'queued';
+      const updated = this.db
+        .prepare(
+          `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, available_at = ?,
+             queued_at = CASE WHEN ? THEN queued_at ELSE ? END, finished_at = ?
+           WHERE id = ? RETURNING *`,
+        )
+        .get(state, numFailures, failureMessage, availableAt, terminal ? 1 : 0, request.now, terminal ? request.now : null, job.id) as JobRow;
+      this.db
+        .prepare('UPDATE job_attempts SET outcome = ?, message = ?, finished_at = ? WHERE job_id = ? AND attempt = ?')
+        .run(attemptOutcome, request.message ?? null, request.now, job.id, request.attempt);
+      return { ok: true, job: toJob(updated), changed: true };
+    }).immediate();
+  }
+
+  async requestCancel(id: number, now: number): Promise<JobRecord | undefined> {
+    return this.db.transaction(() => {
+      const row = this.jobRow(id);
+      if (!row) return undefined;
+      if (row.state === 'queued') {
+        return toJob(
+          this.db
+            .prepare(`UPDATE jobs SET state = 'canceled', cancel_requested = 1, failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`)
+            .get(now, id) as JobRow,
+        );
+      }
+      if (row.state === 'processing') {
+        return toJob(this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *').get(id) as JobRow);
+      }
+      return toJob(row);
+    }).immediate();
+  }
+
+  async retry(id: number, now: number): Promise<JobRecord | undefined> {
+    return this.db.transaction(() => {
+      const row = this.jobRow(id);
+      if (!row || row.state === 'queued' || row.state === 'processing') return row && toJob(row);
+      return toJob(
+        this.db
+          .prepare(
+            `UPDATE jobs SET state = 'queued', num_failures = 0, num_resets = 0, cancel_requested = 0, failure_message = NULL,
+               queued_at = ?, available_at = ?, finished_at = NULL
+             WHERE id = ? RETURNING *`,
+          )
+          .get(now, now, id) as JobRow,
+      );
+    }).immediate();
+  }
+
+  async resetStalled(sweep: StallSweep): Promise<StallResult> {
+    const cutoff = sweep.now - sweep.timeoutMs;
+    if (sweep.notBefore > cutoff) return { reset: [], failed: [] };
+    return this.db.transaction((): StallResult => {
+      const stalled = this.db
+        .prepare(`SELECT * FROM jobs WHERE state = 'processing' AND last_heartbeat_at < ?`)
+        .all(cutoff) as JobRow[];
+      const result: StallResult = { reset: [], failed: [] };
+      const markAttempt = this.db.prepare(
+        `UPDATE job_attempts SET outcome = 'reset', message = ?, finished_at = ? WHERE job_id = ? AND attempt = ? AND outcome IS NULL`,
+      );
+      for (const row of stalled) {
+        const silentFor = Math.round((sweep.now - (row.last_heartbeat_at ?? sweep.now)) / 1000);
+        markAttempt.run(`no heartbeat from executor ${row.executor_name} for ${silentFor}s`, sweep.now, row.id, row.attempt);
+        if (row.cancel_requested) {
+          result.failed.push(toJob(this.db.prepare(
+            `UPDATE jobs SET state = 'canceled', failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`,
+          ).get(sweep.now, row.id) as JobRow));
+        } else if (decideAfterStall({ numResets: row.num_resets }, sweep.maxResets) === 'queued') {
+          result.reset.push(toJob(this.db.prepare(
+            `UPDATE jobs SET state = 'queued', num_resets = num_resets + 1, queued_at = ?, available_at = ?, started_at = NULL
+             WHERE id = ? RETURNING *`,
+          ).get(sweep.now, sweep.now, row.id) as JobRow));
+        } else {
+          result.failed.push(toJob(this.db.prepare(
+            `UPDATE jobs SET state = 'failed', failure_message = ?, finished_at = ? WHERE id = ? RETURNING *`,
+          ).get(stallFailureMessage(sweep.maxResets, row.executor_name, sweep.timeoutMs), sweep.now, row.id) as JobRow));
+        }
+      }
+      return result;
+    }).immediate();
+  }
+
+  async appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
+    const find = this.db.prepare('SELECT length FROM log_entries WHERE job_id = ? AND attempt = ? AND idx = ?').pluck();
+    const create = this.db.prepare(
+      'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    const finalize = this.db.prepare(
+      `UPDATE log_entries SET exit_code = coalesce(?, exit_code), duration_ms = coalesce(?, duration_ms), length = ?
+       WHERE job_id = ? AND attempt = ? AND idx = ?`,
+    );
+    const insertChunk = this.db.prepare('INSERT INTO log_chunks (job_id, attempt, idx, offset, data) VALUES (?, ?, ?, ?, ?)');
+    return this.db.transaction(() =>
+      entries.map((entry) => {
+        let length = find.get(jobId, attempt, entry.index) as number | undefined;
+        if (length === undefined) {
+          create.run(jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime);
+          length = 0;
+        }
+        // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
+        const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
+        if (fresh.length > 0) insertChunk.run(jobId, attempt, entry.index, length, fresh);
+        length += fresh.length;
+        finalize.run(entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index);
+        return { index: entry.index, length };
+      }),
+    ).immediate();
+  }
+
+  async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
+    const rows = this.db
+      .prepare('SELECT * FROM log_entries WHERE job_id = ? AND attempt = ? ORDER BY idx')
+      .all(jobId, attempt) as { idx: number; key: string; command: string; start_time: number; exit_code: number | null; duration_ms: number | null; length: number }[];
+    return rows.map((r) => ({
+      index: r.idx, key: r.key, command: JSON.parse(r.command) as string[], startTime: r.start_time,
+      exitCode: r.exit_code, durationMs: r.duration_ms, length: r.length,
+    }));
+  }
+
+  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number): Promise<LogChunk[]> {
+    const rows = this.db
+      .prepare('SELECT seq, idx, offset, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND seq > ? ORDER BY seq LIMIT ?')
+      .all(jobId, attempt, afterSeq, limit) as { seq: number; idx: number; offset: number; data: string }[];
+    return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
+  }
+
+  async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
+    this.db
+      .prepare(
+        `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs, first_seen_at, last_seen_at)
+         VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs, @now, @now)
+         ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
+           version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
+           queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
+           last_seen_at = excluded.last_seen_at`,
+      )
+      .run({ ...info, queues: JSON.stringify(info.queues), now });
+  }
+
+  async listExecutors(): Promise<ExecutorRecord[]> {
+    const rows = this.db.prepare('SELECT * FROM executors ORDER BY last_seen_at DESC').all() as Record<string, unknown>[];
+    return rows.map((r) => ({
+      name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
+      version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
+      queues: JSON.parse(r.queues as string) as string[], maxJobs: r.max_jobs as number | null,
+      runningJobs: r.running_jobs as number, firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
+    }));
+  }
+
+  async queueStats(): Promise<QueueStats[]> {
+    return this.db
+      .prepare(
+        `SELECT queue, sum(state = 'queued') AS queued, sum(state = 'processing') AS processing,
+           min(CASE WHEN state = 'queued' THEN queued_at END) AS oldestQueuedAt
+         FROM jobs WHERE state IN ('queued', 'processing') GROUP BY queue ORDER BY queue`,
+      )
+      .all() as QueueStats[];
+  }
+}
