@@ -1,0 +1,167 @@
+// The HTTP API in-process: validation errors name the field, every route refuses missing and wrong credentials
+// (walked from the route table, so new routes are covered without editing this file), OpenAPI and metrics.
+import path from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import { hashToken } from '../../src/core/tokens.js';
+import { buildApp } from '../../src/server/app.js';
+import { EventBus } from '../../src/server/events.js';
+import type { RouteDef } from '../../src/server/http.js';
+import { ServerMetrics } from '../../src/server/metrics.js';
+import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
+import { ADMIN_TOKEN, EXECUTORS_TOKEN, tempDir } from '../support/processes.js';
+
+let app: FastifyInstance;
+let routes: RouteDef<any, any>[];
+let store: SqliteStore;
+
+beforeAll(async () => {
+  store = new SqliteStore(path.join(await tempDir('api'), 'dockhand.db'));
+  await store.migrate();
+  await store.createApiToken('admin', hashToken(ADMIN_TOKEN), Date.now());
+  const config = { executorsAccessToken: EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
+  ({ app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), config }, pino({ level: 'silent' })));
+  await app.ready();
+});
+
+afterAll(async () => {
+  await app.close();
+  await store.close();
+});
+
+const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+async function submit(payload: unknown, headers: Record<string, string> = {}) {
+  const res = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { ...admin, ...headers }, payload: payload as object });
+  return { status: res.statusCode, body: res.json() };
+}
+
+describe('job spec validation over HTTP', () => {
+  const base = { queue: 'default', steps: [{ run: 'echo hi' }] };
+  const bad: [string, unknown, string][] = [
+    ['missing queue', { steps: [{ run: 'x' }] }, 'queue'],
+    ['bad queue name', { ...base, queue: 'no spaces allowed' }, 'queue'],
+    ['missing steps', { queue: 'default' }, 'steps'],
+    ['empty run', { ...base, steps: [{ run: '' }] }, 'steps[0].run'],
+    ['run not a string', { ...base, steps: [{ run: 42 }] }, 'steps[0].run'],
+    ['typo in a field', { ...base, stpes: [] }, 'stpes'],
+    ['typo in a step field', { ...base, steps: [{ run: 'x', comand: 'y' }] }, 'steps[0].comand'],
+    ['dir escapes the workspace', { ...base, steps: [{ run: 'x', dir: '../../etc' }] }, 'steps[0].dir'],
+    ['absolute file path', { ...base, files: { '/etc/passwd': 'x' } }, 'files./etc/passwd'],
+    ['file path with ..', { ...base, files: { 'a/../../b': 'x' } }, 'files.a/../../b'],
+    ['bad timeout', { ...base, steps: [{ run: 'x', timeout: 'soon' }] }, 'steps[0].timeout'],
+    ['bad env name', { ...base, steps: [{ run: 'x', env: { 'A=B': '1' } }] }, 'steps[0].env.A=B'],
+    ['duplicate step keys', { ...base, steps: [{ key: 'a', run: 'x' }, { key: 'a', run: 'y' }] }, 'steps[1].key'],
+    ['maxAttempts zero', { ...base, maxAttempts: 0 }, 'maxAttempts'],
+    ['bad memory', { ...base, resources: { memory: 'lots' } }, 'resources.memory'],
+    ['command-running git transport', { ...base, repository: { url: 'ext::sh -c touch% /tmp/pwned', commit: 'abc' } }, 'repository.url'],
+    ['commit that looks like an option', { ...base, repository: { url: 'https://example.com/r.git', commit: '--upload-pack=evil' } }, 'repository.commit'],
+    ['bad namespace', { ...base, namespace: 'bob' }, 'namespace'],
+    ['bad maxRuntime', { ...base, maxRuntime: -5 }, 'maxRuntime'],
+  ];
+  it.each(bad)('%s → 400 naming %s', async (_name, spec, field) => {
+    const { status, body } = await submit(spec);
+    expect(status).toBe(400);
+    expect(body.error).toBe('invalid job spec');
+    expect(body.issues.map((i: { field: string }) => i.field)).toContain(field);
+    for (const issue of body.issues) expect(issue.message.length).toBeGreaterThan(5);
+  });
+
+  it('answers malformed JSON and non-object bodies with 400, not 500', async () => {
+    const res = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { ...admin, 'content-type': 'application/json' }, payload: '{"queue": ' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toBeTruthy();
+    expect((await submit([1, 2, 3])).status).toBe(400);
+    const yamlBad = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { ...admin, 'content-type': 'application/yaml' }, payload: 'queue: [' });
+    expect(yamlBad.statusCode).toBe(400);
+  });
+
+  it('accepts YAML bodies', async () => {
+    const res = await app.inject({ method: 'POST', url: '/api/v1/jobs', headers: { ...admin, 'content-type': 'application/yaml' }, payload: 'queue: default\nsteps:\n  - run: echo hi\n' });
+    expect(res.statusCode).toBe(201);
+    expect(res.json().job.spec.steps[0].key).toBe('step-1');
+  });
+
+  it('validates executor protocol bodies and query strings the same way', async () => {
+    const res = await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` }, payload: { executorName: 'e1', version: '1', queues: [] } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().issues[0].field).toBe('queues');
+    const list = await app.inject({ method: 'GET', url: '/api/v1/jobs?state=exploded', headers: admin });
+    expect(list.statusCode).toBe(400);
+    expect(list.json().issues[0].field).toBe('state');
+    const missing = await app.inject({ method: 'GET', url: '/api/v1/jobs/999999', headers: admin });
+    expect(missing.statusCode).toBe(404);
+    const notAnId = await app.inject({ method: 'GET', url: '/api/v1/jobs/abc', headers: admin });
+    expect(notAnId.statusCode).toBe(404);
+  });
+});
+
+describe('authentication on every route', () => {
+  const PUBLIC = new Set(['GET /healthz', 'GET /metrics', 'GET /api/openapi.json']);
+
+  it('knows which routes are public, and no others are', () => {
+    const publicRoutes = routes.filter((r) => r.auth === 'public').map((r) => `${r.method} ${r.url}`);
+    expect(new Set(publicRoutes)).toEqual(PUBLIC);
+    expect(routes.length).toBeGreaterThan(10);
+  });
+
+  it('refuses missing, malformed and wrong credentials on every non-public route', async () => {
+    const job = await store.enqueue((await import('../../src/core/jobSpec.js')).jobSpec.parse({ queue: 'auth', steps: [] }), Date.now());
+    const wrong: Record<string, string[]> = {
+      executor: ['', 'token-executor wrong-token-wrong-token-wrong', `Bearer ${EXECUTORS_TOKEN}`, `Bearer ${ADMIN_TOKEN}`, `token-executor ${EXECUTORS_TOKEN}x`],
+      client: ['', `Bearer ${ADMIN_TOKEN}x`, `token-executor ${EXECUTORS_TOKEN}`, ADMIN_TOKEN, 'Bearer dha_000000000000000000000000000000000000000000000000', `Basic ${ADMIN_TOKEN}`],
+      job: ['', 'Bearer dhj_000000000000000000000000000000000000000000000000', `token-executor ${EXECUTORS_TOKEN}`, `Bearer ${ADMIN_TOKEN}`],
+    };
+    for (const route of routes.filter((r) => r.auth !== 'public')) {
+      for (const authorization of wrong[route.auth]) {
+        const res = await app.inject({
+          method: route.method,
+          url: route.url.replace(':id', String(job.id)),
+          headers: authorization ? { authorization } : {},
+          payload: route.method === 'POST' ? {} : undefined,
+        });
+        expect(res.statusCode, `${route.method} ${route.url} with "${authorization.slice(0, 20)}"`).toBe(401);
+        expect(res.json().error).toMatch(/token|credentials|scheme/);
+      }
+    }
+  });
+
+  it("refuses a job token on another job's routes", async () => {
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    const a = await store.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
+    const b = await store.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
+    const taken = await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` }, payload: { executorName: 'e1', version: '1', queues: ['fence'], waitMs: 0 } });
+    const token = taken.json().token as string;
+    const other = taken.json().id === a.id ? b.id : a.id;
+    const res = await app.inject({ method: 'POST', url: `/api/executor/v1/jobs/${other}/complete`, headers: { authorization: `Bearer ${token}` }, payload: {} });
+    expect(res.statusCode).toBe(403);
+  });
+});
+
+describe('OpenAPI and metrics', () => {
+  it('describes every route in /api/openapi.json from the zod schemas', async () => {
+    const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();
+    expect(doc.openapi).toBe('3.1.0');
+    for (const route of routes) {
+      const op = doc.paths[route.url.replace(/:(\w+)/g, '{$1}')]?.[route.method.toLowerCase()];
+      expect(op, `${route.method} ${route.url}`).toBeDefined();
+    }
+    const submit = doc.paths['/api/executor/v1/dequeue'].post.requestBody.content['application/json'].schema;
+    expect(submit.required).toEqual(expect.arrayContaining(['executorName', 'queues']));
+  });
+
+  it('exposes queue depth, oldest age, durations, dequeue wait and executors online', async () => {
+    const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
+    for (const name of ['dockhand_queue_depth', 'dockhand_queue_oldest_age_seconds', 'dockhand_job_duration_seconds', 'dockhand_dequeue_wait_seconds', 'dockhand_executors_online']) {
+      expect(text).toContain(`# TYPE ${name}`);
+    }
+    expect(text).toMatch(/dockhand_queue_depth\{queue="default"\} \d+/);
+  });
+
+  it('reports health', async () => {
+    const res = await app.inject({ method: 'GET', url: '/healthz' });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().status).toBe('ok');
+  });
+});

@@ -1,0 +1,169 @@
+// End to end: a real server and two real executors running jobs on the shell runtime.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestClient } from '../support/api.js';
+import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+
+let server: ServerHandle;
+let executors: ExecutorHandle[] = [];
+let client: TestClient;
+let scratch: string;
+
+beforeAll(async () => {
+  scratch = await tempDir('jobs');
+  server = await startServer({ name: 'jobs-server', env: { DOCKHAND_RETRY_BACKOFF: '100ms' } });
+  client = new TestClient(server.url);
+  executors = await Promise.all([
+    startExecutor(server.url, { name: 'jobs-exec-1', queues: ['alpha', 'beta'] }),
+    startExecutor(server.url, { name: 'jobs-exec-2', queues: ['beta', 'alpha'] }),
+  ]);
+});
+
+afterAll(async () => {
+  await Promise.all(executors.map((e) => e.stop()));
+  await server?.stop();
+});
+
+describe('jobs on two executors', () => {
+  it('runs 50 jobs over two queues, each exactly once, with complete logs in order', async () => {
+    const runs = path.join(scratch, 'runs.log');
+    const lines = 30;
+    const jobs = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        client.submit({
+          queue: i % 2 ? 'alpha' : 'beta',
+          steps: [
+            { key: 'count', run: `echo "$DOCKHAND_JOB_ID" >> ${runs}\ni=1\nwhile [ $i -le ${lines} ]; do echo "job $DOCKHAND_JOB_ID line $i"; echo "err $i" >&2; i=$((i+1)); done` },
+            { key: 'second', run: 'echo second step' },
+          ],
+        }),
+      ),
+    );
+    for (const job of jobs) await client.waitForState(job.id, 'completed', 60_000);
+
+    const ran = readFileSync(runs, 'utf8').trim().split('\n').map(Number).sort((a, b) => a - b);
+    expect(ran).toEqual(jobs.map((j) => j.id).sort((a, b) => a - b));
+
+    for (const job of jobs) {
+      const { entries } = await client.logs(job.id);
+      expect(entries.map((e) => e.key)).toEqual(['step.count', 'step.second']);
+      const stdout = entries[0].out.split('\n').filter((l) => l.startsWith('stdout: '));
+      const stderr = entries[0].out.split('\n').filter((l) => l.startsWith('stderr: '));
+      expect(stdout).toEqual(Array.from({ length: lines }, (_, i) => `stdout: job ${job.id} line ${i + 1}`));
+      expect(stderr).toEqual(Array.from({ length: lines }, (_, i) => `stderr: err ${i + 1}`));
+      expect(entries.map((e) => e.exitCode)).toEqual([0, 0]);
+    }
+    const { body } = await client.call('GET', '/executors');
+    const names = body.executors.map((e: { name: string }) => e.name);
+    expect(names).toEqual(expect.arrayContaining(['jobs-exec-1', 'jobs-exec-2']));
+  });
+
+  it('streams output while the step is still running', async () => {
+    const go = path.join(scratch, 'go-live');
+    const job = await client.submit({ queue: 'alpha', steps: [{ run: `echo first\nwhile [ ! -f ${go} ]; do sleep 0.05; done\necho second` }] });
+    // The step cannot finish until the test sees "first" arrive and creates the go file.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const { entries } = await client.logs(job.id);
+      if (entries[0]?.out.includes('stdout: first')) {
+        expect(entries[0].out).not.toContain('second');
+        expect(entries[0].exitCode).toBeNull();
+        break;
+      }
+      if (Date.now() > deadline) throw new Error('first line never arrived');
+      await sleep(25);
+    }
+    writeFileSync(go, '');
+    await client.waitForState(job.id, 'completed');
+    expect((await client.logs(job.id)).entries[0].out).toBe('stdout: first\nstdout: second\n');
+  });
+
+  it('cancels a running sleep 60 and stops its processes within 2 s', async () => {
+    const pidFile = path.join(scratch, 'sleep.pid');
+    const job = await client.submit({ queue: 'beta', steps: [{ run: `sleep 60 &\necho $! > ${pidFile}\nwait` }] });
+    await client.waitFor(job.id, () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const started = Date.now();
+    expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
+    await client.waitFor(job.id, (j) => j.state === 'canceled', 5_000);
+    while (processAlive(pid) && Date.now() - started < 5_000) await sleep(10);
+    const took = Date.now() - started;
+    expect(processAlive(pid)).toBe(false);
+    expect(took).toBeLessThan(2_000);
+    const { job: done, attempts } = await client.job(job.id);
+    expect(done.failureMessage).toBe('canceled by a user');
+    expect(attempts[0].outcome).toBe('canceled');
+  });
+
+  it('checks out a repository at the requested commit, shallow', async () => {
+    const repo = path.join(scratch, 'repo');
+    const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], { encoding: 'utf8' }).trim();
+    execFileSync('git', ['init', '-q', repo]);
+    writeFileSync(path.join(repo, 'version.txt'), 'one\n');
+    git('add', '.');
+    git('commit', '-qm', 'one');
+    const first = git('rev-parse', 'HEAD');
+    writeFileSync(path.join(repo, 'version.txt'), 'two\n');
+    git('commit', '-qam', 'two');
+    const job = await client.submit({
+      queue: 'alpha',
+      repository: { url: `file://${repo}`, commit: first, dir: 'src' },
+      files: { 'src/extra/note.txt': 'written by the job spec' },
+      steps: [{ dir: 'src', run: 'cat version.txt; cat extra/note.txt; echo; git rev-parse HEAD; git rev-list --count HEAD' }],
+    });
+    const done = await client.waitFor(job.id, (j) => ['completed', 'failed'].includes(j.state));
+    const { entries } = await client.logs(job.id);
+    expect(done.state, JSON.stringify(entries, null, 1)).toBe('completed');
+    expect(entries.map((e) => e.key)).toEqual(['setup.git.init', 'setup.git.add-remote', 'setup.git.fetch', 'setup.git.checkout', 'setup.files', 'step.step-1']);
+    expect(entries.at(-1)!.out).toBe(`stdout: one\nstdout: written by the job spec\nstdout: ${first}\nstdout: 1\n`);
+  });
+
+  it('stops at the first failing step and reports its exit code', async () => {
+    const job = await client.submit({ queue: 'beta', steps: [{ key: 'ok', run: 'true' }, { key: 'boom', run: 'echo about to fail; exit 3' }, { key: 'never', run: 'echo unreachable' }] });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.failureMessage).toBe('step boom failed with exit code 3');
+    expect(done.attempt).toBe(1);
+    const { entries } = await client.logs(job.id);
+    expect(entries.map((e) => [e.key, e.exitCode])).toEqual([['step.ok', 0], ['step.boom', 3]]);
+  });
+
+  it('enforces step timeouts and the job maximum runtime', async () => {
+    const slowStep = await client.submit({ queue: 'alpha', steps: [{ key: 'slow', run: 'sleep 30', timeout: '500ms' }] });
+    const slowJob = await client.submit({ queue: 'alpha', maxRuntime: '700ms', steps: [{ run: 'sleep 30' }] });
+    expect((await client.waitForState(slowStep.id, 'failed')).failureMessage).toBe('step slow timed out after 500ms');
+    expect((await client.waitForState(slowJob.id, 'failed')).failureMessage).toBe('job exceeded its maximum runtime of 700ms');
+  });
+
+  it('retries retryable errors with backoff until attempts run out', async () => {
+    const job = await client.submit({ queue: 'beta', maxAttempts: 2, repository: { url: `file://${scratch}/no-such-repo` }, steps: [{ run: 'true' }] });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.attempt).toBe(2);
+    expect(done.numFailures).toBe(2);
+    expect(done.failureMessage).toContain('setup.git.fetch failed');
+    const { attempts } = await client.job(job.id);
+    expect(attempts.map((a) => a.outcome)).toEqual(['errored', 'errored']);
+  });
+
+  it('retries a finished job on request', async () => {
+    const marker = path.join(scratch, 'retry-marker');
+    const job = await client.submit({ queue: 'alpha', steps: [{ run: `if [ -f ${marker} ]; then echo second time; else touch ${marker}; exit 1; fi` }] });
+    await client.waitForState(job.id, 'failed');
+    expect((await client.call('POST', `/jobs/${job.id}/retry`)).status).toBe(200);
+    const done = await client.waitForState(job.id, 'completed');
+    expect(done.attempt).toBe(2);
+    expect((await client.logs(job.id)).entries[0].out).toBe('stdout: second time\n');
+    expect((await client.logs(job.id, 1)).entries[0].exitCode).toBe(1);
+  });
+});
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

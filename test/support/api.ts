@@ -1,0 +1,89 @@
+// A small client for the HTTP APIs, for tests: the client API with the admin token, and raw executor calls.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobSpecInput } from '../../src/core/jobSpec.js';
+import type { DequeuedJob } from '../../src/core/protocol.js';
+import type { AttemptRecord, JobRecord } from '../../src/store/store.js';
+import { ADMIN_TOKEN, EXECUTORS_TOKEN } from './processes.js';
+
+export interface HttpAnswer<T = any> {
+  status: number;
+  body: T;
+}
+
+export async function http<T = any>(url: string, method: string, auth: string | undefined, body?: unknown): Promise<HttpAnswer<T>> {
+  const res = await fetch(url, {
+    method,
+    headers: { ...(auth ? { authorization: auth } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, body: parsed as T };
+}
+
+export class TestClient {
+  constructor(readonly url: string, private readonly token = ADMIN_TOKEN) {}
+
+  call<T = any>(method: string, route: string, body?: unknown): Promise<HttpAnswer<T>> {
+    return http<T>(`${this.url}/api/v1${route}`, method, `Bearer ${this.token}`, body);
+  }
+
+  async submit(spec: JobSpecInput): Promise<JobRecord> {
+    const answer = await this.call<{ job: JobRecord }>('POST', '/jobs', spec);
+    if (answer.status !== 201) throw new Error(`submit failed: ${answer.status} ${JSON.stringify(answer.body)}`);
+    return answer.body.job;
+  }
+
+  async job(id: number): Promise<{ job: JobRecord; attempts: AttemptRecord[] }> {
+    const answer = await this.call('GET', `/jobs/${id}`);
+    if (answer.status !== 200) throw new Error(`job ${id}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    return answer.body;
+  }
+
+  async logs(id: number, attempt?: number): Promise<{ attempt: number; entries: { key: string; exitCode: number | null; out: string }[] }> {
+    return (await this.call('GET', `/jobs/${id}/logs${attempt ? `?attempt=${attempt}` : ''}`)).body;
+  }
+
+  /** Polls until the job satisfies `done` (e.g. reaches a state); fails with the job after `timeoutMs`. */
+  async waitFor(id: number, done: (job: JobRecord) => boolean, timeoutMs = 30_000): Promise<JobRecord> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const { job } = await this.job(id);
+      if (done(job)) return job;
+      if (Date.now() > deadline) throw new Error(`job ${id} did not get there in time: ${JSON.stringify(job)}`);
+      await sleep(50);
+    }
+  }
+
+  waitForState(id: number, state: string, timeoutMs?: number): Promise<JobRecord> {
+    return this.waitFor(id, (j) => j.state === state, timeoutMs);
+  }
+}
+
+/** Speaks the executor protocol directly, to play an executor the tests fully control. */
+export class RawExecutor {
+  constructor(readonly url: string, readonly name: string) {}
+
+  dequeue(queues: string[], waitMs = 0): Promise<HttpAnswer<DequeuedJob>> {
+    return http(`${this.url}/api/executor/v1/dequeue`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, { executorName: this.name, version: 'test', queues, waitMs });
+  }
+
+  heartbeat(jobs: { id: number; attempt: number }[], waitMs = 0): Promise<HttpAnswer<{ knownIds: number[]; cancelIds: number[] }>> {
+    return http(`${this.url}/api/executor/v1/heartbeat`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, {
+      executorName: this.name, hostname: 'test', os: 'linux', arch: 'x64', version: 'test', runtime: 'none', queues: [], jobs, waitMs,
+    });
+  }
+
+  jobCall(job: DequeuedJob, action: string, body: unknown): Promise<HttpAnswer> {
+    return http(`${this.url}/api/executor/v1/jobs/${job.id}/${action}`, 'POST', `Bearer ${job.token}`, body);
+  }
+
+  appendLog(job: DequeuedJob, out: string, offset = 0): Promise<HttpAnswer> {
+    return this.jobCall(job, 'logs', { entries: [{ index: 0, key: 'step.raw', command: ['raw'], startTime: Date.now(), offset, out }] });
+  }
+}

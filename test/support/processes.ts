@@ -1,0 +1,133 @@
+// Starts real `dockhand server` and `dockhand executor` processes from the built CLI, as a user would.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/cli/main.js');
+export const OUTPUT_DIR = path.join(ROOT, 'test-output');
+
+export const EXECUTORS_TOKEN = 'test-executors-token-0123456789abcdef';
+export const ADMIN_TOKEN = 'dha_test_admin_token_0123456789abcdef';
+
+if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` before the end-to-end tests`);
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), `dockhand-test-${prefix}-`));
+}
+
+/** A child process whose output is kept (and written under test-output/ for post-mortems). */
+export class Proc {
+  readonly child: ChildProcess;
+  output = '';
+  private readonly exited: Promise<number | null>;
+
+  constructor(args: string[], env: NodeJS.ProcessEnv, logName: string) {
+    mkdirSync(OUTPUT_DIR, { recursive: true });
+    const file = createWriteStream(path.join(OUTPUT_DIR, `${logName}.log`), { flags: 'a' });
+    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (d: Buffer): void => {
+      this.output += d.toString();
+      file.write(d);
+    };
+    this.child.stdout!.on('data', keep);
+    this.child.stderr!.on('data', keep);
+    this.exited = new Promise((resolve) => this.child.on('exit', (code) => { file.end(); resolve(code); }));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Waits until the output matches `pattern`; fails with the output so far after `timeoutMs`. */
+  async waitFor(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const match = this.output.match(pattern);
+      if (match) return match;
+      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}) before printing ${pattern}:\n${this.output}`);
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.output.slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
+  }
+
+  async exit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+export interface ServerHandle {
+  url: string;
+  port: number;
+  dataDir: string;
+  proc: Proc;
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startServer(opts: { env?: NodeJS.ProcessEnv; name?: string; port?: number; dataDir?: string } = {}): Promise<ServerHandle> {
+  const dataDir = opts.dataDir ?? (await tempDir('server'));
+  const env = {
+    DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+    DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+    DOCKHAND_LOG_LEVEL: 'info',
+    ...opts.env,
+  };
+  const launch = async (port: number): Promise<{ proc: Proc; port: number }> => {
+    const proc = new Proc(['server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir], env, opts.name ?? 'server');
+    const match = await proc.waitFor(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+    return { proc, port: Number(match[1]) };
+  };
+  const first = await launch(opts.port ?? 0);
+  const handle: ServerHandle = {
+    url: `http://127.0.0.1:${first.port}`,
+    port: first.port,
+    dataDir,
+    proc: first.proc,
+    async restart() {
+      await handle.proc.stop();
+      handle.proc = (await launch(handle.port)).proc;
+    },
+    async stop() {
+      await handle.proc.stop();
+    },
+  };
+  return handle;
+}
+
+export interface ExecutorHandle {
+  name: string;
+  proc: Proc;
+  stop(): Promise<void>;
+}
+
+export async function startExecutor(url: string, opts: { name: string; queues: string[]; env?: NodeJS.ProcessEnv }): Promise<ExecutorHandle> {
+  const proc = new Proc(
+    ['executor'],
+    {
+      EXECUTOR_FRONTEND_URL: url,
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAMES: opts.queues.join(','),
+      EXECUTOR_NAME: opts.name,
+      EXECUTOR_MAXIMUM_NUM_JOBS: '4',
+      EXECUTOR_HEARTBEAT_INTERVAL: '1s',
+      ...opts.env,
+    },
+    opts.name,
+  );
+  await proc.waitFor(/executor registered/);
+  return { name: opts.name, proc, stop: () => proc.stop() };
+}
