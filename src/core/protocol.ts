@@ -1,5 +1,6 @@
 // Executor protocol bodies (docs/protocol.md). Shared by the server, which validates them, and the executor's
-// API client, which builds them, so both ends agree by construction.
+// API client, which builds them, so both ends agree by construction. Unknown fields are ignored (not refused)
+// so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
 import { queueName, type JobSpec } from './jobSpec.js';
 
@@ -11,13 +12,13 @@ export const MAX_WAIT_MS = 30_000;
 
 const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
 
-export const executorResources = z.strictObject({
+export const executorResources = z.object({
   cpus: z.number().nonnegative().optional(),
   memoryBytes: z.number().int().nonnegative().optional(),
   diskBytes: z.number().int().nonnegative().optional(),
 });
 
-export const dequeueRequest = z.strictObject({
+export const dequeueRequest = z.object({
   executorName,
   version: z.string().max(64),
   queues: z.array(queueName).min(1, 'name at least one queue').max(64),
@@ -36,10 +37,10 @@ export interface DequeuedJob {
   spec: JobSpec;
 }
 
-export const jobRef = z.strictObject({ id: z.number().int().positive(), attempt: z.number().int().positive() });
+export const jobRef = z.object({ id: z.number().int().positive(), attempt: z.number().int().positive() });
 export type JobRef = z.infer<typeof jobRef>;
 
-export const heartbeatRequest = z.strictObject({
+export const heartbeatRequest = z.object({
   executorName,
   hostname: z.string().max(255),
   os: z.string().max(64),
@@ -67,7 +68,7 @@ export interface HeartbeatResponse {
   cancelIds: number[];
 }
 
-export const logEntryUpdate = z.strictObject({
+export const logEntryUpdate = z.object({
   index: z.number().int().min(0).max(10_000),
   key: z.string().min(1).max(200),
   command: z.array(z.string().max(64 * 1024)).max(256),
@@ -80,15 +81,15 @@ export const logEntryUpdate = z.strictObject({
 });
 export type LogEntryUpdate = z.infer<typeof logEntryUpdate>;
 
-export const appendLogsRequest = z.strictObject({ entries: z.array(logEntryUpdate).min(1).max(1000) });
+export const appendLogsRequest = z.object({ entries: z.array(logEntryUpdate).min(1).max(1000) });
 export interface AppendLogsResponse {
   /** The stored length of each entry's output after the append; the next append starts there. */
   entries: { index: number; length: number }[];
 }
 
-export const completeRequest = z.strictObject({});
-export const errorRequest = z.strictObject({ message: z.string().max(64 * 1024) });
-export const failRequest = z.strictObject({
+export const completeRequest = z.object({});
+export const errorRequest = z.object({ message: z.string().max(64 * 1024) });
+export const failRequest = z.object({
   message: z.string().max(64 * 1024),
   canceled: z.boolean().default(false).describe('The executor stopped the job because it was asked to cancel it'),
 });

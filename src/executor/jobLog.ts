@@ -31,6 +31,9 @@ export interface EntryHandle {
   finish(exitCode: number, durationMs: number): void;
 }
 
+/** Output characters in one append request (the server accepts bodies up to 16 MiB). */
+const MAX_CHARS_PER_REQUEST = 2 * 1024 * 1024;
+
 /** A partial line longer than this is sent without waiting for its newline. */
 const MAX_PARTIAL_LINE = 64 * 1024;
 
@@ -105,11 +108,17 @@ export class JobLog {
   }
 
   private async sendPending(): Promise<void> {
+    // Bounded requests: output buffered while the server was away goes in several, each well under its body limit.
+    let budget = MAX_CHARS_PER_REQUEST;
     const batch: { entry: Entry; sent: number; final: boolean }[] = [];
     for (const entry of this.entries) {
-      const final = entry.exitCode !== undefined && !entry.settled;
-      if (entry.announced && entry.pending.length === 0 && !final) continue;
-      batch.push({ entry, sent: entry.pending.length, final });
+      let sent = Math.min(entry.pending.length, budget);
+      // Never split a surrogate pair: the halves would not survive UTF-8 on the way to the database.
+      if (sent > 0 && sent < entry.pending.length && /[\uD800-\uDBFF]/.test(entry.pending[sent - 1])) sent--;
+      const final = entry.exitCode !== undefined && !entry.settled && sent === entry.pending.length;
+      if (entry.announced && sent === 0 && !final) continue;
+      budget -= sent;
+      batch.push({ entry, sent, final });
     }
     if (batch.length === 0) return;
     const updates: LogEntryUpdate[] = batch.map(({ entry, sent, final }) => ({

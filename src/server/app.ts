@@ -15,7 +15,7 @@ export interface BuiltApp {
   routes: RouteDef<any, any>[];
 }
 
-export function buildApp(ctx: Omit<ServerContext, 'log'>, logger: FastifyBaseLogger): BuiltApp {
+export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: FastifyBaseLogger): BuiltApp {
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: BODY_LIMIT_BYTES,
@@ -23,7 +23,9 @@ export function buildApp(ctx: Omit<ServerContext, 'log'>, logger: FastifyBaseLog
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
   });
-  const full: ServerContext = { ...ctx, log: logger };
+  const closing = new AbortController();
+  const full: ServerContext = { ...ctx, log: logger, closing: closing.signal };
+  app.addHook('preClose', async () => closing.abort());
 
   app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_req, body, done) => {
     try {

@@ -11,4 +11,6 @@ export interface ServerContext {
   metrics: ServerMetrics;
   config: Pick<ServerConfig, 'executorsAccessToken' | 'stalledJobTimeoutMs' | 'maxJobResets' | 'retryBackoffMs'>;
   log: FastifyBaseLogger;
+  /** Aborted when the server shuts down, so held requests (long polls, log streams) end at once. */
+  closing: AbortSignal;
 }

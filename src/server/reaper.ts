@@ -1,7 +1,7 @@
 // The reaper: jobs whose executor went silent are queued again (or failed after too many resets).
 import type { ServerContext } from './context.js';
 
-export function startReaper(ctx: ServerContext, startedAt: number): { stop(): void } {
+export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: number): { stop(): void } {
   const { store, events, metrics, config, log } = ctx;
   const interval = Math.max(200, Math.min(5_000, Math.floor(config.stalledJobTimeoutMs / 5)));
   let running = false;

@@ -9,11 +9,11 @@ import type { FinishKind } from '../../store/store.js';
 import { HttpError, defineRoute, type AuthContext, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
 
-/** Resolves when the client goes away, so a held request stops waiting for nobody. */
-function closedSignal(reply: { raw: NodeJS.EventEmitter & { writableEnded: boolean } }): AbortSignal {
+/** Aborts when the client goes away or the server shuts down, so a held request stops waiting for nobody. */
+export function heldRequestSignal(reply: { raw: NodeJS.EventEmitter }, closing: AbortSignal): AbortSignal {
   const controller = new AbortController();
   reply.raw.once('close', () => controller.abort());
-  return controller.signal;
+  return AbortSignal.any([controller.signal, closing]);
 }
 
 function jobAttempt(auth: AuthContext) {
@@ -61,7 +61,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       async handler({ body, reply }) {
         const started = Date.now();
         const deadline = started + body.waitMs;
-        const closed = closedSignal(reply);
+        const closed = heldRequestSignal(reply, ctx.closing);
         while (!closed.aborted) {
           // Watch before looking, so a job submitted between the look and the wait still wakes us.
           const waiter = events.watchQueues(body.queues);
@@ -106,7 +106,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
         if (waiter && answer.cancelIds.length === 0) {
           // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.
-          if (await waiter.wait(body.waitMs, closedSignal(reply))) {
+          if (await waiter.wait(body.waitMs, heldRequestSignal(reply, ctx.closing))) {
             answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now: Date.now() });
           }
         } else waiter?.cancel();

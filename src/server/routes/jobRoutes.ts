@@ -8,6 +8,7 @@ import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/sto
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { HttpError, badRequest, defineRoute, parseId, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
+import { heldRequestSignal } from './executorRoutes.js';
 
 const listQuery = z.strictObject({
   queue: z.string().optional(),
@@ -136,8 +137,7 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-  const closed = new AbortController();
-  res.once('close', () => closed.abort());
+  const closed = heldRequestSignal(reply, ctx.closing);
   const send = (event: string, data: unknown): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
@@ -158,7 +158,7 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
   };
 
   try {
-    while (!closed.signal.aborted) {
+    while (!closed.aborted) {
       const waiter = events.watchJobs([jobId]);
       const job = await store.getJob(jobId);
       if (!job) break;
@@ -203,7 +203,7 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
         send('end', { state: job.state });
         break;
       }
-      if (!(await waiter.wait(SSE_KEEPALIVE_MS, closed.signal)) && !closed.signal.aborted) res.write(': keepalive\n\n');
+      if (!(await waiter.wait(SSE_KEEPALIVE_MS, closed)) && !closed.aborted) res.write(': keepalive\n\n');
     }
   } finally {
     res.end();
