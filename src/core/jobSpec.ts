@@ -1,5 +1,6 @@
 // The job spec: what a client submits (YAML or JSON). The same zod schema validates the CLI's input, the HTTP
 // API's body and generates the OpenAPI document, so an error reads the same everywhere.
+import path from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
 import { isSafeRelativePath } from './paths.js';
@@ -22,6 +23,11 @@ export const queueName = z
 const workspacePath = z
   .string()
   .refine(isSafeRelativePath, 'must be a relative path inside the workspace (no leading "/", no ".." segments)');
+
+const workspaceFile = workspacePath.refine(
+  (p) => !p.endsWith('/') && path.posix.normalize(p) !== '.',
+  'must name a file, not a directory',
+);
 
 export const durationInput = z
   .union([z.string(), z.number()])
@@ -76,7 +82,7 @@ export const jobSpec = z
     queue: queueName,
     namespace: z.string().regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"').default('global'),
     repository: repositorySpec.optional(),
-    files: z.record(workspacePath, z.string()).optional().describe('Files written into the workspace before the steps'),
+    files: z.record(workspaceFile, z.string()).optional().describe('Files written into the workspace before the steps'),
     steps: z.array(stepSpec).max(100, 'at most 100 steps'),
     resources: resourcesSpec.optional(),
     maxRuntime: durationInput.optional().describe('Wall-clock limit for the whole job, e.g. "30m"'),
@@ -126,6 +132,10 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
 export function issuesOf(error: z.ZodError): FieldIssue[] {
   return error.issues.map((issue) => {
     // Unknown keys are reported on their parent; name the key itself, which is what the user typed wrong.
+    // A bad record key (a file path, an env name) carries its own explanation inside.
+    if (issue.code === 'invalid_key') {
+      return { field: formatPath(issue.path), message: issue.issues.map((i) => i.message).join('; ') };
+    }
     if (issue.code === 'unrecognized_keys') {
       const keys = issue.keys.map((k) => formatPath([...issue.path, k]));
       return { field: keys.join(', '), message: `unknown field${keys.length > 1 ? 's' : ''}; check the spelling (see docs/job-spec.md)` };

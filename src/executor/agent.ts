@@ -24,6 +24,16 @@ interface RunningJob {
 const DEQUEUE_WAIT_MS = 25_000;
 const MAX_RETRY_DELAY_MS = 5_000;
 
+/** The password (or token used as user name) in a repository URL, which git might echo. */
+function urlCredentials(url: string | undefined): string[] {
+  try {
+    const { username, password } = new URL(url ?? '');
+    return [password, username === 'git' ? '' : username].filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return [];
+  }
+}
+
 /** An interruptible wait: resolves after `ms` or as soon as `signal` aborts. */
 function pause(ms: number, signal?: AbortSignal): Promise<void> {
   return sleep(ms, undefined, { signal }).catch(() => undefined);
@@ -130,6 +140,7 @@ export class Agent {
     // The same job again means our earlier attempt was reset: that one is stale.
     for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
     const redactor = new Redactor().add(this.config.frontendPassword, 'PASSWORD_REMOVED').add(job.token, 'JOB_TOKEN_REMOVED');
+    for (const credential of urlCredentials(job.spec.repository?.url)) redactor.add(credential, '***');
     const running: RunningJob = {
       job,
       log: new JobLog((entries) => this.api.appendLogs(job, entries), redactor, this.config.maxLogSize),

@@ -24,7 +24,11 @@ export class WorkspaceError extends Error {}
 
 /** Hides the password in URLs like https://user:token@host/repo.git before they are logged. */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z+]+:\/\/)([^/@]+)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.split(':')[0]}:***` : userinfo}@`);
+  // A lone user name can be a token too (https://TOKEN@host/…); only the conventional "git" user is shown.
+  return url.replace(/^([a-z+]+:\/\/)([^/@]+)@/i, (_m, scheme: string, userinfo: string) => {
+    const [user] = userinfo.split(':');
+    return `${scheme}${userinfo.includes(':') ? `${user}:***` : user === 'git' ? user : '***'}@`;
+  });
 }
 
 const GIT_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LANG', 'TMPDIR', 'SSH_AUTH_SOCK', 'GIT_SSH_COMMAND', 'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
@@ -66,6 +70,30 @@ export async function checkoutRepository(spec: JobSpec, dirs: JobDirs, log: JobL
   await git('setup.git.checkout', ['-c', 'advice.detachedHead=false', 'checkout', '--progress', '--force', 'FETCH_HEAD']);
 }
 
+function inside(root: string, p: string): boolean {
+  return p === root || p.startsWith(root + path.sep);
+}
+
+/**
+ * Creates `rel`'s parent directories one at a time, resolving each existing one, so that a symlink in the
+ * checkout can never make us create or write anything outside the workspace. Returns the real parent directory.
+ */
+async function confinedParent(root: string, rel: string): Promise<string> {
+  let current = root;
+  for (const part of path.posix.dirname(rel).split('/').filter((p) => p && p !== '.')) {
+    const next = path.join(current, part);
+    const stat = await lstat(next).catch(() => undefined);
+    if (!stat) {
+      await mkdir(next);
+      current = next;
+      continue;
+    }
+    current = await realpath(next);
+    if (!inside(root, current)) throw new WorkspaceError(`refusing to write ${rel}: a symlink leads outside the workspace`);
+  }
+  return current;
+}
+
 /** Writes the job's files, refusing any path that resolves (through `..` or a symlink) outside the workspace. */
 export async function writeFiles(spec: JobSpec, dirs: JobDirs, log: JobLog): Promise<void> {
   const files = Object.entries(spec.files ?? {});
@@ -73,19 +101,19 @@ export async function writeFiles(spec: JobSpec, dirs: JobDirs, log: JobLog): Pro
   const entry = log.startEntry('setup.files', ['write', `${files.length} file(s)`]);
   const started = Date.now();
   const root = await realpath(dirs.workspace);
-  for (const [rel, content] of files) {
-    const target = path.join(root, rel);
-    if (!isSafeRelativePath(rel)) throw new WorkspaceError(`refusing to write ${rel}: outside the workspace`);
-    await mkdir(path.dirname(target), { recursive: true });
-    const parent = await realpath(path.dirname(target));
-    if (parent !== root && !parent.startsWith(root + path.sep)) {
-      entry.finish(1, Date.now() - started);
-      throw new WorkspaceError(`refusing to write ${rel}: a symlink leads outside the workspace`);
+  try {
+    for (const [rel, content] of files) {
+      if (!isSafeRelativePath(rel)) throw new WorkspaceError(`refusing to write ${rel}: outside the workspace`);
+      const target = path.join(await confinedParent(root, rel), path.posix.basename(rel));
+      // A symlink from the checkout at the target itself would redirect the write: replace it with the file.
+      if ((await lstat(target).catch(() => undefined))?.isSymbolicLink()) await unlink(target);
+      await writeFile(target, content, { mode: 0o755 });
+      entry.write('stdout', `wrote ${rel} (${Buffer.byteLength(content)} bytes)\n`);
     }
-    // A symlink from the checkout at the target itself would redirect the write: replace it with the file.
-    if ((await lstat(target).catch(() => undefined))?.isSymbolicLink()) await unlink(target);
-    await writeFile(target, content, { mode: 0o755 });
-    entry.write('stdout', `wrote ${rel} (${Buffer.byteLength(content)} bytes)\n`);
+  } catch (err) {
+    entry.note((err as Error).message);
+    entry.finish(1, Date.now() - started);
+    throw err instanceof WorkspaceError ? err : new WorkspaceError(`writing files failed: ${(err as Error).message}`);
   }
   entry.finish(0, Date.now() - started);
 }

@@ -195,7 +195,8 @@ export class SqliteStore implements Store {
       const outcome = OUTCOME_OF_FINISH[request.kind];
       if (attempt.outcome !== null) {
         // The executor retried a call whose answer it did not get: repeat the answer, change nothing.
-        const repeated = attempt.outcome === outcome || (attempt.outcome === 'canceled' && request.kind !== 'complete');
+        // Any report of an attempt that ended canceled is answered the same way: it is over, as asked.
+        const repeated = attempt.outcome === outcome || attempt.outcome === 'canceled';
         return repeated ? { ok: true, job, changed: false } : { ok: false, reason: 'stale_attempt', job };
       }
       if (job.state !== 'processing' || job.attempt !== request.attempt) return { ok: false, reason: 'stale_attempt', job };

@@ -1,0 +1,198 @@
+// The `dockhand` command as a user runs it: up, server, executor, job and executors commands.
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, ROOT, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('dockhand CLI against a server', () => {
+  let server: ServerHandle;
+  let executor: ExecutorHandle;
+  let env: NodeJS.ProcessEnv;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = await tempDir('cli');
+    server = await startServer({ name: 'cli-server' });
+    executor = await startExecutor(server.url, { name: 'cli-exec', queues: ['default', 'other'] });
+    env = { DOCKHAND_URL: server.url, DOCKHAND_TOKEN: ADMIN_TOKEN, HOME: dir };
+  });
+
+  afterAll(async () => {
+    await executor?.stop();
+    await server?.stop();
+  });
+
+  it('lists its commands in --help', async () => {
+    const { code, stdout } = await cli(['--help']);
+    expect(code).toBe(0);
+    for (const command of ['server', 'executor', 'up', 'job', 'executors']) expect(stdout).toContain(command);
+    const job = await cli(['job', '--help']);
+    for (const command of ['submit', 'list', 'show', 'logs', 'cancel', 'retry']) expect(job.stdout).toContain(command);
+  });
+
+  it('submits with --follow: logs stream live and the exit code tells the outcome', async () => {
+    const gate = path.join(dir, 'gate');
+    const spec = path.join(dir, 'gated.yaml');
+    writeFileSync(spec, `queue: default\nsteps:\n  - key: wait\n    run: |\n      echo first\n      while [ ! -f ${gate} ]; do sleep 0.05; done\n      echo second\n`);
+    const follow = new Proc(['job', 'submit', spec, '--follow'], env, 'cli-follow');
+    await follow.waitFor(/first/);
+    expect(follow.output).not.toContain('second');
+    writeFileSync(gate, '');
+    expect(await follow.exit()).toBe(0);
+    expect(follow.output).toMatch(/first\n(.|\n)*second\n/);
+    expect(follow.output).toMatch(/<== step\.wait: exit 0/);
+
+    const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], env);
+    expect(hello.code).toBe(0);
+    expect(hello.stdout).toContain('Hello from Dockhand\n');
+    expect(hello.stdout).toContain('working... 5/5\n');
+    expect(hello.stdout).toContain('step 2 reads what step 1 wrote: done\n');
+
+    const failing = path.join(dir, 'failing.yaml');
+    writeFileSync(failing, 'queue: default\nsteps:\n  - run: echo oops >&2; exit 7\n');
+    const failed = await cli(['job', 'submit', failing, '--follow'], env);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain('oops');
+    expect(failed.stderr).toContain('failed: step step-1 failed with exit code 7');
+
+    // --queue overrides the file's queue; --json prints the job.
+    const moved = await cli(['job', 'submit', failing, '--queue', 'other', '--json'], env);
+    expect(JSON.parse(moved.stdout).queue).toBe('other');
+  });
+
+  it('rejects an invalid spec before sending it, naming the field', async () => {
+    const bad = path.join(dir, 'bad.yaml');
+    writeFileSync(bad, 'queue: default\nsteps:\n  - run: echo\n    timeout: whenever\n');
+    const result = await cli(['job', 'submit', bad], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain('steps[0].timeout');
+    const missing = await cli(['job', 'submit', path.join(dir, 'nope.yaml')], env);
+    expect(missing.stderr).toContain('cannot read');
+  });
+
+  it('lists, shows, cancels and retries jobs, and lists executors', async () => {
+    const long = path.join(dir, 'long.yaml');
+    writeFileSync(long, 'queue: default\nsteps:\n  - key: nap\n    run: echo napping; sleep 60\n');
+    const submitted = JSON.parse((await cli(['job', 'submit', long, '--json'], env)).stdout) as { id: number };
+    const follow = new Proc(['job', 'logs', String(submitted.id), '--follow'], env, 'cli-logs-follow');
+    await follow.waitFor(/napping/);
+
+    const list = await cli(['job', 'list', '--state', 'processing'], env);
+    expect(list.stdout).toMatch(new RegExp(`^${submitted.id}\\s+default\\s+processing`, 'm'));
+    const show = await cli(['job', 'show', String(submitted.id)], env);
+    expect(show.stdout).toContain(`job ${submitted.id}  processing`);
+    expect(show.stdout).toContain('on cli-exec: running');
+
+    const cancel = await cli(['job', 'cancel', String(submitted.id)], env);
+    expect(cancel.code).toBe(0);
+    expect(await follow.exit()).toBe(2);
+    const shown = JSON.parse((await cli(['job', 'show', String(submitted.id), '--json'], env)).stdout);
+    expect(shown.job.state).toBe('canceled');
+
+    const logs = await cli(['job', 'logs', String(submitted.id)], env);
+    expect(logs.stdout).toBe('napping\n');
+    expect(logs.stderr).toContain('==> step.nap');
+
+    const retry = await cli(['job', 'retry', String(submitted.id), '--json'], env);
+    expect(JSON.parse(retry.stdout).state).toBe('queued');
+    await cli(['job', 'cancel', String(submitted.id)], env);
+
+    const executors = await cli(['executors'], env);
+    expect(executors.stdout).toMatch(/NAME\s+HOSTNAME\s+QUEUES\s+VERSION/);
+    expect(executors.stdout).toMatch(/cli-exec\s+\S+\s+default,other\s+\d+\.\d+\.\d+\s+shell/);
+    const json = JSON.parse((await cli(['executors', '--json'], env)).stdout);
+    expect(json[0]).toMatchObject({ name: 'cli-exec', queues: ['default', 'other'], active: true });
+
+    const notAnId = await cli(['job', 'show', 'abc'], env);
+    expect(notAnId.code).not.toBe(0);
+    expect(notAnId.stderr).toContain('not a job id');
+    const wrongToken = await cli(['job', 'list'], { ...env, DOCKHAND_TOKEN: 'dha_wrong' });
+    expect(wrongToken.stderr).toContain('invalid API token');
+    const noServer = await cli(['job', 'list'], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
+    expect(noServer.stderr).toContain('cannot reach Dockhand at http://127.0.0.1:1');
+  });
+});
+
+describe('starting Dockhand', () => {
+  it('server refuses to start without a long enough executors token, saying how to set one', async () => {
+    const missing = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: '' });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('DOCKHAND_EXECUTORS_ACCESS_TOKEN is not set');
+    expect(missing.stderr).toContain('openssl rand -hex 32');
+    const short = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: 'short' });
+    expect(short.stderr).toContain('only 5 characters');
+  });
+
+  it('server prints an admin token once, on the first start only', async () => {
+    const dataDir = await tempDir('bootstrap');
+    const first = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-1');
+    const [, token] = await first.waitFor(/Admin API token[^\n]*\n\n\s+(dha_\w+)/);
+    const url = (await first.waitFor(/listening on (\S+)/))[1];
+    const list = await cli(['job', 'list'], { DOCKHAND_URL: url, DOCKHAND_TOKEN: token });
+    expect(list.code).toBe(0);
+    await first.stop();
+    const second = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-2');
+    await second.waitFor(/listening on/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(second.output).not.toContain('Admin API token');
+    await second.stop();
+  });
+
+  it('executor refuses a bad configuration with a message naming the variable', async () => {
+    const noUrl = await cli(['executor'], { EXECUTOR_FRONTEND_URL: '', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q' });
+    expect(noUrl.stderr).toContain('EXECUTOR_FRONTEND_URL');
+    const noQueue = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: '', EXECUTOR_QUEUE_NAMES: '' });
+    expect(noQueue.stderr).toContain('EXECUTOR_QUEUE_NAME');
+    const badJobs = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_MAXIMUM_NUM_JOBS: 'many' });
+    expect(badJobs.stderr).toContain('EXECUTOR_MAXIMUM_NUM_JOBS="many" must be a whole number');
+    const badRuntime = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
+    expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell');
+  });
+
+  it('`dockhand up` runs a server and a local executor; the CLI on the machine just works', async () => {
+    const home = await tempDir('up-home');
+    const upEnv = { HOME: home, XDG_CONFIG_HOME: '', XDG_DATA_HOME: '', DOCKHAND_URL: '', DOCKHAND_TOKEN: '', DOCKHAND_EXECUTORS_ACCESS_TOKEN: '', DOCKHAND_DATA_DIR: '' };
+    const up = new Proc(['up', '--port', '0'], upEnv, 'up');
+    try {
+      const [, url] = await up.waitFor(/Dockhand is up: (http:\S+)/);
+      expect(up.output).toMatch(/API token: dha_\w+/);
+      expect(up.output).toMatch(/NO isolation/);
+      const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], upEnv);
+      expect(hello.stderr).toContain('submitted job 1');
+      expect(hello.stdout).toContain('step 2 reads what step 1 wrote: done');
+      expect(hello.code).toBe(0);
+      const executors = JSON.parse((await cli(['executors', '--json'], upEnv)).stdout);
+      expect(executors).toHaveLength(1);
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    } finally {
+      up.signal('SIGTERM');
+      expect(await up.exit()).toBe(0);
+    }
+    // A second start keeps the data and mints a new token the CLI picks up.
+    const again = new Proc(['up', '--port', '0'], upEnv, 'up-again');
+    try {
+      await again.waitFor(/Dockhand is up/);
+      const list = JSON.parse((await cli(['job', 'list', '--json'], upEnv)).stdout);
+      expect(list.jobs.map((j: { state: string }) => j.state)).toEqual(['completed']);
+    } finally {
+      again.signal('SIGTERM');
+      await again.exit();
+    }
+  });
+});
+

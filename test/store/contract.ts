@@ -1,0 +1,793 @@
+// The Store contract: what every Store implementation must do, whatever the database. Run it with
+// storeContract('name', makeStore) from a *.test.ts file; makeStore returns a fresh, migrated, empty store.
+import { afterEach, beforeEach, describe, it, expect } from 'vitest';
+import { parseJobSpec, type JobSpec, type JobSpecInput } from '../../src/core/jobSpec.js';
+import { canTransition, stallFailureMessage, type JobState } from '../../src/core/jobState.js';
+import type { LogEntryUpdate } from '../../src/core/protocol.js';
+import type { ExecutorInfo, FinishRequest, FinishResult, JobRecord, Store } from '../../src/store/store.js';
+
+/** A fixed clock; tests pass `now` explicitly, so nothing depends on real time. */
+const T0 = 1_700_000_000_000;
+const BACKOFF = 5_000;
+
+function makeSpec(overrides: Partial<JobSpecInput> = {}): JobSpec {
+  const result = parseJobSpec({ queue: 'default', steps: [{ run: 'echo hello' }], ...overrides });
+  if (!result.ok) throw new Error(`bad test spec: ${JSON.stringify(result.issues)}`);
+  return result.value;
+}
+
+function executorInfo(name: string, overrides: Partial<ExecutorInfo> = {}): ExecutorInfo {
+  return {
+    name, hostname: `${name}.local`, os: 'linux', arch: 'x64', version: '0.1.0', runtime: 'shell',
+    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, ...overrides,
+  };
+}
+
+function entry(index: number, offset: number, out: string, extra: Partial<LogEntryUpdate> = {}): LogEntryUpdate {
+  return { index, key: `step-${index + 1}`, command: ['bash', `step-${index + 1}.sh`], startTime: T0 + index, offset, out, ...extra };
+}
+
+function expectOk(result: FinishResult): JobRecord & { changed: boolean } {
+  if (!result.ok) throw new Error(`expected finish to succeed, got ${JSON.stringify(result)}`);
+  return { ...result.job, changed: result.changed };
+}
+
+export function storeContract(name: string, makeStore: () => Promise<Store>): void {
+  describe(`Store contract: ${name}`, () => {
+    let store: Store;
+    let tokenCounter = 0;
+
+    beforeEach(async () => {
+      store = await makeStore();
+      tokenCounter = 0;
+    });
+
+    afterEach(async () => {
+      await store.close();
+    });
+
+    const enqueue = (overrides: Partial<JobSpecInput> = {}, now = T0) => store.enqueue(makeSpec(overrides), now);
+
+    /** Dequeues for one executor; returns the job and the token hash its attempt was recorded with. */
+    async function claim(queues: string[] = ['default'], now = T0, executorName = 'exec-1') {
+      const tokenHash = `token-hash-${++tokenCounter}`;
+      const job = await store.dequeue({ executorName, queues, tokenHash, now });
+      return { job, tokenHash };
+    }
+
+    async function claimOrFail(queues: string[] = ['default'], now = T0, executorName = 'exec-1') {
+      const { job, tokenHash } = await claim(queues, now, executorName);
+      if (!job) throw new Error(`expected a job in ${queues.join(', ')} at ${now}`);
+      return { job, tokenHash };
+    }
+
+    /** Finishes an attempt and checks that the state change is one the state machine allows. */
+    async function finish(job: JobRecord, kind: FinishRequest['kind'], extra: Partial<FinishRequest> = {}): Promise<FinishResult> {
+      const before = (await store.getJob(job.id))!.state;
+      const result = await store.finish({ jobId: job.id, attempt: job.attempt, kind, now: T0 + 1_000, retryBackoffMs: BACKOFF, ...extra });
+      if (result.ok && result.changed) {
+        expect(canTransition(before, result.job.state), `${before} -> ${result.job.state}`).toBe(true);
+      }
+      return result;
+    }
+
+    describe('setup', () => {
+      it('answers ping', async () => {
+        await expect(store.ping()).resolves.toBeUndefined();
+      });
+
+      it('can be migrated again without harm', async () => {
+        const job = await enqueue();
+        await store.migrate();
+        await store.migrate();
+        expect(await store.getJob(job.id)).toEqual(job);
+        const next = await enqueue();
+        expect(next.id).toBeGreaterThan(job.id);
+      });
+    });
+
+    describe('api tokens', () => {
+      it('creates, finds and counts tokens by hash', async () => {
+        expect(await store.countApiTokens()).toBe(0);
+        await store.createApiToken('admin', 'hash-a', T0);
+        await store.createApiToken('ci', 'hash-b', T0);
+        expect(await store.countApiTokens()).toBe(2);
+        const found = await store.findApiToken('hash-a');
+        expect(found).toEqual({ id: expect.any(Number), name: 'admin' });
+        expect((await store.findApiToken('hash-b'))?.name).toBe('ci');
+        expect(await store.findApiToken('hash-unknown')).toBeUndefined();
+      });
+
+      it('refuses a second token with the same hash', async () => {
+        await store.createApiToken('one', 'same-hash', T0);
+        await expect(store.createApiToken('two', 'same-hash', T0)).rejects.toThrow();
+        expect(await store.countApiTokens()).toBe(1);
+      });
+
+      it('deletes every token with a name and only those', async () => {
+        await store.createApiToken('admin', 'h1', T0);
+        await store.createApiToken('admin', 'h2', T0);
+        await store.createApiToken('other', 'h3', T0);
+        await store.deleteApiTokensNamed('admin');
+        expect(await store.countApiTokens()).toBe(1);
+        expect(await store.findApiToken('h1')).toBeUndefined();
+        expect(await store.findApiToken('h2')).toBeUndefined();
+        expect((await store.findApiToken('h3'))?.name).toBe('other');
+        await store.deleteApiTokensNamed('nobody');
+        expect(await store.countApiTokens()).toBe(1);
+      });
+    });
+
+    describe('enqueue, getJob and listJobs', () => {
+      it('stores a queued job with its spec', async () => {
+        const spec = makeSpec({
+          queue: 'build', namespace: 'org:acme', maxAttempts: 5,
+          repository: { url: 'https://example.com/r.git' }, files: { 'a.txt': 'A' },
+          steps: [{ run: 'make', timeout: '5m', env: { CI: true } }],
+        });
+        const job = await store.enqueue(spec, T0);
+        expect(job).toEqual({
+          id: expect.any(Number), queue: 'build', namespace: 'org:acme', spec, state: 'queued', attempt: 0,
+          maxAttempts: 5, numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null,
+          executorName: null, createdAt: T0, queuedAt: T0, availableAt: T0, startedAt: null, finishedAt: null,
+          lastHeartbeatAt: null,
+        });
+        expect(job.id).toBeGreaterThan(0);
+        expect(await store.getJob(job.id)).toEqual(job);
+      });
+
+      it('gives increasing ids', async () => {
+        const a = await enqueue();
+        const b = await enqueue();
+        const c = await enqueue({ queue: 'other' });
+        expect(b.id).toBeGreaterThan(a.id);
+        expect(c.id).toBeGreaterThan(b.id);
+      });
+
+      it('returns undefined for an unknown job', async () => {
+        expect(await store.getJob(987_654)).toBeUndefined();
+      });
+
+      it('lists jobs newest first, filtered by queue, state and namespace', async () => {
+        const a = await enqueue({ queue: 'build' });
+        const b = await enqueue({ queue: 'test', namespace: 'user:alice' });
+        const c = await enqueue({ queue: 'build', namespace: 'user:alice' });
+        const d = await enqueue({ queue: 'build' });
+        await claimOrFail(['test']);
+        const ids = (jobs: JobRecord[]) => jobs.map((j) => j.id);
+
+        expect(ids(await store.listJobs({ limit: 100 }))).toEqual([d.id, c.id, b.id, a.id]);
+        expect(ids(await store.listJobs({ queue: 'build', limit: 100 }))).toEqual([d.id, c.id, a.id]);
+        expect(ids(await store.listJobs({ state: 'processing', limit: 100 }))).toEqual([b.id]);
+        expect(ids(await store.listJobs({ state: 'queued', limit: 100 }))).toEqual([d.id, c.id, a.id]);
+        expect(ids(await store.listJobs({ namespace: 'user:alice', limit: 100 }))).toEqual([c.id, b.id]);
+        expect(ids(await store.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 }))).toEqual([c.id]);
+        expect(await store.listJobs({ queue: 'nothing-here', limit: 100 })).toEqual([]);
+        expect(ids(await store.listJobs({ limit: 2 }))).toEqual([d.id, c.id]);
+        const listed = (await store.listJobs({ queue: 'test', limit: 1 }))[0];
+        expect(listed).toEqual(await store.getJob(b.id));
+      });
+
+      it('pages with beforeId, newest first, without gaps or repeats', async () => {
+        const all: number[] = [];
+        for (let i = 0; i < 11; i++) all.push((await enqueue({ queue: i % 2 ? 'odd' : 'even' }, T0 + i)).id);
+        const seen: number[] = [];
+        let beforeId: number | undefined;
+        for (let page = 0; page < 10; page++) {
+          const jobs = await store.listJobs({ limit: 3, ...(beforeId ? { beforeId } : {}) });
+          if (jobs.length === 0) break;
+          expect(jobs.length).toBeLessThanOrEqual(3);
+          seen.push(...jobs.map((j) => j.id));
+          beforeId = jobs.at(-1)!.id;
+        }
+        expect(seen).toEqual([...all].reverse());
+
+        const evens = all.filter((_, i) => i % 2 === 0).reverse();
+        const firstPage = await store.listJobs({ queue: 'even', limit: 2 });
+        expect(firstPage.map((j) => j.id)).toEqual(evens.slice(0, 2));
+        const secondPage = await store.listJobs({ queue: 'even', limit: 2, beforeId: firstPage[1].id });
+        expect(secondPage.map((j) => j.id)).toEqual(evens.slice(2, 4));
+      });
+    });
+
+    describe('dequeue', () => {
+      it('returns nothing when no job is queued in the given queues', async () => {
+        expect((await claim()).job).toBeUndefined();
+        await enqueue({ queue: 'other' });
+        expect((await claim(['default'])).job).toBeUndefined();
+        expect((await claim(['default', 'third'])).job).toBeUndefined();
+      });
+
+      it('hands out the oldest job first', async () => {
+        const a = await enqueue({}, T0);
+        const b = await enqueue({}, T0 + 10);
+        const c = await enqueue({}, T0 + 20);
+        const now = T0 + 100;
+        expect((await claimOrFail(['default'], now)).job.id).toBe(a.id);
+        expect((await claimOrFail(['default'], now)).job.id).toBe(b.id);
+        expect((await claimOrFail(['default'], now)).job.id).toBe(c.id);
+      });
+
+      it('hands each job out exactly once across many calls', async () => {
+        const enqueued = new Set<number>();
+        for (let i = 0; i < 30; i++) enqueued.add((await enqueue({ queue: ['a', 'b', 'c'][i % 3] }, T0 + i)).id);
+        const handedOut: number[] = [];
+        for (let i = 0; i < 100; i++) {
+          const queues = i % 2 ? ['a', 'b', 'c'] : ['c', 'b', 'a'];
+          const { job } = await claim(queues, T0 + 1_000 + i, `exec-${i % 4}`);
+          if (!job) break;
+          handedOut.push(job.id);
+        }
+        expect(handedOut).toHaveLength(30);
+        expect(new Set(handedOut)).toEqual(enqueued);
+        expect((await claim(['a', 'b', 'c'], T0 + 5_000)).job).toBeUndefined();
+      });
+
+      it('respects the queue list', async () => {
+        const build = await enqueue({ queue: 'build' });
+        const test = await enqueue({ queue: 'test' });
+        const deploy = await enqueue({ queue: 'deploy' });
+        expect((await claimOrFail(['test'])).job.id).toBe(test.id);
+        expect((await claim(['test'])).job).toBeUndefined();
+        const next = (await claimOrFail(['deploy', 'build'])).job;
+        expect([build.id, deploy.id]).toContain(next.id);
+        const last = (await claimOrFail(['deploy', 'build'])).job;
+        expect(new Set([next.id, last.id])).toEqual(new Set([build.id, deploy.id]));
+        expect((await store.getJob(test.id))!.state).toBe('processing');
+      });
+
+      it('does not hand out a job before it is available', async () => {
+        const job = await enqueue({}, T0);
+        expect((await claim(['default'], T0 - 1)).job).toBeUndefined();
+        expect((await claimOrFail(['default'], T0)).job.id).toBe(job.id);
+      });
+
+      it('starts an attempt: processing, attempt + 1, executor and times recorded', async () => {
+        const queued = await enqueue();
+        const now = T0 + 500;
+        const { job, tokenHash } = await claimOrFail(['default'], now, 'exec-7');
+        expect(job).toEqual({
+          ...queued, state: 'processing', attempt: 1, executorName: 'exec-7', startedAt: now, lastHeartbeatAt: now,
+        });
+        expect(await store.getJob(job.id)).toEqual(job);
+
+        const attempt = { jobId: job.id, attempt: 1, executorName: 'exec-7', startedAt: now, finishedAt: null, outcome: null, message: null };
+        expect(await store.listAttempts(job.id)).toEqual([attempt]);
+        expect(await store.findAttemptByToken(tokenHash)).toEqual(attempt);
+        expect(await store.findAttemptByToken('token-hash-unknown')).toBeUndefined();
+      });
+
+      it('records a new attempt with its own token for every dequeue of the same job', async () => {
+        const queued = await enqueue();
+        const first = await claimOrFail();
+        expectOk(await finish(first.job, 'error', { message: 'flaky', now: T0 + 10 }));
+        const again = await claimOrFail(['default'], T0 + 10 + BACKOFF, 'exec-2');
+        expect(again.job.id).toBe(queued.id);
+        expect(again.job.attempt).toBe(2);
+        expect(again.job.executorName).toBe('exec-2');
+        expect((await store.findAttemptByToken(first.tokenHash))).toMatchObject({ jobId: queued.id, attempt: 1, executorName: 'exec-1', outcome: 'errored' });
+        expect((await store.findAttemptByToken(again.tokenHash))).toMatchObject({ jobId: queued.id, attempt: 2, executorName: 'exec-2', outcome: null });
+        expect((await store.listAttempts(queued.id)).map((a) => a.attempt)).toEqual([1, 2]);
+      });
+    });
+
+    describe('heartbeat', () => {
+      it('knows only the jobs whose named attempt this executor runs', async () => {
+        await enqueue();
+        await enqueue();
+        const mine = (await claimOrFail(['default'], T0, 'exec-1')).job;
+        const theirs = (await claimOrFail(['default'], T0, 'exec-2')).job;
+        const queued = await enqueue({}, T0 + 1);
+
+        const now = T0 + 30_000;
+        const answer = await store.heartbeat({
+          executorName: 'exec-1',
+          now,
+          jobs: [
+            { id: mine.id, attempt: 1 },
+            { id: theirs.id, attempt: 1 }, // another executor's job
+            { id: mine.id, attempt: 2 }, // wrong attempt
+            { id: queued.id, attempt: 1 }, // not started
+            { id: 987_654, attempt: 1 }, // unknown
+          ],
+        });
+        expect(answer).toEqual({ knownIds: [mine.id], cancelIds: [] });
+        expect((await store.getJob(mine.id))!.lastHeartbeatAt).toBe(now);
+        expect((await store.getJob(theirs.id))!.lastHeartbeatAt).toBe(T0);
+
+        const other = await store.heartbeat({ executorName: 'exec-2', now, jobs: [{ id: theirs.id, attempt: 1 }, { id: mine.id, attempt: 1 }] });
+        expect(other).toEqual({ knownIds: [theirs.id], cancelIds: [] });
+      });
+
+      it('answers an empty list with empty lists', async () => {
+        expect(await store.heartbeat({ executorName: 'exec-1', now: T0, jobs: [] })).toEqual({ knownIds: [], cancelIds: [] });
+      });
+
+      it('names the jobs a user asked to cancel', async () => {
+        await enqueue();
+        await enqueue();
+        const a = (await claimOrFail()).job;
+        const b = (await claimOrFail()).job;
+        await store.requestCancel(b.id, T0 + 5);
+        const answer = await store.heartbeat({ executorName: 'exec-1', now: T0 + 10, jobs: [{ id: a.id, attempt: 1 }, { id: b.id, attempt: 1 }] });
+        expect(answer.knownIds.sort()).toEqual([a.id, b.id].sort());
+        expect(answer.cancelIds).toEqual([b.id]);
+      });
+
+      it('forgets a job once its attempt is finished', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        expectOk(await finish(job, 'complete'));
+        expect(await store.heartbeat({ executorName: 'exec-1', now: T0 + 2_000, jobs: [{ id: job.id, attempt: 1 }] })).toEqual({ knownIds: [], cancelIds: [] });
+      });
+    });
+
+    describe('finish', () => {
+      it('completes a job', async () => {
+        await enqueue();
+        const { job, tokenHash } = await claimOrFail();
+        const done = expectOk(await finish(job, 'complete', { now: T0 + 7_000 }));
+        expect(done).toMatchObject({ id: job.id, state: 'completed', finishedAt: T0 + 7_000, failureMessage: null, attempt: 1, changed: true });
+        const { changed: _changed, ...record } = done;
+        expect(await store.getJob(job.id)).toEqual(record);
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'completed', finishedAt: T0 + 7_000 });
+      });
+
+      it('repeating the same report changes nothing', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        const first = expectOk(await finish(job, 'complete', { now: T0 + 7_000 }));
+        const again = expectOk(await finish(job, 'complete', { now: T0 + 9_000 }));
+        expect(again.changed).toBe(false);
+        expect(again.state).toBe('completed');
+        expect(again.finishedAt).toBe(first.finishedAt);
+        expect((await store.listAttempts(job.id))[0].finishedAt).toBe(T0 + 7_000);
+      });
+
+      it('re-queues an errored job with a backoff while attempts remain', async () => {
+        await enqueue({ maxAttempts: 3 });
+        const { job, tokenHash } = await claimOrFail();
+        const now = T0 + 2_000;
+        const errored = expectOk(await finish(job, 'error', { message: 'network unreachable', now }));
+        expect(errored).toMatchObject({ state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null, changed: true });
+        expect(errored.availableAt).toBeGreaterThan(now);
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'errored', message: 'network unreachable', finishedAt: now });
+        expect(await store.nextAvailableAt(['default'])).toBe(now + BACKOFF);
+        expect(await store.nextAvailableAt(['other'])).toBeUndefined();
+
+        expect((await claim(['default'], now + BACKOFF - 1)).job).toBeUndefined();
+        const second = (await claimOrFail(['default'], now + BACKOFF)).job;
+        expect(second).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
+        expect(await store.nextAvailableAt(['default'])).toBeUndefined();
+
+        // The second failure waits twice as long.
+        const later = now + BACKOFF + 1_000;
+        const erroredAgain = expectOk(await finish(second, 'error', { message: 'again', now: later }));
+        expect(erroredAgain).toMatchObject({ state: 'queued', numFailures: 2, availableAt: later + 2 * BACKOFF });
+      });
+
+      it('repeating an error report does not count a second failure', async () => {
+        await enqueue({ maxAttempts: 3 });
+        const { job } = await claimOrFail();
+        expectOk(await finish(job, 'error', { message: 'boom', now: T0 + 10 }));
+        const again = expectOk(await finish(job, 'error', { message: 'boom', now: T0 + 20 }));
+        expect(again).toMatchObject({ changed: false, numFailures: 1, state: 'queued', availableAt: T0 + 10 + BACKOFF });
+      });
+
+      it('fails an errored job when its attempts are used up', async () => {
+        await enqueue({ maxAttempts: 2 });
+        let { job } = await claimOrFail();
+        expectOk(await finish(job, 'error', { message: 'first', now: T0 + 10 }));
+        job = (await claimOrFail(['default'], T0 + 10 + BACKOFF)).job;
+        const failed = expectOk(await finish(job, 'error', { message: 'second', now: T0 + 20_000 }));
+        expect(failed).toMatchObject({ state: 'failed', numFailures: 2, failureMessage: 'second', finishedAt: T0 + 20_000, attempt: 2 });
+        expect((await store.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['errored', 'errored']);
+        expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
+      });
+
+      it('fails a job at once on a fail report', async () => {
+        await enqueue({ maxAttempts: 3 });
+        const { job, tokenHash } = await claimOrFail();
+        const failed = expectOk(await finish(job, 'fail', { message: 'exit code 2', now: T0 + 3_000 }));
+        expect(failed).toMatchObject({ state: 'failed', failureMessage: 'exit code 2', finishedAt: T0 + 3_000, numFailures: 0, changed: true });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'failed', message: 'exit code 2' });
+        const again = expectOk(await finish(job, 'fail', { message: 'exit code 2', now: T0 + 4_000 }));
+        expect(again).toMatchObject({ changed: false, state: 'failed', finishedAt: T0 + 3_000 });
+      });
+
+      it('refuses a different report for an attempt that already ended', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        expectOk(await finish(job, 'fail', { message: 'x' }));
+        const result = await finish(job, 'complete');
+        expect(result).toMatchObject({ ok: false, reason: 'stale_attempt' });
+        expect((await store.getJob(job.id))!.state).toBe('failed');
+      });
+
+      it('answers unknown_job for an unknown job or attempt', async () => {
+        expect(await store.finish({ jobId: 987_654, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        const queued = await enqueue();
+        expect(await store.finish({ jobId: queued.id, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        const { job } = await claimOrFail();
+        expect(await store.finish({ jobId: job.id, attempt: 2, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        expect((await store.getJob(job.id))!.state).toBe('processing');
+      });
+
+      it('refuses the result of an attempt that was reset, before and after the job is dequeued again', async () => {
+        await enqueue();
+        const { job } = await claimOrFail(['default'], T0);
+        const swept = await store.resetStalled({ now: T0 + 120_000, timeoutMs: 60_000, maxResets: 3, notBefore: 0 });
+        expect(swept.reset.map((j) => j.id)).toEqual([job.id]);
+
+        for (const kind of ['complete', 'error', 'fail'] as const) {
+          const result = await finish(job, kind, { message: 'late', now: T0 + 121_000 });
+          expect(result).toMatchObject({ ok: false, reason: 'stale_attempt' });
+        }
+        expect((await store.getJob(job.id))!).toMatchObject({ state: 'queued', numFailures: 0 });
+
+        const second = (await claimOrFail(['default'], T0 + 130_000, 'exec-2')).job;
+        expect(second.attempt).toBe(2);
+        expect(await finish(job, 'complete', { now: T0 + 131_000 })).toMatchObject({ ok: false, reason: 'stale_attempt' });
+        expect((await store.getJob(job.id))!.state).toBe('processing');
+        expect(expectOk(await finish(second, 'complete', { now: T0 + 132_000 })).state).toBe('completed');
+      });
+    });
+
+    describe('requestCancel', () => {
+      it('cancels a queued job at once', async () => {
+        const queued = await enqueue();
+        const canceled = await store.requestCancel(queued.id, T0 + 100);
+        expect(canceled).toMatchObject({ id: queued.id, state: 'canceled', cancelRequested: true, finishedAt: T0 + 100 });
+        expect(canceled!.failureMessage).toMatch(/cancel/);
+        expect(await store.getJob(queued.id)).toEqual(canceled);
+        expect((await claim(['default'], T0 + 200)).job).toBeUndefined();
+      });
+
+      it('asks the executor of a processing job to stop; a later complete yields canceled', async () => {
+        await enqueue();
+        const { job, tokenHash } = await claimOrFail();
+        const requested = await store.requestCancel(job.id, T0 + 100);
+        expect(requested).toMatchObject({ state: 'processing', cancelRequested: true, finishedAt: null });
+        const done = expectOk(await finish(job, 'complete', { now: T0 + 200 }));
+        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, changed: true });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'canceled' });
+      });
+
+      it('cancels instead of retrying when a canceled job reports an error', async () => {
+        await enqueue({ maxAttempts: 3 });
+        const { job } = await claimOrFail();
+        await store.requestCancel(job.id, T0 + 100);
+        const done = expectOk(await finish(job, 'error', { message: 'killed', now: T0 + 200 }));
+        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200 });
+        expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
+      });
+
+      it('cancels when the executor reports it stopped the job for a cancel', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        await store.requestCancel(job.id, T0 + 100);
+        const done = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 200 }));
+        expect(done.state).toBe('canceled');
+        const again = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 300 }));
+        expect(again).toMatchObject({ state: 'canceled', changed: false });
+      });
+
+      it('repeating a complete report for a canceled job changes nothing', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        await store.requestCancel(job.id, T0 + 100);
+        expectOk(await finish(job, 'complete', { now: T0 + 200 }));
+        const again = await finish(job, 'complete', { now: T0 + 300 });
+        expect(again).toMatchObject({ ok: true, changed: false, job: { state: 'canceled', finishedAt: T0 + 200 } });
+      });
+
+      it('leaves a finished job alone and answers undefined for an unknown job', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        const done = expectOk(await finish(job, 'complete'));
+        const after = await store.requestCancel(job.id, T0 + 5_000);
+        expect(after).toMatchObject({ state: 'completed', finishedAt: done.finishedAt });
+        expect(await store.requestCancel(987_654, T0)).toBeUndefined();
+      });
+    });
+
+    describe('retry', () => {
+      for (const end of ['completed', 'failed', 'canceled'] as const) {
+        it(`queues a ${end} job again with a clean slate`, async () => {
+          await enqueue({ maxAttempts: 2 });
+          const { job } = await claimOrFail();
+          if (end === 'completed') expectOk(await finish(job, 'complete'));
+          if (end === 'failed') expectOk(await finish(job, 'fail', { message: 'broken' }));
+          if (end === 'canceled') {
+            await store.requestCancel(job.id, T0 + 10);
+            expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true }));
+          }
+          expect((await store.getJob(job.id))!.state).toBe(end);
+          expect(canTransition(end, 'queued')).toBe(true);
+
+          const now = T0 + 50_000;
+          const retried = await store.retry(job.id, now);
+          expect(retried).toMatchObject({
+            id: job.id, state: 'queued', numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null,
+            finishedAt: null, queuedAt: now, availableAt: now,
+          });
+          const again = (await claimOrFail(['default'], now)).job;
+          expect(again).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
+          expect(expectOk(await finish(again, 'complete', { now: now + 1 })).state).toBe('completed');
+          expect((await store.listAttempts(job.id)).map((a) => a.attempt)).toEqual([1, 2]);
+        });
+      }
+
+      it('resets the failure count, so a retried job gets all its attempts again', async () => {
+        await enqueue({ maxAttempts: 2 });
+        let { job } = await claimOrFail();
+        expectOk(await finish(job, 'error', { message: 'a', now: T0 }));
+        job = (await claimOrFail(['default'], T0 + BACKOFF)).job;
+        expect(expectOk(await finish(job, 'error', { message: 'b', now: T0 + BACKOFF })).state).toBe('failed');
+        await store.retry(job.id, T0 + 100_000);
+        job = (await claimOrFail(['default'], T0 + 100_000)).job;
+        expect(expectOk(await finish(job, 'error', { message: 'c', now: T0 + 100_001 })).state).toBe('queued');
+      });
+
+      it('leaves queued and processing jobs alone and answers undefined for an unknown job', async () => {
+        const queued = await enqueue({}, T0);
+        expect(await store.retry(queued.id, T0 + 10)).toEqual(queued);
+        const { job } = await claimOrFail(['default'], T0 + 20);
+        expect(await store.retry(job.id, T0 + 30)).toEqual(job);
+        expect(await store.retry(987_654, T0)).toBeUndefined();
+      });
+    });
+
+    describe('resetStalled', () => {
+      const TIMEOUT = 60_000;
+
+      it('resets a job whose executor went silent for longer than the timeout', async () => {
+        await enqueue();
+        const { job, tokenHash } = await claimOrFail(['default'], T0, 'exec-silent');
+        expect(await store.resetStalled({ now: T0 + TIMEOUT - 1, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 })).toEqual({ reset: [], failed: [] });
+        expect((await store.getJob(job.id))!.state).toBe('processing');
+
+        const now = T0 + TIMEOUT + 1_000;
+        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        expect(result.failed).toEqual([]);
+        expect(result.reset).toHaveLength(1);
+        expect(result.reset[0]).toMatchObject({ id: job.id, state: 'queued', numResets: 1, numFailures: 0, queuedAt: now, availableAt: now });
+        expect(await store.getJob(job.id)).toEqual(result.reset[0]);
+        const attempt = await store.findAttemptByToken(tokenHash);
+        expect(attempt).toMatchObject({ outcome: 'reset', finishedAt: now });
+        expect(attempt!.message).toContain('exec-silent');
+
+        const again = (await claimOrFail(['default'], now, 'exec-2')).job;
+        expect(again).toMatchObject({ id: job.id, attempt: 2 });
+      });
+
+      it('keeps a job alive while heartbeats come', async () => {
+        await enqueue();
+        const { job } = await claimOrFail(['default'], T0);
+        await store.heartbeat({ executorName: 'exec-1', now: T0 + 50_000, jobs: [{ id: job.id, attempt: 1 }] });
+        const result = await store.resetStalled({ now: T0 + 100_000, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        expect(result).toEqual({ reset: [], failed: [] });
+        expect((await store.getJob(job.id))!.state).toBe('processing');
+      });
+
+      it('does not count silence from before notBefore', async () => {
+        await enqueue();
+        const { job } = await claimOrFail(['default'], T0);
+        const now = T0 + 10 * TIMEOUT;
+        // The server came up less than a timeout ago: it cannot know whether the executor is silent.
+        expect(await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT + 1 })).toEqual({ reset: [], failed: [] });
+        expect((await store.getJob(job.id))!.state).toBe('processing');
+        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT - 1 });
+        expect(result.reset.map((j) => j.id)).toEqual([job.id]);
+      });
+
+      it('fails the job once it has been reset maxResets times', async () => {
+        await enqueue();
+        const maxResets = 2;
+        let now = T0;
+        let job: JobRecord | undefined;
+        for (let round = 1; round <= maxResets; round++) {
+          job = (await claimOrFail(['default'], now, `exec-${round}`)).job;
+          now += TIMEOUT + 1_000;
+          const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
+          expect(result.reset.map((j) => j.numResets)).toEqual([round]);
+        }
+        job = (await claimOrFail(['default'], now, 'exec-last')).job;
+        now += TIMEOUT + 1_000;
+        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
+        expect(result.reset).toEqual([]);
+        expect(result.failed).toHaveLength(1);
+        expect(result.failed[0]).toMatchObject({ id: job.id, state: 'failed', finishedAt: now, attempt: 3 });
+        expect(result.failed[0].failureMessage).toBe(stallFailureMessage(maxResets, 'exec-last', TIMEOUT));
+        expect((await store.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['reset', 'reset', 'reset']);
+        expect((await claim(['default'], now + 1)).job).toBeUndefined();
+      });
+
+      it('cancels a stalled job whose cancel was requested instead of queuing it again', async () => {
+        await enqueue();
+        const { job } = await claimOrFail(['default'], T0);
+        await store.requestCancel(job.id, T0 + 1);
+        const now = T0 + TIMEOUT + 1_000;
+        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        expect(result.reset).toEqual([]);
+        expect((await store.getJob(job.id))!).toMatchObject({ state: 'canceled', finishedAt: now });
+        expect((await claim(['default'], now + 1)).job).toBeUndefined();
+      });
+
+      it('leaves queued and finished jobs alone', async () => {
+        const queued = await enqueue({ queue: 'idle' }, T0);
+        await enqueue({}, T0);
+        const { job } = await claimOrFail(['default'], T0);
+        expectOk(await finish(job, 'complete', { now: T0 + 1 }));
+        const result = await store.resetStalled({ now: T0 + 10 * TIMEOUT, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        expect(result).toEqual({ reset: [], failed: [] });
+        expect(await store.getJob(queued.id)).toEqual(queued);
+        expect((await store.getJob(job.id))!.state).toBe('completed');
+      });
+    });
+
+    describe('logs', () => {
+      async function readAll(jobId: number, attempt: number): Promise<Map<number, string>> {
+        const texts = new Map<number, string>();
+        for (const chunk of await store.readLogChunks(jobId, attempt, 0, 10_000)) {
+          const text = texts.get(chunk.index) ?? '';
+          expect(chunk.offset).toBe(text.length);
+          texts.set(chunk.index, text + chunk.data);
+        }
+        return texts;
+      }
+
+      it('appends output by offset, keeping only the new tail of a retried request', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello ')])).toEqual([{ index: 0, length: 6 }]);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\n')])).toEqual([{ index: 0, length: 12 }]);
+        // The answer to the last request was lost: the executor sends it again along with new output.
+        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
+        // A full duplicate adds nothing.
+        const before = await store.readLogChunks(job.id, 1, 0, 100);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
+        expect(await store.readLogChunks(job.id, 1, 0, 100)).toEqual(before);
+        expect((await readAll(job.id, 1)).get(0)).toBe('hello world\nmore\n');
+      });
+
+      it('records entries with their lengths and exit codes', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        await store.appendLogs(job.id, 1, [entry(0, 0, '')]);
+        expect(await store.listLogEntries(job.id, 1)).toEqual([
+          { index: 0, key: 'step-1', command: ['bash', 'step-1.sh'], startTime: T0, exitCode: null, durationMs: null, length: 0 },
+        ]);
+        await store.appendLogs(job.id, 1, [entry(0, 0, 'abc\n', { exitCode: 0, durationMs: 1_500 }), entry(1, 0, 'x')]);
+        await store.appendLogs(job.id, 1, [entry(1, 1, 'yz\n', { exitCode: 2, durationMs: 10 })]);
+        // A later update without an exit code keeps the one recorded.
+        await store.appendLogs(job.id, 1, [entry(1, 4, '')]);
+        expect(await store.listLogEntries(job.id, 1)).toEqual([
+          { index: 0, key: 'step-1', command: ['bash', 'step-1.sh'], startTime: T0, exitCode: 0, durationMs: 1_500, length: 4 },
+          { index: 1, key: 'step-2', command: ['bash', 'step-2.sh'], startTime: T0 + 1, exitCode: 2, durationMs: 10, length: 4 },
+        ]);
+        const texts = await readAll(job.id, 1);
+        expect([texts.get(0), texts.get(1)]).toEqual(['abc\n', 'xyz\n']);
+      });
+
+      it('keeps output for unicode by UTF-16 offsets', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        const text = 'héllo 🚀 wörld\n';
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, text)])).toEqual([{ index: 0, length: text.length }]);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, `${text}ünï\n`)])).toEqual([{ index: 0, length: text.length + 4 }]);
+        expect((await readAll(job.id, 1)).get(0)).toBe(`${text}ünï\n`);
+      });
+
+      it('keeps attempts and jobs apart', async () => {
+        await enqueue();
+        await enqueue();
+        const a = (await claimOrFail()).job;
+        const b = (await claimOrFail()).job;
+        await store.appendLogs(a.id, 1, [entry(0, 0, 'a1\n')]);
+        await store.appendLogs(a.id, 2, [entry(0, 0, 'a2-attempt\n')]);
+        await store.appendLogs(b.id, 1, [entry(0, 0, 'b1\n')]);
+        expect((await readAll(a.id, 1)).get(0)).toBe('a1\n');
+        expect((await readAll(a.id, 2)).get(0)).toBe('a2-attempt\n');
+        expect((await readAll(b.id, 1)).get(0)).toBe('b1\n');
+        expect((await store.listLogEntries(a.id, 1))[0].length).toBe(3);
+        expect(await store.listLogEntries(b.id, 2)).toEqual([]);
+        expect(await store.readLogChunks(b.id, 2, 0, 100)).toEqual([]);
+      });
+
+      it('reads chunks in order and pages with afterSeq', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        const writes: [number, number, string][] = [
+          [0, 0, 'one\n'], [1, 0, 'uno\n'], [0, 4, 'two\n'], [1, 4, 'dos\n'], [0, 8, 'three\n'], [2, 0, 'eins\n'],
+        ];
+        for (const [index, offset, out] of writes) await store.appendLogs(job.id, 1, [entry(index, offset, out)]);
+        const all = await store.readLogChunks(job.id, 1, 0, 100);
+        expect(all.map((c) => [c.index, c.offset, c.data])).toEqual(writes);
+        for (let i = 1; i < all.length; i++) expect(all[i].seq).toBeGreaterThan(all[i - 1].seq);
+
+        const paged: typeof all = [];
+        let after = 0;
+        for (;;) {
+          const page = await store.readLogChunks(job.id, 1, after, 4);
+          expect(page.length).toBeLessThanOrEqual(4);
+          if (page.length === 0) break;
+          paged.push(...page);
+          after = page.at(-1)!.seq;
+        }
+        expect(paged).toEqual(all);
+        expect(await store.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).toEqual([]);
+
+        // A follower that saw everything gets just the next chunk.
+        await store.appendLogs(job.id, 1, [entry(2, 5, 'zwei\n')]);
+        expect((await store.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).map((c) => c.data)).toEqual(['zwei\n']);
+      });
+
+      it('handles several entries in one request', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        const answer = await store.appendLogs(job.id, 1, [entry(0, 0, 'a\n'), entry(1, 0, 'bb\n'), entry(2, 0, '')]);
+        expect(answer).toEqual([{ index: 0, length: 2 }, { index: 1, length: 3 }, { index: 2, length: 0 }]);
+        expect((await store.listLogEntries(job.id, 1)).map((e) => [e.index, e.length])).toEqual([[0, 2], [1, 3], [2, 0]]);
+      });
+    });
+
+    describe('executors and stats', () => {
+      it('upserts executors, keeping firstSeenAt', async () => {
+        await store.upsertExecutor(executorInfo('exec-a'), T0);
+        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null }), T0 + 10);
+        await store.upsertExecutor(executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), T0 + 5_000);
+        const executors = (await store.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
+        expect(executors).toEqual([
+          { ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
+          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
+        ]);
+      });
+
+      it('lists no executors at first', async () => {
+        expect(await store.listExecutors()).toEqual([]);
+      });
+
+      it('counts queued and processing jobs per queue', async () => {
+        expect(await store.queueStats()).toEqual([]);
+        await enqueue({ queue: 'a' }, T0);
+        await enqueue({ queue: 'a' }, T0 + 1);
+        await enqueue({ queue: 'a' }, T0 + 2);
+        await enqueue({ queue: 'b' }, T0 + 3);
+        await enqueue({ queue: 'c' }, T0 + 4);
+        await claimOrFail(['a'], T0 + 10);
+        const c = (await claimOrFail(['c'], T0 + 10)).job;
+        expectOk(await finish(c, 'complete'));
+
+        const stats = await store.queueStats();
+        const byQueue = new Map(stats.map((s) => [s.queue, s]));
+        expect(byQueue.get('a')).toEqual({ queue: 'a', queued: 2, processing: 1, oldestQueuedAt: T0 + 1 });
+        expect(byQueue.get('b')).toEqual({ queue: 'b', queued: 1, processing: 0, oldestQueuedAt: T0 + 3 });
+        // A queue with nothing waiting or running may be left out, or reported as empty.
+        const idle = byQueue.get('c');
+        if (idle) expect(idle).toEqual({ queue: 'c', queued: 0, processing: 0, oldestQueuedAt: null });
+      });
+    });
+
+    describe('state machine', () => {
+      it('every finish changes state only along allowed transitions', async () => {
+        // finish() in this suite checks canTransition for each change; walk a job through every kind of ending.
+        const states: JobState[] = [];
+        await enqueue({ maxAttempts: 3 });
+        let { job } = await claimOrFail();
+        states.push(job.state);
+        states.push(expectOk(await finish(job, 'error', { message: 'retry me', now: T0 })).state);
+        job = (await claimOrFail(['default'], T0 + BACKOFF)).job;
+        states.push(job.state);
+        states.push(expectOk(await finish(job, 'fail', { message: 'give up', now: T0 + BACKOFF })).state);
+        states.push((await store.retry(job.id, T0 + 100_000))!.state);
+        job = (await claimOrFail(['default'], T0 + 100_000)).job;
+        states.push(job.state);
+        states.push(expectOk(await finish(job, 'complete', { now: T0 + 100_001 })).state);
+        expect(states).toEqual(['processing', 'queued', 'processing', 'failed', 'queued', 'processing', 'completed']);
+        for (let i = 1; i < states.length; i++) expect(canTransition(states[i - 1], states[i]), `${states[i - 1]} -> ${states[i]}`).toBe(true);
+      });
+    });
+  });
+}
