@@ -29,27 +29,20 @@ const workspaceFile = workspacePath.refine(
   'must name a file, not a directory',
 );
 
-export const durationInput = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx) => {
-    const ms = parseDuration(value);
-    if (ms === undefined || ms <= 0) {
-      ctx.addIssue({ code: 'custom', message: 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds' });
+/** A string or number turned into a positive quantity by `parse`, or an issue with `message`. */
+function positiveQuantity(parse: (value: string | number) => number | undefined, message: string) {
+  return z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const parsed = parse(value);
+    if (parsed === undefined || parsed <= 0) {
+      ctx.addIssue({ code: 'custom', message });
       return z.NEVER;
     }
-    return ms;
+    return parsed;
   });
+}
 
-const sizeInput = z
-  .union([z.string(), z.number()])
-  .transform((value, ctx) => {
-    const bytes = parseSize(value);
-    if (bytes === undefined || bytes <= 0) {
-      ctx.addIssue({ code: 'custom', message: 'must be a positive size such as "512M", "2G" or a number of bytes' });
-      return z.NEVER;
-    }
-    return bytes;
-  });
+export const durationInput = positiveQuantity(parseDuration, 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds');
+const sizeInput = positiveQuantity(parseSize, 'must be a positive size such as "512M", "2G" or a number of bytes');
 
 const envValue = z.union([z.string(), z.number(), z.boolean()]).transform(String);
 

@@ -1,6 +1,6 @@
 // Prometheus metrics. Gauges that describe stored state are read from the store at scrape time.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Store } from '../store/store.js';
+import type { QueueStats, Store } from '../store/store.js';
 
 /** An executor counts as online when it was heard from this recently (three missed 5 s heartbeats). */
 export const EXECUTOR_ONLINE_WINDOW_MS = 15_000;
@@ -15,29 +15,20 @@ export class ServerMetrics {
   constructor(store: Store) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'dockhand_server_' });
-    const stats = async () => store.queueStats();
-    new Gauge({
-      name: 'dockhand_queue_depth', help: 'Jobs waiting in each queue', labelNames: ['queue'], registers,
-      async collect() {
-        this.reset();
-        for (const q of await stats()) this.set({ queue: q.queue }, q.queued);
-      },
-    });
-    new Gauge({
-      name: 'dockhand_queue_oldest_age_seconds', help: 'Age of the oldest waiting job in each queue', labelNames: ['queue'], registers,
-      async collect() {
-        this.reset();
-        const now = Date.now();
-        for (const q of await stats()) this.set({ queue: q.queue }, q.oldestQueuedAt === null ? 0 : (now - q.oldestQueuedAt) / 1000);
-      },
-    });
-    new Gauge({
-      name: 'dockhand_jobs_processing', help: 'Jobs being run by executors, per queue', labelNames: ['queue'], registers,
-      async collect() {
-        this.reset();
-        for (const q of await stats()) this.set({ queue: q.queue }, q.processing);
-      },
-    });
+    const perQueue = (name: string, help: string, value: (q: QueueStats, now: number) => number): void => {
+      new Gauge({
+        name, help, labelNames: ['queue'], registers,
+        async collect() {
+          this.reset();
+          const now = Date.now();
+          for (const q of await store.queueStats()) this.set({ queue: q.queue }, value(q, now));
+        },
+      });
+    };
+    perQueue('dockhand_queue_depth', 'Jobs waiting in each queue', (q) => q.queued);
+    perQueue('dockhand_queue_oldest_age_seconds', 'Age of the oldest waiting job in each queue', (q, now) =>
+      q.oldestQueuedAt === null ? 0 : (now - q.oldestQueuedAt) / 1000);
+    perQueue('dockhand_jobs_processing', 'Jobs being run by executors, per queue', (q) => q.processing);
     new Gauge({
       name: 'dockhand_executors_online', help: `Executors heard from in the last ${EXECUTOR_ONLINE_WINDOW_MS / 1000}s`, registers,
       async collect() {
