@@ -43,6 +43,8 @@ export interface RouteDef<B = unknown, Q = unknown> {
   auth: AuthKind;
   summary: string;
   body?: z.ZodType<B>;
+  /** What the body is, for error messages ("invalid job spec"); default "request body". */
+  bodyName?: string;
   query?: z.ZodType<Q>;
   /** Describes the success response for the OpenAPI document. */
   response?: string;
@@ -55,8 +57,8 @@ export function defineRoute<B = undefined, Q = undefined>(def: RouteDef<B, Q>): 
 
 function parseWith<T>(schema: z.ZodType<T> | undefined, value: unknown, what: string): T {
   if (!schema) return undefined as T;
-  const result = schema.safeParse(value ?? (what === 'query' ? {} : value));
-  if (!result.success) throw badRequest(`invalid request ${what}`, issuesOf(result.error));
+  const result = schema.safeParse(value ?? (what === 'request query' ? {} : value));
+  if (!result.success) throw badRequest(`invalid ${what}`, issuesOf(result.error));
   return result.data;
 }
 
@@ -106,8 +108,8 @@ export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[
       logLevel: 'warn',
       handler: async (req, reply) => {
         const auth = await authenticate(req, def.auth, deps);
-        const body = parseWith(def.body, req.body, 'body');
-        const query = parseWith(def.query, req.query, 'query');
+        const body = parseWith(def.body, req.body, def.bodyName ?? 'request body');
+        const query = parseWith(def.query, req.query, 'request query');
         return def.handler({ req, reply, body, query, params: req.params as Record<string, string>, auth });
       },
     });

@@ -149,6 +149,9 @@ describe('OpenAPI and metrics', () => {
     }
     const submit = doc.paths['/api/executor/v1/dequeue'].post.requestBody.content['application/json'].schema;
     expect(submit.required).toEqual(expect.arrayContaining(['executorName', 'queues']));
+    const spec = doc.paths['/api/v1/jobs'].post.requestBody.content['application/json'].schema;
+    expect(spec.required).toEqual(expect.arrayContaining(['queue', 'steps']));
+    expect(Object.keys(spec.properties.steps.items.properties)).toEqual(expect.arrayContaining(['key', 'image', 'run', 'dir', 'env', 'timeout']));
   });
 
   it('exposes queue depth, oldest age, durations, dequeue wait and executors online', async () => {

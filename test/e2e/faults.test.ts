@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawExecutor, TestClient } from '../support/api.js';
-import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { ADMIN_TOKEN, Proc, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const STALL = { DOCKHAND_STALLED_JOB_TIMEOUT: '2s' };
 let cleanup: (() => Promise<void>)[] = [];
@@ -120,11 +120,9 @@ describe('faults', () => {
       queue: 'work',
       steps: [{ run: `echo before\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\ni=1; while [ $i -le 100 ]; do echo "during $i"; i=$((i+1)); done\necho after` }],
     });
-    await client.waitFor(job.id, () => true);
-    for (;;) {
-      if ((await client.logs(job.id)).entries[0]?.out.includes('before')) break;
-      await sleep(25);
-    }
+    // A user follows the job with the CLI across the restart: it reconnects without repeating lines.
+    const follower = new Proc(['job', 'logs', String(job.id), '--follow'], { DOCKHAND_URL: s.url, DOCKHAND_TOKEN: ADMIN_TOKEN }, 'restart-follow');
+    await follower.waitFor(/^before$/m);
     await s.proc.stop(); // kill -9
     writeFileSync(gate, '');
     // The step finishes while the server is down; the executor must keep the output and the result.
@@ -135,6 +133,9 @@ describe('faults', () => {
     const expected = ['stdout: before', ...Array.from({ length: 100 }, (_, i) => `stdout: during ${i + 1}`), 'stdout: after', ''].join('\n');
     expect((await client.logs(job.id)).entries[0].out).toBe(expected);
     expect(ex.proc.output).toMatch(/cannot deliver the result yet/);
+    expect(await follower.exit()).toBe(0);
+    const followed = follower.output.split('\n').filter((l) => !l.startsWith('==>') && !l.startsWith('<==') && !l.startsWith('job '));
+    expect(followed.join('\n')).toBe(expected.replace(/stdout: /g, ''));
   });
 
   it('drains on SIGTERM (running job finishes, nothing new is taken) and aborts on a second SIGTERM', async () => {
