@@ -1,14 +1,20 @@
 // Reading configuration from environment variables with zod, so a bad value names the variable and the fix.
 import { z } from 'zod';
-import { parseDuration, parseSize } from './units.js';
+import { formatDuration, parseDuration, parseSize } from './units.js';
 
 export class ConfigError extends Error {}
 
-export const envDuration = (name: string) =>
+export const envDuration = (name: string, bounds: { min?: number; max?: number } = {}) =>
   z.string().transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `${name}=${JSON.stringify(value)} is not a duration; use e.g. "25s", "5m" or "1h"` });
+      return z.NEVER;
+    }
+    const { min = 0, max = Infinity } = bounds;
+    if (ms < min || ms > max) {
+      const range = max === Infinity ? `at least ${formatDuration(min)}` : `from ${formatDuration(min)} to ${formatDuration(max)}`;
+      ctx.addIssue({ code: 'custom', message: `${name}=${JSON.stringify(value)} must be ${range}` });
       return z.NEVER;
     }
     return ms;

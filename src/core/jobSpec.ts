@@ -131,7 +131,7 @@ export function issuesOf(error: z.ZodError): FieldIssue[] {
     }
     if (issue.code === 'unrecognized_keys') {
       const keys = issue.keys.map((k) => formatPath([...issue.path, k]));
-      return { field: keys.join(', '), message: `unknown field${keys.length > 1 ? 's' : ''}; check the spelling (see docs/job-spec.md)` };
+      return { field: keys.join(', '), message: `unknown field${keys.length > 1 ? 's' : ''}; check the spelling` };
     }
     return { field: formatPath(issue.path), message: issue.message };
   });

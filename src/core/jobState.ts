@@ -57,7 +57,7 @@ export function decideAfterStall(job: { numResets: number }, maxResets: number):
 
 export function stallFailureMessage(maxResets: number, executorName: string | null, timeoutMs: number): string {
   return (
-    `job was reset ${maxResets} times because its executor stopped sending heartbeats ` +
+    `job was reset ${maxResets} time${maxResets === 1 ? '' : 's'} because its executor stopped sending heartbeats ` +
     `(last executor: ${executorName ?? 'unknown'}, silent for more than ${Math.round(timeoutMs / 1000)}s); giving up. ` +
     'Check that executors are not crashing or being killed (e.g. out of memory) while running this job.'
   );

@@ -57,7 +57,7 @@ export const heartbeatRequest = z.object({
     .min(0)
     .max(MAX_WAIT_MS)
     .default(0)
-    .describe('Hold the response up to this long, returning early when one of the jobs is canceled'),
+    .describe('Hold the response up to this long, returning early when one of the jobs is canceled or reset'),
 });
 export type HeartbeatRequest = z.input<typeof heartbeatRequest>;
 

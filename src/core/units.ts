@@ -28,20 +28,16 @@ export function formatDuration(ms: number): string {
   return [h ? `${h}h` : '', m ? `${m}m` : '', s ? `${s}s` : ''].join('') || '0s';
 }
 
-const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?$/i;
-const SIZE_FACTOR: Record<string, number> = {
-  '': 1, k: 1e3, m: 1e6, g: 1e9, t: 1e12, ki: 2 ** 10, mi: 2 ** 20, gi: 2 ** 30, ti: 2 ** 40,
-};
+const SIZE = /^(\d+(?:\.\d+)?)\s*([kmgt])?i?b?$/i;
 
 /**
- * Bytes for a size, or undefined when the text is not one. Docker's convention is followed for the single
- * letters (as `docker run --memory 512m` and Sourcegraph's EXECUTOR_JOB_MEMORY use them): "512M" is 512 MiB.
+ * Bytes for a size, or undefined when the text is not one. Units are binary, as `docker run --memory 512m` and
+ * Sourcegraph's EXECUTOR_JOB_MEMORY read them: "512M", "512m", "512Mi" and "512MB" are all 512 MiB.
  */
 export function parseSize(input: string | number): number | undefined {
   if (typeof input === 'number') return Number.isFinite(input) && input >= 0 ? Math.round(input) : undefined;
   const match = SIZE.exec(input.trim());
   if (!match) return undefined;
-  const unit = (match[2] ?? '').toLowerCase();
-  const factor = unit.length === 1 ? 2 ** (10 * ' kmgt'.indexOf(unit)) : SIZE_FACTOR[unit];
-  return Math.round(Number(match[1]) * factor);
+  const power = match[2] ? ' kmgt'.indexOf(match[2].toLowerCase()) : 0;
+  return Math.round(Number(match[1]) * 2 ** (10 * power));
 }

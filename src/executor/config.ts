@@ -57,14 +57,15 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
     queues,
     name,
     maxJobs: readEnv(env, 'EXECUTOR_MAXIMUM_NUM_JOBS', envInt('EXECUTOR_MAXIMUM_NUM_JOBS', 1, 1000), 1),
-    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB'), 30 * 60_000),
+    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000 }), 30 * 60_000),
     runtime: readEnv(
       env, 'EXECUTOR_RUNTIME',
       z.enum(RUNTIME_NAMES, { error: () => `EXECUTOR_RUNTIME must be one of: ${RUNTIME_NAMES.join(', ')}` }),
       'shell',
     ),
-    heartbeatIntervalMs: readEnv(env, 'EXECUTOR_HEARTBEAT_INTERVAL', envDuration('EXECUTOR_HEARTBEAT_INTERVAL'), 5_000),
-    logFlushIntervalMs: readEnv(env, 'EXECUTOR_LOG_FLUSH_INTERVAL', envDuration('EXECUTOR_LOG_FLUSH_INTERVAL'), 200),
+    // Well under the server's stall timeout (25 s by default), or running jobs would be reset.
+    heartbeatIntervalMs: readEnv(env, 'EXECUTOR_HEARTBEAT_INTERVAL', envDuration('EXECUTOR_HEARTBEAT_INTERVAL', { min: 100, max: 20_000 }), 5_000),
+    logFlushIntervalMs: readEnv(env, 'EXECUTOR_LOG_FLUSH_INTERVAL', envDuration('EXECUTOR_LOG_FLUSH_INTERVAL', { min: 10, max: 10_000 }), 200),
     maxLogSize: readEnv(env, 'EXECUTOR_MAX_LOG_SIZE', envSize('EXECUTOR_MAX_LOG_SIZE'), 100 * 2 ** 20),
     keepWorkspaces: readEnv(env, 'EXECUTOR_KEEP_WORKSPACES', envBool('EXECUTOR_KEEP_WORKSPACES'), false),
     workspaceRoot: env.EXECUTOR_WORKSPACE_ROOT || os.tmpdir(),

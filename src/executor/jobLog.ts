@@ -37,18 +37,27 @@ const MAX_CHARS_PER_REQUEST = 2 * 1024 * 1024;
 /** A partial line longer than this is sent without waiting for its newline. */
 const MAX_PARTIAL_LINE = 64 * 1024;
 
+/**
+ * What a terminal would show of a line: progress output rewrites itself with carriage returns ("10%\r20%\r…"),
+ * so only the last state is kept, and a CRLF line ending is dropped.
+ */
+function terminalView(line: string): string {
+  const parts = line.replace(/\r+$/, '').split('\r');
+  return parts[parts.length - 1];
+}
+
 export type LogSender = (entries: LogEntryUpdate[]) => Promise<{ entries: { index: number; length: number }[] }>;
 
 export class JobLog {
   private readonly entries: Entry[] = [];
-  private totalChars = 0;
+  private totalBytes = 0;
   private truncated = false;
   private inFlight: Promise<void> | undefined;
 
   constructor(
     private readonly send: LogSender,
     private readonly redactor: Redactor,
-    private readonly maxChars: number,
+    private readonly maxBytes: number,
   ) {}
 
   startEntry(key: string, command: string[]): EntryHandle {
@@ -83,13 +92,14 @@ export class JobLog {
 
   private addLine(entry: Entry, stream: Stream, line: string): void {
     if (this.truncated) return;
-    const text = `${stream}: ${this.redactor.redact(line.replace(/\r$/, ''))}\n`;
-    if (this.totalChars + text.length > this.maxChars) {
+    const text = `${stream}: ${this.redactor.redact(terminalView(line))}\n`;
+    const bytes = Buffer.byteLength(text);
+    if (this.totalBytes + bytes > this.maxBytes) {
       this.truncated = true;
-      entry.pending += `stderr: [dockhand] log truncated: this job's output passed ${this.maxChars} characters; the rest was dropped\n`;
+      entry.pending += `stderr: [dockhand] log truncated: this job's output passed ${this.maxBytes} bytes; the rest was dropped\n`;
       return;
     }
-    this.totalChars += text.length;
+    this.totalBytes += bytes;
     entry.pending += text;
   }
 

@@ -1,5 +1,5 @@
 // Runs one job attempt on this executor: workspace, steps in order, and the report the server should get.
-import { writeFile } from 'node:fs/promises';
+import { realpath, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DequeuedJob } from '../core/protocol.js';
 import { formatDuration } from '../core/units.js';
@@ -7,7 +7,7 @@ import type { FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import type { JobLog } from './jobLog.js';
 import type { Runtime } from './runtimes/runtime.js';
-import { WorkspaceError, checkoutRepository, createJobDirs, removeJobDirs, writeFiles } from './workspace.js';
+import { WorkspaceError, checkoutRepository, confinedDirectory, createJobDirs, removeJobDirs, writeFiles } from './workspace.js';
 
 /** Why a running job is being stopped. */
 export type StopReason = 'canceled' | 'abandoned' | 'shutdown';
@@ -50,8 +50,17 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
     const baseEnv: Record<string, string> = {};
     for (const key of HOST_ENV_KEYS) if (process.env[key]) baseEnv[key] = process.env[key]!;
 
+    const workspace = await realpath(dirs.workspace);
     for (const [index, step] of spec.steps.entries()) {
       if (jobSignal.aborted) return stopped();
+      let workdir: string;
+      try {
+        workdir = await confinedDirectory(workspace, step.dir ?? '.');
+      } catch (err) {
+        // The job's own content (a symlink in its checkout) is at fault: running it again would not help.
+        if (err instanceof WorkspaceError) return { kind: 'fail', message: `step ${step.key}: dir ${err.message}` };
+        throw err;
+      }
       const scriptPath = path.join(dirs.scripts, `step-${index + 1}.sh`);
       await writeFile(scriptPath, step.run.endsWith('\n') ? step.run : `${step.run}\n`, { mode: 0o755 });
       const env = {
@@ -65,21 +74,18 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
         DOCKHAND_WORKSPACE: dirs.workspace,
         ...step.env,
       };
-      const stepCtx = { job, spec, step, index, dirs, scriptPath, env };
+      const stepCtx = { job, spec, step, index, dirs, workdir, scriptPath, env };
       const entry = log.startEntry(`step.${step.key}`, runtime.describeStep(stepCtx));
       const timeout = step.timeout ? AbortSignal.timeout(step.timeout) : undefined;
       const started = Date.now();
       const result = await runtime
         .runStep({ ...stepCtx, output: entry.write, signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal })
-        .catch((err: Error) => {
-          entry.note(`[dockhand] could not run the step: ${err.message}`);
-          return { exitCode: 127, reason: err.message, failedToStart: true };
-        });
+        .catch((err: Error) => ({ exitCode: 127, reason: `could not run the step: ${err.message}`, failedToStart: true }));
       if (result.reason) entry.note(`[dockhand] ${result.reason}`);
       entry.finish(result.exitCode, Date.now() - started);
       if (jobSignal.aborted) return stopped();
-      if (timeout?.aborted && result.exitCode !== 0) return { kind: 'fail', message: `step ${step.key} timed out after ${formatDuration(step.timeout!)}` };
-      if ('failedToStart' in result) return { kind: 'error', message: `step ${step.key} could not be started: ${result.reason}` };
+      if (timeout?.aborted) return { kind: 'fail', message: `step ${step.key} timed out after ${formatDuration(step.timeout!)}` };
+      if ('failedToStart' in result) return { kind: 'error', message: `step ${step.key}: ${result.reason}` };
       if (result.exitCode !== 0) {
         return { kind: 'fail', message: `step ${step.key} failed with exit code ${result.exitCode}${result.reason ? ` (${result.reason})` : ''}` };
       }

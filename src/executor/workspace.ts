@@ -1,5 +1,5 @@
 // A job's workspace: a fresh directory, the repository checked out at the requested commit, and the job's files.
-import { lstat, mkdir, mkdtemp, realpath, rm, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readlink, realpath, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { JobSpec } from '../core/jobSpec.js';
 import { isSafeRelativePath } from '../core/paths.js';
@@ -75,12 +75,13 @@ function inside(root: string, p: string): boolean {
 }
 
 /**
- * Creates `rel`'s parent directories one at a time, resolving each existing one, so that a symlink in the
- * checkout can never make us create or write anything outside the workspace. Returns the real parent directory.
+ * Creates the directory `rel` (relative to the real path `root`) one component at a time, resolving each existing
+ * one, so that a symlink in the checkout can never make us create, write or run anything outside the workspace.
+ * Returns its real path.
  */
-async function confinedParent(root: string, rel: string): Promise<string> {
+export async function confinedDirectory(root: string, rel: string): Promise<string> {
   let current = root;
-  for (const part of path.posix.dirname(rel).split('/').filter((p) => p && p !== '.')) {
+  for (const part of rel.split('/').filter((p) => p && p !== '.')) {
     const next = path.join(current, part);
     const stat = await lstat(next).catch(() => undefined);
     if (!stat) {
@@ -88,8 +89,14 @@ async function confinedParent(root: string, rel: string): Promise<string> {
       current = next;
       continue;
     }
-    current = await realpath(next);
-    if (!inside(root, current)) throw new WorkspaceError(`refusing to write ${rel}: a symlink leads outside the workspace`);
+    const resolved = await realpath(next).catch(() => undefined);
+    if (resolved === undefined) {
+      // A dangling symlink: following it with mkdir would create its target, wherever that is.
+      const target = path.resolve(path.dirname(next), await readlink(next));
+      throw new WorkspaceError(inside(root, target) ? `${rel}: ${part} is a broken symlink` : `${rel} leads outside the workspace through a symlink`);
+    }
+    if (!inside(root, resolved)) throw new WorkspaceError(`${rel} leads outside the workspace through a symlink`);
+    current = resolved;
   }
   return current;
 }
@@ -104,7 +111,10 @@ export async function writeFiles(spec: JobSpec, dirs: JobDirs, log: JobLog): Pro
   try {
     for (const [rel, content] of files) {
       if (!isSafeRelativePath(rel)) throw new WorkspaceError(`refusing to write ${rel}: outside the workspace`);
-      const target = path.join(await confinedParent(root, rel), path.posix.basename(rel));
+      const parent = await confinedDirectory(root, path.posix.dirname(rel)).catch((err: Error) => {
+        throw err instanceof WorkspaceError ? new WorkspaceError(`refusing to write ${rel}: ${err.message}`) : err;
+      });
+      const target = path.join(parent, path.posix.basename(rel));
       // A symlink from the checkout at the target itself would redirect the write: replace it with the file.
       if ((await lstat(target).catch(() => undefined))?.isSymbolicLink()) await unlink(target);
       await writeFile(target, content, { mode: 0o755 });

@@ -47,9 +47,9 @@ export function loadServerConfig(
     dataDir: path.resolve(flags.dataDir ?? defaultDataDir(env)),
     executorsAccessToken,
     adminToken,
-    stalledJobTimeoutMs: readEnv(env, 'DOCKHAND_STALLED_JOB_TIMEOUT', envDuration('DOCKHAND_STALLED_JOB_TIMEOUT'), 25_000),
+    stalledJobTimeoutMs: readEnv(env, 'DOCKHAND_STALLED_JOB_TIMEOUT', envDuration('DOCKHAND_STALLED_JOB_TIMEOUT', { min: 200 }), 25_000),
     maxJobResets: readEnv(env, 'DOCKHAND_MAX_JOB_RESETS', envInt('DOCKHAND_MAX_JOB_RESETS', 0, 100), 3),
-    retryBackoffMs: readEnv(env, 'DOCKHAND_RETRY_BACKOFF', envDuration('DOCKHAND_RETRY_BACKOFF'), 5_000),
+    retryBackoffMs: readEnv(env, 'DOCKHAND_RETRY_BACKOFF', envDuration('DOCKHAND_RETRY_BACKOFF', { min: 10 }), 5_000),
     logLevel: readEnv(env, 'DOCKHAND_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
   };
 }

@@ -23,6 +23,12 @@ export class EventBus {
     this.emitter.emit(`job:${jobId}`);
   }
 
+  /** A running job was canceled or taken back (reset): its executor should hear of it now. */
+  jobInterrupted(jobId: number): void {
+    this.emitter.emit(`interrupt:${jobId}`);
+    this.jobChanged(jobId);
+  }
+
   /** Subscribe before looking at the store, then wait: an event between the two is not lost. */
   watchQueues(queues: string[]): Waiter {
     return this.watch(queues.map((q) => `queue:${q}`));
@@ -30,6 +36,10 @@ export class EventBus {
 
   watchJobs(jobIds: number[]): Waiter {
     return this.watch(jobIds.map((id) => `job:${id}`));
+  }
+
+  watchInterruptions(jobIds: number[]): Waiter {
+    return this.watch(jobIds.map((id) => `interrupt:${id}`));
   }
 
   private watch(names: string[]): Waiter {

@@ -48,6 +48,10 @@ export interface RouteDef<B = unknown, Q = unknown> {
   query?: z.ZodType<Q>;
   /** Describes the success response for the OpenAPI document. */
   response?: string;
+  /** Success status for the OpenAPI document (default 200). */
+  status?: number;
+  /** Other documented answers, e.g. { 204: 'no job arrived in time' }. */
+  otherResponses?: Record<number, string>;
   handler(ctx: HandlerContext<B, Q>): Promise<unknown>;
 }
 

@@ -31,9 +31,17 @@ export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
       parameters,
       ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(route.body) } } } } : {}),
       responses: {
-        '200': { description: route.response ?? 'OK' },
-        '400': { description: 'Invalid input: { error, issues: [{ field, message }] }' },
+        [String(route.status ?? 200)]: { description: route.response ?? 'OK' },
+        ...Object.fromEntries(Object.entries(route.otherResponses ?? {}).map(([code, description]) => [code, { description }])),
+        ...(route.body || route.query ? { '400': { description: 'Invalid input: { error, issues: [{ field, message }] }' } } : {}),
         ...(route.auth === 'public' ? {} : { '401': { description: 'Missing or invalid credentials' } }),
+        ...(route.auth === 'job'
+          ? {
+              '403': { description: 'The job token belongs to another job' },
+              '409': { description: 'The attempt is no longer current (code stale_attempt): stop working on it' },
+            }
+          : {}),
+        ...(route.url.includes(':id') && route.auth === 'client' ? { '404': { description: 'No such job' } } : {}),
       },
     };
   }

@@ -15,11 +15,11 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
         metrics.resets.inc({ queue: job.queue });
         log.warn({ jobId: job.id, attempt: job.attempt, executor: job.executorName }, 'job reset: its executor stopped sending heartbeats');
         events.queueChanged(job.queue);
-        events.jobChanged(job.id);
+        events.jobInterrupted(job.id);
       }
       for (const job of result.failed) {
         log.warn({ jobId: job.id, state: job.state, reason: job.failureMessage }, 'stalled job finished');
-        events.jobChanged(job.id);
+        events.jobInterrupted(job.id);
       }
     } catch (err) {
       log.error({ err }, 'reaper sweep failed');

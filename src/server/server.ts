@@ -20,6 +20,7 @@ export interface RunningServer {
 }
 
 export const BOOTSTRAP_TOKEN_NAME = 'admin';
+const CLOSE_GRACE_MS = 2_000;
 
 async function bootstrapAdminToken(store: Store, fromEnv: string | undefined): Promise<string | undefined> {
   if (fromEnv) {
@@ -52,7 +53,11 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
     bootstrapToken,
     async close() {
       reaper.stop();
+      // Held requests end at once (preClose); others get a moment. Connections a client opened without sending a
+      // request yet would otherwise keep the server up until the headers timeout.
+      const force = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
       await app.close();
+      clearTimeout(force);
       await store.close();
     },
   };

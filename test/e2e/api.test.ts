@@ -139,6 +139,34 @@ describe('authentication on every route', () => {
   });
 });
 
+describe('held heartbeats', () => {
+  const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+  const beat = (jobs: { id: number; attempt: number }[], waitMs: number) =>
+    app.inject({ method: 'POST', url: '/api/executor/v1/heartbeat', headers: executorAuth, payload: {
+      executorName: 'held', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: ['held'], jobs, waitMs,
+    } });
+
+  it('return early on a cancel, and not on log appends', async () => {
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    await store.enqueue(jobSpec.parse({ queue: 'held', steps: [] }), Date.now());
+    const taken = (await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executorAuth, payload: { executorName: 'held', version: '1', queues: ['held'], waitMs: 0 } })).json();
+    const jobs = [{ id: taken.id, attempt: taken.attempt }];
+    let answered = false;
+    const held = beat(jobs, 25_000).then((res) => {
+      answered = true;
+      return res;
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const append = await app.inject({ method: 'POST', url: `/api/executor/v1/jobs/${taken.id}/logs`, headers: { authorization: `Bearer ${taken.token}` }, payload: { entries: [{ index: 0, key: 'k', command: [], startTime: 1, offset: 0, out: 'stdout: x\n' }] } });
+    expect(append.statusCode).toBe(200);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(answered).toBe(false);
+    expect((await app.inject({ method: 'POST', url: `/api/v1/jobs/${taken.id}/cancel`, headers: admin })).statusCode).toBe(200);
+    const res = await held;
+    expect(res.json()).toEqual({ knownIds: [taken.id], cancelIds: [taken.id] });
+  });
+});
+
 describe('OpenAPI and metrics', () => {
   it('describes every route in /api/openapi.json from the zod schemas', async () => {
     const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();

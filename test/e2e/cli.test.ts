@@ -162,6 +162,8 @@ describe('starting Dockhand', () => {
     expect(badJobs.stderr).toContain('EXECUTOR_MAXIMUM_NUM_JOBS="many" must be a whole number');
     const badRuntime = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
     expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell');
+    const slowBeat = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_HEARTBEAT_INTERVAL: '60s' });
+    expect(slowBeat.stderr).toContain('EXECUTOR_HEARTBEAT_INTERVAL="60s" must be from 100ms to 20s');
   });
 
   it('`dockhand up` runs a server and a local executor; the CLI on the machine just works', async () => {

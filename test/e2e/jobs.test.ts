@@ -121,6 +121,22 @@ describe('jobs on two executors', () => {
     expect(entries.at(-1)!.out).toBe(`stdout: one\nstdout: written by the job spec\nstdout: ${first}\nstdout: 1\n`);
   });
 
+  it('creates a missing step dir, and refuses one that leads out of the workspace through a symlink', async () => {
+    const outside = path.join(scratch, 'outside');
+    const repo = path.join(scratch, 'symlink-repo');
+    execFileSync('git', ['init', '-q', repo]);
+    execFileSync('ln', ['-s', outside, path.join(repo, 'out')]);
+    execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', 'add', '.']);
+    execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', 'commit', '-qm', 'link']);
+    const created = await client.submit({ queue: 'alpha', steps: [{ dir: 'build/output', run: 'pwd' }] });
+    await client.waitForState(created.id, 'completed');
+    expect((await client.logs(created.id)).entries[0].out).toMatch(/\/workspace\/build\/output\n$/);
+    const escaping = await client.submit({ queue: 'alpha', repository: { url: `file://${repo}` }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
+    const failed = await client.waitForState(escaping.id, 'failed');
+    expect(failed.failureMessage).toBe('step step-1: dir out/deeper leads outside the workspace through a symlink');
+    expect(existsSync(outside)).toBe(false);
+  });
+
   it('stops at the first failing step and reports its exit code', async () => {
     const job = await client.submit({ queue: 'beta', steps: [{ key: 'ok', run: 'true' }, { key: 'boom', run: 'echo about to fail; exit 3' }, { key: 'never', run: 'echo unreachable' }] });
     const done = await client.waitForState(job.id, 'failed');
@@ -135,6 +151,9 @@ describe('jobs on two executors', () => {
     const slowJob = await client.submit({ queue: 'alpha', maxRuntime: '700ms', steps: [{ run: 'sleep 30' }] });
     expect((await client.waitForState(slowStep.id, 'failed')).failureMessage).toBe('step slow timed out after 500ms');
     expect((await client.waitForState(slowJob.id, 'failed')).failureMessage).toBe('job exceeded its maximum runtime of 700ms');
+    // A step that shrugs off SIGTERM and exits 0 still timed out.
+    const stubborn = await client.submit({ queue: 'alpha', steps: [{ key: 'stubborn', run: "trap 'exit 0' TERM\nwhile true; do sleep 0.05; done", timeout: '300ms' }] });
+    expect((await client.waitForState(stubborn.id, 'failed')).failureMessage).toBe('step stubborn timed out after 300ms');
   });
 
   it('retries retryable errors with backoff until attempts run out', async () => {

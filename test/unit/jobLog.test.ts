@@ -92,6 +92,14 @@ describe('JobLog', () => {
     expect(server.text(0)).toBe('stdout: dos line\n');
   });
 
+  it('keeps what a terminal would show of progress lines rewritten with carriage returns', async () => {
+    const { server, log } = setup();
+    const e = log.startEntry('k', []);
+    e.write('stderr', 'Receiving objects:  10%\rReceiving objects:  55%\rReceiving objects: 100%, done.\r\n');
+    await log.flush();
+    expect(server.text(0)).toBe('stderr: Receiving objects: 100%, done.\n');
+  });
+
   it('announces an entry with no output yet', async () => {
     const { server, log } = setup();
     log.startEntry('quiet', ['true']);

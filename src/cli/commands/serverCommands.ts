@@ -12,13 +12,15 @@ import { defaultDataDir, loadServerConfig } from '../../server/config.js';
 import { startServer } from '../../server/server.js';
 import { saveCredentials } from '../client.js';
 
-/** First signal: graceful; second: hard. Returns a promise that never resolves (the handlers exit). */
-function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log: Logger): void {
+const DRAIN_MESSAGE = 'stopping gracefully: no new jobs, running jobs finish (signal again to abort them)';
+
+/** First SIGTERM or SIGINT: graceful stop, saying what that means; second: hard stop. Both exit the process. */
+function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log: Logger, gracefulMessage = DRAIN_MESSAGE): void {
   let count = 0;
   const handle = (signal: NodeJS.Signals): void => {
     count++;
     if (count === 1) {
-      log.info({ signal }, 'stopping gracefully: no new jobs, running jobs finish (signal again to abort them)');
+      log.info({ signal }, gracefulMessage);
       void graceful().then(() => process.exit(0), (err) => { log.error({ err }, 'shutdown failed'); process.exit(1); });
     } else if (count === 2) {
       log.warn({ signal }, 'aborting running jobs');
@@ -54,7 +56,7 @@ export function registerServerCommands(program: Command): void {
             `Use it with: export DOCKHAND_URL=${server.url} DOCKHAND_TOKEN=${server.bootstrapToken}\n\n`,
         );
       }
-      onSignals(() => server.close(), () => server.close(), log);
+      onSignals(() => server.close(), () => server.close(), log, 'stopping: held requests are answered and the database closed');
     });
 
   program

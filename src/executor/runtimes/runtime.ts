@@ -18,6 +18,8 @@ export interface StepContext {
   step: StepSpec;
   index: number;
   dirs: JobDirs;
+  /** Host path of the step's working directory (its `dir`), created and checked to be inside the workspace. */
+  workdir: string;
   /** Host path of the file holding the step's `run` script. */
   scriptPath: string;
   /** Environment for the step: the step's own plus Dockhand's. */

@@ -33,7 +33,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const finishRoute = (kind: FinishKind, body: z.ZodType<{ message?: string; canceled?: boolean }>, summary: string) =>
     defineRoute<{ message?: string; canceled?: boolean }>({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/jobs/:id/${kind}`, auth: 'job', summary, body,
-      response: '{ state }: the job state after this report; 409 with code stale_attempt when the attempt was superseded',
+      response: '{ state }: the job state after this report',
       async handler({ auth, body: p }) {
         const attempt = jobAttempt(auth);
         const now = Date.now();
@@ -57,7 +57,8 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     defineRoute({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/dequeue`, auth: 'executor', body: dequeueRequest,
       summary: 'Take the next job from one of the named queues, waiting up to waitMs for one to arrive',
-      response: '200 with the job (id, attempt, token, queue, namespace, spec), or 204 when none arrived in time',
+      response: 'The job (id, attempt, token, queue, namespace, spec)',
+      otherResponses: { 204: 'No job arrived within waitMs' },
       async handler({ body, reply }) {
         const started = Date.now();
         const deadline = started + body.waitMs;
@@ -102,7 +103,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           },
           now,
         );
-        const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchJobs(body.jobs.map((j) => j.id)) : undefined;
+        const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchInterruptions(body.jobs.map((j) => j.id)) : undefined;
         let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
         if (waiter && answer.cancelIds.length === 0) {
           // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.

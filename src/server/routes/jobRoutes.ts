@@ -37,7 +37,7 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   return [
     defineRoute({
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', body: jobSpec, bodyName: 'job spec',
-      summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '201 with the job',
+      summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
       async handler({ body, reply }) {
         const job = await store.enqueue(body, Date.now());
         events.queueChanged(job.queue);
@@ -88,17 +88,19 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     defineRoute({
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`, auth: 'client',
       summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them', response: '{ job }',
+      otherResponses: { 409: 'The job already finished' },
       async handler({ params }) {
         const current = await requireJob(store, params.id);
         if (isTerminal(current.state)) throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
         const job = (await store.requestCancel(current.id, Date.now()))!;
-        events.jobChanged(job.id);
+        events.jobInterrupted(job.id);
         return { job: job };
       },
     }),
     defineRoute({
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/retry`, auth: 'client',
       summary: 'Queue a finished job again (its attempts history is kept)', response: '{ job }',
+      otherResponses: { 409: 'The job has not finished' },
       async handler({ params }) {
         const current = await requireJob(store, params.id);
         if (!isTerminal(current.state)) throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
@@ -190,7 +192,7 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
           if (entry.exitCode !== null && (sentLength.get(entry.index) ?? 0) >= entry.length) announce(entry, true);
         }
       }
-      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt });
+      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt, cancel: job.cancelRequested });
       if (stateView !== lastState) {
         lastState = stateView;
         send('state', { state: job.state, attempt: job.attempt, failureMessage: job.failureMessage, cancelRequested: job.cancelRequested });

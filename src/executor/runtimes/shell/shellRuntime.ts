@@ -1,7 +1,6 @@
 // The shell runtime: steps run as processes on the executor's host, in the job's workspace. No isolation at all:
 // for development and trusted jobs only.
 import { execFile } from 'node:child_process';
-import path from 'node:path';
 import { promisify } from 'node:util';
 import { runProcess } from '../../process.js';
 import type { Runtime, StepContext, StepResult } from '../runtime.js';
@@ -27,8 +26,7 @@ export class ShellRuntime implements Runtime {
   }
 
   async runStep(ctx: StepContext): Promise<StepResult> {
-    const cwd = path.join(ctx.dirs.workspace, ctx.step.dir ?? '.');
-    const result = await runProcess(this.describeStep(ctx), { cwd, env: ctx.env, output: ctx.output, signal: ctx.signal });
+    const result = await runProcess(this.describeStep(ctx), { cwd: ctx.workdir, env: ctx.env, output: ctx.output, signal: ctx.signal });
     return { exitCode: result.exitCode, reason: result.signal ? `killed by ${result.signal}` : undefined };
   }
 }
