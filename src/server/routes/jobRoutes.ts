@@ -30,7 +30,23 @@ async function requireJob(store: Store, rawId: string | undefined): Promise<JobR
 }
 
 const SSE_KEEPALIVE_MS = 15_000;
-const CHUNKS_PER_READ = 500;
+const CHUNKS_PER_READ = 1000;
+
+/** Every stored chunk of an attempt's log after `afterSeq`, read in pages, grouped by entry in order. */
+async function chunksByEntry(store: Store, jobId: number, attempt: number, afterSeq: number): Promise<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
+  const byEntry = new Map<number, LogChunk[]>();
+  let lastSeq = afterSeq;
+  for (;;) {
+    const batch = await store.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_READ);
+    for (const chunk of batch) {
+      const list = byEntry.get(chunk.index);
+      if (list) list.push(chunk);
+      else byEntry.set(chunk.index, [chunk]);
+    }
+    if (batch.length) lastSeq = batch[batch.length - 1].seq;
+    if (batch.length < CHUNKS_PER_READ) return { byEntry, lastSeq };
+  }
+}
 
 export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events } = ctx;
@@ -49,14 +65,14 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       summary: 'List jobs, newest first', response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
       async handler({ query }) {
         const jobs = await store.listJobs({ queue: query.queue, state: query.state, namespace: query.namespace, beforeId: query.before, limit: query.limit });
-        return { jobs: jobs, nextBefore: jobs.length === query.limit ? jobs[jobs.length - 1].id : null };
+        return { jobs, nextBefore: jobs.length === query.limit ? jobs[jobs.length - 1].id : null };
       },
     }),
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts', response: '{ job, attempts }',
       async handler({ params }) {
         const job = await requireJob(store, params.id);
-        return { job: job, attempts: await store.listAttempts(job.id) };
+        return { job, attempts: await store.listAttempts(job.id) };
       },
     }),
     defineRoute({
@@ -65,15 +81,10 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       async handler({ params, query }) {
         const job = await requireJob(store, params.id);
         const attempt = query.attempt ?? job.attempt;
+        const { byEntry } = await chunksByEntry(store, job.id, attempt, 0);
         const entries = await store.listLogEntries(job.id, attempt);
-        const out = new Map<number, string[]>();
-        for (let after = 0; ;) {
-          const chunks = await store.readLogChunks(job.id, attempt, after, 5000);
-          for (const c of chunks) (out.get(c.index) ?? out.set(c.index, []).get(c.index)!).push(c.data);
-          if (chunks.length < 5000) break;
-          after = chunks[chunks.length - 1].seq;
-        }
-        return { attempt, entries: entries.map((e) => ({ ...e, out: (out.get(e.index) ?? []).join('') })) };
+        const outOf = (index: number): string => (byEntry.get(index) ?? []).map((c) => c.data).join('');
+        return { attempt, entries: entries.map((e) => ({ ...e, out: outOf(e.index) })) };
       },
     }),
     defineRoute({
@@ -172,23 +183,17 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
       }
       if (attempt > 0) {
         // Chunks are read before entries, so every chunk's entry is in the list.
-        const chunks: LogChunk[] = [];
-        for (;;) {
-          const batch = await store.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_READ);
-          chunks.push(...batch);
-          if (batch.length) afterSeq = batch[batch.length - 1].seq;
-          if (batch.length < CHUNKS_PER_READ) break;
-        }
+        const read = await chunksByEntry(store, jobId, attempt, afterSeq);
+        afterSeq = read.lastSeq;
         const entries = await store.listLogEntries(jobId, attempt);
-        const byEntry = new Map<number, LogChunk[]>();
-        for (const chunk of chunks) {
-          (byEntry.get(chunk.index) ?? byEntry.set(chunk.index, []).get(chunk.index)!).push(chunk);
-          sentLength.set(chunk.index, chunk.offset + chunk.data.length);
+        for (const chunks of read.byEntry.values()) {
+          const last = chunks[chunks.length - 1];
+          sentLength.set(last.index, last.offset + last.data.length);
         }
         // Entry by entry: its start, its output, then its result once all its output has been sent.
         for (const entry of entries) {
           if (!announced.has(entry.index)) announce(entry, false);
-          for (const chunk of byEntry.get(entry.index) ?? []) send('output', { index: chunk.index, offset: chunk.offset, data: chunk.data });
+          for (const chunk of read.byEntry.get(entry.index) ?? []) send('output', { index: chunk.index, offset: chunk.offset, data: chunk.data });
           if (entry.exitCode !== null && (sentLength.get(entry.index) ?? 0) >= entry.length) announce(entry, true);
         }
       }
