@@ -41,7 +41,13 @@ function positiveQuantity(parse: (value: string | number) => number | undefined,
   });
 }
 
-export const durationInput = positiveQuantity(parseDuration, 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds');
+/** Timers cannot wait longer than about 24 days; a week is more than any job should need. */
+export const MAX_DURATION_MS = 7 * 24 * 3_600_000;
+
+export const durationInput = positiveQuantity(parseDuration, 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds').refine(
+  (ms) => ms <= MAX_DURATION_MS,
+  'must be at most 7 days ("168h")',
+);
 const sizeInput = positiveQuantity(parseSize, 'must be a positive size such as "512M", "2G" or a number of bytes');
 
 const envValue = z.union([z.string(), z.number(), z.boolean()]).transform(String);

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError, envBool, envDuration, envInt, envSize, readEnv } from '../core/envConfig.js';
-import { NAME_PATTERN } from '../core/jobSpec.js';
+import { MAX_DURATION_MS, NAME_PATTERN } from '../core/jobSpec.js';
 import { MIN_EXECUTOR_TOKEN_LENGTH } from '../core/tokens.js';
 
 export const RUNTIME_NAMES = ['shell'] as const;
@@ -57,7 +57,7 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
     queues,
     name,
     maxJobs: readEnv(env, 'EXECUTOR_MAXIMUM_NUM_JOBS', envInt('EXECUTOR_MAXIMUM_NUM_JOBS', 1, 1000), 1),
-    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000 }), 30 * 60_000),
+    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000, max: MAX_DURATION_MS }), 30 * 60_000),
     runtime: readEnv(
       env, 'EXECUTOR_RUNTIME',
       z.enum(RUNTIME_NAMES, { error: () => `EXECUTOR_RUNTIME must be one of: ${RUNTIME_NAMES.join(', ')}` }),

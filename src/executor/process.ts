@@ -1,5 +1,6 @@
 // Running a host command in its own process group, streaming its output, and stopping the whole group.
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import type { Stream } from './jobLog.js';
 
 /** After SIGTERM, a step gets this long before SIGKILL: well inside the 2 s promised for cancel. */
@@ -41,13 +42,7 @@ export function runProcess(
     child.on('close', (code, signal) => {
       clearTimeout(killTimer);
       opts.signal.removeEventListener('abort', onAbort);
-      resolve({ exitCode: code ?? (signal ? 128 + (osSignalNumber(signal) ?? 0) : 1), signal });
+      resolve({ exitCode: code ?? (signal ? 128 + os.constants.signals[signal] : 1), signal });
     });
   });
-}
-
-function osSignalNumber(signal: NodeJS.Signals): number | undefined {
-  return (
-    { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 } as Partial<Record<NodeJS.Signals, number>>
-  )[signal];
 }

@@ -145,6 +145,8 @@ describe('parseJobSpec: invalid specs name the field', () => {
     { name: 'maxAttempts 1.5', input: { ...minimal, maxAttempts: 1.5 }, field: 'maxAttempts', message: /whole number/ },
     { name: 'maxAttempts 11', input: { ...minimal, maxAttempts: 11 }, field: 'maxAttempts' },
     { name: 'step timeout "soon"', input: { queue: 'q', steps: [{ run: 'a', timeout: 'soon' }] }, field: 'steps[0].timeout', message: /duration/ },
+    { name: 'step timeout beyond what a timer can wait', input: { queue: 'q', steps: [{ run: 'a', timeout: '30d' }] }, field: 'steps[0].timeout', message: /at most 7 days/ },
+    { name: 'maxRuntime beyond a week', input: { queue: 'q', steps: [], maxRuntime: '200h' }, field: 'maxRuntime', message: /at most 7 days/ },
     { name: 'maxRuntime 0', input: { ...minimal, maxRuntime: '0s' }, field: 'maxRuntime', message: /positive duration/ },
     { name: 'memory "lots"', input: { ...minimal, resources: { memory: 'lots' } }, field: 'resources.memory', message: /size/ },
     { name: 'negative cpus', input: { ...minimal, resources: { cpus: -1 } }, field: 'resources.cpus', message: /positive/ },
