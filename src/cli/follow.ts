@@ -118,8 +118,16 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
           printed.set(data.index, end);
           if (!opts.json) printLines(data.index, fresh);
         } else if (event === 'state') {
-          if (!opts.json && data.state !== lastState && ['completed', 'failed', 'canceled'].includes(data.state)) {
-            err.write(`job ${jobId} ${data.state}${data.failureMessage ? `: ${data.failureMessage}` : ''}\n`);
+          if (!opts.json && data.state !== lastState) {
+            if (['completed', 'failed', 'canceled'].includes(data.state)) {
+              err.write(`job ${jobId} ${data.state}${data.failureMessage ? `: ${data.failureMessage}` : ''}\n`);
+            } else if (data.state === 'queued') {
+              // Say what we are waiting for: with no executor on the queue, nothing else would be printed.
+              const retry = data.attempt > 0 && data.failureMessage ? ` (attempt ${data.attempt} ended: ${data.failureMessage})` : '';
+              err.write(`job ${jobId} is queued on "${data.queue}", waiting for an executor${retry}\n`);
+            } else if (data.state === 'processing' && data.executorName) {
+              err.write(`job ${jobId} is running on ${data.executorName} (attempt ${data.attempt})\n`);
+            }
           }
           lastState = data.state;
         } else if (event === 'end') {

@@ -56,6 +56,15 @@ describe('dockhand CLI against a server', () => {
     expect(await follow.exit()).toBe(0);
     expect(follow.output).toMatch(/first\n(.|\n)*second\n/);
     expect(follow.output).toMatch(/<== step\.wait: exit 0/);
+    expect(follow.output).toMatch(/job \d+ is running on cli-exec \(attempt 1\)/);
+
+    // Nobody serves this queue: --follow says what it waits for, and a cancel ends it with exit code 2.
+    const lonely = path.join(dir, 'lonely.yaml');
+    writeFileSync(lonely, 'queue: nobody-here\nsteps:\n  - run: "true"\n');
+    const waiting = new Proc(['job', 'submit', lonely, '--follow'], env, 'cli-follow-queued');
+    const [, id] = await waiting.waitFor(/job (\d+) is queued on "nobody-here", waiting for an executor/);
+    expect((await cli(['job', 'cancel', id], env)).code).toBe(0);
+    expect(await waiting.exit()).toBe(2);
 
     const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], env);
     expect(hello.code).toBe(0);

@@ -49,7 +49,11 @@ export function registerServerCommands(program: Command): void {
       const config = loadServerConfig(opts);
       const log = pino({ level: config.logLevel, base: { component: 'server' } });
       const server = await startServer(config, log);
-      process.stdout.write(`Dockhand server listening on ${server.url} (data in ${config.dataDir})\n`);
+      process.stdout.write(
+        `Dockhand server listening on ${server.url} (data in ${config.dataDir})\n` +
+          `Start executors with: EXECUTOR_FRONTEND_URL=${server.url} EXECUTOR_FRONTEND_PASSWORD=<DOCKHAND_EXECUTORS_ACCESS_TOKEN> ` +
+          'EXECUTOR_QUEUE_NAME=default dockhand executor\n',
+      );
       if (server.bootstrapToken) {
         process.stdout.write(
           `\nAdmin API token (shown once, stored hashed; keep it safe):\n\n  ${server.bootstrapToken}\n\n` +

@@ -200,7 +200,7 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
       const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt, cancel: job.cancelRequested });
       if (stateView !== lastState) {
         lastState = stateView;
-        send('state', { state: job.state, attempt: job.attempt, failureMessage: job.failureMessage, cancelRequested: job.cancelRequested });
+        send('state', { state: job.state, queue: job.queue, attempt: job.attempt, executorName: job.executorName, failureMessage: job.failureMessage, cancelRequested: job.cancelRequested });
       }
       const done = fixedAttempt !== undefined ? job.attempt !== fixedAttempt || isTerminal(job.state) : isTerminal(job.state);
       if (done) {
