@@ -120,6 +120,13 @@ export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[
   }
 }
 
+/** Aborts when the client goes away or the server shuts down, so a held request stops waiting for nobody. */
+export function heldRequestSignal(reply: { raw: NodeJS.EventEmitter }, closing: AbortSignal): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => controller.abort());
+  return AbortSignal.any([controller.signal, closing]);
+}
+
 export const idParam = z.coerce.number().int().positive();
 
 export function parseId(raw: string | undefined): number {

@@ -6,15 +6,8 @@ import {
 } from '../../core/protocol.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import type { FinishKind } from '../../store/store.js';
-import { HttpError, defineRoute, type AuthContext, type RouteDef } from '../http.js';
+import { HttpError, defineRoute, heldRequestSignal, type AuthContext, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
-
-/** Aborts when the client goes away or the server shuts down, so a held request stops waiting for nobody. */
-export function heldRequestSignal(reply: { raw: NodeJS.EventEmitter }, closing: AbortSignal): AbortSignal {
-  const controller = new AbortController();
-  reply.raw.once('close', () => controller.abort());
-  return AbortSignal.any([controller.signal, closing]);
-}
 
 function jobAttempt(auth: AuthContext) {
   if (auth.kind !== 'job') throw new Error('job route without job auth');

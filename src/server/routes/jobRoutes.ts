@@ -6,9 +6,8 @@ import { JOB_STATES, isTerminal } from '../../core/jobState.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
-import { HttpError, defineRoute, parseId, type RouteDef } from '../http.js';
+import { HttpError, defineRoute, heldRequestSignal, parseId, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
-import { heldRequestSignal } from './executorRoutes.js';
 
 const listQuery = z.strictObject({
   queue: z.string().optional(),
