@@ -229,7 +229,7 @@ export class Agent {
   }
 
   private async heartbeats(): Promise<void> {
-    let delay = 1_000;
+    let delay = Math.min(1_000, this.config.heartbeatIntervalMs);
     while (!this.stopped) {
       this.jobsChanged = new AbortController();
       const snapshot = [...this.jobs.values()].filter((j) => !j.gone);
@@ -237,7 +237,7 @@ export class Agent {
       const started = Date.now();
       try {
         const answer = await this.api.heartbeat(this.heartbeatBody(refs, refs.length ? this.config.heartbeatIntervalMs : 0), this.jobsChanged.signal);
-        delay = 1_000;
+        delay = Math.min(1_000, this.config.heartbeatIntervalMs);
         const known = new Set(answer.knownIds);
         const cancel = new Set(answer.cancelIds);
         for (const running of snapshot) {
@@ -256,7 +256,8 @@ export class Agent {
         // One failed heartbeat never cancels anything: jobs keep running and the next beat tries again.
         this.log.warn({ err: (err as Error).message }, 'heartbeat failed');
         await pause(delay, this.jobsChanged.signal);
-        delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
+        // Never wait longer than a beat: when the server is back, it must hear from us before it resets our jobs.
+        delay = Math.min(delay * 2, this.config.heartbeatIntervalMs);
       }
     }
   }

@@ -112,7 +112,7 @@ describe('faults', () => {
 
   it('keeps running through a server restart and delivers the logs and result afterwards', async () => {
     const dir = await tempDir('restart');
-    const s = await server('restart-server');
+    const s = await server('restart-server', { DOCKHAND_STALLED_JOB_TIMEOUT: '3s' });
     const client = new TestClient(s.url);
     const ex = await executor(s.url, 'restart-exec');
     const gate = path.join(dir, 'gate');
@@ -125,8 +125,9 @@ describe('faults', () => {
     await follower.waitFor(/^before$/m);
     await s.proc.stop(); // kill -9
     writeFileSync(gate, '');
-    // The step finishes while the server is down; the executor must keep the output and the result.
-    await sleep(3_000);
+    // The step finishes while the server is down, for longer than the stall timeout; the executor must keep the
+    // output and the result, and the restarted server must not count its own downtime against the job.
+    await sleep(4_000);
     await s.restart();
     const done = await client.waitForState(job.id, 'completed', 30_000);
     expect(done.attempt).toBe(1);
