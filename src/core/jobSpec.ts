@@ -130,11 +130,11 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
 
 export function issuesOf(error: z.ZodError): FieldIssue[] {
   return error.issues.map((issue) => {
-    // Unknown keys are reported on their parent; name the key itself, which is what the user typed wrong.
     // A bad record key (a file path, an env name) carries its own explanation inside.
     if (issue.code === 'invalid_key') {
       return { field: formatPath(issue.path), message: issue.issues.map((i) => i.message).join('; ') };
     }
+    // Unknown keys are reported on their parent; name the key itself, which is what the user typed wrong.
     if (issue.code === 'unrecognized_keys') {
       const keys = issue.keys.map((k) => formatPath([...issue.path, k]));
       return { field: keys.join(', '), message: `unknown field${keys.length > 1 ? 's' : ''}; check the spelling` };

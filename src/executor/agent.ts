@@ -10,6 +10,7 @@ import type { ExecutorConfig } from './config.js';
 import { JobLog } from './jobLog.js';
 import { runJob, type StopReason } from './jobRunner.js';
 import { Redactor } from './redactor.js';
+import { urlCredentials } from './workspace.js';
 import type { Runtime } from './runtimes/runtime.js';
 
 interface RunningJob {
@@ -23,16 +24,6 @@ interface RunningJob {
 
 const DEQUEUE_WAIT_MS = 25_000;
 const MAX_RETRY_DELAY_MS = 5_000;
-
-/** The password (or token used as user name) in a repository URL, which git might echo. */
-function urlCredentials(url: string | undefined): string[] {
-  try {
-    const { username, password } = new URL(url ?? '');
-    return [password, username === 'git' ? '' : username].filter(Boolean).map(decodeURIComponent);
-  } catch {
-    return [];
-  }
-}
 
 /** An interruptible wait: resolves after `ms` or as soon as `signal` aborts. */
 function pause(ms: number, signal?: AbortSignal): Promise<void> {
@@ -229,7 +220,8 @@ export class Agent {
   }
 
   private async heartbeats(): Promise<void> {
-    let delay = Math.min(1_000, this.config.heartbeatIntervalMs);
+    const firstRetryMs = Math.min(1_000, this.config.heartbeatIntervalMs);
+    let delay = firstRetryMs;
     while (!this.stopped) {
       this.jobsChanged = new AbortController();
       const snapshot = [...this.jobs.values()].filter((j) => !j.gone);
@@ -237,7 +229,7 @@ export class Agent {
       const started = Date.now();
       try {
         const answer = await this.api.heartbeat(this.heartbeatBody(refs, refs.length ? this.config.heartbeatIntervalMs : 0), this.jobsChanged.signal);
-        delay = Math.min(1_000, this.config.heartbeatIntervalMs);
+        delay = firstRetryMs;
         const known = new Set(answer.knownIds);
         const cancel = new Set(answer.cancelIds);
         for (const running of snapshot) {

@@ -1,5 +1,5 @@
 // Runs one job attempt on this executor: workspace, steps in order, and the report the server should get.
-import { realpath, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DequeuedJob } from '../core/protocol.js';
 import { formatDuration } from '../core/units.js';
@@ -50,12 +50,11 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
     const baseEnv: Record<string, string> = {};
     for (const key of HOST_ENV_KEYS) if (process.env[key]) baseEnv[key] = process.env[key]!;
 
-    const workspace = await realpath(dirs.workspace);
     for (const [index, step] of spec.steps.entries()) {
       if (jobSignal.aborted) return stopped();
       let workdir: string;
       try {
-        workdir = await confinedDirectory(workspace, step.dir ?? '.');
+        workdir = await confinedDirectory(dirs.workspace, step.dir ?? '.');
       } catch (err) {
         // The job's own content (a symlink in its checkout) is at fault: running it again would not help.
         if (err instanceof WorkspaceError) return { kind: 'fail', message: `step ${step.key}: dir ${err.message}` };

@@ -7,8 +7,9 @@ import type { JobLog } from './jobLog.js';
 import { runProcess } from './process.js';
 import type { JobDirs } from './runtimes/runtime.js';
 
+/** Makes the job's directories; their paths are real (symlinks such as a linked temp dir resolved once, here). */
 export async function createJobDirs(root: string, jobId: number): Promise<JobDirs> {
-  const dir = await mkdtemp(path.join(root, `dockhand-job-${jobId}-`));
+  const dir = await realpath(await mkdtemp(path.join(root, `dockhand-job-${jobId}-`)));
   const dirs = { root: dir, workspace: path.join(dir, 'workspace'), scripts: path.join(dir, 'scripts') };
   await mkdir(dirs.workspace);
   await mkdir(dirs.scripts);
@@ -22,13 +23,25 @@ export async function removeJobDirs(dirs: JobDirs): Promise<void> {
 /** Thrown when preparing the workspace failed; the message is for the user. */
 export class WorkspaceError extends Error {}
 
+/** A lone user name can be a token too (https://TOKEN@host/…); only the conventional "git" user is not secret. */
+const PUBLIC_GIT_USER = 'git';
+
 /** Hides the password in URLs like https://user:token@host/repo.git before they are logged. */
 export function redactUrl(url: string): string {
-  // A lone user name can be a token too (https://TOKEN@host/…); only the conventional "git" user is shown.
   return url.replace(/^([a-z+]+:\/\/)([^/@]+)@/i, (_m, scheme: string, userinfo: string) => {
     const [user] = userinfo.split(':');
-    return `${scheme}${userinfo.includes(':') ? `${user}:***` : user === 'git' ? user : '***'}@`;
+    return `${scheme}${userinfo.includes(':') ? `${user}:***` : user === PUBLIC_GIT_USER ? user : '***'}@`;
   });
+}
+
+/** The secrets in a repository URL (password, or a token used as user name), for the job's redactor. */
+export function urlCredentials(url: string | undefined): string[] {
+  try {
+    const { username, password } = new URL(url ?? '');
+    return [password, username === PUBLIC_GIT_USER ? '' : username].filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return [];
+  }
 }
 
 const GIT_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LANG', 'TMPDIR', 'SSH_AUTH_SOCK', 'GIT_SSH_COMMAND', 'http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
@@ -107,7 +120,7 @@ export async function writeFiles(spec: JobSpec, dirs: JobDirs, log: JobLog): Pro
   if (files.length === 0) return;
   const entry = log.startEntry('setup.files', ['write', `${files.length} file(s)`]);
   const started = Date.now();
-  const root = await realpath(dirs.workspace);
+  const root = dirs.workspace;
   try {
     for (const [rel, content] of files) {
       if (!isSafeRelativePath(rel)) throw new WorkspaceError(`refusing to write ${rel}: outside the workspace`);

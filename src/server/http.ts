@@ -61,7 +61,7 @@ export function defineRoute<B = undefined, Q = undefined>(def: RouteDef<B, Q>): 
 
 function parseWith<T>(schema: z.ZodType<T> | undefined, value: unknown, what: string): T {
   if (!schema) return undefined as T;
-  const result = schema.safeParse(value ?? (what === 'request query' ? {} : value));
+  const result = schema.safeParse(value);
   if (!result.success) throw badRequest(`invalid ${what}`, issuesOf(result.error));
   return result.data;
 }
@@ -113,7 +113,7 @@ export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[
       handler: async (req, reply) => {
         const auth = await authenticate(req, def.auth, deps);
         const body = parseWith(def.body, req.body, def.bodyName ?? 'request body');
-        const query = parseWith(def.query, req.query, 'request query');
+        const query = parseWith(def.query, req.query ?? {}, 'request query');
         return def.handler({ req, reply, body, query, params: req.params as Record<string, string>, auth });
       },
     });

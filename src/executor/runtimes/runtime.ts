@@ -3,6 +3,7 @@ import type { JobSpec, StepSpec } from '../../core/jobSpec.js';
 import type { DequeuedJob } from '../../core/protocol.js';
 import type { Stream } from '../jobLog.js';
 
+/** A job's directories on the executor's host, as real paths (no symlinks in them). */
 export interface JobDirs {
   /** Per-job directory on the executor's host; removed after the job. */
   root: string;
