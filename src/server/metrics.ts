@@ -15,13 +15,19 @@ export class ServerMetrics {
   constructor(store: Store) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'dockhand_server_' });
+    // prom-client collects all metrics of a scrape at once: the per-queue gauges share one query.
+    let inFlight: Promise<QueueStats[]> | undefined;
+    const queueStats = (): Promise<QueueStats[]> =>
+      (inFlight ??= store.queueStats().finally(() => {
+        inFlight = undefined;
+      }));
     const perQueue = (name: string, help: string, value: (q: QueueStats, now: number) => number): void => {
       new Gauge({
         name, help, labelNames: ['queue'], registers,
         async collect() {
           this.reset();
           const now = Date.now();
-          for (const q of await store.queueStats()) this.set({ queue: q.queue }, value(q, now));
+          for (const q of await queueStats()) this.set({ queue: q.queue }, value(q, now));
         },
       });
     };
