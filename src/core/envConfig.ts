@@ -40,6 +40,16 @@ export const envInt = (name: string, min: number, max: number) =>
     return n;
   });
 
+export const envNumber = (name: string, min: number, max: number) =>
+  z.string().transform((value, ctx) => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+      ctx.addIssue({ code: 'custom', message: `${name}=${JSON.stringify(value)} must be a number from ${min} to ${max}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
 export const envBool = (name: string) =>
   z.string().transform((value, ctx) => {
     const v = value.trim().toLowerCase();
@@ -49,14 +59,21 @@ export const envBool = (name: string) =>
     return z.NEVER;
   });
 
-/** Reads `name` from `env` with `schema`, falling back to `fallback` when unset or empty. */
-export function readEnv<T>(env: NodeJS.ProcessEnv, name: string, schema: z.ZodType<T>, fallback: T): T {
+/**
+ * Reads `name` from `env` with `schema`, falling back to `fallback` when unset or empty. A `secret` value is never
+ * repeated in the error (it would end up in logs); the error names the variable and the part that is wrong.
+ */
+export function readEnv<T>(env: NodeJS.ProcessEnv, name: string, schema: z.ZodType<T>, fallback: T, opts: { secret?: boolean } = {}): T {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const named = (m: string): string => (m.includes(name) ? m : `${name}=${JSON.stringify(raw)}: ${m}`);
-    throw new ConfigError(result.error.issues.map((i) => named(i.message)).join('; '));
+    const named = (issue: z.core.$ZodIssue): string => {
+      if (issue.message.includes(name)) return issue.message;
+      const where = issue.path.length ? ` ${issue.path.map(String).join('.')}` : '';
+      return opts.secret ? `${name}${where}: ${issue.message}` : `${name}=${JSON.stringify(raw)}${where}: ${issue.message}`;
+    };
+    throw new ConfigError(result.error.issues.map(named).join('; '));
   }
   return result.data;
 }

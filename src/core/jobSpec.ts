@@ -3,11 +3,14 @@
 import path from 'node:path';
 import { z } from 'zod';
 import YAML from 'yaml';
+import { staticDockerAuthConfigInput } from './dockerAuthConfig.js';
 import { isSafeRelativePath } from './paths.js';
 import { parseDuration, parseSize } from './units.js';
 
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const NAMESPACE_PATTERN = /^(global|(user|org):[A-Za-z0-9][A-Za-z0-9._-]{0,62})$/;
+/** A user name or uid, optionally with a group: "app", "1000", "1000:1000". */
+const CONTAINER_USER_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?$/;
 const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** A commit SHA or ref name; never starts with "-" so it cannot be read as a git option. */
 const GIT_REVISION_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._/@^~{}-]{0,254}$/;
@@ -59,6 +62,11 @@ export const stepSpec = z.strictObject({
   dir: workspacePath.optional().describe('Working directory, relative to the workspace'),
   env: z.record(z.string().regex(ENV_NAME_PATTERN, 'must be a valid environment variable name'), envValue).optional(),
   timeout: durationInput.optional().describe('Step timeout, e.g. "10m"'),
+  user: z
+    .string()
+    .regex(CONTAINER_USER_PATTERN, 'must be a user name or uid, optionally with ":group", e.g. "1000:1000" or "app"')
+    .optional()
+    .describe('User the step runs as inside its container (docker runtime); default the image\'s user'),
 });
 
 export const repositorySpec = z.strictObject({
@@ -86,6 +94,13 @@ export const jobSpec = z
     resources: resourcesSpec.optional(),
     maxRuntime: durationInput.optional().describe('Wall-clock limit for the whole job, e.g. "30m"'),
     maxAttempts: z.number().int('must be a whole number').min(1).max(10).default(3),
+    network: z
+      .enum(['default', 'none'], { error: () => 'must be "default" (the executor\'s network) or "none" (no network at all)' })
+      .optional()
+      .describe('"none" runs every step without any network; executors may also force "none"'),
+    dockerAuthConfig: staticDockerAuthConfigInput
+      .optional()
+      .describe('Registry credentials for this job\'s images, in the docker config.json "auths" format. Never shown back.'),
   })
   .superRefine((spec, ctx) => {
     const seen = new Map<string, number>();

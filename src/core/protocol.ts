@@ -2,6 +2,7 @@
 // API client, which builds them, so both ends agree by construction. Unknown fields are ignored (not refused)
 // so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
+import type { DockerAuthConfig } from './dockerAuthConfig.js';
 import { queueName, type JobSpec } from './jobSpec.js';
 
 export const EXECUTOR_API_PREFIX = '/api/executor/v1';
@@ -12,11 +13,13 @@ export const MAX_WAIT_MS = 30_000;
 
 const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
 
+/** The most one job may use on an executor (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY); 0 = unbounded. */
 export const executorResources = z.object({
   cpus: z.number().nonnegative().optional(),
   memoryBytes: z.number().int().nonnegative().optional(),
   diskBytes: z.number().int().nonnegative().optional(),
 });
+export type ExecutorResources = z.infer<typeof executorResources>;
 
 export const dequeueRequest = z.object({
   executorName,
@@ -34,7 +37,10 @@ export interface DequeuedJob {
   token: string;
   queue: string;
   namespace: string;
-  spec: JobSpec;
+  /** Without `dockerAuthConfig`, which travels apart: */
+  spec: Omit<JobSpec, 'dockerAuthConfig'>;
+  /** Registry credentials given with the job; the highest-priority source for its image pulls. */
+  dockerAuthConfig?: DockerAuthConfig;
 }
 
 export const jobRef = z.object({ id: z.number().int().positive(), attempt: z.number().int().positive() });
@@ -50,6 +56,7 @@ export const heartbeatRequest = z.object({
   runtimeVersion: z.string().max(128).optional(),
   queues: z.array(queueName).max(64),
   maxJobs: z.number().int().min(0).max(10_000).optional(),
+  resources: executorResources.optional().describe('Per-job limits this executor enforces; absent when its runtime enforces none'),
   jobs: z.array(jobRef).max(10_000),
   waitMs: z
     .number()

@@ -41,3 +41,15 @@ export function parseSize(input: string | number): number | undefined {
   const power = match[2] ? ' kmgt'.indexOf(match[2].toLowerCase()) : 0;
   return Math.round(Number(match[1]) * 2 ** (10 * power));
 }
+
+/** "512Mi", "1.5Gi", "300B": binary units, the way parseSize reads them back. */
+export function formatSize(bytes: number): string {
+  const units = ['B', 'Ki', 'Mi', 'Gi', 'Ti'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${Number.isInteger(value) ? value : value.toFixed(1)}${units[unit]}`;
+}

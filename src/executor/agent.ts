@@ -4,6 +4,7 @@ import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { DequeuedJob } from '../core/protocol.js';
+import { secretsOf } from '../core/dockerAuthConfig.js';
 import { VERSION } from '../core/version.js';
 import { ApiError, ExecutorApiClient, type FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
@@ -84,6 +85,7 @@ export class Agent {
     this.stopped = true;
     this.jobsChanged.abort();
     await this.heartbeatLoop;
+    await this.runtime.close?.();
   }
 
   /** Hard stop: stop running jobs and report them as errored (retryable), giving delivery `graceMs`. */
@@ -94,14 +96,21 @@ export class Agent {
     await Promise.race([Promise.all([...this.jobs.values()].map((j) => j.done)), sleep(graceMs)]);
     this.stopped = true;
     this.jobsChanged.abort();
+    await Promise.race([this.runtime.close?.(), sleep(graceMs)]);
   }
 
   private heartbeatBody(jobs: { id: number; attempt: number }[], waitMs: number) {
     return {
       executorName: this.name, hostname: os.hostname(), os: process.platform, arch: process.arch, version: VERSION,
       runtime: this.runtime.name, runtimeVersion: this.runtimeVersion, queues: this.config.queues, maxJobs: this.config.maxJobs,
-      jobs, waitMs,
+      resources: this.resources(), jobs, waitMs,
     };
+  }
+
+  /** The per-job limits this executor enforces, so the server can refuse jobs that ask for more. */
+  private resources(): { cpus: number; memoryBytes: number } | undefined {
+    const limits = this.runtime.limits?.();
+    return limits && { cpus: limits.cpus, memoryBytes: limits.memoryBytes };
   }
 
   private async takeJobs(): Promise<void> {
@@ -113,7 +122,7 @@ export class Agent {
       }
       try {
         const job = await this.api.dequeue(
-          { executorName: this.name, version: VERSION, queues: this.config.queues, waitMs: DEQUEUE_WAIT_MS },
+          { executorName: this.name, version: VERSION, queues: this.config.queues, resources: this.resources(), waitMs: DEQUEUE_WAIT_MS },
           this.dequeueAbort.signal,
         );
         delay = 250;
@@ -132,6 +141,7 @@ export class Agent {
     for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
     const redactor = new Redactor().add(this.config.frontendPassword, 'PASSWORD_REMOVED').add(job.token, 'JOB_TOKEN_REMOVED');
     for (const credential of urlCredentials(job.spec.repository?.url)) redactor.add(credential, '***');
+    for (const secret of [...secretsOf(job.dockerAuthConfig), ...secretsOf(this.config.docker.authConfig)]) redactor.add(secret, '***');
     const running: RunningJob = {
       job,
       log: new JobLog((entries) => this.api.appendLogs(job, entries), redactor, this.config.maxLogSize),

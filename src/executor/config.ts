@@ -1,12 +1,12 @@
 // Executor configuration from the environment. Names follow Sourcegraph's executors where the meaning is the same.
-import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { z } from 'zod';
-import { ConfigError, envBool, envDuration, envInt, envSize, readEnv } from '../core/envConfig.js';
+import { staticDockerAuthConfigInput, type DockerAuthConfig } from '../core/dockerAuthConfig.js';
+import { ConfigError, envBool, envDuration, envInt, envNumber, envSize, readEnv } from '../core/envConfig.js';
 import { MAX_DURATION_MS, NAME_PATTERN } from '../core/jobSpec.js';
 import { MIN_EXECUTOR_TOKEN_LENGTH } from '../core/tokens.js';
 
-export const RUNTIME_NAMES = ['shell'] as const;
+export const RUNTIME_NAMES = ['shell', 'docker'] as const;
 export type RuntimeName = (typeof RUNTIME_NAMES)[number];
 
 export interface ExecutorConfig {
@@ -22,6 +22,24 @@ export interface ExecutorConfig {
   maxLogSize: number;
   keepWorkspaces: boolean;
   workspaceRoot: string;
+  /** What one job may use (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY); 0 = unbounded. Enforced by docker. */
+  jobCpus: number;
+  jobMemoryBytes: number;
+  /** How often the janitor looks for orphaned containers (EXECUTOR_CLEANUP_TASK_INTERVAL). */
+  cleanupIntervalMs: number;
+  docker: DockerConfig;
+}
+
+export interface DockerConfig {
+  /** OCI runtime for step containers, as registered with dockerd (runc, runsc); empty = the engine's default. */
+  ociRuntime: string;
+  /** "bridge": Dockhand's own bridge network with the metadata block; "none": no network for any step. */
+  network: 'bridge' | 'none';
+  /** Registry credentials from EXECUTOR_DOCKER_AUTH_CONFIG; below a job's own, above ~/.docker/config.json. */
+  authConfig?: DockerAuthConfig;
+  /** Image for steps that name none. */
+  defaultImage: string;
+  pidsLimit: number;
 }
 
 export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): ExecutorConfig {
@@ -49,7 +67,8 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
   for (const q of queues) {
     if (!NAME_PATTERN.test(q)) throw new ConfigError(`Queue name ${JSON.stringify(q)} in EXECUTOR_QUEUE_NAME(S) must be letters, digits, ".", "_" or "-".`);
   }
-  const name = env.EXECUTOR_NAME || `${os.hostname()}-${randomUUID().slice(0, 8)}`;
+  // Stable across restarts, so a restarted executor finds (and removes) what its predecessor left running.
+  const name = env.EXECUTOR_NAME || os.hostname();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`EXECUTOR_NAME=${JSON.stringify(name)} must be letters, digits, ".", "_" or "-".`);
   return {
     frontendUrl: frontendUrl.replace(/\/$/, ''),
@@ -69,5 +88,19 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
     maxLogSize: readEnv(env, 'EXECUTOR_MAX_LOG_SIZE', envSize('EXECUTOR_MAX_LOG_SIZE'), 100 * 2 ** 20),
     keepWorkspaces: readEnv(env, 'EXECUTOR_KEEP_WORKSPACES', envBool('EXECUTOR_KEEP_WORKSPACES'), false),
     workspaceRoot: env.EXECUTOR_WORKSPACE_ROOT || os.tmpdir(),
+    jobCpus: readEnv(env, 'EXECUTOR_JOB_NUM_CPUS', envNumber('EXECUTOR_JOB_NUM_CPUS', 0, 1024), 4),
+    jobMemoryBytes: readEnv(env, 'EXECUTOR_JOB_MEMORY', envSize('EXECUTOR_JOB_MEMORY'), 12 * 2 ** 30),
+    cleanupIntervalMs: readEnv(env, 'EXECUTOR_CLEANUP_TASK_INTERVAL', envDuration('EXECUTOR_CLEANUP_TASK_INTERVAL', { min: 1_000, max: 24 * 3_600_000 }), 60_000),
+    docker: {
+      ociRuntime: readEnv(env, 'EXECUTOR_DOCKER_RUNTIME', z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be the name of a runtime registered with dockerd, e.g. runc or runsc'), ''),
+      network: readEnv(
+        env, 'EXECUTOR_DOCKER_NETWORK',
+        z.enum(['bridge', 'none'], { error: () => 'EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"' }),
+        'bridge',
+      ),
+      authConfig: readEnv<DockerAuthConfig | undefined>(env, 'EXECUTOR_DOCKER_AUTH_CONFIG', staticDockerAuthConfigInput, undefined, { secret: true }),
+      defaultImage: env.EXECUTOR_DOCKER_DEFAULT_IMAGE || 'busybox:latest',
+      pidsLimit: readEnv(env, 'EXECUTOR_DOCKER_PIDS_LIMIT', envInt('EXECUTOR_DOCKER_PIDS_LIMIT', 16, 1_000_000), 4096),
+    },
   };
 }

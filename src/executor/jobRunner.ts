@@ -6,13 +6,12 @@ import { formatDuration } from '../core/units.js';
 import type { FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import type { JobLog } from './jobLog.js';
-import type { Runtime } from './runtimes/runtime.js';
+import { effectiveLimits, resourceIssues } from '../core/resources.js';
+import { StepStartError, type Runtime } from './runtimes/runtime.js';
 import { WorkspaceError, checkoutRepository, confinedDirectory, createJobDirs, removeJobDirs, writeFiles } from './workspace.js';
 
 /** Why a running job is being stopped. */
 export type StopReason = 'canceled' | 'abandoned' | 'shutdown';
-
-const HOST_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'];
 
 export interface RunJobArgs {
   job: DequeuedJob;
@@ -37,6 +36,13 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
     return undefined;
   };
 
+  // A job that asks for more than this executor allows fails at once, saying so (the server refuses such jobs at
+  // submit time when it knows the queue's executors; this catches the rest).
+  const runtimeLimits = runtime.limits?.();
+  const tooBig = runtimeLimits ? resourceIssues(spec.resources, runtimeLimits, 'this executor\'s limits') : [];
+  if (tooBig.length) return { kind: 'fail', message: tooBig.map((i) => `${i.field} ${i.message}`).join('; ') };
+  const limits = effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0 });
+
   const dirs = await createJobDirs(config.workspaceRoot, job.id);
   try {
     try {
@@ -47,8 +53,6 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       if (err instanceof WorkspaceError) return { kind: 'error', message: `preparing the workspace failed: ${err.message}` };
       throw err;
     }
-    const baseEnv: Record<string, string> = {};
-    for (const key of HOST_ENV_KEYS) if (process.env[key]) baseEnv[key] = process.env[key]!;
 
     for (const [index, step] of spec.steps.entries()) {
       if (jobSignal.aborted) return stopped();
@@ -63,28 +67,29 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       const scriptPath = path.join(dirs.scripts, `step-${index + 1}.sh`);
       await writeFile(scriptPath, step.run.endsWith('\n') ? step.run : `${step.run}\n`, { mode: 0o755 });
       const env = {
-        ...baseEnv,
         CI: 'true',
         DOCKHAND: 'true',
         DOCKHAND_JOB_ID: String(job.id),
         DOCKHAND_JOB_ATTEMPT: String(job.attempt),
         DOCKHAND_QUEUE: job.queue,
         DOCKHAND_STEP_KEY: step.key,
-        DOCKHAND_WORKSPACE: dirs.workspace,
         ...step.env,
       };
-      const stepCtx = { job, spec, step, index, dirs, workdir, scriptPath, env };
+      const stepCtx = { job, spec, step, index, dirs, workdir, scriptPath, env, limits };
       const entry = log.startEntry(`step.${step.key}`, runtime.describeStep(stepCtx));
       const timeout = step.timeout ? AbortSignal.timeout(step.timeout) : undefined;
       const started = Date.now();
       const result = await runtime
-        .runStep({ ...stepCtx, output: entry.write, signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal })
-        .catch((err: Error) => ({ exitCode: 127, reason: `could not run the step: ${err.message}`, failedToStart: true }));
+        .runStep({ ...stepCtx, output: entry.write, note: entry.note, signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal })
+        .catch((err: Error) => ({
+          exitCode: 127, reason: `could not run the step: ${err.message}`, failedToStart: true,
+          retryable: !(err instanceof StepStartError) || err.retryable,
+        }));
       if (result.reason) entry.note(`[dockhand] ${result.reason}`);
       entry.finish(result.exitCode, Date.now() - started);
       if (jobSignal.aborted) return stopped();
       if (timeout?.aborted) return { kind: 'fail', message: `step ${step.key} timed out after ${formatDuration(step.timeout!)}` };
-      if ('failedToStart' in result) return { kind: 'error', message: `step ${step.key}: ${result.reason}` };
+      if ('failedToStart' in result) return { kind: result.retryable ? 'error' : 'fail', message: `step ${step.key}: ${result.reason}` };
       if (result.exitCode !== 0) {
         return { kind: 'fail', message: `step ${step.key} failed with exit code ${result.exitCode}${result.reason ? ` (${result.reason})` : ''}` };
       }

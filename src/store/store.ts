@@ -67,6 +67,10 @@ export interface ExecutorRecord {
   queues: string[];
   maxJobs: number | null;
   runningJobs: number;
+  /** CPUs each job may use on this executor; 0 = unbounded; null = the runtime enforces no limits. */
+  jobCpus: number | null;
+  /** Memory each job may use on this executor; 0 = unbounded; null = the runtime enforces no limits. */
+  jobMemoryBytes: number | null;
   firstSeenAt: number;
   lastSeenAt: number;
 }
@@ -130,7 +134,9 @@ export interface Store {
   countApiTokens(): Promise<number>;
   deleteApiTokensNamed(name: string): Promise<void>;
 
-  enqueue(spec: JobSpec, now: number): Promise<JobRecord>;
+  /** `dockerAuthConfig` (JSON text) is stored apart from the spec and only ever handed to the job's executor. */
+  enqueue(spec: JobSpec, now: number, credentials?: { dockerAuthConfig?: string }): Promise<JobRecord>;
+  getDockerAuthConfig(jobId: number): Promise<string | undefined>;
   getJob(id: number): Promise<JobRecord | undefined>;
   listJobs(filter: JobFilter): Promise<JobRecord[]>;
   listAttempts(jobId: number): Promise<AttemptRecord[]>;

@@ -19,7 +19,7 @@ function makeSpec(overrides: Partial<JobSpecInput> = {}): JobSpec {
 function executorInfo(name: string, overrides: Partial<ExecutorInfo> = {}): ExecutorInfo {
   return {
     name, hostname: `${name}.local`, os: 'linux', arch: 'x64', version: '0.1.0', runtime: 'shell',
-    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, ...overrides,
+    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, ...overrides,
   };
 }
 
@@ -134,6 +134,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         });
         expect(job.id).toBeGreaterThan(0);
         expect(await store.getJob(job.id)).toEqual(job);
+      });
+
+      it('keeps registry credentials apart from the spec, for the executor only', async () => {
+        const secret = JSON.stringify({ auths: { 'registry.example.com': { auth: 'dXNlcjpzM2NyZXQ=' } } });
+        const job = await store.enqueue(makeSpec({ queue: 'q' }), T0, { dockerAuthConfig: secret });
+        expect(JSON.stringify(await store.getJob(job.id))).not.toContain('dXNlcjpzM2NyZXQ=');
+        expect(await store.getDockerAuthConfig(job.id)).toBe(secret);
+        expect(await store.getDockerAuthConfig((await enqueue()).id)).toBeUndefined();
       });
 
       it('gives increasing ids', async () => {
@@ -736,12 +744,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     describe('executors and stats', () => {
       it('upserts executors, keeping firstSeenAt', async () => {
         await store.upsertExecutor(executorInfo('exec-a'), T0);
-        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null }), T0 + 10);
+        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30 }), T0 + 10);
         await store.upsertExecutor(executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), T0 + 5_000);
         const executors = (await store.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
         expect(executors).toEqual([
           { ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
-          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
+          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30 }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
         ]);
       });
 

@@ -1,13 +1,17 @@
 // `dockhand server`, `dockhand executor` and `dockhand up`: the long-running processes.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
 import pino, { type Logger } from 'pino';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import { Agent } from '../../executor/agent.js';
 import { loadExecutorConfig, type ExecutorConfig } from '../../executor/config.js';
+import { ConfigError } from '../../core/envConfig.js';
+import { DockerSetupError } from '../../executor/runtimes/docker/dockerRuntime.js';
 import { createRuntime } from '../../executor/runtimes/index.js';
+import type { CheckResult, Runtime } from '../../executor/runtimes/runtime.js';
 import { defaultDataDir, loadServerConfig } from '../../server/config.js';
 import { startServer } from '../../server/server.js';
 import { saveCredentials } from '../client.js';
@@ -31,11 +35,55 @@ function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log
   process.on('SIGINT', handle);
 }
 
-async function startAgent(config: ExecutorConfig, log: Logger): Promise<Agent> {
-  const runtime = await createRuntime(config, log);
-  const agent = new Agent(config, runtime, log);
+async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime): Promise<Agent> {
+  const agent = new Agent(config, runtime ?? (await createRuntime(config, log)), log);
   await agent.start();
   return agent;
+}
+
+/** Setup problems are the user's to fix: say what and how, without a stack trace. */
+function exitOnSetupError(err: unknown): never {
+  if (err instanceof DockerSetupError || err instanceof ConfigError) {
+    process.stderr.write(`dockhand: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}
+
+/** `dockhand executor --check`: the runtime's self-test, one line per check; exit 1 when any fails. */
+async function checkRuntime(): Promise<never> {
+  // The check needs only the runtime's settings: the coordinator's may be absent on a machine being set up.
+  const config = loadExecutorConfig({
+    EXECUTOR_FRONTEND_URL: 'http://127.0.0.1', EXECUTOR_FRONTEND_PASSWORD: 'unused-for-the-runtime-check', EXECUTOR_QUEUE_NAME: 'check',
+    ...process.env,
+  });
+  const log = pino({ level: 'silent' });
+  let results: CheckResult[];
+  try {
+    const runtime = await createRuntime(config, log);
+    results = runtime.check ? await runtime.check() : [{ name: config.runtime, ok: true, detail: 'nothing to check: steps run as host processes, without isolation' }];
+    await runtime.close?.();
+  } catch (err) {
+    if (!(err instanceof DockerSetupError)) throw err;
+    results = [{ name: 'setup', ok: false, detail: err.message }];
+  }
+  process.stdout.write(`Runtime ${config.runtime}${config.docker.ociRuntime ? ` (OCI runtime ${config.docker.ociRuntime})` : ''}:\n`);
+  for (const r of results) process.stdout.write(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.name}: ${r.detail}${r.fix ? `\n       fix: ${r.fix}` : ''}\n`);
+  const failed = results.filter((r) => !r.ok).length;
+  process.stdout.write(failed ? `${failed} check${failed > 1 ? 's' : ''} failed\n` : 'all checks passed\n');
+  process.exit(failed ? 1 : 0);
+}
+
+/** `dockhand up` runs steps in Docker when an engine answers (unless EXECUTOR_RUNTIME says otherwise). */
+async function upRuntime(config: ExecutorConfig, explicit: boolean, log: Logger): Promise<{ runtime: Runtime; note: string }> {
+  if (explicit) return { runtime: await createRuntime(config, log), note: 'chosen by EXECUTOR_RUNTIME' };
+  try {
+    return { runtime: await createRuntime({ ...config, runtime: 'docker' }, log), note: 'a Docker engine answered' };
+  } catch (err) {
+    if (!(err instanceof DockerSetupError)) throw err;
+    const why = err.message.split('\n')[0];
+    return { runtime: await createRuntime({ ...config, runtime: 'shell' }, log), note: `no usable Docker engine (${why})` };
+  }
 }
 
 export function registerServerCommands(program: Command): void {
@@ -66,10 +114,12 @@ export function registerServerCommands(program: Command): void {
   program
     .command('executor')
     .description('Run an executor: take jobs from the coordinator and run them (configured by EXECUTOR_* variables)')
-    .action(async () => {
+    .option('--check', 'check the runtime (engine, OCI runtime, metadata block, a test container), print what is wrong and exit')
+    .action(async (opts: { check?: boolean }) => {
+      if (opts.check) await checkRuntime().catch(exitOnSetupError);
       const config = loadExecutorConfig();
       const log = pino({ level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name } });
-      const agent = await startAgent(config, log);
+      const agent = await startAgent(config, log).catch(exitOnSetupError);
       onSignals(() => agent.drain(), () => agent.abort(), log);
     });
 
@@ -102,13 +152,18 @@ export function registerServerCommands(program: Command): void {
         EXECUTOR_QUEUE_NAME: undefined,
         EXECUTOR_QUEUE_NAMES: opts.queues,
         EXECUTOR_MAXIMUM_NUM_JOBS: process.env.EXECUTOR_MAXIMUM_NUM_JOBS ?? opts.jobs,
+        // Apart from a standalone executor on the same host, whose containers its janitor must not take for its own.
+        EXECUTOR_NAME: process.env.EXECUTOR_NAME || `${os.hostname()}-local`,
       });
-      const agent = await startAgent(executorConfig, log.child({ component: 'executor' }));
+      const executorLog = log.child({ component: 'executor' });
+      const chosen = await upRuntime(executorConfig, Boolean(process.env.EXECUTOR_RUNTIME), executorLog).catch(exitOnSetupError);
+      const agent = await startAgent({ ...executorConfig, runtime: chosen.runtime.name as ExecutorConfig['runtime'] }, executorLog, chosen.runtime);
       process.stdout.write(
         [
           `Dockhand is up: ${server.url}`,
           `  data:      ${config.dataDir}`,
-          `  executor:  ${agent.name} (runtime ${executorConfig.runtime}, queues ${executorConfig.queues.join(', ')})`,
+          `  executor:  ${agent.name} (queues ${executorConfig.queues.join(', ')})`,
+          `  runtime:   ${chosen.runtime.name}: ${chosen.note}`,
           `  API token: ${token}`,
           `             (saved to ${saved}; the CLI on this machine uses it)`,
           '',

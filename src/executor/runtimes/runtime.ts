@@ -1,6 +1,7 @@
 // The one interface every sandbox runtime implements (shell now; docker, vm and kubernetes behind it later).
 import type { JobSpec, StepSpec } from '../../core/jobSpec.js';
 import type { DequeuedJob } from '../../core/protocol.js';
+import type { JobLimits } from '../../core/resources.js';
 import type { Stream } from '../jobLog.js';
 
 /** A job's directories on the executor's host, as real paths (no symlinks in them). */
@@ -23,9 +24,13 @@ export interface StepContext {
   workdir: string;
   /** Host path of the file holding the step's `run` script. */
   scriptPath: string;
-  /** Environment for the step: the step's own plus Dockhand's. */
+  /** Environment for the step: Dockhand's plus the step's own (no host variables; a runtime adds what it needs). */
   env: Record<string, string>;
+  /** CPU and memory this job's steps may use (0 = unbounded), already checked against the runtime's limits. */
+  limits: JobLimits;
   output(stream: Stream, text: string): void;
+  /** A line from Dockhand itself (image pulls, why a step ended), shown in the step's log. */
+  note(line: string): void;
   /** Aborts on cancel, timeout or max runtime; the runtime must stop the step within 2 s. */
   signal: AbortSignal;
 }
@@ -36,13 +41,39 @@ export interface StepResult {
   reason?: string;
 }
 
+/** A step could not be started (its image cannot be pulled, the engine refused the container). */
+export class StepStartError extends Error {
+  constructor(
+    message: string,
+    /** false when trying again cannot help (no such image, access denied): the job fails instead of being retried. */
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** One line of `dockhand executor --check`. */
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to do about it, when not ok. */
+  fix?: string;
+}
+
 export interface Runtime {
   readonly name: string;
   /** Version of the underlying engine, reported in heartbeats. */
   version(): Promise<string | undefined>;
   /** The command line shown in the step's log entry. */
-  describeStep(ctx: Omit<StepContext, 'output' | 'signal'>): string[];
+  describeStep(ctx: Omit<StepContext, 'output' | 'note' | 'signal'>): string[];
   runStep(ctx: StepContext): Promise<StepResult>;
   /** Removes what this executor left behind from earlier runs (containers, VMs, pods); no-op when nothing can leak. */
   cleanupOrphans?(): Promise<void>;
+  /** The most one job may use, enforced by this runtime; undefined when it enforces nothing (shell). */
+  limits?(): JobLimits;
+  /** Self-test for `dockhand executor --check`. */
+  check?(): Promise<CheckResult[]>;
+  /** Stops background work (janitors) and waits for pending cleanup. */
+  close?(): Promise<void>;
 }

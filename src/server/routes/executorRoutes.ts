@@ -68,6 +68,8 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             metrics.queueWait.observe({ queue: job.queue }, Math.max(0, now - job.availableAt) / 1000);
             events.jobChanged(job.id);
             const payload: DequeuedJob = { id: job.id, attempt: job.attempt, token, queue: job.queue, namespace: job.namespace, spec: job.spec };
+            const dockerAuthConfig = await store.getDockerAuthConfig(job.id);
+            if (dockerAuthConfig) payload.dockerAuthConfig = JSON.parse(dockerAuthConfig) as DequeuedJob['dockerAuthConfig'];
             return payload;
           }
           const remaining = deadline - now;
@@ -93,6 +95,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             name: body.executorName, hostname: body.hostname, os: body.os, arch: body.arch, version: body.version,
             runtime: body.runtime, runtimeVersion: body.runtimeVersion ?? null, queues: body.queues,
             maxJobs: body.maxJobs ?? null, runningJobs: body.jobs.length,
+            jobCpus: body.resources?.cpus ?? null, jobMemoryBytes: body.resources?.memoryBytes ?? null,
           },
           now,
         );

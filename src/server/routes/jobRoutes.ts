@@ -1,12 +1,13 @@
 // The client API: submit, inspect, follow, cancel and retry jobs; list executors and queues.
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
-import { jobSpec } from '../../core/jobSpec.js';
+import { jobSpec, type JobSpec } from '../../core/jobSpec.js';
+import { loosestLimits, resourceIssues } from '../../core/resources.js';
 import { JOB_STATES, isTerminal } from '../../core/jobState.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
-import { HttpError, defineRoute, heldRequestSignal, parseId, type RouteDef } from '../http.js';
+import { HttpError, badRequest, defineRoute, heldRequestSignal, parseId, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
 
 const listQuery = z.strictObject({
@@ -47,6 +48,20 @@ async function chunksByEntry(store: Store, jobId: number, attempt: number, after
   }
 }
 
+/** Executors heard from this recently speak for their queue's limits. */
+const LIMITS_WINDOW_MS = 10 * 60_000;
+
+/** A job that asks for more CPU or memory than any executor of its queue allows would only fail later: say so now. */
+async function refuseUnrunnable(store: Store, spec: JobSpec): Promise<void> {
+  if (!spec.resources) return;
+  const since = Date.now() - LIMITS_WINDOW_MS;
+  const executors = (await store.listExecutors()).filter((e) => e.lastSeenAt >= since && e.queues.includes(spec.queue));
+  const limits = loosestLimits(executors);
+  if (!limits) return;
+  const issues = resourceIssues(spec.resources, limits, `the executors of queue "${spec.queue}"`);
+  if (issues.length) throw badRequest('invalid job spec', issues);
+}
+
 export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events } = ctx;
   return [
@@ -54,7 +69,9 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', body: jobSpec, bodyName: 'job spec',
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
       async handler({ body, reply }) {
-        const job = await store.enqueue(body, Date.now());
+        const { dockerAuthConfig, ...spec } = body;
+        await refuseUnrunnable(store, spec);
+        const job = await store.enqueue(spec, Date.now(), { dockerAuthConfig: dockerAuthConfig && JSON.stringify(dockerAuthConfig) });
         events.queueChanged(job.queue);
         return reply.code(201).send({ job });
       },

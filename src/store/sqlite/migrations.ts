@@ -87,4 +87,14 @@ CREATE TABLE api_tokens (
 );
 `,
   },
+  {
+    version: 2,
+    sql: `
+-- Registry credentials given with a job; kept apart from the spec so no client API ever returns them.
+ALTER TABLE jobs ADD COLUMN docker_auth_config TEXT;
+-- The per-job limits an executor enforces (0 = unbounded), so a submit can refuse a job no executor can run.
+ALTER TABLE executors ADD COLUMN job_cpus REAL;
+ALTER TABLE executors ADD COLUMN job_memory_bytes INTEGER;
+`,
+  },
 ];

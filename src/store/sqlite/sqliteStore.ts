@@ -94,14 +94,19 @@ export class SqliteStore implements Store {
     this.db.prepare('DELETE FROM api_tokens WHERE name = ?').run(name);
   }
 
-  async enqueue(spec: JobSpec, now: number): Promise<JobRecord> {
+  async enqueue(spec: JobSpec, now: number, credentials: { dockerAuthConfig?: string } = {}): Promise<JobRecord> {
     const row = this.db
       .prepare(
-        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING *`,
+        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING *`,
       )
-      .get(spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, now, now) as JobRow;
+      .get(spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, now, now, credentials.dockerAuthConfig ?? null) as JobRow;
     return toJob(row);
+  }
+
+  async getDockerAuthConfig(jobId: number): Promise<string | undefined> {
+    const value = this.db.prepare('SELECT docker_auth_config FROM jobs WHERE id = ?').pluck().get(jobId) as string | null | undefined;
+    return value ?? undefined;
   }
 
   private jobRow(id: number): JobRow | undefined {
@@ -350,12 +355,14 @@ export class SqliteStore implements Store {
   async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
     this.db
       .prepare(
-        `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs, first_seen_at, last_seen_at)
-         VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs, @now, @now)
+        `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
+           job_cpus, job_memory_bytes, first_seen_at, last_seen_at)
+         VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs,
+           @jobCpus, @jobMemoryBytes, @now, @now)
          ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
            version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
            queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
-           last_seen_at = excluded.last_seen_at`,
+           job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes, last_seen_at = excluded.last_seen_at`,
       )
       .run({ ...info, queues: JSON.stringify(info.queues), now });
   }
@@ -366,7 +373,8 @@ export class SqliteStore implements Store {
       name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
       version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
       queues: JSON.parse(r.queues as string) as string[], maxJobs: r.max_jobs as number | null,
-      runningJobs: r.running_jobs as number, firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
+      runningJobs: r.running_jobs as number, jobCpus: r.job_cpus as number | null, jobMemoryBytes: r.job_memory_bytes as number | null,
+      firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
     }));
   }
 

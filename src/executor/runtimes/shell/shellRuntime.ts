@@ -8,6 +8,9 @@ export const SHELL_RUNTIME_WARNING =
   'The shell runtime gives NO isolation: job steps run as host processes with this executor\'s user and permissions. ' +
   'Use it for development and trusted jobs only.';
 
+/** What a host process needs from the executor's own environment; nothing else (no tokens) leaks into steps. */
+const HOST_ENV_KEYS = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR'];
+
 export class ShellRuntime implements Runtime {
   readonly name = 'shell';
 
@@ -21,7 +24,10 @@ export class ShellRuntime implements Runtime {
   }
 
   async runStep(ctx: StepContext): Promise<StepResult> {
-    const result = await runProcess(this.describeStep(ctx), { cwd: ctx.workdir, env: ctx.env, output: ctx.output, signal: ctx.signal });
+    const env: Record<string, string> = {};
+    for (const key of HOST_ENV_KEYS) if (process.env[key]) env[key] = process.env[key]!;
+    Object.assign(env, { DOCKHAND_WORKSPACE: ctx.dirs.workspace }, ctx.env);
+    const result = await runProcess(this.describeStep(ctx), { cwd: ctx.workdir, env, output: ctx.output, signal: ctx.signal });
     return { exitCode: result.exitCode, reason: result.signal ? `killed by ${result.signal}` : undefined };
   }
 }

@@ -1,0 +1,94 @@
+// Pulls a step's image when the engine lacks it, writing the progress into the step's log: one line per layer
+// state change (not every progress tick), so a pull reads like `docker pull` without flooding the log.
+import type Docker from 'dockerode';
+import { StepStartError } from '../runtime.js';
+import type { ChosenCredential } from './registryAuth.js';
+
+interface PullEvent {
+  status?: string;
+  id?: string;
+  progressDetail?: { current?: number; total?: number };
+  error?: string;
+  errorDetail?: { message?: string };
+}
+
+/** "alpine" → "alpine:latest": without a tag the engine would pull every tag of the repository. */
+export function withDefaultTag(image: string): string {
+  const lastPart = image.slice(image.lastIndexOf('/') + 1);
+  return lastPart.includes(':') || image.includes('@') ? image : `${image}:latest`;
+}
+
+/** Registry answers that trying again cannot fix. */
+const PERMANENT = /not found|manifest unknown|unauthorized|denied|authentication required|no basic auth|invalid reference|repository name must/i;
+
+export class ImagePuller {
+  /** Pulls under way, so two jobs wanting the same image (with the same credentials) share one pull. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(private readonly docker: Docker) {}
+
+  async ensure(image: string, credential: ChosenCredential, note: (line: string) => void, signal: AbortSignal): Promise<void> {
+    const ref = withDefaultTag(image);
+    if (await this.present(ref)) return;
+    note(`[dockhand] pulling ${ref} from ${credential.registry} with ${credential.source}`);
+    const key = `${ref}\n${credential.source}`;
+    let pull = this.inFlight.get(key);
+    if (pull) note('[dockhand] another job is pulling this image; waiting for it');
+    else {
+      pull = this.pull(ref, credential, note, signal).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, pull);
+    }
+    await pull;
+  }
+
+  private async present(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw err;
+    }
+  }
+
+  private async pull(ref: string, credential: ChosenCredential, note: (line: string) => void, signal: AbortSignal): Promise<void> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = (await this.docker.pull(ref, credential.auth ? { authconfig: credential.auth } : {})) as NodeJS.ReadableStream;
+    } catch (err) {
+      throw pullError(ref, (err as { json?: { message?: string } }).json?.message ?? (err as Error).message);
+    }
+    const onAbort = (): void => void (stream as unknown as { destroy(): void }).destroy();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const lastStatus = new Map<string, string>();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.docker.modem.followProgress(
+          stream,
+          (err: Error | null) => (err ? reject(pullError(ref, err.message)) : resolve()),
+          (event: PullEvent) => {
+            if (event.error) return reject(pullError(ref, event.errorDetail?.message ?? event.error));
+            if (!event.status) return;
+            if (!event.id) return note(`[dockhand] ${event.status}`);
+            // Progress ticks repeat the same status with new numbers: print a layer only when its state changes.
+            if (lastStatus.get(event.id) === event.status) return;
+            lastStatus.set(event.id, event.status);
+            const total = event.progressDetail?.total;
+            note(`[dockhand] ${event.id}: ${event.status}${total ? ` (${formatBytes(total)})` : ''}`);
+          },
+        );
+      });
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+    if (signal.aborted) throw new StepStartError(`pulling ${ref} was stopped`, true);
+  }
+}
+
+function pullError(ref: string, message: string): StepStartError {
+  return new StepStartError(`cannot pull image ${ref}: ${message}`, !PERMANENT.test(message));
+}
+
+function formatBytes(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.ceil(n / 1e3)} kB`;
+}
