@@ -9,5 +9,7 @@ export default defineConfig({
     fileParallelism: true,
     maxWorkers: 2,
     reporters: ['default'],
+    // Builds the local Docker test images once (they cannot be pulled here); fails fast without Docker.
+    globalSetup: ['test/support/globalSetup.ts'],
   },
 });

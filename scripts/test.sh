@@ -4,22 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_root_to_install() {
-  echo "test.sh: $1 is missing and this user cannot install it (run as root on Debian, or install: $2)" >&2
-  exit 1
-}
-
-apt_install() {
-  if [ "$(id -u)" -ne 0 ]; then need_root_to_install "$1" "apt-get install $*"; fi
-  if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
-
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then echo "test.sh: Node 20 or newer is needed (found $(node --version))" >&2; exit 1; fi
 
-# The shell runtime's repository checkout uses git.
-command -v git >/dev/null || apt_install git
+# System packages and services: git (the shell runtime's repository checkout), Docker with gVisor,
+# a local registry and the rest the tests use; it installs and starts only what is missing.
+bash scripts/provision.sh
 
 [ -d node_modules ] || npm ci
 npm run build

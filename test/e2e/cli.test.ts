@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DOCKER_TEST_IMAGE } from '../support/docker.js';
 import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, ROOT, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 interface CliResult {
@@ -177,12 +178,16 @@ describe('starting Dockhand', () => {
 
   it('`dockhand up` runs a server and a local executor; the CLI on the machine just works', async () => {
     const home = await tempDir('up-home');
-    const upEnv = { HOME: home, XDG_CONFIG_HOME: '', XDG_DATA_HOME: '', DOCKHAND_URL: '', DOCKHAND_TOKEN: '', DOCKHAND_EXECUTORS_ACCESS_TOKEN: '', DOCKHAND_DATA_DIR: '' };
+    const upEnv = {
+      HOME: home, XDG_CONFIG_HOME: '', XDG_DATA_HOME: '', DOCKHAND_URL: '', DOCKHAND_TOKEN: '', DOCKHAND_EXECUTORS_ACCESS_TOKEN: '', DOCKHAND_DATA_DIR: '',
+      EXECUTOR_RUNTIME: '', EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
+    };
     const up = new Proc(['up', '--port', '0'], upEnv, 'up');
     try {
       const [, url] = await up.waitFor(/Dockhand is up: (http:\S+)/);
       expect(up.output).toMatch(/API token: dha_\w+/);
-      expect(up.output).toMatch(/NO isolation/);
+      // This machine has a Docker engine, so steps run in containers.
+      expect(up.output).toContain('runtime:   docker: a Docker engine answered');
       const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], upEnv);
       expect(hello.stderr).toContain('submitted job 1');
       expect(hello.stdout).toContain('step 2 reads what step 1 wrote: done');
@@ -194,10 +199,12 @@ describe('starting Dockhand', () => {
       up.signal('SIGTERM');
       expect(await up.exit()).toBe(0);
     }
-    // A second start keeps the data and mints a new token the CLI picks up.
-    const again = new Proc(['up', '--port', '0'], upEnv, 'up-again');
+    // A second start keeps the data and mints a new token the CLI picks up; without an engine it says it uses shell.
+    const again = new Proc(['up', '--port', '0'], { ...upEnv, DOCKER_HOST: `unix://${home}/no-docker.sock` }, 'up-again');
     try {
       await again.waitFor(/Dockhand is up/);
+      expect(again.output).toMatch(/runtime: {3}shell: no usable Docker engine \(the Docker engine at unix:\/\/.*no-docker\.sock is not reachable/);
+      expect(again.output).toMatch(/NO isolation/);
       const list = JSON.parse((await cli(['job', 'list', '--json'], upEnv)).stdout);
       expect(list.jobs.map((j: { state: string }) => j.state)).toEqual(['completed']);
     } finally {

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite needs on Debian: git, Docker with gVisor (runsc) registered,
+# a local registry, htpasswd, a static busybox for the test images, iptables and iproute2.
+# Idempotent, and silent when everything is already in place. Needs root only when something is missing.
+set -euo pipefail
+
+DAEMON_JSON=/etc/docker/daemon.json
+DOCKER_PIDFILE=/var/run/docker.pid
+DOCKERD_LOG=/var/log/dockerd.log
+# Debian's runsc package puts it here; a fixed path keeps daemon.json stable between runs.
+RUNSC=/usr/bin/runsc
+
+say() { echo "provision.sh: $*" >&2; }
+die() { say "$*"; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# Commands in sbin directories are not on every user's PATH.
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+busybox_is_static() {
+  [ -x /bin/busybox ] || return 1
+  # ldd exits non-zero for a static binary, so look only at what it says.
+  local out
+  out=$(ldd /bin/busybox 2>&1 || true)
+  case "$out" in *"not a dynamic executable"*|*"statically linked"*) return 0 ;; *) return 1 ;; esac
+}
+
+# --- packages ---------------------------------------------------------------------------------------
+missing=()   # Debian package names
+why=()       # what was missing, for the message to a non-root user
+need() { missing+=("$1"); why+=("$1 ($2)"); }
+
+have git || need git "git"
+{ have dockerd && have docker; } || need docker.io "dockerd and docker"
+[ -x "$RUNSC" ] || need runsc "$RUNSC"
+have docker-registry || need docker-registry "docker-registry"
+have htpasswd || need apache2-utils "htpasswd"
+busybox_is_static || need busybox-static "a static /bin/busybox"
+have iptables || need iptables "iptables"
+have ip || need iproute2 "ip"
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! is_root; then
+    say "missing: ${why[*]}"
+    die "install as root with: apt-get update && apt-get install -y ${missing[*]}"
+  fi
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  # busybox-static replaces a dynamic busybox package if one is installed; apt resolves that itself.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  busybox_is_static || die "/bin/busybox is still not a static executable after installing busybox-static"
+fi
+
+# --- gVisor registered with Docker -----------------------------------------------------------------
+# Merges {"runtimes": {"runsc": ...}} into daemon.json, keeping every other key.
+# Prints "changed" when it wrote the file (or, with --check, when it would).
+merge_daemon_json() {
+  node -e '
+    const fs = require("fs");
+    const [file, runsc, mode] = process.argv.slice(1);
+    const want = { path: runsc, runtimeArgs: ["--network=none"] };
+    let conf = {};
+    if (fs.existsSync(file)) {
+      const text = fs.readFileSync(file, "utf8");
+      if (text.trim() !== "") {
+        try { conf = JSON.parse(text); } catch (e) { console.error(`${file} is not valid JSON: ${e.message}`); process.exit(2); }
+      }
+    }
+    if (conf === null || typeof conf !== "object" || Array.isArray(conf)) { console.error(`${file} is not a JSON object`); process.exit(2); }
+    // Without --network=none every runsc container fails to start on these machines.
+    if (JSON.stringify(conf.runtimes?.runsc) === JSON.stringify(want)) process.exit(0);
+    if (mode !== "--check") {
+      conf.runtimes = { ...(conf.runtimes ?? {}), runsc: want };
+      fs.mkdirSync(require("path").dirname(file), { recursive: true });
+      fs.writeFileSync(file + ".tmp", JSON.stringify(conf, null, 2) + "\n");
+      fs.renameSync(file + ".tmp", file);
+    }
+    console.log("changed");
+  ' "$DAEMON_JSON" "$RUNSC" "$@"
+}
+
+daemon_json_changed=
+# An assignment, so that an unreadable daemon.json stops the script (set -e).
+needs_change=$(merge_daemon_json --check)
+if [ -n "$needs_change" ]; then
+  is_root || die "$DAEMON_JSON must register runsc ({\"runtimes\": {\"runsc\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=none\"]}}}); run this script as root"
+  say "registering runsc in $DAEMON_JSON"
+  merge_daemon_json >/dev/null
+  daemon_json_changed=1
+fi
+
+# --- dockerd running --------------------------------------------------------------------------------
+docker_answers() { docker info >/dev/null 2>&1; }
+
+# Alive and not a zombie: PID 1 of a container or VM does not always reap what it inherits.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+dockerd_pid() {
+  local pid
+  pid=$(cat "$DOCKER_PIDFILE" 2>/dev/null || true)
+  if [ -n "$pid" ] && alive "$pid"; then echo "$pid"; fi
+}
+
+wait_for_docker() {
+  local i
+  for i in $(seq 1 120); do
+    docker_answers && return 0
+    sleep 0.5
+  done
+  die "dockerd did not answer within 60 s; see $DOCKERD_LOG"
+}
+
+start_dockerd() {
+  say "starting dockerd (log: $DOCKERD_LOG)"
+  # No systemd here: run it detached in its own session so it outlives this script and its caller's job.
+  nohup setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+  wait_for_docker
+}
+
+stop_dockerd() {
+  local pid=$1 i
+  say "restarting dockerd (pid $pid) to load $DAEMON_JSON"
+  kill -TERM "$pid"
+  # dockerd gives running containers up to 15 s to stop before it exits.
+  for i in $(seq 1 120); do
+    alive "$pid" || return 0
+    sleep 0.5
+  done
+  die "dockerd (pid $pid) did not exit within 60 s of SIGTERM"
+}
+
+if docker_answers; then
+  if [ -n "$daemon_json_changed" ]; then
+    pid=$(dockerd_pid)
+    [ -n "$pid" ] || die "dockerd answers but $DOCKER_PIDFILE names no live process; restart it yourself to load $DAEMON_JSON"
+    stop_dockerd "$pid"
+    start_dockerd
+  fi
+else
+  if ! is_root; then
+    die "the Docker engine is not answering to this user: $(docker info 2>&1 >/dev/null | tail -n 1); run this script as root to start dockerd, or use a user in the docker group"
+  fi
+  if [ -n "$(dockerd_pid)" ]; then
+    # A dockerd is already starting up: give it time rather than starting a second one.
+    wait_for_docker
+    if [ -n "$daemon_json_changed" ]; then stop_dockerd "$(dockerd_pid)"; start_dockerd; fi
+  else
+    start_dockerd
+  fi
+fi
+
+runtimes=$(docker info --format '{{json .Runtimes}}')
+case "$runtimes" in
+  *'"runsc"'*) ;;
+  *) die "dockerd does not list the runsc runtime (runtimes: $runtimes); check $DAEMON_JSON and restart dockerd" ;;
+esac

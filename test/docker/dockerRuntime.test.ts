@@ -1,0 +1,243 @@
+// The docker runtime end to end: a real server, real executors with EXECUTOR_RUNTIME=docker, and a real Docker
+// engine, under runc and under gVisor's runsc.
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobSpecInput } from '../../src/core/jobSpec.js';
+import { TestClient } from '../support/api.js';
+import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, containersWithLabel, docker } from '../support/docker.js';
+import { startFakeMetadataServer } from '../support/metadata.js';
+import { startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+
+const MiB = 2 ** 20;
+
+/** Docker's state for the step containers of a job: running or not, and gone when missing. */
+async function jobContainers(jobId: number): Promise<string[]> {
+  return containersWithLabel(`dev.dockhand.job=${jobId}`);
+}
+
+async function waitForContainer(jobId: number, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [id] = await jobContainers(jobId);
+    if (id && (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true') return id;
+    if (Date.now() > deadline) throw new Error(`no running container for job ${jobId}`);
+    await sleep(50);
+  }
+}
+
+async function waitUntilGone(jobId: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await jobContainers(jobId)).length) {
+    if (Date.now() > deadline) throw new Error(`containers of job ${jobId} are still there: ${(await jobContainers(jobId)).join(', ')}`);
+    await sleep(100);
+  }
+}
+
+describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
+  const queue = `docker-${oci}`;
+  let server: ServerHandle;
+  let executor: ExecutorHandle;
+  let client: TestClient;
+  const executorEnv = {
+    EXECUTOR_RUNTIME: 'docker',
+    EXECUTOR_DOCKER_RUNTIME: oci,
+    EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
+    EXECUTOR_JOB_NUM_CPUS: '1',
+    EXECUTOR_JOB_MEMORY: '256M',
+  };
+  const submit = (spec: Omit<JobSpecInput, 'queue'>) => client.submit({ queue, maxAttempts: 1, ...spec });
+
+  beforeAll(async () => {
+    server = await startServer({ name: `docker-${oci}-server` });
+    client = new TestClient(server.url);
+    executor = await startExecutor(server.url, { name: `docker-${oci}-exec`, queues: [queue], env: executorEnv });
+    await executor.proc.waitFor(/executor registered/);
+  });
+
+  afterAll(async () => {
+    await executor?.stop();
+    await server?.stop();
+  });
+
+  it('runs each step in its own container; steps share the workspace; output streams stay apart', async () => {
+    const job = await submit({
+      files: { 'in.txt': 'from files\n' },
+      steps: [
+        { key: 'write', run: 'cat in.txt\necho "$HOSTNAME" > host1\necho made-by-step-1 > shared.txt\necho to-stderr >&2\npwd' },
+        { key: 'read', image: DOCKER_TEST_IMAGE, dir: 'sub', run: 'pwd\ncat ../shared.txt\n[ "$(cat ../host1)" != "$HOSTNAME" ] && echo other-container' },
+      ],
+    });
+    await client.waitForState(job.id, 'completed');
+    const { entries } = await client.logs(job.id);
+    const step1 = entries.find((e) => e.key === 'step.write')!.out;
+    expect(step1).toContain('stdout: from files');
+    expect(step1).toContain('stderr: to-stderr');
+    expect(step1).toContain('stdout: /data');
+    const step2 = entries.find((e) => e.key === 'step.read')!.out;
+    expect(step2.split('\n').filter((l) => l.startsWith('stdout: '))).toEqual(['stdout: /data/sub', 'stdout: made-by-step-1', 'stdout: other-container']);
+    await waitUntilGone(job.id);
+  });
+
+  it('propagates exit codes: the failing step fails the job and the rest do not run', async () => {
+    const job = await submit({ steps: [{ key: 'boom', run: 'echo before\nexit 3' }, { key: 'never', run: 'echo never' }] });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.failureMessage).toBe('step boom failed with exit code 3');
+    const { entries } = await client.logs(job.id);
+    expect(entries.map((e) => [e.key, e.exitCode])).toEqual([['step.boom', 3]]);
+  });
+
+  it('reports a step that exceeds its memory as killed: out of memory', async () => {
+    const job = await submit({
+      resources: { memory: '32M' },
+      steps: [{ key: 'hog', run: 'echo start\nhead -c 200000000 /dev/zero | tail -c 150000000 > /dev/null\necho survived' }],
+    });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.failureMessage).toBe('step hog failed with exit code 137 (killed: out of memory)');
+    const { entries } = await client.logs(job.id);
+    expect(entries[0].out).toContain('[dockhand] killed: out of memory');
+    expect(entries[0].out).not.toContain('survived');
+  });
+
+  it('applies the CPU and memory limits to the container (and shows them inside where the runtime can)', async () => {
+    const job = await submit({
+      resources: { cpus: 0.5, memory: '64M' },
+      steps: [{
+        key: 'limits',
+        run: 'cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || echo no-cgroupfs\n' +
+          'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || grep MemTotal /proc/meminfo\nsleep 3',
+      }],
+    });
+    const id = await waitForContainer(job.id);
+    // The host's view of the container's cgroup: what the kernel enforces, whatever the sandbox shows inside.
+    const quota = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_quota_us`, 'utf8').trim();
+    const period = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_period_us`, 'utf8').trim();
+    expect(Number(quota) / Number(period)).toBe(0.5);
+    expect(readFileSync(`/sys/fs/cgroup/memory/docker/${id}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(64 * MiB));
+    await client.waitForState(job.id, 'completed');
+    const out = (await client.logs(job.id)).entries[0].out.split('\n').filter((l) => l.startsWith('stdout: '));
+    if (oci === 'runc') {
+      expect(out).toEqual(['stdout: 50000', `stdout: ${64 * MiB}`]);
+    } else {
+      // gVisor has no cgroupfs inside and keeps at least 2 vCPUs; its memory size is the limit.
+      expect(out).toEqual(['stdout: no-cgroupfs', `stdout: MemTotal:          ${64 * 1024} kB`]);
+    }
+  });
+
+  it('refuses at submit a job asking for more than the executors of its queue allow', async () => {
+    const answer = await client.call('POST', '/jobs', { queue, resources: { cpus: 2, memory: '1G' }, steps: [{ run: 'true' }] });
+    expect(answer.status).toBe(400);
+    expect(answer.body.issues).toEqual([
+      { field: 'resources.cpus', message: `asks for 2 CPUs but the executors of queue "${queue}" allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)` },
+      { field: 'resources.memory', message: `asks for 1Gi but the executors of queue "${queue}" allow at most 256Mi per job (EXECUTOR_JOB_MEMORY)` },
+    ]);
+  });
+
+  it('runs a step as the user it names, with a writable workspace', async () => {
+    const job = await submit({
+      files: { 'from-root.txt': 'x\n' },
+      steps: [
+        { key: 'numeric', user: '1000:1000', run: 'id -u\necho more >> from-root.txt\nmkdir made && echo ok > made/f' },
+        { key: 'named', image: DOCKER_TEST_USER_IMAGE, user: 'app', run: 'id -un\necho again >> from-root.txt' },
+      ],
+    });
+    await client.waitForState(job.id, 'completed');
+    const { entries } = await client.logs(job.id);
+    expect(entries.find((e) => e.key === 'step.numeric')!.out).toContain('stdout: 1000');
+    expect(entries.find((e) => e.key === 'step.named')!.out).toContain('stdout: app');
+  });
+
+  it('fails a job whose step names a user the image lacks, without retrying it', async () => {
+    const job = await client.submit({ queue, maxAttempts: 3, steps: [{ key: 'who', user: 'nosuchuser', run: 'id' }] });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.attempt).toBe(1);
+    expect(done.failureMessage).toMatch(/^step who: could not run the step: cannot start the step container: .*nosuchuser/);
+  });
+
+  it('keeps the cloud metadata address unreachable from a step', async () => {
+    const metadata = await startFakeMetadataServer();
+    try {
+      // The host itself reaches it, so a step that cannot is blocked, not merely without a server to talk to.
+      expect(await (await fetch(metadata.url)).text()).toBe('fake-metadata\n');
+      const job = await submit({
+        steps: [{ key: 'probe', run: 'if echo | nc -w 3 169.254.169.254 80; then echo REACHABLE; else echo blocked; fi' }],
+      });
+      await client.waitForState(job.id, 'completed');
+      const out = (await client.logs(job.id)).entries[0].out;
+      expect(out).toContain('stdout: blocked');
+      expect(out).not.toContain('REACHABLE');
+    } finally {
+      await metadata.stop();
+    }
+  });
+
+  it('runs a job with network: none without any network interface but loopback', async () => {
+    const job = await submit({ network: 'none', steps: [{ run: 'ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2' }] });
+    await client.waitForState(job.id, 'completed');
+    const lines = (await client.logs(job.id)).entries[0].out.split('\n').filter((l) => l.startsWith('stdout: '));
+    expect(lines.map((l) => l.replace('stdout: ', '').trim())).toEqual(['lo']);
+  });
+
+  it('stops and removes the container within 2 s of a cancel', async () => {
+    const job = await submit({ steps: [{ key: 'wait', run: 'echo waiting\nsleep 60' }] });
+    const id = await waitForContainer(job.id);
+    const asked = Date.now();
+    expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
+    await client.waitForState(job.id, 'canceled', 10_000);
+    for (;;) {
+      const state = await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true });
+      if (state.code !== 0 || state.stdout.trim() === 'false') break;
+      await sleep(20);
+    }
+    expect(Date.now() - asked).toBeLessThan(2_000);
+    await waitUntilGone(job.id);
+  });
+
+  it('stops a step at its timeout and the job at its max runtime', async () => {
+    const timed = await submit({ steps: [{ key: 'slow', timeout: '1s', run: 'sleep 30' }] });
+    expect((await client.waitForState(timed.id, 'failed', 15_000)).failureMessage).toBe('step slow timed out after 1s');
+    const long = await submit({ maxRuntime: '2s', steps: [{ run: 'sleep 1' }, { run: 'sleep 30' }] });
+    expect((await client.waitForState(long.id, 'failed', 15_000)).failureMessage).toBe('job exceeded its maximum runtime of 2s');
+    await waitUntilGone(timed.id);
+    await waitUntilGone(long.id);
+  });
+
+  it('never writes a step\'s secret-like environment values to the executor\'s own log', async () => {
+    const secret = `s3cr3t-${oci}-${Date.now()}`;
+    const job = await submit({ steps: [{ key: 'env', env: { API_TOKEN: secret }, run: 'echo "token has ${#API_TOKEN} characters"' }] });
+    await client.waitForState(job.id, 'completed');
+    expect((await client.logs(job.id)).entries[0].out).toContain(`stdout: token has ${secret.length} characters`);
+    expect(executor.proc.output).toContain(`"jobId":${job.id}`);
+    expect(executor.proc.output).not.toContain(secret);
+  });
+
+  it('removes its orphaned containers when restarted after kill -9, and leaves other containers alone', async () => {
+    const name = `orphans-${oci}`;
+    const orphanQueue = `orphans-${oci}`;
+    const env = { ...executorEnv, EXECUTOR_CLEANUP_TASK_INTERVAL: '1s' };
+    const first = await startExecutor(server.url, { name, queues: [orphanQueue], env });
+    // A container that is not Dockhand's and one that belongs to another executor: neither may be touched.
+    const foreign = (await docker(['run', '-d', '--network', 'none', '--runtime', oci, DOCKER_TEST_IMAGE, 'sleep', '120'])).stdout.trim();
+    const sibling = (await docker(['run', '-d', '--network', 'none', '--label', 'dev.dockhand.executor=someone-else', DOCKER_TEST_IMAGE, 'sleep', '120'])).stdout.trim();
+    try {
+      const job = await client.submit({ queue: orphanQueue, maxAttempts: 1, steps: [{ run: 'sleep 120' }] });
+      const orphan = await waitForContainer(job.id);
+      first.proc.signal('SIGKILL');
+      await first.proc.exit();
+      await sleep(500);
+      expect(await jobContainers(job.id)).toEqual([orphan]);
+      const second = await startExecutor(server.url, { name, queues: [orphanQueue], env });
+      try {
+        await second.proc.waitFor(/executor registered/);
+        await waitUntilGone(job.id, 5_000);
+        await sleep(1_500); // a janitor round or more
+        const alive = await docker(['inspect', '-f', '{{.State.Running}}', foreign, sibling]);
+        expect(alive.stdout.trim().split('\n')).toEqual(['true', 'true']);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      await docker(['rm', '-f', foreign, sibling], { allowFail: true });
+    }
+  });
+});

@@ -1,0 +1,112 @@
+// Pulling a step image from a real private registry (htpasswd auth) with each of the three credential sources,
+// and proof of their precedence: a higher source wins even when a lower one holds different credentials.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobSpecInput } from '../../src/core/jobSpec.js';
+import { TestClient } from '../support/api.js';
+import { DOCKER_TEST_IMAGE, imageExists, removeImage } from '../support/docker.js';
+import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { startRegistry, type RegistryHandle } from '../support/registry.js';
+
+const USER = 'ci-bot';
+const PASSWORD = 'correct-horse-battery-staple';
+const WRONG = 'not-the-password';
+
+let registry: RegistryHandle;
+let server: ServerHandle;
+let client: TestClient;
+let image: string;
+const executors: ExecutorHandle[] = [];
+
+const auths = (password: string) => ({ auths: { [registry.host]: { auth: Buffer.from(`${USER}:${password}`).toString('base64') } } });
+
+/** An executor whose own credentials (environment and ~/.docker/config.json) are as given. */
+async function executorWith(queue: string, own: { env?: string; home?: string }): Promise<void> {
+  const home = await tempDir(`registry-home-${queue}`);
+  if (own.home) {
+    await mkdir(path.join(home, '.docker'));
+    await writeFile(path.join(home, '.docker', 'config.json'), JSON.stringify(auths(own.home)));
+  }
+  const env: NodeJS.ProcessEnv = { EXECUTOR_RUNTIME: 'docker', HOME: home, DOCKER_CONFIG: '' };
+  if (own.env) env.EXECUTOR_DOCKER_AUTH_CONFIG = JSON.stringify(auths(own.env));
+  const executor = await startExecutor(server.url, { name: `registry-${queue}`, queues: [queue], env });
+  executors.push(executor);
+  await executor.proc.waitFor(/executor registered/);
+}
+
+/** Runs a one-step job from the private image, which the engine does not have, and returns the finished job. */
+async function pull(queue: string, extra: Partial<JobSpecInput> = {}) {
+  await removeImage(image);
+  expect(await imageExists(image)).toBe(false);
+  const job = await client.submit({ queue, maxAttempts: 1, steps: [{ key: 'private', image, run: 'echo from the private image' }], ...extra });
+  const done = await client.waitFor(job.id, (j) => j.state === 'completed' || j.state === 'failed' || j.state === 'errored', 60_000);
+  return { done, log: (await client.logs(job.id)).entries[0]?.out ?? '' };
+}
+
+beforeAll(async () => {
+  registry = await startRegistry({ user: USER, password: PASSWORD });
+  image = await registry.push(DOCKER_TEST_IMAGE, 'team/private:1');
+  server = await startServer({ name: 'registry-server' });
+  client = new TestClient(server.url);
+  await Promise.all([
+    executorWith('wrong-below', { env: WRONG, home: WRONG }),
+    executorWith('env-right', { env: PASSWORD, home: WRONG }),
+    executorWith('home-right', { home: PASSWORD }),
+  ]);
+});
+
+afterAll(async () => {
+  await Promise.all(executors.map((e) => e.stop()));
+  await server?.stop();
+  await registry?.stop();
+  if (image) await removeImage(image);
+});
+
+describe('private registry credentials', () => {
+  it("pull with the job's DOCKER_AUTH_CONFIG first, over wrong ones in the executor's environment and config file", async () => {
+    const { done, log } = await pull('wrong-below', { dockerAuthConfig: auths(PASSWORD) });
+    expect(done.state).toBe('completed');
+    expect(log).toContain(`[dockhand] pulling ${image} from ${registry.host} with the job's DOCKER_AUTH_CONFIG`);
+    expect(log).toContain('stdout: from the private image');
+  });
+
+  it('pull with EXECUTOR_DOCKER_AUTH_CONFIG over a wrong ~/.docker/config.json', async () => {
+    const { done, log } = await pull('env-right');
+    expect(done.state).toBe('completed');
+    expect(log).toContain(`from ${registry.host} with EXECUTOR_DOCKER_AUTH_CONFIG`);
+  });
+
+  it("pull with the executor user's ~/.docker/config.json when nothing else has credentials", async () => {
+    const { done, log } = await pull('home-right');
+    expect(done.state).toBe('completed');
+    expect(log).toMatch(/with \S+\/\.docker\/config\.json\n/);
+  });
+
+  it('use the higher source even when it is the wrong one: the job fails, saying access was refused, and is not retried', async () => {
+    const { done, log } = await pull('env-right', { dockerAuthConfig: auths(WRONG), maxAttempts: 3 });
+    expect(done.state).toBe('failed');
+    expect(done.attempt).toBe(1);
+    expect(done.failureMessage).toMatch(new RegExp(`^step private: could not run the step: cannot pull image ${image}: .*(unauthorized|authentication required)`));
+    expect(log).toContain("with the job's DOCKER_AUTH_CONFIG");
+    const below = await pull('wrong-below');
+    expect(below.done.state).toBe('failed');
+    expect(below.log).toContain('with EXECUTOR_DOCKER_AUTH_CONFIG');
+  });
+
+  it('fail a job whose image is not in the registry, without retrying it', async () => {
+    const job = await client.submit({ queue: 'env-right', maxAttempts: 3, steps: [{ key: 'missing', image: `${registry.host}/team/nothing-here:1`, run: 'true' }] });
+    const done = await client.waitFor(job.id, (j) => j.state === 'failed' || j.state === 'queued' && j.attempt > 0, 30_000);
+    expect(done.state).toBe('failed');
+    expect(done.failureMessage).toMatch(/cannot pull image .*nothing-here:1: .*(not found|manifest unknown)/);
+  });
+
+  it('never let a registry credential reach the job log or the executor log', async () => {
+    for (const executor of executors) expect(executor.proc.output).not.toContain(PASSWORD);
+    for (const { id } of (await client.call('GET', '/jobs?limit=100')).body.jobs) {
+      const { body } = await client.call('GET', `/jobs/${id}`);
+      expect(JSON.stringify(body)).not.toContain(Buffer.from(`${USER}:${PASSWORD}`).toString('base64'));
+      expect(JSON.stringify(await client.logs(id))).not.toContain(PASSWORD);
+    }
+  });
+});
