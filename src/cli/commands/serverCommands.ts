@@ -53,10 +53,11 @@ function exitOnSetupError(err: unknown): never {
 /** `dockhand executor --check`: the runtime's self-test, one line per check; exit 1 when any fails. */
 async function checkRuntime(): Promise<never> {
   // The check needs only the runtime's settings: the coordinator's may be absent on a machine being set up.
-  const config = loadExecutorConfig({
-    EXECUTOR_FRONTEND_URL: 'http://127.0.0.1', EXECUTOR_FRONTEND_PASSWORD: 'unused-for-the-runtime-check', EXECUTOR_QUEUE_NAME: 'check',
-    ...process.env,
-  });
+  const env = { ...process.env };
+  if (!env.EXECUTOR_FRONTEND_URL) env.EXECUTOR_FRONTEND_URL = 'http://127.0.0.1';
+  if (!env.EXECUTOR_FRONTEND_PASSWORD) env.EXECUTOR_FRONTEND_PASSWORD = 'unused-for-the-runtime-check';
+  if (!env.EXECUTOR_QUEUE_NAME && !env.EXECUTOR_QUEUE_NAMES) env.EXECUTOR_QUEUE_NAME = 'check';
+  const config = loadExecutorConfig(env);
   const log = pino({ level: 'silent' });
   let results: CheckResult[];
   try {

@@ -30,7 +30,7 @@ export async function chooseCredential(image: string, sources: CredentialSources
   if (fromJob) return { registry, source: "the job's DOCKER_AUTH_CONFIG", auth: fromJob };
   const fromExecutor = credentialFor(sources.executor, registry);
   if (fromExecutor) return { registry, source: 'EXECUTOR_DOCKER_AUTH_CONFIG', auth: fromExecutor };
-  const dir = sources.userConfigDir ?? process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker');
+  const dir = sources.userConfigDir || process.env.DOCKER_CONFIG || path.join(os.homedir(), '.docker');
   const file = path.join(dir, 'config.json');
   const user = await readUserConfig(file);
   if (user) {
