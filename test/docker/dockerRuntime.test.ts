@@ -1,35 +1,39 @@
 // The docker runtime end to end: a real server, real executors with EXECUTOR_RUNTIME=docker, and a real Docker
 // engine, under runc and under gVisor's runsc.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobSpecInput } from '../../src/core/jobSpec.js';
 import { TestClient } from '../support/api.js';
-import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, containersWithLabel, docker } from '../support/docker.js';
+import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker } from '../support/docker.js';
 import { startFakeMetadataServer } from '../support/metadata.js';
 import { startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const MiB = 2 ** 20;
 
-/** Docker's state for the step containers of a job: running or not, and gone when missing. */
-async function jobContainers(jobId: number): Promise<string[]> {
-  return containersWithLabel(`dev.dockhand.job=${jobId}`);
+/**
+ * The step containers of a job, by label. Job ids restart at 1 on every test server, and test files run side by
+ * side, so the executor's label is part of the match.
+ */
+async function jobContainers(executorName: string, jobId: number): Promise<string[]> {
+  const { stdout } = await docker(['ps', '-aq', '--no-trunc', '--filter', `label=dev.dockhand.job=${jobId}`, '--filter', `label=dev.dockhand.executor=${executorName}`]);
+  return stdout.split('\n').filter(Boolean);
 }
 
-async function waitForContainer(jobId: number, timeoutMs = 20_000): Promise<string> {
+async function waitForContainer(executorName: string, jobId: number, timeoutMs = 20_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const [id] = await jobContainers(jobId);
+    const [id] = await jobContainers(executorName, jobId);
     if (id && (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true') return id;
     if (Date.now() > deadline) throw new Error(`no running container for job ${jobId}`);
     await sleep(50);
   }
 }
 
-async function waitUntilGone(jobId: number, timeoutMs = 10_000): Promise<void> {
+async function waitUntilGone(executorName: string, jobId: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while ((await jobContainers(jobId)).length) {
-    if (Date.now() > deadline) throw new Error(`containers of job ${jobId} are still there: ${(await jobContainers(jobId)).join(', ')}`);
+  while ((await jobContainers(executorName, jobId)).length) {
+    if (Date.now() > deadline) throw new Error(`containers of job ${jobId} are still there: ${(await jobContainers(executorName, jobId)).join(', ')}`);
     await sleep(100);
   }
 }
@@ -76,7 +80,22 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     expect(step1).toContain('stdout: /data');
     const step2 = entries.find((e) => e.key === 'step.read')!.out;
     expect(step2.split('\n').filter((l) => l.startsWith('stdout: '))).toEqual(['stdout: /data/sub', 'stdout: made-by-step-1', 'stdout: other-container']);
-    await waitUntilGone(job.id);
+    await waitUntilGone(executor.name, job.id);
+  });
+
+  it('streams output while the step is still running', async () => {
+    const job = await submit({ steps: [{ key: 'live', run: 'echo first\nwhile [ ! -e go ]; do sleep 0.05; done\necho second' }] });
+    const id = await waitForContainer(executor.name, job.id);
+    // The step waits for a file that is made only once its first line has reached the server.
+    const deadline = Date.now() + 10_000;
+    while (!((await client.logs(job.id)).entries.find((e) => e.key === 'step.live')?.out ?? '').includes('stdout: first')) {
+      if (Date.now() > deadline) throw new Error('the first line did not arrive while the step ran');
+      await sleep(20);
+    }
+    const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as { Source: string; Destination: string }[];
+    writeFileSync(`${mounts.find((m) => m.Destination === '/data')!.Source}/go`, '');
+    await client.waitForState(job.id, 'completed');
+    expect((await client.logs(job.id)).entries[0].out).toContain('stdout: first\nstdout: second');
   });
 
   it('propagates exit codes: the failing step fails the job and the rest do not run', async () => {
@@ -108,7 +127,7 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
           'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || grep MemTotal /proc/meminfo\nsleep 3',
       }],
     });
-    const id = await waitForContainer(job.id);
+    const id = await waitForContainer(executor.name, job.id);
     // The host's view of the container's cgroup: what the kernel enforces, whatever the sandbox shows inside.
     const quota = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_quota_us`, 'utf8').trim();
     const period = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_period_us`, 'utf8').trim();
@@ -180,7 +199,7 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
 
   it('stops and removes the container within 2 s of a cancel', async () => {
     const job = await submit({ steps: [{ key: 'wait', run: 'echo waiting\nsleep 60' }] });
-    const id = await waitForContainer(job.id);
+    const id = await waitForContainer(executor.name, job.id);
     const asked = Date.now();
     expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
     await client.waitForState(job.id, 'canceled', 10_000);
@@ -190,7 +209,7 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
       await sleep(20);
     }
     expect(Date.now() - asked).toBeLessThan(2_000);
-    await waitUntilGone(job.id);
+    await waitUntilGone(executor.name, job.id);
   });
 
   it('stops a step at its timeout and the job at its max runtime', async () => {
@@ -198,8 +217,8 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     expect((await client.waitForState(timed.id, 'failed', 15_000)).failureMessage).toBe('step slow timed out after 1s');
     const long = await submit({ maxRuntime: '2s', steps: [{ run: 'sleep 1' }, { run: 'sleep 30' }] });
     expect((await client.waitForState(long.id, 'failed', 15_000)).failureMessage).toBe('job exceeded its maximum runtime of 2s');
-    await waitUntilGone(timed.id);
-    await waitUntilGone(long.id);
+    await waitUntilGone(executor.name, timed.id);
+    await waitUntilGone(executor.name, long.id);
   });
 
   it('never writes a step\'s secret-like environment values to the executor\'s own log', async () => {
@@ -221,23 +240,47 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const sibling = (await docker(['run', '-d', '--network', 'none', '--label', 'dev.dockhand.executor=someone-else', DOCKER_TEST_IMAGE, 'sleep', '120'])).stdout.trim();
     try {
       const job = await client.submit({ queue: orphanQueue, maxAttempts: 1, steps: [{ run: 'sleep 120' }] });
-      const orphan = await waitForContainer(job.id);
+      const orphan = await waitForContainer(name, job.id);
       first.proc.signal('SIGKILL');
       await first.proc.exit();
       await sleep(500);
-      expect(await jobContainers(job.id)).toEqual([orphan]);
+      expect(await jobContainers(name, job.id)).toEqual([orphan]);
       const second = await startExecutor(server.url, { name, queues: [orphanQueue], env });
       try {
         await second.proc.waitFor(/executor registered/);
-        await waitUntilGone(job.id, 5_000);
+        await waitUntilGone(name, job.id, 5_000);
         await sleep(1_500); // a janitor round or more
         const alive = await docker(['inspect', '-f', '{{.State.Running}}', foreign, sibling]);
         expect(alive.stdout.trim().split('\n')).toEqual(['true', 'true']);
       } finally {
-        await second.stop();
+            await second.stop();
       }
     } finally {
       await docker(['rm', '-f', foreign, sibling], { allowFail: true });
     }
+  });
+});
+
+describe('docker runtime limits without a known executor', () => {
+  let server: ServerHandle;
+  let executor: ExecutorHandle | undefined;
+
+  afterAll(async () => {
+    await executor?.stop();
+    await server?.stop();
+  });
+
+  it('fails, saying why, a job that asks for more than the executor that takes it allows', async () => {
+    server = await startServer({ name: 'docker-limits-server' });
+    const client = new TestClient(server.url);
+    // No executor has been heard from on this queue yet, so the server cannot refuse the job at submit.
+    const job = await client.submit({ queue: 'limits', maxAttempts: 3, resources: { cpus: 2 }, steps: [{ run: 'true' }] });
+    executor = await startExecutor(server.url, {
+      name: 'docker-limits-exec', queues: ['limits'],
+      env: { EXECUTOR_RUNTIME: 'docker', EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE, EXECUTOR_JOB_NUM_CPUS: '1' },
+    });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.attempt).toBe(1);
+    expect(done.failureMessage).toBe("resources.cpus asks for 2 CPUs but this executor's limits allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)");
   });
 });

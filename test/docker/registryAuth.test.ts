@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobSpecInput } from '../../src/core/jobSpec.js';
 import { TestClient } from '../support/api.js';
-import { DOCKER_TEST_IMAGE, imageExists, removeImage } from '../support/docker.js';
+import { DOCKER_TEST_IMAGE, docker, imageExists, removeImage } from '../support/docker.js';
 import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 
@@ -46,7 +46,16 @@ async function pull(queue: string, extra: Partial<JobSpecInput> = {}) {
 
 beforeAll(async () => {
   registry = await startRegistry({ user: USER, password: PASSWORD });
-  image = await registry.push(DOCKER_TEST_IMAGE, 'team/private:1');
+  // An image with a layer of its own on top of the test image, so a pull has a layer to download.
+  const source = `local/private-src:${process.pid}`;
+  const container = (await docker(['create', DOCKER_TEST_IMAGE, 'true'])).stdout.trim();
+  const dir = await tempDir('registry-layer');
+  await writeFile(path.join(dir, 'marker'), `${Date.now()} ${Math.random()}\n`);
+  await docker(['cp', path.join(dir, 'marker'), `${container}:/marker`]);
+  await docker(['commit', container, source]);
+  await docker(['rm', container]);
+  image = await registry.push(source, 'team/private:1');
+  await removeImage(source);
   server = await startServer({ name: 'registry-server' });
   client = new TestClient(server.url);
   await Promise.all([
@@ -68,6 +77,12 @@ describe('private registry credentials', () => {
     const { done, log } = await pull('wrong-below', { dockerAuthConfig: auths(PASSWORD) });
     expect(done.state).toBe('completed');
     expect(log).toContain(`[dockhand] pulling ${image} from ${registry.host} with the job's DOCKER_AUTH_CONFIG`);
+    // Progress, one line per state of each layer the engine lacks (the image's own top layer), then the digest.
+    expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Already exists\n/);
+    expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Pulling fs layer\n/);
+    expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Pull complete\n/);
+    expect(log.match(/Downloading/g) ?? []).toHaveLength(1);
+    expect(log).toMatch(/\[dockhand\] Digest: sha256:[0-9a-f]{64}\n/);
     expect(log).toContain('stdout: from the private image');
   });
 

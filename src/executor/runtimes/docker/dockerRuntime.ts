@@ -117,7 +117,12 @@ export class DockerRuntime implements Runtime {
   /** Removes containers labelled with this executor's name that no running job of this process owns. */
   async cleanupOrphans(): Promise<void> {
     const containers = await this.docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL_EXECUTOR}=${this.config.name}`] }) });
-    const orphans = containers.filter((c) => !c.Names.some((n) => this.inUse.has(n.replace(/^\//, ''))));
+    const orphans = containers.filter(
+      (c) =>
+        !c.Names.some((n) => this.inUse.has(n.replace(/^\//, ''))) &&
+        // Kept for debugging (EXECUTOR_KEEP_WORKSPACES): stopped step containers stay; running leftovers still go.
+        (!this.config.keepWorkspaces || c.State === 'running'),
+    );
     for (const orphan of orphans) {
       await this.docker.getContainer(orphan.Id).remove({ force: true }).catch((err: Error) => {
         if ((err as { statusCode?: number }).statusCode !== 404) this.log.warn({ container: orphan.Id, err: err.message }, 'could not remove an orphaned container');
