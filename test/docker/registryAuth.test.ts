@@ -109,6 +109,21 @@ describe('private registry credentials', () => {
     expect(below.log).toContain('with EXECUTOR_DOCKER_AUTH_CONFIG');
   });
 
+  it('stop a pull that hangs when the job is canceled', async () => {
+    await removeImage(image);
+    registry.signal('SIGSTOP');
+    try {
+      const job = await client.submit({ queue: 'env-right', steps: [{ key: 'stuck', image, run: 'true' }] });
+      await client.waitForState(job.id, 'processing');
+      await new Promise((r) => setTimeout(r, 500)); // the pull is under way, waiting on the frozen registry
+      expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
+      const done = await client.waitForState(job.id, 'canceled', 5_000);
+      expect(done.finishedAt! - Date.now()).toBeLessThan(2_000);
+    } finally {
+      registry.signal('SIGCONT');
+    }
+  });
+
   it('fail a job whose image is not in the registry, without retrying it', async () => {
     const job = await client.submit({ queue: 'env-right', maxAttempts: 3, steps: [{ key: 'missing', image: `${registry.host}/team/nothing-here:1`, run: 'true' }] });
     const done = await client.waitFor(job.id, (j) => j.state === 'failed' || j.state === 'queued' && j.attempt > 0, 30_000);

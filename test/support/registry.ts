@@ -15,6 +15,8 @@ export interface RegistryHandle {
   host: string;
   /** Pushes a local image as host/repoTag and returns that full reference; the engine keeps no copy of it. */
   push(localImage: string, repoTag: string): Promise<string>;
+  /** Sends the registry process a signal: SIGSTOP freezes it mid-pull, SIGCONT lets it go on. */
+  signal(sig: NodeJS.Signals): void;
   stop(): Promise<void>;
 }
 
@@ -62,6 +64,9 @@ function handle(host: string, dir: string, child: ChildProcess, creds: { user: s
         await removeImage(ref);
       }
       return ref;
+    },
+    signal(sig) {
+      child.kill(sig);
     },
     async stop() {
       await kill(child);

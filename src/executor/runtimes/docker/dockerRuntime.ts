@@ -193,14 +193,17 @@ export class DockerRuntime implements Runtime {
         stream.once('error', () => resolve());
       });
       this.docker.modem.demuxStream(stream, textSink('stdout', output), textSink('stderr', output));
-      const started = container;
+      const created = container;
       // docker stop: SIGTERM to the step (through the init), SIGKILL after the grace period.
-      const onAbort = (): void => void started.stop({ t: Math.ceil(KILL_GRACE_MS / 1000) }).catch(() => undefined);
+      const onAbort = (): void => void created.stop({ t: Math.ceil(KILL_GRACE_MS / 1000) }).catch(() => undefined);
       signal.addEventListener('abort', onAbort, { once: true });
       try {
+        if (signal.aborted) return { exitCode: 130, reason: 'stopped before the container started' };
         await container.start().catch((err: Error) => {
           throw engineError('cannot start the step container', err);
         });
+        // A stop sent while the engine was still starting the container has no effect: send it again.
+        if (signal.aborted) onAbort();
         const { StatusCode } = (await container.wait()) as { StatusCode: number };
         await Promise.race([drained, sleep(OUTPUT_DRAIN_MS)]);
         (stream as unknown as { destroy?(): void }).destroy?.();
@@ -299,7 +302,8 @@ async function engineInfo(docker: Docker): Promise<EngineInfo> {
   try {
     await Promise.race([
       docker.ping(),
-      sleep(CONNECT_TIMEOUT_MS).then(() => {
+      // Unreferenced: a timer that lost the race must not keep the process alive.
+      sleep(CONNECT_TIMEOUT_MS, undefined, { ref: false }).then(() => {
         throw new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000}s`);
       }),
     ]);

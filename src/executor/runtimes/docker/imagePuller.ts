@@ -54,15 +54,24 @@ export class ImagePuller {
   private async pull(ref: string, credential: ChosenCredential, note: (line: string) => void, signal: AbortSignal): Promise<void> {
     let stream: NodeJS.ReadableStream;
     try {
-      stream = (await this.docker.pull(ref, credential.auth ? { authconfig: credential.auth } : {})) as NodeJS.ReadableStream;
+      // The engine may answer only once the registry does: the signal also ends the wait for that answer.
+      const opts = { abortSignal: signal, ...(credential.auth ? { authconfig: credential.auth } : {}) };
+      stream = (await this.docker.pull(ref, opts)) as NodeJS.ReadableStream;
     } catch (err) {
+      if (signal.aborted) throw new StepStartError(`pulling ${ref} was stopped`, true);
       throw pullError(ref, (err as { json?: { message?: string } }).json?.message ?? (err as Error).message);
     }
-    const onAbort = (): void => void (stream as unknown as { destroy(): void }).destroy();
-    signal.addEventListener('abort', onAbort, { once: true });
     const lastStatus = new Map<string, string>();
+    let onAbort = (): void => undefined;
     try {
       await new Promise<void>((resolve, reject) => {
+        // A destroyed stream may end without 'end' or 'error': settle here rather than wait on it.
+        onAbort = () => {
+          (stream as unknown as { destroy(): void }).destroy();
+          reject(new StepStartError(`pulling ${ref} was stopped`, true));
+        };
+        if (signal.aborted) return onAbort();
+        signal.addEventListener('abort', onAbort, { once: true });
         this.docker.modem.followProgress(
           stream,
           (err: Error | null) => (err ? reject(pullError(ref, err.message)) : resolve()),
@@ -81,7 +90,6 @@ export class ImagePuller {
     } finally {
       signal.removeEventListener('abort', onAbort);
     }
-    if (signal.aborted) throw new StepStartError(`pulling ${ref} was stopped`, true);
   }
 }
 
