@@ -171,9 +171,19 @@ describe('starting Dockhand', () => {
     const badJobs = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_MAXIMUM_NUM_JOBS: 'many' });
     expect(badJobs.stderr).toContain('EXECUTOR_MAXIMUM_NUM_JOBS="many" must be a whole number');
     const badRuntime = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
-    expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell');
+    expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell, docker');
     const slowBeat = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_HEARTBEAT_INTERVAL: '60s' });
     expect(slowBeat.stderr).toContain('EXECUTOR_HEARTBEAT_INTERVAL="60s" must be from 100ms to 20s');
+    const base = { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'docker' };
+    const badCpus = await cli(['executor'], { ...base, EXECUTOR_JOB_NUM_CPUS: '-1' });
+    expect(badCpus.stderr).toContain('EXECUTOR_JOB_NUM_CPUS="-1" must be a number from 0 to 1024');
+    const badNetwork = await cli(['executor'], { ...base, EXECUTOR_DOCKER_NETWORK: 'host' });
+    expect(badNetwork.stderr).toContain('EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"');
+    // Registry credentials are named, never repeated, when they are wrong.
+    const badAuth = await cli(['executor'], { ...base, EXECUTOR_DOCKER_AUTH_CONFIG: '{"auths": {"r.example.com": {"pasword": "hunter2"}}}' });
+    expect(badAuth.stderr).toContain('EXECUTOR_DOCKER_AUTH_CONFIG auths.r.example.com: needs "auth"');
+    expect(badAuth.stderr).not.toContain('hunter2');
+    expect(badAuth.code).not.toBe(0);
   });
 
   it('`dockhand up` runs a server and a local executor; the CLI on the machine just works', async () => {
