@@ -41,6 +41,8 @@ interface EngineInfo {
   apiVersion: string;
   cpus: number;
   runtimes: string[];
+  /** The arguments dockerd passes each runtime (daemon.json "runtimeArgs"). */
+  runtimeArgs: Record<string, string[]>;
   defaultRuntime: string;
 }
 
@@ -81,7 +83,7 @@ export class DockerRuntime implements Runtime {
           : `register ${runtime} in /etc/docker/daemon.json under "runtimes" and restart dockerd`,
       );
     }
-    if (config.docker.network === 'bridge') {
+    if (networkFor(config, engine) === 'bridge') {
       await ensureNetwork(docker);
       try {
         await blockMetadata();
@@ -91,6 +93,11 @@ export class DockerRuntime implements Runtime {
       }
     }
     return new DockerRuntime(docker, config, engine, log);
+  }
+
+  /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
+  private get network(): 'bridge' | 'none' {
+    return networkFor(this.config, this.engine);
   }
 
   async version(): Promise<string | undefined> {
@@ -139,6 +146,7 @@ export class DockerRuntime implements Runtime {
     const oci = this.config.docker.ociRuntime || this.engine.defaultRuntime;
     results.push({ name: 'OCI runtime', ok: true, detail: `${oci} is registered (engine runtimes: ${this.engine.runtimes.join(', ')})` });
     if (this.config.docker.network === 'none') results.push({ name: 'network', ok: true, detail: 'EXECUTOR_DOCKER_NETWORK=none: steps have no network at all' });
+    else if (this.network === 'none') results.push({ name: 'network', ok: true, detail: `${oci} runs with --network=none: steps have only loopback` });
     else {
       const blocked = await metadataBlocked();
       results.push({
@@ -171,7 +179,7 @@ export class DockerRuntime implements Runtime {
       user: ctx.step.user,
       limits: ctx.limits,
       pidsLimit: this.config.docker.pidsLimit,
-      network: ctx.spec.network === 'none' || this.config.docker.network === 'none' ? 'none' : NETWORK_NAME,
+      network: ctx.spec.network === 'none' || this.network === 'none' ? 'none' : NETWORK_NAME,
       ociRuntime: this.config.docker.ociRuntime,
     };
   }
@@ -207,8 +215,8 @@ export class DockerRuntime implements Runtime {
         const { StatusCode } = (await container.wait()) as { StatusCode: number };
         await Promise.race([drained, sleep(OUTPUT_DRAIN_MS)]);
         (stream as unknown as { destroy?(): void }).destroy?.();
-        const state = (await container.inspect()).State;
-        if (state.OOMKilled) return { exitCode: StatusCode, reason: 'killed: out of memory' };
+        // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why.
+        if (StatusCode === 137 && (await container.inspect()).State.OOMKilled) return { exitCode: StatusCode, reason: 'killed: out of memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
@@ -251,7 +259,7 @@ export class DockerRuntime implements Runtime {
     try {
       await this.cleanupOrphans();
       // dockerd restarts and firewall reloads can drop the metadata rules: put them back.
-      if (this.config.docker.network === 'bridge' && !(await metadataBlocked()).ok) {
+      if (this.network === 'bridge' && !(await metadataBlocked()).ok) {
         this.log.warn('the metadata-blocking iptables rules were missing; reinstalling them');
         await blockMetadata();
       }
@@ -273,7 +281,7 @@ export class DockerRuntime implements Runtime {
         {
           name: `dockhand-check-${randomBytes(3).toString('hex')}`, image, executorName: this.config.name, jobId: 0, attempt: 0,
           stepKey: 'check', workspace: dir, scripts: dir, scriptName: 'check.sh', dir: '.', env: {}, limits: this.jobLimits,
-          pidsLimit: this.config.docker.pidsLimit, network: this.config.docker.network === 'none' ? 'none' : NETWORK_NAME,
+          pidsLimit: this.config.docker.pidsLimit, network: this.network === 'none' ? 'none' : NETWORK_NAME,
           ociRuntime: this.config.docker.ociRuntime,
         },
         (_stream, text) => (out += text),
@@ -297,6 +305,17 @@ export class DockerRuntime implements Runtime {
   }
 }
 
+/**
+ * gVisor registered with "--network=none" (which machines like ours need) gives its sandbox only loopback whatever
+ * Docker attaches: a Docker network would cost a network setup per container (~60 ms) and buy nothing.
+ */
+function networkFor(config: Config, engine: EngineInfo): 'bridge' | 'none' {
+  if (config.docker.network === 'none') return 'none';
+  const args = engine.runtimeArgs[config.docker.ociRuntime || engine.defaultRuntime] ?? [];
+  const networkless = args.some((arg, i) => arg === '--network=none' || (arg === '--network' && args[i + 1] === 'none'));
+  return networkless ? 'none' : 'bridge';
+}
+
 async function engineInfo(docker: Docker): Promise<EngineInfo> {
   const where = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
   try {
@@ -308,11 +327,13 @@ async function engineInfo(docker: Docker): Promise<EngineInfo> {
       }),
     ]);
     const [info, version] = await Promise.all([docker.info(), docker.version()]);
+    const runtimes = (info.Runtimes as Record<string, { runtimeArgs?: string[] }> | undefined) ?? {};
     return {
       version: version.Version,
       apiVersion: version.ApiVersion,
       cpus: info.NCPU as number,
-      runtimes: Object.keys((info.Runtimes as Record<string, unknown>) ?? {}),
+      runtimes: Object.keys(runtimes),
+      runtimeArgs: Object.fromEntries(Object.entries(runtimes).map(([name, r]) => [name, r.runtimeArgs ?? []])),
       defaultRuntime: (info.DefaultRuntime as string) ?? 'runc',
     };
   } catch (err) {
