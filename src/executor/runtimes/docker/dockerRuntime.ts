@@ -175,7 +175,7 @@ export class DockerRuntime implements Runtime {
       scripts: path.dirname(ctx.scriptPath),
       scriptName: path.basename(ctx.scriptPath),
       dir: path.relative(ctx.dirs.workspace, ctx.workdir) || '.',
-      env: { ...ctx.env, DOCKHAND_WORKSPACE: CONTAINER_WORKSPACE },
+      env: { DOCKHAND_WORKSPACE: CONTAINER_WORKSPACE, ...ctx.env },
       user: ctx.step.user,
       limits: ctx.limits,
       pidsLimit: this.config.docker.pidsLimit,
