@@ -124,7 +124,7 @@ describe('dockhand CLI against a server', () => {
 
     const executors = await cli(['executors'], env);
     expect(executors.stdout).toMatch(/NAME\s+HOSTNAME\s+QUEUES\s+VERSION/);
-    expect(executors.stdout).toMatch(/cli-exec\s+\S+\s+default,other\s+\d+\.\d+\.\d+\s+shell/);
+    expect(executors.stdout).toMatch(/cli-exec\s+\S+\s+default,other\s+\d+\.\d+\.\d+\s+shell\s+-\s/);
     const json = JSON.parse((await cli(['executors', '--json'], env)).stdout);
     expect(json[0]).toMatchObject({ name: 'cli-exec', queues: ['default', 'other'], active: true });
 
@@ -204,6 +204,9 @@ describe('starting Dockhand', () => {
       expect(hello.code).toBe(0);
       const executors = JSON.parse((await cli(['executors', '--json'], upEnv)).stdout);
       expect(executors).toHaveLength(1);
+      // The docker runtime enforces per-job limits and says so: 4 CPUs capped at this host's, 12 GiB.
+      expect(executors[0]).toMatchObject({ runtime: 'docker', jobCpus: expect.any(Number), jobMemoryBytes: 12 * 2 ** 30 });
+      expect((await cli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi\s/);
       expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     } finally {
       up.signal('SIGTERM');

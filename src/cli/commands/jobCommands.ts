@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { describeIssues, parseJobSpec, parseSpecText } from '../../core/jobSpec.js';
 import type { JobState } from '../../core/jobState.js';
-import { formatDuration } from '../../core/units.js';
+import { formatDuration, formatSize } from '../../core/units.js';
 import type { AttemptRecord, ExecutorRecord, JobRecord, QueueStats } from '../../store/store.js';
 import { ClientApi, CliError } from '../client.js';
 import { followJob } from '../follow.js';
@@ -17,6 +17,12 @@ function print(json: boolean, data: unknown, human: () => string): void {
 
 function ago(ms: number | null): string {
   return ms === null ? '-' : `${formatDuration(Math.max(0, Date.now() - ms))} ago`;
+}
+
+/** "2 CPUs, 4Gi" for the limits an executor enforces per job; "-" when its runtime enforces none. */
+function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes'>): string {
+  if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
+  return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}`;
 }
 
 function table(rows: string[][]): string {
@@ -153,7 +159,7 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('executors')
-    .description('List executors: name, hostname, queues, version, last seen')
+    .description('List executors: name, hostname, queues, version, runtime, per-job limits, last seen')
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
       const { executors } = await new ClientApi().request<{ executors: (ExecutorRecord & { active: boolean })[] }>('GET', '/executors');
@@ -161,8 +167,11 @@ export function registerJobCommands(program: Command): void {
         executors.length === 0
           ? 'no executors have registered yet'
           : table([
-              ['NAME', 'HOSTNAME', 'QUEUES', 'VERSION', 'RUNTIME', 'JOBS', 'LAST SEEN', 'ACTIVE'],
-              ...executors.map((e) => [e.name, e.hostname, e.queues.join(','), e.version, e.runtime, `${e.runningJobs}/${e.maxJobs ?? '?'}`, ago(e.lastSeenAt), e.active ? 'yes' : 'no']),
+              ['NAME', 'HOSTNAME', 'QUEUES', 'VERSION', 'RUNTIME', 'PER JOB', 'JOBS', 'LAST SEEN', 'ACTIVE'],
+              ...executors.map((e) => [
+                e.name, e.hostname, e.queues.join(','), e.version, e.runtime, jobLimits(e), `${e.runningJobs}/${e.maxJobs ?? '?'}`,
+                ago(e.lastSeenAt), e.active ? 'yes' : 'no',
+              ]),
             ]),
       );
     });
