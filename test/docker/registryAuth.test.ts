@@ -124,6 +124,29 @@ describe('private registry credentials', () => {
     }
   });
 
+  it('share one pull between jobs, and let a job go on when the other one is canceled', async () => {
+    await removeImage(image);
+    registry.signal('SIGSTOP');
+    let frozen = true;
+    try {
+      const spec = { queue: 'env-right', maxAttempts: 1, steps: [{ key: 'shared', image, run: 'echo got it' }] };
+      const [a, b] = [await client.submit(spec), await client.submit(spec)];
+      await client.waitForState(a.id, 'processing');
+      await client.waitForState(b.id, 'processing');
+      await new Promise((r) => setTimeout(r, 500)); // one pulls, the other waits for that pull
+      await client.call('POST', `/jobs/${a.id}/cancel`);
+      await client.waitForState(a.id, 'canceled', 5_000);
+      expect((await client.job(b.id)).job.state).toBe('processing');
+      registry.signal('SIGCONT');
+      frozen = false;
+      const done = await client.waitForState(b.id, 'completed', 30_000);
+      expect(done.attempt).toBe(1);
+      expect((await client.logs(b.id)).entries[0].out).toContain('stdout: got it');
+    } finally {
+      if (frozen) registry.signal('SIGCONT');
+    }
+  });
+
   it('fail a job whose image is not in the registry, without retrying it', async () => {
     const job = await client.submit({ queue: 'env-right', maxAttempts: 3, steps: [{ key: 'missing', image: `${registry.host}/team/nothing-here:1`, run: 'true' }] });
     const done = await client.waitFor(job.id, (j) => j.state === 'failed' || j.state === 'queued' && j.attempt > 0, 30_000);

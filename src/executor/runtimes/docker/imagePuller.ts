@@ -1,5 +1,6 @@
 // Pulls a step's image when the engine lacks it, writing the progress into the step's log: one line per layer
 // state change (not every progress tick), so a pull reads like `docker pull` without flooding the log.
+import { createHash } from 'node:crypto';
 import type Docker from 'dockerode';
 import { StepStartError } from '../runtime.js';
 import type { ChosenCredential } from './registryAuth.js';
@@ -31,14 +32,25 @@ export class ImagePuller {
     const ref = withDefaultTag(image);
     if (await this.present(ref)) return;
     note(`[dockhand] pulling ${ref} from ${credential.registry} with ${credential.source}`);
-    const key = `${ref}\n${credential.source}`;
-    let pull = this.inFlight.get(key);
-    if (pull) note('[dockhand] another job is pulling this image; waiting for it');
-    else {
-      pull = this.pull(ref, credential, note, signal).finally(() => this.inFlight.delete(key));
-      this.inFlight.set(key, pull);
+    // Shared only between pulls with the same credential: a job never gets an image through another job's rights.
+    const key = `${ref}\n${createHash('sha256').update(JSON.stringify(credential.auth ?? null)).digest('hex')}`;
+    for (;;) {
+      const shared = this.inFlight.get(key);
+      if (!shared) {
+        const pull = this.pull(ref, credential, note, signal).finally(() => this.inFlight.delete(key));
+        this.inFlight.set(key, pull);
+        return pull;
+      }
+      note('[dockhand] another job is pulling this image; waiting for it');
+      try {
+        // This job's own cancel must not wait for the other job's pull.
+        return await Promise.race([shared, stopped(signal, ref)]);
+      } catch (err) {
+        // The job that was pulling was stopped, not this one: pull it ourselves.
+        if (err instanceof PullStopped && !signal.aborted) continue;
+        throw err;
+      }
     }
-    await pull;
   }
 
   private async present(ref: string): Promise<boolean> {
@@ -58,7 +70,7 @@ export class ImagePuller {
       const opts = { abortSignal: signal, ...(credential.auth ? { authconfig: credential.auth } : {}) };
       stream = (await this.docker.pull(ref, opts)) as NodeJS.ReadableStream;
     } catch (err) {
-      if (signal.aborted) throw new StepStartError(`pulling ${ref} was stopped`, true);
+      if (signal.aborted) throw new PullStopped(ref);
       throw pullError(ref, (err as { json?: { message?: string } }).json?.message ?? (err as Error).message);
     }
     const lastStatus = new Map<string, string>();
@@ -68,7 +80,7 @@ export class ImagePuller {
         // A destroyed stream may end without 'end' or 'error': settle here rather than wait on it.
         onAbort = () => {
           (stream as unknown as { destroy(): void }).destroy();
-          reject(new StepStartError(`pulling ${ref} was stopped`, true));
+          reject(new PullStopped(ref));
         };
         if (signal.aborted) return onAbort();
         signal.addEventListener('abort', onAbort, { once: true });
@@ -91,6 +103,21 @@ export class ImagePuller {
       signal.removeEventListener('abort', onAbort);
     }
   }
+}
+
+/** The job that pulled was stopped (cancel, timeout, shutdown). */
+class PullStopped extends StepStartError {
+  constructor(ref: string) {
+    super(`pulling ${ref} was stopped`, true);
+  }
+}
+
+/** Rejects when `signal` aborts. */
+function stopped(signal: AbortSignal, ref: string): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(new PullStopped(ref));
+    else signal.addEventListener('abort', () => reject(new PullStopped(ref)), { once: true });
+  });
 }
 
 function pullError(ref: string, message: string): StepStartError {
