@@ -98,6 +98,20 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     expect((await client.logs(job.id)).entries[0].out).toContain('stdout: first\nstdout: second');
   });
 
+  it('runs jobs side by side, each in its own containers, and leaves none behind', async () => {
+    const jobs = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        submit({ files: { 'n.txt': `${i}\n` }, steps: [{ run: 'echo "job $(cat n.txt)" > out.txt' }, { run: 'cat out.txt; echo "$DOCKHAND_JOB_ID"' }] }),
+      ),
+    );
+    for (const [i, job] of jobs.entries()) {
+      await client.waitForState(job.id, 'completed');
+      const out = (await client.logs(job.id)).entries.find((e) => e.key === 'step.step-2')!.out;
+      expect(out).toBe(`stdout: job ${i}\nstdout: ${job.id}\n`);
+    }
+    for (const job of jobs) await waitUntilGone(executor.name, job.id);
+  });
+
   it('propagates exit codes: the failing step fails the job and the rest do not run', async () => {
     const job = await submit({ steps: [{ key: 'boom', run: 'echo before\nexit 3' }, { key: 'never', run: 'echo never' }] });
     const done = await client.waitForState(job.id, 'failed');
