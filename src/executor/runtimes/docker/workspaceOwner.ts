@@ -1,6 +1,6 @@
 // A step that runs as a non-root user must be able to write the workspace, which the executor made as its own
-// user. A numeric uid[:gid] gets the tree chowned to it; a user name cannot be mapped to a uid without looking
-// inside the image, so the tree is made writable for everyone instead (prefer numeric users).
+// user. A numeric uid[:gid] gets the tree chowned to it (when the executor may); a user name cannot be mapped to a
+// uid without looking inside the image, so the tree is made writable for everyone instead (prefer numeric users).
 import { chmod, lchown, lstat, opendir } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -8,14 +8,21 @@ export async function makeAccessible(root: string, user: string): Promise<void> 
   const [uidText, gidText] = user.split(':');
   const uid = /^\d+$/.test(uidText) ? Number(uidText) : undefined;
   const gid = gidText !== undefined && /^\d+$/.test(gidText) ? Number(gidText) : uid;
-  if (uid === 0) return;
-  await walk(root, async (file, isDir, isLink) => {
-    if (uid !== undefined) await lchown(file, uid, gid!);
-    else if (!isLink) {
-      const mode = (await lstat(file)).mode;
-      // a+rw, plus a+x on directories and on files someone may already execute (chmod a+rwX).
-      await chmod(file, (mode & 0o7777) | 0o666 | (isDir || mode & 0o111 ? 0o111 : 0));
+  if (uid === 0 || uidText === 'root') return;
+  if (uid !== undefined) {
+    try {
+      await walk(root, (file) => lchown(file, uid, gid!));
+      return;
+    } catch (err) {
+      // An executor that is not root may not give files away: fall back to opening the tree up.
+      if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
     }
+  }
+  await walk(root, async (file, isDir, isLink) => {
+    if (isLink) return;
+    const mode = (await lstat(file)).mode;
+    // a+rw, plus a+x on directories and on files someone may already execute (chmod a+rwX).
+    await chmod(file, (mode & 0o7777) | 0o666 | (isDir || mode & 0o111 ? 0o111 : 0));
   });
 }
 
