@@ -62,3 +62,84 @@ export function stallFailureMessage(maxResets: number, executorName: string | nu
     'Check that executors are not crashing or being killed (e.g. out of memory) while running this job.'
   );
 }
+
+export interface FinishInput {
+  kind: 'complete' | 'error' | 'fail';
+  message?: string;
+  canceledByExecutor?: boolean;
+  now: number;
+  retryBackoffMs: number;
+}
+
+const OUTCOME_OF_FINISH = { complete: 'completed', error: 'errored', fail: 'failed' } as const;
+
+export type FinishDecision =
+  /** The executor retried a call whose answer it did not get: repeat the answer, change nothing. */
+  | { kind: 'repeat' }
+  | { kind: 'stale' }
+  | {
+      kind: 'apply';
+      state: JobState;
+      attemptOutcome: AttemptOutcome;
+      numFailures: number;
+      availableAt: number;
+      failureMessage: string | null;
+      /** The job is over (not queued again): it gets a finishedAt and keeps its queuedAt. */
+      terminal: boolean;
+    };
+
+/** What an executor's report of an attempt does to its job. Every store applies exactly this. */
+export function decideFinish(
+  job: { state: JobState; attempt: number; numFailures: number; maxAttempts: number; cancelRequested: boolean; availableAt: number },
+  attempt: { attempt: number; outcome: AttemptOutcome | null },
+  report: FinishInput,
+): FinishDecision {
+  const outcome = OUTCOME_OF_FINISH[report.kind];
+  if (attempt.outcome !== null) {
+    // Any report of an attempt that ended canceled is answered the same way: it is over, as asked.
+    return attempt.outcome === outcome || attempt.outcome === 'canceled' ? { kind: 'repeat' } : { kind: 'stale' };
+  }
+  if (job.state !== 'processing' || job.attempt !== attempt.attempt) return { kind: 'stale' };
+  let state: JobState;
+  let numFailures = job.numFailures;
+  let availableAt = job.availableAt;
+  let failureMessage: string | null = report.message ?? null;
+  if (report.kind === 'complete') {
+    state = job.cancelRequested ? 'canceled' : 'completed';
+    failureMessage = null;
+  } else if (report.kind === 'error') {
+    const decision = decideAfterError(job, report.retryBackoffMs);
+    state = decision.state;
+    numFailures = decision.numFailures;
+    availableAt = report.now + decision.backoffMs;
+  } else {
+    state = decideAfterFail(job, report.canceledByExecutor ?? false);
+  }
+  const canceled = state === 'canceled';
+  return {
+    kind: 'apply', state, numFailures, availableAt,
+    attemptOutcome: canceled ? 'canceled' : outcome,
+    failureMessage: canceled ? 'canceled by a user' : failureMessage,
+    terminal: state !== 'queued',
+  };
+}
+
+export interface StallOutcome {
+  /** Recorded on the silent attempt, which ends as 'reset'. */
+  attemptMessage: string;
+  next: 'queued' | 'failed' | 'canceled';
+  /** For failed and canceled jobs. */
+  failureMessage: string | null;
+}
+
+/** A processing job whose executor went silent: what becomes of its attempt and of the job. */
+export function decideStalled(
+  job: { numResets: number; cancelRequested: boolean; executorName: string | null; lastHeartbeatAt: number | null },
+  sweep: { now: number; timeoutMs: number; maxResets: number },
+): StallOutcome {
+  const silentFor = Math.round((sweep.now - (job.lastHeartbeatAt ?? sweep.now)) / 1000);
+  const attemptMessage = `no heartbeat from executor ${job.executorName} for ${silentFor}s`;
+  if (job.cancelRequested) return { attemptMessage, next: 'canceled', failureMessage: 'canceled by a user' };
+  if (decideAfterStall(job, sweep.maxResets) === 'queued') return { attemptMessage, next: 'queued', failureMessage: null };
+  return { attemptMessage, next: 'failed', failureMessage: stallFailureMessage(sweep.maxResets, job.executorName, sweep.timeoutMs) };
+}

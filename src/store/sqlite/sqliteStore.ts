@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { JobSpec } from '../../core/jobSpec.js';
-import { decideAfterError, decideAfterFail, decideAfterStall, stallFailureMessage, type AttemptOutcome, type JobState } from '../../core/jobState.js';
+import { decideFinish, decideStalled, type AttemptOutcome, type JobState } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
 import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
@@ -38,8 +38,6 @@ function toAttempt(row: AttemptRow): AttemptRecord {
     finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
   };
 }
-
-const OUTCOME_OF_FINISH = { complete: 'completed', error: 'errored', fail: 'failed' } as const;
 
 /**
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
@@ -197,36 +195,10 @@ export class SqliteStore implements Store {
         .get(request.jobId, request.attempt) as AttemptRow | undefined;
       if (!attempt) return { ok: false, reason: 'unknown_job' };
       const job = toJob(row);
-      const outcome = OUTCOME_OF_FINISH[request.kind];
-      if (attempt.outcome !== null) {
-        // The executor retried a call whose answer it did not get: repeat the answer, change nothing.
-        // Any report of an attempt that ended canceled is answered the same way: it is over, as asked.
-        const repeated = attempt.outcome === outcome || attempt.outcome === 'canceled';
-        return repeated ? { ok: true, job, changed: false } : { ok: false, reason: 'stale_attempt', job };
-      }
-      if (job.state !== 'processing' || job.attempt !== request.attempt) return { ok: false, reason: 'stale_attempt', job };
-
-      let state: JobState;
-      let attemptOutcome: AttemptOutcome = outcome;
-      let numFailures = job.numFailures;
-      let availableAt = job.availableAt;
-      let failureMessage: string | null = request.message ?? null;
-      if (request.kind === 'complete') {
-        state = job.cancelRequested ? 'canceled' : 'completed';
-        failureMessage = null;
-      } else if (request.kind === 'error') {
-        const decision = decideAfterError(job, request.retryBackoffMs);
-        state = decision.state;
-        numFailures = decision.numFailures;
-        availableAt = request.now + decision.backoffMs;
-      } else {
-        state = decideAfterFail(job, request.canceledByExecutor ?? false);
-      }
-      if (state === 'canceled') {
-        attemptOutcome = 'canceled';
-        failureMessage = 'canceled by a user';
-      }
-      const terminal = state !== 'queued';
+      const decision = decideFinish(job, attempt, request);
+      if (decision.kind === 'repeat') return { ok: true, job, changed: false };
+      if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
+      const { state, numFailures, failureMessage, availableAt, terminal, attemptOutcome } = decision;
       const updated = this.db
         .prepare(
           `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, available_at = ?,
@@ -287,21 +259,17 @@ export class SqliteStore implements Store {
         `UPDATE job_attempts SET outcome = 'reset', message = ?, finished_at = ? WHERE job_id = ? AND attempt = ? AND outcome IS NULL`,
       );
       for (const row of stalled) {
-        const silentFor = Math.round((sweep.now - (row.last_heartbeat_at ?? sweep.now)) / 1000);
-        markAttempt.run(`no heartbeat from executor ${row.executor_name} for ${silentFor}s`, sweep.now, row.id, row.attempt);
-        if (row.cancel_requested) {
-          result.failed.push(toJob(this.db.prepare(
-            `UPDATE jobs SET state = 'canceled', failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`,
-          ).get(sweep.now, row.id) as JobRow));
-        } else if (decideAfterStall({ numResets: row.num_resets }, sweep.maxResets) === 'queued') {
+        const outcome = decideStalled(toJob(row), sweep);
+        markAttempt.run(outcome.attemptMessage, sweep.now, row.id, row.attempt);
+        if (outcome.next === 'queued') {
           result.reset.push(toJob(this.db.prepare(
             `UPDATE jobs SET state = 'queued', num_resets = num_resets + 1, queued_at = ?, available_at = ?, started_at = NULL
              WHERE id = ? RETURNING *`,
           ).get(sweep.now, sweep.now, row.id) as JobRow));
         } else {
           result.failed.push(toJob(this.db.prepare(
-            `UPDATE jobs SET state = 'failed', failure_message = ?, finished_at = ? WHERE id = ? RETURNING *`,
-          ).get(stallFailureMessage(sweep.maxResets, row.executor_name, sweep.timeoutMs), sweep.now, row.id) as JobRow));
+            'UPDATE jobs SET state = ?, failure_message = ?, finished_at = ? WHERE id = ? RETURNING *',
+          ).get(outcome.next, outcome.failureMessage, sweep.now, row.id) as JobRow));
         }
       }
       return result;
