@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs on Debian: git, Docker with gVisor (runsc) registered,
-# a local registry, htpasswd, a static busybox for the test images, iptables and iproute2.
+# a local registry, htpasswd, a static busybox for the test images, iptables, iproute2 and PostgreSQL
+# (only its programs: the tests start a throwaway cluster of their own, never Debian's).
 # Idempotent, and silent when everything is already in place. Needs root only when something is missing.
 set -euo pipefail
 
@@ -38,6 +39,8 @@ have htpasswd || need apache2-utils "htpasswd"
 busybox_is_static || need busybox-static "a static /bin/busybox"
 have iptables || need iptables "iptables"
 have ip || need iproute2 "ip"
+# Debian keeps the server programs off PATH, under /usr/lib/postgresql/VERSION/bin.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need postgresql "/usr/lib/postgresql/*/bin/initdb"
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! is_root; then

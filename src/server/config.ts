@@ -8,6 +8,8 @@ export interface ServerConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** PostgreSQL connection URL (DOCKHAND_DATABASE_URL); without it, SQLite in dataDir. */
+  databaseUrl?: string;
   executorsAccessToken: string;
   adminToken?: string;
   stalledJobTimeoutMs: number;
@@ -27,6 +29,21 @@ export const EXECUTOR_TOKEN_HELP =
   'e.g. export DOCKHAND_EXECUTORS_ACCESS_TOKEN=$(openssl rand -hex 32), and give executors the same value ' +
   'as EXECUTOR_FRONTEND_PASSWORD.';
 
+function databaseUrl(env: NodeJS.ProcessEnv): string | undefined {
+  const url = env.DOCKHAND_DATABASE_URL?.trim();
+  if (!url) return undefined;
+  if (!/^postgres(ql)?:\/\/\S+$/.test(url)) {
+    // Never repeat the value: it usually holds a password.
+    throw new ConfigError('DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (or unset for SQLite).');
+  }
+  return url;
+}
+
+/** The database URL with its password hidden, for logs and the startup line. */
+export function redactDatabaseUrl(url: string): string {
+  return url.replace(/^(postgres(?:ql)?:\/\/[^:/@]+):[^@]*@/, '$1:***@');
+}
+
 export function loadServerConfig(
   flags: { port?: string; host?: string; dataDir?: string },
   env: NodeJS.ProcessEnv = process.env,
@@ -45,6 +62,7 @@ export function loadServerConfig(
     host: flags.host ?? env.DOCKHAND_HOST ?? '0.0.0.0',
     port: port === undefined ? 7070 : readEnv({ PORT: port }, 'PORT', envInt('--port', 0, 65535), 7070),
     dataDir: path.resolve(flags.dataDir ?? defaultDataDir(env)),
+    databaseUrl: databaseUrl(env),
     executorsAccessToken,
     adminToken,
     stalledJobTimeoutMs: readEnv(env, 'DOCKHAND_STALLED_JOB_TIMEOUT', envDuration('DOCKHAND_STALLED_JOB_TIMEOUT', { min: 200 }), 25_000),

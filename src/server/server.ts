@@ -2,10 +2,12 @@
 import path from 'node:path';
 import pino from 'pino';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
+import { PostgresStore } from '../store/postgres/postgresStore.js';
 import { SqliteStore } from '../store/sqlite/sqliteStore.js';
 import type { Store } from '../store/store.js';
 import { buildApp } from './app.js';
-import type { ServerConfig } from './config.js';
+import { redactDatabaseUrl, type ServerConfig } from './config.js';
+import { CLUSTER_FALLBACK_POLL_MS, relayEvents } from './cluster.js';
 import { EventBus } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { startReaper } from './reaper.js';
@@ -33,11 +35,17 @@ async function bootstrapAdminToken(store: Store, fromEnv: string | undefined): P
   return token;
 }
 
+/** Where the data lives, for people: the SQLite directory, or the PostgreSQL URL without its password. */
+export function describeStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): string {
+  return config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : config.dataDir;
+}
+
 export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' } })): Promise<RunningServer> {
-  const store = new SqliteStore(path.join(config.dataDir, 'dockhand.db'));
+  const store: Store = config.databaseUrl ? new PostgresStore(config.databaseUrl) : new SqliteStore(path.join(config.dataDir, 'dockhand.db'));
   await store.migrate();
   const bootstrapToken = await bootstrapAdminToken(store, config.adminToken);
-  const events = new EventBus();
+  const events = new EventBus(store.listen ? { maxWaitMs: CLUSTER_FALLBACK_POLL_MS } : {});
+  const relay = await relayEvents(store, events, logger);
   const metrics = new ServerMetrics(store);
   const { app } = buildApp({ store, events, metrics, config }, logger);
   await app.listen({ host: config.host, port: config.port });
@@ -45,7 +53,7 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   const reaper = startReaper({ store, events, metrics, config, log: logger }, Date.now());
-  logger.info({ port, dataDir: config.dataDir, store: store.kind }, 'dockhand server listening');
+  logger.info({ port, store: store.kind, where: describeStore(config) }, 'dockhand server listening');
   return {
     url: `http://${shownHost}:${port}`,
     port,
@@ -58,6 +66,7 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
       const force = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
       await app.close();
       clearTimeout(force);
+      await relay?.close();
       await store.close();
     },
   };

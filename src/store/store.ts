@@ -129,6 +129,7 @@ export interface Store {
   /** Throws when the database cannot be reached or written. */
   ping(): Promise<void>;
 
+  /** Storing a hash that is already stored changes nothing (replicas starting together may both try). */
   createApiToken(name: string, tokenHash: string, now: number): Promise<void>;
   findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined>;
   countApiTokens(): Promise<number>;
@@ -158,4 +159,12 @@ export interface Store {
   upsertExecutor(info: ExecutorInfo, now: number): Promise<void>;
   listExecutors(): Promise<ExecutorRecord[]>;
   queueStats(): Promise<QueueStats[]>;
+
+  /**
+   * Stores that several server replicas share (PostgreSQL) carry their wake-ups: `notify` sends a message to every
+   * replica's `listen`; `onResumed` is called after the listening connection was lost and is back (messages may
+   * have been missed meanwhile).
+   */
+  listen?(onMessage: (payload: string) => void, onResumed: () => void): Promise<{ close(): Promise<void> }>;
+  notify?(payload: string): Promise<void>;
 }

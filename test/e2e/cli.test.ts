@@ -146,6 +146,10 @@ describe('starting Dockhand', () => {
     expect(missing.stderr).toContain('openssl rand -hex 32');
     const short = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: 'short' });
     expect(short.stderr).toContain('only 5 characters');
+    const badDatabase = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_DATABASE_URL: 'mysql://app:hunter2@db/app' });
+    expect(badDatabase.code).toBe(2);
+    expect(badDatabase.stderr).toContain('DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE');
+    expect(badDatabase.stderr).not.toContain('hunter2');
   });
 
   it('server prints an admin token once, on the first start only', async () => {

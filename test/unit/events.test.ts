@@ -135,4 +135,32 @@ describe('EventBus', () => {
     expect(add).toHaveBeenCalledTimes(1);
     expect(remove).toHaveBeenCalledWith('abort', add.mock.calls[0][1]);
   });
+
+  it('relays what it publishes, and replays what it receives without relaying it back', async () => {
+    const bus = new EventBus();
+    const relayed: unknown[] = [];
+    bus.relay = (event) => relayed.push(event);
+    bus.queueChanged('build');
+    bus.jobInterrupted(3);
+    expect(relayed).toEqual([{ type: 'queue', queue: 'build' }, { type: 'interrupt', id: 3 }, { type: 'job', id: 3 }]);
+    const woken = track(bus.watchInterruptions([9]).wait(10_000));
+    bus.receive({ type: 'interrupt', id: 9 });
+    await settle();
+    expect(woken).toEqual({ done: true, value: true });
+    expect(relayed).toHaveLength(3);
+  });
+
+  it('wakes every waiter on wakeAll, and caps waits at maxWaitMs', async () => {
+    const bus = new EventBus({ maxWaitMs: 5_000 });
+    const a = track(bus.watchQueues(['x']).wait(25_000));
+    const b = track(bus.watchJobs([1]).wait(25_000));
+    bus.wakeAll();
+    await settle();
+    expect([a.value, b.value]).toEqual([true, true]);
+    const capped = track(bus.watchQueues(['x']).wait(25_000));
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(capped.done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(capped).toEqual({ done: true, value: false });
+  });
 });

@@ -13,7 +13,7 @@ import { DockerSetupError } from '../../executor/runtimes/docker/dockerRuntime.j
 import { createRuntime } from '../../executor/runtimes/index.js';
 import type { CheckResult, Runtime } from '../../executor/runtimes/runtime.js';
 import { defaultDataDir, loadServerConfig } from '../../server/config.js';
-import { startServer } from '../../server/server.js';
+import { describeStore, startServer } from '../../server/server.js';
 import { saveCredentials } from '../client.js';
 
 const DRAIN_MESSAGE = 'stopping gracefully: no new jobs, running jobs finish (signal again to abort them)';
@@ -99,7 +99,7 @@ export function registerServerCommands(program: Command): void {
       const log = pino({ level: config.logLevel, base: { component: 'server' } });
       const server = await startServer(config, log);
       process.stdout.write(
-        `Dockhand server listening on ${server.url} (data in ${config.dataDir})\n` +
+        `Dockhand server listening on ${server.url} (data in ${describeStore(config)})\n` +
           `Start executors with: EXECUTOR_FRONTEND_URL=${server.url} EXECUTOR_FRONTEND_PASSWORD=<DOCKHAND_EXECUTORS_ACCESS_TOKEN> ` +
           'EXECUTOR_QUEUE_NAME=default dockhand executor\n',
       );
@@ -162,7 +162,7 @@ export function registerServerCommands(program: Command): void {
       process.stdout.write(
         [
           `Dockhand is up: ${server.url}`,
-          `  data:      ${config.dataDir}`,
+          `  data:      ${describeStore(config)}`,
           `  executor:  ${agent.name} (queues ${executorConfig.queues.join(', ')})`,
           `  runtime:   ${chosen.runtime.name}: ${chosen.note}`,
           `  API token: ${token}`,

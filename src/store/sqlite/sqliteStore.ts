@@ -77,7 +77,7 @@ export class SqliteStore implements Store {
   }
 
   async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
-    this.db.prepare('INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?)').run(name, tokenHash, now);
+    this.db.prepare('INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (token_hash) DO NOTHING').run(name, tokenHash, now);
   }
 
   async findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined> {

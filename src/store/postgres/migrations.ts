@@ -1,0 +1,100 @@
+// Schema versions for PostgreSQL, numbered like SQLite's (same meaning per version), applied in order at start
+// under an advisory lock so that replicas starting together migrate once. Never edit a released migration.
+// Times are epoch milliseconds (BIGINT), as in the Store interface.
+export const MIGRATIONS: { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+CREATE TABLE jobs (
+  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  queue TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  spec JSON NOT NULL,
+  state TEXT NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER NOT NULL,
+  num_failures INTEGER NOT NULL DEFAULT 0,
+  num_resets INTEGER NOT NULL DEFAULT 0,
+  cancel_requested BOOLEAN NOT NULL DEFAULT false,
+  failure_message TEXT,
+  executor_name TEXT,
+  created_at BIGINT NOT NULL,
+  queued_at BIGINT NOT NULL,
+  available_at BIGINT NOT NULL,
+  started_at BIGINT,
+  finished_at BIGINT,
+  last_heartbeat_at BIGINT
+);
+-- Dequeue reads only queued rows in queue order: a partial index keeps its cost flat however many jobs finished.
+CREATE INDEX jobs_dequeue ON jobs (queue, available_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_processing ON jobs (last_heartbeat_at) WHERE state = 'processing';
+CREATE INDEX jobs_state ON jobs (state, id);
+CREATE INDEX jobs_queue ON jobs (queue, id);
+
+CREATE TABLE job_attempts (
+  job_id BIGINT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL,
+  executor_name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  started_at BIGINT NOT NULL,
+  finished_at BIGINT,
+  outcome TEXT,
+  message TEXT,
+  PRIMARY KEY (job_id, attempt)
+);
+
+CREATE TABLE log_entries (
+  job_id BIGINT NOT NULL,
+  attempt INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  command JSON NOT NULL,
+  start_time BIGINT NOT NULL,
+  exit_code INTEGER,
+  duration_ms BIGINT,
+  length BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (job_id, attempt, idx)
+);
+
+CREATE TABLE log_chunks (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  job_id BIGINT NOT NULL,
+  attempt INTEGER NOT NULL,
+  idx INTEGER NOT NULL,
+  "offset" BIGINT NOT NULL,
+  data TEXT NOT NULL
+);
+CREATE INDEX log_chunks_job ON log_chunks (job_id, attempt, seq);
+
+CREATE TABLE executors (
+  name TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  os TEXT NOT NULL,
+  arch TEXT NOT NULL,
+  version TEXT NOT NULL,
+  runtime TEXT NOT NULL,
+  runtime_version TEXT,
+  queues TEXT[] NOT NULL,
+  max_jobs INTEGER,
+  running_jobs INTEGER NOT NULL DEFAULT 0,
+  first_seen_at BIGINT NOT NULL,
+  last_seen_at BIGINT NOT NULL
+);
+
+CREATE TABLE api_tokens (
+  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  name TEXT NOT NULL,
+  token_hash TEXT NOT NULL UNIQUE,
+  created_at BIGINT NOT NULL
+);
+`,
+  },
+  {
+    version: 2,
+    sql: `
+ALTER TABLE jobs ADD COLUMN docker_auth_config TEXT;
+ALTER TABLE executors ADD COLUMN job_cpus DOUBLE PRECISION;
+ALTER TABLE executors ADD COLUMN job_memory_bytes BIGINT;
+`,
+  },
+];

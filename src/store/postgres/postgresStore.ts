@@ -1,0 +1,432 @@
+// The PostgreSQL store, for several server replicas on one database. Every method is one transaction; rows a
+// method changes are locked first (FOR UPDATE), and dequeue and the reaper skip rows another replica holds
+// (SKIP LOCKED), so no job is handed out twice and no stalled job is reset twice.
+import pg from 'pg';
+import type { JobSpec } from '../../core/jobSpec.js';
+import { decideFinish, decideStalled, type AttemptOutcome, type JobState } from '../../core/jobState.js';
+import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
+import type {
+  AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
+} from '../store.js';
+import { MIGRATIONS } from './migrations.js';
+
+const INT8_OID = 20;
+/** Epoch-millisecond times and ids are BIGINT; as JavaScript numbers they are exact up to 2^53. */
+const types = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+};
+
+/** The NOTIFY channel that carries wake-ups between replicas. */
+const EVENTS_CHANNEL = 'dockhand_events';
+/** NOTIFY payloads must stay under 8000 bytes. */
+const MAX_PAYLOAD = 7_900;
+
+/** Any number for the advisory lock that serializes migrations across replicas, as long as it is always the same. */
+const MIGRATION_LOCK = 7_070_2024;
+
+interface JobRow {
+  id: number; queue: string; namespace: string; spec: JobSpec; state: JobState; attempt: number; max_attempts: number;
+  num_failures: number; num_resets: number; cancel_requested: boolean; failure_message: string | null;
+  executor_name: string | null; created_at: number; queued_at: number; available_at: number;
+  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null;
+}
+
+function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id, queue: row.queue, namespace: row.namespace, spec: row.spec, state: row.state,
+    attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
+    cancelRequested: row.cancel_requested, failureMessage: row.failure_message, executorName: row.executor_name,
+    createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
+    finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
+  };
+}
+
+interface AttemptRow {
+  job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
+  outcome: AttemptOutcome | null; message: string | null;
+}
+
+function toAttempt(row: AttemptRow): AttemptRecord {
+  return {
+    jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
+    finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
+  };
+}
+
+type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]) => Promise<R[]>;
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres';
+  private readonly pool: pg.Pool;
+
+  constructor(
+    private readonly connectionString: string,
+    opts: { maxConnections?: number } = {},
+  ) {
+    this.pool = new pg.Pool({ connectionString, types, max: opts.maxConnections ?? 10, connectionTimeoutMillis: 5_000 });
+    // An idle connection the server dropped (restart, network) must not crash the process; the pool replaces it.
+    this.pool.on('error', () => undefined);
+  }
+
+  private async query<R extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<R[]> {
+    return (await this.pool.query<R>(sql, params)).rows;
+  }
+
+  /** Runs `fn` in one transaction on one connection, rolling back when it throws. */
+  private async tx<T>(fn: (q: Query) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await fn(async (sql, params = []) => (await client.query(sql, params)).rows);
+      await client.query('COMMIT');
+      return result;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async migrate(): Promise<void> {
+    await this.tx(async (q) => {
+      await q('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+      await q('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+      const applied = new Set((await q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
+      for (const migration of MIGRATIONS) {
+        if (applied.has(migration.version)) continue;
+        await q(migration.sql);
+        await q('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [migration.version, Date.now()]);
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  async notify(payload: string): Promise<void> {
+    if (Buffer.byteLength(payload) > MAX_PAYLOAD) throw new Error('notification payload too large');
+    await this.query('SELECT pg_notify($1, $2)', [EVENTS_CHANNEL, payload]);
+  }
+
+  /** A dedicated connection LISTENs; when it is lost it is made again (1 s, doubling to 10 s) and `onResumed` runs. */
+  async listen(onMessage: (payload: string) => void, onResumed: () => void): Promise<{ close(): Promise<void> }> {
+    let closed = false;
+    let client: pg.Client | undefined;
+    let retry: NodeJS.Timeout | undefined;
+    const connect = async (): Promise<void> => {
+      const c = new pg.Client({ connectionString: this.connectionString, types, connectionTimeoutMillis: 5_000 });
+      c.on('notification', (msg) => msg.payload !== undefined && onMessage(msg.payload));
+      await c.connect();
+      await c.query(`LISTEN ${EVENTS_CHANNEL}`);
+      client = c;
+      c.on('error', () => reconnect(1_000));
+      c.on('end', () => reconnect(1_000));
+    };
+    const reconnect = (delayMs: number): void => {
+      if (closed || retry) return;
+      const old = client;
+      client = undefined;
+      void old?.end().catch(() => undefined);
+      retry = setTimeout(() => {
+        retry = undefined;
+        connect().then(onResumed, () => reconnect(Math.min(delayMs * 2, 10_000)));
+      }, delayMs);
+    };
+    await connect();
+    return {
+      async close() {
+        closed = true;
+        clearTimeout(retry);
+        await client?.end().catch(() => undefined);
+      },
+    };
+  }
+
+  async ping(): Promise<void> {
+    await this.query('SELECT 1');
+  }
+
+  async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
+    await this.query('INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO NOTHING', [name, tokenHash, now]);
+  }
+
+  async findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined> {
+    return (await this.query<{ id: number; name: string }>('SELECT id, name FROM api_tokens WHERE token_hash = $1', [tokenHash]))[0];
+  }
+
+  async countApiTokens(): Promise<number> {
+    return (await this.query<{ n: number }>('SELECT count(*) AS n FROM api_tokens'))[0].n;
+  }
+
+  async deleteApiTokensNamed(name: string): Promise<void> {
+    await this.query('DELETE FROM api_tokens WHERE name = $1', [name]);
+  }
+
+  async enqueue(spec: JobSpec, now: number, credentials: { dockerAuthConfig?: string } = {}): Promise<JobRecord> {
+    const [row] = await this.query<JobRow>(
+      `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config)
+       VALUES ($1, $2, $3, 'queued', $4, $5, $5, $5, $6) RETURNING *`,
+      [spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, credentials.dockerAuthConfig ?? null],
+    );
+    return toJob(row);
+  }
+
+  async getDockerAuthConfig(jobId: number): Promise<string | undefined> {
+    const [row] = await this.query<{ docker_auth_config: string | null }>('SELECT docker_auth_config FROM jobs WHERE id = $1', [jobId]);
+    return row?.docker_auth_config ?? undefined;
+  }
+
+  async getJob(id: number): Promise<JobRecord | undefined> {
+    const [row] = await this.query<JobRow>('SELECT * FROM jobs WHERE id = $1', [id]);
+    return row && toJob(row);
+  }
+
+  async listJobs(filter: JobFilter): Promise<JobRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const add = (clause: string, value: unknown): void => {
+      args.push(value);
+      where.push(clause.replace('?', `$${args.length}`));
+    };
+    if (filter.queue) add('queue = ?', filter.queue);
+    if (filter.state) add('state = ?', filter.state);
+    if (filter.namespace) add('namespace = ?', filter.namespace);
+    if (filter.beforeId) add('id < ?', filter.beforeId);
+    args.push(filter.limit);
+    const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`;
+    return (await this.query<JobRow>(sql, args)).map(toJob);
+  }
+
+  async listAttempts(jobId: number): Promise<AttemptRecord[]> {
+    return (await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt', [jobId])).map(toAttempt);
+  }
+
+  async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
+    return this.tx(async (q) => {
+      // Rows another replica is claiming right now are skipped, not waited for.
+      const [row] = await q<JobRow>(
+        `WITH next AS (
+           SELECT id FROM jobs WHERE state = 'queued' AND queue = ANY($1) AND available_at <= $2
+           ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+         UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = $3, started_at = $2,
+           last_heartbeat_at = $2, finished_at = NULL
+         FROM next WHERE jobs.id = next.id RETURNING jobs.*`,
+        [args.queues, args.now, args.executorName],
+      );
+      if (!row) return undefined;
+      await q(
+        'INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES ($1, $2, $3, $4, $5)',
+        [row.id, row.attempt, args.executorName, args.tokenHash, args.now],
+      );
+      return toJob(row);
+    });
+  }
+
+  async nextAvailableAt(queues: string[]): Promise<number | undefined> {
+    const [row] = await this.query<{ at: number | null }>(
+      `SELECT min(available_at) AS at FROM jobs WHERE state = 'queued' AND queue = ANY($1)`,
+      [queues],
+    );
+    return row.at ?? undefined;
+  }
+
+  async heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
+    if (args.jobs.length === 0) return { knownIds: [], cancelIds: [] };
+    const rows = await this.query<{ id: number; attempt: number; cancel_requested: boolean }>(
+      `UPDATE jobs SET last_heartbeat_at = $1
+       FROM unnest($2::bigint[], $3::int[]) AS ref(id, attempt)
+       WHERE jobs.id = ref.id AND jobs.attempt = ref.attempt AND jobs.state = 'processing' AND jobs.executor_name = $4
+       RETURNING jobs.id, jobs.attempt, jobs.cancel_requested`,
+      [args.now, args.jobs.map((j) => j.id), args.jobs.map((j) => j.attempt), args.executorName],
+    );
+    const found = new Map(rows.map((r) => [`${r.id}.${r.attempt}`, r.cancel_requested]));
+    // In the order the executor named them; only the attempt that is current counts.
+    const known = args.jobs.filter((j) => found.has(`${j.id}.${j.attempt}`));
+    return { knownIds: known.map((j) => j.id), cancelIds: known.filter((j) => found.get(`${j.id}.${j.attempt}`)).map((j) => j.id) };
+  }
+
+  async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
+    const [row] = await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE token_hash = $1', [tokenHash]);
+    return row && toAttempt(row);
+  }
+
+  async finish(request: FinishRequest): Promise<FinishResult> {
+    return this.tx(async (q): Promise<FinishResult> => {
+      const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [request.jobId]);
+      if (!row) return { ok: false, reason: 'unknown_job' };
+      const [attempt] = await q<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 AND attempt = $2', [request.jobId, request.attempt]);
+      if (!attempt) return { ok: false, reason: 'unknown_job' };
+      const job = toJob(row);
+      const decision = decideFinish(job, attempt, request);
+      if (decision.kind === 'repeat') return { ok: true, job, changed: false };
+      if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
+      const [updated] = await q<JobRow>(
+        `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, available_at = $4,
+           queued_at = CASE WHEN $5 THEN queued_at ELSE $6 END, finished_at = $7
+         WHERE id = $8 RETURNING *`,
+        [decision.state, decision.numFailures, decision.failureMessage, decision.availableAt, decision.terminal, request.now,
+          decision.terminal ? request.now : null, job.id],
+      );
+      await q(
+        'UPDATE job_attempts SET outcome = $1, message = $2, finished_at = $3 WHERE job_id = $4 AND attempt = $5',
+        [decision.attemptOutcome, request.message ?? null, request.now, job.id, request.attempt],
+      );
+      return { ok: true, job: toJob(updated), changed: true };
+    });
+  }
+
+  async requestCancel(id: number, now: number): Promise<JobRecord | undefined> {
+    return this.tx(async (q) => {
+      const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+      if (!row) return undefined;
+      if (row.state === 'queued') {
+        const [updated] = await q<JobRow>(
+          `UPDATE jobs SET state = 'canceled', cancel_requested = true, failure_message = 'canceled by a user', finished_at = $1
+           WHERE id = $2 RETURNING *`,
+          [now, id],
+        );
+        return toJob(updated);
+      }
+      if (row.state === 'processing') return toJob((await q<JobRow>('UPDATE jobs SET cancel_requested = true WHERE id = $1 RETURNING *', [id]))[0]);
+      return toJob(row);
+    });
+  }
+
+  async retry(id: number, now: number): Promise<JobRecord | undefined> {
+    return this.tx(async (q) => {
+      const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [id]);
+      if (!row || row.state === 'queued' || row.state === 'processing') return row && toJob(row);
+      const [updated] = await q<JobRow>(
+        `UPDATE jobs SET state = 'queued', num_failures = 0, num_resets = 0, cancel_requested = false, failure_message = NULL,
+           queued_at = $1, available_at = $1, finished_at = NULL
+         WHERE id = $2 RETURNING *`,
+        [now, id],
+      );
+      return toJob(updated);
+    });
+  }
+
+  async resetStalled(sweep: StallSweep): Promise<StallResult> {
+    const cutoff = sweep.now - sweep.timeoutMs;
+    if (sweep.notBefore > cutoff) return { reset: [], failed: [] };
+    return this.tx(async (q): Promise<StallResult> => {
+      // Another replica's reaper may be sweeping at the same moment: each stalled job goes to one of them.
+      const stalled = await q<JobRow>(
+        `SELECT * FROM jobs WHERE state = 'processing' AND last_heartbeat_at < $1 ORDER BY id FOR UPDATE SKIP LOCKED`,
+        [cutoff],
+      );
+      const result: StallResult = { reset: [], failed: [] };
+      for (const row of stalled) {
+        const outcome = decideStalled(toJob(row), sweep);
+        await q(
+          `UPDATE job_attempts SET outcome = 'reset', message = $1, finished_at = $2 WHERE job_id = $3 AND attempt = $4 AND outcome IS NULL`,
+          [outcome.attemptMessage, sweep.now, row.id, row.attempt],
+        );
+        if (outcome.next === 'queued') {
+          const [updated] = await q<JobRow>(
+            `UPDATE jobs SET state = 'queued', num_resets = num_resets + 1, queued_at = $1, available_at = $1, started_at = NULL
+             WHERE id = $2 RETURNING *`,
+            [sweep.now, row.id],
+          );
+          result.reset.push(toJob(updated));
+        } else {
+          const [updated] = await q<JobRow>(
+            'UPDATE jobs SET state = $1, failure_message = $2, finished_at = $3 WHERE id = $4 RETURNING *',
+            [outcome.next, outcome.failureMessage, sweep.now, row.id],
+          );
+          result.failed.push(toJob(updated));
+        }
+      }
+      return result;
+    });
+  }
+
+  async appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
+    return this.tx(async (q) => {
+      // One append per attempt at a time, so chunk sequence numbers follow the order of the output.
+      await q('SELECT pg_advisory_xact_lock($1, $2)', [Number(BigInt.asIntN(32, BigInt(jobId))), attempt]);
+      const out: { index: number; length: number }[] = [];
+      for (const entry of entries) {
+        const [existing] = await q<{ length: number }>(
+          'SELECT length FROM log_entries WHERE job_id = $1 AND attempt = $2 AND idx = $3',
+          [jobId, attempt, entry.index],
+        );
+        let length = existing?.length;
+        if (length === undefined) {
+          await q(
+            'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES ($1, $2, $3, $4, $5, $6)',
+            [jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime],
+          );
+          length = 0;
+        }
+        // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
+        const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
+        if (fresh.length > 0) {
+          await q('INSERT INTO log_chunks (job_id, attempt, idx, "offset", data) VALUES ($1, $2, $3, $4, $5)', [jobId, attempt, entry.index, length, fresh]);
+        }
+        length += fresh.length;
+        await q(
+          `UPDATE log_entries SET exit_code = coalesce($1, exit_code), duration_ms = coalesce($2, duration_ms), length = $3
+           WHERE job_id = $4 AND attempt = $5 AND idx = $6`,
+          [entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index],
+        );
+        out.push({ index: entry.index, length });
+      }
+      return out;
+    });
+  }
+
+  async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
+    const rows = await this.query<{
+      idx: number; key: string; command: string[]; start_time: number; exit_code: number | null; duration_ms: number | null; length: number;
+    }>('SELECT * FROM log_entries WHERE job_id = $1 AND attempt = $2 ORDER BY idx', [jobId, attempt]);
+    return rows.map((r) => ({
+      index: r.idx, key: r.key, command: r.command, startTime: r.start_time, exitCode: r.exit_code, durationMs: r.duration_ms, length: r.length,
+    }));
+  }
+
+  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number): Promise<LogChunk[]> {
+    const rows = await this.query<{ seq: number; idx: number; offset: number; data: string }>(
+      'SELECT seq, idx, "offset", data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND seq > $3 ORDER BY seq LIMIT $4',
+      [jobId, attempt, afterSeq, limit],
+    );
+    return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
+  }
+
+  async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
+    await this.query(
+      `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
+         job_cpus, job_memory_bytes, first_seen_at, last_seen_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+       ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
+         version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
+         queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
+         job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes, last_seen_at = excluded.last_seen_at`,
+      [info.name, info.hostname, info.os, info.arch, info.version, info.runtime, info.runtimeVersion, info.queues, info.maxJobs,
+        info.runningJobs, info.jobCpus, info.jobMemoryBytes, now],
+    );
+  }
+
+  async listExecutors(): Promise<ExecutorRecord[]> {
+    const rows = await this.query<Record<string, unknown>>('SELECT * FROM executors ORDER BY last_seen_at DESC');
+    return rows.map((r) => ({
+      name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
+      version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
+      queues: r.queues as string[], maxJobs: r.max_jobs as number | null, runningJobs: r.running_jobs as number,
+      jobCpus: r.job_cpus as number | null, jobMemoryBytes: r.job_memory_bytes as number | null,
+      firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
+    }));
+  }
+
+  async queueStats(): Promise<QueueStats[]> {
+    return this.query<QueueStats>(
+      `SELECT queue, count(*) FILTER (WHERE state = 'queued') AS queued, count(*) FILTER (WHERE state = 'processing') AS processing,
+         min(queued_at) FILTER (WHERE state = 'queued') AS "oldestQueuedAt"
+       FROM jobs WHERE state IN ('queued', 'processing') GROUP BY queue ORDER BY queue`,
+    );
+  }
+}

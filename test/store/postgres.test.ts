@@ -1,0 +1,93 @@
+// The Store contract against a real PostgreSQL, plus what only a shared database has: replicas migrating at once,
+// and two stores (two server replicas) dequeuing from the same queue.
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../src/core/jobSpec.js';
+import { PostgresStore } from '../../src/store/postgres/postgresStore.js';
+import { createTestDatabase } from '../support/postgres.js';
+import { storeContract } from './contract.js';
+
+const databases: { drop(): Promise<void> }[] = [];
+
+afterAll(async () => {
+  await Promise.all(databases.map((d) => d.drop()));
+});
+
+async function freshDatabase(): Promise<string> {
+  const db = await createTestDatabase('store');
+  databases.push(db);
+  return db.url;
+}
+
+async function freshStore(): Promise<PostgresStore> {
+  const store = new PostgresStore(await freshDatabase());
+  await store.migrate();
+  return store;
+}
+
+storeContract('postgres', freshStore);
+
+function spec(queue: string) {
+  const parsed = parseJobSpec({ queue, steps: [{ run: 'true' }] });
+  if (!parsed.ok) throw new Error('bad spec');
+  return parsed.value;
+}
+
+describe('PostgresStore with several replicas', () => {
+  it('is named postgres', async () => {
+    const store = await freshStore();
+    expect(store.kind).toBe('postgres');
+    await store.close();
+  });
+
+  it('migrates once when replicas start together, and again harmlessly', async () => {
+    const url = await freshDatabase();
+    const replicas = [new PostgresStore(url), new PostgresStore(url), new PostgresStore(url)];
+    await Promise.all(replicas.map((r) => r.migrate()));
+    await replicas[0].migrate();
+    const job = await replicas[1].enqueue(spec('q'), 1_000);
+    expect(await replicas[2].getJob(job.id)).toEqual(job);
+    await Promise.all(replicas.map((r) => r.close()));
+  });
+
+  it('never hands one job to two replicas dequeuing at the same time', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const ids = [];
+    for (let i = 0; i < 200; i++) ids.push((await a.enqueue(spec('race'), 1_000)).id);
+    let token = 0;
+    const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
+      const got: number[] = [];
+      for (;;) {
+        const job = await store.dequeue({ executorName: name, queues: ['race'], tokenHash: `${name}-${++token}`, now: 2_000 });
+        if (!job) return got;
+        got.push(job.id);
+      }
+    };
+    const taken = await Promise.all([drain(a, 'a1'), drain(a, 'a2'), drain(b, 'b1'), drain(b, 'b2')]);
+    const all = taken.flat().sort((x, y) => x - y);
+    expect(all).toEqual(ids);
+    expect(taken.filter((t) => t.length > 0).length).toBeGreaterThan(1);
+    await a.close();
+    await b.close();
+  });
+
+  it('resets a stalled job once when two replicas sweep at the same time', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    for (let i = 0; i < 20; i++) {
+      await a.enqueue(spec('stall'), 1_000);
+      await a.dequeue({ executorName: 'gone', queues: ['stall'], tokenHash: `t${i}`, now: 1_000 });
+    }
+    const sweep = { now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 };
+    const [ra, rb] = await Promise.all([a.resetStalled(sweep), b.resetStalled(sweep)]);
+    expect(ra.reset.length + rb.reset.length).toBe(20);
+    const jobs = await a.listJobs({ limit: 100 });
+    expect(jobs.every((j) => j.state === 'queued' && j.numResets === 1)).toBe(true);
+    await a.close();
+    await b.close();
+  });
+});
