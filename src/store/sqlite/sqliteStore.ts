@@ -2,42 +2,14 @@ import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { JobSpec } from '../../core/jobSpec.js';
-import { decideFinish, decideStalled, type AttemptOutcome, type JobState } from '../../core/jobState.js';
+import { decideFinish, decideStalled } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
 import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
+import { toAttempt, toExecutor, toJob, type AttemptRow, type JobRow } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
-
-interface JobRow {
-  id: number; queue: string; namespace: string; spec: string; state: JobState; attempt: number; max_attempts: number;
-  num_failures: number; num_resets: number; cancel_requested: number; failure_message: string | null;
-  executor_name: string | null; created_at: number; queued_at: number; available_at: number;
-  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null;
-}
-
-function toJob(row: JobRow): JobRecord {
-  return {
-    id: row.id, queue: row.queue, namespace: row.namespace, spec: JSON.parse(row.spec) as JobSpec, state: row.state,
-    attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
-    cancelRequested: row.cancel_requested === 1, failureMessage: row.failure_message, executorName: row.executor_name,
-    createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
-    finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
-  };
-}
-
-interface AttemptRow {
-  job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
-  outcome: AttemptOutcome | null; message: string | null;
-}
-
-function toAttempt(row: AttemptRow): AttemptRecord {
-  return {
-    jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
-    finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
-  };
-}
 
 /**
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
@@ -337,13 +309,7 @@ export class SqliteStore implements Store {
 
   async listExecutors(): Promise<ExecutorRecord[]> {
     const rows = this.db.prepare('SELECT * FROM executors ORDER BY last_seen_at DESC').all() as Record<string, unknown>[];
-    return rows.map((r) => ({
-      name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
-      version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
-      queues: JSON.parse(r.queues as string) as string[], maxJobs: r.max_jobs as number | null,
-      runningJobs: r.running_jobs as number, jobCpus: r.job_cpus as number | null, jobMemoryBytes: r.job_memory_bytes as number | null,
-      firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
-    }));
+    return rows.map((r) => toExecutor(r, JSON.parse(r.queues as string) as string[]));
   }
 
   async queueStats(): Promise<QueueStats[]> {

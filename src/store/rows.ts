@@ -1,0 +1,45 @@
+// Row shapes both SQL stores share (same column names in SQLite and PostgreSQL), and their records.
+import type { JobSpec } from '../core/jobSpec.js';
+import type { AttemptOutcome, JobState } from '../core/jobState.js';
+import type { AttemptRecord, ExecutorRecord, JobRecord } from './store.js';
+
+export interface AttemptRow {
+  job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
+  outcome: AttemptOutcome | null; message: string | null;
+}
+
+export function toAttempt(row: AttemptRow): AttemptRecord {
+  return {
+    jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
+    finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
+  };
+}
+
+/** An executors row; `queues` comes decoded, as each database stores the list its own way. */
+export function toExecutor(r: Record<string, unknown>, queues: string[]): ExecutorRecord {
+  return {
+    name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
+    version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
+    queues, maxJobs: r.max_jobs as number | null, runningJobs: r.running_jobs as number,
+    jobCpus: r.job_cpus as number | null, jobMemoryBytes: r.job_memory_bytes as number | null,
+    firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
+  };
+}
+
+/** A jobs row; `spec` and `cancel_requested` come as each database stores them (JSON text or object, 0/1 or boolean). */
+export interface JobRow {
+  id: number; queue: string; namespace: string; spec: string | JobSpec; state: JobState; attempt: number; max_attempts: number;
+  num_failures: number; num_resets: number; cancel_requested: number | boolean; failure_message: string | null;
+  executor_name: string | null; created_at: number; queued_at: number; available_at: number;
+  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null;
+}
+
+export function toJob(row: JobRow): JobRecord {
+  return {
+    id: row.id, queue: row.queue, namespace: row.namespace, spec: typeof row.spec === 'string' ? (JSON.parse(row.spec) as JobSpec) : row.spec,
+    state: row.state, attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
+    cancelRequested: Boolean(row.cancel_requested), failureMessage: row.failure_message, executorName: row.executor_name,
+    createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
+    finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
+  };
+}
