@@ -26,6 +26,10 @@ export const dequeueRequest = z.object({
   version: z.string().max(64),
   queues: z.array(queueName).min(1, 'name at least one queue').max(64),
   resources: executorResources.optional(),
+  weights: z
+    .record(queueName, z.number().positive('must be a positive number').max(1_000_000))
+    .optional()
+    .describe('Relative share per queue when several have jobs (default 1 each)'),
   waitMs: z.number().int().min(0).max(MAX_WAIT_MS).default(25_000).describe('How long to hold the request when no job is ready'),
 });
 export type DequeueRequest = z.input<typeof dequeueRequest>;

@@ -122,7 +122,10 @@ export class Agent {
       }
       try {
         const job = await this.api.dequeue(
-          { executorName: this.name, version: VERSION, queues: this.config.queues, resources: this.resources(), waitMs: DEQUEUE_WAIT_MS },
+          {
+            executorName: this.name, version: VERSION, queues: this.config.queues, weights: this.config.weights,
+            resources: this.resources(), waitMs: DEQUEUE_WAIT_MS,
+          },
           this.dequeueAbort.signal,
         );
         delay = 250;

@@ -13,6 +13,8 @@ export interface ExecutorConfig {
   frontendUrl: string;
   frontendPassword: string;
   queues: string[];
+  /** Relative share of each queue when several have jobs (EXECUTOR_QUEUE_WEIGHTS); unnamed queues weigh 1. */
+  weights: Record<string, number>;
   name: string;
   maxJobs: number;
   maxRuntimePerJobMs: number;
@@ -42,6 +44,23 @@ export interface DockerConfig {
   pidsLimit: number;
 }
 
+/** EXECUTOR_QUEUE_WEIGHTS=builds=3,tests=1 */
+function queueWeights(text: string | undefined, queues: string[]): Record<string, number> {
+  const weights: Record<string, number> = {};
+  for (const part of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    const [queue, value] = part.split('=');
+    const weight = Number(value);
+    if (!queues.includes(queue) || !(weight > 0) || weight > 1_000_000) {
+      throw new ConfigError(
+        `EXECUTOR_QUEUE_WEIGHTS: ${JSON.stringify(part)} must be QUEUE=WEIGHT for one of this executor's queues (${queues.join(', ')}) ` +
+          'and a positive number, e.g. EXECUTOR_QUEUE_WEIGHTS=builds=3,tests=1',
+      );
+    }
+    weights[queue] = weight;
+  }
+  return weights;
+}
+
 export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): ExecutorConfig {
   const frontendUrl = env.EXECUTOR_FRONTEND_URL ?? '';
   if (!/^https?:\/\/[^/\s]+\/?$/.test(frontendUrl)) {
@@ -68,12 +87,14 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
     if (!NAME_PATTERN.test(q)) throw new ConfigError(`Queue name ${JSON.stringify(q)} in EXECUTOR_QUEUE_NAME(S) must be letters, digits, ".", "_" or "-".`);
   }
   // Stable across restarts, so a restarted executor finds (and removes) what its predecessor left running.
+  const weights = queueWeights(env.EXECUTOR_QUEUE_WEIGHTS, queues);
   const name = env.EXECUTOR_NAME || os.hostname();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`EXECUTOR_NAME=${JSON.stringify(name)} must be letters, digits, ".", "_" or "-".`);
   return {
     frontendUrl: frontendUrl.replace(/\/$/, ''),
     frontendPassword,
     queues,
+    weights,
     name,
     maxJobs: readEnv(env, 'EXECUTOR_MAXIMUM_NUM_JOBS', envInt('EXECUTOR_MAXIMUM_NUM_JOBS', 1, 1000), 1),
     maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000, max: MAX_DURATION_MS }), 30 * 60_000),

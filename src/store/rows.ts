@@ -43,3 +43,31 @@ export function toJob(row: JobRow): JobRecord {
     finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
   };
 }
+
+/** A namespace with queued jobs in a queue: its oldest available job, if any, and when it was last served. */
+export interface NamespaceHead {
+  namespace: string;
+  job_id: number | null;
+  available_at: number | null;
+  served_seq: number | null;
+}
+
+/**
+ * Round robin across namespaces: the namespace served longest ago (never served counts as longest) goes next;
+ * between equals, the one whose oldest available job is oldest. So a namespace with one queued job waits behind at
+ * most one job of every other namespace in the queue, however many those have queued.
+ */
+export function nextInTurn(heads: NamespaceHead[]): NamespaceHead | undefined {
+  let best: NamespaceHead | undefined;
+  for (const head of heads) {
+    if (head.job_id === null) continue;
+    if (!best) {
+      best = head;
+      continue;
+    }
+    const turn = (head.served_seq ?? 0) - (best.served_seq ?? 0);
+    const age = head.available_at! - best.available_at! || head.job_id - best.job_id!;
+    if (turn < 0 || (turn === 0 && age < 0)) best = head;
+  }
+  return best;
+}

@@ -61,6 +61,20 @@ describe('jobs on two executors', () => {
     expect(names).toEqual(expect.arrayContaining(['jobs-exec-1', 'jobs-exec-2']));
   });
 
+  it("does not let one namespace's batch starve another namespace's single job", async () => {
+    const batch = await Promise.all(
+      Array.from({ length: 40 }, () => client.submit({ queue: 'alpha', namespace: 'user:batch', steps: [{ run: 'sleep 0.2' }] })),
+    );
+    await client.waitFor(batch[0].id, (j) => j.state !== 'queued');
+    const single = await client.submit({ queue: 'alpha', namespace: 'user:alone', steps: [{ run: 'true' }] });
+    const done = await client.waitForState(single.id, 'completed', 30_000);
+    const started = await Promise.all(batch.map(async (j) => (await client.job(j.id)).job.startedAt));
+    // Every executor slot that freed up after the single job arrived went to it first.
+    const overtaking = started.filter((at) => at !== null && at > single.createdAt && at < done.startedAt!);
+    expect(overtaking.length).toBeLessThanOrEqual(1);
+    for (const job of batch) await client.waitForState(job.id, 'completed', 30_000);
+  });
+
   it('streams output while the step is still running', async () => {
     const go = path.join(scratch, 'go-live');
     const job = await client.submit({ queue: 'alpha', steps: [{ run: `echo first\nwhile [ ! -f ${go} ]; do sleep 0.05; done\necho second` }] });

@@ -245,6 +245,45 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect((await store.getJob(test.id))!.state).toBe('processing');
       });
 
+      it('serves the queues in the order given: the first with an available job wins', async () => {
+        const older = await enqueue({ queue: 'y' }, T0);
+        const newer = await enqueue({ queue: 'x' }, T0 + 10);
+        expect((await claimOrFail(['x', 'y'], T0 + 100)).job.id).toBe(newer.id);
+        expect((await claimOrFail(['x', 'y'], T0 + 100)).job.id).toBe(older.id);
+      });
+
+      it('serves the namespaces of a queue round robin, the oldest job of each in turn', async () => {
+        const ids: Record<string, number[]> = { 'org:a': [], 'org:b': [], 'org:c': [] };
+        let t = T0;
+        for (const namespace of ['org:a', 'org:a', 'org:a', 'org:a', 'org:a', 'org:c', 'org:c', 'org:b']) {
+          ids[namespace].push((await enqueue({ namespace }, t++)).id);
+        }
+        const order: number[] = [];
+        for (let i = 0; i < 8; i++) order.push((await claimOrFail(['default'], T0 + 100)).job.id);
+        const [a, b, c] = [ids['org:a'], ids['org:b'], ids['org:c']];
+        // Never served counts as longest ago; between equals the oldest job goes first.
+        expect(order).toEqual([a[0], c[0], b[0], a[1], c[1], a[2], a[3], a[4]]);
+      });
+
+      it('lets a single job of one namespace through after at most one job of a namespace with many queued', async () => {
+        for (let i = 0; i < 50; i++) await enqueue({ namespace: 'user:batch' }, T0 + i);
+        const single = await enqueue({ namespace: 'user:alone' }, T0 + 100);
+        const first = (await claimOrFail(['default'], T0 + 200)).job;
+        const second = (await claimOrFail(['default'], T0 + 200)).job;
+        expect(first.namespace).toBe('user:batch');
+        expect(second.id).toBe(single.id);
+      });
+
+      it('keeps the namespace turns per queue', async () => {
+        await enqueue({ queue: 'q1', namespace: 'org:a' }, T0);
+        await enqueue({ queue: 'q1', namespace: 'org:b' }, T0 + 1);
+        const q2a = await enqueue({ queue: 'q2', namespace: 'org:a' }, T0 + 2);
+        await enqueue({ queue: 'q2', namespace: 'org:b' }, T0 + 3);
+        expect((await claimOrFail(['q1'], T0 + 10)).job.namespace).toBe('org:a');
+        // org:a was served in q1, not in q2: in q2 it is still its oldest job's turn.
+        expect((await claimOrFail(['q2'], T0 + 10)).job.id).toBe(q2a.id);
+      });
+
       it('does not hand out a job before it is available', async () => {
         const job = await enqueue({}, T0);
         expect((await claim(['default'], T0 - 1)).job).toBeUndefined();

@@ -4,6 +4,7 @@ import {
   EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, completeRequest, dequeueRequest, errorRequest, failRequest,
   heartbeatRequest, type AppendLogsResponse, type DequeuedJob, type HeartbeatResponse,
 } from '../../core/protocol.js';
+import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import type { FinishKind } from '../../store/store.js';
 import { HttpError, defineRoute, heldRequestSignal, type AuthContext, type RouteDef } from '../http.js';
@@ -61,7 +62,8 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           const waiter = events.watchQueues(body.queues);
           const token = newToken(JOB_TOKEN_PREFIX);
           const now = Date.now();
-          const job = await store.dequeue({ executorName: body.executorName, queues: body.queues, tokenHash: hashToken(token), now });
+          const queues = weightedOrder(body.queues, body.weights ?? {});
+          const job = await store.dequeue({ executorName: body.executorName, queues, tokenHash: hashToken(token), now });
           if (job) {
             waiter.cancel();
             metrics.dequeueWait.observe({ result: 'job' }, (now - started) / 1000);

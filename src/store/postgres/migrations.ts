@@ -97,4 +97,17 @@ ALTER TABLE executors ADD COLUMN job_cpus DOUBLE PRECISION;
 ALTER TABLE executors ADD COLUMN job_memory_bytes BIGINT;
 `,
   },
+  {
+    version: 3,
+    sql: `
+CREATE TABLE namespace_turns (
+  queue TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  served_seq BIGINT NOT NULL,
+  PRIMARY KEY (queue, namespace)
+);
+CREATE SEQUENCE namespace_turn_seq;
+CREATE INDEX jobs_dequeue_namespace ON jobs (queue, namespace, available_at, id) WHERE state = 'queued';
+`,
+  },
 ];

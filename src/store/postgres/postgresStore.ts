@@ -9,7 +9,7 @@ import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { toAttempt, toExecutor, toJob, type AttemptRow, type JobRow } from '../rows.js';
+import { nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 const INT8_OID = 20;
@@ -26,6 +26,26 @@ const MAX_PAYLOAD = 7_900;
 
 /** Any number for the advisory lock that serializes migrations across replicas, as long as it is always the same. */
 const MIGRATION_LOCK = 7_070_2024;
+
+/**
+ * One row per namespace with queued jobs in queue $1 (a skip scan over jobs_dequeue_namespace: one index probe per
+ * namespace, however many jobs each holds), with its turn and its oldest available job, locked. A head another
+ * replica has locked is skipped for that namespace's next job, so concurrent dequeues never wait on each other.
+ */
+const NAMESPACE_CANDIDATES_SQL = `
+WITH RECURSIVE ns(namespace) AS (
+  SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = $1
+  UNION ALL
+  SELECT (SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = $1 AND namespace > ns.namespace)
+  FROM ns WHERE ns.namespace IS NOT NULL
+)
+SELECT ns.namespace, head.id AS job_id, head.available_at, t.served_seq
+FROM ns
+LEFT JOIN namespace_turns t ON t.queue = $1 AND t.namespace = ns.namespace
+LEFT JOIN LATERAL (
+  SELECT id, available_at FROM jobs WHERE state = 'queued' AND queue = $1 AND namespace = ns.namespace AND available_at <= $2
+  ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) head ON true
+WHERE ns.namespace IS NOT NULL`;
 
 type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]) => Promise<R[]>;
 
@@ -179,22 +199,27 @@ export class PostgresStore implements Store {
 
   async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
     return this.tx(async (q) => {
-      // Rows another replica is claiming right now are skipped, not waited for.
-      const [row] = await q<JobRow>(
-        `WITH next AS (
-           SELECT id FROM jobs WHERE state = 'queued' AND queue = ANY($1) AND available_at <= $2
-           ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-         UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = $3, started_at = $2,
-           last_heartbeat_at = $2, finished_at = NULL
-         FROM next WHERE jobs.id = next.id RETURNING jobs.*`,
-        [args.queues, args.now, args.executorName],
-      );
-      if (!row) return undefined;
-      await q(
-        'INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES ($1, $2, $3, $4, $5)',
-        [row.id, row.attempt, args.executorName, args.tokenHash, args.now],
-      );
-      return toJob(row);
+      for (const queue of args.queues) {
+        const pick = nextInTurn(await q<NamespaceHead>(NAMESPACE_CANDIDATES_SQL, [queue, args.now]));
+        if (!pick) continue;
+        const [row] = await q<JobRow>(
+          `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = $1, started_at = $2,
+             last_heartbeat_at = $2, finished_at = NULL
+           WHERE id = $3 RETURNING *`,
+          [args.executorName, args.now, pick.job_id],
+        );
+        await q(
+          `INSERT INTO namespace_turns (queue, namespace, served_seq) VALUES ($1, $2, nextval('namespace_turn_seq'))
+           ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
+          [queue, pick.namespace],
+        );
+        await q(
+          'INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES ($1, $2, $3, $4, $5)',
+          [row.id, row.attempt, args.executorName, args.tokenHash, args.now],
+        );
+        return toJob(row);
+      }
+      return undefined;
     });
   }
 

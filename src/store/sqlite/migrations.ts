@@ -97,4 +97,18 @@ ALTER TABLE executors ADD COLUMN job_cpus REAL;
 ALTER TABLE executors ADD COLUMN job_memory_bytes INTEGER;
 `,
   },
+  {
+    version: 3,
+    sql: `
+-- Round robin across namespaces inside a queue: when each namespace was last served (a counter, not a time).
+CREATE TABLE namespace_turns (
+  queue TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  served_seq INTEGER NOT NULL,
+  PRIMARY KEY (queue, namespace)
+);
+-- Finds the namespaces with queued jobs in a queue (a skip scan), and each one's oldest available job.
+CREATE INDEX jobs_dequeue_namespace ON jobs (queue, namespace, available_at, id) WHERE state = 'queued';
+`,
+  },
 ];

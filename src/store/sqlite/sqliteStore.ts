@@ -8,8 +8,27 @@ import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { toAttempt, toExecutor, toJob, type AttemptRow, type JobRow } from '../rows.js';
+import { nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
+
+/**
+ * One row per namespace with queued jobs in `:queue`, found by a skip scan over jobs_dequeue_namespace (one index
+ * probe per namespace, however many jobs each holds), with the namespace's oldest available job and its turn.
+ */
+const NAMESPACE_CANDIDATES_SQL = `
+WITH RECURSIVE ns(namespace) AS (
+  SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = :queue
+  UNION ALL
+  SELECT (SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = :queue AND namespace > ns.namespace)
+  FROM ns WHERE ns.namespace IS NOT NULL
+)
+SELECT ns.namespace, head.id AS job_id, head.available_at, t.served_seq
+FROM ns
+LEFT JOIN namespace_turns t ON t.queue = :queue AND t.namespace = ns.namespace
+LEFT JOIN jobs head ON head.id = (
+  SELECT id FROM jobs WHERE state = 'queued' AND queue = :queue AND namespace = ns.namespace AND available_at <= :now
+  ORDER BY available_at, id LIMIT 1)
+WHERE ns.namespace IS NOT NULL`;
 
 /**
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
@@ -104,25 +123,32 @@ export class SqliteStore implements Store {
   }
 
   async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
-    const placeholders = args.queues.map(() => '?').join(', ');
-    const pick = this.db.prepare(
-      `SELECT id FROM jobs WHERE state = 'queued' AND queue IN (${placeholders}) AND available_at <= ?
-       ORDER BY available_at, id LIMIT 1`,
-    );
+    const candidates = this.db.prepare(NAMESPACE_CANDIDATES_SQL);
     return this.db.transaction(() => {
-      const id = pick.pluck().get(...args.queues, args.now) as number | undefined;
-      if (id === undefined) return undefined;
-      const row = this.db
-        .prepare(
-          `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = ?, started_at = ?,
-             last_heartbeat_at = ?, finished_at = NULL
-           WHERE id = ? RETURNING *`,
-        )
-        .get(args.executorName, args.now, args.now, id) as JobRow;
-      this.db
-        .prepare('INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES (?, ?, ?, ?, ?)')
-        .run(id, row.attempt, args.executorName, args.tokenHash, args.now);
-      return toJob(row);
+      for (const queue of args.queues) {
+        const heads = candidates.all({ queue, now: args.now }) as NamespaceHead[];
+        const pick = nextInTurn(heads);
+        if (!pick) continue;
+        const row = this.db
+          .prepare(
+            `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = ?, started_at = ?,
+               last_heartbeat_at = ?, finished_at = NULL
+             WHERE id = ? RETURNING *`,
+          )
+          .get(args.executorName, args.now, args.now, pick.job_id) as JobRow;
+        this.db
+          .prepare(
+            `INSERT INTO namespace_turns (queue, namespace, served_seq)
+             VALUES (?, ?, (SELECT coalesce(max(served_seq), 0) + 1 FROM namespace_turns))
+             ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
+          )
+          .run(queue, pick.namespace);
+        this.db
+          .prepare('INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES (?, ?, ?, ?, ?)')
+          .run(row.id, row.attempt, args.executorName, args.tokenHash, args.now);
+        return toJob(row);
+      }
+      return undefined;
     }).immediate();
   }
 
