@@ -4,6 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../core/envConfig.js';
 import { VERSION } from '../core/version.js';
 import { CliError } from './client.js';
+import { registerDbCommands } from './commands/dbCommands.js';
 import { registerJobCommands } from './commands/jobCommands.js';
 import { registerServerCommands } from './commands/serverCommands.js';
 
@@ -16,6 +17,7 @@ const program = new Command()
 
 registerServerCommands(program);
 registerJobCommands(program);
+registerDbCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,116 @@
+// Moving an installation from SQLite to PostgreSQL: everything arrives, ids are kept, and the copy goes on working.
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseJobSpec, type JobSpecInput } from '../../src/core/jobSpec.js';
+import { importSqlite } from '../../src/store/postgres/importSqlite.js';
+import { PostgresStore } from '../../src/store/postgres/postgresStore.js';
+import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
+import type { Store } from '../../src/store/store.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+const databases: TestDatabase[] = [];
+afterAll(async () => {
+  await Promise.all(databases.map((d) => d.drop()));
+});
+
+function spec(input: Partial<JobSpecInput>) {
+  const parsed = parseJobSpec({ queue: 'q', steps: [{ run: 'true' }], ...input });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+  return parsed.value;
+}
+
+/** A small installation's worth of everything the store keeps. */
+async function populate(store: Store): Promise<number[]> {
+  const ids: number[] = [];
+  for (let i = 0; i < 30; i++) {
+    const job = await store.enqueue(spec({ namespace: i % 3 ? 'org:a' : 'user:b', queue: i % 2 ? 'q' : 'r' }), 1_000 + i, i === 0 ? { dockerAuthConfig: '{"auths":{}}' } : {});
+    ids.push(job.id);
+  }
+  for (let i = 0; i < 12; i++) {
+    const job = await store.dequeue({ executorName: 'exec-1', queues: ['q', 'r'], tokenHash: `hash-${i}`, now: 5_000 + i });
+    await store.appendLogs(job!.id, 1, [{ index: 0, key: 'step.a', command: ['sh', '-c', 'x'], startTime: 5_000, offset: 0, out: `out ${i}\n`, exitCode: 0, durationMs: 3 }]);
+    if (i % 2) await store.finish({ jobId: job!.id, attempt: 1, kind: 'complete', now: 6_000, retryBackoffMs: 1_000 });
+  }
+  await store.requestCancel(ids[29], 7_000);
+  await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30 }, 8_000);
+  await store.createApiToken('admin', 'token-hash-1', 9_000);
+  return ids;
+}
+
+async function snapshot(store: Store, ids: number[]) {
+  return Promise.all(ids.map(async (id) => ({
+    job: await store.getJob(id),
+    attempts: await store.listAttempts(id),
+    entries: await store.listLogEntries(id, 1),
+    chunks: await store.readLogChunks(id, 1, 0, 100),
+    auth: await store.getDockerAuthConfig(id),
+  })));
+}
+
+describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
+  it('copies every table with its ids, and the copy keeps working where SQLite left off', async () => {
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'dockhand-import-')), 'dockhand.db');
+    const sqlite = new SqliteStore(file);
+    await sqlite.migrate();
+    const ids = await populate(sqlite);
+    const before = await snapshot(sqlite, ids);
+    const executors = await sqlite.listExecutors();
+    await sqlite.close();
+
+    const db = await createTestDatabase('import');
+    databases.push(db);
+    const reports = await importSqlite(file, db.url);
+    expect(Object.fromEntries(reports.map((r) => [r.table, r.rows]))).toEqual({
+      jobs: 30, job_attempts: 12, log_entries: 12, log_chunks: 12, executors: 1, api_tokens: 1, namespace_turns: 2,
+    });
+
+    const postgres = new PostgresStore(db.url);
+    expect(await snapshot(postgres, ids)).toEqual(before);
+    expect(await postgres.listExecutors()).toEqual(executors);
+    expect(await postgres.findApiToken('token-hash-1')).toEqual({ id: 1, name: 'admin' });
+    // Ids and sequences continue after the copied ones; namespaces keep their turns.
+    const next = await postgres.enqueue(spec({}), 10_000);
+    expect(next.id).toBe(ids[ids.length - 1] + 1);
+    const claimed = await postgres.dequeue({ executorName: 'exec-2', queues: ['q', 'r'], tokenHash: 'hash-new', now: 11_000 });
+    expect(claimed).toBeDefined();
+    await postgres.appendLogs(claimed!.id, 1, [{ index: 0, key: 'k', command: [], startTime: 0, offset: 0, out: 'x' }]);
+    expect((await postgres.readLogChunks(claimed!.id, 1, 0, 10))[0].seq).toBe(13);
+    await postgres.close();
+  });
+
+  it('refuses a target that already holds data, and changes nothing', async () => {
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'dockhand-import-')), 'dockhand.db');
+    const sqlite = new SqliteStore(file);
+    await sqlite.migrate();
+    await populate(sqlite);
+    await sqlite.close();
+    const db = await createTestDatabase('import-full');
+    databases.push(db);
+    await importSqlite(file, db.url);
+    await expect(importSqlite(file, db.url)).rejects.toThrow(/the target database is not empty: jobs \(30 rows\)/);
+  });
+
+  it('runs from the CLI with a data directory, and says so without the database password', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'dockhand-import-cli-'));
+    const sqlite = new SqliteStore(path.join(dir, 'dockhand.db'));
+    await sqlite.migrate();
+    await populate(sqlite);
+    await sqlite.close();
+    const db = await createTestDatabase('import-cli');
+    databases.push(db);
+    const url = db.url.replace('postgres://postgres@', 'postgres://postgres:pw-never-shown@');
+    const cli = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
+    const result = await new Promise<{ code: number; out: string }>((resolve) =>
+      execFile(process.execPath, [cli, 'db', 'migrate', '--from', `sqlite:${dir}`, '--to', url], (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, out: stdout + stderr })),
+    );
+    expect(result.out).toContain('jobs: 30 rows');
+    expect(result.out).toContain('migrated 70 rows; row counts match in every table');
+    expect(result.out).toContain('postgres://postgres:***@');
+    expect(result.out).not.toContain('pw-never-shown');
+    expect(result.code).toBe(0);
+  });
+});
