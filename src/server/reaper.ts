@@ -5,12 +5,19 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
   const { store, events, metrics, config, log } = ctx;
   const interval = Math.max(200, Math.min(5_000, Math.floor(config.stalledJobTimeoutMs / 5)));
   let running = false;
+  // Silence while this server was down, or while its database was unreachable (heartbeats could not be stored),
+  // is not the executors' fault: it counts only from when the server could hear them again.
+  let notBefore = startedAt;
+  let databaseFailed = false;
   const sweep = async (): Promise<void> => {
     if (running) return;
     running = true;
     try {
-      // Silence while this server was down is not the executor's fault: count it from our start.
-      const result = await store.resetStalled({ now: Date.now(), timeoutMs: config.stalledJobTimeoutMs, maxResets: config.maxJobResets, notBefore: startedAt });
+      if (databaseFailed) {
+        notBefore = Date.now();
+        databaseFailed = false;
+      }
+      const result = await store.resetStalled({ now: Date.now(), timeoutMs: config.stalledJobTimeoutMs, maxResets: config.maxJobResets, notBefore });
       for (const job of result.reset) {
         metrics.resets.inc({ queue: job.queue });
         log.warn({ jobId: job.id, attempt: job.attempt, executor: job.executorName }, 'job reset: its executor stopped sending heartbeats');
@@ -22,6 +29,7 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
         events.jobInterrupted(job.id);
       }
     } catch (err) {
+      databaseFailed = true;
       log.error({ err }, 'reaper sweep failed');
     } finally {
       running = false;

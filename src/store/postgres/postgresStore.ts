@@ -19,6 +19,8 @@ const types = {
     oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
+const PING_TIMEOUT_MS = 2_000;
+
 /** The NOTIFY channel that carries wake-ups between replicas. */
 const EVENTS_CHANNEL = 'dockhand_events';
 /** NOTIFY payloads must stay under 8000 bytes. */
@@ -138,8 +140,19 @@ export class PostgresStore implements Store {
     };
   }
 
+  /** Answers within 2 s either way, so a health check never hangs on a database that does not answer. */
   async ping(): Promise<void> {
-    await this.query('SELECT 1');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.query('SELECT 1'),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('PostgreSQL did not answer within 2s')), PING_TIMEOUT_MS);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
