@@ -71,6 +71,10 @@ export class PostgresStore implements Store {
   /** Runs `fn` in one transaction on one connection, rolling back when it throws. */
   private async tx<T>(fn: (q: Query) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
+    // A borrowed connection that drops emits 'error' besides failing its query; the pool listens only to idle
+    // ones, and an unheard 'error' would end the process. The failed query is what reports it.
+    const ignore = (): void => undefined;
+    client.on('error', ignore);
     try {
       await client.query('BEGIN');
       const result = await fn(async (sql, params = []) => (await client.query(sql, params)).rows);
@@ -80,6 +84,7 @@ export class PostgresStore implements Store {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {
+      client.off('error', ignore);
       client.release();
     }
   }
@@ -114,11 +119,19 @@ export class PostgresStore implements Store {
     const connect = async (): Promise<void> => {
       const c = new pg.Client({ connectionString: this.connectionString, types, connectionTimeoutMillis: 5_000 });
       c.on('notification', (msg) => msg.payload !== undefined && onMessage(msg.payload));
-      await c.connect();
-      await c.query(`LISTEN ${EVENTS_CHANNEL}`);
+      // Listening before connecting: a drop at any moment must reach us, never go unheard.
+      let ready = false;
+      c.on('error', () => ready && reconnect(1_000));
+      c.on('end', () => ready && reconnect(1_000));
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${EVENTS_CHANNEL}`);
+      } catch (err) {
+        await c.end().catch(() => undefined);
+        throw err;
+      }
       client = c;
-      c.on('error', () => reconnect(1_000));
-      c.on('end', () => reconnect(1_000));
+      ready = true;
     };
     const reconnect = (delayMs: number): void => {
       if (closed || retry) return;
