@@ -24,6 +24,7 @@ import path from 'node:path';
 import { DOCKER_TEST_IMAGE, ensureTestImages } from '../test/support/docker.js';
 import {
   Proc, api, fmtMs, fmtRatio, run, sleep, startExecutor, startServer, summarize, tempDir, timeCommand, writeSection, type Summary,
+  type ApiJob,
 } from './lib.js';
 
 const IMAGE = DOCKER_TEST_IMAGE;
@@ -67,14 +68,6 @@ interface RuntimeResult {
   runs: Record<Baseline, number[]>;
 }
 
-interface JobRecord {
-  id: number;
-  state: string;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  failureMessage: string | null;
-}
 
 interface LogEntry {
   key: string;
@@ -205,13 +198,13 @@ async function flagArgs(oci: string, dir: string, hostCpus: number, network: str
 /** One job: submit, poll until it is over, and read the server's timestamps and the step's log entry. */
 async function dockhandJob(url: string, executor: Proc, noNetwork: boolean): Promise<JobSample> {
   const spec = { queue: QUEUE, ...(noNetwork ? { network: 'none' } : {}), steps: [{ key: 'hello', image: IMAGE, run: 'echo hello' }] };
-  const { job: submitted } = await api<{ job: JobRecord }>(url, 'POST', '/jobs', spec);
+  const { job: submitted } = await api<{ job: ApiJob }>(url, 'POST', '/jobs', spec);
   const deadline = Date.now() + 60_000;
   let job = submitted;
   while (job.state === 'queued' || job.state === 'processing') {
     if (Date.now() > deadline) throw new Error(`job ${job.id} is still ${job.state} after 60 s; executor log:\n${executor.tail()}`);
     await sleep(POLL_MS);
-    job = (await api<{ job: JobRecord }>(url, 'GET', `/jobs/${job.id}`)).job;
+    job = (await api<{ job: ApiJob }>(url, 'GET', `/jobs/${job.id}`)).job;
   }
   if (job.state !== 'completed') throw new Error(`job ${job.id} ended ${job.state}: ${job.failureMessage}; executor log:\n${executor.tail()}`);
   const { entries } = await api<{ entries: LogEntry[] }>(url, 'GET', `/jobs/${job.id}/logs`);

@@ -188,3 +188,13 @@ export async function writeSection(name: string, body: string): Promise<void> {
   else text = `${text.trimEnd()}\n\n${block}\n`;
   await writeFile(BENCHMARKS_MD, text.endsWith('\n') ? text : `${text}\n`);
 }
+
+/** A job as the client API returns it, the fields the benchmarks read. */
+export interface ApiJob {
+  id: number;
+  state: string;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  failureMessage: string | null;
+}

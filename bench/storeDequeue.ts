@@ -38,6 +38,7 @@ import type { Store } from '../src/store/store.js';
 import { startPostgres, type PostgresHandle } from '../test/support/postgres.js';
 import {
   ADMIN_TOKEN, EXECUTORS_TOKEN, Proc, ROOT, api, fmtRatio, quantile, sleep, startExecutor, tempDir, writeSection,
+  type ApiJob,
 } from './lib.js';
 
 const PARTS = list(process.env.BENCH_PARTS ?? 'depth,e2e');
@@ -691,14 +692,6 @@ async function spawnPeer(count: number, concurrency: number): Promise<number> {
   return ms;
 }
 
-interface ApiJob {
-  id: number;
-  state: string;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-  failureMessage: string | null;
-}
 
 async function submitAll(url: string, count: number): Promise<number[]> {
   const ids: number[] = [];
@@ -1013,7 +1006,8 @@ function cycleText(pgRuns: E2eResult[]): string {
   for (const r of pgRuns) for (const [k, c] of Object.entries(r.pgActivity!.cycles ?? {})) cycles[k] = (cycles[k] ?? 0) + c;
   const entries = Object.entries(cycles).sort((a, b) => b[1] - a[1]);
   if (!entries.length) return '';
-  const name = (k: string): string => (k === 'heartbeat UPDATE' ? 'only heartbeat `UPDATE … FROM unnest(…)` statements' : k.split(' + ').map((x) => `\`${x}\``).join(' with '));
+  const name = (k: string): string =>
+    k === 'heartbeat UPDATE' ? 'heartbeat `UPDATE … FROM unnest(…)` statements only' : `${k.split(' + ').map((x) => `\`${x}\``).join(' and ')} statements`;
   return (
     `PostgreSQL's log (\`${path.relative(ROOT, PG_LOG)}\`) names the statements in each cycle: ` +
     `${entries.map(([k, c]) => `${c} between ${name(k)}`).join('; ')}.`
@@ -1029,18 +1023,20 @@ function e2eNotes(results: E2eResult[]): string[] {
     const rs = results.filter((r) => r.store === k);
     const avg = (f: (r: E2eResult) => number): number => rs.reduce((a, r) => a + f(r), 0) / rs.length;
     const perJob = (f: (c: CpuSample) => number): number => avg((r) => (1000 * f(r.cpu)) / r.jobs);
-    const ours = perJob((c) => c.server + c.executors + c.steps + (c.postgres ?? 0) + c.client);
+    const own = (c: CpuSample): number => c.server + c.executors + c.steps + (c.postgres ?? 0) + c.client;
+    const ours = perJob(own);
     const ceiling = (cpus * 1000) / ours;
     const rate = avg((r) => perSec(r.jobs, r.ms));
-    const busy = rs.map((r) => r.cpu.machine / r.cpu.machineCapacity);
+    // How busy the run's processes kept the CPU that other processes left them.
+    const used = avg((r) => own(r.cpu) / (r.cpu.machineCapacity * (1 - restShare(r))));
     const pgCpu = rs.some((r) => r.cpu.postgres !== undefined) ? `, PostgreSQL ${perJob((c) => c.postgres ?? 0).toFixed(1)}` : '';
     return (
       `**${STORE_NAME[k]}**: ${ours.toFixed(0)} ms of CPU per job in the run's own processes (executors ` +
       `${perJob((c) => c.executors).toFixed(1)}, server ${perJob((c) => c.server).toFixed(1)}${pgCpu}, step processes ` +
       `${perJob((c) => c.steps).toFixed(1)}, benchmark client ${perJob((c) => c.client).toFixed(1)}): a ceiling of ` +
-      `${cpus} CPUs ÷ ${ours.toFixed(0)} ms = ${ceiling.toFixed(0)} jobs/s, and ${rate.toFixed(0)} measured (${pct(rate / ceiling)} of it), ` +
-      `the machine ${pct(Math.min(...busy))}–${pct(Math.max(...busy))} busy` +
-      (rate / ceiling >= 0.9 ? ': CPU-bound.' : ': CPU-bound only in part; the rest is waiting.')
+      `${cpus} CPUs ÷ ${ours.toFixed(0)} ms = ${ceiling.toFixed(0)} jobs/s with the machine to themselves, and ${rate.toFixed(0)} ` +
+      `measured (${pct(rate / ceiling)} of it); they kept ${pct(used)} of the CPU left to them busy` +
+      (used >= 0.9 ? ': CPU-bound.' : ': CPU-bound only in part; the rest is waiting.')
     );
   });
   const notes = [
@@ -1050,6 +1046,13 @@ function e2eNotes(results: E2eResult[]): string[] {
       (stores.includes('postgres') ? ', and on PostgreSQL the database\'s on top.' : '.'),
     ...parts.map((p) => `- ${p}`),
   ];
+  const worst = Math.max(...results.map(restShare));
+  if (worst > DISTURBED) {
+    notes.push(
+      `Other processes used up to ${pct(worst)} of the machine's CPU during a run ("rest of the machine") even after ` +
+        `${MAX_TRIES} tries: the jobs/s of such runs are lower than this machine can do, and the ratios less certain.`,
+    );
+  }
   const pgRuns = results.filter((r) => r.pgActivity);
   if (pgRuns.length) {
     const waits: Record<string, number> = {};

@@ -260,9 +260,12 @@ export class PostgresStore implements Store {
   async heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
     if (args.jobs.length === 0) return { knownIds: [], cancelIds: [] };
     const rows = await this.query<{ id: number; attempt: number; cancel_requested: boolean }>(
-      `UPDATE jobs SET last_heartbeat_at = $1
-       FROM unnest($2::bigint[], $3::int[]) AS ref(id, attempt)
-       WHERE jobs.id = ref.id AND jobs.attempt = ref.attempt AND jobs.state = 'processing' AND jobs.executor_name = $4
+      // Rows are locked in id order: two overlapping heartbeats of one executor would otherwise deadlock.
+      `WITH target AS (
+         SELECT jobs.id FROM jobs JOIN unnest($2::bigint[], $3::int[]) AS ref(id, attempt) ON jobs.id = ref.id AND jobs.attempt = ref.attempt
+         WHERE jobs.state = 'processing' AND jobs.executor_name = $4
+         ORDER BY jobs.id FOR NO KEY UPDATE OF jobs)
+       UPDATE jobs SET last_heartbeat_at = $1 FROM target WHERE jobs.id = target.id
        RETURNING jobs.id, jobs.attempt, jobs.cancel_requested`,
       [args.now, args.jobs.map((j) => j.id), args.jobs.map((j) => j.attempt), args.executorName],
     );
