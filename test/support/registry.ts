@@ -4,11 +4,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { docker, removeImage } from './docker.js';
 import { OUTPUT_DIR } from './processes.js';
+import { freePort } from './ports.js';
 
 export interface RegistryHandle {
   /** '127.0.0.1:PORT' */
@@ -132,16 +132,6 @@ async function kill(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A bcrypt htpasswd line (the only hash distribution accepts); the password goes on stdin, not argv. */
 function htpasswdLine(user: string, password: string): Promise<string> {

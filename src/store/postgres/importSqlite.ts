@@ -71,6 +71,8 @@ export async function importSqlite(sqliteFile: string, postgresUrl: string, prog
 
   const db = new Database(sqliteFile, { readonly: true, fileMustExist: true });
   const client = new pg.Client({ connectionString: postgresUrl });
+  // A dropped connection also emits 'error'; the failed query reports it, an unheard event would end the process.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     const nonEmpty = [];

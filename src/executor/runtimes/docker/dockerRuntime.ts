@@ -56,6 +56,8 @@ export class DockerRuntime implements Runtime {
   private readonly accessible = new Set<string>();
   private janitor?: NodeJS.Timeout;
   private jobLimits: JobLimits;
+  /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
+  private readonly network: 'bridge' | 'none';
 
   private constructor(
     private readonly docker: Docker,
@@ -64,6 +66,7 @@ export class DockerRuntime implements Runtime {
     private readonly log: Logger,
   ) {
     this.puller = new ImagePuller(docker);
+    this.network = networkFor(config, engine);
     // The engine refuses --cpus above the host's CPU count; a larger setting means "all of them".
     const cpus = config.jobCpus > engine.cpus ? engine.cpus : config.jobCpus;
     if (cpus !== config.jobCpus) log.warn({ configured: config.jobCpus, host: engine.cpus }, 'EXECUTOR_JOB_NUM_CPUS is above the host\'s CPU count; using the host\'s');
@@ -95,10 +98,6 @@ export class DockerRuntime implements Runtime {
     return new DockerRuntime(docker, config, engine, log);
   }
 
-  /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
-  private get network(): 'bridge' | 'none' {
-    return networkFor(this.config, this.engine);
-  }
 
   async version(): Promise<string | undefined> {
     const oci = this.config.docker.ociRuntime || this.engine.defaultRuntime;
@@ -115,7 +114,7 @@ export class DockerRuntime implements Runtime {
 
   async runStep(ctx: StepContext): Promise<StepResult> {
     const spec = this.stepContainer(ctx, `dockhand-${ctx.job.id}-${ctx.job.attempt}-${ctx.index + 1}-${randomBytes(3).toString('hex')}`);
-    const credential = await chooseCredential(spec.image, { job: ctx.job.dockerAuthConfig, executor: this.config.docker.authConfig });
+    const credential = () => chooseCredential(spec.image, { job: ctx.job.dockerAuthConfig, executor: this.config.docker.authConfig });
     await this.puller.ensure(spec.image, credential, ctx.note, ctx.signal);
     if (ctx.step.user) await this.openWorkspaceFor(ctx.dirs.workspace, ctx.step.user);
     return this.runContainer(spec, ctx.output, ctx.signal);
@@ -275,7 +274,7 @@ export class DockerRuntime implements Runtime {
     try {
       await writeFile(path.join(dir, 'check.sh'), 'echo ok\n', { mode: 0o755 });
       const image = this.config.docker.defaultImage;
-      await this.puller.ensure(image, await chooseCredential(image, { executor: this.config.docker.authConfig }), () => undefined, AbortSignal.timeout(120_000));
+      await this.puller.ensure(image, () => chooseCredential(image, { executor: this.config.docker.authConfig }), () => undefined, AbortSignal.timeout(120_000));
       let out = '';
       const result = await this.runContainer(
         {

@@ -28,9 +28,13 @@ export class ImagePuller {
 
   constructor(private readonly docker: Docker) {}
 
-  async ensure(image: string, credential: ChosenCredential, note: (line: string) => void, signal: AbortSignal): Promise<void> {
+  /** `chooseCredential` runs only when a pull is needed: an image the engine has costs no credential lookup. */
+  async ensure(
+    image: string, chooseCredential: () => Promise<ChosenCredential>, note: (line: string) => void, signal: AbortSignal,
+  ): Promise<void> {
     const ref = withDefaultTag(image);
     if (await this.present(ref)) return;
+    const credential = await chooseCredential();
     note(`[dockhand] pulling ${ref} from ${credential.registry} with ${credential.source}`);
     // Shared only between pulls with the same credential: a job never gets an image through another job's rights.
     const key = `${ref}\n${createHash('sha256').update(JSON.stringify(credential.auth ?? null)).digest('hex')}`;
