@@ -43,7 +43,12 @@ export interface DequeuedJob {
   namespace: string;
   /** Without `dockerAuthConfig`, which travels apart: */
   spec: Omit<JobSpec, 'dockerAuthConfig'>;
-  /** Registry credentials given with the job; the highest-priority source for its image pulls. */
+  /**
+   * The values of the secrets the job names, by name, resolved in its namespace. The executor sets each in every
+   * step's env and redacts every form of each value from anything it sends or logs.
+   */
+  secrets?: Record<string, string>;
+  /** Registry credentials given with the job or in its DOCKER_AUTH_CONFIG secret; the first source for its pulls. */
   dockerAuthConfig?: DockerAuthConfig;
 }
 

@@ -10,13 +10,17 @@ import { ApiError, ExecutorApiClient, type FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import { JobLog } from './jobLog.js';
 import { runJob, type StopReason } from './jobRunner.js';
-import { Redactor } from './redactor.js';
+import { Redactor, executorLogRedactor } from './redactor.js';
 import { urlCredentials } from './workspace.js';
 import type { Runtime } from './runtimes/runtime.js';
 
 interface RunningJob {
   job: DequeuedJob;
   log: JobLog;
+  /** Masks the job's secrets, its token and the executor's in everything sent about the job. */
+  redactor: Redactor;
+  /** What the job added to the executor's log redactor: taken out again when the job is done. */
+  masked: string[];
   stop: AbortController;
   /** The server no longer wants this attempt: stop it and send nothing more. */
   gone: boolean;
@@ -48,8 +52,11 @@ export class Agent {
     private readonly config: ExecutorConfig,
     private readonly runtime: Runtime,
     private readonly log: Logger,
+    /** Redacts the executor's own log (`log` must write through it); running jobs' secrets are added to it. */
+    private readonly logRedactor: Redactor = executorLogRedactor,
   ) {
     this.api = new ExecutorApiClient(config.frontendUrl, config.frontendPassword);
+    logRedactor.add(config.frontendPassword, 'PASSWORD_REMOVED');
   }
 
   get name(): string {
@@ -142,12 +149,24 @@ export class Agent {
   private startJob(job: DequeuedJob): void {
     // The same job again means our earlier attempt was reset: that one is stale.
     for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
-    const redactor = new Redactor().add(this.config.frontendPassword, 'PASSWORD_REMOVED').add(job.token, 'JOB_TOKEN_REMOVED');
-    for (const credential of urlCredentials(job.spec.repository?.url)) redactor.add(credential, '***');
-    for (const secret of [...secretsOf(job.dockerAuthConfig), ...secretsOf(this.config.docker.authConfig)]) redactor.add(secret, '***');
+    const masks: [value: string, replacement: string][] = [
+      [this.config.frontendPassword, 'PASSWORD_REMOVED'],
+      [job.token, 'JOB_TOKEN_REMOVED'],
+      ...Object.entries(job.secrets ?? {}).map(([name, value]): [string, string] => [value, `\${{ secrets.${name} }}`]),
+      ...urlCredentials(job.spec.repository?.url).map((credential): [string, string] => [credential, '***']),
+      ...[...secretsOf(job.dockerAuthConfig), ...secretsOf(this.config.docker.authConfig)].map((secret): [string, string] => [secret, '***']),
+    ];
+    const redactor = new Redactor();
+    for (const [value, replacement] of masks) {
+      redactor.add(value, replacement);
+      // Counted: a value two running jobs share stays masked until both are done.
+      this.logRedactor.add(value, replacement);
+    }
     const running: RunningJob = {
       job,
       log: new JobLog((entries) => this.api.appendLogs(job, entries), redactor, this.config.maxLogSize),
+      redactor,
+      masked: masks.map(([value]) => value),
       stop: new AbortController(),
       gone: false,
     };
@@ -156,6 +175,7 @@ export class Agent {
     this.active++;
     this.log.info({ jobId: job.id, attempt: job.attempt, queue: job.queue }, 'job started');
     running.done = this.execute(running).finally(() => {
+      for (const value of running.masked) this.logRedactor.remove(value);
       this.jobs.delete(key);
       this.changed();
     });
@@ -180,7 +200,8 @@ export class Agent {
       this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
       return;
     }
-    await this.deliver(running, report);
+    // A message can quote what the job did (a git error, a runtime's reason): it is redacted like the log.
+    await this.deliver(running, report.kind === 'complete' ? report : { ...report, message: running.redactor.redact(report.message) });
   }
 
   private async flushLog(running: RunningJob): Promise<void> {
@@ -201,7 +222,10 @@ export class Agent {
       try {
         while (log.dirty) await log.flush();
         const answer = await this.api.finish(job, report);
-        this.log.info({ jobId: job.id, attempt: job.attempt, report: report.kind, state: answer.state }, 'job finished');
+        this.log.info(
+          { jobId: job.id, attempt: job.attempt, report: report.kind, state: answer.state, ...(report.kind === 'complete' ? {} : { message: report.message }) },
+          'job finished',
+        );
         return;
       } catch (err) {
         if (err instanceof ApiError && err.attemptGone) {

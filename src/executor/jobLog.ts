@@ -68,7 +68,10 @@ export class JobLog {
     this.entries.push(entry);
     return {
       write: (stream, text) => this.write(entry, stream, text),
-      note: (line) => this.addLine(entry, 'stderr', line),
+      // Redacted whole, then shown line by line: a multi-line note may hold a multi-line secret.
+      note: (text) => {
+        for (const line of this.redactor.redact(text).split('\n')) this.addRedactedLine(entry, 'stderr', terminalView(line));
+      },
       finish: (exitCode, durationMs) => {
         for (const stream of ['stdout', 'stderr'] as const) {
           if (entry.partial[stream]) this.addLine(entry, stream, entry.partial[stream]);
@@ -84,15 +87,31 @@ export class JobLog {
     const lines = (entry.partial[stream] + text).split('\n');
     entry.partial[stream] = lines.pop() ?? '';
     for (const line of lines) this.addLine(entry, stream, line);
-    if (entry.partial[stream].length > MAX_PARTIAL_LINE) {
-      this.addLine(entry, stream, entry.partial[stream]);
-      entry.partial[stream] = '';
-    }
+    if (entry.partial[stream].length > MAX_PARTIAL_LINE) this.sendPartialHead(entry, stream);
+  }
+
+  /**
+   * Sends the start of a partial line that grew too long, as a line of its own. The last `maxLength - 1`
+   * characters stay buffered: a secret that starts in them may go on in the next write, and one that starts
+   * before them is whole in the buffer, so the part sent never ends inside a secret.
+   */
+  private sendPartialHead(entry: Entry, stream: Stream): void {
+    const partial = entry.partial[stream];
+    let end = partial.length - Math.max(0, this.redactor.maxLength - 1);
+    if (end <= 0) return;
+    if (/[\uD800-\uDBFF]/.test(partial[end - 1])) end--;
+    const { redacted, consumed } = this.redactor.redactHead(partial, end);
+    entry.partial[stream] = partial.slice(consumed);
+    this.addRedactedLine(entry, stream, terminalView(redacted));
   }
 
   private addLine(entry: Entry, stream: Stream, line: string): void {
+    this.addRedactedLine(entry, stream, this.redactor.redact(terminalView(line)));
+  }
+
+  private addRedactedLine(entry: Entry, stream: Stream, line: string): void {
     if (this.truncated) return;
-    const text = `${stream}: ${this.redactor.redact(terminalView(line))}\n`;
+    const text = `${stream}: ${line}\n`;
     const bytes = Buffer.byteLength(text);
     if (this.totalBytes + bytes > this.maxBytes) {
       this.truncated = true;

@@ -74,6 +74,8 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
         DOCKHAND_QUEUE: job.queue,
         DOCKHAND_STEP_KEY: step.key,
         ...step.env,
+        // The job's secrets, by name, in every step (the spec refuses a step env that names one of them).
+        ...job.secrets,
       };
       const stepCtx = { job, spec, step, index, dirs, workdir, scriptPath, env, limits };
       const entry = log.startEntry(`step.${step.key}`, runtime.describeStep(stepCtx));
