@@ -50,6 +50,11 @@ export class ClientApi {
   }
 
   async request<T>(method: string, route: string, body?: unknown): Promise<T> {
+    return (await this.send<T>(method, route, body)).data;
+  }
+
+  /** Like `request`, with the answer's status too (e.g. 201 created versus 200 updated). */
+  async send<T>(method: string, route: string, body?: unknown): Promise<{ status: number; data: T }> {
     const res = await this.fetch(method, route, body);
     const text = await res.text();
     const data = text ? (JSON.parse(text) as T & { error?: string; issues?: FieldIssue[] }) : ({} as T & { error?: string; issues?: FieldIssue[] });
@@ -58,7 +63,7 @@ export class ClientApi {
       const hint = res.status === 401 ? '\nCheck DOCKHAND_TOKEN (or run `dockhand up` again to refresh the saved token).' : '';
       throw new CliError(`${data.error ?? `HTTP ${res.status}`}${issues}${hint}`);
     }
-    return data;
+    return { status: res.status, data };
   }
 
   async fetch(method: string, route: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
@@ -72,6 +77,9 @@ export class ClientApi {
     } catch (err) {
       if (signal?.aborted) throw err;
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(cause)) {
+        throw new CliError(`cannot trust the certificate of ${this.url} (${cause}): if it comes from your own CA or is self-signed, run with NODE_EXTRA_CA_CERTS=/path/to/ca.pem`);
+      }
       throw new CliError(`cannot reach Dockhand at ${this.url} (${cause}): is the server running? Set DOCKHAND_URL to its address.`);
     }
   }

@@ -4,8 +4,11 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../core/envConfig.js';
 import { VERSION } from '../core/version.js';
 import { CliError } from './client.js';
+import { registerAccountCommands } from './commands/accountCommands.js';
 import { registerDbCommands } from './commands/dbCommands.js';
 import { registerJobCommands } from './commands/jobCommands.js';
+import { addKeyCommands } from './commands/keyCommands.js';
+import { registerSecretCommands } from './commands/secretCommands.js';
 import { registerServerCommands } from './commands/serverCommands.js';
 
 const program = new Command()
@@ -17,6 +20,8 @@ const program = new Command()
 
 registerServerCommands(program);
 registerJobCommands(program);
+registerAccountCommands(program);
+addKeyCommands(registerSecretCommands(program));
 registerDbCommands(program);
 
 try {

@@ -17,6 +17,14 @@ const GIT_REVISION_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9._/@^~{}-]{0,254}$/;
 /** Transports git can fetch from. `ext::` and friends would run commands on the executor. */
 const GIT_URL_PATTERN = /^(https?:\/\/|ssh:\/\/|git:\/\/|file:\/\/|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:)\S+$/;
 
+/** Variables the executor sets for every step, which a secret must not replace. */
+const RESERVED_ENV = /^(DOCKHAND_.*|PATH|HOME)$/;
+
+export const secretName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be a secret name: letters, digits and "_", not starting with a digit')
+  .refine((name) => !RESERVED_ENV.test(name), 'is a name the executor sets for every step (PATH, HOME, DOCKHAND_*); pick another');
+
 export const MAX_FILES_BYTES = 8 * 1024 * 1024;
 
 export const queueName = z
@@ -87,7 +95,11 @@ export const resourcesSpec = z.strictObject({
 export const jobSpec = z
   .strictObject({
     queue: queueName,
-    namespace: z.string().regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"').default('global'),
+    namespace: z
+      .string()
+      .regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"')
+      .optional()
+      .describe('Whose job this is; default the submitter\'s own namespace, "user:NAME"'),
     repository: repositorySpec.optional(),
     files: z.record(workspaceFile, z.string()).optional().describe('Files written into the workspace before the steps'),
     steps: z.array(stepSpec).max(100, 'at most 100 steps'),
@@ -98,6 +110,11 @@ export const jobSpec = z
       .enum(['default', 'none'], { error: () => 'must be "default" (the executor\'s network) or "none" (no network at all)' })
       .optional()
       .describe('"none" runs every step without any network; executors may also force "none"'),
+    secrets: z
+      .array(secretName)
+      .max(100, 'at most 100 secrets')
+      .optional()
+      .describe('Names of secrets the steps use: each is looked up in the job\'s namespace, then global, and set in every step\'s env'),
     dockerAuthConfig: staticDockerAuthConfigInput
       .optional()
       .describe('Registry credentials for this job\'s images, in the docker config.json "auths" format. Never shown back.'),
@@ -111,6 +128,19 @@ export const jobSpec = z
         ctx.addIssue({ code: 'custom', path: ['steps', index, 'key'], message: `duplicates the key of steps[${first}]; step keys must be unique` });
       }
       seen.set(step.key, index);
+    });
+    const named = new Map<string, number>();
+    spec.secrets?.forEach((name, index) => {
+      const first = named.get(name);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['secrets', index], message: `repeats secrets[${first}]` });
+      named.set(name, index);
+    });
+    spec.steps.forEach((step, index) => {
+      for (const name of Object.keys(step.env ?? {})) {
+        if (named.has(name)) {
+          ctx.addIssue({ code: 'custom', path: ['steps', index, 'env', name], message: `is also a secret the job uses; the secret sets it, so remove it from env` });
+        }
+      }
     });
     const fileBytes = Object.values(spec.files ?? {}).reduce((n, content) => n + Buffer.byteLength(content), 0);
     if (fileBytes > MAX_FILES_BYTES) {

@@ -1,51 +1,185 @@
 // The fastify app: the composition of the route groups, with one error format for every failure.
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import YAML from 'yaml';
+import helmet from '@fastify/helmet';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { formatSize } from '../core/units.js';
+import { AuthFailureLimiter } from './authLimiter.js';
 import type { ServerContext } from './context.js';
-import { HttpError, registerRoutes, type RouteDef } from './http.js';
+import { DEFAULT_BODY_LIMIT, HttpError, LARGE_BODY_LIMIT, registerRoutes, type RouteDef } from './http.js';
 import { openApiDocument } from './openapi.js';
 import { executorRoutes } from './routes/executorRoutes.js';
+import { accountRoutes } from './routes/accountRoutes.js';
 import { jobRoutes } from './routes/jobRoutes.js';
+import { secretRoutes } from './routes/secretRoutes.js';
 import { systemRoutes } from './routes/systemRoutes.js';
+import { parseYamlBody } from './yamlBody.js';
 
-export const BODY_LIMIT_BYTES = 16 * 1024 * 1024;
+/** The largest body any route accepts; each route has its own limit (RouteDef.bodyLimit, default 1 MiB). */
+export const BODY_LIMIT_BYTES = LARGE_BODY_LIMIT;
 
 export interface BuiltApp {
   app: FastifyInstance;
   routes: RouteDef<any, any>[];
 }
 
-export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: FastifyBaseLogger): BuiltApp {
-  const app = Fastify({
+export interface AppOptions {
+  /** Serve HTTPS with this certificate and key (and send HSTS). */
+  https?: { cert: Buffer; key: Buffer };
+  /** Which proxies' X-Forwarded-For to believe for the client address; default none. */
+  trustProxy?: boolean | number | string[];
+  /** 401 answers one address may get per window before its authenticated requests get 429; off when absent or limit 0. */
+  authFailures?: { limit: number; windowMs: number };
+}
+
+/** An API now, and a same-origin web UI later: its own scripts, styles and API only; never framed. */
+function cspDirectives(tlsOn: boolean): Record<string, string[]> {
+  return {
+    defaultSrc: ["'self'"],
+    baseUri: ["'self'"],
+    connectSrc: ["'self'"],
+    fontSrc: ["'self'"],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+    imgSrc: ["'self'", 'data:'],
+    objectSrc: ["'none'"],
+    scriptSrc: ["'self'"],
+    scriptSrcAttr: ["'none'"],
+    styleSrc: ["'self'"],
+    ...(tlsOn ? { upgradeInsecureRequests: [] } : {}),
+  };
+}
+
+const HSTS_MAX_AGE_S = 180 * 24 * 3600;
+
+function securityHeaders(tlsOn: boolean) {
+  return {
+    contentSecurityPolicy: { useDefaults: false, directives: cspDirectives(tlsOn) },
+    frameguard: { action: 'deny' as const },
+    referrerPolicy: { policy: 'no-referrer' as const },
+    // HSTS only means something over HTTPS; a plain-HTTP server must not pin browsers to HTTPS it does not serve.
+    strictTransportSecurity: tlsOn ? { maxAge: HSTS_MAX_AGE_S, includeSubDomains: false } : (false as const),
+  };
+}
+
+/**
+ * The main security headers, for the few answers fastify gives before any hook runs (a URL that is not valid
+ * percent-encoding, a path parameter over the length limit); helmet sets these and more on every other answer.
+ */
+function baselineHeaders(tlsOn: boolean): Record<string, string> {
+  const csp = Object.entries(cspDirectives(tlsOn))
+    .map(([name, values]) => [name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), ...values].join(' '))
+    .join(';');
+  return {
+    'content-security-policy': csp,
+    'x-content-type-options': 'nosniff',
+    'x-frame-options': 'DENY',
+    'referrer-policy': 'no-referrer',
+    'cache-control': 'no-store',
+    ...(tlsOn ? { 'strict-transport-security': `max-age=${HSTS_MAX_AGE_S}` } : {}),
+  };
+}
+
+/** 413 that says which limit and what to do, instead of fastify's bare "Request body is too large". */
+function bodyTooLarge(req: FastifyRequest): HttpError {
+  const limit = req.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const advice = limit >= LARGE_BODY_LIMIT
+    ? 'send less in one request: keep job files under 8 MiB (fetch larger inputs from a repository or URL in a step) and log output in smaller appends'
+    : 'send a smaller body; this route needs only a small JSON object';
+  return new HttpError(413, `request body too large: ${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} accepts at most ${formatSize(limit)}B (${limit} bytes); ${advice}`, {
+    limitBytes: limit,
+  });
+}
+
+/** Trust this many proxies in front: the client is the address the outermost of them saw. */
+function hops(count: number): (address: string, index: number) => boolean {
+  return (_address, index) => index < count;
+}
+
+function send(reply: FastifyReply, err: HttpError): FastifyReply {
+  return reply.code(err.statusCode).send({ error: err.message, ...err.extra });
+}
+
+export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: FastifyBaseLogger, options: AppOptions = {}): BuiltApp {
+  const common: FastifyServerOptions = {
     loggerInstance: logger,
-    bodyLimit: BODY_LIMIT_BYTES,
+    bodyLimit: DEFAULT_BODY_LIMIT,
     // Long polls and log streams stay open; keep idle keep-alive sockets longer than an executor's poll.
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
-  });
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    // Only when configured (DOCKHAND_TRUST_PROXY): otherwise anyone could pick their address for the auth limiter.
+    trustProxy: typeof options.trustProxy === 'number' ? hops(options.trustProxy) : (options.trustProxy ?? false),
+    // Answers fastify gives before routing (bad percent-encoding, a too-long path parameter): our format and headers.
+    frameworkErrors: (err, _req, reply: FastifyReply) => {
+      const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
+      const message = status === 414 ? 'a path segment of this URL is too long' : 'this URL is not valid: a path segment is not proper percent-encoding';
+      void reply.code(status).headers(baselineHeaders(Boolean(options.https))).send({ error: message, code: err.code });
+    },
+  };
+  // The HTTPS server's type differs only in the raw server; routes and hooks are the same.
+  const app = Fastify(options.https ? ({ ...common, https: options.https } as FastifyServerOptions) : common) as unknown as FastifyInstance;
   const closing = new AbortController();
   const full: ServerContext = { ...ctx, log: logger, closing: closing.signal };
   app.addHook('preClose', async () => closing.abort());
 
+  // Registered first, so its headers are on every answer, including the limiter's 429 and errors.
+  void app.register(helmet, securityHeaders(Boolean(options.https)));
+  app.addHook('onSend', async (_req, reply, payload) => {
+    // API answers are per caller and often secret (job specs, tokens): no cache may keep them.
+    if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    return payload;
+  });
+
+  const limiter = options.authFailures && options.authFailures.limit > 0 ? new AuthFailureLimiter(options.authFailures) : undefined;
+  if (limiter) {
+    app.addHook('onRequest', async (req, reply) => {
+      const auth = (req.routeOptions.config as { auth?: string }).auth;
+      if (auth === undefined || auth === 'public') return;
+      const waitMs = limiter.blockedFor(req.ip);
+      if (waitMs === undefined) return;
+      // Refused before the credentials are looked at: a blocked guesser learns nothing about them.
+      const seconds = Math.max(1, Math.ceil(waitMs / 1000));
+      reply.header('retry-after', String(seconds));
+      throw new HttpError(
+        429,
+        `too many failed authentications from ${req.ip}: requests that need credentials are refused until ${new Date(Date.now() + waitMs).toISOString()}; retry after ${seconds} s with valid credentials`,
+        { retryAfterSeconds: seconds },
+      );
+    });
+    app.addHook('onResponse', async (req, reply) => {
+      if (reply.statusCode === 401 && limiter.recordFailure(req.ip)) {
+        req.log.warn({ ip: req.ip, limit: limiter.options.limit, windowMs: limiter.options.windowMs }, 'too many failed authentications: refusing this address until its window ends');
+      }
+    });
+  }
+
   app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_req, body, done) => {
     try {
-      done(null, YAML.parse(body as string));
+      done(null, parseYamlBody(body as string));
     } catch (err) {
-      done(new HttpError(400, `body is not valid YAML: ${(err as Error).message}`), undefined);
+      done(err as Error, undefined);
     }
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
-    if (err instanceof HttpError) return reply.code(err.statusCode).send({ error: err.message, ...err.extra });
+    if (err instanceof HttpError) return send(reply, err);
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, bodyTooLarge(req));
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      const type = String(req.headers['content-type'] ?? '').slice(0, 100);
+      return send(reply, new HttpError(415, `unsupported Content-Type ${JSON.stringify(type)}: send application/json (a job spec may also be application/yaml)`, { code: err.code }));
+    }
     const status = err.statusCode ?? 500;
-    if (status < 500) return reply.code(status).send({ error: err.message, code: err.code });
+    if (status < 500) return reply.code(status).send({ error: err.message || `request refused (HTTP ${status})`, code: err.code });
     req.log.error({ err, url: req.url, method: req.method }, 'request failed');
     return reply.code(500).send({ error: 'internal server error; the server log has details' });
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` }));
 
   const routes: RouteDef<any, any>[] = [];
-  routes.push(...executorRoutes(full), ...jobRoutes(full), ...systemRoutes(full, () => openApiDocument(routes)));
+  routes.push(
+    ...executorRoutes(full), ...jobRoutes(full), ...accountRoutes(full), ...secretRoutes(full),
+    ...systemRoutes(full, () => openApiDocument(routes)),
+  );
   registerRoutes(app, routes, { store: ctx.store, executorsAccessToken: ctx.config.executorsAccessToken });
   return { app, routes };
 }

@@ -4,29 +4,20 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { issuesOf, type FieldIssue } from '../core/jobSpec.js';
 import { hashToken, tokensEqual } from '../core/tokens.js';
+import type { UserRecord } from '../store/accounts.js';
 import type { AttemptRecord, Store } from '../store/store.js';
+import { Principal } from './access.js';
+import { HttpError, badRequest } from './httpError.js';
 
 export type AuthKind = 'public' | 'executor' | 'job' | 'client';
 
 export type AuthContext =
   | { kind: 'public' }
   | { kind: 'executor' }
-  | { kind: 'client'; tokenId: number; tokenName: string }
+  | { kind: 'client'; tokenId: number; principal: Principal }
   | { kind: 'job'; attempt: AttemptRecord };
 
-export class HttpError extends Error {
-  constructor(
-    readonly statusCode: number,
-    message: string,
-    readonly extra: Record<string, unknown> = {},
-  ) {
-    super(message);
-  }
-}
-
-export function badRequest(message: string, issues: FieldIssue[]): HttpError {
-  return new HttpError(400, message, { issues });
-}
+export { HttpError, badRequest } from './httpError.js';
 
 export interface HandlerContext<B, Q> {
   req: FastifyRequest;
@@ -52,6 +43,8 @@ export interface RouteDef<B = unknown, Q = unknown> {
   status?: number;
   /** Other documented answers, e.g. { 204: 'no job arrived in time' }. */
   otherResponses?: Record<number, string>;
+  /** Largest request body accepted, in bytes (default DEFAULT_BODY_LIMIT); larger ones get 413. */
+  bodyLimit?: number;
   handler(ctx: HandlerContext<B, Q>): Promise<unknown>;
 }
 
@@ -91,9 +84,9 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
   }
   if (scheme !== 'bearer') throw refuse('wrong authorization scheme');
   if (kind === 'client') {
-    const token = await deps.store.findApiToken(hashToken(credential));
-    if (!token) throw refuse('invalid API token');
-    return { kind, tokenId: token.id, tokenName: token.name };
+    const found = await deps.store.accounts.findToken(hashToken(credential), Date.now());
+    if (!found) throw refuse('invalid API token');
+    return { kind, tokenId: found.token.id, principal: await principalOf(deps.store, found.user) };
   }
   const attempt = await deps.store.findAttemptByToken(hashToken(credential));
   if (!attempt) throw refuse('invalid job token');
@@ -102,16 +95,37 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
   return { kind, attempt };
 }
 
+async function principalOf(store: Store, user: UserRecord): Promise<Principal> {
+  return new Principal(user, await store.accounts.orgsOf(user.id));
+}
+
+/** The user behind a client route's request. */
+export function principal(auth: AuthContext): Principal {
+  if (auth.kind !== 'client') throw new Error('client route without client auth');
+  return auth.principal;
+}
+
+/** Request bodies of client and executor calls; routes that carry more (a job spec, log output) say so. */
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+/** Job submissions (up to 8 MiB of files, JSON-escaped) and log appends (2M characters, escaped). */
+export const LARGE_BODY_LIMIT = 16 * 1024 * 1024;
+
 export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[], deps: AuthDeps): void {
+  // Filled before the body is read, so requests without valid credentials never cost a body parse.
+  const authOf = new WeakMap<FastifyRequest, AuthContext>();
   for (const def of routes) {
     app.route({
       method: def.method,
       url: def.url,
       config: { auth: def.auth },
+      bodyLimit: def.bodyLimit ?? DEFAULT_BODY_LIMIT,
       // Per-request lines would drown the log (executors poll and append constantly); errors are still logged.
       logLevel: 'warn',
+      onRequest: async (req) => {
+        authOf.set(req, await authenticate(req, def.auth, deps));
+      },
       handler: async (req, reply) => {
-        const auth = await authenticate(req, def.auth, deps);
+        const auth = authOf.get(req) ?? (await authenticate(req, def.auth, deps));
         const body = parseWith(def.body, req.body, def.bodyName ?? 'request body');
         const query = parseWith(def.query, req.query ?? {}, 'request query');
         return def.handler({ req, reply, body, query, params: req.params as Record<string, string>, auth });

@@ -1,9 +1,11 @@
 // Starting and stopping a coordinator: store, migrations, bootstrap token, HTTP, reaper.
 import path from 'node:path';
 import pino from 'pino';
+import { logRedact } from '../core/logRedact.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
 import { PostgresStore } from '../store/postgres/postgresStore.js';
 import { SqliteStore } from '../store/sqlite/sqliteStore.js';
+import type { Accounts, UserRecord } from '../store/accounts.js';
 import type { Store } from '../store/store.js';
 import { buildApp } from './app.js';
 import { redactDatabaseUrl, type ServerConfig } from './config.js';
@@ -11,6 +13,9 @@ import { CLUSTER_FALLBACK_POLL_MS, relayEvents } from './cluster.js';
 import { EventBus } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { startReaper } from './reaper.js';
+import { Keyring } from './secrets/keyring.js';
+import { Secrets } from './secrets/secrets.js';
+import { ConfigError } from '../core/envConfig.js';
 
 export interface RunningServer {
   url: string;
@@ -21,17 +26,30 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export const BOOTSTRAP_TOKEN_NAME = 'admin';
+export const BOOTSTRAP_USER = 'admin';
 const CLOSE_GRACE_MS = 2_000;
 
-async function bootstrapAdminToken(store: Store, fromEnv: string | undefined): Promise<string | undefined> {
+/** The first site admin, "admin", made on the first start (or found again). */
+export async function bootstrapAdminUser(accounts: Accounts): Promise<UserRecord> {
+  const existing = await accounts.getUser(BOOTSTRAP_USER);
+  if (existing) return existing;
+  // Replicas starting together may both try; the loser finds the winner's row.
+  return (await accounts.createUser(BOOTSTRAP_USER, true, Date.now())) ?? (await accounts.getUser(BOOTSTRAP_USER))!;
+}
+
+/** On the first start, a token for "admin", returned to be shown once; DOCKHAND_ADMIN_TOKEN is admin's token instead. */
+async function bootstrapAdminToken(accounts: Accounts, fromEnv: string | undefined): Promise<string | undefined> {
   if (fromEnv) {
-    if (!(await store.findApiToken(hashToken(fromEnv)))) await store.createApiToken('admin (DOCKHAND_ADMIN_TOKEN)', hashToken(fromEnv), Date.now());
+    if (!(await accounts.findToken(hashToken(fromEnv), Date.now()))) {
+      const admin = await bootstrapAdminUser(accounts);
+      await accounts.createToken(admin.id, 'DOCKHAND_ADMIN_TOKEN', hashToken(fromEnv), Date.now());
+    }
     return undefined;
   }
-  if ((await store.countApiTokens()) > 0) return undefined;
+  if ((await accounts.countTokens()) > 0) return undefined;
+  const admin = await bootstrapAdminUser(accounts);
   const token = newToken(API_TOKEN_PREFIX);
-  await store.createApiToken(BOOTSTRAP_TOKEN_NAME, hashToken(token), Date.now());
+  await accounts.createToken(admin.id, 'bootstrap', hashToken(token), Date.now());
   return token;
 }
 
@@ -40,22 +58,41 @@ export function describeStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUr
   return config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : config.dataDir;
 }
 
-export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' } })): Promise<RunningServer> {
+/** The configured database (PostgreSQL when a URL is set, else SQLite in the data directory), migrated. */
+export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): Promise<Store> {
   const store: Store = config.databaseUrl ? new PostgresStore(config.databaseUrl) : new SqliteStore(path.join(config.dataDir, 'dockhand.db'));
   await store.migrate();
-  const bootstrapToken = await bootstrapAdminToken(store, config.adminToken);
+  return store;
+}
+
+export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact })): Promise<RunningServer> {
+  const store = await openStore(config);
+  const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: config.encryptionKey }, config.dataDir));
+  const missingKeys = await secrets.missingKeys();
+  if (missingKeys.length) {
+    await store.close();
+    throw new ConfigError(
+      `stored secrets were encrypted with key${missingKeys.length > 1 ? 's' : ''} ${missingKeys.join(', ')}, which ${secrets.keyring.source.describe} does not hold. ` +
+        'Give this server the same keys as the others (DOCKHAND_ENCRYPTION_KEY on every replica, or the key file from the data directory they used).',
+    );
+  }
+  const bootstrapToken = await bootstrapAdminToken(store.accounts, config.adminToken);
   const events = new EventBus(store.listen ? { maxWaitMs: CLUSTER_FALLBACK_POLL_MS } : {});
   const relay = await relayEvents(store, events, logger);
   const metrics = new ServerMetrics(store);
-  const { app } = buildApp({ store, events, metrics, config }, logger);
+  const { app } = buildApp({ store, events, metrics, secrets, config }, logger, {
+    https: config.tls && { cert: config.tls.cert, key: config.tls.key },
+    trustProxy: config.trustProxy,
+    authFailures: { limit: config.authFailureLimit, windowMs: config.authFailureWindowMs },
+  });
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const reaper = startReaper({ store, events, metrics, config, log: logger }, Date.now());
-  logger.info({ port, store: store.kind, where: describeStore(config) }, 'dockhand server listening');
+  const reaper = startReaper({ store, events, metrics, secrets, config, log: logger }, Date.now());
+  logger.info({ port, store: store.kind, where: describeStore(config), tls: Boolean(config.tls) }, 'dockhand server listening');
   return {
-    url: `http://${shownHost}:${port}`,
+    url: `${config.tls ? 'https' : 'http'}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
     port,
     store,
     bootstrapToken,

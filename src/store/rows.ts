@@ -31,12 +31,13 @@ export interface JobRow {
   id: number; queue: string; namespace: string; spec: string | JobSpec; state: JobState; attempt: number; max_attempts: number;
   num_failures: number; num_resets: number; cancel_requested: number | boolean; failure_message: string | null;
   executor_name: string | null; created_at: number; queued_at: number; available_at: number;
-  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null;
+  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null; submitted_by?: string | null;
 }
 
 export function toJob(row: JobRow): JobRecord {
   return {
     id: row.id, queue: row.queue, namespace: row.namespace, spec: typeof row.spec === 'string' ? (JSON.parse(row.spec) as JobSpec) : row.spec,
+    submittedBy: row.submitted_by ?? null,
     state: row.state, attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
     cancelRequested: Boolean(row.cancel_requested), failureMessage: row.failure_message, executorName: row.executor_name,
     createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
@@ -70,4 +71,9 @@ export function nextInTurn(heads: NamespaceHead[]): NamespaceHead | undefined {
     if (turn < 0 || (turn === 0 && age < 0)) best = head;
   }
   return best;
+}
+
+/** The namespace a job is stored under; the server always sets it, and specs from before default to global. */
+export function namespaceOf(spec: JobSpec): string {
+  return spec.namespace ?? 'global';
 }

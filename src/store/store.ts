@@ -3,12 +3,15 @@
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../core/protocol.js';
+import type { Accounts } from './accounts.js';
 
 export interface JobRecord {
   id: number;
   queue: string;
   namespace: string;
   spec: JobSpec;
+  /** The user whose token submitted the job (null for jobs from before users existed). */
+  submittedBy: string | null;
   state: JobState;
   /** Number of the current (or last) attempt; 0 before the first dequeue. */
   attempt: number;
@@ -88,6 +91,8 @@ export interface JobFilter {
   queue?: string;
   state?: JobState;
   namespace?: string;
+  /** Only jobs in one of these namespaces (what a user may see). */
+  namespaces?: string[];
   /** Only jobs with an id below this one (paging, newest first). */
   beforeId?: number;
   limit: number;
@@ -129,14 +134,14 @@ export interface Store {
   /** Throws when the database cannot be reached or written. */
   ping(): Promise<void>;
 
-  /** Storing a hash that is already stored changes nothing (replicas starting together may both try). */
-  createApiToken(name: string, tokenHash: string, now: number): Promise<void>;
-  findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined>;
-  countApiTokens(): Promise<number>;
-  deleteApiTokensNamed(name: string): Promise<void>;
+  /** Users, organizations, API tokens and executor secrets. */
+  readonly accounts: Accounts;
 
-  /** `dockerAuthConfig` (JSON text) is stored apart from the spec and only ever handed to the job's executor. */
-  enqueue(spec: JobSpec, now: number, credentials?: { dockerAuthConfig?: string }): Promise<JobRecord>;
+  /**
+   * `spec.namespace` must be set. `dockerAuthConfig` (encrypted by the server) is stored apart from the spec and
+   * only ever handed to the job's executor.
+   */
+  enqueue(spec: JobSpec, now: number, extra?: { dockerAuthConfig?: string; submittedBy?: string }): Promise<JobRecord>;
   getDockerAuthConfig(jobId: number): Promise<string | undefined>;
   getJob(id: number): Promise<JobRecord | undefined>;
   listJobs(filter: JobFilter): Promise<JobRecord[]>;

@@ -86,6 +86,20 @@ describe('private registry credentials', () => {
     expect(log).toContain('stdout: from the private image');
   });
 
+  it("pull with the DOCKER_AUTH_CONFIG secret of the job's namespace, over credentials given with the job and the executor's", async () => {
+    await client.addOrg('registry-team');
+    await client.setSecret('DOCKER_AUTH_CONFIG', JSON.stringify(auths(PASSWORD)), 'org:registry-team');
+    try {
+      const { done, log } = await pull('wrong-below', { namespace: 'org:registry-team', dockerAuthConfig: auths(WRONG) });
+      expect(done.state).toBe('completed');
+      expect(log).toContain("with the job's DOCKER_AUTH_CONFIG");
+      const access = (await client.call('GET', `/secrets/access-log?jobId=${done.id}`)).body.entries;
+      expect(access).toEqual([expect.objectContaining({ namespace: 'org:registry-team', name: 'DOCKER_AUTH_CONFIG', jobId: done.id, executorName: 'registry-wrong-below' })]);
+    } finally {
+      await client.call('DELETE', '/secrets/DOCKER_AUTH_CONFIG?namespace=org:registry-team');
+    }
+  });
+
   it('pull with EXECUTOR_DOCKER_AUTH_CONFIG over a wrong ~/.docker/config.json', async () => {
     const { done, log } = await pull('env-right');
     expect(done.state).toBe('completed');

@@ -1,33 +1,24 @@
 // The HTTP API in-process: validation errors name the field, every route refuses missing and wrong credentials
 // (walked from the route table, so new routes are covered without editing this file), OpenAPI and metrics.
-import path from 'node:path';
-import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { hashToken } from '../../src/core/tokens.js';
-import { buildApp } from '../../src/server/app.js';
-import { EventBus } from '../../src/server/events.js';
 import type { RouteDef } from '../../src/server/http.js';
-import { ServerMetrics } from '../../src/server/metrics.js';
-import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
-import { ADMIN_TOKEN, EXECUTORS_TOKEN, tempDir } from '../support/processes.js';
+import type { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
+import { inProcessServer, type InProcessServer } from '../support/inProcess.js';
+import { ADMIN_TOKEN, EXECUTORS_TOKEN } from '../support/processes.js';
 
+let server: InProcessServer;
 let app: FastifyInstance;
 let routes: RouteDef<any, any>[];
 let store: SqliteStore;
 
 beforeAll(async () => {
-  store = new SqliteStore(path.join(await tempDir('api'), 'dockhand.db'));
-  await store.migrate();
-  await store.createApiToken('admin', hashToken(ADMIN_TOKEN), Date.now());
-  const config = { executorsAccessToken: EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
-  ({ app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), config }, pino({ level: 'silent' })));
-  await app.ready();
+  server = await inProcessServer();
+  ({ app, routes, store } = server);
 });
 
 afterAll(async () => {
-  await app.close();
-  await store.close();
+  await server.close();
 });
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };

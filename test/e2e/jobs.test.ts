@@ -62,11 +62,13 @@ describe('jobs on two executors', () => {
   });
 
   it("does not let one namespace's batch starve another namespace's single job", async () => {
+    await client.addOrg('batch');
+    await client.addOrg('alone');
     const batch = await Promise.all(
-      Array.from({ length: 40 }, () => client.submit({ queue: 'alpha', namespace: 'user:batch', steps: [{ run: 'sleep 0.2' }] })),
+      Array.from({ length: 40 }, () => client.submit({ queue: 'alpha', namespace: 'org:batch', steps: [{ run: 'sleep 0.2' }] })),
     );
     await client.waitFor(batch[0].id, (j) => j.state !== 'queued');
-    const single = await client.submit({ queue: 'alpha', namespace: 'user:alone', steps: [{ run: 'true' }] });
+    const single = await client.submit({ queue: 'alpha', namespace: 'org:alone', steps: [{ run: 'true' }] });
     const done = await client.waitForState(single.id, 'completed', 30_000);
     const started = await Promise.all(batch.map(async (j) => (await client.job(j.id)).job.startedAt));
     // Every executor slot that freed up after the single job arrived went to it first.

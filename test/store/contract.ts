@@ -86,36 +86,142 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       });
     });
 
-    describe('api tokens', () => {
-      it('creates, finds and counts tokens by hash', async () => {
-        expect(await store.countApiTokens()).toBe(0);
-        await store.createApiToken('admin', 'hash-a', T0);
-        await store.createApiToken('ci', 'hash-b', T0);
-        expect(await store.countApiTokens()).toBe(2);
-        const found = await store.findApiToken('hash-a');
-        expect(found).toEqual({ id: expect.any(Number), name: 'admin' });
-        expect((await store.findApiToken('hash-b'))?.name).toBe('ci');
-        expect(await store.findApiToken('hash-unknown')).toBeUndefined();
+    describe('users, orgs and tokens', () => {
+      it('creates users once by name and keeps at least one site admin', async () => {
+        const admin = (await store.accounts.createUser('admin', true, T0))!;
+        expect(admin).toEqual({ id: expect.any(Number), name: 'admin', siteAdmin: true, createdAt: T0 });
+        expect(await store.accounts.createUser('admin', false, T0 + 1)).toBeUndefined();
+        await store.accounts.createUser('alice', false, T0);
+        expect(await store.accounts.setSiteAdmin('admin', false)).toBe('last_admin');
+        expect(await store.accounts.deleteUser('admin')).toBe('last_admin');
+        expect(await store.accounts.setSiteAdmin('alice', true)).toBe('ok');
+        expect(await store.accounts.setSiteAdmin('admin', false)).toBe('ok');
+        expect(await store.accounts.setSiteAdmin('nobody', true)).toBe('missing');
+        expect(await store.accounts.deleteUser('nobody')).toBe('missing');
+        expect((await store.accounts.listUsers()).map((u) => [u.name, u.siteAdmin])).toEqual([['admin', false], ['alice', true]]);
       });
 
-      it('keeps one token per hash: storing it again (two replicas starting together) changes nothing', async () => {
-        await store.createApiToken('one', 'same-hash', T0);
-        await store.createApiToken('two', 'same-hash', T0 + 1);
-        expect(await store.countApiTokens()).toBe(1);
-        expect(await store.findApiToken('same-hash')).toEqual({ id: expect.any(Number), name: 'one' });
+      it('keeps org memberships, and a user lists only their orgs', async () => {
+        const alice = (await store.accounts.createUser('alice', false, T0))!;
+        const bob = (await store.accounts.createUser('bob', false, T0))!;
+        const acme = (await store.accounts.createOrg('acme', alice.id, T0))!;
+        expect(acme).toMatchObject({ name: 'acme', members: 1 });
+        expect(await store.accounts.createOrg('acme', bob.id, T0)).toBeUndefined();
+        await store.accounts.createOrg('zeta', undefined, T0);
+        expect(await store.accounts.addMember(acme.id, bob.id, T0)).toBe(true);
+        expect(await store.accounts.addMember(acme.id, bob.id, T0)).toBe(false);
+        expect((await store.accounts.listMembers(acme.id)).map((u) => u.name)).toEqual(['alice', 'bob']);
+        expect(await store.accounts.orgsOf(bob.id)).toEqual(['acme']);
+        expect((await store.accounts.listOrgs(bob.id)).map((o) => o.name)).toEqual(['acme']);
+        expect((await store.accounts.listOrgs()).map((o) => [o.name, o.members])).toEqual([['acme', 2], ['zeta', 0]]);
+        expect((await store.accounts.listUsers()).find((u) => u.name === 'bob')?.orgs).toEqual(['acme']);
+        expect(await store.accounts.removeMember(acme.id, bob.id)).toBe(true);
+        expect(await store.accounts.removeMember(acme.id, bob.id)).toBe(false);
+        expect(await store.accounts.orgsOf(bob.id)).toEqual([]);
       });
 
-      it('deletes every token with a name and only those', async () => {
-        await store.createApiToken('admin', 'h1', T0);
-        await store.createApiToken('admin', 'h2', T0);
-        await store.createApiToken('other', 'h3', T0);
-        await store.deleteApiTokensNamed('admin');
-        expect(await store.countApiTokens()).toBe(1);
-        expect(await store.findApiToken('h1')).toBeUndefined();
-        expect(await store.findApiToken('h2')).toBeUndefined();
-        expect((await store.findApiToken('h3'))?.name).toBe('other');
-        await store.deleteApiTokensNamed('nobody');
-        expect(await store.countApiTokens()).toBe(1);
+      it('finds tokens by hash with their user, records their use, and keeps one token per hash', async () => {
+        const alice = (await store.accounts.createUser('alice', false, T0))!;
+        expect(await store.accounts.countTokens()).toBe(0);
+        const made = await store.accounts.createToken(alice.id, 'laptop', 'hash-a', T0);
+        expect(made).toEqual({ id: expect.any(Number), name: 'laptop', user: 'alice', createdAt: T0, lastUsedAt: null });
+        // Two replicas bootstrapping the same token: the second insert changes nothing.
+        await store.accounts.createToken(alice.id, 'again', 'hash-a', T0 + 1);
+        expect(await store.accounts.countTokens()).toBe(1);
+        const found = (await store.accounts.findToken('hash-a', T0 + 5))!;
+        expect(found.user).toEqual(alice);
+        expect(found.token.name).toBe('laptop');
+        expect((await store.accounts.getToken(made.id))?.lastUsedAt).toBe(T0 + 5);
+        expect(await store.accounts.findToken('hash-unknown', T0)).toBeUndefined();
+      });
+
+      it('lists and deletes tokens per user', async () => {
+        const alice = (await store.accounts.createUser('alice', false, T0))!;
+        const bob = (await store.accounts.createUser('bob', false, T0))!;
+        const a1 = await store.accounts.createToken(alice.id, 'up', 'h1', T0);
+        await store.accounts.createToken(alice.id, 'up', 'h2', T0);
+        await store.accounts.createToken(bob.id, 'up', 'h3', T0);
+        expect((await store.accounts.listTokens(alice.id)).map((t) => t.user)).toEqual(['alice', 'alice']);
+        expect(await store.accounts.listTokens()).toHaveLength(3);
+        await store.accounts.deleteTokensNamed(alice.id, 'up');
+        expect(await store.accounts.listTokens(alice.id)).toEqual([]);
+        expect(await store.accounts.findToken('h3', T0)).toBeDefined();
+        expect(await store.accounts.deleteToken(a1.id)).toBe(false);
+      });
+
+      it("deleting a user takes their tokens, memberships and user secrets, and leaves others' alone", async () => {
+        await store.accounts.createUser('admin', true, T0);
+        const alice = (await store.accounts.createUser('alice', false, T0))!;
+        const acme = (await store.accounts.createOrg('acme', alice.id, T0))!;
+        await store.accounts.createToken(alice.id, 't', 'h-alice', T0);
+        await store.accounts.putSecret({ namespace: 'user:alice', name: 'TOKEN', ciphertext: 'c1', updatedBy: 'alice', now: T0 });
+        await store.accounts.putSecret({ namespace: 'org:acme', name: 'TOKEN', ciphertext: 'c2', updatedBy: 'alice', now: T0 });
+        expect(await store.accounts.deleteUser('alice')).toBe('ok');
+        expect(await store.accounts.findToken('h-alice', T0)).toBeUndefined();
+        expect(await store.accounts.listMembers(acme.id)).toEqual([]);
+        expect((await store.accounts.listSecrets()).map((s) => s.namespace)).toEqual(['org:acme']);
+        expect(await store.accounts.deleteOrg('acme')).toBe(true);
+        expect(await store.accounts.listSecrets()).toEqual([]);
+        expect(await store.accounts.deleteOrg('acme')).toBe(false);
+      });
+    });
+
+    describe('secrets', () => {
+      const put = (namespace: string, name: string, ciphertext: string, now = T0) =>
+        store.accounts.putSecret({ namespace, name, ciphertext, updatedBy: 'admin', now });
+
+      it('creates, then replaces, a secret per namespace and name, and never lists values', async () => {
+        expect((await put('global', 'TOKEN', 'c1')).created).toBe(true);
+        const replaced = await store.accounts.putSecret({ namespace: 'global', name: 'TOKEN', ciphertext: 'c2', updatedBy: 'alice', now: T0 + 5 });
+        expect(replaced).toEqual({ created: false, secret: { namespace: 'global', name: 'TOKEN', updatedBy: 'alice', createdAt: T0, updatedAt: T0 + 5 } });
+        await put('user:alice', 'TOKEN', 'c3');
+        await put('org:acme', 'KEY', 'c4');
+        const listed = await store.accounts.listSecrets();
+        expect(listed.map((s) => `${s.namespace}/${s.name}`)).toEqual(['global/TOKEN', 'org:acme/KEY', 'user:alice/TOKEN']);
+        expect(JSON.stringify(listed)).not.toMatch(/c[1-4]/);
+        expect((await store.accounts.listSecrets(['global', 'user:alice'])).map((s) => s.namespace)).toEqual(['global', 'user:alice']);
+      });
+
+      it("finds a job's secrets in its namespace and in global only", async () => {
+        await put('global', 'TOKEN', 'global-token');
+        await put('global', 'OTHER', 'global-other');
+        await put('user:alice', 'TOKEN', 'alice-token');
+        await put('user:bob', 'TOKEN', 'bob-token');
+        const found = await store.accounts.findSecrets('user:alice', ['TOKEN', 'MISSING']);
+        expect(found.map((s) => `${s.namespace}=${s.ciphertext}`).sort()).toEqual(['global=global-token', 'user:alice=alice-token']);
+        expect(await store.accounts.findSecrets('user:alice', [])).toEqual([]);
+        expect(await store.accounts.deleteSecret('user:alice', 'TOKEN')).toBe(true);
+        expect(await store.accounts.deleteSecret('user:alice', 'TOKEN')).toBe(false);
+      });
+
+      it('keeps an access-log row per resolution, newest first, filtered', async () => {
+        await store.accounts.recordSecretAccess([
+          { namespace: 'global', name: 'A', jobId: 1, attempt: 1, executorName: 'e1', accessedAt: T0 },
+          { namespace: 'user:alice', name: 'B', jobId: 2, attempt: 1, executorName: 'e2', accessedAt: T0 + 1 },
+          { namespace: 'global', name: 'A', jobId: 2, attempt: 2, executorName: 'e1', accessedAt: T0 + 2 },
+        ]);
+        expect((await store.accounts.listSecretAccess({ limit: 10 })).map((e) => [e.name, e.jobId, e.attempt])).toEqual([['A', 2, 2], ['B', 2, 1], ['A', 1, 1]]);
+        expect(await store.accounts.listSecretAccess({ name: 'A', jobId: 1, limit: 10 })).toEqual([
+          { namespace: 'global', name: 'A', jobId: 1, attempt: 1, executorName: 'e1', accessedAt: T0 },
+        ]);
+        expect(await store.accounts.listSecretAccess({ namespace: 'user:alice', limit: 1 })).toHaveLength(1);
+        expect(await store.accounts.listSecretAccess({ limit: 2 })).toHaveLength(2);
+      });
+
+      it('rewrites every ciphertext in one go, for key rotation, and reports the key prefixes in use', async () => {
+        await put('global', 'A', 'dh1:aaaaaaaa:x');
+        await put('org:acme', 'B', 'dh1:bbbbbbbb:y');
+        const job = await store.enqueue(makeSpec({ namespace: 'global' }), T0, { dockerAuthConfig: 'dh1:aaaaaaaa:z' });
+        expect((await store.accounts.ciphertextPrefixes(13)).sort()).toEqual(['dh1:aaaaaaaa:', 'dh1:bbbbbbbb:']);
+        const seen: string[] = [];
+        const counts = await store.accounts.rewriteCiphertexts((ciphertext, context) => {
+          seen.push(context);
+          return ciphertext.startsWith('dh1:aaaaaaaa:') ? ciphertext.replace('aaaaaaaa', 'cccccccc') : ciphertext;
+        });
+        expect(counts).toEqual({ secrets: 1, jobs: 1 });
+        expect(seen.sort()).toEqual(['job:docker_auth_config', 'secret:global/A', 'secret:org:acme/B']);
+        expect((await store.accounts.ciphertextPrefixes(13)).sort()).toEqual(['dh1:bbbbbbbb:', 'dh1:cccccccc:']);
+        expect(await store.getDockerAuthConfig(job.id)).toBe('dh1:cccccccc:z');
       });
     });
 
@@ -126,9 +232,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           repository: { url: 'https://example.com/r.git' }, files: { 'a.txt': 'A' },
           steps: [{ run: 'make', timeout: '5m', env: { CI: true } }],
         });
-        const job = await store.enqueue(spec, T0);
+        const job = await store.enqueue(spec, T0, { submittedBy: 'alice' });
         expect(job).toEqual({
-          id: expect.any(Number), queue: 'build', namespace: 'org:acme', spec, state: 'queued', attempt: 0,
+          id: expect.any(Number), queue: 'build', namespace: 'org:acme', spec, submittedBy: 'alice', state: 'queued', attempt: 0,
           maxAttempts: 5, numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null,
           executorName: null, createdAt: T0, queuedAt: T0, availableAt: T0, startedAt: null, finishedAt: null,
           lastHeartbeatAt: null,
@@ -170,6 +276,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(ids(await store.listJobs({ state: 'processing', limit: 100 }))).toEqual([b.id]);
         expect(ids(await store.listJobs({ state: 'queued', limit: 100 }))).toEqual([d.id, c.id, a.id]);
         expect(ids(await store.listJobs({ namespace: 'user:alice', limit: 100 }))).toEqual([c.id, b.id]);
+        expect(ids(await store.listJobs({ namespaces: ['user:alice', 'org:none'], limit: 100 }))).toEqual([c.id, b.id]);
+        expect(ids(await store.listJobs({ namespaces: [], limit: 100 }))).toEqual([]);
         expect(ids(await store.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 }))).toEqual([c.id]);
         expect(await store.listJobs({ queue: 'nothing-here', limit: 100 })).toEqual([]);
         expect(ids(await store.listJobs({ limit: 2 }))).toEqual([d.id, c.id]);

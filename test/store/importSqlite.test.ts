@@ -36,7 +36,12 @@ async function populate(store: Store): Promise<number[]> {
   }
   await store.requestCancel(ids[29], 7_000);
   await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30 }, 8_000);
-  await store.createApiToken('admin', 'token-hash-1', 9_000);
+  const admin = (await store.accounts.createUser('admin', true, 9_000))!;
+  const acme = (await store.accounts.createOrg('acme', admin.id, 9_000))!;
+  await store.accounts.createToken(admin.id, 'admin', 'token-hash-1', 9_000);
+  await store.accounts.putSecret({ namespace: 'org:acme', name: 'TOKEN', ciphertext: 'dh1:aaaaaaaa:x', updatedBy: 'admin', now: 9_000 });
+  await store.accounts.recordSecretAccess([{ namespace: 'org:acme', name: 'TOKEN', jobId: ids[0], attempt: 1, executorName: 'exec-1', accessedAt: 9_001 }]);
+  void acme;
   return ids;
 }
 
@@ -64,13 +69,17 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     databases.push(db);
     const reports = await importSqlite(file, db.url);
     expect(Object.fromEntries(reports.map((r) => [r.table, r.rows]))).toEqual({
-      jobs: 30, job_attempts: 12, log_entries: 12, log_chunks: 12, executors: 1, api_tokens: 1, namespace_turns: 2,
+      users: 1, orgs: 1, org_members: 1, jobs: 30, job_attempts: 12, log_entries: 12, log_chunks: 12, executors: 1, api_tokens: 1,
+      secrets: 1, secret_access_log: 1, namespace_turns: 2,
     });
 
     const postgres = new PostgresStore(db.url);
     expect(await snapshot(postgres, ids)).toEqual(before);
     expect(await postgres.listExecutors()).toEqual(executors);
-    expect(await postgres.findApiToken('token-hash-1')).toEqual({ id: 1, name: 'admin' });
+    expect((await postgres.accounts.findToken('token-hash-1', 9_500))?.user).toMatchObject({ id: 1, name: 'admin', siteAdmin: true });
+    expect((await postgres.accounts.findSecrets('org:acme', ['TOKEN']))[0]?.ciphertext).toBe('dh1:aaaaaaaa:x');
+    expect(await postgres.accounts.listSecretAccess({ limit: 10 })).toHaveLength(1);
+    expect(await postgres.accounts.orgsOf(1)).toEqual(['acme']);
     // Ids and sequences continue after the copied ones; namespaces keep their turns.
     const next = await postgres.enqueue(spec({}), 10_000);
     expect(next.id).toBe(ids[ids.length - 1] + 1);
@@ -90,7 +99,7 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     const db = await createTestDatabase('import-full');
     databases.push(db);
     await importSqlite(file, db.url);
-    await expect(importSqlite(file, db.url)).rejects.toThrow(/the target database is not empty: jobs \(30 rows\)/);
+    await expect(importSqlite(file, db.url)).rejects.toThrow(/the target database is not empty: .*jobs \(30 rows\)/);
   });
 
   it('runs from the CLI with a data directory, and says so without the database password', async () => {
@@ -108,7 +117,7 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
         resolve({ code: err ? 1 : 0, out: stdout + stderr })),
     );
     expect(result.out).toContain('jobs: 30 rows');
-    expect(result.out).toContain('migrated 70 rows; row counts match in every table');
+    expect(result.out).toContain('migrated 75 rows; row counts match in every table');
     expect(result.out).toContain('postgres://postgres:***@');
     expect(result.out).not.toContain('pw-never-shown');
     expect(result.code).toBe(0);

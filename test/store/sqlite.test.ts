@@ -35,15 +35,40 @@ describe('SqliteStore', () => {
     const first = new SqliteStore(file);
     await first.migrate();
     const job = await first.enqueue(spec.value, 1_000);
-    await first.createApiToken('admin', 'hash', 1_000);
+    await first.accounts.createToken((await first.accounts.createUser('admin', true, 1_000))!.id, 'admin', 'hash', 1_000);
     await first.close();
 
     const second = new SqliteStore(file);
     await second.migrate();
     expect(await second.getJob(job.id)).toEqual(job);
-    expect(await second.countApiTokens()).toBe(1);
+    expect(await second.accounts.countTokens()).toBe(1);
     const next = await second.enqueue(spec.value, 2_000);
     expect(next.id).toBeGreaterThan(job.id);
     await second.close();
+  });
+});
+
+describe('SqliteStore upgrade to users', () => {
+  it('gives API tokens made before users existed to a site admin named admin', async () => {
+    const { MIGRATIONS } = await import('../../src/store/sqlite/migrations.js');
+    const Database = (await import('better-sqlite3')).default;
+    const file = path.join(root, 'upgrade', 'dockhand.db');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.dirname(file), { recursive: true });
+    const old = new Database(file);
+    old.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    for (const m of MIGRATIONS.filter((m) => m.version <= 3)) {
+      old.exec(m.sql);
+      old.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(m.version);
+    }
+    old.prepare("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ('admin', 'h-old-1', 500), ('ci', 'h-old-2', 700)").run();
+    old.close();
+
+    const store = new SqliteStore(file);
+    await store.migrate();
+    const found = await store.accounts.findToken('h-old-2', 1_000);
+    expect(found?.user).toEqual({ id: expect.any(Number), name: 'admin', siteAdmin: true, createdAt: 500 });
+    expect((await store.accounts.listTokens()).map((t) => [t.name, t.user])).toEqual([['admin', 'admin'], ['ci', 'admin']]);
+    await store.close();
   });
 });

@@ -33,6 +33,27 @@ export class TestClient {
     return http<T>(`${this.url}/api/v1${route}`, method, `Bearer ${this.token}`, body);
   }
 
+  /** Creates a user (as a site admin) and returns a client with a fresh token of theirs. */
+  async addUser(name: string, siteAdmin = false): Promise<TestClient> {
+    const made = await this.call('POST', '/users', { name, siteAdmin });
+    if (made.status !== 201) throw new Error(`create user ${name}: ${made.status} ${JSON.stringify(made.body)}`);
+    const token = await this.call<{ secret: string }>('POST', '/tokens', { name: 'test', user: name });
+    if (token.status !== 201) throw new Error(`token for ${name}: ${token.status} ${JSON.stringify(token.body)}`);
+    return new TestClient(this.url, token.body.secret);
+  }
+
+  /** Creates an org with this client's user as its first member. */
+  async addOrg(name: string): Promise<void> {
+    const made = await this.call('POST', '/orgs', { name });
+    if (made.status !== 201) throw new Error(`create org ${name}: ${made.status} ${JSON.stringify(made.body)}`);
+  }
+
+  /** Sets a secret (default namespace global). */
+  async setSecret(name: string, value: string, namespace = 'global'): Promise<void> {
+    const answer = await this.call('POST', '/secrets', { name, value, namespace });
+    if (answer.status !== 201 && answer.status !== 200) throw new Error(`set secret ${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
+  }
+
   async submit(spec: JobSpecInput): Promise<JobRecord> {
     const answer = await this.call<{ job: JobRecord }>('POST', '/jobs', spec);
     if (answer.status !== 201) throw new Error(`submit failed: ${answer.status} ${JSON.stringify(answer.body)}`);

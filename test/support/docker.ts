@@ -45,8 +45,13 @@ export function docker(args: string[], opts: { input?: string | Buffer; allowFai
 
 /** Removes an image reference; a reference that does not exist is fine. */
 export async function removeImage(ref: string, opts: { force?: boolean } = {}): Promise<void> {
-  const r = await docker(['image', 'rm', ...(opts.force ? ['--force'] : []), ref], { allowFail: true });
-  if (r.code !== 0 && !/no such image/i.test(r.stderr)) throw new Error(`docker image rm ${ref}: ${r.stderr.trim()}`);
+  // A finished job's container is removed in the background; wait for it rather than fail on its reference.
+  for (let tries = 0; ; tries++) {
+    const r = await docker(['image', 'rm', ...(opts.force ? ['--force'] : []), ref], { allowFail: true });
+    if (r.code === 0 || /no such image/i.test(r.stderr)) return;
+    if (!/is using its referenced image/.test(r.stderr) || tries === 50) throw new Error(`docker image rm ${ref}: ${r.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** Full ids of the containers carrying `label` (`key` or `key=value`), stopped ones included. */

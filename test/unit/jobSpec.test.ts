@@ -28,7 +28,7 @@ describe('parseJobSpec: valid specs', () => {
   it('applies defaults to a minimal spec', () => {
     const spec = valid(minimal);
     expect(spec.queue).toBe('default');
-    expect(spec.namespace).toBe('global');
+    expect(spec.namespace).toBeUndefined(); // the server sets the submitter's own
     expect(spec.maxAttempts).toBe(3);
     expect(spec.steps).toEqual([{ key: 'step-1', run: 'echo hi' }]);
     expect(spec.repository).toBeUndefined();
@@ -151,6 +151,14 @@ describe('parseJobSpec: invalid specs name the field', () => {
     { name: 'memory "lots"', input: { ...minimal, resources: { memory: 'lots' } }, field: 'resources.memory', message: /size/ },
     { name: 'negative cpus', input: { ...minimal, resources: { cpus: -1 } }, field: 'resources.cpus', message: /positive/ },
     { name: 'namespace "bob"', input: { ...minimal, namespace: 'bob' }, field: 'namespace', message: /"global", "user:NAME" or "org:NAME"/ },
+    { name: 'secret name "1X"', input: { ...minimal, secrets: ['1X'] }, field: 'secrets[0]', message: /secret name/ },
+    { name: 'a secret named PATH', input: { ...minimal, secrets: ['PATH'] }, field: 'secrets[0]', message: /executor sets for every step/ },
+    { name: 'a secret named DOCKHAND_JOB_ID', input: { ...minimal, secrets: ['DOCKHAND_JOB_ID'] }, field: 'secrets[0]', message: /DOCKHAND_\*/ },
+    { name: 'a secret named twice', input: { ...minimal, secrets: ['TOKEN', 'TOKEN'] }, field: 'secrets[1]', message: /repeats secrets\[0\]/ },
+    {
+      name: 'a step env that a secret also sets', input: { queue: 'q', secrets: ['TOKEN'], steps: [{ run: 'a', env: { TOKEN: 'x' } }] },
+      field: 'steps[0].env.TOKEN', message: /also a secret/,
+    },
     { name: 'too many steps', input: { queue: 'q', steps: Array.from({ length: 101 }, () => ({ run: 'x' })) }, field: 'steps', message: /100/ },
   ];
 

@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { redactDatabaseUrl } from '../../server/config.js';
+import { KEY_FILE_NAME } from '../../server/secrets/keyring.js';
 import { MigrationError, importSqlite } from '../../store/postgres/importSqlite.js';
 import { CliError } from '../client.js';
 
@@ -19,7 +20,7 @@ function sqliteFile(from: string): string {
 export function registerDbCommands(program: Command): void {
   const db = program.command('db').description('Database administration');
   db.command('migrate')
-    .description('Copy all data (jobs, attempts, logs, executors, API tokens) from SQLite into an empty PostgreSQL database, keeping ids, and check the row counts')
+    .description('Copy all data (jobs, attempts, logs, executors, users, orgs, API tokens, encrypted secrets) from SQLite into an empty PostgreSQL database, keeping ids, and check the row counts')
     .requiredOption('--from <sqlite:PATH>', 'the SQLite database file, or the server\'s data directory')
     .requiredOption('--to <postgres-url>', 'postgres://USER:PASSWORD@HOST:PORT/DATABASE, an empty database')
     .action(async (opts: { from: string; to: string }) => {
@@ -33,6 +34,13 @@ export function registerDbCommands(program: Command): void {
           `migrated ${total} rows; row counts match in every table. Stop the old server and start every replica with\n` +
             `DOCKHAND_DATABASE_URL=${redactDatabaseUrl(opts.to)}\n`,
         );
+        const keyFile = path.join(path.dirname(file), KEY_FILE_NAME);
+        if (!process.env.DOCKHAND_ENCRYPTION_KEY && existsSync(keyFile)) {
+          process.stdout.write(
+            `Secrets stay encrypted with the key in ${keyFile}: give every replica that key, e.g.\n` +
+              `DOCKHAND_ENCRYPTION_KEY=$(grep -v '^#' ${keyFile} | paste -sd, -)\n`,
+          );
+        }
       } catch (err) {
         if (err instanceof MigrationError) throw new CliError(err.message, 1);
         throw err;

@@ -7,27 +7,15 @@ import { formatDuration, formatSize } from '../../core/units.js';
 import type { AttemptRecord, ExecutorRecord, JobRecord, QueueStats } from '../../store/store.js';
 import { ClientApi, CliError } from '../client.js';
 import { followJob } from '../follow.js';
+import { ago, print, table } from '../output.js';
 
 /** Exit codes of `--follow`: 0 only when the job completed. */
 export const FOLLOW_EXIT: Record<string, number> = { completed: 0, failed: 1, canceled: 2 };
-
-function print(json: boolean, data: unknown, human: () => string): void {
-  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human()}\n`);
-}
-
-function ago(ms: number | null): string {
-  return ms === null ? '-' : `${formatDuration(Math.max(0, Date.now() - ms))} ago`;
-}
 
 /** "2 CPUs, 4Gi" for the limits an executor enforces per job; "-" when its runtime enforces none. */
 function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes'>): string {
   if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
   return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}`;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n');
 }
 
 function parseIdArg(raw: string): number {

@@ -8,12 +8,14 @@ import pino, { type Logger } from 'pino';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import { Agent } from '../../executor/agent.js';
 import { loadExecutorConfig, type ExecutorConfig } from '../../executor/config.js';
+import { executorLogHooks } from '../../executor/redactor.js';
 import { ConfigError } from '../../core/envConfig.js';
+import { logRedact } from '../../core/logRedact.js';
 import { DockerSetupError } from '../../executor/runtimes/docker/dockerRuntime.js';
 import { createRuntime } from '../../executor/runtimes/index.js';
 import type { CheckResult, Runtime } from '../../executor/runtimes/runtime.js';
 import { defaultDataDir, loadServerConfig } from '../../server/config.js';
-import { describeStore, startServer } from '../../server/server.js';
+import { bootstrapAdminUser, describeStore, startServer } from '../../server/server.js';
 import { saveCredentials } from '../client.js';
 
 const DRAIN_MESSAGE = 'stopping gracefully: no new jobs, running jobs finish (signal again to abort them)';
@@ -94,9 +96,11 @@ export function registerServerCommands(program: Command): void {
     .option('--port <port>', 'port to listen on (env DOCKHAND_PORT)', undefined)
     .option('--host <host>', 'address to listen on (env DOCKHAND_HOST)', undefined)
     .option('--data-dir <dir>', 'where the SQLite database lives (env DOCKHAND_DATA_DIR)')
-    .action(async (opts: { port?: string; host?: string; dataDir?: string }) => {
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); needs --tls-key (env DOCKHAND_TLS_CERT)')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
+    .action(async (opts: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string }) => {
       const config = loadServerConfig(opts);
-      const log = pino({ level: config.logLevel, base: { component: 'server' } });
+      const log = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact });
       const server = await startServer(config, log);
       process.stdout.write(
         `Dockhand server listening on ${server.url} (data in ${describeStore(config)})\n` +
@@ -105,8 +109,9 @@ export function registerServerCommands(program: Command): void {
       );
       if (server.bootstrapToken) {
         process.stdout.write(
-          `\nAdmin API token (shown once, stored hashed; keep it safe):\n\n  ${server.bootstrapToken}\n\n` +
-            `Use it with: export DOCKHAND_URL=${server.url} DOCKHAND_TOKEN=${server.bootstrapToken}\n\n`,
+          `\nAdmin API token, for the site admin "admin" (shown once, stored hashed; keep it safe):\n\n  ${server.bootstrapToken}\n\n` +
+            `Use it with: export DOCKHAND_URL=${server.url} DOCKHAND_TOKEN=${server.bootstrapToken}\n` +
+            'then add users (dockhand user create NAME) and give them tokens (dockhand token create NAME --user NAME).\n\n',
         );
       }
       onSignals(() => server.close(), () => server.close(), log, 'stopping: held requests are answered and the database closed');
@@ -119,7 +124,11 @@ export function registerServerCommands(program: Command): void {
     .action(async (opts: { check?: boolean }) => {
       if (opts.check) await checkRuntime().catch(exitOnSetupError);
       const config = loadExecutorConfig();
-      const log = pino({ level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name } });
+      // hooks: every line passes through the executor's log redactor (its token, each running job's token and secrets).
+      const log = pino({
+        level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name }, redact: logRedact,
+        hooks: executorLogHooks(config.frontendPassword),
+      });
       const agent = await startAgent(config, log).catch(exitOnSetupError);
       onSignals(() => agent.drain(), () => agent.abort(), log);
     });
@@ -132,18 +141,23 @@ export function registerServerCommands(program: Command): void {
     .option('--data-dir <dir>', 'where the SQLite database lives (env DOCKHAND_DATA_DIR)')
     .option('--queues <names>', 'queues the local executor works on, comma-separated', 'default')
     .option('--jobs <n>', 'jobs the local executor runs at once', '2')
-    .action(async (opts: { port: string; host: string; dataDir?: string; queues: string; jobs: string }) => {
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate; needs --tls-key (env DOCKHAND_TLS_CERT)')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
+    .action(async (opts: { port: string; host: string; dataDir?: string; queues: string; jobs: string; tlsCert?: string; tlsKey?: string }) => {
       const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
       const env = { ...process.env, DOCKHAND_EXECUTORS_ACCESS_TOKEN: process.env.DOCKHAND_EXECUTORS_ACCESS_TOKEN || localExecutorToken(dataDir) };
-      const config = loadServerConfig({ port: opts.port, host: opts.host, dataDir }, env);
-      const log = pino({ level: process.env.DOCKHAND_LOG_LEVEL ?? 'warn' });
+      const config = loadServerConfig({ port: opts.port, host: opts.host, dataDir, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey }, env);
+      // One logger for both halves: the executor's masking (its token, jobs' tokens and secrets) covers all of it.
+      const log = pino({ level: process.env.DOCKHAND_LOG_LEVEL ?? 'warn', redact: logRedact, hooks: executorLogHooks(env.DOCKHAND_EXECUTORS_ACCESS_TOKEN) });
       const server = await startServer(config, log.child({ component: 'server' }));
+      if (config.tls) await ensureTrusted(server);
       // A fresh token for this machine's CLI at every start: the old one cannot be shown again (stored hashed).
       let token = server.bootstrapToken;
       if (!token) {
         token = newToken(API_TOKEN_PREFIX);
-        await server.store.deleteApiTokensNamed('up');
-        await server.store.createApiToken('up', hashToken(token), Date.now());
+        const admin = await bootstrapAdminUser(server.store.accounts);
+        await server.store.accounts.deleteTokensNamed(admin.id, 'up');
+        await server.store.accounts.createToken(admin.id, 'up', hashToken(token), Date.now());
       }
       const saved = saveCredentials(server.url, token);
       const executorConfig = loadExecutorConfig({
@@ -184,6 +198,24 @@ export function registerServerCommands(program: Command): void {
         log,
       );
     });
+}
+
+/**
+ * Over HTTPS the local executor and CLI must trust the server's certificate. A self-signed one is trusted only
+ * through NODE_EXTRA_CA_CERTS (read once at process start), so say that rather than let the executor fail forever.
+ */
+async function ensureTrusted(server: { url: string; close(): Promise<void> }): Promise<void> {
+  try {
+    await fetch(`${server.url}/healthz`, { signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    await server.close();
+    throw new ConfigError(
+      `the local executor cannot verify ${server.url}: ${cause?.message ?? (err as Error).message}. For a self-signed certificate, start ` +
+        'with NODE_EXTRA_CA_CERTS=<the certificate or its CA, PEM> (the CLI needs the same); the certificate must name the ' +
+        'address in the URL (e.g. subjectAltName IP:127.0.0.1).',
+    );
+  }
 }
 
 /** `dockhand up` keeps its executors' shared secret in the data dir, so restarts keep working. */

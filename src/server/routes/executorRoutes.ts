@@ -6,8 +6,10 @@ import {
 } from '../../core/protocol.js';
 import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
-import type { FinishKind } from '../../store/store.js';
-import { HttpError, defineRoute, heldRequestSignal, type AuthContext, type RouteDef } from '../http.js';
+import type { FinishKind, JobRecord } from '../../store/store.js';
+import { DecryptError } from '../secrets/keyring.js';
+import { MissingSecretError } from '../secrets/secrets.js';
+import { HttpError, LARGE_BODY_LIMIT, defineRoute, heldRequestSignal, type AuthContext, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
 
 function jobAttempt(auth: AuthContext) {
@@ -22,7 +24,7 @@ function staleAttempt(jobId: number, attempt: number, state?: string): HttpError
 }
 
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
-  const { store, events, metrics, config, log } = ctx;
+  const { store, events, metrics, config, log, secrets } = ctx;
 
   const finishRoute = (kind: FinishKind, body: z.ZodType<{ message?: string; canceled?: boolean }>, summary: string) =>
     defineRoute<{ message?: string; canceled?: boolean }>({
@@ -47,6 +49,28 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     });
 
+  /**
+   * The executor's view of a claimed job, with its secrets resolved now (so a changed secret applies to the next
+   * attempt). A job whose secrets cannot be had fails at once, with the reason, instead of running without them.
+   */
+  async function withSecrets(job: JobRecord, executorName: string, token: string): Promise<DequeuedJob | undefined> {
+    try {
+      const resolved = await secrets.resolveForJob(job, executorName, await store.getDockerAuthConfig(job.id));
+      return {
+        id: job.id, attempt: job.attempt, token, queue: job.queue, namespace: job.namespace, spec: job.spec,
+        ...(Object.keys(resolved.env).length ? { secrets: resolved.env } : {}),
+        ...(resolved.dockerAuthConfig ? { dockerAuthConfig: resolved.dockerAuthConfig } : {}),
+      };
+    } catch (err) {
+      if (!(err instanceof MissingSecretError || err instanceof DecryptError)) throw err;
+      const message = `cannot run: ${err.message}`;
+      log.warn({ jobId: job.id, attempt: job.attempt, err: err.message }, 'job failed: its secrets cannot be resolved');
+      const result = await store.finish({ jobId: job.id, attempt: job.attempt, kind: 'fail', message, now: Date.now(), retryBackoffMs: config.retryBackoffMs });
+      if (result.ok) events.jobChanged(job.id);
+      return undefined;
+    }
+  }
+
   return [
     defineRoute({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/dequeue`, auth: 'executor', body: dequeueRequest,
@@ -69,10 +93,9 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             metrics.dequeueWait.observe({ result: 'job' }, (now - started) / 1000);
             metrics.queueWait.observe({ queue: job.queue }, Math.max(0, now - job.availableAt) / 1000);
             events.jobChanged(job.id);
-            const payload: DequeuedJob = { id: job.id, attempt: job.attempt, token, queue: job.queue, namespace: job.namespace, spec: job.spec };
-            const dockerAuthConfig = await store.getDockerAuthConfig(job.id);
-            if (dockerAuthConfig) payload.dockerAuthConfig = JSON.parse(dockerAuthConfig) as DequeuedJob['dockerAuthConfig'];
-            return payload;
+            const payload = await withSecrets(job, body.executorName, token);
+            if (payload) return payload;
+            continue;
           }
           const remaining = deadline - now;
           if (remaining <= 0) {
@@ -114,6 +137,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     }),
     defineRoute({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/jobs/:id/logs`, auth: 'job', body: appendLogsRequest,
+      bodyLimit: LARGE_BODY_LIMIT,
       summary: "Append output to the attempt's log entries; idempotent by offset",
       response: '{ entries: [{ index, length }] }: stored output length per entry',
       async handler({ auth, body }): Promise<AppendLogsResponse> {

@@ -7,7 +7,9 @@ import { JOB_STATES, isTerminal } from '../../core/jobState.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
-import { HttpError, badRequest, defineRoute, heldRequestSignal, parseId, type RouteDef } from '../http.js';
+import { requireNamespaceExists, type Principal } from '../access.js';
+import { HttpError, LARGE_BODY_LIMIT, badRequest, defineRoute, heldRequestSignal, parseId, principal, type RouteDef } from '../http.js';
+import type { Secrets } from '../secrets/secrets.js';
 import type { ServerContext } from '../context.js';
 
 const listQuery = z.strictObject({
@@ -22,11 +24,24 @@ const attemptQuery = z.strictObject({
   attempt: z.coerce.number().int().positive().optional().describe('Which attempt; default the latest'),
 });
 
-async function requireJob(store: Store, rawId: string | undefined): Promise<JobRecord> {
+/** The job, if it exists and `me` may see it; another namespace's job answers exactly like a missing one. */
+async function requireJob(store: Store, rawId: string | undefined, me: Principal): Promise<JobRecord> {
   const id = parseId(rawId);
   const job = await store.getJob(id);
-  if (!job) throw new HttpError(404, `no job ${id}`);
+  if (!job || !me.mayUse(job.namespace)) throw new HttpError(404, `no job ${id}`);
   return job;
+}
+
+/** Every secret a job names must exist in its namespace or in global when it is submitted. */
+async function requireSecrets(secrets: Secrets, namespace: string, names: string[]): Promise<void> {
+  const missing = new Set(await secrets.missing(namespace, names));
+  if (!missing.size) return;
+  const issues = names.flatMap((name, index) =>
+    missing.has(name)
+      ? [{ field: `secrets[${index}]`, message: `no secret "${name}" in ${namespace} or global; create it with: dockhand secret set ${name} --namespace ${namespace}` }]
+      : [],
+  );
+  throw badRequest('invalid job spec', issues);
 }
 
 const SSE_KEEPALIVE_MS = 15_000;
@@ -63,39 +78,51 @@ async function refuseUnrunnable(store: Store, spec: JobSpec): Promise<void> {
 }
 
 export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
-  const { store, events } = ctx;
+  const { store, events, secrets } = ctx;
   return [
     defineRoute({
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', body: jobSpec, bodyName: 'job spec',
+      bodyLimit: LARGE_BODY_LIMIT,
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
-      async handler({ body, reply }) {
-        const { dockerAuthConfig, ...spec } = body;
+      async handler({ body, reply, auth }) {
+        const me = principal(auth);
+        const { dockerAuthConfig, ...given } = body;
+        const spec = { ...given, namespace: given.namespace ?? `user:${me.name}` };
+        me.requireNamespace(spec.namespace, 'namespace');
+        await requireNamespaceExists(store.accounts, spec.namespace, 'namespace');
+        await requireSecrets(secrets, spec.namespace, spec.secrets ?? []);
         await refuseUnrunnable(store, spec);
-        const job = await store.enqueue(spec, Date.now(), { dockerAuthConfig: dockerAuthConfig && JSON.stringify(dockerAuthConfig) });
+        const job = await store.enqueue(spec, Date.now(), {
+          dockerAuthConfig: dockerAuthConfig && secrets.sealJobCredentials(JSON.stringify(dockerAuthConfig)),
+          submittedBy: me.name,
+        });
         events.queueChanged(job.queue);
         return reply.code(201).send({ job });
       },
     }),
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', query: listQuery,
-      summary: 'List jobs, newest first', response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
-      async handler({ query }) {
-        const jobs = await store.listJobs({ queue: query.queue, state: query.state, namespace: query.namespace, beforeId: query.before, limit: query.limit });
+      summary: 'List the jobs of your namespaces (site admins: all), newest first', response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
+      async handler({ query, auth }) {
+        const jobs = await store.listJobs({
+          queue: query.queue, state: query.state, namespace: query.namespace, namespaces: principal(auth).visibleNamespaces(),
+          beforeId: query.before, limit: query.limit,
+        });
         return { jobs, nextBefore: jobs.length === query.limit ? jobs[jobs.length - 1].id : null };
       },
     }),
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts', response: '{ job, attempts }',
-      async handler({ params }) {
-        const job = await requireJob(store, params.id);
+      async handler({ params, auth }) {
+        const job = await requireJob(store, params.id, principal(auth));
         return { job, attempts: await store.listAttempts(job.id) };
       },
     }),
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs`, auth: 'client', query: attemptQuery,
       summary: "An attempt's log entries with their whole output", response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
-      async handler({ params, query }) {
-        const job = await requireJob(store, params.id);
+      async handler({ params, query, auth }) {
+        const job = await requireJob(store, params.id, principal(auth));
         const attempt = query.attempt ?? job.attempt;
         const { byEntry } = await chunksByEntry(store, job.id, attempt, 0);
         const entries = await store.listLogEntries(job.id, attempt);
@@ -107,8 +134,8 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs/stream`, auth: 'client', query: attemptQuery,
       summary: 'Follow a job live (Server-Sent Events): attempt, entry, output, state and end events',
       response: 'text/event-stream',
-      async handler({ params, query, reply }) {
-        const job = await requireJob(store, params.id);
+      async handler({ params, query, reply, auth }) {
+        const job = await requireJob(store, params.id, principal(auth));
         await streamJob(ctx, job.id, query.attempt, reply);
       },
     }),
@@ -116,8 +143,8 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`, auth: 'client',
       summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them', response: '{ job }',
       otherResponses: { 409: 'The job already finished' },
-      async handler({ params }) {
-        const current = await requireJob(store, params.id);
+      async handler({ params, auth }) {
+        const current = await requireJob(store, params.id, principal(auth));
         if (isTerminal(current.state)) throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
         const job = (await store.requestCancel(current.id, Date.now()))!;
         events.jobInterrupted(job.id);
@@ -128,8 +155,8 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/retry`, auth: 'client',
       summary: 'Queue a finished job again (its attempts history is kept)', response: '{ job }',
       otherResponses: { 409: 'The job has not finished' },
-      async handler({ params }) {
-        const current = await requireJob(store, params.id);
+      async handler({ params, auth }) {
+        const current = await requireJob(store, params.id, principal(auth));
         if (!isTerminal(current.state)) throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
         const job = (await store.retry(current.id, Date.now()))!;
         events.queueChanged(job.queue);
@@ -138,9 +165,10 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/executors`, auth: 'client', summary: 'Executors that have registered by heartbeat',
+      method: 'GET', url: `${CLIENT_API_PREFIX}/executors`, auth: 'client', summary: 'Executors that have registered by heartbeat (site admins)',
       response: '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, ... }] }',
-      async handler() {
+      async handler({ auth }) {
+        principal(auth).requireSiteAdmin('list executors');
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
         return { executors: (await store.listExecutors()).map((e) => ({ ...e, active: e.lastSeenAt >= since })) };
       },

@@ -1,5 +1,5 @@
 // `dockhand db migrate`: moves an installation's SQLite data into an empty PostgreSQL database, keeping every id
-// (job and token ids, log sequence numbers), in one transaction, then checks that every table has as many rows
+// (job, user and token ids, log sequence numbers; secrets stay encrypted with the same key), in one transaction, then checks that every table has as many rows
 // on both sides.
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -22,11 +22,14 @@ const jsonArrayToTextArray = (v: unknown): string[] => JSON.parse(v as string) a
 
 /** Parents before children, so foreign keys hold at every insert. */
 const TABLES: TableCopy[] = [
+  { table: 'users', columns: ['id', 'name', 'site_admin', 'created_at'], orderBy: 'id', identity: 'id' },
+  { table: 'orgs', columns: ['id', 'name', 'created_at'], orderBy: 'id', identity: 'id' },
+  { table: 'org_members', columns: ['org_id', 'user_id', 'created_at'], orderBy: 'org_id, user_id' },
   {
     table: 'jobs',
     columns: ['id', 'queue', 'namespace', 'spec', 'state', 'attempt', 'max_attempts', 'num_failures', 'num_resets', 'cancel_requested',
       'failure_message', 'executor_name', 'created_at', 'queued_at', 'available_at', 'started_at', 'finished_at', 'last_heartbeat_at',
-      'docker_auth_config'],
+      'docker_auth_config', 'submitted_by'],
     orderBy: 'id', convert: { cancel_requested: asBoolean }, identity: 'id',
   },
   {
@@ -46,7 +49,12 @@ const TABLES: TableCopy[] = [
       'job_cpus', 'job_memory_bytes', 'first_seen_at', 'last_seen_at'],
     orderBy: 'name', convert: { queues: jsonArrayToTextArray },
   },
-  { table: 'api_tokens', columns: ['id', 'name', 'token_hash', 'created_at'], orderBy: 'id', identity: 'id' },
+  { table: 'api_tokens', columns: ['id', 'user_id', 'name', 'token_hash', 'created_at', 'last_used_at'], orderBy: 'id', identity: 'id' },
+  { table: 'secrets', columns: ['id', 'namespace', 'name', 'value', 'updated_by', 'created_at', 'updated_at'], orderBy: 'id', identity: 'id' },
+  {
+    table: 'secret_access_log', columns: ['id', 'namespace', 'name', 'job_id', 'attempt', 'executor_name', 'accessed_at'],
+    orderBy: 'id', identity: 'id',
+  },
   { table: 'namespace_turns', columns: ['queue', 'namespace', 'served_seq'], orderBy: 'queue, namespace' },
 ];
 

@@ -9,7 +9,9 @@ import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
+import { Accounts } from '../accounts.js';
+import { pgTransaction, postgresSql } from '../sql.js';
+import { namespaceOf, nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 const INT8_OID = 20;
@@ -53,6 +55,7 @@ type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]
 
 export class PostgresStore implements Store {
   readonly kind = 'postgres';
+  readonly accounts: Accounts;
   private readonly pool: pg.Pool;
 
   constructor(
@@ -62,6 +65,7 @@ export class PostgresStore implements Store {
     this.pool = new pg.Pool({ connectionString, types, max: opts.maxConnections ?? 10, connectionTimeoutMillis: 5_000 });
     // An idle connection the server dropped (restart, network) must not crash the process; the pool replaces it.
     this.pool.on('error', () => undefined);
+    this.accounts = new Accounts(postgresSql(this.pool));
   }
 
   private async query<R extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<R[]> {
@@ -69,24 +73,8 @@ export class PostgresStore implements Store {
   }
 
   /** Runs `fn` in one transaction on one connection, rolling back when it throws. */
-  private async tx<T>(fn: (q: Query) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    // A borrowed connection that drops emits 'error' besides failing its query; the pool listens only to idle
-    // ones, and an unheard 'error' would end the process. The failed query is what reports it.
-    const ignore = (): void => undefined;
-    client.on('error', ignore);
-    try {
-      await client.query('BEGIN');
-      const result = await fn(async (sql, params = []) => (await client.query(sql, params)).rows);
-      await client.query('COMMIT');
-      return result;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw err;
-    } finally {
-      client.off('error', ignore);
-      client.release();
-    }
+  private tx<T>(fn: (q: Query) => Promise<T>): Promise<T> {
+    return pgTransaction(this.pool, (client) => fn(async (sql, params = []) => (await client.query(sql, params)).rows));
   }
 
   async migrate(): Promise<void> {
@@ -168,27 +156,11 @@ export class PostgresStore implements Store {
     }
   }
 
-  async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
-    await this.query('INSERT INTO api_tokens (name, token_hash, created_at) VALUES ($1, $2, $3) ON CONFLICT (token_hash) DO NOTHING', [name, tokenHash, now]);
-  }
-
-  async findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined> {
-    return (await this.query<{ id: number; name: string }>('SELECT id, name FROM api_tokens WHERE token_hash = $1', [tokenHash]))[0];
-  }
-
-  async countApiTokens(): Promise<number> {
-    return (await this.query<{ n: number }>('SELECT count(*) AS n FROM api_tokens'))[0].n;
-  }
-
-  async deleteApiTokensNamed(name: string): Promise<void> {
-    await this.query('DELETE FROM api_tokens WHERE name = $1', [name]);
-  }
-
-  async enqueue(spec: JobSpec, now: number, credentials: { dockerAuthConfig?: string } = {}): Promise<JobRecord> {
+  async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
     const [row] = await this.query<JobRow>(
-      `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config)
-       VALUES ($1, $2, $3, 'queued', $4, $5, $5, $5, $6) RETURNING *`,
-      [spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, credentials.dockerAuthConfig ?? null],
+      `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config, submitted_by)
+       VALUES ($1, $2, $3, 'queued', $4, $5, $5, $5, $6, $7) RETURNING *`,
+      [spec.queue, namespaceOf(spec), JSON.stringify(spec), spec.maxAttempts, now, extra.dockerAuthConfig ?? null, extra.submittedBy ?? null],
     );
     return toJob(row);
   }
@@ -213,6 +185,7 @@ export class PostgresStore implements Store {
     if (filter.queue) add('queue = ?', filter.queue);
     if (filter.state) add('state = ?', filter.state);
     if (filter.namespace) add('namespace = ?', filter.namespace);
+    if (filter.namespaces) add('namespace = ANY(?)', filter.namespaces);
     if (filter.beforeId) add('id < ?', filter.beforeId);
     args.push(filter.limit);
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${args.length}`;

@@ -111,4 +111,57 @@ CREATE TABLE namespace_turns (
 CREATE INDEX jobs_dequeue_namespace ON jobs (queue, namespace, available_at, id) WHERE state = 'queued';
 `,
   },
+  {
+    version: 4,
+    sql: `
+CREATE TABLE users (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  site_admin INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE orgs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE org_members (
+  org_id INTEGER NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (org_id, user_id)
+);
+CREATE INDEX org_members_user ON org_members (user_id);
+ALTER TABLE api_tokens ADD COLUMN user_id INTEGER REFERENCES users (id) ON DELETE CASCADE;
+ALTER TABLE api_tokens ADD COLUMN last_used_at INTEGER;
+CREATE INDEX api_tokens_user ON api_tokens (user_id);
+-- Values are AES-256-GCM ciphertexts ("dh1:<key id>:<base64>"), never plaintext.
+CREATE TABLE secrets (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  updated_by TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  UNIQUE (namespace, name)
+);
+CREATE TABLE secret_access_log (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  namespace TEXT NOT NULL,
+  name TEXT NOT NULL,
+  job_id INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  executor_name TEXT NOT NULL,
+  accessed_at INTEGER NOT NULL
+);
+CREATE INDEX secret_access_log_job ON secret_access_log (job_id);
+ALTER TABLE jobs ADD COLUMN submitted_by TEXT;
+
+-- API tokens belong to users; tokens made before users existed go to a site admin named "admin".
+INSERT INTO users (name, site_admin, created_at)
+  SELECT 'admin', 1, (SELECT min(created_at) FROM api_tokens) WHERE EXISTS (SELECT 1 FROM api_tokens);
+UPDATE api_tokens SET user_id = (SELECT id FROM users WHERE name = 'admin');
+`,
+  },
 ];

@@ -8,7 +8,9 @@ import type {
   AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
+import { Accounts } from '../accounts.js';
+import { sqliteSql } from '../sql.js';
+import { namespaceOf, nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
@@ -36,6 +38,7 @@ WHERE ns.namespace IS NOT NULL`;
  */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
+  readonly accounts: Accounts;
   private readonly db: Database.Database;
 
   constructor(file: string) {
@@ -45,6 +48,7 @@ export class SqliteStore implements Store {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
+    this.accounts = new Accounts(sqliteSql(this.db));
   }
 
   async migrate(): Promise<void> {
@@ -67,29 +71,13 @@ export class SqliteStore implements Store {
     this.db.prepare('SELECT 1').get();
   }
 
-  async createApiToken(name: string, tokenHash: string, now: number): Promise<void> {
-    this.db.prepare('INSERT INTO api_tokens (name, token_hash, created_at) VALUES (?, ?, ?) ON CONFLICT (token_hash) DO NOTHING').run(name, tokenHash, now);
-  }
-
-  async findApiToken(tokenHash: string): Promise<{ id: number; name: string } | undefined> {
-    return this.db.prepare('SELECT id, name FROM api_tokens WHERE token_hash = ?').get(tokenHash) as { id: number; name: string } | undefined;
-  }
-
-  async countApiTokens(): Promise<number> {
-    return this.db.prepare('SELECT count(*) FROM api_tokens').pluck().get() as number;
-  }
-
-  async deleteApiTokensNamed(name: string): Promise<void> {
-    this.db.prepare('DELETE FROM api_tokens WHERE name = ?').run(name);
-  }
-
-  async enqueue(spec: JobSpec, now: number, credentials: { dockerAuthConfig?: string } = {}): Promise<JobRecord> {
+  async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
     const row = this.db
       .prepare(
-        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING *`,
+        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config, submitted_by)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING *`,
       )
-      .get(spec.queue, spec.namespace, JSON.stringify(spec), spec.maxAttempts, now, now, now, credentials.dockerAuthConfig ?? null) as JobRow;
+      .get(spec.queue, namespaceOf(spec), JSON.stringify(spec), spec.maxAttempts, now, now, now, extra.dockerAuthConfig ?? null, extra.submittedBy ?? null) as JobRow;
     return toJob(row);
   }
 
@@ -113,6 +101,7 @@ export class SqliteStore implements Store {
     if (filter.queue) { where.push('queue = ?'); args.push(filter.queue); }
     if (filter.state) { where.push('state = ?'); args.push(filter.state); }
     if (filter.namespace) { where.push('namespace = ?'); args.push(filter.namespace); }
+    if (filter.namespaces) { where.push(`namespace IN (${filter.namespaces.map(() => '?').join(', ') || 'NULL'})`); args.push(...filter.namespaces); }
     if (filter.beforeId) { where.push('id < ?'); args.push(filter.beforeId); }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
     return (this.db.prepare(sql).all(...args, filter.limit) as JobRow[]).map(toJob);

@@ -1,0 +1,74 @@
+// Executor secrets: set, list (names and dates, never values), delete, and the access log. Global secrets are for
+// site admins; a user manages their own namespace's and their orgs' secrets.
+import { z } from 'zod';
+import { secretName } from '../../core/jobSpec.js';
+import { CLIENT_API_PREFIX } from '../../core/protocol.js';
+import { requireNamespaceExists } from '../access.js';
+import type { ServerContext } from '../context.js';
+import { HttpError, defineRoute, principal, type RouteDef } from '../http.js';
+import { DOCKER_AUTH_CONFIG, dockerAuthConfigProblem, secretValue } from '../secrets/secrets.js';
+
+const namespace = z.string().regex(/^(global|(user|org):[A-Za-z0-9][A-Za-z0-9._-]{0,62})$/, 'must be "global", "user:NAME" or "org:NAME"');
+
+const setBody = z
+  .strictObject({ name: secretName, value: secretValue, namespace: namespace.default('global') })
+  .superRefine((body, ctx) => {
+    if (body.name !== DOCKER_AUTH_CONFIG) return;
+    const problem = dockerAuthConfigProblem(body.value);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['value'], message: problem });
+  });
+
+export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
+  const { secrets } = ctx;
+  const { accounts } = ctx.store;
+
+  return [
+    defineRoute({
+      method: 'POST', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', body: setBody, bodyName: 'secret',
+      summary: 'Create or replace a secret (global: site admins; user:NAME: that user; org:NAME: its members). The value is never shown again.',
+      response: '{ secret: { name, namespace, updatedBy, createdAt, updatedAt } }', status: 201, otherResponses: { 200: 'An existing secret was replaced' },
+      async handler({ auth, body, reply }) {
+        const me = principal(auth);
+        me.requireNamespace(body.namespace, 'namespace');
+        await requireNamespaceExists(accounts, body.namespace, 'namespace');
+        const result = await secrets.set({ namespace: body.namespace, name: body.name, value: body.value, updatedBy: me.name });
+        return reply.code(result.created ? 201 : 200).send({ secret: result.secret });
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', query: z.strictObject({ namespace: namespace.optional() }),
+      summary: 'Secrets you can use: names, scope and who changed them when, never values (site admins: all)',
+      response: '{ secrets: [{ name, namespace, updatedBy, createdAt, updatedAt }] }',
+      async handler({ auth, query }) {
+        const me = principal(auth);
+        if (query.namespace && query.namespace !== 'global') me.requireNamespace(query.namespace, 'namespace');
+        const scope = query.namespace ? [query.namespace] : me.siteAdmin ? undefined : ['global', ...me.namespaces];
+        return { secrets: await accounts.listSecrets(scope) };
+      },
+    }),
+    defineRoute({
+      method: 'DELETE', url: `${CLIENT_API_PREFIX}/secrets/:name`, auth: 'client', query: z.strictObject({ namespace: namespace.default('global') }),
+      summary: 'Delete a secret (?namespace=, default global)', response: '{ deleted: { name, namespace } }',
+      async handler({ auth, params, query }) {
+        principal(auth).requireNamespace(query.namespace, 'namespace');
+        if (!(await accounts.deleteSecret(query.namespace, params.name))) throw new HttpError(404, `no secret ${params.name} in ${query.namespace}`);
+        return { deleted: { name: params.name, namespace: query.namespace } };
+      },
+    }),
+    defineRoute({
+      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets/access-log`, auth: 'client',
+      query: z.strictObject({
+        namespace: namespace.optional(),
+        name: secretName.optional(),
+        jobId: z.coerce.number().int().positive().optional(),
+        limit: z.coerce.number().int().min(1).max(1000).default(100),
+      }),
+      summary: 'Which job and executor received which secret, and when, newest first (site admins)',
+      response: '{ entries: [{ name, namespace, jobId, attempt, executorName, accessedAt }] }',
+      async handler({ auth, query }) {
+        principal(auth).requireSiteAdmin('read the secret access log');
+        return { entries: await accounts.listSecretAccess(query) };
+      },
+    }),
+  ];
+}
