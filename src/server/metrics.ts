@@ -18,7 +18,7 @@ export class ServerMetrics {
     // prom-client collects all metrics of a scrape at once: the per-queue gauges share one query.
     let inFlight: Promise<QueueStats[]> | undefined;
     const queueStats = (): Promise<QueueStats[]> =>
-      (inFlight ??= store.queueStats().finally(() => {
+      (inFlight ??= store.queueStats(Date.now()).finally(() => {
         inFlight = undefined;
       }));
     const perQueue = (name: string, help: string, value: (q: QueueStats, now: number) => number): void => {

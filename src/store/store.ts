@@ -85,7 +85,14 @@ export interface QueueStats {
   queued: number;
   processing: number;
   oldestQueuedAt: number | null;
+  /** Jobs that reached 'completed' in the hour before `now` (QUEUE_STATS_WINDOW_MS). */
+  completedLastHour: number;
+  /** Jobs that reached 'failed' in the hour before `now`. Canceled jobs are not failures and are not counted. */
+  failedLastHour: number;
 }
+
+/** The window of QueueStats' completedLastHour and failedLastHour: jobs finished after `now` minus this. */
+export const QUEUE_STATS_WINDOW_MS = 60 * 60 * 1000;
 
 export interface JobFilter {
   queue?: string;
@@ -163,7 +170,11 @@ export interface Store {
 
   upsertExecutor(info: ExecutorInfo, now: number): Promise<void>;
   listExecutors(): Promise<ExecutorRecord[]>;
-  queueStats(): Promise<QueueStats[]>;
+  /**
+   * One row per queue that has queued or processing jobs, or jobs that completed or failed in the
+   * QUEUE_STATS_WINDOW_MS before `now` (finishedAt > now - window); ordered by queue name.
+   */
+  queueStats(now: number): Promise<QueueStats[]>;
 
   /**
    * Stores that several server replicas share (PostgreSQL) carry their wake-ups: `notify` sends a message to every

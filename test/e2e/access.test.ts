@@ -112,7 +112,7 @@ const PROBES: Record<string, Probe> = {
     // Counts per queue only: nothing of anyone's jobs.
     const res = await call('bob', 'GET', '/queues');
     expect(res.statusCode).toBe(200);
-    expect(Object.keys(res.json().queues[0]).sort()).toEqual(['oldestQueuedAt', 'processing', 'queue', 'queued']);
+    expect(Object.keys(res.json().queues[0]).sort()).toEqual(['completedLastHour', 'failedLastHour', 'oldestQueuedAt', 'processing', 'queue', 'queued']);
   },
   'GET /me': async () => {
     expect((await call('carol', 'GET', '/me')).json()).toEqual({

@@ -158,6 +158,48 @@ describe('held heartbeats', () => {
   });
 });
 
+describe('executors and queues', () => {
+  const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null };
+
+  it("lists executors with whether each one's version suits the server's, and the server's version", async () => {
+    const { VERSION } = await import('../../src/core/version.js');
+    const now = Date.now();
+    await store.upsertExecutor({ ...baseInfo, name: 'compat-same', version: VERSION }, now);
+    await store.upsertExecutor({ ...baseInfo, name: 'compat-ahead', version: '99.0.0' }, now);
+    await store.upsertExecutor({ ...baseInfo, name: 'compat-dev', version: '0.0.0-dev' }, now);
+    await store.upsertExecutor({ ...baseInfo, name: 'compat-gone', version: '99.0.0' }, now - 60_000); // not active
+    const res = await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin });
+    expect(res.statusCode).toBe(200);
+    const body = res.json() as { executors: { name: string; active: boolean; compatibility: string | null }[]; serverVersion: string };
+    expect(body.serverVersion).toBe(VERSION);
+    const byName = new Map(body.executors.map((e) => [e.name, e]));
+    expect(byName.get('compat-same')).toMatchObject({ active: true, compatibility: 'up_to_date', version: VERSION, firstSeenAt: now });
+    expect(byName.get('compat-ahead')).toMatchObject({ active: true, compatibility: 'version_ahead' });
+    expect(byName.get('compat-dev')).toMatchObject({ active: true, compatibility: null });
+    expect(byName.get('compat-gone')).toMatchObject({ active: false, compatibility: null });
+  });
+
+  it('lists queues with the jobs completed and failed in the last hour, also queues with nothing left to run', async () => {
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    const runTo = async (kind: 'complete' | 'fail') => {
+      const now = Date.now();
+      await store.enqueue(jobSpec.parse({ queue: 'api-stats', steps: [{ run: 'true' }] }), now);
+      const job = (await store.dequeue({ executorName: 'e-stats', queues: ['api-stats'], tokenHash: `stats-${kind}-${now}`, now }))!;
+      expect((await store.finish({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: 1_000 })).ok).toBe(true);
+    };
+    await runTo('complete');
+    await runTo('complete');
+    await runTo('fail');
+    const res = await app.inject({ method: 'GET', url: '/api/v1/queues', headers: admin });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().queues).toContainEqual(
+      { queue: 'api-stats', queued: 0, processing: 0, oldestQueuedAt: null, completedLastHour: 2, failedLastHour: 1 },
+    );
+    // The metrics read the same stats: a queue with only finished jobs is an empty one there.
+    expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toMatch(/^dockhand_queue_depth\{queue="api-stats"\} 0$/m);
+  });
+});
+
 describe('OpenAPI and metrics', () => {
   it('describes every route in /api/openapi.json from the zod schemas', async () => {
     const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();

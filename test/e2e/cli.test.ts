@@ -127,6 +127,10 @@ describe('dockhand CLI against a server', () => {
     expect(executors.stdout).toMatch(/cli-exec\s+\S+\s+default,other\s+\d+\.\d+\.\d+\s+shell\s+-\s/);
     const json = JSON.parse((await cli(['executors', '--json'], env)).stdout);
     expect(json[0]).toMatchObject({ name: 'cli-exec', queues: ['default', 'other'], active: true });
+    // The executor runs the server's own release.
+    expect(executors.stdout).toMatch(/LAST SEEN\s+ACTIVE\s+COMPAT$/m);
+    expect(executors.stdout).toMatch(/^cli-exec\s.*\syes\s+ok$/m);
+    expect(json[0].compatibility).toBe('up_to_date');
 
     const notAnId = await cli(['job', 'show', 'abc'], env);
     expect(notAnId.code).not.toBe(0);
@@ -135,6 +139,43 @@ describe('dockhand CLI against a server', () => {
     expect(wrongToken.stderr).toContain('invalid API token');
     const noServer = await cli(['job', 'list'], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
     expect(noServer.stderr).toContain('cannot reach Dockhand at http://127.0.0.1:1');
+  });
+
+  it('lists queues with the jobs done and failed in the last hour', async () => {
+    type Row = { queue: string; queued: number; processing: number; oldestQueuedAt: number | null; completedLastHour: number; failedLastHour: number };
+    const stats = async (): Promise<Row | undefined> =>
+      (JSON.parse((await cli(['queues', '--json'], env)).stdout) as Row[]).find((q) => q.queue === 'default');
+    const before = (await stats()) ?? { completedLastHour: 0, failedLastHour: 0 };
+    const ok = path.join(dir, 'ok.yaml');
+    writeFileSync(ok, 'queue: default\nsteps:\n  - run: "true"\n');
+    const bad = path.join(dir, 'exit3.yaml');
+    writeFileSync(bad, 'queue: default\nsteps:\n  - run: exit 3\n');
+    expect((await cli(['job', 'submit', ok, '--follow'], env)).code).toBe(0);
+    expect((await cli(['job', 'submit', bad, '--follow'], env)).code).toBe(1);
+
+    const after = (await stats())!;
+    expect(after).toMatchObject({ completedLastHour: before.completedLastHour + 1, failedLastHour: before.failedLastHour + 1 });
+    const table = (await cli(['queues'], env)).stdout;
+    expect(table).toMatch(/^QUEUE\s+QUEUED\s+RUNNING\s+OLDEST QUEUED\s+DONE 1H\s+FAILED 1H$/m);
+    expect(table).toMatch(new RegExp(`^default\\s+\\d+\\s+\\d+\\s+.+?\\s+${after.completedLastHour}\\s+${after.failedLastHour}$`, 'm'));
+  });
+
+  it('shows whether each executor suits the server', async () => {
+    const beat = (executorName: string, version: string) =>
+      fetch(`${server.url}/api/executor/v1/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `token-executor ${EXECUTORS_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ executorName, hostname: 'h', os: 'linux', arch: 'x64', version, runtime: 'shell', queues: ['fake'], jobs: [] }),
+      });
+    expect((await beat('from-the-future', '99.0.0')).status).toBe(200);
+    expect((await beat('dev-build', '0.0.0-dev')).status).toBe(200);
+
+    const { stdout } = await cli(['executors'], env);
+    expect(stdout).toMatch(/^from-the-future\s.*\s99\.0\.0\s.*\syes\s+AHEAD \(server \d+\.\d+\.\d+\S*\)$/m);
+    expect(stdout).toMatch(/^dev-build\s.*\syes\s+-$/m);
+    const json = JSON.parse((await cli(['executors', '--json'], env)).stdout) as { name: string; compatibility: string | null }[];
+    expect(json.find((e) => e.name === 'from-the-future')?.compatibility).toBe('version_ahead');
+    expect(json.find((e) => e.name === 'dev-build')?.compatibility).toBeNull();
   });
 });
 

@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, it, expect } from 'vitest';
 import { parseJobSpec, type JobSpec, type JobSpecInput } from '../../src/core/jobSpec.js';
 import { canTransition, stallFailureMessage, type JobState } from '../../src/core/jobState.js';
 import type { LogEntryUpdate } from '../../src/core/protocol.js';
-import type { ExecutorInfo, FinishRequest, FinishResult, JobRecord, Store } from '../../src/store/store.js';
+import { QUEUE_STATS_WINDOW_MS, type ExecutorInfo, type FinishRequest, type FinishResult, type JobRecord, type Store } from '../../src/store/store.js';
 
 /** A fixed clock; tests pass `now` explicitly, so nothing depends on real time. */
 const T0 = 1_700_000_000_000;
@@ -906,7 +906,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it('counts queued and processing jobs per queue', async () => {
-        expect(await store.queueStats()).toEqual([]);
+        expect(await store.queueStats(T0)).toEqual([]);
         await enqueue({ queue: 'a' }, T0);
         await enqueue({ queue: 'a' }, T0 + 1);
         await enqueue({ queue: 'a' }, T0 + 2);
@@ -916,13 +916,60 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const c = (await claimOrFail(['c'], T0 + 10)).job;
         expectOk(await finish(c, 'complete'));
 
-        const stats = await store.queueStats();
-        const byQueue = new Map(stats.map((s) => [s.queue, s]));
-        expect(byQueue.get('a')).toEqual({ queue: 'a', queued: 2, processing: 1, oldestQueuedAt: T0 + 1 });
-        expect(byQueue.get('b')).toEqual({ queue: 'b', queued: 1, processing: 0, oldestQueuedAt: T0 + 3 });
-        // A queue with nothing waiting or running may be left out, or reported as empty.
-        const idle = byQueue.get('c');
-        if (idle) expect(idle).toEqual({ queue: 'c', queued: 0, processing: 0, oldestQueuedAt: null });
+        expect(await store.queueStats(T0 + 2_000)).toEqual([
+          { queue: 'a', queued: 2, processing: 1, oldestQueuedAt: T0 + 1, completedLastHour: 0, failedLastHour: 0 },
+          { queue: 'b', queued: 1, processing: 0, oldestQueuedAt: T0 + 3, completedLastHour: 0, failedLastHour: 0 },
+          // A queue with nothing waiting or running is listed while it has jobs finished in the last hour.
+          { queue: 'c', queued: 0, processing: 0, oldestQueuedAt: null, completedLastHour: 1, failedLastHour: 0 },
+        ]);
+      });
+
+      it('counts the jobs completed and failed in the hour before now, not canceled ones', async () => {
+        const HOUR = QUEUE_STATS_WINDOW_MS;
+        /** Runs a job in `queue` to its end at `at`. */
+        const endJob = async (queue: string, at: number, ending: 'complete' | 'fail' | 'error' | 'cancel' | 'canceledByExecutor') => {
+          await enqueue({ queue, maxAttempts: 1 }, at - 100);
+          const { job } = await claimOrFail([queue], at - 50);
+          if (ending === 'cancel') {
+            await store.requestCancel(job.id, at - 10);
+            return expectOk(await finish(job, 'complete', { now: at }));
+          }
+          if (ending === 'canceledByExecutor') return expectOk(await finish(job, 'fail', { now: at, canceledByExecutor: true }));
+          return expectOk(await finish(job, ending, { now: at }));
+        };
+        const now = T0 + 10 * HOUR;
+        expect((await endJob('done', now - HOUR, 'complete')).state).toBe('completed'); // exactly an hour ago: out
+        await endJob('done', now - HOUR - 5_000, 'fail'); // before the window
+        await endJob('done', now - HOUR + 1, 'complete');
+        await endJob('done', now - 60_000, 'complete');
+        await endJob('done', now, 'complete');
+        expect((await endJob('done', now - 1_000, 'fail')).state).toBe('failed');
+        expect((await endJob('done', now - 2_000, 'error')).state).toBe('failed'); // attempts used up
+        expect((await endJob('done', now - 3_000, 'cancel')).state).toBe('canceled');
+        expect((await endJob('done', now - 4_000, 'canceledByExecutor')).state).toBe('canceled');
+        const queuedThenCanceled = await enqueue({ queue: 'done' }, now - 500);
+        expect((await store.requestCancel(queuedThenCanceled.id, now - 400))!.state).toBe('canceled');
+        // Only canceled jobs in the last hour: the queue is not listed.
+        await endJob('canceled-only', now - 1_000, 'cancel');
+        // Old finished jobs only: not listed either.
+        await endJob('old', now - 2 * HOUR, 'complete');
+        // A retried job counts by its state now: queued again, it is no longer completed.
+        const retried = await endJob('retried', now - 1_000, 'complete');
+        await store.retry(retried.id, now - 500);
+        // Live and finished jobs in one queue.
+        await enqueue({ queue: 'mixed' }, now - 300);
+        await endJob('mixed', now - 200, 'fail');
+
+        expect(await store.queueStats(now)).toEqual([
+          { queue: 'done', queued: 0, processing: 0, oldestQueuedAt: null, completedLastHour: 3, failedLastHour: 2 },
+          { queue: 'mixed', queued: 1, processing: 0, oldestQueuedAt: now - 300, completedLastHour: 0, failedLastHour: 1 },
+          { queue: 'retried', queued: 1, processing: 0, oldestQueuedAt: now - 500, completedLastHour: 0, failedLastHour: 0 },
+        ]);
+        // An hour later all of it has left the window but the queued jobs.
+        expect(await store.queueStats(now + HOUR)).toEqual([
+          { queue: 'mixed', queued: 1, processing: 0, oldestQueuedAt: now - 300, completedLastHour: 0, failedLastHour: 0 },
+          { queue: 'retried', queued: 1, processing: 0, oldestQueuedAt: now - 500, completedLastHour: 0, failedLastHour: 0 },
+        ]);
       });
     });
 

@@ -1,6 +1,7 @@
 // `dockhand job …`, `dockhand executors` and `dockhand queues`: the client side of the API.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import type { ExecutorCompatibility } from '../../core/compatibility.js';
 import { describeIssues, parseJobSpec, parseSpecText } from '../../core/jobSpec.js';
 import type { JobState } from '../../core/jobState.js';
 import { formatDuration, formatSize } from '../../core/units.js';
@@ -16,6 +17,16 @@ export const FOLLOW_EXIT: Record<string, number> = { completed: 0, failed: 1, ca
 function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes'>): string {
   if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
   return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}`;
+}
+
+/** The COMPAT column: "ok", "OUTDATED (server 0.3.0)", "AHEAD (server 0.1.0)"; "-" when unknown or inactive. */
+function compatLabel(compatibility: ExecutorCompatibility | null, serverVersion: string): string {
+  switch (compatibility) {
+    case 'up_to_date': return 'ok';
+    case 'outdated': return `OUTDATED (server ${serverVersion})`;
+    case 'version_ahead': return `AHEAD (server ${serverVersion})`;
+    default: return '-';
+  }
 }
 
 function parseIdArg(raw: string): number {
@@ -147,18 +158,22 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('executors')
-    .description('List executors: name, hostname, queues, version, runtime, per-job limits, last seen')
+    .description('List executors: name, hostname, queues, version and whether it suits the server, runtime, per-job limits, last seen')
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
-      const { executors } = await new ClientApi().request<{ executors: (ExecutorRecord & { active: boolean })[] }>('GET', '/executors');
+      const { executors, serverVersion } = await new ClientApi().request<{
+        executors: (ExecutorRecord & { active: boolean; compatibility: ExecutorCompatibility | null })[];
+        serverVersion: string;
+      }>('GET', '/executors');
       print(opts.json ?? false, executors, () =>
         executors.length === 0
           ? 'no executors have registered yet'
           : table([
-              ['NAME', 'HOSTNAME', 'QUEUES', 'VERSION', 'RUNTIME', 'PER JOB', 'JOBS', 'LAST SEEN', 'ACTIVE'],
+              // COMPAT goes last, after ACTIVE (an inactive executor's is "-"), so the earlier columns keep their places.
+              ['NAME', 'HOSTNAME', 'QUEUES', 'VERSION', 'RUNTIME', 'PER JOB', 'JOBS', 'LAST SEEN', 'ACTIVE', 'COMPAT'],
               ...executors.map((e) => [
                 e.name, e.hostname, e.queues.join(','), e.version, e.runtime, jobLimits(e), `${e.runningJobs}/${e.maxJobs ?? '?'}`,
-                ago(e.lastSeenAt), e.active ? 'yes' : 'no',
+                ago(e.lastSeenAt), e.active ? 'yes' : 'no', compatLabel(e.compatibility, serverVersion),
               ]),
             ]),
       );
@@ -166,14 +181,19 @@ export function registerJobCommands(program: Command): void {
 
   program
     .command('queues')
-    .description('Queued and running jobs per queue')
+    .description('Queued and running jobs per queue, and the jobs done (completed) and failed in the last hour')
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
       const { queues } = await new ClientApi().request<{ queues: QueueStats[] }>('GET', '/queues');
       print(opts.json ?? false, queues, () =>
         queues.length === 0
-          ? 'no queued or running jobs'
-          : table([['QUEUE', 'QUEUED', 'RUNNING', 'OLDEST QUEUED'], ...queues.map((q) => [q.queue, String(q.queued), String(q.processing), ago(q.oldestQueuedAt)])]),
+          ? 'no queued or running jobs, none finished in the last hour'
+          : table([
+              ['QUEUE', 'QUEUED', 'RUNNING', 'OLDEST QUEUED', 'DONE 1H', 'FAILED 1H'],
+              ...queues.map((q) => [
+                q.queue, String(q.queued), String(q.processing), ago(q.oldestQueuedAt), String(q.completedLastHour), String(q.failedLastHour),
+              ]),
+            ]),
       );
     });
 }

@@ -4,7 +4,9 @@ import { z } from 'zod';
 import { jobSpec, type JobSpec } from '../../core/jobSpec.js';
 import { loosestLimits, resourceIssues } from '../../core/resources.js';
 import { JOB_STATES, isTerminal } from '../../core/jobState.js';
+import { executorCompatibility } from '../../core/compatibility.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
+import { VERSION } from '../../core/version.js';
 import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { requireNamespaceExists, type Principal } from '../access.js';
@@ -166,18 +168,24 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     }),
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/executors`, auth: 'client', summary: 'Executors that have registered by heartbeat (site admins)',
-      response: '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, ... }] }',
+      response: '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, compatibility, ... }], serverVersion }',
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list executors');
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
-        return { executors: (await store.listExecutors()).map((e) => ({ ...e, active: e.lastSeenAt >= since })) };
+        const executors = (await store.listExecutors()).map((e) => {
+          const active = e.lastSeenAt >= since;
+          // Only an executor that is running now has a version worth comparing; a gone one says nothing.
+          return { ...e, active, compatibility: active ? executorCompatibility(e.version, VERSION) : null };
+        });
+        return { executors, serverVersion: VERSION };
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/queues`, auth: 'client', summary: 'Queued and running jobs per queue',
-      response: '{ queues: [{ queue, queued, processing, oldestQueuedAt }] }',
+      method: 'GET', url: `${CLIENT_API_PREFIX}/queues`, auth: 'client',
+      summary: 'Queued and running jobs per queue, and the jobs that completed or failed in the last hour',
+      response: '{ queues: [{ queue, queued, processing, oldestQueuedAt, completedLastHour, failedLastHour }] }',
       async handler() {
-        return { queues: await store.queueStats() };
+        return { queues: await store.queueStats(Date.now()) };
       },
     }),
   ];

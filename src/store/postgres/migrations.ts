@@ -163,4 +163,12 @@ INSERT INTO users (name, site_admin, created_at)
 UPDATE api_tokens SET user_id = (SELECT id FROM users WHERE name = 'admin');
 `,
   },
+  {
+    version: 5,
+    sql: `
+-- Queue stats count the jobs that completed or failed in the last hour: only finished jobs, by finish time (queue
+-- and state included for index-only scans). Canceled jobs are not counted, so they are left out.
+CREATE INDEX jobs_finished ON jobs (finished_at, queue, state) WHERE state IN ('completed', 'failed');
+`,
+  },
 ];
