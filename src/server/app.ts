@@ -12,6 +12,7 @@ import { jobRoutes } from './routes/jobRoutes.js';
 import { secretRoutes } from './routes/secretRoutes.js';
 import { systemRoutes } from './routes/systemRoutes.js';
 import { parseYamlBody } from './yamlBody.js';
+import { webUi } from './webUi.js';
 
 /** The largest body any route accepts; each route has its own limit (RouteDef.bodyLimit, default 1 MiB). */
 export const BODY_LIMIT_BYTES = LARGE_BODY_LIMIT;
@@ -30,7 +31,7 @@ export interface AppOptions {
   authFailures?: { limit: number; windowMs: number };
 }
 
-/** An API now, and a same-origin web UI later: its own scripts, styles and API only; never framed. */
+/** The API and its same-origin web UI (web/): its own scripts, styles and API only; never framed. */
 function cspDirectives(tlsOn: boolean): Record<string, string[]> {
   return {
     defaultSrc: ["'self'"],
@@ -173,7 +174,12 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     req.log.error({ err, url: req.url, method: req.method }, 'request failed');
     return reply.code(500).send({ error: 'internal server error; the server log has details' });
   });
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` }));
+  const ui = webUi();
+  app.setNotFoundHandler(async (req, reply) => {
+    // Not an API route: the web UI's files, and its page for every other path (deep links).
+    if (await ui.serve(req, reply)) return reply;
+    return reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` });
+  });
 
   const routes: RouteDef<any, any>[] = [];
   routes.push(

@@ -103,7 +103,7 @@ export function registerServerCommands(program: Command): void {
       const log = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact });
       const server = await startServer(config, log);
       process.stdout.write(
-        `Dockhand server listening on ${server.url} (data in ${describeStore(config)})\n` +
+        `Dockhand server listening on ${server.url} (data in ${describeStore(config)}; web UI at ${server.url}/)\n` +
           `Start executors with: EXECUTOR_FRONTEND_URL=${server.url} EXECUTOR_FRONTEND_PASSWORD=<DOCKHAND_EXECUTORS_ACCESS_TOKEN> ` +
           'EXECUTOR_QUEUE_NAME=default dockhand executor\n',
       );
@@ -176,6 +176,7 @@ export function registerServerCommands(program: Command): void {
       process.stdout.write(
         [
           `Dockhand is up: ${server.url}`,
+          `  web UI:    ${server.url}/ (sign in with the API token below)`,
           `  data:      ${describeStore(config)}`,
           `  executor:  ${agent.name} (queues ${executorConfig.queues.join(', ')})`,
           `  runtime:   ${chosen.runtime.name}: ${chosen.note}`,
