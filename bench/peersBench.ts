@@ -1,0 +1,292 @@
+// The peers alone: graphile-worker and BullMQ throughput (jobs/s over RUNS runs, the peers alternating) and
+// enqueue → handler latency on this machine, so that Dockhand's throughput can be given as a ratio to them. The
+// measurements themselves are in bench/peers.ts (which a Dockhand benchmark can import to measure the peers in
+// its own run); this script prints a table and rewrites the `bench:peers` section of BENCHMARKS.md.
+//
+// Usage: node dist-bench/bench/peersBench.js [--tiny] [--jobs N] [--latency-jobs N] [--runs N] [--no-write]
+// or the environment PEERS_JOBS (default 20000), PEERS_LATENCY_JOBS (default 1000), PEERS_RUNS (default 3),
+// BENCH_WRITE=0. --tiny is 200 and 50 jobs, one run, and does not touch BENCHMARKS.md (for CI). PEERS_ONLY=graphile
+// or bullmq measures one. PostgreSQL: a throwaway cluster from test/support/postgres.ts (or
+// DOCKHAND_TEST_POSTGRES_URL); Redis: a throwaway Debian `redis-server` (apt-get install -y redis-server).
+import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import pg from 'pg';
+import { startPostgres, type PostgresHandle } from '../test/support/postgres.js';
+import { quantile, writeSection } from './lib.js';
+import {
+  BULLMQ_CONFIG, GRAPHILE_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
+  runBullmqThroughput, runGraphileLatency, runGraphileThroughput, startRedis, type RedisHandle, type ThroughputResult,
+} from './peers.js';
+
+const SECTION = 'peers';
+const argv = process.argv.slice(2);
+const flag = (name: string): boolean => argv.includes(name);
+const opt = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const TINY = flag('--tiny');
+const num = (v: string | undefined, fallback: number): number => (v === undefined || v === '' ? fallback : Number(v));
+const JOBS = num(opt('--jobs') ?? process.env.PEERS_JOBS, TINY ? 200 : 20_000);
+const LATENCY_JOBS = num(opt('--latency-jobs') ?? process.env.PEERS_LATENCY_JOBS, TINY ? 50 : 1_000);
+const RUNS = num(opt('--runs') ?? process.env.PEERS_RUNS, TINY ? 1 : 3);
+const WRITE = !TINY && !flag('--no-write') && process.env.BENCH_WRITE !== '0';
+const ONLY = process.env.PEERS_ONLY;
+/** A run during which other processes used more than this share of the machine's CPU is taken again, up to MAX_TRIES times. */
+const DISTURBED = 0.1;
+const MAX_TRIES = num(process.env.BENCH_MAX_TRIES, 3);
+/** How long to wait for a quiet machine before each measurement (BENCH_QUIET_WAIT_S, default 300). */
+const QUIET_WAIT_MS = 1000 * num(process.env.BENCH_QUIET_WAIT_S, TINY ? 0 : 300);
+
+type Peer = 'graphile' | 'bullmq';
+const PEERS: Peer[] = (['graphile', 'bullmq'] as Peer[]).filter((p) => !ONLY || ONLY === p);
+const NAME: Record<Peer, string> = { graphile: 'graphile-worker', bullmq: 'BullMQ' };
+
+interface Run extends ThroughputResult {
+  /** Share of the machine's CPU that other processes used during the run. */
+  others: number;
+  tries: number;
+}
+
+interface Machine {
+  cpus: string;
+  ram: string;
+  kernel: string;
+  node: string;
+  postgres: string;
+  redis: string;
+  graphile: string;
+  bullmq: string;
+  ioredis: string;
+}
+
+const n = (x: number): string => Math.round(x).toLocaleString('en-US');
+const pct = (x: number): string => `${Math.round(100 * x)}%`;
+const ms = (x: number): string => (x < 10 ? `${x.toFixed(2)} ms` : x < 1000 ? `${x.toFixed(1)} ms` : `${(x / 1000).toFixed(2)} s`);
+
+function cpuModel(): string {
+  const cpus = os.cpus();
+  return `${cpus.length} CPUs (${cpus[0]?.model.trim() ?? '?'})`;
+}
+
+// ---- CPU used by other processes during a run ----
+
+const TICK = 100; // USER_HZ: /proc reports CPU times in 1/100 s on Linux
+
+function machineBusy(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  return (total - f[3] - f[4]) / TICK;
+}
+
+/** pid → [ppid, own CPU s + reaped children's CPU s] for every process. */
+function processTable(): Map<number, [number, number]> {
+  const table = new Map<number, [number, number]>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state.
+      table.set(Number(e), [Number(f[1]), (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / TICK]);
+    } catch {
+      // gone
+    }
+  }
+  return table;
+}
+
+/**
+ * CPU seconds used so far by this process and its live descendants (workers, redis-server, runuser and the
+ * PostgreSQL cluster), counting the children each of them has reaped: every process of ours once.
+ */
+function ourCpu(): number {
+  const table = processTable();
+  const ours = new Set([process.pid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, [ppid]] of table) {
+      if (!ours.has(pid) && ours.has(ppid)) {
+        ours.add(pid);
+        grew = true;
+      }
+    }
+  }
+  let sum = 0;
+  for (const pid of ours) sum += table.get(pid)?.[1] ?? 0;
+  return sum;
+}
+
+/**
+ * Waits (up to QUIET_WAIT_MS) until other processes use at most DISTURBED of the CPU over 2 s, so that a run does
+ * not start while something else (another benchmark, a build) is busy. Returns the last share seen.
+ */
+async function waitQuiet(): Promise<number> {
+  const deadline = Date.now() + QUIET_WAIT_MS;
+  let announced = false;
+  for (;;) {
+    const { others } = await measured(() => new Promise<void>((resolve) => setTimeout(resolve, 2_000)));
+    if (others <= DISTURBED || Date.now() > deadline) return others;
+    if (!announced) console.error(`  other processes use ${Math.round(100 * others)}% of the CPU: waiting for a quiet machine`);
+    announced = true;
+  }
+}
+
+/** Runs `fn` and returns its result with the share of the machine's CPU that other processes used meanwhile. */
+async function measured<T>(fn: () => Promise<T>): Promise<{ result: T; others: number }> {
+  const m0 = machineBusy();
+  const o0 = ourCpu();
+  const t0 = performance.now();
+  const result = await fn();
+  const secs = (performance.now() - t0) / 1000;
+  const others = Math.max(0, machineBusy() - m0 - (ourCpu() - o0));
+  return { result, others: others / (secs * os.cpus().length) };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  let pgHandle: PostgresHandle | undefined;
+  let redis: RedisHandle | undefined;
+  let dbUrl: string | undefined;
+  let adminUrl: string | undefined;
+  const dbName = `bench_peers_${process.pid}`;
+  const throughput: Record<Peer, Run[]> = { graphile: [], bullmq: [] };
+  const latency: Record<Peer, number[]> = { graphile: [], bullmq: [] };
+  const latencyOthers: Record<Peer, number> = { graphile: 0, bullmq: 0 };
+  let machine: Machine;
+  try {
+    let postgresVersion = '–';
+    if (PEERS.includes('graphile')) {
+      pgHandle = await startPostgres();
+      adminUrl = pgHandle.url;
+      const admin = new pg.Client({ connectionString: adminUrl });
+      await admin.connect();
+      try {
+        postgresVersion = (await admin.query<{ v: string }>("select current_setting('server_version') as v")).rows[0].v;
+        await admin.query(`create database ${dbName}`);
+      } finally {
+        await admin.end();
+      }
+      const u = new URL(adminUrl);
+      u.pathname = `/${dbName}`;
+      dbUrl = u.toString();
+      await prepareGraphile(dbUrl);
+    }
+    if (PEERS.includes('bullmq')) redis = await startRedis();
+    machine = {
+      cpus: cpuModel(),
+      ram: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+      kernel: `${os.type()} ${os.release()}`,
+      node: process.version,
+      postgres: postgresVersion,
+      redis: redis?.version ?? '–',
+      graphile: packageVersion('graphile-worker'),
+      bullmq: packageVersion('bullmq'),
+      ioredis: packageVersion('ioredis'),
+    };
+    console.error(`${machine.cpus}, ${machine.ram}, ${machine.kernel}; Node ${machine.node}, PostgreSQL ${machine.postgres}, Redis ${machine.redis}`);
+    console.error(`throughput: ${n(JOBS)} jobs × ${RUNS} runs; latency: ${n(LATENCY_JOBS)} jobs`);
+
+    for (let run = 1; run <= RUNS; run++) {
+      for (const peer of run % 2 ? PEERS : [...PEERS].reverse()) {
+        for (let tries = 1; ; tries++) {
+          await waitQuiet();
+          const { result: r, others } = await measured(() =>
+            peer === 'graphile'
+              ? runGraphileThroughput({ connectionString: dbUrl!, jobs: JOBS })
+              : runBullmqThroughput({ redisPort: redis!.port, jobs: JOBS }));
+          console.error(
+            `[run ${run}] ${NAME[peer]}: ${n(r.jobsPerSec)} jobs/s (${(r.ms / 1000).toFixed(2)} s, enqueue ` +
+              `${(r.enqueueMs / 1000).toFixed(2)} s; other processes ${Math.round(100 * others)}% of the CPU)`,
+          );
+          if (others <= DISTURBED || tries >= MAX_TRIES) {
+            throughput[peer].push({ ...r, others, tries });
+            break;
+          }
+          console.error(`  other processes used over ${Math.round(100 * DISTURBED)}% of the CPU: running again`);
+        }
+      }
+    }
+    for (const peer of PEERS) {
+      await waitQuiet();
+      const { result, others } = await measured(() =>
+        peer === 'graphile'
+          ? runGraphileLatency({ connectionString: dbUrl!, jobs: LATENCY_JOBS })
+          : runBullmqLatency({ redisPort: redis!.port, jobs: LATENCY_JOBS }));
+      latency[peer] = result;
+      latencyOthers[peer] = others;
+      const l = latency[peer];
+      console.error(
+        `${NAME[peer]} latency: p50 ${ms(quantile(l, 0.5))}, p95 ${ms(quantile(l, 0.95))}, p99 ${ms(quantile(l, 0.99))} ` +
+          `(other processes ${Math.round(100 * others)}% of the CPU)`,
+      );
+    }
+  } finally {
+    if (adminUrl) {
+      const admin = new pg.Client({ connectionString: adminUrl });
+      await admin.connect().then(
+        () => admin.query(`drop database if exists ${dbName} with (force)`).finally(() => admin.end()),
+        () => {},
+      ).catch((err: Error) => console.error(`dropping ${dbName}: ${err.message}`));
+    }
+    await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
+    await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
+  }
+  const elapsed = (Date.now() - started) / 1000;
+  const body = report(machine, throughput, latency, latencyOthers, elapsed);
+  console.log(`\n${body}\n`);
+  if (WRITE) {
+    await writeSection(SECTION, body);
+    console.error('wrote BENCHMARKS.md');
+  }
+}
+
+function report(m: Machine, throughput: Record<Peer, Run[]>, latency: Record<Peer, number[]>, latencyOthers: Record<Peer, number>, elapsed: number): string {
+  const date = new Date().toISOString().slice(0, 10);
+  const lines = [
+    '## Peers: graphile-worker and BullMQ',
+    '',
+    'The job runners Dockhand is compared with, measured alone on this machine with no-op jobs, each with its own ' +
+      'worker processes (child processes of the benchmark, sharing the CPUs as Dockhand\'s executors do). ' +
+      `**Throughput**: the workers are started and idle, then ${n(JOBS)} jobs are enqueued in bulk, and the clock runs ` +
+      'from the first enqueue until every job has run and the queue is empty again (graphile-worker: no row left in ' +
+      'its jobs table; BullMQ: no job waiting, active, delayed or prioritized); after min(500, that many) warm-up jobs; ' +
+      `${RUNS} runs, the peers alternating, fresh workers each run; a run during which other processes used over ` +
+      `${Math.round(100 * DISTURBED)}% of the machine's CPU is taken again (up to ${MAX_TRIES} tries, each after waiting for other processes to use at most that share for 2 s; "others' CPU" is that share, ` +
+      'from /proc: the machine\'s busy time less that of the benchmark, its workers, Redis and PostgreSQL). ' +
+      `**Latency**: ${n(LATENCY_JOBS)} jobs submitted one at a time to idle workers (after 20 warm-up jobs), each 5–15 ms ` +
+      'after the previous one\'s handler ran; from just before the add call to the handler\'s IPC message reaching the ' +
+      'benchmark, on one monotonic clock. Source: `bench/peers.ts` (importable by a Dockhand benchmark to measure the ' +
+      'peers in its own run), `bench/peerWorker.ts`, `bench/peersBench.ts`; `npm run bench:peers`.',
+    '',
+    `Machine: ${m.cpus}, ${m.ram}, ${m.kernel}; ${date}. Node ${m.node}; PostgreSQL ${m.postgres} (a throwaway cluster ` +
+      'as the tests start it: fsync, synchronous_commit and full_page_writes off); Redis ' +
+      `${m.redis} (Debian's redis-server, \`--save '' --appendonly no\`); graphile-worker ${m.graphile}; BullMQ ${m.bullmq} ` +
+      `with ioredis ${m.ioredis}. A full run took ${Math.round(elapsed)} s.`,
+    '',
+    `- graphile-worker: ${describeGraphile(GRAPHILE_CONFIG)}. Before each run (untimed) its jobs table is analyzed ` +
+      `with ${n(JOBS)} jobs in it, then emptied: a run that starts on the statistics of an empty table (a fresh database, ` +
+      'or autovacuum\'s ANALYZE after the previous run emptied it) plans get_job for an empty table and ran 4–5× slower here ' +
+      '(500–760 jobs/s) until autovacuum analyzed the table again mid-run.',
+    `- BullMQ: ${describeBullmq(BULLMQ_CONFIG)}.`,
+    '',
+    `| peer | jobs/s median | min | max | runs | enqueue time (median) | others' CPU (max) | latency p50 | p95 | p99 | others' CPU |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const peer of PEERS) {
+    const rates = throughput[peer].map((r) => r.jobsPerSec);
+    const l = latency[peer];
+    const enq = quantile(throughput[peer].map((r) => r.enqueueMs), 0.5);
+    lines.push(
+      `| ${NAME[peer]} | **${n(quantile(rates, 0.5))}** | ${n(Math.min(...rates))} | ${n(Math.max(...rates))} | ${rates.length} | ` +
+        `${ms(enq)} | ${pct(Math.max(...throughput[peer].map((r) => r.others)))} | ${ms(quantile(l, 0.5))} | ` +
+        `${ms(quantile(l, 0.95))} | ${ms(quantile(l, 0.99))} | ${pct(latencyOthers[peer])} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+main().catch((err: Error) => {
+  console.error(err.stack ?? err.message);
+  process.exitCode = 1;
+});
