@@ -721,10 +721,11 @@ function memoryReport(m: MemoryResult): string {
   for (const [k, xs] of Object.entries(m.calls)) L.push(`| \`${k}\` | ${f0(med(xs))} ms | ${f0(Math.min(...xs))}–${f0(Math.max(...xs))} ms |`);
   L.push(
     '',
-    '**What the numbers show.** The executor imports `dockerode` (and through it `ssh2`, whose native addons `sshcrypto.node` and ' +
-      '`cpufeatures.node` show in an idle shell-runtime executor\'s `/proc/PID/maps`) on every runtime, the shell one included: ' +
-      `\`src/executor/runtimes/index.ts\` imports the docker runtime statically.` +
-      (m.nodeDockerode ? ` That import alone costs ${f1(med(m.nodeDockerode) - floor)} MB over the floor in this run; without it the idle executor would be near ${f1(med(m.executorIdle) - (med(m.nodeDockerode) - floor))} MB.` : '') +
+    '**What the numbers show.** The docker runtime, with `dockerode` and through it `ssh2` and its native addons, is loaded only ' +
+      'by an executor configured for it (`src/executor/runtimes/index.ts` imports it when chosen). ' +
+      (m.nodeDockerode ? `A bare node that imports \`dockerode\` shows what that saves an executor of another runtime: ${f1(med(m.nodeDockerode) - floor)} MB over the floor in this run. ` : '') +
+      `Before that change (2026-11-22, same machine and benchmark) the idle shell-runtime executor measured ${f1(BEFORE_LAZY_DOCKER.median)} ` +
+      `(${BEFORE_LAZY_DOCKER.range}) MB: now ${(med(m.executorIdle) / BEFORE_LAZY_DOCKER.median).toFixed(2)}× that.` +
       ` The server grows by ${f1(med(m.serverFull) - med(m.serverEmpty))} MB with ${n(MEMORY_JOBS)} jobs stored, after the calls; ` +
       'the job lists read one page through an index and stay fast. `GET /queues` is the slow call here: every job in this store is queued, and ' +
       '`queueStats` counts the live jobs (`state IN (\'queued\', \'processing\')`) one by one through `jobs_state`, so its time grows with the number ' +
@@ -732,6 +733,9 @@ function memoryReport(m: MemoryResult): string {
   );
   return L.join('\n');
 }
+
+/** The idle executor's RSS when every runtime loaded dockerode, measured by this benchmark before the lazy import. */
+const BEFORE_LAZY_DOCKER = { median: 98.4, range: '90.4–98.6' };
 
 async function main(): Promise<void> {
   let raw: { logs: LogRun[]; memory?: MemoryResult } = { logs: [] };

@@ -11,9 +11,8 @@ import { loadExecutorConfig, type ExecutorConfig } from '../../executor/config.j
 import { executorLogHooks } from '../../executor/redactor.js';
 import { ConfigError } from '../../core/envConfig.js';
 import { logRedact } from '../../core/logRedact.js';
-import { DockerSetupError } from '../../executor/runtimes/docker/dockerRuntime.js';
 import { createRuntime } from '../../executor/runtimes/index.js';
-import type { CheckResult, Runtime } from '../../executor/runtimes/runtime.js';
+import { RuntimeSetupError, type CheckResult, type Runtime } from '../../executor/runtimes/runtime.js';
 import { defaultDataDir, loadServerConfig } from '../../server/config.js';
 import { bootstrapAdminUser, describeStore, startServer } from '../../server/server.js';
 import { saveCredentials } from '../client.js';
@@ -45,7 +44,7 @@ async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime
 
 /** Setup problems are the user's to fix: say what and how, without a stack trace. */
 function exitOnSetupError(err: unknown): never {
-  if (err instanceof DockerSetupError || err instanceof ConfigError) {
+  if (err instanceof RuntimeSetupError || err instanceof ConfigError) {
     process.stderr.write(`dockhand: ${err.message}\n`);
     process.exit(2);
   }
@@ -67,7 +66,7 @@ async function checkRuntime(): Promise<never> {
     results = runtime.check ? await runtime.check() : [{ name: config.runtime, ok: true, detail: 'nothing to check: steps run as host processes, without isolation' }];
     await runtime.close?.();
   } catch (err) {
-    if (!(err instanceof DockerSetupError)) throw err;
+    if (!(err instanceof RuntimeSetupError)) throw err;
     results = [{ name: 'setup', ok: false, detail: err.message }];
   }
   process.stdout.write(`Runtime ${config.runtime}${config.docker.ociRuntime ? ` (OCI runtime ${config.docker.ociRuntime})` : ''}:\n`);
@@ -83,7 +82,7 @@ async function upRuntime(config: ExecutorConfig, explicit: boolean, log: Logger)
   try {
     return { runtime: await createRuntime({ ...config, runtime: 'docker' }, log), note: 'a Docker engine answered' };
   } catch (err) {
-    if (!(err instanceof DockerSetupError)) throw err;
+    if (!(err instanceof RuntimeSetupError)) throw err;
     const why = err.message.split('\n')[0];
     return { runtime: await createRuntime({ ...config, runtime: 'shell' }, log), note: `no usable Docker engine (${why})` };
   }

@@ -77,3 +77,10 @@ export interface Runtime {
   /** Stops background work (janitors) and waits for pending cleanup. */
   close?(): Promise<void>;
 }
+
+/** A runtime cannot start on this machine: the message says why and `fix` what to do (shown by `executor --check`). */
+export class RuntimeSetupError extends Error {
+  constructor(message: string, readonly fix: string) {
+    super(`${message}\n  fix: ${fix}`);
+  }
+}

@@ -14,7 +14,7 @@ import type { JobLimits } from '../../../core/resources.js';
 import type { ExecutorConfig } from '../../config.js';
 import type { Stream } from '../../jobLog.js';
 import { KILL_GRACE_MS } from '../../process.js';
-import { StepStartError, type CheckResult, type Runtime, type StepContext, type StepResult } from '../runtime.js';
+import { type CheckResult, type Runtime, RuntimeSetupError, type StepContext, type StepResult, StepStartError } from '../runtime.js';
 import {
   CONTAINER_WORKSPACE, LABEL_EXECUTOR, NETWORK_NAME, containerOptions, describeContainer, type StepContainer,
 } from './containerSpec.js';
@@ -30,11 +30,8 @@ const CONNECT_TIMEOUT_MS = 5_000;
 /** After a container exits, its attach stream normally ends at once; never wait on it longer than this. */
 const OUTPUT_DRAIN_MS = 2_000;
 
-export class DockerSetupError extends Error {
-  constructor(message: string, readonly fix: string) {
-    super(`${message}\n  fix: ${fix}`);
-  }
-}
+/** The engine is missing or not set up for jobs (a runtime setup error, said with its fix). */
+export class DockerSetupError extends RuntimeSetupError {}
 
 interface EngineInfo {
   version: string;
