@@ -1,29 +1,18 @@
 // Users, organizations, API tokens and executor secrets through the `dockhand` CLI, against a real server and a
 // real (shell) executor: the whole flow from the bootstrap admin to jobs that read their secrets.
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, CLI, OUTPUT_DIR, ROOT, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import { ADMIN_TOKEN, CLI, OUTPUT_DIR, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle, runCli, type CliResult } from '../support/processes.js';
 
 /** Every stdout and stderr any command printed: no secret value may appear in any of them. */
 const outputs: string[] = [];
 
-/** Runs the CLI; stdin gets `input`, or is closed at once. */
-function cli(args: string[], env: NodeJS.ProcessEnv, input = ''): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-      outputs.push(`$ dockhand ${args.join(' ')}\n${stdout}${stderr}`);
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    child.stdin!.end(input);
-  });
+/** Runs the CLI, keeping what it printed for the final check. */
+async function cli(args: string[], env: NodeJS.ProcessEnv, input = ''): Promise<CliResult> {
+  const result = await runCli(args, env, input);
+  outputs.push(`$ dockhand ${args.join(' ')}\n${result.stdout}${result.stderr}`);
+  return result;
 }
 
 /** Expects a zero exit, showing the output when it is not. */

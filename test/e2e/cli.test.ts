@@ -1,24 +1,9 @@
 // The `dockhand` command as a user runs it: up, server, executor, job and executors commands.
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCKER_TEST_IMAGE } from '../support/docker.js';
-import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, ROOT, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle, runCli, type CliResult } from '../support/processes.js';
 
 describe('dockhand CLI against a server', () => {
   let server: ServerHandle;
@@ -39,10 +24,10 @@ describe('dockhand CLI against a server', () => {
   });
 
   it('lists its commands in --help', async () => {
-    const { code, stdout } = await cli(['--help']);
+    const { code, stdout } = await runCli(['--help']);
     expect(code).toBe(0);
     for (const command of ['server', 'executor', 'up', 'job', 'executors']) expect(stdout).toContain(command);
-    const job = await cli(['job', '--help']);
+    const job = await runCli(['job', '--help']);
     for (const command of ['submit', 'list', 'show', 'logs', 'cancel', 'retry']) expect(job.stdout).toContain(command);
   });
 
@@ -64,10 +49,10 @@ describe('dockhand CLI against a server', () => {
     writeFileSync(lonely, 'queue: nobody-here\nsteps:\n  - run: "true"\n');
     const waiting = new Proc(['job', 'submit', lonely, '--follow'], env, 'cli-follow-queued');
     const [, id] = await waiting.waitFor(/job (\d+) is queued on "nobody-here", waiting for an executor/);
-    expect((await cli(['job', 'cancel', id], env)).code).toBe(0);
+    expect((await runCli(['job', 'cancel', id], env)).code).toBe(0);
     expect(await waiting.exit()).toBe(2);
 
-    const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], env);
+    const hello = await runCli(['job', 'submit', 'examples/hello.yaml', '--follow'], env);
     expect(hello.code).toBe(0);
     expect(hello.stdout).toContain('Hello from Dockhand\n');
     expect(hello.stdout).toContain('working... 5/5\n');
@@ -75,87 +60,87 @@ describe('dockhand CLI against a server', () => {
 
     const failing = path.join(dir, 'failing.yaml');
     writeFileSync(failing, 'queue: default\nsteps:\n  - run: echo oops >&2; exit 7\n');
-    const failed = await cli(['job', 'submit', failing, '--follow'], env);
+    const failed = await runCli(['job', 'submit', failing, '--follow'], env);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain('oops');
     expect(failed.stderr).toContain('failed: step step-1 failed with exit code 7');
 
     // --queue overrides the file's queue; --json prints the job.
-    const moved = await cli(['job', 'submit', failing, '--queue', 'other', '--json'], env);
+    const moved = await runCli(['job', 'submit', failing, '--queue', 'other', '--json'], env);
     expect(JSON.parse(moved.stdout).queue).toBe('other');
   });
 
   it('rejects an invalid spec before sending it, naming the field', async () => {
     const bad = path.join(dir, 'bad.yaml');
     writeFileSync(bad, 'queue: default\nsteps:\n  - run: echo\n    timeout: whenever\n');
-    const result = await cli(['job', 'submit', bad], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
+    const result = await runCli(['job', 'submit', bad], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
     expect(result.code).not.toBe(0);
     expect(result.stderr).toContain('steps[0].timeout');
-    const missing = await cli(['job', 'submit', path.join(dir, 'nope.yaml')], env);
+    const missing = await runCli(['job', 'submit', path.join(dir, 'nope.yaml')], env);
     expect(missing.stderr).toContain('cannot read');
   });
 
   it('lists, shows, cancels and retries jobs, and lists executors', async () => {
     const long = path.join(dir, 'long.yaml');
     writeFileSync(long, 'queue: default\nsteps:\n  - key: nap\n    run: echo napping; sleep 60\n');
-    const submitted = JSON.parse((await cli(['job', 'submit', long, '--json'], env)).stdout) as { id: number };
+    const submitted = JSON.parse((await runCli(['job', 'submit', long, '--json'], env)).stdout) as { id: number };
     const follow = new Proc(['job', 'logs', String(submitted.id), '--follow'], env, 'cli-logs-follow');
     await follow.waitFor(/napping/);
 
-    const list = await cli(['job', 'list', '--state', 'processing'], env);
+    const list = await runCli(['job', 'list', '--state', 'processing'], env);
     expect(list.stdout).toMatch(new RegExp(`^${submitted.id}\\s+default\\s+processing`, 'm'));
-    const show = await cli(['job', 'show', String(submitted.id)], env);
+    const show = await runCli(['job', 'show', String(submitted.id)], env);
     expect(show.stdout).toContain(`job ${submitted.id}  processing`);
     expect(show.stdout).toContain('on cli-exec: running');
 
-    const cancel = await cli(['job', 'cancel', String(submitted.id)], env);
+    const cancel = await runCli(['job', 'cancel', String(submitted.id)], env);
     expect(cancel.code).toBe(0);
     expect(await follow.exit()).toBe(2);
-    const shown = JSON.parse((await cli(['job', 'show', String(submitted.id), '--json'], env)).stdout);
+    const shown = JSON.parse((await runCli(['job', 'show', String(submitted.id), '--json'], env)).stdout);
     expect(shown.job.state).toBe('canceled');
 
-    const logs = await cli(['job', 'logs', String(submitted.id)], env);
+    const logs = await runCli(['job', 'logs', String(submitted.id)], env);
     expect(logs.stdout).toBe('napping\n');
     expect(logs.stderr).toContain('==> step.nap');
 
-    const retry = await cli(['job', 'retry', String(submitted.id), '--json'], env);
+    const retry = await runCli(['job', 'retry', String(submitted.id), '--json'], env);
     expect(JSON.parse(retry.stdout).state).toBe('queued');
-    await cli(['job', 'cancel', String(submitted.id)], env);
+    await runCli(['job', 'cancel', String(submitted.id)], env);
 
-    const executors = await cli(['executors'], env);
+    const executors = await runCli(['executors'], env);
     expect(executors.stdout).toMatch(/NAME\s+HOSTNAME\s+QUEUES\s+VERSION/);
     expect(executors.stdout).toMatch(/cli-exec\s+\S+\s+default,other\s+\d+\.\d+\.\d+\s+shell\s+-\s/);
-    const json = JSON.parse((await cli(['executors', '--json'], env)).stdout);
+    const json = JSON.parse((await runCli(['executors', '--json'], env)).stdout);
     expect(json[0]).toMatchObject({ name: 'cli-exec', queues: ['default', 'other'], active: true });
     // The executor runs the server's own release.
     expect(executors.stdout).toMatch(/LAST SEEN\s+ACTIVE\s+COMPAT$/m);
     expect(executors.stdout).toMatch(/^cli-exec\s.*\syes\s+ok$/m);
     expect(json[0].compatibility).toBe('up_to_date');
 
-    const notAnId = await cli(['job', 'show', 'abc'], env);
+    const notAnId = await runCli(['job', 'show', 'abc'], env);
     expect(notAnId.code).not.toBe(0);
     expect(notAnId.stderr).toContain('not a job id');
-    const wrongToken = await cli(['job', 'list'], { ...env, DOCKHAND_TOKEN: 'dha_wrong' });
+    const wrongToken = await runCli(['job', 'list'], { ...env, DOCKHAND_TOKEN: 'dha_wrong' });
     expect(wrongToken.stderr).toContain('invalid API token');
-    const noServer = await cli(['job', 'list'], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
+    const noServer = await runCli(['job', 'list'], { ...env, DOCKHAND_URL: 'http://127.0.0.1:1' });
     expect(noServer.stderr).toContain('cannot reach Dockhand at http://127.0.0.1:1');
   });
 
   it('lists queues with the jobs done and failed in the last hour', async () => {
     type Row = { queue: string; queued: number; processing: number; oldestQueuedAt: number | null; completedLastHour: number; failedLastHour: number };
     const stats = async (): Promise<Row | undefined> =>
-      (JSON.parse((await cli(['queues', '--json'], env)).stdout) as Row[]).find((q) => q.queue === 'default');
+      (JSON.parse((await runCli(['queues', '--json'], env)).stdout) as Row[]).find((q) => q.queue === 'default');
     const before = (await stats()) ?? { completedLastHour: 0, failedLastHour: 0 };
     const ok = path.join(dir, 'ok.yaml');
     writeFileSync(ok, 'queue: default\nsteps:\n  - run: "true"\n');
     const bad = path.join(dir, 'exit3.yaml');
     writeFileSync(bad, 'queue: default\nsteps:\n  - run: exit 3\n');
-    expect((await cli(['job', 'submit', ok, '--follow'], env)).code).toBe(0);
-    expect((await cli(['job', 'submit', bad, '--follow'], env)).code).toBe(1);
+    expect((await runCli(['job', 'submit', ok, '--follow'], env)).code).toBe(0);
+    expect((await runCli(['job', 'submit', bad, '--follow'], env)).code).toBe(1);
 
     const after = (await stats())!;
     expect(after).toMatchObject({ completedLastHour: before.completedLastHour + 1, failedLastHour: before.failedLastHour + 1 });
-    const table = (await cli(['queues'], env)).stdout;
+    const table = (await runCli(['queues'], env)).stdout;
     expect(table).toMatch(/^QUEUE\s+QUEUED\s+RUNNING\s+OLDEST QUEUED\s+DONE 1H\s+FAILED 1H$/m);
     expect(table).toMatch(new RegExp(`^default\\s+\\d+\\s+\\d+\\s+.+?\\s+${after.completedLastHour}\\s+${after.failedLastHour}$`, 'm'));
   });
@@ -170,10 +155,10 @@ describe('dockhand CLI against a server', () => {
     expect((await beat('from-the-future', '99.0.0')).status).toBe(200);
     expect((await beat('dev-build', '0.0.0-dev')).status).toBe(200);
 
-    const { stdout } = await cli(['executors'], env);
+    const { stdout } = await runCli(['executors'], env);
     expect(stdout).toMatch(/^from-the-future\s.*\s99\.0\.0\s.*\syes\s+AHEAD \(server \d+\.\d+\.\d+\S*\)$/m);
     expect(stdout).toMatch(/^dev-build\s.*\syes\s+-$/m);
-    const json = JSON.parse((await cli(['executors', '--json'], env)).stdout) as { name: string; compatibility: string | null }[];
+    const json = JSON.parse((await runCli(['executors', '--json'], env)).stdout) as { name: string; compatibility: string | null }[];
     expect(json.find((e) => e.name === 'from-the-future')?.compatibility).toBe('version_ahead');
     expect(json.find((e) => e.name === 'dev-build')?.compatibility).toBeNull();
   });
@@ -181,13 +166,13 @@ describe('dockhand CLI against a server', () => {
 
 describe('starting Dockhand', () => {
   it('server refuses to start without a long enough executors token, saying how to set one', async () => {
-    const missing = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: '' });
+    const missing = await runCli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: '' });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('DOCKHAND_EXECUTORS_ACCESS_TOKEN is not set');
     expect(missing.stderr).toContain('openssl rand -hex 32');
-    const short = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: 'short' });
+    const short = await runCli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: 'short' });
     expect(short.stderr).toContain('only 5 characters');
-    const badDatabase = await cli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_DATABASE_URL: 'mysql://app:hunter2@db/app' });
+    const badDatabase = await runCli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_DATABASE_URL: 'mysql://app:hunter2@db/app' });
     expect(badDatabase.code).toBe(2);
     expect(badDatabase.stderr).toContain('DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE');
     expect(badDatabase.stderr).not.toContain('hunter2');
@@ -198,7 +183,7 @@ describe('starting Dockhand', () => {
     const first = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-1');
     const [, token] = await first.waitFor(/Admin API token[^\n]*\n\n\s+(dha_\w+)/);
     const url = (await first.waitFor(/listening on (\S+)/))[1];
-    const list = await cli(['job', 'list'], { DOCKHAND_URL: url, DOCKHAND_TOKEN: token });
+    const list = await runCli(['job', 'list'], { DOCKHAND_URL: url, DOCKHAND_TOKEN: token });
     expect(list.code).toBe(0);
     await first.stop();
     const second = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-2');
@@ -209,23 +194,23 @@ describe('starting Dockhand', () => {
   });
 
   it('executor refuses a bad configuration with a message naming the variable', async () => {
-    const noUrl = await cli(['executor'], { EXECUTOR_FRONTEND_URL: '', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q' });
+    const noUrl = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: '', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q' });
     expect(noUrl.stderr).toContain('EXECUTOR_FRONTEND_URL');
-    const noQueue = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: '', EXECUTOR_QUEUE_NAMES: '' });
+    const noQueue = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: '', EXECUTOR_QUEUE_NAMES: '' });
     expect(noQueue.stderr).toContain('EXECUTOR_QUEUE_NAME');
-    const badJobs = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_MAXIMUM_NUM_JOBS: 'many' });
+    const badJobs = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_MAXIMUM_NUM_JOBS: 'many' });
     expect(badJobs.stderr).toContain('EXECUTOR_MAXIMUM_NUM_JOBS="many" must be a whole number');
-    const badRuntime = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
+    const badRuntime = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
     expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell, docker');
-    const slowBeat = await cli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_HEARTBEAT_INTERVAL: '60s' });
+    const slowBeat = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_HEARTBEAT_INTERVAL: '60s' });
     expect(slowBeat.stderr).toContain('EXECUTOR_HEARTBEAT_INTERVAL="60s" must be from 100ms to 20s');
     const base = { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'docker' };
-    const badCpus = await cli(['executor'], { ...base, EXECUTOR_JOB_NUM_CPUS: '-1' });
+    const badCpus = await runCli(['executor'], { ...base, EXECUTOR_JOB_NUM_CPUS: '-1' });
     expect(badCpus.stderr).toContain('EXECUTOR_JOB_NUM_CPUS="-1" must be a number from 0 to 1024');
-    const badNetwork = await cli(['executor'], { ...base, EXECUTOR_DOCKER_NETWORK: 'host' });
+    const badNetwork = await runCli(['executor'], { ...base, EXECUTOR_DOCKER_NETWORK: 'host' });
     expect(badNetwork.stderr).toContain('EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"');
     // Registry credentials are named, never repeated, when they are wrong.
-    const badAuth = await cli(['executor'], { ...base, EXECUTOR_DOCKER_AUTH_CONFIG: '{"auths": {"r.example.com": {"pasword": "hunter2"}}}' });
+    const badAuth = await runCli(['executor'], { ...base, EXECUTOR_DOCKER_AUTH_CONFIG: '{"auths": {"r.example.com": {"pasword": "hunter2"}}}' });
     expect(badAuth.stderr).toContain('EXECUTOR_DOCKER_AUTH_CONFIG auths.r.example.com: needs "auth"');
     expect(badAuth.stderr).not.toContain('hunter2');
     expect(badAuth.code).not.toBe(0);
@@ -243,15 +228,15 @@ describe('starting Dockhand', () => {
       expect(up.output).toMatch(/API token: dha_\w+/);
       // This machine has a Docker engine, so steps run in containers.
       expect(up.output).toContain('runtime:   docker: a Docker engine answered');
-      const hello = await cli(['job', 'submit', 'examples/hello.yaml', '--follow'], upEnv);
+      const hello = await runCli(['job', 'submit', 'examples/hello.yaml', '--follow'], upEnv);
       expect(hello.stderr).toContain('submitted job 1');
       expect(hello.stdout).toContain('step 2 reads what step 1 wrote: done');
       expect(hello.code).toBe(0);
-      const executors = JSON.parse((await cli(['executors', '--json'], upEnv)).stdout);
+      const executors = JSON.parse((await runCli(['executors', '--json'], upEnv)).stdout);
       expect(executors).toHaveLength(1);
       // The docker runtime enforces per-job limits and says so: 4 CPUs capped at this host's, 12 GiB.
       expect(executors[0]).toMatchObject({ runtime: 'docker', jobCpus: expect.any(Number), jobMemoryBytes: 12 * 2 ** 30 });
-      expect((await cli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi\s/);
+      expect((await runCli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi\s/);
       expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     } finally {
       up.signal('SIGTERM');
@@ -263,7 +248,7 @@ describe('starting Dockhand', () => {
       await again.waitFor(/Dockhand is up/);
       expect(again.output).toMatch(/runtime: {3}shell: no usable Docker engine \(the Docker engine at unix:\/\/.*no-docker\.sock is not reachable/);
       expect(again.output).toMatch(/NO isolation/);
-      const list = JSON.parse((await cli(['job', 'list', '--json'], upEnv)).stdout);
+      const list = JSON.parse((await runCli(['job', 'list', '--json'], upEnv)).stdout);
       expect(list.jobs.map((j: { state: string }) => j.state)).toEqual(['completed']);
     } finally {
       again.signal('SIGTERM');

@@ -1,23 +1,14 @@
 // Secrets at rest, with real processes: the database files never hold a value, `dockhand secret rotate-key`
 // re-encrypts with a new key that a restarted server and a running job use, and a server missing the key that
 // stored values were encrypted with refuses to start, saying what to do.
-import { execFile } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKey, writeKeyFile } from '../../src/server/secrets/keyring.js';
 import { TestClient } from '../support/api.js';
-import { CLI, EXECUTORS_TOKEN, ROOT, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { EXECUTORS_TOKEN, startExecutor, startServer, type ExecutorHandle, type ServerHandle, runCli } from '../support/processes.js';
 
 const VALUE = 'rotate-me-please-0123456789';
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 /** Every byte the server keeps in its data directory (database, WAL, key file). */
 function dataDirBytes(dir: string): string {
@@ -57,7 +48,7 @@ describe('secrets at rest', () => {
     const keyFile = path.join(server.dataDir, 'encryption.key');
     const before = readFileSync(keyFile, 'utf8');
     await server.proc.stop();
-    const rotated = await cli(['secret', 'rotate-key', '--data-dir', server.dataDir]);
+    const rotated = await runCli(['secret', 'rotate-key', '--data-dir', server.dataDir]);
     expect(rotated.stderr).toBe('');
     expect(rotated.code).toBe(0);
     expect(rotated.stdout).toMatch(/^re-encrypted 1 secret\(s\) and 0 job credential\(s\); every stored value now uses key [0-9a-f]{8}\n/);
@@ -77,7 +68,7 @@ describe('secrets at rest', () => {
     const keyFile = path.join(server.dataDir, 'encryption.key');
     const kept = readFileSync(keyFile, 'utf8');
     writeKeyFile(keyFile, [generateKey()]);
-    const refused = await cli(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', server.dataDir], {
+    const refused = await runCli(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', server.dataDir], {
       DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
     });
     expect(refused.code).toBe(2);

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logRedact } from '../../src/core/logRedact.js';
-import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, ROOT, startExecutor, tempDir, type ExecutorHandle } from '../support/processes.js';
+import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, startExecutor, tempDir, type ExecutorHandle, runCli } from '../support/processes.js';
 
 interface Answer {
   status: number;
@@ -56,14 +56,6 @@ function request(
       req.setHeader('content-length', String(opts.declaredLength));
       req.write(opts.body ?? '');
     } else req.end(opts.body);
-  });
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
   });
 }
 
@@ -278,11 +270,11 @@ describe('an HTTPS server with a self-signed certificate', () => {
     const spec = path.join(dir, 'job.yaml');
     writeFileSync(spec, 'queue: tls\nnamespace: global\nsteps:\n  - run: echo over-tls\n');
     const env = { DOCKHAND_URL: server.url, DOCKHAND_TOKEN: ADMIN_TOKEN, HOME: dir, NODE_EXTRA_CA_CERTS: cert };
-    const run = await cli(['job', 'submit', spec, '--follow'], env);
+    const run = await runCli(['job', 'submit', spec, '--follow'], env);
     expect(run.code, `${run.stdout}${run.stderr}`).toBe(0);
     expect(run.stdout).toContain('over-tls');
     // Without it, the CLI cannot verify the server and says it cannot reach it.
-    const untrusted = await cli(['job', 'list'], { ...env, NODE_EXTRA_CA_CERTS: '' });
+    const untrusted = await runCli(['job', 'list'], { ...env, NODE_EXTRA_CA_CERTS: '' });
     expect(untrusted.code).not.toBe(0);
     expect(untrusted.stderr).toMatch(/SELF_SIGNED|self[- ]signed/i);
   });
@@ -290,16 +282,16 @@ describe('an HTTPS server with a self-signed certificate', () => {
   it('refuses half a TLS configuration or an unreadable file with an error naming the flag', async () => {
     const env = { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN, DOCKHAND_TLS_CERT: '', DOCKHAND_TLS_KEY: '' };
     const data = ['--port', '0', '--data-dir', dir];
-    const onlyCert = await cli(['server', ...data, '--tls-cert', cert], env);
+    const onlyCert = await runCli(['server', ...data, '--tls-cert', cert], env);
     expect(onlyCert.code).toBe(2);
     expect(onlyCert.stderr).toMatch(/^dockhand: --tls-cert is set but --tls-key \(DOCKHAND_TLS_KEY\) is missing/);
-    const onlyKeyEnv = await cli(['server', ...data], { ...env, DOCKHAND_TLS_KEY: key });
+    const onlyKeyEnv = await runCli(['server', ...data], { ...env, DOCKHAND_TLS_KEY: key });
     expect(onlyKeyEnv.code).toBe(2);
     expect(onlyKeyEnv.stderr).toMatch(/DOCKHAND_TLS_KEY is set but --tls-cert \(DOCKHAND_TLS_CERT\) is missing/);
-    const unreadable = await cli(['server', ...data, '--tls-cert', cert, '--tls-key', path.join(dir, 'missing.pem')], env);
+    const unreadable = await runCli(['server', ...data, '--tls-cert', cert, '--tls-key', path.join(dir, 'missing.pem')], env);
     expect(unreadable.code).toBe(2);
     expect(unreadable.stderr).toMatch(/--tls-key .*missing\.pem: cannot read the private key \(ENOENT\)/);
-    const swapped = await cli(['server', ...data, '--tls-cert', key, '--tls-key', cert], env);
+    const swapped = await runCli(['server', ...data, '--tls-cert', key, '--tls-key', cert], env);
     expect(swapped.code).toBe(2);
     expect(swapped.stderr).toMatch(/not a usable PEM certificate and matching private key/);
     expect(`${onlyCert.stderr}${unreadable.stderr}${swapped.stderr}`).not.toContain(readFileSync(key, 'utf8').split('\n')[1]);
