@@ -27,6 +27,9 @@ export const secretName = z
 
 export const MAX_FILES_BYTES = 8 * 1024 * 1024;
 
+/** "global", "user:NAME" or "org:NAME": whose a job or a secret is. */
+export const namespaceName = z.string().regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"');
+
 export const queueName = z
   .string()
   .regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
@@ -95,9 +98,7 @@ export const resourcesSpec = z.strictObject({
 export const jobSpec = z
   .strictObject({
     queue: queueName,
-    namespace: z
-      .string()
-      .regex(NAMESPACE_PATTERN, 'must be "global", "user:NAME" or "org:NAME"')
+    namespace: namespaceName
       .optional()
       .describe('Whose job this is; default the submitter\'s own namespace, "user:NAME"'),
     repository: repositorySpec.optional(),

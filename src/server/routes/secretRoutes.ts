@@ -1,17 +1,16 @@
 // Executor secrets: set, list (names and dates, never values), delete, and the access log. Global secrets are for
 // site admins; a user manages their own namespace's and their orgs' secrets.
 import { z } from 'zod';
-import { secretName } from '../../core/jobSpec.js';
+import { namespaceName, secretName } from '../../core/jobSpec.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import { requireNamespaceExists } from '../access.js';
 import type { ServerContext } from '../context.js';
 import { HttpError, defineRoute, principal, type RouteDef } from '../http.js';
 import { DOCKER_AUTH_CONFIG, dockerAuthConfigProblem, secretValue } from '../secrets/secrets.js';
 
-const namespace = z.string().regex(/^(global|(user|org):[A-Za-z0-9][A-Za-z0-9._-]{0,62})$/, 'must be "global", "user:NAME" or "org:NAME"');
 
 const setBody = z
-  .strictObject({ name: secretName, value: secretValue, namespace: namespace.default('global') })
+  .strictObject({ name: secretName, value: secretValue, namespace: namespaceName.default('global') })
   .superRefine((body, ctx) => {
     if (body.name !== DOCKER_AUTH_CONFIG) return;
     const problem = dockerAuthConfigProblem(body.value);
@@ -36,7 +35,7 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', query: z.strictObject({ namespace: namespace.optional() }),
+      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', query: z.strictObject({ namespace: namespaceName.optional() }),
       summary: 'Secrets you can use: names, scope and who changed them when, never values (site admins: all)',
       response: '{ secrets: [{ name, namespace, updatedBy, createdAt, updatedAt }] }',
       async handler({ auth, query }) {
@@ -47,7 +46,7 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/secrets/:name`, auth: 'client', query: z.strictObject({ namespace: namespace.default('global') }),
+      method: 'DELETE', url: `${CLIENT_API_PREFIX}/secrets/:name`, auth: 'client', query: z.strictObject({ namespace: namespaceName.default('global') }),
       summary: 'Delete a secret (?namespace=, default global)', response: '{ deleted: { name, namespace } }',
       async handler({ auth, params, query }) {
         principal(auth).requireNamespace(query.namespace, 'namespace');
@@ -58,7 +57,7 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/secrets/access-log`, auth: 'client',
       query: z.strictObject({
-        namespace: namespace.optional(),
+        namespace: namespaceName.optional(),
         name: secretName.optional(),
         jobId: z.coerce.number().int().positive().optional(),
         limit: z.coerce.number().int().min(1).max(1000).default(100),
