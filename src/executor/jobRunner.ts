@@ -42,6 +42,8 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
   const tooBig = runtimeLimits ? resourceIssues(spec.resources, runtimeLimits, 'this executor\'s limits') : [];
   if (tooBig.length) return { kind: 'fail', message: tooBig.map((i) => `${i.field} ${i.message}`).join('; ') };
   const limits = effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0 });
+  // Nothing to run and nothing to prepare: no workspace is needed either.
+  if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
 
   const dirs = await createJobDirs(config.workspaceRoot, job.id);
   try {
@@ -82,7 +84,10 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       const timeout = step.timeout ? AbortSignal.timeout(step.timeout) : undefined;
       const started = Date.now();
       const result = await runtime
-        .runStep({ ...stepCtx, output: entry.write, note: entry.note, signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal })
+        .runStep({
+          ...stepCtx, output: entry.write, outputWritable: entry.whenWritable, note: entry.note,
+          signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal,
+        })
         .catch((err: Error) => ({
           exitCode: 127, reason: `could not run the step: ${err.message}`, failedToStart: true,
           retryable: !(err instanceof StepStartError) || err.retryable,

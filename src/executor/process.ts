@@ -13,7 +13,14 @@ export interface ProcessResult {
 
 export function runProcess(
   argv: string[],
-  opts: { cwd: string; env: Record<string, string>; output(stream: Stream, text: string): void; signal: AbortSignal },
+  opts: {
+    cwd: string;
+    env: Record<string, string>;
+    /** False asks for a pause: the process's output is not read until `outputWritable` resolves. */
+    output(stream: Stream, text: string): boolean | void;
+    outputWritable?(): Promise<void>;
+    signal: AbortSignal;
+  },
 ): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -31,17 +38,36 @@ export function runProcess(
     };
     if (opts.signal.aborted) onAbort();
     else opts.signal.addEventListener('abort', onAbort, { once: true });
-    child.stdout.setEncoding('utf8').on('data', (d: string) => opts.output('stdout', d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => opts.output('stderr', d));
+    // Backpressure: while the log is full, neither pipe is read, so the process blocks on its next write to a full
+    // pipe. A stopped process is read on regardless: its streams must end for it to be reaped.
+    let paused = false;
+    const resume = (): void => {
+      if (!paused) return;
+      paused = false;
+      child.stdout.resume();
+      child.stderr.resume();
+    };
+    const take = (stream: Stream, text: string): void => {
+      if (opts.output(stream, text) !== false || !opts.outputWritable || paused || opts.signal.aborted) return;
+      paused = true;
+      child.stdout.pause();
+      child.stderr.pause();
+      void opts.outputWritable().then(resume);
+    };
+    opts.signal.addEventListener('abort', resume, { once: true });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => take('stdout', d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => take('stderr', d));
     // Background processes the step left behind would hold its output open and outlive it: end them too.
     child.on('exit', () => group('SIGKILL'));
     child.on('error', (err) => {
       opts.signal.removeEventListener('abort', onAbort);
+      opts.signal.removeEventListener('abort', resume);
       reject(err);
     });
     child.on('close', (code, signal) => {
       clearTimeout(killTimer);
       opts.signal.removeEventListener('abort', onAbort);
+      opts.signal.removeEventListener('abort', resume);
       resolve({ exitCode: code ?? (signal ? 128 + os.constants.signals[signal] : 1), signal });
     });
   });

@@ -382,6 +382,127 @@ describe('JobLog', () => {
   });
 });
 
+describe('JobLog sending and backpressure', () => {
+  /** A server whose answers wait until `release()`; `requests` counts what it was sent. */
+  function heldServer() {
+    const server = new FakeServer();
+    let open: (() => void)[] = [];
+    const send: LogSender = async (updates) => {
+      await new Promise<void>((resolve) => open.push(resolve));
+      return server.send(updates);
+    };
+    const release = async (): Promise<void> => {
+      const waiting = open;
+      open = [];
+      for (const go of waiting) go();
+      // Lets the answers and what follows them (the next eager request) run.
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+    };
+    return { server, send, release, waiting: () => open.length };
+  }
+
+  const line = (i: number): string => `line ${String(i).padStart(6, '0')} ${'x'.repeat(80)}\n`;
+
+  it('sends as soon as enough output is pending, without waiting for a flush', async () => {
+    const server = new FakeServer();
+    const log = new JobLog(server.send, new Redactor(), 1e9, { eagerFlushChars: 1000 });
+    const e = log.startEntry('k', []);
+    e.write('stdout', 'short\n');
+    expect(server.requests).toHaveLength(0); // below the threshold: left to the flush timer
+    e.write('stdout', `${'y'.repeat(2000)}\n`);
+    expect(server.requests).toHaveLength(1);
+    await log.flush();
+    expect(server.text(0)).toBe(`stdout: short\nstdout: ${'y'.repeat(2000)}\n`);
+  });
+
+  it('keeps one request in flight and sends the next one as soon as the answer comes', async () => {
+    const held = heldServer();
+    const log = new JobLog(held.send, new Redactor(), 1e9, { eagerFlushChars: 1000, highWaterMark: 1e9 });
+    const e = log.startEntry('k', []);
+    let expected = '';
+    for (let i = 0; i < 30; i++) {
+      e.write('stdout', line(i));
+      expected += `stdout: ${line(i)}`;
+    }
+    expect(held.waiting()).toBe(1);
+    for (let i = 30; i < 60; i++) {
+      e.write('stdout', line(i));
+      expected += `stdout: ${line(i)}`;
+    }
+    expect(held.waiting()).toBe(1); // never two at once
+    await held.release();
+    expect(held.waiting()).toBe(1); // the backlog went at once, not at the next flush
+    await held.release();
+    expect(held.waiting()).toBe(0);
+    expect(held.server.text(0)).toBe(expected);
+    const offsets = held.server.requests.map((r) => r[0].offset);
+    expect(offsets).toEqual([0, offsets[1]]);
+    expect(offsets[1]).toBe(held.server.requests[0][0].out.length);
+  });
+
+  it('says when it is full and wakes writers once the server has acknowledged enough', async () => {
+    const held = heldServer();
+    const log = new JobLog(held.send, new Redactor(), 1e9, { eagerFlushChars: 1000, highWaterMark: 5000 });
+    const e = log.startEntry('k', []);
+    let writable = true;
+    let i = 0;
+    while (writable) writable = e.write('stdout', line(i++));
+    expect(log.writable).toBe(false);
+    let woken = false;
+    const waiting = e.whenWritable().then(() => (woken = true));
+    await Promise.resolve();
+    expect(woken).toBe(false);
+    await held.release();
+    await waiting;
+    expect(woken).toBe(true);
+    expect(log.writable).toBe(true);
+    e.finish(0, 1);
+    for (let n = 0; n < 10 && log.dirty; n++) await Promise.all([log.flush(), held.release()]);
+    expect(log.dirty).toBe(false);
+    expect(held.server.text(0)).toBe(Array.from({ length: i }, (_, k) => `stdout: ${line(k)}`).join(''));
+  });
+
+  it('stays full while the server is down, and keeps every line for when it is back', async () => {
+    const server = new FakeServer();
+    const log = new JobLog(server.send, new Redactor(), 1e9, { eagerFlushChars: 1000, highWaterMark: 5000 });
+    const e = log.startEntry('k', []);
+    server.failBeforeStore = 1;
+    let i = 0;
+    while (e.write('stdout', line(i++)));
+    await expect(log.flush()).rejects.toThrow(/connection refused/); // joins the eager request, which fails
+    // The eager request failed: no more eager requests (the flush timer retries), and the log stays full.
+    const sent = server.requests.length;
+    e.write('stdout', line(i++));
+    expect(server.requests).toHaveLength(sent);
+    expect(log.writable).toBe(false);
+    await log.flush(); // the timer's retry succeeds
+    while (log.dirty) await log.flush();
+    expect(log.writable).toBe(true);
+    expect(server.text(0)).toBe(Array.from({ length: i }, (_, k) => `stdout: ${line(k)}`).join(''));
+  });
+
+  it('handles lines with carriage returns and secrets inside a large write line by line', async () => {
+    const redactor = new Redactor().add('dhj_supersecret', '[job token]');
+    const { server, log } = setup(1_000_000, redactor);
+    const e = log.startEntry('k', []);
+    e.write('stdout', 'plain\n10%\r100%\ntoken dhj_supersecret\nend\n');
+    e.write('stderr', 'a\nb\n');
+    await log.flush();
+    expect(server.text(0)).toBe('stdout: plain\nstdout: 100%\nstdout: token [job token]\nstdout: end\nstderr: a\nstderr: b\n');
+  });
+
+  it('truncates inside a large write at the last line that fits', async () => {
+    const { server, log } = setup(100);
+    const e = log.startEntry('k', []);
+    e.write('stdout', Array.from({ length: 20 }, (_, i) => `line number ${i}\n`).join(''));
+    await log.flush();
+    const text = server.text(0)!;
+    const content = text.slice(0, text.lastIndexOf('stderr: [dockhand]'));
+    expect(content).toBe(Array.from({ length: 4 }, (_, i) => `stdout: line number ${i}\n`).join(''));
+    expect(text.match(/log truncated/g)).toHaveLength(1);
+  });
+});
+
 describe('Redactor', () => {
   it('ignores values too short to be secrets', () => {
     expect(new Redactor().add('abc', 'X').redact('abcabc')).toBe('abcabc');

@@ -28,7 +28,14 @@ export interface StepContext {
   env: Record<string, string>;
   /** CPU and memory this job's steps may use (0 = unbounded), already checked against the runtime's limits. */
   limits: JobLimits;
-  output(stream: Stream, text: string): void;
+  /**
+   * Takes the step's output. False when the job's log holds as much unsent output as it may: the runtime should
+   * stop reading the step's output until `outputWritable()` resolves (the step then blocks on its writes, as on a
+   * slow terminal), and read on regardless once `signal` aborts, so a stopped step can end.
+   */
+  output(stream: Stream, text: string): boolean;
+  /** Resolves when the log can take more output; at once when it can now. */
+  outputWritable(): Promise<void>;
   /** A line from Dockhand itself (image pulls, why a step ended), shown in the step's log. */
   note(line: string): void;
   /** Aborts on cancel, timeout or max runtime; the runtime must stop the step within 2 s. */
@@ -66,7 +73,7 @@ export interface Runtime {
   /** Version of the underlying engine, reported in heartbeats. */
   version(): Promise<string | undefined>;
   /** The command line shown in the step's log entry. */
-  describeStep(ctx: Omit<StepContext, 'output' | 'note' | 'signal'>): string[];
+  describeStep(ctx: Omit<StepContext, 'output' | 'outputWritable' | 'note' | 'signal'>): string[];
   runStep(ctx: StepContext): Promise<StepResult>;
   /** Removes what this executor left behind from earlier runs (containers, VMs, pods); no-op when nothing can leak. */
   cleanupOrphans?(): Promise<void>;

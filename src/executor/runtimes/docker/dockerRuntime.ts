@@ -105,7 +105,7 @@ export class DockerRuntime implements Runtime {
     return this.jobLimits;
   }
 
-  describeStep(ctx: Omit<StepContext, 'output' | 'note' | 'signal'>): string[] {
+  describeStep(ctx: Omit<StepContext, 'output' | 'outputWritable' | 'note' | 'signal'>): string[] {
     return describeContainer(this.stepContainer(ctx, 'NAME'));
   }
 
@@ -114,7 +114,7 @@ export class DockerRuntime implements Runtime {
     const credential = () => chooseCredential(spec.image, { job: ctx.job.dockerAuthConfig, executor: this.config.docker.authConfig });
     await this.puller.ensure(spec.image, credential, ctx.note, ctx.signal);
     if (ctx.step.user) await this.openWorkspaceFor(ctx.dirs.workspace, ctx.step.user);
-    return this.runContainer(spec, ctx.output, ctx.signal);
+    return this.runContainer(spec, { output: ctx.output, writable: ctx.outputWritable }, ctx.signal);
   }
 
   /** Removes containers labelled with this executor's name that no running job of this process owns. */
@@ -159,7 +159,7 @@ export class DockerRuntime implements Runtime {
     await Promise.all(this.removals);
   }
 
-  private stepContainer(ctx: Omit<StepContext, 'output' | 'note' | 'signal'>, name: string): StepContainer {
+  private stepContainer(ctx: Omit<StepContext, 'output' | 'outputWritable' | 'note' | 'signal'>, name: string): StepContainer {
     return {
       name,
       image: ctx.step.image ?? this.config.docker.defaultImage,
@@ -181,7 +181,7 @@ export class DockerRuntime implements Runtime {
   }
 
   /** Creates, attaches to, starts and waits for one container; stops it within 2 s when `signal` aborts. */
-  private async runContainer(spec: StepContainer, output: (stream: Stream, text: string) => void, signal: AbortSignal): Promise<StepResult> {
+  private async runContainer(spec: StepContainer, sink: OutputSink, signal: AbortSignal): Promise<StepResult> {
     if (signal.aborted) return { exitCode: 130, reason: 'stopped before the container started' };
     this.inUse.add(spec.name);
     let container: Docker.Container | undefined;
@@ -196,6 +196,25 @@ export class DockerRuntime implements Runtime {
         stream.once('close', resolve);
         stream.once('error', () => resolve());
       });
+      // Backpressure: while the job's log is full the attach stream is paused (demuxStream reads it by 'data'
+      // events), the engine stops reading the container's output and the step blocks on its writes. A stopped
+      // step's stream is read on regardless, so it can end.
+      let paused = false;
+      let lastOutput = Date.now();
+      const readOn = (): void => {
+        paused = false;
+        stream.resume();
+      };
+      const output = (which: Stream, text: string): void => {
+        lastOutput = Date.now();
+        if (sink.output(which, text) !== false || !sink.writable || paused || signal.aborted) return;
+        paused = true;
+        stream.pause();
+        void sink.writable().then(() => {
+          if (paused) readOn();
+        });
+      };
+      signal.addEventListener('abort', readOn, { once: true });
       this.docker.modem.demuxStream(stream, textSink('stdout', output), textSink('stderr', output));
       const created = container;
       // docker stop: SIGTERM to the step (through the init), SIGKILL after the grace period.
@@ -209,13 +228,19 @@ export class DockerRuntime implements Runtime {
         // A stop sent while the engine was still starting the container has no effect: send it again.
         if (signal.aborted) onAbort();
         const { StatusCode } = (await container.wait()) as { StatusCode: number };
-        await Promise.race([drained, sleep(OUTPUT_DRAIN_MS)]);
+        // Output held back for the log is still to come: the drain time counts from the last output taken, and
+        // not while the stream is paused.
+        lastOutput = Date.now();
+        while (!(await Promise.race([drained.then(() => true), sleep(OUTPUT_DRAIN_MS / 4).then(() => false)]))) {
+          if (!paused && Date.now() - lastOutput >= OUTPUT_DRAIN_MS) break;
+        }
         (stream as unknown as { destroy?(): void }).destroy?.();
         // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why.
         if (StatusCode === 137 && (await container.inspect()).State.OOMKilled) return { exitCode: StatusCode, reason: 'killed: out of memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
+        signal.removeEventListener('abort', readOn);
       }
     } finally {
       if (container && !this.config.keepWorkspaces) this.removeLater(container, spec.name);
@@ -280,7 +305,11 @@ export class DockerRuntime implements Runtime {
           pidsLimit: this.config.docker.pidsLimit, network: this.network === 'none' ? 'none' : NETWORK_NAME,
           ociRuntime: this.config.docker.ociRuntime,
         },
-        (_stream, text) => (out += text),
+        {
+          output: (_stream, text) => {
+            out += text;
+          },
+        },
         AbortSignal.timeout(60_000),
       );
       const ok = result.exitCode === 0 && out.trim() === 'ok';
@@ -345,6 +374,12 @@ function engineError(what: string, err: Error): StepStartError {
   const message = (err as { json?: { message?: string } }).json?.message ?? err.message;
   const jobsFault = /unable to find user|no matching entries in passwd|not a directory|no such file or directory|executable file not found|invalid/i.test(message);
   return new StepStartError(`${what}: ${message}`, !jobsFault);
+}
+
+/** Where a container's output goes; `writable`, when given, is waited for after `output` returned false. */
+interface OutputSink {
+  output(stream: Stream, text: string): boolean | void;
+  writable?(): Promise<void>;
 }
 
 /** Decodes one stream of the container's output as UTF-8, never splitting a character across writes. */

@@ -27,7 +27,9 @@ export class ShellRuntime implements Runtime {
     const env: Record<string, string> = {};
     for (const key of HOST_ENV_KEYS) if (process.env[key]) env[key] = process.env[key]!;
     Object.assign(env, { DOCKHAND_WORKSPACE: ctx.dirs.workspace }, ctx.env);
-    const result = await runProcess(this.describeStep(ctx), { cwd: ctx.workdir, env, output: ctx.output, signal: ctx.signal });
+    const result = await runProcess(this.describeStep(ctx), {
+      cwd: ctx.workdir, env, output: ctx.output, outputWritable: ctx.outputWritable, signal: ctx.signal,
+    });
     return { exitCode: result.exitCode, reason: result.signal ? `killed by ${result.signal}` : undefined };
   }
 }
