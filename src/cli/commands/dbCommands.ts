@@ -2,9 +2,6 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { redactDatabaseUrl } from '../../server/config.js';
-import { KEY_FILE_NAME } from '../../server/secrets/keyring.js';
-import { MigrationError, importSqlite } from '../../store/postgres/importSqlite.js';
 import { CliError } from '../client.js';
 
 /** "sqlite:PATH", where PATH is the database file or the data directory that holds dockhand.db. */
@@ -24,6 +21,10 @@ export function registerDbCommands(program: Command): void {
     .requiredOption('--from <sqlite:PATH>', 'the SQLite database file, or the server\'s data directory')
     .requiredOption('--to <postgres-url>', 'postgres://USER:PASSWORD@HOST:PORT/DATABASE, an empty database')
     .action(async (opts: { from: string; to: string }) => {
+      // Imported here: the other commands (an executor above all) need none of the store's modules.
+      const [{ redactDatabaseUrl }, { KEY_FILE_NAME }, { MigrationError, importSqlite }] = await Promise.all([
+        import('../../server/config.js'), import('../../server/secrets/keyring.js'), import('../../store/postgres/importSqlite.js'),
+      ]);
       const file = sqliteFile(opts.from);
       if (!/^postgres(ql)?:\/\/\S+$/.test(opts.to)) throw new CliError('--to must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE', 2);
       process.stderr.write(`copying ${file} into ${redactDatabaseUrl(opts.to)}\n`);

@@ -2,10 +2,6 @@
 // like the server, so it runs where a server runs (same DOCKHAND_DATABASE_URL or data directory, same keys).
 import path from 'node:path';
 import type { Command } from 'commander';
-import { defaultDataDir, readDatabaseUrl } from '../../server/config.js';
-import { Keyring } from '../../server/secrets/keyring.js';
-import { rotateKey } from '../../server/secrets/rotation.js';
-import { openStore } from '../../server/server.js';
 
 export function addKeyCommands(secret: Command): void {
   secret
@@ -16,6 +12,10 @@ export function addKeyCommands(secret: Command): void {
     )
     .option('--data-dir <dir>', 'the server\'s data directory (env DOCKHAND_DATA_DIR), where the SQLite file and key file live')
     .action(async (opts: { dataDir?: string }) => {
+      // Imported here: the other commands (an executor above all) need none of the server's modules.
+      const [{ defaultDataDir, readDatabaseUrl }, { Keyring }, { rotateKey }, { openStore }] = await Promise.all([
+        import('../../server/config.js'), import('../../server/secrets/keyring.js'), import('../../server/secrets/rotation.js'), import('../../server/server.js'),
+      ]);
       const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
       const databaseUrl = readDatabaseUrl(process.env);
       const keyring = Keyring.load(process.env, dataDir);

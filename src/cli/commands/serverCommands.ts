@@ -4,18 +4,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command } from 'commander';
-import pino, { type Logger } from 'pino';
-import { API_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
-import { Agent } from '../../executor/agent.js';
-import { loadExecutorConfig, type ExecutorConfig } from '../../executor/config.js';
-import { executorLogHooks } from '../../executor/redactor.js';
+import type { Logger } from 'pino';
 import { ConfigError } from '../../core/envConfig.js';
-import { logRedact } from '../../core/logRedact.js';
-import { createRuntime } from '../../executor/runtimes/index.js';
-import { RuntimeSetupError, type CheckResult, type Runtime } from '../../executor/runtimes/runtime.js';
-import { defaultDataDir, loadServerConfig } from '../../server/config.js';
-import { bootstrapAdminUser, describeStore, startServer } from '../../server/server.js';
-import { saveCredentials } from '../client.js';
+import type { Agent } from '../../executor/agent.js';
+import type { ExecutorConfig } from '../../executor/config.js';
+import type { CheckResult, Runtime } from '../../executor/runtimes/runtime.js';
+
+// Everything else is imported inside the command that needs it: an executor then loads no server, store or web
+// module (fastify, pg, better-sqlite3, …), which is most of its memory (BENCHMARKS.md, bench:memory).
+const loadPino = async (): Promise<typeof import('pino')> => (await import('pino')).default;
 
 const DRAIN_MESSAGE = 'stopping gracefully: no new jobs, running jobs finish (signal again to abort them)';
 
@@ -37,13 +34,15 @@ function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log
 }
 
 async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime): Promise<Agent> {
+  const [{ Agent }, { createRuntime }] = await Promise.all([import('../../executor/agent.js'), import('../../executor/runtimes/index.js')]);
   const agent = new Agent(config, runtime ?? (await createRuntime(config, log)), log);
   await agent.start();
   return agent;
 }
 
 /** Setup problems are the user's to fix: say what and how, without a stack trace. */
-function exitOnSetupError(err: unknown): never {
+async function exitOnSetupError(err: unknown): Promise<never> {
+  const { RuntimeSetupError } = await import('../../executor/runtimes/runtime.js');
   if (err instanceof RuntimeSetupError || err instanceof ConfigError) {
     process.stderr.write(`dockhand: ${err.message}\n`);
     process.exit(2);
@@ -53,6 +52,9 @@ function exitOnSetupError(err: unknown): never {
 
 /** `dockhand executor --check`: the runtime's self-test, one line per check; exit 1 when any fails. */
 async function checkRuntime(): Promise<never> {
+  const [pino, { loadExecutorConfig }, { createRuntime }, { RuntimeSetupError }] = await Promise.all([
+    loadPino(), import('../../executor/config.js'), import('../../executor/runtimes/index.js'), import('../../executor/runtimes/runtime.js'),
+  ]);
   // The check needs only the runtime's settings: the coordinator's may be absent on a machine being set up.
   const env = { ...process.env };
   if (!env.EXECUTOR_FRONTEND_URL) env.EXECUTOR_FRONTEND_URL = 'http://127.0.0.1';
@@ -76,8 +78,29 @@ async function checkRuntime(): Promise<never> {
   process.exit(failed ? 1 : 0);
 }
 
+/**
+ * The executor's log times: milliseconds since the epoch to the microsecond (pino's default is whole milliseconds),
+ * so that "job started" can be set against a submit time measured elsewhere (bench/latency.ts). The fraction comes
+ * from the monotonic clock, re-anchored to the wall clock whenever the two drift apart by over a millisecond (a clock
+ * step), so the times stay wall-clock times.
+ */
+function preciseTime(): () => string {
+  let origin = performance.timeOrigin;
+  return () => {
+    const now = performance.now();
+    const wall = Date.now(); // whole ms, truncated: the true time is in [wall, wall + 1)
+    let t = origin + now;
+    if (t < wall - 1 || t > wall + 2) {
+      origin = wall + 0.5 - now;
+      t = origin + now;
+    }
+    return `,"time":${t.toFixed(3)}`;
+  };
+}
+
 /** `dockhand up` runs steps in Docker when an engine answers (unless EXECUTOR_RUNTIME says otherwise). */
 async function upRuntime(config: ExecutorConfig, explicit: boolean, log: Logger): Promise<{ runtime: Runtime; note: string }> {
+  const [{ createRuntime }, { RuntimeSetupError }] = await Promise.all([import('../../executor/runtimes/index.js'), import('../../executor/runtimes/runtime.js')]);
   if (explicit) return { runtime: await createRuntime(config, log), note: 'chosen by EXECUTOR_RUNTIME' };
   try {
     return { runtime: await createRuntime({ ...config, runtime: 'docker' }, log), note: 'a Docker engine answered' };
@@ -98,6 +121,9 @@ export function registerServerCommands(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); needs --tls-key (env DOCKHAND_TLS_CERT)')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
     .action(async (opts: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string }) => {
+      const [pino, { logRedact }, { loadServerConfig }, { describeStore, startServer }] = await Promise.all([
+        loadPino(), import('../../core/logRedact.js'), import('../../server/config.js'), import('../../server/server.js'),
+      ]);
       const config = loadServerConfig(opts);
       const log = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact });
       const server = await startServer(config, log);
@@ -122,11 +148,14 @@ export function registerServerCommands(program: Command): void {
     .option('--check', 'check the runtime (engine, OCI runtime, metadata block, a test container), print what is wrong and exit')
     .action(async (opts: { check?: boolean }) => {
       if (opts.check) await checkRuntime().catch(exitOnSetupError);
+      const [pino, { logRedact }, { loadExecutorConfig }, { executorLogHooks }] = await Promise.all([
+        loadPino(), import('../../core/logRedact.js'), import('../../executor/config.js'), import('../../executor/redactor.js'),
+      ]);
       const config = loadExecutorConfig();
       // hooks: every line passes through the executor's log redactor (its token, each running job's token and secrets).
       const log = pino({
         level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name }, redact: logRedact,
-        hooks: executorLogHooks(config.frontendPassword),
+        hooks: executorLogHooks(config.frontendPassword), timestamp: preciseTime(),
       });
       const agent = await startAgent(config, log).catch(exitOnSetupError);
       onSignals(() => agent.drain(), () => agent.abort(), log);
@@ -143,6 +172,13 @@ export function registerServerCommands(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate; needs --tls-key (env DOCKHAND_TLS_CERT)')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
     .action(async (opts: { port: string; host: string; dataDir?: string; queues: string; jobs: string; tlsCert?: string; tlsKey?: string }) => {
+      const [
+        pino, { logRedact }, { API_TOKEN_PREFIX, hashToken, newToken }, { loadExecutorConfig }, { executorLogHooks },
+        { defaultDataDir, loadServerConfig }, { bootstrapAdminUser, describeStore, startServer }, { saveCredentials },
+      ] = await Promise.all([
+        loadPino(), import('../../core/logRedact.js'), import('../../core/tokens.js'), import('../../executor/config.js'), import('../../executor/redactor.js'),
+        import('../../server/config.js'), import('../../server/server.js'), import('../client.js'),
+      ]);
       const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
       const env = { ...process.env, DOCKHAND_EXECUTORS_ACCESS_TOKEN: process.env.DOCKHAND_EXECUTORS_ACCESS_TOKEN || localExecutorToken(dataDir) };
       const config = loadServerConfig({ port: opts.port, host: opts.host, dataDir, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey }, env);
