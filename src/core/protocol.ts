@@ -11,6 +11,12 @@ export const CLIENT_API_PREFIX = '/api/v1';
 /** Longest a dequeue or heartbeat request is held open by the server. */
 export const MAX_WAIT_MS = 30_000;
 
+/** Most jobs one dequeue hands out (`maxJobs`). */
+export const MAX_DEQUEUE_BATCH = 100;
+
+/** Most items in one `/jobs/batch` request. */
+export const MAX_BATCH_ITEMS = 500;
+
 const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
 
 /** The most one job may use on an executor (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY); 0 = unbounded. */
@@ -31,6 +37,13 @@ export const dequeueRequest = z.object({
     .optional()
     .describe('Relative share per queue when several have jobs (default 1 each)'),
   waitMs: z.number().int().min(0).max(MAX_WAIT_MS).default(25_000).describe('How long to hold the request when no job is ready'),
+  maxJobs: z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_DEQUEUE_BATCH)
+    .optional()
+    .describe('Take up to this many ready jobs at once; the answer is then { jobs: [...] } (without it: one job, as it is)'),
 });
 export type DequeueRequest = z.input<typeof dequeueRequest>;
 
@@ -109,6 +122,47 @@ export const failRequest = z.object({
   message: z.string().max(64 * 1024),
   canceled: z.boolean().default(false).describe('The executor stopped the job because it was asked to cancel it'),
 });
+
+/** The answer to a dequeue that names `maxJobs`: one or more jobs, each a new attempt with its own token. */
+export interface DequeueBatchResponse {
+  jobs: DequeuedJob[];
+}
+
+/** A final report, as `/jobs/batch` carries it: the body of `/complete`, `/error` or `/fail` with its kind. */
+export const jobReport = z.discriminatedUnion('kind', [
+  completeRequest.extend({ kind: z.literal('complete') }),
+  errorRequest.extend({ kind: z.literal('error') }),
+  failRequest.extend({ kind: z.literal('fail') }),
+]);
+export type JobReport = z.input<typeof jobReport>;
+
+/**
+ * Several jobs' log appends and final reports in one request: each item is what `/jobs/{id}/logs` and then
+ * `/jobs/{id}/{kind}` would do, authorized by its own job token, and answered on its own.
+ */
+export const batchRequest = z.object({
+  items: z
+    .array(
+      z.object({
+        id: z.number().int().positive(),
+        token: z.string().min(1).max(256).describe("The attempt's job token, as received from dequeue"),
+        logs: appendLogsRequest.shape.entries.optional().describe('Appended first, as /jobs/{id}/logs does'),
+        report: jobReport.optional().describe('Then the final report, as /jobs/{id}/{kind} does'),
+      }),
+    )
+    .min(1)
+    .max(MAX_BATCH_ITEMS),
+});
+export type BatchRequest = z.input<typeof batchRequest>;
+
+/** One item's answer: what the single-job routes would have answered, status and all. */
+export type BatchItemResult =
+  | { id: number; status: 200; entries?: AppendLogsResponse['entries']; state?: string }
+  | { id: number; status: number; error: string; code?: string };
+
+export interface BatchResponse {
+  items: BatchItemResult[];
+}
 
 /** Error codes in 409 answers to job-token calls. */
 export const STALE_ATTEMPT = 'stale_attempt';

@@ -3,12 +3,13 @@
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { DequeuedJob } from '../core/protocol.js';
+import { MAX_DEQUEUE_BATCH, type DequeuedJob } from '../core/protocol.js';
 import { secretsOf } from '../core/dockerAuthConfig.js';
 import { VERSION } from '../core/version.js';
 import { ApiError, ExecutorApiClient, type FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import { JobLog } from './jobLog.js';
+import { Outbox } from './outbox.js';
 import { runJob, type StopReason } from './jobRunner.js';
 import { Redactor, executorLogRedactor } from './redactor.js';
 import { urlCredentials } from './workspace.js';
@@ -29,6 +30,18 @@ interface RunningJob {
 
 const DEQUEUE_WAIT_MS = 25_000;
 const MAX_RETRY_DELAY_MS = 5_000;
+/**
+ * The held heartbeat is sent again when jobs start, so that a cancel of a new job arrives at once; at most this
+ * often, so that an executor starting hundreds of short jobs a second does not turn that into as many heartbeats.
+ */
+const MIN_REISSUE_MS = 500;
+
+/** A one-time wake-up: far cheaper than an AbortController, whose abort builds an exception with a stack trace. */
+function signal(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
 
 /** An interruptible wait: resolves after `ms` or as soon as `signal` aborts. */
 function pause(ms: number, signal?: AbortSignal): Promise<void> {
@@ -37,13 +50,17 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
 
 export class Agent {
   private readonly api: ExecutorApiClient;
+  private readonly outbox: Outbox;
   private readonly jobs = new Map<string, RunningJob>();
   private active = 0;
   private draining = false;
   private stopped = false;
   private readonly dequeueAbort = new AbortController();
-  private slotFreed = new AbortController();
+  /** Resolved (and replaced) when a job ends and its slot is free again. */
+  private slotFreed = signal();
   private jobsChanged = new AbortController();
+  private lastReissueAt = 0;
+  private reissueTimer?: NodeJS.Timeout;
   private dequeueLoop?: Promise<void>;
   private heartbeatLoop?: Promise<void>;
   private runtimeVersion?: string;
@@ -56,6 +73,7 @@ export class Agent {
     private readonly logRedactor: Redactor = executorLogRedactor,
   ) {
     this.api = new ExecutorApiClient(config.frontendUrl, config.frontendPassword);
+    this.outbox = new Outbox(this.api);
     logRedactor.add(config.frontendPassword, 'PASSWORD_REMOVED');
   }
 
@@ -124,19 +142,24 @@ export class Agent {
     let delay = 250;
     while (!this.draining) {
       if (this.active >= this.config.maxJobs) {
-        await pause(60_000, AbortSignal.any([this.slotFreed.signal, this.dequeueAbort.signal]));
+        await Promise.race([this.slotFreed.promise, pause(60_000, this.dequeueAbort.signal)]);
+        // Jobs often end together (one batch answers all their reports): let them all free their slots first, so
+        // that one dequeue asks for all of them.
+        await new Promise((resolve) => setImmediate(resolve));
         continue;
       }
       try {
-        const job = await this.api.dequeue(
+        // As many jobs as there are free slots, in one request: a server with a backlog hands them out together.
+        const jobs = await this.api.dequeue(
           {
             executorName: this.name, version: VERSION, queues: this.config.queues, weights: this.config.weights,
             resources: this.resources(), waitMs: DEQUEUE_WAIT_MS,
+            maxJobs: Math.min(this.config.maxJobs - this.active, MAX_DEQUEUE_BATCH),
           },
           this.dequeueAbort.signal,
         );
         delay = 250;
-        if (job) this.startJob(job);
+        for (const job of jobs) this.startJob(job);
       } catch (err) {
         if (this.draining) break;
         this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'dequeue failed');
@@ -157,16 +180,16 @@ export class Agent {
       ...[...secretsOf(job.dockerAuthConfig), ...secretsOf(this.config.docker.authConfig)].map((secret): [string, string] => [secret, '***']),
     ];
     const redactor = new Redactor();
-    for (const [value, replacement] of masks) {
-      redactor.add(value, replacement);
-      // Counted: a value two running jobs share stays masked until both are done.
-      this.logRedactor.add(value, replacement);
-    }
+    for (const [value, replacement] of masks) redactor.add(value, replacement);
+    // Counted: a value two running jobs share stays masked until both are done. Job tokens are masked in the
+    // executor's log by their pattern (executorLogHooks) instead, so that a job without secrets changes nothing here.
+    const masked = masks.filter(([value]) => value !== job.token);
+    for (const [value, replacement] of masked) this.logRedactor.add(value, replacement);
     const running: RunningJob = {
       job,
-      log: new JobLog((entries) => this.api.appendLogs(job, entries), redactor, this.config.maxLogSize),
+      log: new JobLog((entries) => this.outbox.appendLogs(job, entries), redactor, this.config.maxLogSize),
       redactor,
-      masked: masks.map(([value]) => value),
+      masked: masked.map(([value]) => value),
       stop: new AbortController(),
       gone: false,
     };
@@ -193,8 +216,8 @@ export class Agent {
     } finally {
       clearInterval(flusher);
       this.active--;
-      this.slotFreed.abort();
-      this.slotFreed = new AbortController();
+      this.slotFreed.resolve();
+      this.slotFreed = signal();
     }
     if (!report || running.gone) {
       this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
@@ -221,7 +244,7 @@ export class Agent {
     while (!running.gone) {
       try {
         while (log.dirty) await log.flush();
-        const answer = await this.api.finish(job, report);
+        const answer = await this.outbox.finish(job, report);
         this.log.info(
           { jobId: job.id, attempt: job.attempt, report: report.kind, state: answer.state, ...(report.kind === 'complete' ? {} : { message: report.message }) },
           'job finished',
@@ -253,7 +276,15 @@ export class Agent {
 
   /** The set of jobs changed: re-issue the held heartbeat so cancels for new jobs arrive at once. */
   private changed(): void {
-    this.jobsChanged.abort();
+    if (this.reissueTimer) return;
+    const wait = this.lastReissueAt + MIN_REISSUE_MS - Date.now();
+    const reissue = (): void => {
+      this.reissueTimer = undefined;
+      this.lastReissueAt = Date.now();
+      this.jobsChanged.abort();
+    };
+    if (wait <= 0) reissue();
+    else this.reissueTimer = setTimeout(reissue, wait).unref();
   }
 
   private async heartbeats(): Promise<void> {

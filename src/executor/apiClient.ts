@@ -1,6 +1,9 @@
 // The executor's side of the protocol (docs/protocol.md): thin, typed calls with timeouts. Retrying is the
 // caller's decision, because what is safe to retry differs per call.
-import { EXECUTOR_API_PREFIX, STALE_ATTEMPT, type AppendLogsResponse, type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate } from '../core/protocol.js';
+import {
+  EXECUTOR_API_PREFIX, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse, type DequeueBatchResponse,
+  type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
+} from '../core/protocol.js';
 
 export class ApiError extends Error {
   constructor(
@@ -67,9 +70,12 @@ export class ExecutorApiClient {
     return `token-executor ${this.executorToken}`;
   }
 
-  async dequeue(request: DequeueRequest, signal?: AbortSignal): Promise<DequeuedJob | undefined> {
-    const { data } = await this.call<DequeuedJob>('/dequeue', request, this.executorAuth, { signal, timeoutMs: (request.waitMs ?? 25_000) + REQUEST_TIMEOUT_MS });
-    return data;
+  /** Up to `request.maxJobs` jobs (none when none arrived within waitMs). */
+  async dequeue(request: DequeueRequest & { maxJobs: number }, signal?: AbortSignal): Promise<DequeuedJob[]> {
+    const { data } = await this.call<DequeuedJob | DequeueBatchResponse>('/dequeue', request, this.executorAuth, { signal, timeoutMs: (request.waitMs ?? 25_000) + REQUEST_TIMEOUT_MS });
+    if (!data) return [];
+    // A server from before batches ignores maxJobs and answers with one job.
+    return 'jobs' in data ? data.jobs : [data];
   }
 
   async heartbeat(request: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
@@ -85,6 +91,12 @@ export class ExecutorApiClient {
   async finish(job: DequeuedJob, report: FinalReport): Promise<{ state: string }> {
     const body = report.kind === 'complete' ? {} : report.kind === 'error' ? { message: report.message } : { message: report.message, canceled: report.canceled ?? false };
     const { data } = await this.call<{ state: string }>(`/jobs/${job.id}/${report.kind}`, body, `Bearer ${job.token}`);
+    return data!;
+  }
+
+  /** Several jobs' appends and reports in one request (see Outbox); a server from before it answers 404. */
+  async batch(items: BatchRequest['items']): Promise<BatchResponse> {
+    const { data } = await this.call<BatchResponse>('/jobs/batch', { items }, this.executorAuth);
     return data!;
   }
 }

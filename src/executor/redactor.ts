@@ -1,6 +1,7 @@
 // Replaces secret values before text leaves the executor: in job logs, in reports to the server and in the
 // executor's own log. A value is masked in the forms a step is likely to print it in, not only as it is:
 // base64 (also when the value is part of a longer base64'd string), URL-encoded and JSON-escaped.
+import { JOB_TOKEN_PREFIX } from '../core/tokens.js';
 
 /** No form shorter than this is ever masked: it would mask ordinary text. */
 const MIN_FORM_LENGTH = 4;
@@ -95,7 +96,7 @@ const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '
 
 export class Redactor {
   /** Registered values, in the order they were first added, with how many holders each has. */
-  private readonly values = new Map<string, { replacement: string; holders: number; forms: string[] }>();
+  private readonly values = new Map<string, { replacement: string; holders: number; forms?: string[] }>();
   /** Form → its replacement; the first value that has a form decides its replacement. */
   private table = new Map<string, string>();
   /** Forms by their first KEY_LENGTH characters (all of a shorter form), each list longest first. */
@@ -105,6 +106,8 @@ export class Redactor {
   /** Finds where a form may start: every key, escaped, longest first. */
   private pattern: RegExp | undefined;
   private longest = 0;
+  /** Values changed since the lookup tables were built: they are rebuilt when next needed, once for many changes. */
+  private stale = false;
 
   /** Masks `value` (and its encoded forms) with `replacement`. Adding a value again counts one more holder. */
   add(value: string, replacement: string): this {
@@ -113,10 +116,9 @@ export class Redactor {
       known.holders++;
       return this;
     }
-    const forms = redactionForms(value);
-    if (forms.length === 0) return this;
-    this.values.set(value, { replacement, holders: 1, forms });
-    this.rebuild();
+    // Its forms are worked out when the tables are next built: a job that never prints anything never pays for them.
+    this.values.set(value, { replacement, holders: 1 });
+    this.stale = true;
     return this;
   }
 
@@ -126,16 +128,18 @@ export class Redactor {
     if (!known) return this;
     if (--known.holders > 0) return this;
     this.values.delete(value);
-    this.rebuild();
+    this.stale = true;
     return this;
   }
 
   /** Length of the longest form masked: a piece of text this long can hold any whole secret. */
   get maxLength(): number {
+    this.build();
     return this.longest;
   }
 
   redact(text: string): string {
+    this.build();
     if (!this.pattern) return text;
     return this.scan(text, text.length).redacted;
   }
@@ -148,6 +152,7 @@ export class Redactor {
    */
   redactHead(text: string, end: number): { redacted: string; consumed: number } {
     const limit = Math.min(end, text.length);
+    this.build();
     if (!this.pattern) return { redacted: text.slice(0, limit), consumed: limit };
     return this.scan(text, limit);
   }
@@ -182,9 +187,14 @@ export class Redactor {
     return undefined;
   }
 
-  private rebuild(): void {
+  private build(): void {
+    if (!this.stale) return;
+    this.stale = false;
     const table = new Map<string, string>();
-    for (const { replacement, forms } of this.values.values()) for (const form of forms) if (!table.has(form)) table.set(form, replacement);
+    for (const [value, known] of this.values) {
+      known.forms ??= redactionForms(value);
+      for (const form of known.forms) if (!table.has(form)) table.set(form, known.replacement);
+    }
     this.table = table;
     const buckets = new Map<string, string[]>();
     for (const form of table.keys()) {
@@ -212,5 +222,8 @@ export const executorLogRedactor = new Redactor();
 /** pino `hooks` for the executor's logger: every line written is redacted with `executorLogRedactor`. */
 export function executorLogHooks(executorToken: string): { streamWrite: (line: string) => string } {
   executorLogRedactor.add(executorToken, 'PASSWORD_REMOVED');
-  return { streamWrite: (line) => executorLogRedactor.redact(line) };
+  return { streamWrite: (line) => executorLogRedactor.redact(line).replace(JOB_TOKEN_PATTERN, 'JOB_TOKEN_REMOVED') };
 }
+
+/** Any job token (newToken(JOB_TOKEN_PREFIX)): the executor's log masks them all by their shape. */
+const JOB_TOKEN_PATTERN = new RegExp(`${JOB_TOKEN_PREFIX}[0-9a-f]{48}`, 'g');

@@ -7,9 +7,18 @@ import type { JobLog } from './jobLog.js';
 import { runProcess } from './process.js';
 import type { JobDirs } from './runtimes/runtime.js';
 
+/** Workspace roots as real paths, resolved once each: what mkdtemp makes inside one is then real too. */
+const realRoots = new Map<string, Promise<string>>();
+
 /** Makes the job's directories; their paths are real (symlinks such as a linked temp dir resolved once, here). */
 export async function createJobDirs(root: string, jobId: number): Promise<JobDirs> {
-  const dir = await realpath(await mkdtemp(path.join(root, `dockhand-job-${jobId}-`)));
+  let realRoot = realRoots.get(root);
+  if (!realRoot) {
+    realRoot = realpath(root);
+    realRoots.set(root, realRoot);
+    realRoot.catch(() => realRoots.delete(root));
+  }
+  const dir = await mkdtemp(path.join(await realRoot, `dockhand-job-${jobId}-`));
   const dirs = { root: dir, workspace: path.join(dir, 'workspace'), scripts: path.join(dir, 'scripts') };
   await mkdir(dirs.workspace);
   await mkdir(dirs.scripts);

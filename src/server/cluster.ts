@@ -8,6 +8,9 @@ import type { BusEvent, EventBus } from './events.js';
 /** When wake-ups travel between replicas, no held request waits longer than this before looking at the store. */
 export const CLUSTER_FALLBACK_POLL_MS = 5_000;
 
+/** Room for one notification's events: PostgreSQL refuses payloads of 8000 bytes or more. */
+const MAX_NOTIFY_BYTES = 7_500;
+
 export async function relayEvents(store: Store, events: EventBus, log: Pick<FastifyBaseLogger, 'warn'>): Promise<{ close(): Promise<void> } | undefined> {
   if (!store.listen || !store.notify) return undefined;
   const notify = store.notify.bind(store);
@@ -15,8 +18,10 @@ export async function relayEvents(store: Store, events: EventBus, log: Pick<Fast
   const subscription = await store.listen(
     (payload) => {
       try {
-        const message = JSON.parse(payload) as { origin: string; event: BusEvent };
-        if (message.origin !== origin) events.receive(message.event);
+        const message = JSON.parse(payload) as { origin: string; event?: BusEvent; events?: BusEvent[] };
+        if (message.origin === origin) return;
+        // One event (replicas before batching) or several.
+        for (const event of message.events ?? (message.event ? [message.event] : [])) events.receive(event);
       } catch {
         // Not ours: something else used the channel.
       }
@@ -27,15 +32,34 @@ export async function relayEvents(store: Store, events: EventBus, log: Pick<Fast
     },
   );
   let warned = false;
+  // Events published while the event loop runs go out together, once it is done: a dequeue or a batch of reports
+  // that changes hundreds of jobs costs a few notifications, not one per job.
+  let pending = new Map<string, BusEvent>();
+  const flush = (): void => {
+    const batch = [...pending.values()];
+    pending = new Map();
+    for (let start = 0; start < batch.length; ) {
+      const events: BusEvent[] = [];
+      let bytes = 64 + origin.length;
+      while (start < batch.length) {
+        const size = JSON.stringify(batch[start]).length + 1;
+        if (events.length && bytes + size > MAX_NOTIFY_BYTES) break;
+        events.push(batch[start++]);
+        bytes += size;
+      }
+      notify(JSON.stringify({ origin, events })).then(
+        () => (warned = false),
+        (err: Error) => {
+          // Waiters on other replicas still look again within CLUSTER_FALLBACK_POLL_MS.
+          if (!warned) log.warn({ err: err.message }, 'could not notify other replicas');
+          warned = true;
+        },
+      );
+    }
+  };
   events.relay = (event) => {
-    notify(JSON.stringify({ origin, event })).then(
-      () => (warned = false),
-      (err: Error) => {
-        // Waiters on other replicas still look again within CLUSTER_FALLBACK_POLL_MS.
-        if (!warned) log.warn({ err: err.message }, 'could not notify other replicas');
-        warned = true;
-      },
-    );
+    if (pending.size === 0) setImmediate(flush);
+    pending.set(JSON.stringify(event), event);
   };
   return subscription;
 }

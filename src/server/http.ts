@@ -88,11 +88,19 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
     if (!found) throw refuse('invalid API token');
     return { kind, tokenId: found.token.id, principal: await principalOf(deps.store, found.user) };
   }
-  const attempt = await deps.store.findAttemptByToken(hashToken(credential));
-  if (!attempt) throw refuse('invalid job token');
-  const params = req.params as Record<string, string>;
-  if (String(attempt.jobId) !== params.id) throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${params.id}`);
-  return { kind, attempt };
+  return { kind, attempt: await attemptOfJobToken(deps.store, credential, (req.params as Record<string, string>).id) };
+}
+
+/** The attempt a job token belongs to, which must be one of job `jobId` (as given in the route). */
+async function attemptOfJobToken(store: Store, token: string, jobId: string): Promise<AttemptRecord> {
+  return jobTokenAttempt(await store.findAttemptByToken(hashToken(token)), jobId);
+}
+
+/** The attempt found for a job token (none: the token is unknown), which must be one of job `jobId`. */
+export function jobTokenAttempt(attempt: AttemptRecord | undefined, jobId: string | number): AttemptRecord {
+  if (!attempt) throw new HttpError(401, `invalid job token: ${AUTH_HINT.job}`);
+  if (String(attempt.jobId) !== String(jobId)) throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${jobId}`);
+  return attempt;
 }
 
 async function principalOf(store: Store, user: UserRecord): Promise<Principal> {

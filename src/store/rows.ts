@@ -1,7 +1,7 @@
 // Row shapes both SQL stores share (same column names in SQLite and PostgreSQL), and their records.
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
-import type { AttemptRecord, ExecutorRecord, JobRecord } from './store.js';
+import type { AttemptRecord, ClaimedJob, ExecutorRecord, JobRecord } from './store.js';
 
 export interface AttemptRow {
   job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
@@ -32,6 +32,7 @@ export interface JobRow {
   num_failures: number; num_resets: number; cancel_requested: number | boolean; failure_message: string | null;
   executor_name: string | null; created_at: number; queued_at: number; available_at: number;
   started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null; submitted_by?: string | null;
+  docker_auth_config?: string | null;
 }
 
 export function toJob(row: JobRow): JobRecord {
@@ -43,6 +44,10 @@ export function toJob(row: JobRow): JobRecord {
     createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
     finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
   };
+}
+
+export function claimedJob(row: JobRow): ClaimedJob {
+  return { job: toJob(row), ...(row.docker_auth_config ? { dockerAuthConfig: row.docker_auth_config } : {}) };
 }
 
 /** A namespace with queued jobs in a queue: its oldest available job, if any, and when it was last served. */
@@ -76,4 +81,66 @@ export function nextInTurn(heads: NamespaceHead[]): NamespaceHead | undefined {
 /** The namespace a job is stored under; the server always sets it, and specs from before default to global. */
 export function namespaceOf(spec: JobSpec): string {
   return spec.namespace ?? 'global';
+}
+
+/** A row of a batch claim's candidates: one of the first available jobs of a namespace in a queue, with its turn. */
+export interface CandidateRow {
+  namespace: string;
+  served_seq: number | null;
+  job_id: number;
+  available_at: number;
+}
+
+export interface PlannedClaim {
+  queue: string;
+  namespace: string;
+  jobId: number;
+}
+
+/**
+ * The jobs that claims one after another would take, worked out from each queue's candidates at once: claim i
+ * tries the queues in `orders[i]` and takes the next job of the namespace whose turn it is (nextInTurn), whose turn
+ * then moves to the back. `turns` has each namespace's new turn (queue → namespace → number from `nextTurn`).
+ */
+export function planClaims(
+  candidates: Map<string, CandidateRow[]>,
+  orders: string[][],
+  nextTurn: () => number,
+): { claims: PlannedClaim[]; turns: Map<string, Map<string, number>> } {
+  // Per queue: each namespace's turn and its jobs still untaken, oldest first (as the rows come).
+  const byQueue = new Map<string, Map<string, { served: number | null; jobs: CandidateRow[] }>>();
+  for (const [queue, rows] of candidates) {
+    const namespaces = new Map<string, { served: number | null; jobs: CandidateRow[] }>();
+    for (const row of rows) {
+      const ns = namespaces.get(row.namespace);
+      if (ns) ns.jobs.push(row);
+      else namespaces.set(row.namespace, { served: row.served_seq, jobs: [row] });
+    }
+    byQueue.set(queue, namespaces);
+  }
+  const claims: PlannedClaim[] = [];
+  const turns = new Map<string, Map<string, number>>();
+  for (const order of orders) {
+    let claimed = false;
+    for (const queue of order) {
+      const namespaces = byQueue.get(queue);
+      if (!namespaces) continue;
+      const heads: NamespaceHead[] = [];
+      for (const [namespace, { served, jobs }] of namespaces) {
+        if (jobs.length) heads.push({ namespace, job_id: jobs[0].job_id, available_at: jobs[0].available_at, served_seq: served });
+      }
+      const pick = nextInTurn(heads);
+      if (!pick) continue;
+      const ns = namespaces.get(pick.namespace)!;
+      ns.jobs.shift();
+      ns.served = nextTurn();
+      if (!turns.has(queue)) turns.set(queue, new Map());
+      turns.get(queue)!.set(pick.namespace, ns.served);
+      claims.push({ queue, namespace: pick.namespace, jobId: pick.job_id! });
+      claimed = true;
+      break;
+    }
+    if (!claimed) break;
+  }
+  return { claims, turns };
 }

@@ -30,6 +30,13 @@ export interface JobRecord {
   lastHeartbeatAt: number | null;
 }
 
+/** A job to store: its spec (namespace set), with its sealed registry credentials and submitter, as enqueue takes them. */
+export interface NewJob {
+  spec: JobSpec;
+  dockerAuthConfig?: string;
+  submittedBy?: string;
+}
+
 export interface AttemptRecord {
   jobId: number;
   attempt: number;
@@ -117,6 +124,33 @@ export interface FinishRequest {
   retryBackoffMs: number;
 }
 
+export interface DequeueManyArgs {
+  executorName: string;
+  queues: string[];
+  /** One per job to claim: the hash of that attempt's token. */
+  tokenHashes: string[];
+  now: number;
+  /** The order to try the queues in, drawn again for each claim (weighted fairness); default as given. */
+  order?: (queues: string[]) => string[];
+}
+
+/** A job just claimed, with its sealed registry credentials (what getDockerAuthConfig would return). */
+export interface ClaimedJob {
+  job: JobRecord;
+  dockerAuthConfig?: string;
+}
+
+export interface LogAppend {
+  jobId: number;
+  attempt: number;
+  entries: LogEntryUpdate[];
+}
+
+export type LogAppendResult =
+  | { ok: true; entries: { index: number; length: number }[] }
+  /** The attempt is not current (or the job is gone): nothing was stored. */
+  | { ok: false; job?: JobRecord };
+
 export type FinishResult =
   | { ok: true; job: JobRecord; /** false when this call repeated an already recorded result */ changed: boolean }
   | { ok: false; reason: 'unknown_job' | 'stale_attempt'; job?: JobRecord };
@@ -149,24 +183,38 @@ export interface Store {
    * only ever handed to the job's executor.
    */
   enqueue(spec: JobSpec, now: number, extra?: { dockerAuthConfig?: string; submittedBy?: string }): Promise<JobRecord>;
+  /** Several jobs in one transaction: all are stored, in order, or none. */
+  enqueueMany(jobs: NewJob[], now: number): Promise<JobRecord[]>;
   getDockerAuthConfig(jobId: number): Promise<string | undefined>;
   getJob(id: number): Promise<JobRecord | undefined>;
   listJobs(filter: JobFilter): Promise<JobRecord[]>;
   listAttempts(jobId: number): Promise<AttemptRecord[]>;
   /** Claims the oldest available job in any of `queues` for an executor, recording a new attempt. */
   dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined>;
+  /** Claims up to one job per token hash, as dequeue would one after another, in one transaction. */
+  dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]>;
   /** The earliest time a queued job in `queues` becomes available, if any is waiting out a backoff. */
   nextAvailableAt(queues: string[]): Promise<number | undefined>;
   heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }>;
   findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined>;
+  /** findAttemptByToken for several tokens at once, one answer per hash, in order. */
+  findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]>;
   finish(request: FinishRequest): Promise<FinishResult>;
+  /** Several finish requests in one transaction; one result per request, in order. */
+  finishMany(requests: FinishRequest[]): Promise<FinishResult[]>;
   requestCancel(id: number, now: number): Promise<JobRecord | undefined>;
   retry(id: number, now: number): Promise<JobRecord | undefined>;
   resetStalled(sweep: StallSweep): Promise<StallResult>;
 
   appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]>;
+  /**
+   * Several attempts' appends, each stored only while its attempt is current (the job processing it); one result
+   * per item, in order. SQLite stores them in one transaction.
+   */
+  appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]>;
   listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]>;
-  readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number): Promise<LogChunk[]>;
+  /** Up to `limit` chunks after `afterSeq`, in order; only entry `index`'s when given. */
+  readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]>;
 
   upsertExecutor(info: ExecutorInfo, now: number): Promise<void>;
   listExecutors(): Promise<ExecutorRecord[]>;

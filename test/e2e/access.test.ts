@@ -88,6 +88,14 @@ const PROBES: Record<string, Probe> = {
     expect((await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'org:acme', steps: [{ run: 'true' }] })).statusCode).toBe(403);
     expect((await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'global', steps: [{ run: 'true' }] })).statusCode).toBe(403);
   },
+  'POST /jobs/batch': async () => {
+    const own = { queue: 'access', steps: [{ run: 'true' }] };
+    const res = await call('bob', 'POST', '/jobs/batch', { jobs: [own, { ...own, namespace: 'user:alice' }] });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().issues).toEqual([{ field: 'jobs[1].namespace', message: expect.stringContaining('"user:bob"') }]);
+    // All or none: bob's own job of the refused batch was not stored either.
+    expect((await call('bob', 'GET', '/jobs')).json().jobs).toEqual([]);
+  },
   'GET /jobs': async () => {
     const ids = async (who: string, query = ''): Promise<number[]> => (await call(who, 'GET', `/jobs${query}`)).json().jobs.map((j: JobRecord) => j.id);
     expect(await ids('bob')).toEqual([]);

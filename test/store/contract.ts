@@ -226,6 +226,30 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     });
 
     describe('enqueue, getJob and listJobs', () => {
+      it('stores a batch of jobs in the order given, each as enqueue would, and hands them out in that order', async () => {
+        const specs = [makeSpec({ queue: 'a' }), makeSpec({ queue: 'b', maxAttempts: 2 }), makeSpec({ queue: 'a', namespace: 'org:acme' })];
+        const jobs = await store.enqueueMany(
+          specs.map((spec, i) => ({ spec, submittedBy: `user-${i}`, ...(i === 1 ? { dockerAuthConfig: 'dh1:aaaaaaaa:x' } : {}) })),
+          T0,
+        );
+        expect(jobs.map((j) => [j.queue, j.namespace, j.maxAttempts, j.submittedBy, j.state, j.createdAt])).toEqual([
+          ['a', 'global', specs[0].maxAttempts, 'user-0', 'queued', T0],
+          ['b', 'global', 2, 'user-1', 'queued', T0],
+          ['a', 'org:acme', specs[2].maxAttempts, 'user-2', 'queued', T0],
+        ]);
+        expect(jobs.map((j) => j.spec)).toEqual(specs);
+        expect(jobs[0].id).toBeLessThan(jobs[1].id);
+        expect(jobs[1].id).toBeLessThan(jobs[2].id);
+        for (const job of jobs) expect(await store.getJob(job.id)).toEqual(job);
+        expect(await store.getDockerAuthConfig(jobs[1].id)).toBe('dh1:aaaaaaaa:x');
+        expect(await store.getDockerAuthConfig(jobs[0].id)).toBeUndefined();
+        // A claim carries the job's sealed registry credentials, as getDockerAuthConfig gives them.
+        const [claimed] = await store.dequeueMany({ executorName: 'exec-1', queues: ['b'], tokenHashes: ['h-1', 'h-2'], now: T0 });
+        expect(claimed.job.id).toBe(jobs[1].id);
+        expect(claimed.dockerAuthConfig).toBe('dh1:aaaaaaaa:x');
+        expect((await claimOrFail(['a'])).job.id).toBe(jobs[0].id);
+      });
+
       it('stores a queued job with its spec', async () => {
         const spec = makeSpec({
           queue: 'build', namespace: 'org:acme', maxAttempts: 5,
@@ -371,6 +395,71 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const [a, b, c] = [ids['org:a'], ids['org:b'], ids['org:c']];
         // Never served counts as longest ago; between equals the oldest job goes first.
         expect(order).toEqual([a[0], c[0], b[0], a[1], c[1], a[2], a[3], a[4]]);
+      });
+
+      it('claims a batch in one call exactly as the same number of dequeues one after another would', async () => {
+        // Two queues, namespaces with different backlogs and a turn already taken, a job not yet available.
+        const specs: [Partial<JobSpecInput>, number][] = [
+          [{ queue: 'x', namespace: 'org:a' }, T0], [{ queue: 'x', namespace: 'org:a' }, T0 + 1], [{ queue: 'x', namespace: 'org:a' }, T0 + 2],
+          [{ queue: 'x', namespace: 'org:b' }, T0 + 3], [{ queue: 'x', namespace: 'org:c' }, T0 + 4], [{ queue: 'x', namespace: 'org:c' }, T0 + 5],
+          [{ queue: 'y', namespace: 'org:a' }, T0 + 6], [{ queue: 'y', namespace: 'org:b' }, T0 + 7], [{ queue: 'y', namespace: 'org:b' }, T0 + 8],
+          [{ queue: 'x', namespace: 'org:b' }, T0 + 500],
+        ];
+        // The same alternating queue order for each claim, in both runs.
+        const orderAt = (i: number): string[] => (i % 3 === 2 ? ['y', 'x'] : ['x', 'y']);
+        const run = async (batch: boolean): Promise<string[]> => {
+          const ids: number[] = [];
+          for (const [overrides, at] of specs) ids.push((await enqueue(overrides, at)).id);
+          // A turn taken before: org:c was served in x.
+          await store.enqueue(makeSpec({ queue: 'x', namespace: 'org:c' }), T0 - 10);
+          await claimOrFail(['x'], T0 + 100);
+          const names = (jobs: JobRecord[]): string[] => jobs.map((j) => `${j.queue}/${j.namespace}/${ids.indexOf(j.id)}`);
+          if (batch) {
+            let call = 0;
+            const hashes = Array.from({ length: 12 }, (_, i) => `batch-hash-${i}`);
+            const claimed = await store.dequeueMany({ executorName: 'exec-1', queues: ['x', 'y'], tokenHashes: hashes, now: T0 + 100, order: () => orderAt(call++) });
+            for (const [i, { job }] of claimed.entries()) expect((await store.findAttemptByToken(hashes[i]))?.jobId).toBe(job.id);
+            return names(claimed.map((c) => c.job));
+          }
+          const jobs: JobRecord[] = [];
+          for (let i = 0; i < 12; i++) {
+            const { job } = await claim(orderAt(i), T0 + 100);
+            if (!job) break;
+            jobs.push(job);
+          }
+          return names(jobs);
+        };
+        const oneByOne = await run(false);
+        await store.close();
+        store = await makeStore();
+        const together = await run(true);
+        expect(oneByOne).toHaveLength(9);
+        expect(together).toEqual(oneByOne);
+      });
+
+      it('records several reports in one call as finish would one by one, and finds attempts by several tokens', async () => {
+        for (let i = 0; i < 4; i++) await enqueue({ maxAttempts: 2 });
+        const claimed = [await claimOrFail(), await claimOrFail(), await claimOrFail(), await claimOrFail()];
+        const [a, b, c, d] = claimed.map((x) => x.job);
+        await finish(d, 'complete');
+        const now = T0 + 1_000;
+        const req = (job: JobRecord, kind: FinishRequest['kind'], extra: Partial<FinishRequest> = {}): FinishRequest =>
+          ({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: BACKOFF, ...extra });
+        const results = await store.finishMany([
+          req(a, 'complete'), req(b, 'error', { message: 'flaky' }), req(c, 'fail', { attempt: 99, message: 'x' }),
+          req(d, 'complete'), req(d, 'fail', { message: 'late' }), req({ ...a, id: 999_999 }, 'complete'),
+        ]);
+        expect(results.map((r) => (r.ok ? `${r.job.state}${r.changed ? '' : ' (repeat)'}` : r.reason))).toEqual([
+          'completed', 'queued', 'unknown_job', 'completed (repeat)', 'stale_attempt', 'unknown_job',
+        ]);
+        expect(await store.getJob(a.id)).toMatchObject({ state: 'completed', finishedAt: now });
+        expect(await store.getJob(b.id)).toMatchObject({ state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null });
+        expect((await store.listAttempts(b.id))[0]).toMatchObject({ outcome: 'errored', message: 'flaky', finishedAt: now });
+        expect(await store.getJob(c.id)).toMatchObject({ state: 'processing' });
+        expect(await store.finishMany([])).toEqual([]);
+
+        const found = await store.findAttemptsByTokens([claimed[2].tokenHash, 'no-such-hash', claimed[0].tokenHash]);
+        expect(found.map((x) => x && [x.jobId, x.attempt])).toEqual([[c.id, 1], undefined, [a.id, 1]]);
       });
 
       it('lets a single job of one namespace through after at most one job of a namespace with many queued', async () => {

@@ -73,6 +73,31 @@ describe('PostgresStore with several replicas', () => {
     await b.close();
   });
 
+  it('hands each job to one of two replicas taking batches from several namespaces at the same time, without deadlocks', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const ids: number[] = [];
+    // Interleaved namespaces, so that every batch claims from several and writes several turn rows.
+    for (let i = 0; i < 240; i++) ids.push((await a.enqueue({ ...spec('race'), namespace: `org:n${i % 4}` }, 1_000 + i)).id);
+    let token = 0;
+    const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
+      const got: number[] = [];
+      for (;;) {
+        const hashes = Array.from({ length: 16 }, () => `${name}-${++token}`);
+        const jobs = await store.dequeueMany({ executorName: name, queues: ['race'], tokenHashes: hashes, now: 5_000 });
+        if (!jobs.length) return got;
+        got.push(...jobs.map((c) => c.job.id));
+      }
+    };
+    const taken = await Promise.all([drain(a, 'a1'), drain(a, 'a2'), drain(b, 'b1'), drain(b, 'b2')]);
+    expect(taken.flat().sort((x, y) => x - y)).toEqual(ids);
+    expect(taken.filter((t) => t.length > 0).length).toBeGreaterThan(1);
+    await a.close();
+    await b.close();
+  });
+
   it('resets a stalled job once when two replicas sweep at the same time', async () => {
     const url = await freshDatabase();
     const a = new PostgresStore(url);

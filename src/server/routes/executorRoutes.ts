@@ -1,15 +1,19 @@
 // The executor protocol (docs/protocol.md): dequeue, heartbeat, and the job-token calls of one attempt.
 import type { z } from 'zod';
 import {
-  EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, completeRequest, dequeueRequest, errorRequest, failRequest,
-  heartbeatRequest, type AppendLogsResponse, type DequeuedJob, type HeartbeatResponse,
+  EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest, errorRequest,
+  failRequest, heartbeatRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest, type BatchResponse,
+  type DequeuedJob, type HeartbeatResponse,
 } from '../../core/protocol.js';
 import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
-import type { FinishKind, JobRecord } from '../../store/store.js';
+import type { AttemptRecord, FinishKind, FinishRequest, FinishResult, JobRecord, LogAppendResult } from '../../store/store.js';
 import { DecryptError } from '../secrets/keyring.js';
 import { MissingSecretError } from '../secrets/secrets.js';
-import { HttpError, LARGE_BODY_LIMIT, defineRoute, heldRequestSignal, type AuthContext, type RouteDef } from '../http.js';
+import type { StoredSecret } from '../../store/accounts.js';
+import {
+  HttpError, LARGE_BODY_LIMIT, defineRoute, jobTokenAttempt, heldRequestSignal, type AuthContext, type RouteDef,
+} from '../http.js';
 import type { ServerContext } from '../context.js';
 
 function jobAttempt(auth: AuthContext) {
@@ -23,39 +27,104 @@ function staleAttempt(jobId: number, attempt: number, state?: string): HttpError
   });
 }
 
+/** An attempt's final report: the body of `/complete`, `/error` or `/fail`, with which it is. */
+type Report = { kind: FinishKind; message?: string; canceled?: boolean };
+
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, metrics, config, log, secrets } = ctx;
+
+  /** What follows a recorded report: events, metrics and the log line; a refused one is a stale attempt. */
+  function reported(attempt: AttemptRecord, kind: FinishKind, result: FinishResult, now: number): { state: string } {
+    if (!result.ok) throw staleAttempt(attempt.jobId, attempt.attempt, result.job?.state);
+    const job = result.job;
+    if (result.changed) {
+      events.jobChanged(job.id);
+      if (job.state === 'queued') events.queueChanged(job.queue);
+      else metrics.jobDuration.observe({ queue: job.queue, outcome: job.state }, (now - attempt.startedAt) / 1000);
+      log.info({ jobId: job.id, attempt: attempt.attempt, report: kind, state: job.state }, 'job attempt finished');
+    }
+    return { state: job.state };
+  }
+
+  const finishRequest = (attempt: AttemptRecord, report: Report, now: number): FinishRequest => ({
+    jobId: attempt.jobId, attempt: attempt.attempt, kind: report.kind, message: report.message, canceledByExecutor: report.canceled,
+    now, retryBackoffMs: config.retryBackoffMs,
+  });
+
+  /** A final report of one attempt (the `/complete`, `/error` and `/fail` routes). */
+  async function finishAttempt(attempt: AttemptRecord, report: Report): Promise<{ state: string }> {
+    const now = Date.now();
+    return reported(attempt, report.kind, await store.finish(finishRequest(attempt, report, now)), now);
+  }
+
+  /** What follows an append: followers hear of it; a refused one is a stale attempt. */
+  function appended(attempt: AttemptRecord, result: LogAppendResult): AppendLogsResponse {
+    if (!result.ok) throw staleAttempt(attempt.jobId, attempt.attempt, result.job?.state);
+    events.jobChanged(attempt.jobId);
+    return { entries: result.entries };
+  }
+
+  /**
+   * `/jobs/batch`: every item's appends in one transaction, then every report in another, so a batch costs the
+   * store two commits however many jobs it carries. Each item is answered as its single-job calls would be.
+   */
+  async function batch(items: BatchRequest['items']): Promise<BatchItemResult[]> {
+    const results: BatchItemResult[] = items.map((item) => ({ id: item.id, status: 200 }));
+    const fail = (i: number, err: unknown): void => {
+      // An item is refused on its own, as its single-job call would be; the others still count.
+      if (!(err instanceof HttpError)) throw err;
+      results[i] = { id: items[i].id, status: err.statusCode, error: err.message, ...(err.extra.code ? { code: String(err.extra.code) } : {}) };
+    };
+    const found = await store.findAttemptsByTokens(items.map((item) => hashToken(item.token)));
+    const attempts = items.map((item, i): AttemptRecord | undefined => {
+      try {
+        return jobTokenAttempt(found[i], item.id);
+      } catch (err) {
+        fail(i, err);
+        return undefined;
+      }
+    });
+    const ok = (i: number): boolean => attempts[i] !== undefined && results[i].status === 200;
+
+    const appends = items.flatMap((item, i) => (item.logs && ok(i) ? [i] : []));
+    const stored = await store.appendLogsMany(appends.map((i) => ({ jobId: attempts[i]!.jobId, attempt: attempts[i]!.attempt, entries: items[i].logs! })));
+    appends.forEach((i, k) => {
+      try {
+        results[i] = { ...results[i], ...appended(attempts[i]!, stored[k]) } as BatchItemResult;
+      } catch (err) {
+        fail(i, err);
+      }
+    });
+
+    const reports = items.flatMap((item, i) => (item.report && ok(i) ? [i] : []));
+    const now = Date.now();
+    const finished = await store.finishMany(reports.map((i) => finishRequest(attempts[i]!, items[i].report!, now)));
+    reports.forEach((i, k) => {
+      try {
+        results[i] = { ...results[i], ...reported(attempts[i]!, items[i].report!.kind, finished[k], now) } as BatchItemResult;
+      } catch (err) {
+        fail(i, err);
+      }
+    });
+    return results;
+  }
 
   const finishRoute = (kind: FinishKind, body: z.ZodType<{ message?: string; canceled?: boolean }>, summary: string) =>
     defineRoute<{ message?: string; canceled?: boolean }>({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/jobs/:id/${kind}`, auth: 'job', summary, body,
       response: '{ state }: the job state after this report',
-      async handler({ auth, body: p }) {
-        const attempt = jobAttempt(auth);
-        const now = Date.now();
-        const result = await store.finish({
-          jobId: attempt.jobId, attempt: attempt.attempt, kind, message: p.message, canceledByExecutor: p.canceled,
-          now, retryBackoffMs: config.retryBackoffMs,
-        });
-        if (!result.ok) throw staleAttempt(attempt.jobId, attempt.attempt, result.job?.state);
-        const job = result.job;
-        if (result.changed) {
-          events.jobChanged(job.id);
-          if (job.state === 'queued') events.queueChanged(job.queue);
-          else metrics.jobDuration.observe({ queue: job.queue, outcome: job.state }, (now - attempt.startedAt) / 1000);
-          log.info({ jobId: job.id, attempt: attempt.attempt, report: kind, state: job.state }, 'job attempt finished');
-        }
-        return { state: job.state };
-      },
+      handler: ({ auth, body: p }) => finishAttempt(jobAttempt(auth), { ...p, kind }),
     });
 
   /**
    * The executor's view of a claimed job, with its secrets resolved now (so a changed secret applies to the next
    * attempt). A job whose secrets cannot be had fails at once, with the reason, instead of running without them.
    */
-  async function withSecrets(job: JobRecord, executorName: string, token: string): Promise<DequeuedJob | undefined> {
+  async function withSecrets(
+    job: JobRecord, storedCredentials: string | undefined, executorName: string, token: string, lookups: Map<string, Promise<StoredSecret[]>>,
+  ): Promise<DequeuedJob | undefined> {
     try {
-      const resolved = await secrets.resolveForJob(job, executorName, await store.getDockerAuthConfig(job.id));
+      const resolved = await secrets.resolveForJob(job, executorName, storedCredentials, lookups);
       return {
         id: job.id, attempt: job.attempt, token, queue: job.queue, namespace: job.namespace, spec: job.spec,
         ...(Object.keys(resolved.env).length ? { secrets: resolved.env } : {}),
@@ -81,22 +150,36 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const started = Date.now();
         const deadline = started + body.waitMs;
         const closed = heldRequestSignal(reply, ctx.closing);
-        while (!closed.aborted) {
-          // Watch before looking, so a job submitted between the look and the wait still wakes us.
-          const waiter = events.watchQueues(body.queues);
-          const token = newToken(JOB_TOKEN_PREFIX);
+        /** Claims up to `count` ready jobs as new attempts; none when none is ready. Jobs whose secrets fail are skipped. */
+        const claim = async (count: number): Promise<{ ready: boolean; jobs: DequeuedJob[] }> => {
+          const tokens = Array.from({ length: count }, () => newToken(JOB_TOKEN_PREFIX));
           const now = Date.now();
-          const queues = weightedOrder(body.queues, body.weights ?? {});
-          const job = await store.dequeue({ executorName: body.executorName, queues, tokenHash: hashToken(token), now });
-          if (job) {
-            waiter.cancel();
+          const claimed = await store.dequeueMany({
+            executorName: body.executorName, queues: body.queues, tokenHashes: tokens.map(hashToken), now,
+            order: (queues) => weightedOrder(queues, body.weights ?? {}),
+          });
+          const jobs: DequeuedJob[] = [];
+          const lookups = new Map<string, Promise<StoredSecret[]>>();
+          for (const [i, { job, dockerAuthConfig }] of claimed.entries()) {
             metrics.dequeueWait.observe({ result: 'job' }, (now - started) / 1000);
             metrics.queueWait.observe({ queue: job.queue }, Math.max(0, now - job.availableAt) / 1000);
             events.jobChanged(job.id);
-            const payload = await withSecrets(job, body.executorName, token);
-            if (payload) return payload;
-            continue;
+            const payload = await withSecrets(job, dockerAuthConfig, body.executorName, tokens[i], lookups);
+            if (payload) jobs.push(payload);
           }
+          return { ready: claimed.length > 0, jobs };
+        };
+        while (!closed.aborted) {
+          // Watch before looking, so a job submitted between the look and the wait still wakes us.
+          const waiter = events.watchQueues(body.queues);
+          const { ready, jobs } = await claim(body.maxJobs ?? 1);
+          if (ready) {
+            waiter.cancel();
+            // Every job claimed failed on its secrets: look again.
+            if (jobs.length === 0) continue;
+            return body.maxJobs === undefined ? jobs[0] : { jobs };
+          }
+          const now = Date.now();
           const remaining = deadline - now;
           if (remaining <= 0) {
             waiter.cancel();
@@ -142,11 +225,22 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       response: '{ entries: [{ index, length }] }: stored output length per entry',
       async handler({ auth, body }): Promise<AppendLogsResponse> {
         const attempt = jobAttempt(auth);
-        const job = await store.getJob(attempt.jobId);
-        if (!job || job.state !== 'processing' || job.attempt !== attempt.attempt) throw staleAttempt(attempt.jobId, attempt.attempt, job?.state);
-        const entries = await store.appendLogs(attempt.jobId, attempt.attempt, body.entries);
-        events.jobChanged(attempt.jobId);
-        return { entries };
+        const [result] = await store.appendLogsMany([{ jobId: attempt.jobId, attempt: attempt.attempt, entries: body.entries }]);
+        return appended(attempt, result);
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${EXECUTOR_API_PREFIX}/jobs/batch`, auth: 'executor', body: batchRequest,
+      bodyLimit: LARGE_BODY_LIMIT,
+      summary: "Several attempts' log appends and final reports at once, each item with its own job token and answer",
+      response: '{ items: [{ id, status, entries?, state?, error?, code? }] }: per item, what the single-job routes answer',
+      async handler({ body }): Promise<BatchResponse> {
+        // Two items for one job are taken one at a time, in order, so the second sees what the first did.
+        const ids = new Set(body.items.map((i) => i.id));
+        if (ids.size === body.items.length) return { items: await batch(body.items) };
+        const items: BatchItemResult[] = [];
+        for (const item of body.items) items.push(...(await batch([item])));
+        return { items };
       },
     }),
     finishRoute('complete', completeRequest, 'Report that every step succeeded'),

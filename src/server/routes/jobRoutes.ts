@@ -1,4 +1,5 @@
 // The client API: submit, inspect, follow, cancel and retry jobs; list executors and queues.
+import { Readable } from 'node:stream';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { jobSpec, type JobSpec } from '../../core/jobSpec.js';
@@ -7,7 +8,7 @@ import { JOB_STATES, isTerminal } from '../../core/jobState.js';
 import { executorCompatibility } from '../../core/compatibility.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import { VERSION } from '../../core/version.js';
-import type { JobRecord, LogChunk, LogEntryRecord, Store } from '../../store/store.js';
+import type { JobRecord, LogChunk, LogEntryRecord, NewJob, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { requireNamespaceExists, type Principal } from '../access.js';
 import { HttpError, LARGE_BODY_LIMIT, badRequest, defineRoute, heldRequestSignal, parseId, principal, type RouteDef } from '../http.js';
@@ -35,48 +36,113 @@ async function requireJob(store: Store, rawId: string | undefined, me: Principal
 }
 
 /** Every secret a job names must exist in its namespace or in global when it is submitted. */
-async function requireSecrets(secrets: Secrets, namespace: string, names: string[]): Promise<void> {
+async function requireSecrets(secrets: Secrets, namespace: string, names: string[], fieldPrefix: string): Promise<void> {
   const missing = new Set(await secrets.missing(namespace, names));
   if (!missing.size) return;
   const issues = names.flatMap((name, index) =>
     missing.has(name)
-      ? [{ field: `secrets[${index}]`, message: `no secret "${name}" in ${namespace} or global; create it with: dockhand secret set ${name} --namespace ${namespace}` }]
+      ? [{ field: `${fieldPrefix}secrets[${index}]`, message: `no secret "${name}" in ${namespace} or global; create it with: dockhand secret set ${name} --namespace ${namespace}` }]
       : [],
   );
   throw badRequest('invalid job spec', issues);
 }
 
 const SSE_KEEPALIVE_MS = 15_000;
-const CHUNKS_PER_READ = 1000;
+/**
+ * Chunks read from the store at a time: a chunk is what one append stored for an entry (at most 2M characters from
+ * an executor), so a page stays in the tens of megabytes however long the log is.
+ */
+const CHUNKS_PER_PAGE = 16;
 
-/** Every stored chunk of an attempt's log after `afterSeq`, read in pages, grouped by entry in order. */
-async function chunksByEntry(store: Store, jobId: number, attempt: number, afterSeq: number): Promise<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
-  const byEntry = new Map<number, LogChunk[]>();
+/** The stored chunks of an attempt's log after `afterSeq`, a page at a time, grouped by entry in order. */
+async function* chunkPages(store: Store, jobId: number, attempt: number, afterSeq: number): AsyncGenerator<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
   let lastSeq = afterSeq;
   for (;;) {
-    const batch = await store.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_READ);
+    const batch = await store.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_PAGE);
+    const byEntry = new Map<number, LogChunk[]>();
     for (const chunk of batch) {
       const list = byEntry.get(chunk.index);
       if (list) list.push(chunk);
       else byEntry.set(chunk.index, [chunk]);
     }
     if (batch.length) lastSeq = batch[batch.length - 1].seq;
-    if (batch.length < CHUNKS_PER_READ) return { byEntry, lastSeq };
+    yield { byEntry, lastSeq };
+    if (batch.length < CHUNKS_PER_PAGE) return;
   }
+}
+
+/**
+ * The body of GET /logs, `{"attempt":N,"entries":[{...entry, "out": "..."}]}`, produced a page of chunks at a time so
+ * that a log of any size costs the server a page of memory, not the whole log. Each entry's `out` is its output up
+ * to the `length` listed (output stored while the answer is being sent is left for the next request).
+ */
+async function* logsBody(store: Store, jobId: number, attempt: number): AsyncGenerator<string> {
+  const entries = await store.listLogEntries(jobId, attempt);
+  yield `{"attempt":${JSON.stringify(attempt)},"entries":[`;
+  for (const [i, entry] of entries.entries()) {
+    // The entry as JSON without its closing brace, then "out" written piece by piece (each piece escaped alone:
+    // JSON strings concatenate, and a chunk never ends inside a surrogate pair).
+    yield `${i ? ',' : ''}${JSON.stringify(entry).slice(0, -1)},"out":"`;
+    let written = 0;
+    let afterSeq = 0;
+    while (written < entry.length) {
+      const page = await store.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_PAGE, entry.index);
+      for (const chunk of page) {
+        const data = chunk.offset + chunk.data.length > entry.length ? chunk.data.slice(0, entry.length - chunk.offset) : chunk.data;
+        if (data) yield JSON.stringify(data).slice(1, -1);
+        written = chunk.offset + data.length;
+      }
+      if (page.length < CHUNKS_PER_PAGE) break;
+      afterSeq = page[page.length - 1].seq;
+    }
+    yield '"}';
+  }
+  yield ']}';
 }
 
 /** Executors heard from this recently speak for their queue's limits. */
 const LIMITS_WINDOW_MS = 10 * 60_000;
 
 /** A job that asks for more CPU or memory than any executor of its queue allows would only fail later: say so now. */
-async function refuseUnrunnable(store: Store, spec: JobSpec): Promise<void> {
+async function refuseUnrunnable(store: Store, spec: JobSpec, fieldPrefix: string): Promise<void> {
   if (!spec.resources) return;
   const since = Date.now() - LIMITS_WINDOW_MS;
   const executors = (await store.listExecutors()).filter((e) => e.lastSeenAt >= since && e.queues.includes(spec.queue));
   const limits = loosestLimits(executors);
   if (!limits) return;
   const issues = resourceIssues(spec.resources, limits, `the executors of queue "${spec.queue}"`);
-  if (issues.length) throw badRequest('invalid job spec', issues);
+  if (issues.length) throw badRequest('invalid job spec', issues.map((i) => ({ ...i, field: fieldPrefix + i.field })));
+}
+
+/** Most jobs one `POST /jobs/batch` submits. */
+const MAX_SUBMIT_BATCH = 1000;
+
+const submitBatch = z.strictObject({
+  jobs: z.array(jobSpec).min(1, 'name at least one job').max(MAX_SUBMIT_BATCH, `at most ${MAX_SUBMIT_BATCH} jobs per request; send more requests`),
+});
+
+/**
+ * A submitted spec as the store takes it: in the submitter's own namespace unless it names another of theirs, which
+ * must exist, with its secrets present and its resources within what the queue's executors allow. `fieldPrefix`
+ * places errors in a batch ("jobs[3].").
+ */
+async function prepareSubmission(
+  ctx: ServerContext, me: Principal, body: z.output<typeof jobSpec>, fieldPrefix: string, existing = new Set<string>(),
+): Promise<NewJob> {
+  const { store, secrets } = ctx;
+  const { dockerAuthConfig, ...given } = body;
+  const spec = { ...given, namespace: given.namespace ?? `user:${me.name}` };
+  me.requireNamespace(spec.namespace, `${fieldPrefix}namespace`);
+  // `existing`: namespaces this request already found, so a batch looks each one up once.
+  if (!existing.has(spec.namespace)) await requireNamespaceExists(store.accounts, spec.namespace, `${fieldPrefix}namespace`);
+  existing.add(spec.namespace);
+  await requireSecrets(secrets, spec.namespace, spec.secrets ?? [], fieldPrefix);
+  await refuseUnrunnable(store, spec, fieldPrefix);
+  return {
+    spec,
+    dockerAuthConfig: dockerAuthConfig && secrets.sealJobCredentials(JSON.stringify(dockerAuthConfig)),
+    submittedBy: me.name,
+  };
 }
 
 export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
@@ -87,19 +153,26 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       bodyLimit: LARGE_BODY_LIMIT,
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
       async handler({ body, reply, auth }) {
-        const me = principal(auth);
-        const { dockerAuthConfig, ...given } = body;
-        const spec = { ...given, namespace: given.namespace ?? `user:${me.name}` };
-        me.requireNamespace(spec.namespace, 'namespace');
-        await requireNamespaceExists(store.accounts, spec.namespace, 'namespace');
-        await requireSecrets(secrets, spec.namespace, spec.secrets ?? []);
-        await refuseUnrunnable(store, spec);
-        const job = await store.enqueue(spec, Date.now(), {
-          dockerAuthConfig: dockerAuthConfig && secrets.sealJobCredentials(JSON.stringify(dockerAuthConfig)),
-          submittedBy: me.name,
-        });
+        const { spec, ...extra } = await prepareSubmission(ctx, principal(auth), body, '');
+        const job = await store.enqueue(spec, Date.now(), extra);
         events.queueChanged(job.queue);
         return reply.code(201).send({ job });
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/batch`, auth: 'client', body: submitBatch, bodyName: 'job batch',
+      bodyLimit: LARGE_BODY_LIMIT,
+      summary: `Submit up to ${MAX_SUBMIT_BATCH} jobs at once, all or none (JSON or YAML: { jobs: [spec, ...] })`,
+      response: '{ jobs }: the queued jobs, in the order given', status: 201,
+      async handler({ body, reply, auth }) {
+        const me = principal(auth);
+        const jobs: NewJob[] = [];
+        const existing = new Set<string>();
+        // Every job is checked before any is stored: one bad job refuses the request, naming it (jobs[i].field).
+        for (const [i, spec] of body.jobs.entries()) jobs.push(await prepareSubmission(ctx, me, spec, `jobs[${i}].`, existing));
+        const queued = await store.enqueueMany(jobs, Date.now());
+        for (const queue of new Set(queued.map((j) => j.queue))) events.queueChanged(queue);
+        return reply.code(201).send({ jobs: queued });
       },
     }),
     defineRoute({
@@ -123,13 +196,11 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     defineRoute({
       method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs`, auth: 'client', query: attemptQuery,
       summary: "An attempt's log entries with their whole output", response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
-      async handler({ params, query, auth }) {
+      async handler({ params, query, reply, auth }) {
         const job = await requireJob(store, params.id, principal(auth));
         const attempt = query.attempt ?? job.attempt;
-        const { byEntry } = await chunksByEntry(store, job.id, attempt, 0);
-        const entries = await store.listLogEntries(job.id, attempt);
-        const outOf = (index: number): string => (byEntry.get(index) ?? []).map((c) => c.data).join('');
-        return { attempt, entries: entries.map((e) => ({ ...e, out: outOf(e.index) })) };
+        // Streamed (the same JSON as one object would give): a long log is never whole in the server's memory.
+        return reply.type('application/json; charset=utf-8').send(Readable.from(logsBody(store, job.id, attempt), { objectMode: false }));
       },
     }),
     defineRoute({
@@ -204,6 +275,23 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
   const send = (event: string, data: unknown): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
+  // The hot event, written without an object to walk: only the text needs escaping.
+  const sendOutput = (chunk: LogChunk): void => {
+    res.write(`event: output\ndata: {"index":${chunk.index},"offset":${chunk.offset},"data":${JSON.stringify(chunk.data)}}\n\n`);
+  };
+  /** Waits while the client is slower than the log: what is read from the store is never more than a page ahead. */
+  const drained = async (): Promise<void> => {
+    if (!res.writableNeedDrain || closed.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        res.off('drain', done);
+        closed.removeEventListener('abort', done);
+        resolve();
+      };
+      res.on('drain', done);
+      closed.addEventListener('abort', done);
+    });
+  };
 
   let attempt = -1;
   let afterSeq = 0;
@@ -234,20 +322,25 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
         if (attempt > 0) send('attempt', { attempt });
       }
       if (attempt > 0) {
-        // Chunks are read before entries, so every chunk's entry is in the list.
-        const read = await chunksByEntry(store, jobId, attempt, afterSeq);
-        afterSeq = read.lastSeq;
-        const entries = await store.listLogEntries(jobId, attempt);
-        for (const chunks of read.byEntry.values()) {
-          const last = chunks[chunks.length - 1];
-          sentLength.set(last.index, last.offset + last.data.length);
+        // A page of chunks at a time (a client that connects late to a long log gets it in pieces, at its pace).
+        for await (const read of chunkPages(store, jobId, attempt, afterSeq)) {
+          if (closed.aborted) break;
+          afterSeq = read.lastSeq;
+          // Chunks are read before entries, so every chunk's entry is in the list.
+          const entries = await store.listLogEntries(jobId, attempt);
+          for (const chunks of read.byEntry.values()) {
+            const last = chunks[chunks.length - 1];
+            sentLength.set(last.index, last.offset + last.data.length);
+          }
+          // Entry by entry: its start, its output, then its result once all its output has been sent.
+          for (const entry of entries) {
+            if (!announced.has(entry.index)) announce(entry, false);
+            for (const chunk of read.byEntry.get(entry.index) ?? []) sendOutput(chunk);
+            if (entry.exitCode !== null && (sentLength.get(entry.index) ?? 0) >= entry.length) announce(entry, true);
+          }
+          await drained();
         }
-        // Entry by entry: its start, its output, then its result once all its output has been sent.
-        for (const entry of entries) {
-          if (!announced.has(entry.index)) announce(entry, false);
-          for (const chunk of read.byEntry.get(entry.index) ?? []) send('output', { index: chunk.index, offset: chunk.offset, data: chunk.data });
-          if (entry.exitCode !== null && (sentLength.get(entry.index) ?? 0) >= entry.length) announce(entry, true);
-        }
+        if (closed.aborted) break;
       }
       const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt, cancel: job.cancelRequested });
       if (stateView !== lastState) {
@@ -261,6 +354,9 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
         break;
       }
       if (!(await waiter.wait(SSE_KEEPALIVE_MS, closed)) && !closed.aborted) res.write(': keepalive\n\n');
+      // Woken by an append: let the executor's answer go out before this reads the new output back and writes it
+      // (the executor sends its next request as soon as the answer comes, and prepares it while this works).
+      else await new Promise<void>((resolve) => setImmediate(resolve));
     }
   } finally {
     res.end();

@@ -48,6 +48,7 @@ export class Secrets {
 
   /** The names in `names` found neither in `namespace` nor in global. */
   async missing(namespace: string, names: string[]): Promise<string[]> {
+    if (names.length === 0) return [];
     const found = new Set((await this.accounts.findSecrets(namespace, names)).map((s) => s.name));
     return names.filter((n) => !found.has(n));
   }
@@ -56,9 +57,16 @@ export class Secrets {
    * The secrets a job uses, decrypted, with one access-log row each: the names in its spec, and DOCKER_AUTH_CONFIG
    * whenever its namespace or global has one (as Sourcegraph does, so registry logins need no mention in specs).
    */
-  async resolveForJob(job: JobRecord, executorName: string, storedCredentials: string | undefined): Promise<ResolvedSecrets> {
+  async resolveForJob(
+    job: JobRecord, executorName: string, storedCredentials: string | undefined,
+    /** Lookups already made for other jobs of the same dequeue, by namespace and names: each is made once. */
+    lookups = new Map<string, Promise<StoredSecret[]>>(),
+  ): Promise<ResolvedSecrets> {
     const names = [...new Set([...(job.spec.secrets ?? []), DOCKER_AUTH_CONFIG])];
-    const stored = await this.accounts.findSecrets(job.namespace, names);
+    const key = JSON.stringify([job.namespace, names]);
+    let lookup = lookups.get(key);
+    if (!lookup) lookups.set(key, (lookup = this.accounts.findSecrets(job.namespace, names)));
+    const stored = await lookup;
     const chosen = new Map<string, StoredSecret>();
     for (const secret of stored) {
       if (!chosen.has(secret.name) || secret.namespace !== 'global') chosen.set(secret.name, secret);

@@ -3,16 +3,16 @@
 // (SKIP LOCKED), so no job is handed out twice and no stalled job is reset twice.
 import pg from 'pg';
 import type { JobSpec } from '../../core/jobSpec.js';
-import { decideFinish, decideStalled } from '../../core/jobState.js';
+import { decideFinish, decideStalled, type FinishDecision } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
 import type {
-  AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
-  LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
+  AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { pgTransaction, postgresSql } from '../sql.js';
-import { namespaceOf, nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
+import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 const INT8_OID = 20;
@@ -33,24 +33,25 @@ const MAX_PAYLOAD = 7_900;
 const MIGRATION_LOCK = 7_070_2024;
 
 /**
- * One row per namespace with queued jobs in queue $1 (a skip scan over jobs_dequeue_namespace: one index probe per
- * namespace, however many jobs each holds), with its turn and its oldest available job, locked. A head another
- * replica has locked is skipped for that namespace's next job, so concurrent dequeues never wait on each other.
+ * Up to $3 of the oldest available jobs of each namespace with queued jobs in queue $1, locked, with the namespace's
+ * turn. The namespaces are found by a skip scan over jobs_dequeue_namespace (one index probe per namespace, however
+ * many jobs each holds). Jobs another replica has locked are skipped, so concurrent dequeues never wait on each other.
  */
-const NAMESPACE_CANDIDATES_SQL = `
+const CANDIDATES_SQL = `
 WITH RECURSIVE ns(namespace) AS (
   SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = $1
   UNION ALL
   SELECT (SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = $1 AND namespace > ns.namespace)
   FROM ns WHERE ns.namespace IS NOT NULL
 )
-SELECT ns.namespace, head.id AS job_id, head.available_at, t.served_seq
+SELECT ns.namespace, t.served_seq, j.id AS job_id, j.available_at
 FROM ns
 LEFT JOIN namespace_turns t ON t.queue = $1 AND t.namespace = ns.namespace
-LEFT JOIN LATERAL (
+JOIN LATERAL (
   SELECT id, available_at FROM jobs WHERE state = 'queued' AND queue = $1 AND namespace = ns.namespace AND available_at <= $2
-  ORDER BY available_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) head ON true
-WHERE ns.namespace IS NOT NULL`;
+  ORDER BY available_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) j ON true
+WHERE ns.namespace IS NOT NULL
+ORDER BY ns.namespace, j.available_at, j.id`;
 
 type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]) => Promise<R[]>;
 
@@ -158,12 +159,30 @@ export class PostgresStore implements Store {
   }
 
   async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
-    const [row] = await this.query<JobRow>(
+    const [job] = await this.insertJobs([{ spec, ...extra }], now);
+    return job;
+  }
+
+  async enqueueMany(jobs: NewJob[], now: number): Promise<JobRecord[]> {
+    return this.insertJobs(jobs, now);
+  }
+
+  /** One INSERT for all of `jobs` (unnest of arrays keeps it one statement, so all or none), in order. */
+  private async insertJobs(jobs: NewJob[], now: number): Promise<JobRecord[]> {
+    const rows = await this.query<JobRow>(
       `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config, submitted_by)
-       VALUES ($1, $2, $3, 'queued', $4, $5, $5, $5, $6, $7) RETURNING *`,
-      [spec.queue, namespaceOf(spec), JSON.stringify(spec), spec.maxAttempts, now, extra.dockerAuthConfig ?? null, extra.submittedBy ?? null],
+       SELECT queue, namespace, spec::json, 'queued', max_attempts, $1, $1, $1, docker_auth_config, submitted_by
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[])
+         WITH ORDINALITY AS j(queue, namespace, spec, max_attempts, docker_auth_config, submitted_by, n)
+       ORDER BY n
+       RETURNING *`,
+      [
+        now, jobs.map((j) => j.spec.queue), jobs.map((j) => namespaceOf(j.spec)), jobs.map((j) => JSON.stringify(j.spec)),
+        jobs.map((j) => j.spec.maxAttempts), jobs.map((j) => j.dockerAuthConfig ?? null), jobs.map((j) => j.submittedBy ?? null),
+      ],
     );
-    return toJob(row);
+    // RETURNING follows the insert order in practice but not by contract: order by id, which follows ORDER BY n.
+    return rows.map(toJob).sort((a, b) => a.id - b.id);
   }
 
   async getDockerAuthConfig(jobId: number): Promise<string | undefined> {
@@ -198,28 +217,44 @@ export class PostgresStore implements Store {
   }
 
   async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
+    const [claimed] = await this.dequeueMany({ ...args, tokenHashes: [args.tokenHash] });
+    return claimed?.job;
+  }
+
+  async dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]> {
+    const n = args.tokenHashes.length;
+    const orders = args.tokenHashes.map(() => args.order?.(args.queues) ?? args.queues);
     return this.tx(async (q) => {
-      for (const queue of args.queues) {
-        const pick = nextInTurn(await q<NamespaceHead>(NAMESPACE_CANDIDATES_SQL, [queue, args.now]));
-        if (!pick) continue;
-        const [row] = await q<JobRow>(
-          `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = $1, started_at = $2,
-             last_heartbeat_at = $2, finished_at = NULL
-           WHERE id = $3 RETURNING *`,
-          [args.executorName, args.now, pick.job_id],
-        );
-        await q(
-          `INSERT INTO namespace_turns (queue, namespace, served_seq) VALUES ($1, $2, nextval('namespace_turn_seq'))
-           ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
-          [queue, pick.namespace],
-        );
-        await q(
-          'INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES ($1, $2, $3, $4, $5)',
-          [row.id, row.attempt, args.executorName, args.tokenHash, args.now],
-        );
-        return toJob(row);
-      }
-      return undefined;
+      // Every claim of the batch is worked out from one look at each queue, then written in three statements: the
+      // same jobs, in the same order, as n dequeues one after another would take.
+      const candidates = new Map<string, CandidateRow[]>();
+      for (const queue of args.queues) candidates.set(queue, await q<CandidateRow>(CANDIDATES_SQL, [queue, args.now, n]));
+      const seqs = (await q<{ v: number }>("SELECT nextval('namespace_turn_seq') AS v FROM generate_series(1, $1)", [n])).map((r) => r.v);
+      const { claims, turns } = planClaims(candidates, orders, () => seqs.shift()!);
+      if (claims.length === 0) return [];
+      const rows = await q<JobRow>(
+        `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = $1, started_at = $2,
+           last_heartbeat_at = $2, finished_at = NULL
+         WHERE id = ANY($3::bigint[]) RETURNING *`,
+        [args.executorName, args.now, claims.map((c) => c.jobId)],
+      );
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      const claimed = claims.map((c) => byId.get(c.jobId)!);
+      await q(
+        `INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at)
+         SELECT job_id, attempt, $1, token_hash, $2 FROM unnest($3::bigint[], $4::int[], $5::text[]) AS a(job_id, attempt, token_hash)`,
+        [args.executorName, args.now, claimed.map((r) => r.id), claimed.map((r) => r.attempt), args.tokenHashes.slice(0, claimed.length)],
+      );
+      // Turn rows are written in (queue, namespace) order, so two batches lock them in the same order and never deadlock.
+      const served = [...turns].flatMap(([queue, ns]) => [...ns].map(([namespace, seq]) => ({ queue, namespace, seq })));
+      served.sort((a, b) => (a.queue < b.queue ? -1 : a.queue > b.queue ? 1 : a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : 0));
+      await q(
+        `INSERT INTO namespace_turns (queue, namespace, served_seq)
+         SELECT queue, namespace, seq FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(queue, namespace, seq, n) ORDER BY n
+         ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
+        [served.map((t) => t.queue), served.map((t) => t.namespace), served.map((t) => t.seq)],
+      );
+      return claimed.map(claimedJob);
     });
   }
 
@@ -254,29 +289,115 @@ export class PostgresStore implements Store {
     return row && toAttempt(row);
   }
 
+  async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
+    const rows = await this.query<AttemptRow & { token_hash: string }>('SELECT * FROM job_attempts WHERE token_hash = ANY($1::text[])', [tokenHashes]);
+    const byHash = new Map(rows.map((r) => [r.token_hash, toAttempt(r)]));
+    return tokenHashes.map((h) => byHash.get(h));
+  }
+
   async finish(request: FinishRequest): Promise<FinishResult> {
-    return this.tx(async (q): Promise<FinishResult> => {
-      const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [request.jobId]);
-      if (!row) return { ok: false, reason: 'unknown_job' };
-      const [attempt] = await q<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 AND attempt = $2', [request.jobId, request.attempt]);
-      if (!attempt) return { ok: false, reason: 'unknown_job' };
-      const job = toJob(row);
-      const decision = decideFinish(job, attempt, request);
-      if (decision.kind === 'repeat') return { ok: true, job, changed: false };
-      if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
-      const [updated] = await q<JobRow>(
-        `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, available_at = $4,
-           queued_at = CASE WHEN $5 THEN queued_at ELSE $6 END, finished_at = $7
-         WHERE id = $8 RETURNING *`,
-        [decision.state, decision.numFailures, decision.failureMessage, decision.availableAt, decision.terminal, request.now,
-          decision.terminal ? request.now : null, job.id],
+    return this.tx((q) => this.finishIn(q, request));
+  }
+
+  async finishMany(requests: FinishRequest[]): Promise<FinishResult[]> {
+    if (requests.length === 0) return [];
+    const ids = [...new Set(requests.map((r) => r.jobId))];
+    // Two reports for one job in a batch: each must see what the one before did, so they go one at a time.
+    if (ids.length < requests.length) {
+      return this.tx(async (q) => {
+        const results: FinishResult[] = [];
+        for (const r of requests) results.push(await this.finishIn(q, r));
+        return results;
+      });
+    }
+    // Set-based: four statements however many reports. Rows are locked in id order, as heartbeats lock them, so
+    // that two batches never wait on each other in a cycle.
+    return this.tx(async (q) => {
+      const jobs = new Map((await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [ids])).map((r) => [r.id, toJob(r)]));
+      const attempts = new Map(
+        (await q<AttemptRow>(
+          'SELECT a.* FROM job_attempts a JOIN unnest($1::bigint[], $2::int[]) AS r(job_id, attempt) ON a.job_id = r.job_id AND a.attempt = r.attempt',
+          [requests.map((r) => r.jobId), requests.map((r) => r.attempt)],
+        )).map((a) => [`${a.job_id}.${a.attempt}`, a]),
+      );
+      const results: FinishResult[] = [];
+      const applied: { i: number; request: FinishRequest; decision: Extract<FinishDecision, { kind: 'apply' }> }[] = [];
+      for (const [i, request] of requests.entries()) {
+        const job = jobs.get(request.jobId);
+        const attempt = attempts.get(`${request.jobId}.${request.attempt}`);
+        if (!job || !attempt) {
+          results.push({ ok: false, reason: 'unknown_job' });
+          continue;
+        }
+        const decision = decideFinish(job, attempt, request);
+        if (decision.kind === 'repeat') results.push({ ok: true, job, changed: false });
+        else if (decision.kind === 'stale') results.push({ ok: false, reason: 'stale_attempt', job });
+        else {
+          results.push({ ok: true, job, changed: true });
+          applied.push({ i, request, decision });
+        }
+      }
+      if (applied.length === 0) return results;
+      const updated = await q<JobRow>(
+        `UPDATE jobs SET state = u.state, num_failures = u.num_failures, failure_message = u.failure_message,
+           available_at = u.available_at, queued_at = CASE WHEN u.terminal THEN jobs.queued_at ELSE u.now END,
+           finished_at = CASE WHEN u.terminal THEN u.now END
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::boolean[], $7::bigint[])
+           AS u(id, state, num_failures, failure_message, available_at, terminal, now)
+         WHERE jobs.id = u.id RETURNING jobs.*`,
+        [
+          applied.map((a) => a.request.jobId), applied.map((a) => a.decision.state), applied.map((a) => a.decision.numFailures),
+          applied.map((a) => a.decision.failureMessage), applied.map((a) => a.decision.availableAt), applied.map((a) => a.decision.terminal),
+          applied.map((a) => a.request.now),
+        ],
       );
       await q(
-        'UPDATE job_attempts SET outcome = $1, message = $2, finished_at = $3 WHERE job_id = $4 AND attempt = $5',
-        [decision.attemptOutcome, request.message ?? null, request.now, job.id, request.attempt],
+        `UPDATE job_attempts SET outcome = u.outcome, message = u.message, finished_at = u.now
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[]) AS u(job_id, attempt, outcome, message, now)
+         WHERE job_attempts.job_id = u.job_id AND job_attempts.attempt = u.attempt`,
+        [
+          applied.map((a) => a.request.jobId), applied.map((a) => a.request.attempt), applied.map((a) => a.decision.attemptOutcome),
+          applied.map((a) => a.request.message ?? null), applied.map((a) => a.request.now),
+        ],
       );
-      return { ok: true, job: toJob(updated), changed: true };
+      const byId = new Map(updated.map((r) => [r.id, toJob(r)]));
+      for (const { i, request } of applied) results[i] = { ok: true, job: byId.get(request.jobId)!, changed: true };
+      return results;
     });
+  }
+
+  async appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]> {
+    const results: LogAppendResult[] = [];
+    for (const item of items) {
+      const job = await this.getJob(item.jobId);
+      if (!job || job.state !== 'processing' || job.attempt !== item.attempt) results.push({ ok: false, job });
+      else results.push({ ok: true, entries: await this.appendLogs(item.jobId, item.attempt, item.entries) });
+    }
+    return results;
+  }
+
+  /** Inside a transaction: records an attempt's final report, as the state machine decides. */
+  private async finishIn(q: Query, request: FinishRequest): Promise<FinishResult> {
+    const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [request.jobId]);
+    if (!row) return { ok: false, reason: 'unknown_job' };
+    const [attempt] = await q<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 AND attempt = $2', [request.jobId, request.attempt]);
+    if (!attempt) return { ok: false, reason: 'unknown_job' };
+    const job = toJob(row);
+    const decision = decideFinish(job, attempt, request);
+    if (decision.kind === 'repeat') return { ok: true, job, changed: false };
+    if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
+    const [updated] = await q<JobRow>(
+      `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, available_at = $4,
+         queued_at = CASE WHEN $5 THEN queued_at ELSE $6 END, finished_at = $7
+       WHERE id = $8 RETURNING *`,
+      [decision.state, decision.numFailures, decision.failureMessage, decision.availableAt, decision.terminal, request.now,
+        decision.terminal ? request.now : null, job.id],
+    );
+    await q(
+      'UPDATE job_attempts SET outcome = $1, message = $2, finished_at = $3 WHERE job_id = $4 AND attempt = $5',
+      [decision.attemptOutcome, request.message ?? null, request.now, job.id, request.attempt],
+    );
+    return { ok: true, job: toJob(updated), changed: true };
   }
 
   async requestCancel(id: number, now: number): Promise<JobRecord | undefined> {
@@ -389,10 +510,11 @@ export class PostgresStore implements Store {
     }));
   }
 
-  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number): Promise<LogChunk[]> {
+  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]> {
     const rows = await this.query<{ seq: number; idx: number; offset: number; data: string }>(
-      'SELECT seq, idx, "offset", data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND seq > $3 ORDER BY seq LIMIT $4',
-      [jobId, attempt, afterSeq, limit],
+      `SELECT seq, idx, "offset", data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND seq > $3
+       AND ($5::int IS NULL OR idx = $5) ORDER BY seq LIMIT $4`,
+      [jobId, attempt, afterSeq, limit, index ?? null],
     );
     return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
   }

@@ -5,33 +5,35 @@ import type { JobSpec } from '../../core/jobSpec.js';
 import { decideFinish, decideStalled } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
 import type {
-  AttemptRecord, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
-  LogEntryRecord, QueueStats, StallResult, StallSweep, Store,
+  AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { sqliteSql } from '../sql.js';
-import { namespaceOf, nextInTurn, toAttempt, toExecutor, toJob, type AttemptRow, type JobRow, type NamespaceHead } from '../rows.js';
+import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
- * One row per namespace with queued jobs in `:queue`, found by a skip scan over jobs_dequeue_namespace (one index
- * probe per namespace, however many jobs each holds), with the namespace's oldest available job and its turn.
+ * Up to :n of the oldest available jobs of each namespace with queued jobs in `:queue`, with the namespace's turn.
+ * The namespaces are found by a skip scan over jobs_dequeue_namespace (one index probe per namespace, however many
+ * jobs each holds), their jobs through the same index.
  */
-const NAMESPACE_CANDIDATES_SQL = `
+const CANDIDATES_SQL = `
 WITH RECURSIVE ns(namespace) AS (
   SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = :queue
   UNION ALL
   SELECT (SELECT min(namespace) FROM jobs WHERE state = 'queued' AND queue = :queue AND namespace > ns.namespace)
   FROM ns WHERE ns.namespace IS NOT NULL
 )
-SELECT ns.namespace, head.id AS job_id, head.available_at, t.served_seq
+SELECT ns.namespace, t.served_seq, j.id AS job_id, j.available_at
 FROM ns
 LEFT JOIN namespace_turns t ON t.queue = :queue AND t.namespace = ns.namespace
-LEFT JOIN jobs head ON head.id = (
+JOIN jobs j ON j.id IN (
   SELECT id FROM jobs WHERE state = 'queued' AND queue = :queue AND namespace = ns.namespace AND available_at <= :now
-  ORDER BY available_at, id LIMIT 1)
-WHERE ns.namespace IS NOT NULL`;
+  ORDER BY available_at, id LIMIT :n)
+WHERE ns.namespace IS NOT NULL
+ORDER BY ns.namespace, j.available_at, j.id`;
 
 /**
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
@@ -41,6 +43,18 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   readonly accounts: Accounts;
   private readonly db: Database.Database;
+
+  /** Prepared once per SQL text: preparing costs more than running most of these statements. */
+  private readonly statements = new Map<string, Database.Statement>();
+
+  private stmt(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
 
   constructor(file: string) {
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
@@ -54,12 +68,12 @@ export class SqliteStore implements Store {
 
   async migrate(): Promise<void> {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-    const applied = new Set(this.db.prepare('SELECT version FROM schema_migrations').pluck().all() as number[]);
+    const applied = new Set(this.stmt('SELECT version FROM schema_migrations').pluck().all() as number[]);
     for (const migration of MIGRATIONS) {
       if (applied.has(migration.version)) continue;
       this.db.transaction(() => {
         this.db.exec(migration.sql);
-        this.db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, Date.now());
+        this.stmt('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(migration.version, Date.now());
       }).immediate();
     }
   }
@@ -69,26 +83,32 @@ export class SqliteStore implements Store {
   }
 
   async ping(): Promise<void> {
-    this.db.prepare('SELECT 1').get();
+    this.stmt('SELECT 1').get();
   }
 
   async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
-    const row = this.db
-      .prepare(
-        `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config, submitted_by)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING *`,
-      )
-      .get(spec.queue, namespaceOf(spec), JSON.stringify(spec), spec.maxAttempts, now, now, now, extra.dockerAuthConfig ?? null, extra.submittedBy ?? null) as JobRow;
+    return this.insertJob({ spec, ...extra }, now);
+  }
+
+  private insertJob({ spec, dockerAuthConfig, submittedBy }: NewJob, now: number): JobRecord {
+    const row = this.stmt(
+      `INSERT INTO jobs (queue, namespace, spec, state, max_attempts, created_at, queued_at, available_at, docker_auth_config, submitted_by)
+       VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?) RETURNING *`,
+    ).get(spec.queue, namespaceOf(spec), JSON.stringify(spec), spec.maxAttempts, now, now, now, dockerAuthConfig ?? null, submittedBy ?? null) as JobRow;
     return toJob(row);
   }
 
+  async enqueueMany(jobs: NewJob[], now: number): Promise<JobRecord[]> {
+    return this.db.transaction(() => jobs.map((j) => this.insertJob(j, now)))();
+  }
+
   async getDockerAuthConfig(jobId: number): Promise<string | undefined> {
-    const value = this.db.prepare('SELECT docker_auth_config FROM jobs WHERE id = ?').pluck().get(jobId) as string | null | undefined;
+    const value = this.stmt('SELECT docker_auth_config FROM jobs WHERE id = ?').pluck().get(jobId) as string | null | undefined;
     return value ?? undefined;
   }
 
   private jobRow(id: number): JobRow | undefined {
-    return this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
+    return this.stmt('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
   }
 
   async getJob(id: number): Promise<JobRecord | undefined> {
@@ -105,56 +125,67 @@ export class SqliteStore implements Store {
     if (filter.namespaces) { where.push(`namespace IN (${filter.namespaces.map(() => '?').join(', ') || 'NULL'})`); args.push(...filter.namespaces); }
     if (filter.beforeId) { where.push('id < ?'); args.push(filter.beforeId); }
     const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    // Not cached: the text varies with the filter (and a user's number of namespaces).
     return (this.db.prepare(sql).all(...args, filter.limit) as JobRow[]).map(toJob);
   }
 
   async listAttempts(jobId: number): Promise<AttemptRecord[]> {
-    return (this.db.prepare('SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt').all(jobId) as AttemptRow[]).map(toAttempt);
+    return (this.stmt('SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt').all(jobId) as AttemptRow[]).map(toAttempt);
   }
 
   async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
-    const candidates = this.db.prepare(NAMESPACE_CANDIDATES_SQL);
+    const [claimed] = await this.dequeueMany({ ...args, tokenHashes: [args.tokenHash] });
+    return claimed?.job;
+  }
+
+  async dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]> {
+    const n = args.tokenHashes.length;
+    const orders = args.tokenHashes.map(() => args.order?.(args.queues) ?? args.queues);
     return this.db.transaction(() => {
-      for (const queue of args.queues) {
-        const heads = candidates.all({ queue, now: args.now }) as NamespaceHead[];
-        const pick = nextInTurn(heads);
-        if (!pick) continue;
-        const row = this.db
-          .prepare(
+      // Every claim of the batch is worked out from one look at each queue, then written: the same jobs, in the same
+      // order, as n dequeues one after another would take.
+      const candidates = new Map<string, CandidateRow[]>();
+      for (const queue of args.queues) candidates.set(queue, this.stmt(CANDIDATES_SQL).all({ queue, now: args.now, n }) as CandidateRow[]);
+      let turn = this.stmt('SELECT coalesce(max(served_seq), 0) FROM namespace_turns').pluck().get() as number;
+      const { claims, turns } = planClaims(candidates, orders, () => ++turn);
+      const jobs = claims.map(({ jobId }, i) => {
+        const row = this
+          .stmt(
             `UPDATE jobs SET state = 'processing', attempt = attempt + 1, executor_name = ?, started_at = ?,
                last_heartbeat_at = ?, finished_at = NULL
              WHERE id = ? RETURNING *`,
           )
-          .get(args.executorName, args.now, args.now, pick.job_id) as JobRow;
-        this.db
-          .prepare(
-            `INSERT INTO namespace_turns (queue, namespace, served_seq)
-             VALUES (?, ?, (SELECT coalesce(max(served_seq), 0) + 1 FROM namespace_turns))
-             ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
-          )
-          .run(queue, pick.namespace);
-        this.db
-          .prepare('INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES (?, ?, ?, ?, ?)')
-          .run(row.id, row.attempt, args.executorName, args.tokenHash, args.now);
-        return toJob(row);
+          .get(args.executorName, args.now, args.now, jobId) as JobRow;
+        this
+          .stmt('INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at) VALUES (?, ?, ?, ?, ?)')
+          .run(row.id, row.attempt, args.executorName, args.tokenHashes[i], args.now);
+        return claimedJob(row);
+      });
+      for (const [queue, served] of turns) {
+        for (const [namespace, seq] of served) {
+          this
+            .stmt(
+              `INSERT INTO namespace_turns (queue, namespace, served_seq) VALUES (?, ?, ?)
+               ON CONFLICT (queue, namespace) DO UPDATE SET served_seq = excluded.served_seq`,
+            )
+            .run(queue, namespace, seq);
+        }
       }
-      return undefined;
+      return jobs;
     }).immediate();
   }
 
   async nextAvailableAt(queues: string[]): Promise<number | undefined> {
-    const placeholders = queues.map(() => '?').join(', ');
-    const at = this.db
-      .prepare(`SELECT min(available_at) FROM jobs WHERE state = 'queued' AND queue IN (${placeholders})`)
+    const at = this.stmt(`SELECT min(available_at) FROM jobs WHERE state = 'queued' AND queue IN (SELECT value FROM json_each(?))`)
       .pluck()
-      .get(...queues) as number | null;
+      .get(JSON.stringify(queues)) as number | null;
     return at ?? undefined;
   }
 
   async heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
     const knownIds: number[] = [];
     const cancelIds: number[] = [];
-    const touch = this.db.prepare(
+    const touch = this.stmt(
       `UPDATE jobs SET last_heartbeat_at = ?
        WHERE id = ? AND attempt = ? AND state = 'processing' AND executor_name = ? RETURNING cancel_requested`,
     );
@@ -170,35 +201,62 @@ export class SqliteStore implements Store {
   }
 
   async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM job_attempts WHERE token_hash = ?').get(tokenHash) as AttemptRow | undefined;
+    const row = this.stmt('SELECT * FROM job_attempts WHERE token_hash = ?').get(tokenHash) as AttemptRow | undefined;
     return row && toAttempt(row);
   }
+  async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
+    return tokenHashes.map((hash) => {
+      const row = this.stmt('SELECT * FROM job_attempts WHERE token_hash = ?').get(hash) as AttemptRow | undefined;
+      return row && toAttempt(row);
+    });
+  }
+
 
   async finish(request: FinishRequest): Promise<FinishResult> {
-    return this.db.transaction((): FinishResult => {
-      const row = this.jobRow(request.jobId);
-      if (!row) return { ok: false, reason: 'unknown_job' };
-      const attempt = this.db
-        .prepare('SELECT * FROM job_attempts WHERE job_id = ? AND attempt = ?')
-        .get(request.jobId, request.attempt) as AttemptRow | undefined;
-      if (!attempt) return { ok: false, reason: 'unknown_job' };
-      const job = toJob(row);
-      const decision = decideFinish(job, attempt, request);
-      if (decision.kind === 'repeat') return { ok: true, job, changed: false };
-      if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
-      const { state, numFailures, failureMessage, availableAt, terminal, attemptOutcome } = decision;
-      const updated = this.db
-        .prepare(
-          `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, available_at = ?,
-             queued_at = CASE WHEN ? THEN queued_at ELSE ? END, finished_at = ?
-           WHERE id = ? RETURNING *`,
-        )
-        .get(state, numFailures, failureMessage, availableAt, terminal ? 1 : 0, request.now, terminal ? request.now : null, job.id) as JobRow;
-      this.db
-        .prepare('UPDATE job_attempts SET outcome = ?, message = ?, finished_at = ? WHERE job_id = ? AND attempt = ?')
-        .run(attemptOutcome, request.message ?? null, request.now, job.id, request.attempt);
-      return { ok: true, job: toJob(updated), changed: true };
-    }).immediate();
+    return this.db.transaction(() => this.finishNow(request)).immediate();
+  }
+
+  async finishMany(requests: FinishRequest[]): Promise<FinishResult[]> {
+    return this.db.transaction(() => requests.map((r) => this.finishNow(r))).immediate();
+  }
+
+  async appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]> {
+    // One transaction for all (appendLogs' own becomes a savepoint in it). Its statements run synchronously inside,
+    // so every promise is settled by the time the transaction commits.
+    const results = this.db.transaction(() =>
+      items.map((item): Promise<LogAppendResult> => {
+        const row = this.jobRow(item.jobId);
+        if (!row || row.state !== 'processing' || row.attempt !== item.attempt) return Promise.resolve({ ok: false, job: row && toJob(row) });
+        return this.appendLogs(item.jobId, item.attempt, item.entries).then((entries) => ({ ok: true, entries }));
+      }),
+    ).immediate();
+    return Promise.all(results);
+  }
+
+  /** Inside a transaction: records an attempt's final report, as the state machine decides. */
+  private finishNow(request: FinishRequest): FinishResult {
+    const row = this.jobRow(request.jobId);
+    if (!row) return { ok: false, reason: 'unknown_job' };
+    const attempt = this
+      .stmt('SELECT * FROM job_attempts WHERE job_id = ? AND attempt = ?')
+      .get(request.jobId, request.attempt) as AttemptRow | undefined;
+    if (!attempt) return { ok: false, reason: 'unknown_job' };
+    const job = toJob(row);
+    const decision = decideFinish(job, attempt, request);
+    if (decision.kind === 'repeat') return { ok: true, job, changed: false };
+    if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
+    const { state, numFailures, failureMessage, availableAt, terminal, attemptOutcome } = decision;
+    const updated = this
+      .stmt(
+        `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, available_at = ?,
+           queued_at = CASE WHEN ? THEN queued_at ELSE ? END, finished_at = ?
+         WHERE id = ? RETURNING *`,
+      )
+      .get(state, numFailures, failureMessage, availableAt, terminal ? 1 : 0, request.now, terminal ? request.now : null, job.id) as JobRow;
+    this
+      .stmt('UPDATE job_attempts SET outcome = ?, message = ?, finished_at = ? WHERE job_id = ? AND attempt = ?')
+      .run(attemptOutcome, request.message ?? null, request.now, job.id, request.attempt);
+    return { ok: true, job: toJob(updated), changed: true };
   }
 
   async requestCancel(id: number, now: number): Promise<JobRecord | undefined> {
@@ -207,13 +265,13 @@ export class SqliteStore implements Store {
       if (!row) return undefined;
       if (row.state === 'queued') {
         return toJob(
-          this.db
-            .prepare(`UPDATE jobs SET state = 'canceled', cancel_requested = 1, failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`)
+          this
+            .stmt(`UPDATE jobs SET state = 'canceled', cancel_requested = 1, failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`)
             .get(now, id) as JobRow,
         );
       }
       if (row.state === 'processing') {
-        return toJob(this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *').get(id) as JobRow);
+        return toJob(this.stmt('UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *').get(id) as JobRow);
       }
       return toJob(row);
     }).immediate();
@@ -224,8 +282,8 @@ export class SqliteStore implements Store {
       const row = this.jobRow(id);
       if (!row || row.state === 'queued' || row.state === 'processing') return row && toJob(row);
       return toJob(
-        this.db
-          .prepare(
+        this
+          .stmt(
             `UPDATE jobs SET state = 'queued', num_failures = 0, num_resets = 0, cancel_requested = 0, failure_message = NULL,
                queued_at = ?, available_at = ?, finished_at = NULL
              WHERE id = ? RETURNING *`,
@@ -239,23 +297,23 @@ export class SqliteStore implements Store {
     const cutoff = sweep.now - sweep.timeoutMs;
     if (sweep.notBefore > cutoff) return { reset: [], failed: [] };
     return this.db.transaction((): StallResult => {
-      const stalled = this.db
-        .prepare(`SELECT * FROM jobs WHERE state = 'processing' AND last_heartbeat_at < ?`)
+      const stalled = this
+        .stmt(`SELECT * FROM jobs WHERE state = 'processing' AND last_heartbeat_at < ?`)
         .all(cutoff) as JobRow[];
       const result: StallResult = { reset: [], failed: [] };
-      const markAttempt = this.db.prepare(
+      const markAttempt = this.stmt(
         `UPDATE job_attempts SET outcome = 'reset', message = ?, finished_at = ? WHERE job_id = ? AND attempt = ? AND outcome IS NULL`,
       );
       for (const row of stalled) {
         const outcome = decideStalled(toJob(row), sweep);
         markAttempt.run(outcome.attemptMessage, sweep.now, row.id, row.attempt);
         if (outcome.next === 'queued') {
-          result.reset.push(toJob(this.db.prepare(
+          result.reset.push(toJob(this.stmt(
             `UPDATE jobs SET state = 'queued', num_resets = num_resets + 1, queued_at = ?, available_at = ?, started_at = NULL
              WHERE id = ? RETURNING *`,
           ).get(sweep.now, sweep.now, row.id) as JobRow));
         } else {
-          result.failed.push(toJob(this.db.prepare(
+          result.failed.push(toJob(this.stmt(
             'UPDATE jobs SET state = ?, failure_message = ?, finished_at = ? WHERE id = ? RETURNING *',
           ).get(outcome.next, outcome.failureMessage, sweep.now, row.id) as JobRow));
         }
@@ -265,15 +323,15 @@ export class SqliteStore implements Store {
   }
 
   async appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
-    const find = this.db.prepare('SELECT length FROM log_entries WHERE job_id = ? AND attempt = ? AND idx = ?').pluck();
-    const create = this.db.prepare(
+    const find = this.stmt('SELECT length FROM log_entries WHERE job_id = ? AND attempt = ? AND idx = ?').pluck();
+    const create = this.stmt(
       'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES (?, ?, ?, ?, ?, ?)',
     );
-    const finalize = this.db.prepare(
+    const finalize = this.stmt(
       `UPDATE log_entries SET exit_code = coalesce(?, exit_code), duration_ms = coalesce(?, duration_ms), length = ?
        WHERE job_id = ? AND attempt = ? AND idx = ?`,
     );
-    const insertChunk = this.db.prepare('INSERT INTO log_chunks (job_id, attempt, idx, offset, data) VALUES (?, ?, ?, ?, ?)');
+    const insertChunk = this.stmt('INSERT INTO log_chunks (job_id, attempt, idx, offset, data) VALUES (?, ?, ?, ?, ?)');
     return this.db.transaction(() =>
       entries.map((entry) => {
         let length = find.get(jobId, attempt, entry.index) as number | undefined;
@@ -292,8 +350,8 @@ export class SqliteStore implements Store {
   }
 
   async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
-    const rows = this.db
-      .prepare('SELECT * FROM log_entries WHERE job_id = ? AND attempt = ? ORDER BY idx')
+    const rows = this
+      .stmt('SELECT * FROM log_entries WHERE job_id = ? AND attempt = ? ORDER BY idx')
       .all(jobId, attempt) as { idx: number; key: string; command: string; start_time: number; exit_code: number | null; duration_ms: number | null; length: number }[];
     return rows.map((r) => ({
       index: r.idx, key: r.key, command: JSON.parse(r.command) as string[], startTime: r.start_time,
@@ -301,16 +359,22 @@ export class SqliteStore implements Store {
     }));
   }
 
-  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number): Promise<LogChunk[]> {
-    const rows = this.db
-      .prepare('SELECT seq, idx, offset, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND seq > ? ORDER BY seq LIMIT ?')
-      .all(jobId, attempt, afterSeq, limit) as { seq: number; idx: number; offset: number; data: string }[];
+  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]> {
+    const rows = (
+      index === undefined
+        ? this
+          .stmt('SELECT seq, idx, offset, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND seq > ? ORDER BY seq LIMIT ?')
+          .all(jobId, attempt, afterSeq, limit)
+        : this
+          .stmt('SELECT seq, idx, offset, data FROM log_chunks WHERE job_id = ? AND attempt = ? AND seq > ? AND idx = ? ORDER BY seq LIMIT ?')
+          .all(jobId, attempt, afterSeq, index, limit)
+    ) as { seq: number; idx: number; offset: number; data: string }[];
     return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
   }
 
   async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
-    this.db
-      .prepare(
+    this
+      .stmt(
         `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
            job_cpus, job_memory_bytes, first_seen_at, last_seen_at)
          VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs,
@@ -324,7 +388,7 @@ export class SqliteStore implements Store {
   }
 
   async listExecutors(): Promise<ExecutorRecord[]> {
-    const rows = this.db.prepare('SELECT * FROM executors ORDER BY last_seen_at DESC').all() as Record<string, unknown>[];
+    const rows = this.stmt('SELECT * FROM executors ORDER BY last_seen_at DESC').all() as Record<string, unknown>[];
     return rows.map((r) => toExecutor(r, JSON.parse(r.queues as string) as string[]));
   }
 
@@ -333,8 +397,8 @@ export class SqliteStore implements Store {
     // (jobs_finished, migration 5, so the cost follows the last hour's jobs, not every job ever finished). Without
     // ANALYZE statistics SQLite would rather walk jobs_state through every finished job, hence INDEXED BY.
     // 'canceled' is not a failure: canceled jobs count in neither column.
-    return this.db
-      .prepare(
+    return this
+      .stmt(
         `SELECT queue, sum(queued) AS queued, sum(processing) AS processing, min(oldestQueuedAt) AS oldestQueuedAt,
            sum(completedLastHour) AS completedLastHour, sum(failedLastHour) AS failedLastHour
          FROM (
