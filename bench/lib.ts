@@ -27,9 +27,10 @@ export class Proc {
   private output = '';
   private readonly exited: Promise<void>;
 
-  constructor(readonly label: string, args: string[], env: NodeJS.ProcessEnv) {
-    if (!existsSync(CLI)) throw new Error(`${path.relative(ROOT, CLI)} is missing: run \`npm run build\` first`);
-    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `cli`: another build's dist/cli/main.js, to measure an earlier version in the same run. */
+  constructor(readonly label: string, args: string[], env: NodeJS.ProcessEnv, cli = CLI) {
+    if (!existsSync(cli)) throw new Error(`${path.relative(ROOT, cli)} is missing: run \`npm run build\` first`);
+    this.child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (d: Buffer): void => {
       this.output = (this.output + d.toString()).slice(-64 * 1024);
     };
@@ -67,17 +68,19 @@ export class Proc {
   }
 }
 
-export async function startServer(dataDir: string): Promise<{ url: string; proc: Proc }> {
+/** A `dockhand server` on SQLite in `dataDir`, or on PostgreSQL with `env.DOCKHAND_DATABASE_URL`. */
+export async function startServer(dataDir: string, env: NodeJS.ProcessEnv = {}, cli?: string): Promise<{ url: string; proc: Proc }> {
   const proc = new Proc('server', ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], {
     DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
     DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
-  });
+    ...env,
+  }, cli);
   const match = await proc.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
   return { url: match[1], proc };
 }
 
-export async function startExecutor(url: string, env: NodeJS.ProcessEnv): Promise<Proc> {
-  const proc = new Proc('executor', ['executor'], { EXECUTOR_FRONTEND_URL: url, EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, ...env });
+export async function startExecutor(url: string, env: NodeJS.ProcessEnv, cli?: string): Promise<Proc> {
+  const proc = new Proc('executor', ['executor'], { EXECUTOR_FRONTEND_URL: url, EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, ...env }, cli);
   await proc.waitFor(/executor registered/, 60_000);
   return proc;
 }

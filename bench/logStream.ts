@@ -54,10 +54,14 @@ const mb = (bytes: number): string => `${(bytes / MB).toFixed(1)} MB`;
 
 /**
  * The step: writes `total` bytes of LINE_BYTES-byte lines, `<seq> <Date.now()> <padding>`, one in three (seq % 3 == 2)
- * on stderr, in batches of about 64 KB per stream; each batch's lines carry the time the batch was written. Writes to
- * pipes and files are synchronous in Node on Linux, so a full pipe holds the generator back.
+ * on stderr, in batches of about 64 KB per stream; each batch's lines carry the time the batch was written. A step's
+ * stdout is a socket (Node's `spawn` makes socket pairs), and Node queues a write to it that does not fit in the
+ * process's own memory instead of blocking: so after a write that returns false the generator waits for 'drain',
+ * as a program in C would block in write(2). A full pipe holds the generator back, and a line's time is when the
+ * executor can take it, not when it joined a queue inside the generator.
  */
 const GENERATOR = `
+const drained = (s) => new Promise((resolve) => s.once('drain', resolve));
 const total = Number(process.argv[2]);
 const lineBytes = ${LINE_BYTES};
 const pad = 'x'.repeat(lineBytes);
@@ -73,8 +77,11 @@ while (written < total) {
     written += line.length;
     if (seq % 3 === 2) err += line; else out += line;
   }
-  if (out) process.stdout.write(out);
-  if (err) process.stderr.write(err);
+  // Each 'drain' is listened for as soon as its write returns false: it may come while waiting for the other one.
+  const waits = [];
+  if (out && !process.stdout.write(out)) waits.push(drained(process.stdout));
+  if (err && !process.stderr.write(err)) waits.push(drained(process.stderr));
+  if (waits.length) await Promise.all(waits);
 }
 `;
 
@@ -239,46 +246,61 @@ async function followStream(url: string, jobId: number, totalLines: number, conn
   const stepEntries = new Set<number>();
   const received = new Map<number, number>();
   const decoder = new TextDecoder();
-  let buffer = '';
-  let scanFrom = 0;
+  // The text of the event being received, as the pieces it came in: a 2 MB event arrives in dozens of socket reads,
+  // and appending each to one string and searching it again for the blank line would copy the event at every read.
+  const parts: string[] = [];
+  let lastChar = '';
+  const handle = (block: string): void => {
+    let event = 'message';
+    let data = '';
+    for (const line of block.split('\n')) {
+      if (line.startsWith('event: ')) event = line.slice(7);
+      else if (line.startsWith('data: ')) data += line.slice(6);
+    }
+    if (!data) return;
+    const d = JSON.parse(data);
+    if (event === 'entry' && typeof d.key === 'string' && d.key.startsWith('step.')) stepEntries.add(d.index);
+    else if (event === 'output') {
+      now = Date.now();
+      r.outputEvents++;
+      if (Number.isNaN(r.firstArrival)) r.firstArrival = now;
+      r.lastArrival = now;
+      const done = received.get(d.index) ?? 0;
+      const endOffset = d.offset + d.data.length;
+      if (endOffset <= done) {
+        r.repeatedEvents++;
+        r.repeatedChars += d.data.length;
+        return;
+      }
+      const fresh: string = d.offset < done ? d.data.slice(done - d.offset) : d.data;
+      if (d.offset < done) r.repeatedChars += done - d.offset;
+      received.set(d.index, endOffset);
+      if (stepEntries.has(d.index)) checker.feed(fresh);
+    } else if (event === 'end') {
+      r.endState = d.state;
+    }
+  };
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
     r.sseBytes += chunk.length;
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n', scanFrom)) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      scanFrom = 0;
-      let event = 'message';
-      let data = '';
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice(7);
-        else if (line.startsWith('data: ')) data += line.slice(6);
-      }
-      if (!data) continue;
-      const d = JSON.parse(data);
-      if (event === 'entry' && typeof d.key === 'string' && d.key.startsWith('step.')) stepEntries.add(d.index);
-      else if (event === 'output') {
-        now = Date.now();
-        r.outputEvents++;
-        if (Number.isNaN(r.firstArrival)) r.firstArrival = now;
-        r.lastArrival = now;
-        const done = received.get(d.index) ?? 0;
-        const endOffset = d.offset + d.data.length;
-        if (endOffset <= done) {
-          r.repeatedEvents++;
-          r.repeatedChars += d.data.length;
-          continue;
-        }
-        const fresh: string = d.offset < done ? d.data.slice(done - d.offset) : d.data;
-        if (d.offset < done) r.repeatedChars += done - d.offset;
-        received.set(d.index, endOffset);
-        if (stepEntries.has(d.index)) checker.feed(fresh);
-      } else if (event === 'end') {
-        r.endState = d.state;
-      }
+    const text = decoder.decode(chunk, { stream: true });
+    let from = 0;
+    // The blank line that ends an event may be split between two reads ("…\n" then "\n…").
+    if (parts.length > 0 && lastChar === '\n' && text.startsWith('\n')) {
+      const block = parts.join('');
+      parts.length = 0;
+      handle(block.slice(0, -1));
+      from = 1;
     }
-    scanFrom = Math.max(0, buffer.length - 1);
+    let end: number;
+    while ((end = text.indexOf('\n\n', from)) >= 0) {
+      parts.push(text.slice(from, end));
+      const block = parts.length === 1 ? parts[0] : parts.join('');
+      parts.length = 0;
+      handle(block);
+      from = end + 2;
+    }
+    if (from < text.length) parts.push(text.slice(from));
+    if (text.length > 0) lastChar = text[text.length - 1];
     if (r.endState) break;
   }
   checker.finish();
@@ -584,6 +606,8 @@ const range = (xs: number[], f: (x: number) => string): string =>
   xs.length > 1 ? `${f(med(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})` : f(xs[0]);
 const f1 = (x: number): string => x.toFixed(1);
 const f0 = (x: number): string => n(x);
+/** Whole numbers as such, the rest to one decimal (20.9 MB/s, 1,309 MB). */
+const f0orf1 = (x: number): string => (Number.isInteger(x) ? f0(x) : f1(x));
 
 function sqliteVersion(): string {
   const db = new Database(':memory:');
@@ -607,6 +631,17 @@ function checkText(c: StreamCheck | undefined, total: number): string {
   return ok ? `all ${n(total)} lines, once each, in order per stream` : `**wrong**: ${JSON.stringify(c)}`;
 }
 
+/**
+ * The same benchmark before the log path was reworked (2026-11-22, median of 3 runs, this machine): the executor had
+ * no backpressure and sent one 2 MiB request per 200 ms flush tick while a step ran; GET /logs and a late SSE client
+ * built the whole log in memory. Its generator did not wait for 'drain' (that executor never stopped reading anyway).
+ */
+const BEFORE_LOGS = {
+  date: '2026-11-22',
+  storeMbps: 20.9, sseMbps: 20.2, p50: 7_046, p99: 8_916, max: 8_932,
+  serverRssMb: 248, executorRssMb: 1_309, logsRssMb: 1_329, logsMs: 2_379, lateSseRssMb: 1_383, lateSseMs: 5_172,
+};
+
 function logsReport(runs: LogRun[]): string {
   const L: string[] = [];
   const r0 = runs[0];
@@ -623,7 +658,9 @@ function logsReport(runs: LogRun[]): string {
       `settings at their defaults (log flush every 200 ms) except \`EXECUTOR_MAX_LOG_SIZE=${MAX_LOG_SIZE}\`: the default cap (100M) ` +
       `would truncate this log, which the executor stores as ${mb(r0.logsInfo.entryLength)} with its \`stdout: \`/\`stderr: \` prefixes. ` +
       `A job with one step, a small Node program that writes ${mb(r0.bytes)} as ${n(r0.lines)} lines of ${LINE_BYTES} bytes, one in three ` +
-      'on stderr, in ~64 KB writes; each line carries its sequence number and its write time (`Date.now()`). An SSE client in the ' +
+      'on stderr, in ~64 KB writes, waiting for `drain` when a write returns false (as a program in C blocks in `write(2)` on a full ' +
+      'pipe; Node would otherwise queue the whole output in its own memory); each line carries its sequence number and its write ' +
+      'time (`Date.now()`). An SSE client in the ' +
       'benchmark process connects to `GET /api/v1/jobs/:id/logs/stream` before the job starts (the job is submitted before the ' +
       'executor is started), deduplicates by offset as `dockhand follow` does, and timestamps each line on arrival (same clock). ' +
       '**Throughput to the store** is the bytes written ÷ (first line written → the job\'s `finishedAt`; the executor sends the ' +
@@ -634,25 +671,40 @@ function logsReport(runs: LogRun[]): string {
       `Goals: ≥ ${GOALS.mbps} MB/s to the store, line latency p99 ≤ ${GOALS.p99} ms.`,
     '',
   );
-  L.push(`| measure | median (min–max over ${runs.length} run${runs.length > 1 ? 's' : ''}) | physical limit (same runs) | ratio (medians) | goal |`);
-  L.push('|---|---:|---:|---:|---|');
+  const B = BEFORE_LOGS;
+  /** The before value of a row and now ÷ before (for throughput) or before ÷ now (for times and memory, so > 1 is better). */
+  const was = (before: number, now: number, unit: string, higherIsBetter: boolean): string =>
+    `${f0orf1(before)} ${unit} | ${(higherIsBetter ? now / before : before / now).toFixed(1)}×`;
   L.push(
-    `| **throughput to the store** | ${range(store, f1)} MB/s | ${range(alone, f1)} MB/s (generator → \`/dev/null\`) | ` +
+    `| measure | median (min–max over ${runs.length} run${runs.length > 1 ? 's' : ''}) | before (${B.date}, median of 3) | better by | ` +
+      'physical limit (same runs) | ratio to the limit (medians) | goal |',
+  );
+  L.push('|---|---:|---:|---:|---:|---:|---|');
+  L.push(
+    `| **throughput to the store** | ${range(store, f1)} MB/s | ${was(B.storeMbps, med(store), 'MB/s', true)} | ${range(alone, f1)} MB/s (generator → \`/dev/null\`) | ` +
       `**${(med(store) / med(alone)).toFixed(3)}×** | ≥ ${GOALS.mbps} MB/s: ${med(store) >= GOALS.mbps ? 'met' : '**missed**'} |`,
   );
-  L.push(`| throughput to the SSE client (first line written → last line received) | ${range(sseRate, f1)} MB/s | | ${(med(sseRate) / med(alone)).toFixed(3)}× | |`);
-  L.push(`| line → SSE client latency, p50 | ${range(p50, f0)} ms | | | |`);
-  L.push(`| line → SSE client latency, p99 | ${range(p99, f0)} ms | | | ≤ ${GOALS.p99} ms: ${med(p99) <= GOALS.p99 ? 'met' : '**missed**'} |`);
-  L.push(`| line → SSE client latency, max | ${range(runs.map((r) => r.latency.max), f0)} ms | | | |`);
-  L.push(`| the generator's own run inside the job (first → last line written) | ${range(runs.map((r) => r.generatorMs), f0)} ms | ${range(runs.flatMap((r) => r.aloneMs), f0)} ms alone | | |`);
-  L.push(`| peak RSS, server | ${range(runs.map((r) => r.peakRssMb.server), f0)} MB | | | |`);
-  L.push(`| peak RSS, executor | ${range(runs.map((r) => r.peakRssMb.executor), f0)} MB | | | |`);
-  L.push(`| server RSS after the job | ${range(runs.map((r) => r.serverRssMb.settled), f0)} MB | | | |`);
-  L.push(`| server peak RSS while answering \`GET /logs\` (whole log in one JSON) | ${range(runs.map((r) => r.serverRssMb.logs), f0)} MB, in ${range(runs.map((r) => r.logsInfo.ms), f0)} ms | | | |`);
-  L.push(`| server peak RSS while a late SSE client reads the finished job from the start | ${range(runs.map((r) => r.serverRssMb.lateSse), f0)} MB, in ${range(runs.map((r) => r.late.ms), f0)} ms | | | |`);
+  L.push(`| throughput to the SSE client (first line written → last line received) | ${range(sseRate, f1)} MB/s | ${was(B.sseMbps, med(sseRate), 'MB/s', true)} | | ${(med(sseRate) / med(alone)).toFixed(3)}× | |`);
+  L.push(`| line → SSE client latency, p50 | ${range(p50, f0)} ms | ${was(B.p50, med(p50), 'ms', false)} | | | |`);
+  L.push(`| line → SSE client latency, p99 | ${range(p99, f0)} ms | ${was(B.p99, med(p99), 'ms', false)} | | | ≤ ${GOALS.p99} ms: ${med(p99) <= GOALS.p99 ? 'met' : '**missed**'} |`);
+  const maxLatency = runs.map((r) => r.latency.max);
+  L.push(`| line → SSE client latency, max | ${range(maxLatency, f0)} ms | ${was(B.max, med(maxLatency), 'ms', false)} | | | |`);
+  L.push(`| the generator's own run inside the job (first → last line written) | ${range(runs.map((r) => r.generatorMs), f0)} ms | | | ${range(runs.flatMap((r) => r.aloneMs), f0)} ms alone | | |`);
+  const rss = (pick: (r: LogRun) => number): number[] => runs.map(pick);
+  L.push(`| peak RSS, server | ${range(rss((r) => r.peakRssMb.server), f0)} MB | ${was(B.serverRssMb, med(rss((r) => r.peakRssMb.server)), 'MB', false)} | | | |`);
+  L.push(`| peak RSS, executor | ${range(rss((r) => r.peakRssMb.executor), f0)} MB | ${was(B.executorRssMb, med(rss((r) => r.peakRssMb.executor)), 'MB', false)} | | | |`);
+  L.push(`| server RSS after the job | ${range(rss((r) => r.serverRssMb.settled), f0)} MB | | | | | |`);
+  L.push(
+    `| server peak RSS while answering \`GET /logs\` (the whole log, streamed a page at a time) | ${range(rss((r) => r.serverRssMb.logs), f0)} MB, ` +
+      `in ${range(runs.map((r) => r.logsInfo.ms), f0)} ms | ${f0(B.logsRssMb)} MB, in ${f0(B.logsMs)} ms | ${(B.logsRssMb / med(rss((r) => r.serverRssMb.logs))).toFixed(1)}× (memory) | | | |`,
+  );
+  L.push(
+    `| server peak RSS while a late SSE client reads the finished job from the start | ${range(rss((r) => r.serverRssMb.lateSse), f0)} MB, ` +
+      `in ${range(runs.map((r) => r.late.ms), f0)} ms | ${f0(B.lateSseRssMb)} MB, in ${f0(B.lateSseMs)} ms | ${(B.lateSseRssMb / med(rss((r) => r.serverRssMb.lateSse))).toFixed(1)}× (memory) | | | |`,
+  );
   L.push(
     `| CPU: server / executor / step / SSE client | ${f1(med(runs.map((r) => r.cpu.server)))} / ${f1(med(runs.map((r) => r.cpu.executor)))} / ` +
-      `${f1(med(runs.map((r) => r.cpu.step)))} / ${f1(med(runs.map((r) => r.cpu.client)))} s (executor start → SSE end, ${f1(med(runs.map((r) => r.cpu.wallMs)) / 1000)} s) | | | |`,
+      `${f1(med(runs.map((r) => r.cpu.step)))} / ${f1(med(runs.map((r) => r.cpu.client)))} s (executor start → SSE end, ${f1(med(runs.map((r) => r.cpu.wallMs)) / 1000)} s) | | | | | |`,
   );
   L.push('');
   L.push(
@@ -665,30 +717,48 @@ function logsReport(runs: LogRun[]): string {
   );
   const gen = med(runs.map((r) => r.generatorMs));
   const drain = med(runs.map((r) => r.storeMs));
+  const requests = Math.ceil(r0.logsInfo.entryLength / (2 * 2 ** 20));
+  const cpu = (pick: (r: LogRun) => number): number => med(runs.map(pick));
+  const busy = cpu((r) => r.cpu.server) + cpu((r) => r.cpu.executor) + cpu((r) => r.cpu.step) + cpu((r) => r.cpu.client);
+  const other = med(runs.map((r) => r.cpu.otherShare));
   L.push(
     '',
-    `**What the numbers show.** The executor reads the step's output as fast as the step writes it (the generator inside the job ` +
-      `took ${f0(gen)} ms against ${f0(med(runs.flatMap((r) => r.aloneMs)))} ms alone) and keeps everything not yet acknowledged in memory, with no ` +
-      `backpressure on the step: its RSS peaked at ${f0(med(runs.map((r) => r.peakRssMb.executor)))} MB for a ${mb(r0.logsInfo.entryLength)} log. ` +
-      `The log then leaves in requests of at most 2 MiB (\`MAX_CHARS_PER_REQUEST\` in \`src/executor/jobLog.ts\`), one at a time: ` +
-      `${n(r0.logsInfo.entryLength / (2 * 2 ** 20))} requests for this log, i.e. ${f0(drain / Math.ceil(r0.logsInfo.entryLength / (2 * 2 ** 20)))} ms per 2 MiB request end to end. ` +
-      'So a line\'s latency is mostly the time it waits in the executor\'s buffer behind the lines before it, ' +
-      'not the SSE path. While a step is still running, the 200 ms flush timer sends at most one 2 MiB request per ' +
-      'tick, a ceiling of 2 MiB ÷ 200 ms ≈ 10.5 MB/s (a run ' +
-      'with `BENCH_LOG_HOLD=40 BENCH_LOG_BYTES=100000000`, the step sleeping 40 s after writing, measured 8.8 MB/s to the SSE ' +
-      'client on 2026-11-22: 55 requests in 11.4 s); only after the step ends does the executor send back to back. The server ' +
-      'stays small while a client follows live (each wake-up reads only the new chunks), but `GET /logs` and a client that ' +
-      'connects late build the whole log in memory (see the rows above).',
+    `**What the numbers show.** Against the ${B.date} runs (before column): ${f1(med(store) / B.storeMbps)}× the throughput to the ` +
+      `store, p99 line latency ${f0(med(p99))} ms instead of ${f0(B.p99)} ms, and an executor peak RSS of ` +
+      `${f0(med(runs.map((r) => r.peakRssMb.executor)))} MB instead of ${f0(B.executorRssMb)} MB for the same ${mb(r0.logsInfo.entryLength)} log. What changed: ` +
+      'the executor keeps output not yet acknowledged as a list of pieces (one per write of the step, all its whole lines ' +
+      'prefixed in one pass when none holds a carriage return or anything to mask), not as one string grown with `+=` that V8 ' +
+      'flattened at every slice; it sends a request as soon as 256 KiB are pending and again as soon as an answer comes while ' +
+      'that much is left, one request in flight at a time (offsets still make a resent request harmless), instead of one per ' +
+      '200 ms flush tick; and it applies backpressure: past 4 MiB not yet acknowledged (two 2 MiB requests: one in flight, the ' +
+      'next ready) the shell runtime stops reading the step\'s stdout and stderr until the server has acknowledged enough, so ' +
+      `the step blocks on its writes (the generator inside the job took ${f0(gen)} ms against ` +
+      `${f0(med(runs.flatMap((r) => r.aloneMs)))} ms alone: it runs at the pace of the log), and a line waits behind at most ` +
+      '4 MiB of output in the executor instead of everything the step wrote before it. The docker runtime pauses the ' +
+      'container\'s attach stream the same way. On the server, `GET /logs` streams its JSON an entry and a page of chunks at ' +
+      'a time, and an SSE client gets its events a page of chunks at a time, waiting for its socket to drain, so neither ' +
+      'holds the whole log in memory (the two RSS rows). A follower woken by an append reads the new output back only ' +
+      'after the executor\'s answer has gone out (`setImmediate`), so that work overlaps the executor preparing its next ' +
+      'request instead of delaying the answer. This benchmark\'s SSE client keeps an event\'s text as the pieces it arrived ' +
+      'in (it used to append every socket read to one string and search it again, copying a 2 MB event dozens of times: ' +
+      'that alone was over a third of the CPU of the run, on a machine whose CPU is the limit).',
     '',
-    'Where the CPU goes (one profiling run with `node --cpu-prof` on 2026-11-22, the same 200 MB job, outside the timed runs; ' +
-      'the machine was shared then, so only the shares count): of the executor\'s busy time, 40% is self time in ' +
-      '`JobLog.sendPending`, nearly all on `entry.pending = entry.pending.slice(sent)` and `entry.pending[sent - 1]`: `pending` is ' +
-      'built with `+=` one line at a time, a rope of up to millions of pieces, which V8 copies into a flat string when it is sliced ' +
-      'or indexed; then garbage collection 10%, `terminalView` (a regular expression per line) 8%, `JSON.stringify` of each ' +
-      'request body 8%. The server\'s busiest parts: the SQLite append transaction 18% of its busy time, `send` in `streamJob` ' +
-      '(`JSON.stringify` of each output event) 16%, parsing request bodies (`secure-json-parse`) 8%, `readLogChunks` 5%. Neither ' +
-      'process was saturated (the executor was idle a third of the time, the server most of it): each 2 MiB request waits for ' +
-      'the one before it.',
+    `Where the time goes now: ${n(requests)} requests of at most 2 MiB, one at a time, ${f0(drain / requests)} ms each end to end ` +
+      `on average; the processes of the run used ${f1(busy)} s of CPU in ${f1(cpu((r) => r.cpu.wallMs) / 1000)} s on ` +
+      `${os.cpus().length} CPUs (${f0((1000 * busy) / (r0.bytes / MB))} ms of CPU per MB written), and other processes ` +
+      `${Math.round(100 * other)}% of the machine. CPU profiles of the three processes (\`node --cpu-prof\`, 50 MB runs) show no ` +
+      'single hot spot: the cost is per byte and spread along the pipeline. The executor reads the step\'s pipes, redacts ' +
+      '(one regular-expression pass over each write) and prefixes the lines, then joins a request\'s pieces and JSON-encodes ' +
+      'the body (fetch copies it once more to UTF-8); the server turns the body into a string and JSON-parses it (the zod check ' +
+      'of `out` is under 1% of its time), inserts it as one row in SQLite and commits (with 2 MiB commits, the WAL checkpoint ' +
+      'every second commit is about two thirds of the store\'s cost: ~9 ms per request against ~3.5 ms without checkpoints, ' +
+      'measured alone), then reads it back and JSON-encodes it again for the SSE client, which decodes and parses it once more. ' +
+      'Executor, server and SSE client share the CPU (the CPU row), and with one request in flight they mostly take turns: ' +
+      'the rate is set by the CPU per MB and by how much CPU the machine leaves them (compare the share of other processes), ' +
+      'not by a wait in the protocol. A second request in flight ' +
+      'would overlap the executor\'s encoding with the server\'s storing, but only once the server refuses an append that ' +
+      'starts past its stored length (today it would store it at the wrong offset), and an executor must not do it against a ' +
+      'server that does not.',
   );
   return L.join('\n');
 }

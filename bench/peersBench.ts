@@ -8,14 +8,15 @@
 // BENCH_WRITE=0. --tiny is 200 and 50 jobs, one run, and does not touch BENCHMARKS.md (for CI). PEERS_ONLY=graphile
 // or bullmq measures one. PostgreSQL: a throwaway cluster from test/support/postgres.ts (or
 // DOCKHAND_TEST_POSTGRES_URL); Redis: a throwaway Debian `redis-server` (apt-get install -y redis-server).
-import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import pg from 'pg';
-import { startPostgres, type PostgresHandle } from '../test/support/postgres.js';
+import type { PostgresHandle } from '../test/support/postgres.js';
+import { ensurePostgres, ensureRedis } from './services.js';
 import { quantile, writeSection } from './lib.js';
+import { cpuModel, measured, waitQuiet } from './machine.js';
 import {
   BULLMQ_CONFIG, GRAPHILE_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
-  runBullmqThroughput, runGraphileLatency, runGraphileThroughput, startRedis, type RedisHandle, type ThroughputResult,
+  runBullmqThroughput, runGraphileLatency, runGraphileThroughput, type RedisHandle, type ThroughputResult,
 } from './peers.js';
 
 const SECTION = 'peers';
@@ -64,85 +65,6 @@ const n = (x: number): string => Math.round(x).toLocaleString('en-US');
 const pct = (x: number): string => `${Math.round(100 * x)}%`;
 const ms = (x: number): string => (x < 10 ? `${x.toFixed(2)} ms` : x < 1000 ? `${x.toFixed(1)} ms` : `${(x / 1000).toFixed(2)} s`);
 
-function cpuModel(): string {
-  const cpus = os.cpus();
-  return `${cpus.length} CPUs (${cpus[0]?.model.trim() ?? '?'})`;
-}
-
-// ---- CPU used by other processes during a run ----
-
-const TICK = 100; // USER_HZ: /proc reports CPU times in 1/100 s on Linux
-
-function machineBusy(): number {
-  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return (total - f[3] - f[4]) / TICK;
-}
-
-/** pid → [ppid, own CPU s + reaped children's CPU s] for every process. */
-function processTable(): Map<number, [number, number]> {
-  const table = new Map<number, [number, number]>();
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      // After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15), 0-based from state.
-      table.set(Number(e), [Number(f[1]), (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / TICK]);
-    } catch {
-      // gone
-    }
-  }
-  return table;
-}
-
-/**
- * CPU seconds used so far by this process and its live descendants (workers, redis-server, runuser and the
- * PostgreSQL cluster), counting the children each of them has reaped: every process of ours once.
- */
-function ourCpu(): number {
-  const table = processTable();
-  const ours = new Set([process.pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, [ppid]] of table) {
-      if (!ours.has(pid) && ours.has(ppid)) {
-        ours.add(pid);
-        grew = true;
-      }
-    }
-  }
-  let sum = 0;
-  for (const pid of ours) sum += table.get(pid)?.[1] ?? 0;
-  return sum;
-}
-
-/**
- * Waits (up to QUIET_WAIT_MS) until other processes use at most DISTURBED of the CPU over 2 s, so that a run does
- * not start while something else (another benchmark, a build) is busy. Returns the last share seen.
- */
-async function waitQuiet(): Promise<number> {
-  const deadline = Date.now() + QUIET_WAIT_MS;
-  let announced = false;
-  for (;;) {
-    const { others } = await measured(() => new Promise<void>((resolve) => setTimeout(resolve, 2_000)));
-    if (others <= DISTURBED || Date.now() > deadline) return others;
-    if (!announced) console.error(`  other processes use ${Math.round(100 * others)}% of the CPU: waiting for a quiet machine`);
-    announced = true;
-  }
-}
-
-/** Runs `fn` and returns its result with the share of the machine's CPU that other processes used meanwhile. */
-async function measured<T>(fn: () => Promise<T>): Promise<{ result: T; others: number }> {
-  const m0 = machineBusy();
-  const o0 = ourCpu();
-  const t0 = performance.now();
-  const result = await fn();
-  const secs = (performance.now() - t0) / 1000;
-  const others = Math.max(0, machineBusy() - m0 - (ourCpu() - o0));
-  return { result, others: others / (secs * os.cpus().length) };
-}
-
 async function main(): Promise<void> {
   const started = Date.now();
   let pgHandle: PostgresHandle | undefined;
@@ -157,7 +79,7 @@ async function main(): Promise<void> {
   try {
     let postgresVersion = '–';
     if (PEERS.includes('graphile')) {
-      pgHandle = await startPostgres();
+      pgHandle = await ensurePostgres();
       adminUrl = pgHandle.url;
       const admin = new pg.Client({ connectionString: adminUrl });
       await admin.connect();
@@ -172,7 +94,7 @@ async function main(): Promise<void> {
       dbUrl = u.toString();
       await prepareGraphile(dbUrl);
     }
-    if (PEERS.includes('bullmq')) redis = await startRedis();
+    if (PEERS.includes('bullmq')) redis = await ensureRedis();
     machine = {
       cpus: cpuModel(),
       ram: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
@@ -190,7 +112,7 @@ async function main(): Promise<void> {
     for (let run = 1; run <= RUNS; run++) {
       for (const peer of run % 2 ? PEERS : [...PEERS].reverse()) {
         for (let tries = 1; ; tries++) {
-          await waitQuiet();
+          await waitQuiet(DISTURBED, QUIET_WAIT_MS);
           const { result: r, others } = await measured(() =>
             peer === 'graphile'
               ? runGraphileThroughput({ connectionString: dbUrl!, jobs: JOBS })
@@ -208,7 +130,7 @@ async function main(): Promise<void> {
       }
     }
     for (const peer of PEERS) {
-      await waitQuiet();
+      await waitQuiet(DISTURBED, QUIET_WAIT_MS);
       const { result, others } = await measured(() =>
         peer === 'graphile'
           ? runGraphileLatency({ connectionString: dbUrl!, jobs: LATENCY_JOBS })

@@ -215,8 +215,8 @@ interface DepthResult {
 /** The store's candidate query, read from its source so the EXPLAIN is of the SQL the store runs today. */
 function candidatesSql(kind: StoreKind): string {
   const file = path.join(ROOT, 'src/store', kind, `${kind}Store.ts`);
-  const m = /const NAMESPACE_CANDIDATES_SQL = `([^`]*)`/.exec(readFileSync(file, 'utf8'));
-  if (!m) throw new Error(`NAMESPACE_CANDIDATES_SQL not found in ${file}`);
+  const m = /const CANDIDATES_SQL = `([^`]*)`/.exec(readFileSync(file, 'utf8'));
+  if (!m) throw new Error(`CANDIDATES_SQL not found in ${file}`);
   return m[1];
 }
 
@@ -259,7 +259,7 @@ async function sqliteDb(dir: string, depth: number): Promise<MadeDb> {
       db.pragma('wal_checkpoint(TRUNCATE)');
     },
     async explain(now) {
-      const rows = db.prepare(`EXPLAIN QUERY PLAN ${candidatesSql('sqlite')}`).all({ queue: QUEUE, now }) as { detail: string }[];
+      const rows = db.prepare(`EXPLAIN QUERY PLAN ${candidatesSql('sqlite')}`).all({ queue: QUEUE, now, n: 1 }) as { detail: string }[];
       const plan = rows.map((r) => r.detail).join('\n');
       return { plan, indexes: [...new Set([...plan.matchAll(/INDEX (\w+)/g)].map((m) => m[1]))] };
     },
@@ -303,7 +303,7 @@ async function postgresDb(depth: number): Promise<MadeDb> {
       for (let i = 0; i < 5; i++) {
         await client.query('BEGIN');
         try {
-          const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${candidatesSql('postgres')}`, [QUEUE, now]);
+          const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${candidatesSql('postgres')}`, [QUEUE, now, 1]);
           const plan = r.rows.map((x) => x['QUERY PLAN']).join('\n');
           plans.push({ plan, ms: Number(/Execution Time: ([\d.]+) ms/.exec(plan)?.[1]) });
         } finally {

@@ -2,7 +2,7 @@
 # Installs and starts what the test suite needs on Debian: git, Docker with gVisor (runsc) registered,
 # a local registry, htpasswd, a static busybox for the test images, iptables, iproute2, PostgreSQL
 # (only its programs: the tests start a throwaway cluster of their own, never Debian's) and chromium (the web UI's
-# browser tests drive it headless through playwright-core).
+# browser tests drive it headless through playwright-core), and redis-server (for the benchmarks' BullMQ peer).
 # Idempotent, and silent when everything is already in place. Needs root only when something is missing.
 set -euo pipefail
 
@@ -43,6 +43,8 @@ have ip || need iproute2 "ip"
 # Debian keeps the server programs off PATH, under /usr/lib/postgresql/VERSION/bin.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need postgresql "/usr/lib/postgresql/*/bin/initdb"
 [ -x /usr/bin/chromium ] || need chromium "/usr/bin/chromium"
+# The benchmarks' peer BullMQ runs on Redis; the suite runs every benchmark once at a tiny size.
+have redis-server || need redis-server "redis-server"
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! is_root; then
