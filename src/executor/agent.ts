@@ -51,6 +51,8 @@ function pause(ms: number, signal?: AbortSignal): Promise<void> {
 export class Agent {
   private readonly api: ExecutorApiClient;
   private readonly outbox: Outbox;
+  /** The executor's own secrets (its token, its registry logins), masked in every job's output. */
+  private readonly executorMasks = new Redactor();
   private readonly jobs = new Map<string, RunningJob>();
   private active = 0;
   private draining = false;
@@ -74,6 +76,11 @@ export class Agent {
   ) {
     this.api = new ExecutorApiClient(config.frontendUrl, config.frontendPassword);
     this.outbox = new Outbox(this.api);
+    this.executorMasks.add(config.frontendPassword, 'PASSWORD_REMOVED');
+    for (const secret of secretsOf(config.docker.authConfig)) {
+      this.executorMasks.add(secret, '***');
+      logRedactor.add(secret, '***');
+    }
     logRedactor.add(config.frontendPassword, 'PASSWORD_REMOVED');
   }
 
@@ -173,13 +180,13 @@ export class Agent {
     // The same job again means our earlier attempt was reset: that one is stale.
     for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
     const masks: [value: string, replacement: string][] = [
-      [this.config.frontendPassword, 'PASSWORD_REMOVED'],
       [job.token, 'JOB_TOKEN_REMOVED'],
       ...Object.entries(job.secrets ?? {}).map(([name, value]): [string, string] => [value, `\${{ secrets.${name} }}`]),
       ...urlCredentials(job.spec.repository?.url).map((credential): [string, string] => [credential, '***']),
-      ...[...secretsOf(job.dockerAuthConfig), ...secretsOf(this.config.docker.authConfig)].map((secret): [string, string] => [secret, '***']),
+      ...secretsOf(job.dockerAuthConfig).map((secret): [string, string] => [secret, '***']),
     ];
-    const redactor = new Redactor();
+    // The executor's own secrets, then the job's.
+    const redactor = this.executorMasks.fork();
     for (const [value, replacement] of masks) redactor.add(value, replacement);
     // Counted: a value two running jobs share stays masked until both are done. Job tokens are masked in the
     // executor's log by their pattern (executorLogHooks) instead, so that a job without secrets changes nothing here.

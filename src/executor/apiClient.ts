@@ -1,5 +1,7 @@
 // The executor's side of the protocol (docs/protocol.md): thin, typed calls with timeouts. Retrying is the
 // caller's decision, because what is safe to retry differs per call.
+import http from 'node:http';
+import https from 'node:https';
 import {
   EXECUTOR_API_PREFIX, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse, type DequeueBatchResponse,
   type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
@@ -31,27 +33,29 @@ export class NetworkError extends Error {}
 const REQUEST_TIMEOUT_MS = 30_000;
 
 export class ExecutorApiClient {
+  private readonly transport: typeof http | typeof https;
+  /** Kept-alive connections: an executor calls the server many times a second when jobs are short. */
+  private readonly agent: http.Agent;
+
   constructor(
     private readonly baseUrl: string,
     private readonly executorToken: string,
-  ) {}
+  ) {
+    // node:http rather than fetch: a fraction of the CPU per call, which counts when calls are hundreds a second.
+    this.transport = new URL(baseUrl).protocol === 'https:' ? https : http;
+    this.agent = new this.transport.Agent({ keepAlive: true });
+  }
 
   private async call<T>(path: string, body: unknown, auth: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ status: number; data: T | undefined }> {
-    const timeout = AbortSignal.timeout(opts.timeoutMs ?? REQUEST_TIMEOUT_MS);
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(`${this.baseUrl}${EXECUTOR_API_PREFIX}${path}`, {
-        method: 'POST',
-        headers: { authorization: auth, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout,
-      });
+      res = await this.post(`${this.baseUrl}${EXECUTOR_API_PREFIX}${path}`, JSON.stringify(body), auth, opts.signal, opts.timeoutMs ?? REQUEST_TIMEOUT_MS);
     } catch (err) {
       if (opts.signal?.aborted) throw err;
-      throw new NetworkError(`cannot reach ${this.baseUrl}: ${describeFetchError(err)}`);
+      throw new NetworkError(`cannot reach ${this.baseUrl}: ${describeRequestError(err)}`);
     }
-    const text = await res.text().catch(() => '');
-    if (res.status >= 400) {
+    const { status, text } = res;
+    if (status >= 400) {
       let message = text;
       let code: string | undefined;
       try {
@@ -61,9 +65,45 @@ export class ExecutorApiClient {
       } catch {
         // not JSON: keep the text
       }
-      throw new ApiError(res.status, `${path}: HTTP ${res.status}: ${message.slice(0, 500)}`, code);
+      throw new ApiError(status, `${path}: HTTP ${status}: ${message.slice(0, 500)}`, code);
     }
-    return { status: res.status, data: text ? (JSON.parse(text) as T) : undefined };
+    return { status, data: text ? (JSON.parse(text) as T) : undefined };
+  }
+
+  /** One POST, its answer read whole; fails on `signal`, and after `timeoutMs` in all. */
+  private post(url: string, payload: string, auth: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(signal.reason);
+      const req = this.transport.request(url, {
+        method: 'POST', agent: this.agent,
+        headers: { authorization: auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      });
+      const timer = setTimeout(() => req.destroy(new RequestTimeout()), timeoutMs);
+      const onAbort = (): void => void req.destroy(signal!.reason as Error);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      req.once('error', (err) => {
+        done();
+        reject(err);
+      });
+      req.once('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.once('end', () => {
+          done();
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+        });
+        // A connection lost in the middle of the answer fails the request, as fetch would.
+        res.once('error', (err) => {
+          done();
+          reject(err);
+        });
+      });
+      req.end(payload);
+    });
   }
 
   private get executorAuth(): string {
@@ -106,8 +146,14 @@ export type FinalReport =
   | { kind: 'error'; message: string }
   | { kind: 'fail'; message: string; canceled?: boolean };
 
-function describeFetchError(err: unknown): string {
-  const e = err as Error & { cause?: { code?: string; message?: string } };
-  if (e.name === 'TimeoutError') return 'request timed out';
-  return e.cause?.code ?? e.cause?.message ?? e.message;
+class RequestTimeout extends Error {
+  constructor() {
+    super('request timed out');
+  }
+}
+
+function describeRequestError(err: unknown): string {
+  const e = err as Error & { code?: string };
+  if (e instanceof RequestTimeout) return e.message;
+  return e.code ?? e.message;
 }

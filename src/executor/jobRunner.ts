@@ -25,6 +25,15 @@ export interface RunJobArgs {
 /** Returns the report to send, or undefined when the job was abandoned (the server no longer wants it). */
 export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): Promise<FinalReport | undefined> {
   const spec = job.spec;
+  // A job that asks for more than this executor allows fails at once, saying so (the server refuses such jobs at
+  // submit time when it knows the queue's executors; this catches the rest).
+  const runtimeLimits = runtime.limits?.();
+  const tooBig = runtimeLimits ? resourceIssues(spec.resources, runtimeLimits, 'this executor\'s limits') : [];
+  if (tooBig.length) return { kind: 'fail', message: tooBig.map((i) => `${i.field} ${i.message}`).join('; ') };
+  const limits = effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0 });
+  // Nothing to run and nothing to prepare: no workspace is needed either.
+  if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
+
   const maxRuntimeMs = Math.min(spec.maxRuntime ?? Infinity, config.maxRuntimePerJobMs);
   const overtime = AbortSignal.timeout(maxRuntimeMs);
   const jobSignal = AbortSignal.any([stop, overtime]);
@@ -35,15 +44,6 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
     if (reason === 'shutdown') return { kind: 'error', message: 'the executor was shut down while the job was running' };
     return undefined;
   };
-
-  // A job that asks for more than this executor allows fails at once, saying so (the server refuses such jobs at
-  // submit time when it knows the queue's executors; this catches the rest).
-  const runtimeLimits = runtime.limits?.();
-  const tooBig = runtimeLimits ? resourceIssues(spec.resources, runtimeLimits, 'this executor\'s limits') : [];
-  if (tooBig.length) return { kind: 'fail', message: tooBig.map((i) => `${i.field} ${i.message}`).join('; ') };
-  const limits = effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0 });
-  // Nothing to run and nothing to prepare: no workspace is needed either.
-  if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
 
   const dirs = await createJobDirs(config.workspaceRoot, job.id);
   try {

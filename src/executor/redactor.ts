@@ -122,6 +122,18 @@ export class Redactor {
     return this;
   }
 
+  /**
+   * A new redactor that masks what this one does, sharing the forms already worked out: the executor's own secrets
+   * are encoded once, not again for every job.
+   */
+  fork(): Redactor {
+    this.build();
+    const copy = new Redactor();
+    for (const [value, known] of this.values) copy.values.set(value, { ...known, holders: 1 });
+    copy.stale = true;
+    return copy;
+  }
+
   /** Drops one holder of `value`; it stops being masked when none is left. */
   remove(value: string): this {
     const known = this.values.get(value);

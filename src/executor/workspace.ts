@@ -45,8 +45,9 @@ export function redactUrl(url: string): string {
 
 /** The secrets in a repository URL (password, or a token used as user name), for the job's redactor. */
 export function urlCredentials(url: string | undefined): string[] {
+  if (!url) return [];
   try {
-    const { username, password } = new URL(url ?? '');
+    const { username, password } = new URL(url);
     return [password, username === PUBLIC_GIT_USER ? '' : username].filter(Boolean).map(decodeURIComponent);
   } catch {
     return [];

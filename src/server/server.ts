@@ -65,7 +65,7 @@ export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'database
   return store;
 }
 
-export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact })): Promise<RunningServer> {
+export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact })): Promise<RunningServer> {
   const store = await openStore(config);
   const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: config.encryptionKey }, config.dataDir));
   const missingKeys = await secrets.missingKeys();

@@ -311,7 +311,7 @@ describe('the logs', () => {
   it('redact credentials wherever request data or configuration is handed to a logger', () => {
     const lines: string[] = [];
     const sink = new Writable({ write: (chunk: Buffer, _enc, done) => { lines.push(chunk.toString()); done(); } });
-    const log = pino({ level: 'info', redact: logRedact }, sink);
+    const log = pino({ level: 'info', ...logRedact }, sink);
     log.error({ req: { method: 'GET', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, cookie: 'session=s3cr3t', 'proxy-authorization': 'Basic czNjcjN0' } } }, 'request');
     log.warn({ headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` }, authorization: 'x' }, 'raw headers');
     log.info({ job: { id: 1, token: 'dhj_job_token_value' }, token: 'dha_top_level_token' }, 'a dequeued job');

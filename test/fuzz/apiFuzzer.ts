@@ -92,7 +92,7 @@ export async function createFuzzTarget(): Promise<FuzzTarget> {
       done();
     },
   });
-  const logger = pino({ level: 'warn', redact: logRedact }, sink);
+  const logger = pino({ level: 'warn', ...logRedact }, sink);
   const config = { executorsAccessToken: FUZZ_EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
   const { app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, config }, logger, {
     // The production limit, with a short window so that blocked addresses come back within the run.

@@ -125,7 +125,7 @@ export function registerServerCommands(program: Command): void {
         loadPino(), import('../../core/logRedact.js'), import('../../server/config.js'), import('../../server/server.js'),
       ]);
       const config = loadServerConfig(opts);
-      const log = pino({ level: config.logLevel, base: { component: 'server' }, redact: logRedact });
+      const log = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact });
       const server = await startServer(config, log);
       process.stdout.write(
         `Dockhand server listening on ${server.url} (data in ${describeStore(config)}; web UI at ${server.url}/)\n` +
@@ -154,7 +154,7 @@ export function registerServerCommands(program: Command): void {
       const config = loadExecutorConfig();
       // hooks: every line passes through the executor's log redactor (its token, each running job's token and secrets).
       const log = pino({
-        level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name }, redact: logRedact,
+        level: process.env.EXECUTOR_LOG_LEVEL ?? 'info', base: { component: 'executor', executor: config.name }, ...logRedact,
         hooks: executorLogHooks(config.frontendPassword), timestamp: preciseTime(),
       });
       const agent = await startAgent(config, log).catch(exitOnSetupError);
@@ -183,7 +183,7 @@ export function registerServerCommands(program: Command): void {
       const env = { ...process.env, DOCKHAND_EXECUTORS_ACCESS_TOKEN: process.env.DOCKHAND_EXECUTORS_ACCESS_TOKEN || localExecutorToken(dataDir) };
       const config = loadServerConfig({ port: opts.port, host: opts.host, dataDir, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey }, env);
       // One logger for both halves: the executor's masking (its token, jobs' tokens and secrets) covers all of it.
-      const log = pino({ level: process.env.DOCKHAND_LOG_LEVEL ?? 'warn', redact: logRedact, hooks: executorLogHooks(env.DOCKHAND_EXECUTORS_ACCESS_TOKEN) });
+      const log = pino({ level: process.env.DOCKHAND_LOG_LEVEL ?? 'warn', ...logRedact, hooks: executorLogHooks(env.DOCKHAND_EXECUTORS_ACCESS_TOKEN) });
       const server = await startServer(config, log.child({ component: 'server' }));
       if (config.tls) await ensureTrusted(server);
       // A fresh token for this machine's CLI at every start: the old one cannot be shown again (stored hashed).
