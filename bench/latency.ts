@@ -532,18 +532,19 @@ const WHAT_THE_NUMBERS_SHOW = [
     'be dequeued before `POST /api/v1/jobs` has stored it, and that request (fastify parsing, auth, the spec\'s ' +
     'validation, the namespace check, the insert, the answer\'s write) costs milliseconds on this machine. The peers ' +
     'are timed from a direct database or Redis call (`addJob`, `Queue.add`), with no HTTP hop.',
-  '- **The wake-up is not the cost.** `queueChanged` wakes the held dequeue in the same process, synchronously; the ' +
-    'dequeue runs as soon as the submit handler has returned, i.e. right after the submit\'s answer is written. On ' +
-    'SQLite (synchronous) the dequeue\'s answer leaves a fraction of a millisecond after the submit\'s. Nothing in ' +
+  '- **The wake-up is not the cost.** `queueChanged` wakes the held dequeue in the same process, synchronously, and ' +
+    'on SQLite (synchronous) the dequeue\'s claim runs before the submit\'s answer is even written: the two answers ' +
+    'leave within a fraction of a millisecond of each other, and the submit row includes the dequeue\'s work. Nothing in ' +
     '`src/server/events.ts` was worth changing.',
-  '- **On PostgreSQL the dequeue is a transaction of six round trips** (BEGIN, the fair-scheduling SELECT, UPDATE jobs, ' +
-    'INSERT namespace_turns, INSERT job_attempts, COMMIT) after a pool checkout, each a few tenths of a millisecond here ' +
-    'and more when the CPUs are busy; that is the gap between the two backends. One statement (a CTE that claims the job ' +
-    'and writes the attempt and the turn) would make it one round trip.',
-  '- **Executor: from the dequeue answer to the step\'s spawn** it prepares the workspace (job directories, the step\'s ' +
-    'script, each an async fs call through libuv\'s thread pool) and re-sends its heartbeat (its set of jobs changed), ' +
-    'in the same few milliseconds; then spawning `/bin/sh` and `date` costs about the floor row, which alone is near or ' +
-    'over the 5 ms goal for "step started" on this machine.',
+  '- **On PostgreSQL the dequeue is a transaction of seven round trips** (BEGIN, the fair-scheduling SELECT of the ' +
+    'candidates, the turn numbers, UPDATE jobs, INSERT job_attempts, the namespace turns, COMMIT) after a pool checkout, ' +
+    'each a few tenths of a millisecond here (a write system call costs ~0.2 ms on this machine) and more when the CPUs ' +
+    'are busy: that is most of the gap between the two backends. The same statements claim a batch of up to 100 jobs, ' +
+    'which is what the throughput benchmark relies on; folding them into one statement would shorten a single claim.',
+  '- **Executor: from the dequeue answer to the step\'s spawn** it prepares the workspace (the job\'s directories and the ' +
+    'step\'s script, each an async fs call through libuv\'s thread pool) and announces the step\'s log entry; then ' +
+    'spawning `/bin/sh` and `date` costs about the floor row, which alone is near or over the 5 ms goal for "step started" ' +
+    'on this machine.',
 ].join('\n');
 
 main().catch((err: Error) => {

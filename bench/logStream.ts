@@ -749,7 +749,7 @@ function logsReport(runs: LogRun[]): string {
       `${Math.round(100 * other)}% of the machine. CPU profiles of the three processes (\`node --cpu-prof\`, 50 MB runs) show no ` +
       'single hot spot: the cost is per byte and spread along the pipeline. The executor reads the step\'s pipes, redacts ' +
       '(one regular-expression pass over each write) and prefixes the lines, then joins a request\'s pieces and JSON-encodes ' +
-      'the body (fetch copies it once more to UTF-8); the server turns the body into a string and JSON-parses it (the zod check ' +
+      'the body (node:http copies it once more to UTF-8); the server turns the body into a string and JSON-parses it (the zod check ' +
       'of `out` is under 1% of its time), inserts it as one row in SQLite and commits (with 2 MiB commits, the WAL checkpoint ' +
       'every second commit is about two thirds of the store\'s cost: ~9 ms per request against ~3.5 ms without checkpoints, ' +
       'measured alone), then reads it back and JSON-encodes it again for the SSE client, which decodes and parses it once more. ' +
@@ -795,7 +795,10 @@ function memoryReport(m: MemoryResult): string {
       'by an executor configured for it (`src/executor/runtimes/index.ts` imports it when chosen). ' +
       (m.nodeDockerode ? `A bare node that imports \`dockerode\` shows what that saves an executor of another runtime: ${f1(med(m.nodeDockerode) - floor)} MB over the floor in this run. ` : '') +
       `Before that change (2026-11-22, same machine and benchmark) the idle shell-runtime executor measured ${f1(BEFORE_LAZY_DOCKER.median)} ` +
-      `(${BEFORE_LAZY_DOCKER.range}) MB: now ${(med(m.executorIdle) / BEFORE_LAZY_DOCKER.median).toFixed(2)}× that.` +
+      `(${BEFORE_LAZY_DOCKER.range}) MB, and ${f1(BEFORE_LAZY_CLI.median)} (${BEFORE_LAZY_CLI.range}) MB after it, while \`dockhand\` ` +
+      'still loaded the server\'s modules (fastify, pg, better-sqlite3, prom-client, …) for every command; each command now ' +
+      `imports what it needs when it runs: now ${(med(m.executorIdle) / BEFORE_LAZY_DOCKER.median).toFixed(2)}× and ` +
+      `${(med(m.executorIdle) / BEFORE_LAZY_CLI.median).toFixed(2)}× those.` +
       ` The server grows by ${f1(med(m.serverFull) - med(m.serverEmpty))} MB with ${n(MEMORY_JOBS)} jobs stored, after the calls; ` +
       'the job lists read one page through an index and stay fast. `GET /queues` is the slow call here: every job in this store is queued, and ' +
       '`queueStats` counts the live jobs (`state IN (\'queued\', \'processing\')`) one by one through `jobs_state`, so its time grows with the number ' +
@@ -806,6 +809,8 @@ function memoryReport(m: MemoryResult): string {
 
 /** The idle executor's RSS when every runtime loaded dockerode, measured by this benchmark before the lazy import. */
 const BEFORE_LAZY_DOCKER = { median: 98.4, range: '90.4–98.6' };
+/** The same, measured on 2026-11-22 once the docker runtime was loaded lazily, before the CLI's commands were. */
+const BEFORE_LAZY_CLI = { median: 87.2, range: '77.7–88.4' };
 
 async function main(): Promise<void> {
   let raw: { logs: LogRun[]; memory?: MemoryResult } = { logs: [] };

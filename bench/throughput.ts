@@ -5,8 +5,10 @@
 //
 // Usage: node dist-bench/bench/throughput.js [--tiny] [--jobs N] [--runs N] [--no-write]
 // Environment: THROUGHPUT_JOBS (default 20000), THROUGHPUT_RUNS (default 3), THROUGHPUT_ONLY (comma-separated
-// subjects: sqlite-none, sqlite-true, postgres-none, postgres-true, graphile, bullmq), BENCH_WRITE=0,
-// BENCH_QUIET_WAIT_S, BENCH_MAX_TRIES. --tiny: 300 jobs, one run, BENCHMARKS.md untouched (what CI runs).
+// subjects: sqlite-none, sqlite-true, postgres-none, postgres-true, spawn, graphile, bullmq, and with
+// THROUGHPUT_BEFORE=<an earlier build's dist/cli/main.js> before-sqlite-none, before-postgres-none),
+// THROUGHPUT_BEFORE_LABEL, THROUGHPUT_SECTION (default throughput), BENCH_WRITE=0, BENCH_QUIET_WAIT_S,
+// BENCH_MAX_TRIES. --tiny: 300 jobs, one run, BENCHMARKS.md untouched (what CI runs).
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import pg from 'pg';
@@ -21,7 +23,8 @@ import {
   runGraphileThroughput, BULK, type RedisHandle, type ThroughputResult,
 } from './peers.js';
 
-const SECTION = 'throughput';
+/** BENCHMARKS.md section (THROUGHPUT_SECTION): a before/after run goes in a section of its own. */
+const SECTION = process.env.THROUGHPUT_SECTION ?? 'throughput';
 const DOCKHAND_VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const argv = process.argv.slice(2);
 const flag = (name: string): boolean => argv.includes(name);
@@ -300,7 +303,7 @@ function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): s
   const best = peers.reduce<Subject | undefined>((a, p) => (a === undefined || median(p) > median(a) ? p : a), undefined);
   const ratio = (a: Subject, b: Subject | undefined): string => (b && has(a) && has(b) ? `${(median(a) / median(b)).toFixed(2)}×` : '–');
   const lines = [
-    '## Throughput: no-op jobs through the executor protocol, against the peers',
+    SECTION === 'throughput' ? '## Throughput: no-op jobs through the executor protocol, against the peers' : `## Throughput (${SECTION})`,
     '',
     `One real \`dockhand server\` and ${EXECUTORS} real \`dockhand executor\` processes (shell runtime, ${SLOTS} job slots each, ` +
       'other settings at their defaults), started fresh for each run on a fresh store: SQLite in a new data dir, or a new ' +
