@@ -28,7 +28,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { PostgresHandle } from '../test/support/postgres.js';
-import { EXECUTORS_TOKEN, Proc, api, quantile, sleep, startExecutor, tempDir, writeSection, ADMIN_TOKEN } from './lib.js';
+import { EXECUTORS_TOKEN, Proc, api, quantile, sleep, startExecutor, tempDir, writeSection, ADMIN_TOKEN, flag, opt, num } from './lib.js';
 import {
   GRAPHILE_CONFIG, BULLMQ_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
   runGraphileLatency, type RedisHandle,
@@ -37,13 +37,6 @@ import { measured } from './machine.js';
 import { ensurePostgres, ensureRedis } from './services.js';
 
 const SECTION = 'latency';
-const argv = process.argv.slice(2);
-const flag = (name: string): boolean => argv.includes(name);
-const opt = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const num = (v: string | undefined, fallback: number): number => (v === undefined || v === '' ? fallback : Number(v));
 const TINY = flag('--tiny');
 const JOBS = num(opt('--jobs') ?? process.env.LATENCY_JOBS, TINY ? 10 : 1_000);
 const POLL_JOBS = num(opt('--poll-jobs') ?? process.env.LATENCY_POLL_JOBS, TINY ? 3 : 100);

@@ -16,6 +16,17 @@ export const BENCHMARKS_MD = path.join(ROOT, 'BENCHMARKS.md');
 export const EXECUTORS_TOKEN = 'bench-executors-token-0123456789abcdef';
 export const ADMIN_TOKEN = 'dha_bench_admin_token_0123456789abcdef';
 
+// ---- command line: --flag, --option VALUE, and numbers from options or the environment ----
+
+const argv = process.argv.slice(2);
+export const flag = (name: string): boolean => argv.includes(name);
+export const opt = (name: string): string | undefined => {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+/** `v` as a number, or `fallback` when it is not given. */
+export const num = (v: string | undefined, fallback: number): number => (v === undefined || v === '' ? fallback : Number(v));
+
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function tempDir(prefix: string): Promise<string> {

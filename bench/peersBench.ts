@@ -12,7 +12,7 @@ import os from 'node:os';
 import pg from 'pg';
 import type { PostgresHandle } from '../test/support/postgres.js';
 import { ensurePostgres, ensureRedis } from './services.js';
-import { quantile, writeSection } from './lib.js';
+import { quantile, writeSection, flag, opt, num } from './lib.js';
 import { cpuModel, measured, waitQuiet } from './machine.js';
 import {
   BULLMQ_CONFIG, GRAPHILE_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
@@ -20,14 +20,7 @@ import {
 } from './peers.js';
 
 const SECTION = 'peers';
-const argv = process.argv.slice(2);
-const flag = (name: string): boolean => argv.includes(name);
-const opt = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
 const TINY = flag('--tiny');
-const num = (v: string | undefined, fallback: number): number => (v === undefined || v === '' ? fallback : Number(v));
 const JOBS = num(opt('--jobs') ?? process.env.PEERS_JOBS, TINY ? 200 : 20_000);
 const LATENCY_JOBS = num(opt('--latency-jobs') ?? process.env.PEERS_LATENCY_JOBS, TINY ? 50 : 1_000);
 const RUNS = num(opt('--runs') ?? process.env.PEERS_RUNS, TINY ? 1 : 3);

@@ -87,7 +87,9 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     const ok = (i: number): boolean => attempts[i] !== undefined && results[i].status === 200;
 
     const appends = items.flatMap((item, i) => (item.logs && ok(i) ? [i] : []));
-    const stored = await store.appendLogsMany(appends.map((i) => ({ jobId: attempts[i]!.jobId, attempt: attempts[i]!.attempt, entries: items[i].logs! })));
+    const stored = appends.length
+      ? await store.appendLogsMany(appends.map((i) => ({ jobId: attempts[i]!.jobId, attempt: attempts[i]!.attempt, entries: items[i].logs! })))
+      : [];
     appends.forEach((i, k) => {
       try {
         results[i] = { ...results[i], ...appended(attempts[i]!, stored[k]) } as BatchItemResult;
@@ -98,7 +100,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
 
     const reports = items.flatMap((item, i) => (item.report && ok(i) ? [i] : []));
     const now = Date.now();
-    const finished = await store.finishMany(reports.map((i) => finishRequest(attempts[i]!, items[i].report!, now)));
+    const finished = reports.length ? await store.finishMany(reports.map((i) => finishRequest(attempts[i]!, items[i].report!, now))) : [];
     reports.forEach((i, k) => {
       try {
         results[i] = { ...results[i], ...reported(attempts[i]!, items[i].report!.kind, finished[k], now) } as BatchItemResult;
