@@ -1,12 +1,17 @@
-// The network between an executor and its server fails on purpose (test/support/chaosProxy.ts): every chunk
-// delayed, connections reset every few hundred milliseconds, stalls that end in a reset. Jobs must still finish,
-// each completed by exactly one attempt, with every line of its log stored once and in order.
+// The network between an executor and its server fails on purpose. Through a chaos proxy (test/support/chaosProxy.ts:
+// every chunk delayed, connections reset every few hundred milliseconds, stalls that end in a reset) jobs must still
+// finish, each completed by exactly one attempt, with every line of its log stored once and in order. Through a cut
+// (test/support/tcpBalancer.ts): a short one changes nothing for a running job; one longer than the stall timeout
+// gets the job reset and run elsewhere, and the cut-off executor stops its attempt's processes once it hears so.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { ChaosProxy } from '../support/chaosProxy.js';
 import { createTestDatabase } from '../support/postgres.js';
-import { startExecutor, startServer } from '../support/processes.js';
+import { startExecutor, startServer, tempDir } from '../support/processes.js';
+import { startBalancer } from '../support/tcpBalancer.js';
 
 let cleanup: (() => Promise<void>)[] = [];
 
@@ -83,5 +88,79 @@ describe.each(['sqlite', 'postgres'] as const)('network faults between an execut
       expectLinesOnce(entries[0].out, 'stdout', 'out');
       expectLinesOnce(entries[0].out, 'stderr', 'err');
     }
+  });
+});
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await sleep(50);
+  }
+}
+
+describe.each(['sqlite', 'postgres'] as const)('a network cut between an executor and the server, on %s', (store) => {
+  it('a short cut changes nothing; a cut past the stall timeout resets the job, and the cut-off executor stops its attempt', { timeout: 120_000 }, async () => {
+    const env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: '4s' };
+    if (store === 'postgres') {
+      const database = await createTestDatabase('netcut');
+      cleanup.push(() => database.drop());
+      env.DOCKHAND_DATABASE_URL = database.url;
+    }
+    const server = await startServer({ name: `netcut-${store}-server`, env });
+    cleanup.push(() => server.stop());
+    const link = await startBalancer([{ host: '127.0.0.1', port: server.port }]);
+    cleanup.push(() => link.close());
+    const cutOff = await startExecutor(link.url, {
+      name: `netcut-${store}-a`, queues: ['cut'], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1', EXECUTOR_HEARTBEAT_INTERVAL: '500ms' },
+    });
+    cleanup.push(() => cutOff.stop());
+    const client = new TestClient(server.url);
+    const dir = await tempDir('netcut');
+    // The step writes its pid, then waits for its attempt's gate file.
+    const gated = {
+      key: 'gated',
+      run: `echo $$ > ${dir}/pid-$DOCKHAND_JOB_ID-$DOCKHAND_JOB_ATTEMPT\nwhile [ ! -f ${dir}/gate-$DOCKHAND_JOB_ID-$DOCKHAND_JOB_ATTEMPT ]; do sleep 0.05; done\necho "attempt $DOCKHAND_JOB_ATTEMPT done"`,
+    };
+    const file = (kind: 'pid' | 'gate', job: number, attempt: number): string => path.join(dir, `${kind}-${job}-${attempt}`);
+
+    // A short cut, under the stall timeout: heartbeats fail, nothing is canceled or reset.
+    const first = await client.submit({ queue: 'cut', steps: [gated] });
+    await until('the first job runs', () => existsSync(file('pid', first.id, 1)));
+    await link.cut();
+    await sleep(1_500);
+    await link.start();
+    writeFileSync(file('gate', first.id, 1), '');
+    await client.waitForState(first.id, 'completed', 30_000);
+    expect((await client.job(first.id)).attempts.map((a) => a.outcome)).toEqual(['completed']);
+
+    // A long cut: the server resets the job and another executor runs attempt 2; once the cut-off executor hears
+    // that its attempt is gone, it stops the step's process, and only attempt 2 reports.
+    const second = await client.submit({ queue: 'cut', steps: [gated] });
+    await until('the second job runs', () => existsSync(file('pid', second.id, 1)));
+    const stranded = Number(readFileSync(file('pid', second.id, 1), 'utf8'));
+    await link.cut();
+    await client.waitFor(second.id, (j) => j.state === 'queued' && j.numResets === 1, 30_000);
+    const other = await startExecutor(server.url, { name: `netcut-${store}-b`, queues: ['cut'], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1' } });
+    cleanup.push(() => other.stop());
+    await until('attempt 2 runs', () => existsSync(file('pid', second.id, 2)));
+    expect(alive(stranded)).toBe(true);
+    await link.start();
+    await until("the cut-off executor stops attempt 1's process", () => !alive(stranded), 20_000);
+    writeFileSync(file('gate', second.id, 2), '');
+    const done = await client.waitForState(second.id, 'completed', 30_000);
+    expect(done.executorName).toBe(other.name);
+    const { attempts } = await client.job(second.id);
+    expect(attempts.map((a) => [a.executorName, a.outcome])).toEqual([[cutOff.name, 'reset'], [other.name, 'completed']]);
+    expect((await client.logs(second.id)).entries[0].out).toBe('stdout: attempt 2 done\n');
   });
 });
