@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { ChaosProxy } from '../support/chaosProxy.js';
 import { createTestDatabase } from '../support/postgres.js';
-import { startExecutor, startServer, tempDir } from '../support/processes.js';
+import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
 import { startBalancer } from '../support/tcpBalancer.js';
 
 let cleanup: (() => Promise<void>)[] = [];
@@ -19,6 +19,19 @@ afterEach(async () => {
   for (const fn of cleanup.reverse()) await fn();
   cleanup = [];
 });
+
+/** A server on SQLite, or on a fresh PostgreSQL database, that resets a job after `stallTimeout` of silence. */
+async function serverOn(store: 'sqlite' | 'postgres', name: string, stallTimeout: string): Promise<ServerHandle> {
+  const env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: stallTimeout };
+  if (store === 'postgres') {
+    const database = await createTestDatabase(name);
+    cleanup.push(() => database.drop());
+    env.DOCKHAND_DATABASE_URL = database.url;
+  }
+  const server = await startServer({ name: `${name}-${store}-server`, env });
+  cleanup.push(() => server.stop());
+  return server;
+}
 
 const JOBS = 40;
 const LINES = 300;
@@ -37,14 +50,7 @@ function expectLinesOnce(out: string, stream: 'stdout' | 'stderr', word: string)
 describe.each(['sqlite', 'postgres'] as const)('network faults between an executor and the server, on %s', (store) => {
   it('finishes every job once, every log line once and in order, through delays, resets and stalls', { timeout: 240_000 }, async () => {
     // Short enough that a job whose dequeue answer was lost is handed out again within the test.
-    const env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: '5s' };
-    if (store === 'postgres') {
-      const database = await createTestDatabase('netfaults');
-      cleanup.push(() => database.drop());
-      env.DOCKHAND_DATABASE_URL = database.url;
-    }
-    const server = await startServer({ name: `netfault-${store}-server`, env });
-    cleanup.push(() => server.stop());
+    const server = await serverOn(store, 'netfault', '5s');
     const proxy = new ChaosProxy({ host: '127.0.0.1', port: server.port });
     const url = await proxy.start();
     cleanup.push(() => proxy.stop());
@@ -110,14 +116,7 @@ async function until(what: string, check: () => boolean | Promise<boolean>, time
 
 describe.each(['sqlite', 'postgres'] as const)('a network cut between an executor and the server, on %s', (store) => {
   it('a short cut changes nothing; a cut past the stall timeout resets the job, and the cut-off executor stops its attempt', { timeout: 120_000 }, async () => {
-    const env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: '4s' };
-    if (store === 'postgres') {
-      const database = await createTestDatabase('netcut');
-      cleanup.push(() => database.drop());
-      env.DOCKHAND_DATABASE_URL = database.url;
-    }
-    const server = await startServer({ name: `netcut-${store}-server`, env });
-    cleanup.push(() => server.stop());
+    const server = await serverOn(store, 'netcut', '4s');
     const link = await startBalancer([{ host: '127.0.0.1', port: server.port }]);
     cleanup.push(() => link.close());
     const cutOff = await startExecutor(link.url, {
