@@ -81,7 +81,9 @@ describe('private registry credentials', () => {
     expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Already exists\n/);
     expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Pulling fs layer\n/);
     expect(log).toMatch(/\[dockhand\] [0-9a-f]{12}: Pull complete\n/);
-    expect(log.match(/Downloading/g) ?? []).toHaveLength(1);
+    // Progress ticks are not repeated: at most one "Downloading" line for the layer (none when the engine finished
+    // the small layer before its first progress report, as it sometimes does on a busy machine).
+    expect((log.match(/Downloading/g) ?? []).length).toBeLessThanOrEqual(1);
     expect(log).toMatch(/\[dockhand\] Digest: sha256:[0-9a-f]{64}\n/);
     expect(log).toContain('stdout: from the private image');
   });
