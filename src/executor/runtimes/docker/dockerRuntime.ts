@@ -236,7 +236,7 @@ export class DockerRuntime implements Runtime {
         }
         (stream as unknown as { destroy?(): void }).destroy?.();
         // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why.
-        if (StatusCode === 137 && (await container.inspect()).State.OOMKilled) return { exitCode: StatusCode, reason: 'killed: out of memory' };
+        if (StatusCode === 137 && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
@@ -375,6 +375,21 @@ function engineError(what: string, err: Error): StepStartError {
   const jobsFault = /unable to find user|no matching entries in passwd|not a directory|no such file or directory|executable file not found|invalid/i.test(message);
   return new StepStartError(`${what}: ${message}`, !jobsFault);
 }
+
+/**
+ * Whether the engine says the container was killed for memory. It learns so from an event that can arrive just after
+ * the exit (seen under gVisor on a busy machine), so a "no" is asked again for a short while.
+ */
+async function oomKilled(container: Docker.Container): Promise<boolean> {
+  for (let tries = 1; ; tries++) {
+    if ((await container.inspect()).State.OOMKilled) return true;
+    if (tries === OOM_TRIES) return false;
+    await sleep(OOM_RETRY_MS);
+  }
+}
+
+const OOM_TRIES = 6;
+const OOM_RETRY_MS = 100;
 
 /** Where a container's output goes; `writable`, when given, is waited for after `output` returned false. */
 interface OutputSink {
