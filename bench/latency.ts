@@ -26,15 +26,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import type { PostgresHandle } from '../test/support/postgres.js';
 import { EXECUTORS_TOKEN, Proc, api, quantile, sleep, startExecutor, tempDir, writeSection, ADMIN_TOKEN, flag, opt, num } from './lib.js';
 import {
   GRAPHILE_CONFIG, BULLMQ_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
   runGraphileLatency, type RedisHandle,
 } from './peers.js';
-import { measured } from './machine.js';
-import { ensurePostgres, ensureRedis } from './services.js';
+import { cpuModel, measured } from './machine.js';
+import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
 
 const SECTION = 'latency';
 const TINY = flag('--tiny');
@@ -291,30 +290,6 @@ function log(row: Row, run: number, m: Measured): void {
   console.error(`[run ${run}] ${LABEL[row]}: p50 ${ms(d.p50)}, p95 ${ms(d.p95)}, p99 ${ms(d.p99)}, max ${ms(d.max)} (n ${d.n}; other processes ${pct(m.others)} of the CPU)`);
 }
 
-async function createDatabase(adminUrl: string, name: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`drop database if exists ${name} with (force)`);
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const u = new URL(adminUrl);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
-async function dropDatabase(adminUrl: string, name: string): Promise<void> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`drop database if exists ${name} with (force)`);
-  } finally {
-    await admin.end();
-  }
-}
-
 interface Machine {
   cpus: string;
   ram: string;
@@ -339,31 +314,27 @@ async function main(): Promise<void> {
   };
   let pgHandle: PostgresHandle | undefined;
   let redis: RedisHandle | undefined;
-  const graphileDb = `bench_latency_graphile_${process.pid}`;
-  let graphileUrl: string | undefined;
+  let graphileDb: Awaited<ReturnType<typeof freshDatabase>> | undefined;
   let machine: Machine;
   try {
-    let postgresVersion = '–';
+    let postgres = '–';
     if (has('postgres') || has('graphile')) {
       pgHandle = await ensurePostgres();
-      const admin = new pg.Client({ connectionString: pgHandle.url });
-      await admin.connect();
-      postgresVersion = (await admin.query<{ v: string }>("select current_setting('server_version') as v")).rows[0].v;
-      await admin.end();
+      postgres = await postgresVersion(pgHandle.url);
     }
     if (has('graphile')) {
-      graphileUrl = await createDatabase(pgHandle!.url, graphileDb);
-      await prepareGraphile(graphileUrl);
+      graphileDb = await freshDatabase(pgHandle!.url, `bench_latency_graphile_${process.pid}`);
+      await prepareGraphile(graphileDb.url);
     }
     if (has('bullmq')) redis = await ensureRedis();
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
     machine = {
-      cpus: `${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() ?? '?'})`,
+      cpus: cpuModel(),
       ram: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
       kernel: `${os.type()} ${os.release()}`,
       node: process.version,
       dockhand: pkg.version,
-      postgres: postgresVersion,
+      postgres,
       redis: redis?.version ?? '–',
       graphile: packageVersion('graphile-worker'),
       bullmq: packageVersion('bullmq'),
@@ -376,14 +347,14 @@ async function main(): Promise<void> {
       for (const kind of ['sqlite', 'postgres'] as const) {
         if (!has(kind) && !(kind === 'sqlite' && has('poll'))) continue;
         const dataDir = await tempDir('latency');
-        const dbName = `bench_latency_dockhand_${process.pid}_${run}`;
+        const database = kind === 'postgres' ? await freshDatabase(pgHandle!.url, `bench_latency_dockhand_${process.pid}_${run}`) : undefined;
         const backend: Backend = {
           kind,
           dataDir,
-          env: kind === 'postgres' ? { DOCKHAND_DATABASE_URL: await createDatabase(pgHandle!.url, dbName) } : {},
+          env: database ? { DOCKHAND_DATABASE_URL: database.url } : {},
           cleanup: async () => {
             await rm(dataDir, { recursive: true, force: true });
-            if (kind === 'postgres') await dropDatabase(pgHandle!.url, dbName);
+            await database?.drop();
           },
         };
         const d = await startDockhand(backend);
@@ -409,7 +380,7 @@ async function main(): Promise<void> {
         add('floor', run, { dist: dist(result), others });
       }
       if (has('graphile')) {
-        const { result, others } = await measured(() => runGraphileLatency({ connectionString: graphileUrl!, jobs: JOBS }));
+        const { result, others } = await measured(() => runGraphileLatency({ connectionString: graphileDb!.url, jobs: JOBS }));
         add('graphile', run, { dist: dist(result), others });
       }
       if (has('bullmq')) {
@@ -418,7 +389,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    if (graphileUrl) await dropDatabase(pgHandle!.url, graphileDb).catch((err: Error) => console.error(`dropping ${graphileDb}: ${err.message}`));
+    await graphileDb?.drop().catch((err: Error) => console.error(`dropping graphile-worker's database: ${err.message}`));
     await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
     await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
   }

@@ -9,9 +9,8 @@
 // or bullmq measures one. PostgreSQL: a throwaway cluster from test/support/postgres.ts (or
 // DOCKHAND_TEST_POSTGRES_URL); Redis: a throwaway Debian `redis-server` (apt-get install -y redis-server).
 import os from 'node:os';
-import pg from 'pg';
 import type { PostgresHandle } from '../test/support/postgres.js';
-import { ensurePostgres, ensureRedis } from './services.js';
+import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
 import { quantile, writeSection, flag, opt, num } from './lib.js';
 import { cpuModel, measured, waitQuiet } from './machine.js';
 import {
@@ -62,30 +61,18 @@ async function main(): Promise<void> {
   const started = Date.now();
   let pgHandle: PostgresHandle | undefined;
   let redis: RedisHandle | undefined;
-  let dbUrl: string | undefined;
-  let adminUrl: string | undefined;
-  const dbName = `bench_peers_${process.pid}`;
+  let database: Awaited<ReturnType<typeof freshDatabase>> | undefined;
   const throughput: Record<Peer, Run[]> = { graphile: [], bullmq: [] };
   const latency: Record<Peer, number[]> = { graphile: [], bullmq: [] };
   const latencyOthers: Record<Peer, number> = { graphile: 0, bullmq: 0 };
   let machine: Machine;
   try {
-    let postgresVersion = '–';
+    let postgres = '–';
     if (PEERS.includes('graphile')) {
       pgHandle = await ensurePostgres();
-      adminUrl = pgHandle.url;
-      const admin = new pg.Client({ connectionString: adminUrl });
-      await admin.connect();
-      try {
-        postgresVersion = (await admin.query<{ v: string }>("select current_setting('server_version') as v")).rows[0].v;
-        await admin.query(`create database ${dbName}`);
-      } finally {
-        await admin.end();
-      }
-      const u = new URL(adminUrl);
-      u.pathname = `/${dbName}`;
-      dbUrl = u.toString();
-      await prepareGraphile(dbUrl);
+      postgres = await postgresVersion(pgHandle.url);
+      database = await freshDatabase(pgHandle.url, `bench_peers_${process.pid}`);
+      await prepareGraphile(database.url);
     }
     if (PEERS.includes('bullmq')) redis = await ensureRedis();
     machine = {
@@ -93,7 +80,7 @@ async function main(): Promise<void> {
       ram: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
       kernel: `${os.type()} ${os.release()}`,
       node: process.version,
-      postgres: postgresVersion,
+      postgres,
       redis: redis?.version ?? '–',
       graphile: packageVersion('graphile-worker'),
       bullmq: packageVersion('bullmq'),
@@ -108,7 +95,7 @@ async function main(): Promise<void> {
           await waitQuiet(DISTURBED, QUIET_WAIT_MS);
           const { result: r, others } = await measured(() =>
             peer === 'graphile'
-              ? runGraphileThroughput({ connectionString: dbUrl!, jobs: JOBS })
+              ? runGraphileThroughput({ connectionString: database!.url, jobs: JOBS })
               : runBullmqThroughput({ redisPort: redis!.port, jobs: JOBS }));
           console.error(
             `[run ${run}] ${NAME[peer]}: ${n(r.jobsPerSec)} jobs/s (${(r.ms / 1000).toFixed(2)} s, enqueue ` +
@@ -126,7 +113,7 @@ async function main(): Promise<void> {
       await waitQuiet(DISTURBED, QUIET_WAIT_MS);
       const { result, others } = await measured(() =>
         peer === 'graphile'
-          ? runGraphileLatency({ connectionString: dbUrl!, jobs: LATENCY_JOBS })
+          ? runGraphileLatency({ connectionString: database!.url, jobs: LATENCY_JOBS })
           : runBullmqLatency({ redisPort: redis!.port, jobs: LATENCY_JOBS }));
       latency[peer] = result;
       latencyOthers[peer] = others;
@@ -137,13 +124,7 @@ async function main(): Promise<void> {
       );
     }
   } finally {
-    if (adminUrl) {
-      const admin = new pg.Client({ connectionString: adminUrl });
-      await admin.connect().then(
-        () => admin.query(`drop database if exists ${dbName} with (force)`).finally(() => admin.end()),
-        () => {},
-      ).catch((err: Error) => console.error(`dropping ${dbName}: ${err.message}`));
-    }
+    await database?.drop().catch((err: Error) => console.error(`dropping graphile-worker's database: ${err.message}`));
     await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
     await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
   }

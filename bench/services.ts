@@ -1,7 +1,7 @@
 // The services benchmarks run against, from Debian's packages: started when missing, and installed first (as root)
-// when the package is missing too.
+// when the package is missing too; and throwaway databases on the PostgreSQL cluster.
 import { spawnSync } from 'node:child_process';
-import { startPostgres, type PostgresHandle } from '../test/support/postgres.js';
+import { startPostgres, withAdmin, type PostgresHandle } from '../test/support/postgres.js';
 import { startRedis, type RedisHandle } from './peers.js';
 
 const isRoot = (): boolean => process.getuid?.() === 0;
@@ -32,4 +32,22 @@ export async function ensurePostgres(): Promise<PostgresHandle> {
     aptInstall('postgresql', 'PostgreSQL is missing');
     return startPostgres();
   }
+}
+
+/** The server version of the PostgreSQL cluster at `adminUrl`, for a report. */
+export function postgresVersion(adminUrl: string): Promise<string> {
+  return withAdmin(adminUrl, async (c) => (await c.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0].v);
+}
+
+/**
+ * An empty database `name` on the cluster at `adminUrl` (one a run before left behind is dropped first), with its URL;
+ * `drop()` ends its open connections and removes it.
+ */
+export async function freshDatabase(adminUrl: string, name: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const drop = (): Promise<void> => withAdmin(adminUrl, async (c) => void (await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)));
+  await drop();
+  await withAdmin(adminUrl, (c) => c.query(`CREATE DATABASE ${name}`));
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop };
 }

@@ -15,7 +15,7 @@ import pg from 'pg';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { PostgresHandle } from '../test/support/postgres.js';
-import { ensurePostgres, ensureRedis } from './services.js';
+import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
 import { ROOT, api, quantile, sleep, startExecutor, startServer, tempDir, writeSection, type Proc, flag, opt, num } from './lib.js';
 import { describeMachine, undisturbed } from './machine.js';
 import {
@@ -120,22 +120,6 @@ async function lastFinishedAt(dataDir: string, dbUrl: string | undefined): Promi
   }
 }
 
-async function withAdmin<T>(adminUrl: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: adminUrl });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
-function databaseUrl(adminUrl: string, name: string): string {
-  const u = new URL(adminUrl);
-  u.pathname = `/${name}`;
-  return u.toString();
-}
-
 let databases = 0;
 
 /**
@@ -174,13 +158,8 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
   const steps = subject.endsWith('-true') ? [{ run: 'true' }] : [];
   const dataDir = await tempDir('throughput');
   const workDir = await tempDir('throughput-work');
-  let dbName: string | undefined;
-  let dbUrl: string | undefined;
-  if (postgres) {
-    dbName = `bench_throughput_${process.pid}_${++databases}`;
-    await withAdmin(adminUrl!, (c) => c.query(`CREATE DATABASE ${dbName}`));
-    dbUrl = databaseUrl(adminUrl!, dbName);
-  }
+  const database = postgres ? await freshDatabase(adminUrl!, `bench_throughput_${process.pid}_${++databases}`) : undefined;
+  const dbUrl = database?.url;
   let server: Proc | undefined;
   const executors: Proc[] = [];
   try {
@@ -225,7 +204,7 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
   } finally {
     await Promise.all(executors.map((e) => e.stop()));
     await server?.stop();
-    if (dbName) await withAdmin(adminUrl!, (c) => c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`)).catch(() => {});
+    await database?.drop().catch(() => {});
   }
 }
 
@@ -233,7 +212,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   let pgHandle: PostgresHandle | undefined;
   let redis: RedisHandle | undefined;
-  const graphileDb = `bench_throughput_graphile_${process.pid}`;
+  let graphileDb: Awaited<ReturnType<typeof freshDatabase>> | undefined;
   const runs = new Map<Subject, Run[]>(SUBJECTS.map((s) => [s, []]));
   let versions = '';
   try {
@@ -241,13 +220,12 @@ async function main(): Promise<void> {
     if (needPostgres) pgHandle = await ensurePostgres();
     const adminUrl = pgHandle?.url;
     if (SUBJECTS.includes('graphile')) {
-      await withAdmin(adminUrl!, (c) => c.query(`CREATE DATABASE ${graphileDb}`));
-      await prepareGraphile(databaseUrl(adminUrl!, graphileDb));
+      graphileDb = await freshDatabase(adminUrl!, `bench_throughput_graphile_${process.pid}`);
+      await prepareGraphile(graphileDb.url);
     }
     if (SUBJECTS.includes('bullmq')) redis = await ensureRedis();
-    const postgresVersion = adminUrl ? await withAdmin(adminUrl, async (c) => (await c.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0].v) : '–';
     versions =
-      `Node ${process.version}; Dockhand ${DOCKHAND_VERSION}; PostgreSQL ${postgresVersion}; Redis ${redis?.version ?? '–'}; ` +
+      `Node ${process.version}; Dockhand ${DOCKHAND_VERSION}; PostgreSQL ${adminUrl ? await postgresVersion(adminUrl) : '–'}; Redis ${redis?.version ?? '–'}; ` +
       `graphile-worker ${packageVersion('graphile-worker')}; BullMQ ${packageVersion('bullmq')} with ioredis ${packageVersion('ioredis')}`;
     console.error(`${describeMachine()}; ${versions}`);
     console.error(`${n(JOBS)} jobs × ${RUNS} runs: ${SUBJECTS.join(', ')}`);
@@ -259,7 +237,7 @@ async function main(): Promise<void> {
         const { result, others, tries } = await undisturbed(
           () =>
             subject === 'graphile'
-              ? runGraphileThroughput({ connectionString: databaseUrl(adminUrl!, graphileDb), jobs: JOBS })
+              ? runGraphileThroughput({ connectionString: graphileDb!.url, jobs: JOBS })
               : subject === 'bullmq'
                 ? runBullmqThroughput({ redisPort: redis!.port, jobs: JOBS })
                 : subject === 'spawn'
@@ -275,9 +253,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    if (pgHandle && SUBJECTS.includes('graphile')) {
-      await withAdmin(pgHandle.url, (c) => c.query(`DROP DATABASE IF EXISTS ${graphileDb} WITH (FORCE)`)).catch(() => {});
-    }
+    await graphileDb?.drop().catch(() => {});
     await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
     await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
   }

@@ -290,7 +290,8 @@ function databaseName(prefix: string): string {
   return `${p}_${process.pid}_${++dbCounter}_${randomBytes(4).toString('hex')}`.slice(0, 63);
 }
 
-async function withAdmin<T>(adminUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** Runs `fn` on a connection of its own to `adminUrl`, closed afterwards. */
+export async function withAdmin<T>(adminUrl: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: adminUrl });
   await client.connect();
   try {
