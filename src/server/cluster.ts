@@ -36,16 +36,18 @@ export async function relayEvents(store: Store, events: EventBus, log: Pick<Fast
   // that changes hundreds of jobs costs a few notifications, not one per job.
   let pending = new Map<string, BusEvent>();
   const flush = (): void => {
-    const batch = [...pending.values()];
+    // Keyed by its JSON: the key's length is the event's size in the payload.
+    const batch = [...pending];
     pending = new Map();
     for (let start = 0; start < batch.length; ) {
       const events: BusEvent[] = [];
       let bytes = 64 + origin.length;
       while (start < batch.length) {
-        const size = JSON.stringify(batch[start]).length + 1;
-        if (events.length && bytes + size > MAX_NOTIFY_BYTES) break;
-        events.push(batch[start++]);
-        bytes += size;
+        const [json, event] = batch[start];
+        if (events.length && bytes + json.length + 1 > MAX_NOTIFY_BYTES) break;
+        events.push(event);
+        bytes += json.length + 1;
+        start++;
       }
       notify(JSON.stringify({ origin, events })).then(
         () => (warned = false),

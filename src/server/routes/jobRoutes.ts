@@ -8,7 +8,7 @@ import { JOB_STATES, isTerminal } from '../../core/jobState.js';
 import { executorCompatibility } from '../../core/compatibility.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import { VERSION } from '../../core/version.js';
-import type { JobRecord, LogChunk, LogEntryRecord, NewJob, Store } from '../../store/store.js';
+import type { ExecutorRecord, JobRecord, LogChunk, LogEntryRecord, NewJob, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { requireNamespaceExists, type Principal } from '../access.js';
 import { HttpError, LARGE_BODY_LIMIT, badRequest, defineRoute, heldRequestSignal, parseId, principal, type RouteDef } from '../http.js';
@@ -104,10 +104,10 @@ async function* logsBody(store: Store, jobId: number, attempt: number): AsyncGen
 const LIMITS_WINDOW_MS = 10 * 60_000;
 
 /** A job that asks for more CPU or memory than any executor of its queue allows would only fail later: say so now. */
-async function refuseUnrunnable(store: Store, spec: JobSpec, fieldPrefix: string): Promise<void> {
+async function refuseUnrunnable(lookups: Lookups, spec: JobSpec, fieldPrefix: string): Promise<void> {
   if (!spec.resources) return;
   const since = Date.now() - LIMITS_WINDOW_MS;
-  const executors = (await store.listExecutors()).filter((e) => e.lastSeenAt >= since && e.queues.includes(spec.queue));
+  const executors = (await lookups.executors()).filter((e) => e.lastSeenAt >= since && e.queues.includes(spec.queue));
   const limits = loosestLimits(executors);
   if (!limits) return;
   const issues = resourceIssues(spec.resources, limits, `the executors of queue "${spec.queue}"`);
@@ -121,23 +121,34 @@ const submitBatch = z.strictObject({
   jobs: z.array(jobSpec).min(1, 'name at least one job').max(MAX_SUBMIT_BATCH, `at most ${MAX_SUBMIT_BATCH} jobs per request; send more requests`),
 });
 
+/** What one submit request looks up in the store, each once however many jobs it carries. */
+interface Lookups {
+  /** Namespaces found to exist. */
+  namespaces: Set<string>;
+  executors(): Promise<ExecutorRecord[]>;
+}
+
+function lookupsFor(store: Store): Lookups {
+  let executors: Promise<ExecutorRecord[]> | undefined;
+  return { namespaces: new Set(), executors: () => (executors ??= store.listExecutors()) };
+}
+
 /**
  * A submitted spec as the store takes it: in the submitter's own namespace unless it names another of theirs, which
  * must exist, with its secrets present and its resources within what the queue's executors allow. `fieldPrefix`
  * places errors in a batch ("jobs[3].").
  */
 async function prepareSubmission(
-  ctx: ServerContext, me: Principal, body: z.output<typeof jobSpec>, fieldPrefix: string, existing = new Set<string>(),
+  ctx: ServerContext, me: Principal, body: z.output<typeof jobSpec>, fieldPrefix: string, lookups: Lookups,
 ): Promise<NewJob> {
   const { store, secrets } = ctx;
   const { dockerAuthConfig, ...given } = body;
   const spec = { ...given, namespace: given.namespace ?? `user:${me.name}` };
   me.requireNamespace(spec.namespace, `${fieldPrefix}namespace`);
-  // `existing`: namespaces this request already found, so a batch looks each one up once.
-  if (!existing.has(spec.namespace)) await requireNamespaceExists(store.accounts, spec.namespace, `${fieldPrefix}namespace`);
-  existing.add(spec.namespace);
+  if (!lookups.namespaces.has(spec.namespace)) await requireNamespaceExists(store.accounts, spec.namespace, `${fieldPrefix}namespace`);
+  lookups.namespaces.add(spec.namespace);
   await requireSecrets(secrets, spec.namespace, spec.secrets ?? [], fieldPrefix);
-  await refuseUnrunnable(store, spec, fieldPrefix);
+  await refuseUnrunnable(lookups, spec, fieldPrefix);
   return {
     spec,
     dockerAuthConfig: dockerAuthConfig && secrets.sealJobCredentials(JSON.stringify(dockerAuthConfig)),
@@ -153,7 +164,7 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       bodyLimit: LARGE_BODY_LIMIT,
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
       async handler({ body, reply, auth }) {
-        const { spec, ...extra } = await prepareSubmission(ctx, principal(auth), body, '');
+        const { spec, ...extra } = await prepareSubmission(ctx, principal(auth), body, '', lookupsFor(store));
         const job = await store.enqueue(spec, Date.now(), extra);
         events.queueChanged(job.queue);
         return reply.code(201).send({ job });
@@ -167,9 +178,9 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       async handler({ body, reply, auth }) {
         const me = principal(auth);
         const jobs: NewJob[] = [];
-        const existing = new Set<string>();
+        const lookups = lookupsFor(store);
         // Every job is checked before any is stored: one bad job refuses the request, naming it (jobs[i].field).
-        for (const [i, spec] of body.jobs.entries()) jobs.push(await prepareSubmission(ctx, me, spec, `jobs[${i}].`, existing));
+        for (const [i, spec] of body.jobs.entries()) jobs.push(await prepareSubmission(ctx, me, spec, `jobs[${i}].`, lookups));
         const queued = await store.enqueueMany(jobs, Date.now());
         for (const queue of new Set(queued.map((j) => j.queue))) events.queueChanged(queue);
         return reply.code(201).send({ jobs: queued });

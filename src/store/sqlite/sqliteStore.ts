@@ -201,16 +201,17 @@ export class SqliteStore implements Store {
   }
 
   async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
+    return this.attemptByToken(tokenHash);
+  }
+
+  async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
+    return tokenHashes.map((hash) => this.attemptByToken(hash));
+  }
+
+  private attemptByToken(tokenHash: string): AttemptRecord | undefined {
     const row = this.stmt('SELECT * FROM job_attempts WHERE token_hash = ?').get(tokenHash) as AttemptRow | undefined;
     return row && toAttempt(row);
   }
-  async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
-    return tokenHashes.map((hash) => {
-      const row = this.stmt('SELECT * FROM job_attempts WHERE token_hash = ?').get(hash) as AttemptRow | undefined;
-      return row && toAttempt(row);
-    });
-  }
-
 
   async finish(request: FinishRequest): Promise<FinishResult> {
     return this.db.transaction(() => this.finishNow(request)).immediate();
