@@ -171,6 +171,15 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     }
     const status = err.statusCode ?? 500;
     if (status < 500) return reply.code(status).send({ error: err.message || `request refused (HTTP ${status})`, code: err.code });
+    // The database refused a write (disk full, read-only) or is out of reach: a 503 that says so, not a 500. Each
+    // write is one transaction, so nothing of the request was kept; the caller can send it again.
+    const fault = ctx.storage.noteError(err);
+    if (fault) {
+      return reply.code(503).header('retry-after', '5').send({
+        error: `the database cannot take this request now (${fault.kind}); nothing was changed, try again later. GET /healthz says when it recovers.`,
+        code: 'STORAGE_UNAVAILABLE', storage: fault.kind,
+      });
+    }
     req.log.error({ err, url: req.url, method: req.method }, 'request failed');
     return reply.code(500).send({ error: 'internal server error; the server log has details' });
   });

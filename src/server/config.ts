@@ -3,9 +3,12 @@ import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { z } from 'zod';
-import { ConfigError, envDuration, envInt, readEnv } from '../core/envConfig.js';
+import { ConfigError, envDuration, envInt, envSize, readEnv } from '../core/envConfig.js';
 import { DEFAULT_AUTH_FAILURE_LIMIT, DEFAULT_AUTH_FAILURE_WINDOW_MS } from './authLimiter.js';
 import { MIN_EXECUTOR_TOKEN_LENGTH } from '../core/tokens.js';
+
+/** Room for the logs and results of the jobs already running when new work stops being taken. */
+export const DEFAULT_MIN_FREE_DISK = 64 * 1024 * 1024;
 
 export interface ServerConfig {
   host: string;
@@ -20,6 +23,8 @@ export interface ServerConfig {
   stalledJobTimeoutMs: number;
   maxJobResets: number;
   retryBackoffMs: number;
+  /** SQLite: below this many free bytes in dataDir the server takes no new work (DOCKHAND_MIN_FREE_DISK; 0: never). */
+  minFreeDiskBytes: number;
   logLevel: string;
   /** HTTPS instead of HTTP, from --tls-cert/--tls-key (DOCKHAND_TLS_CERT/DOCKHAND_TLS_KEY). */
   tls?: TlsFiles;
@@ -140,6 +145,7 @@ export function loadServerConfig(
     stalledJobTimeoutMs: readEnv(env, 'DOCKHAND_STALLED_JOB_TIMEOUT', envDuration('DOCKHAND_STALLED_JOB_TIMEOUT', { min: 200 }), 25_000),
     maxJobResets: readEnv(env, 'DOCKHAND_MAX_JOB_RESETS', envInt('DOCKHAND_MAX_JOB_RESETS', 0, 100), 3),
     retryBackoffMs: readEnv(env, 'DOCKHAND_RETRY_BACKOFF', envDuration('DOCKHAND_RETRY_BACKOFF', { min: 10 }), 5_000),
+    minFreeDiskBytes: readEnv(env, 'DOCKHAND_MIN_FREE_DISK', envSize('DOCKHAND_MIN_FREE_DISK'), DEFAULT_MIN_FREE_DISK),
     logLevel: readEnv(env, 'DOCKHAND_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
     tls: loadTls(flags, env),
     authFailureLimit: readEnv(env, 'DOCKHAND_AUTH_FAILURE_LIMIT', envInt('DOCKHAND_AUTH_FAILURE_LIMIT', 0, 1_000_000), DEFAULT_AUTH_FAILURE_LIMIT),

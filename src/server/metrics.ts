@@ -11,6 +11,7 @@ export class ServerMetrics {
   readonly queueWait: Histogram<'queue'>;
   readonly dequeueWait: Histogram<'result'>;
   readonly resets: Counter<'queue'>;
+  readonly storageHealthy: Gauge;
 
   constructor(store: Store) {
     const registers = [this.registry];
@@ -53,6 +54,9 @@ export class ServerMetrics {
     this.dequeueWait = new Histogram({
       name: 'dockhand_dequeue_wait_seconds', help: 'How long dequeue requests were held, by result (job or empty)',
       labelNames: ['result'], registers, buckets: [0.001, 0.01, 0.1, 1, 5, 10, 20, 30],
+    });
+    this.storageHealthy = new Gauge({
+      name: 'dockhand_storage_healthy', help: '1 while the database takes writes; 0 while new work is refused (see /healthz for why)', registers,
     });
     this.resets = new Counter({
       name: 'dockhand_job_resets_total', help: 'Jobs queued again because their executor stopped heartbeating',

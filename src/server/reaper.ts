@@ -13,6 +13,11 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
     if (running) return;
     running = true;
     try {
+      // Heartbeats may not have been stored meanwhile: no sweep until the database takes writes again.
+      if (ctx.storage.current) {
+        databaseFailed = true;
+        return;
+      }
       if (databaseFailed) {
         notBefore = Date.now();
         databaseFailed = false;

@@ -4,7 +4,7 @@ import pino from 'pino';
 import { logRedact } from '../core/logRedact.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
 import { PostgresStore } from '../store/postgres/postgresStore.js';
-import { SqliteStore } from '../store/sqlite/sqliteStore.js';
+import { SqliteStore, sqliteFault } from '../store/sqlite/sqliteStore.js';
 import type { Accounts, UserRecord } from '../store/accounts.js';
 import type { Store } from '../store/store.js';
 import { buildApp } from './app.js';
@@ -13,6 +13,7 @@ import { CLUSTER_FALLBACK_POLL_MS, relayEvents } from './cluster.js';
 import { EventBus } from './events.js';
 import { ServerMetrics } from './metrics.js';
 import { startReaper } from './reaper.js';
+import { StorageHealth, unwritableReason } from './storageHealth.js';
 import { Keyring } from './secrets/keyring.js';
 import { Secrets } from './secrets/secrets.js';
 import { ConfigError } from '../core/envConfig.js';
@@ -60,9 +61,30 @@ export function describeStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUr
 
 /** The configured database (PostgreSQL when a URL is set, else SQLite in the data directory), migrated. */
 export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): Promise<Store> {
-  const store: Store = config.databaseUrl ? new PostgresStore(config.databaseUrl) : new SqliteStore(path.join(config.dataDir, 'dockhand.db'));
-  await store.migrate();
-  return store;
+  if (config.databaseUrl) {
+    const store = new PostgresStore(config.databaseUrl);
+    await store.migrate();
+    return store;
+  }
+  const file = path.join(config.dataDir, 'dockhand.db');
+  let store: SqliteStore | undefined;
+  try {
+    store = new SqliteStore(file);
+    await store.migrate();
+    // SQLite opens a file it may not write as read-only without a word: learn it now, not at the first request.
+    await store.probeWrite(Date.now());
+    return store;
+  } catch (err) {
+    await store?.close().catch(() => undefined);
+    const fault = sqliteFault(err);
+    if (!fault) throw err;
+    // Starting on a database that cannot be written would only refuse every request: say why, and stop.
+    const readOnly = unwritableReason(config.dataDir);
+    throw new ConfigError(
+      `cannot open the database ${file} for writing (${fault.detail})${readOnly ? `: the data directory ${config.dataDir} ${readOnly}` : ''}. ` +
+        'Give --data-dir (DOCKHAND_DATA_DIR) a writable directory on a disk with free space.',
+    );
+  }
 }
 
 export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact })): Promise<RunningServer> {
@@ -80,7 +102,12 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
   const events = new EventBus(store.listen ? { maxWaitMs: CLUSTER_FALLBACK_POLL_MS } : {});
   const relay = await relayEvents(store, events, logger);
   const metrics = new ServerMetrics(store);
-  const { app } = buildApp({ store, events, metrics, secrets, config }, logger, {
+  const storage = new StorageHealth({
+    store, log: logger, dataDir: config.databaseUrl ? undefined : config.dataDir, minFreeBytes: config.minFreeDiskBytes, gauge: metrics.storageHealthy,
+  });
+  await storage.check();
+  storage.start();
+  const { app } = buildApp({ store, events, metrics, secrets, storage, config }, logger, {
     https: config.tls && { cert: config.tls.cert, key: config.tls.key },
     trustProxy: config.trustProxy,
     authFailures: { limit: config.authFailureLimit, windowMs: config.authFailureWindowMs },
@@ -89,7 +116,7 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const reaper = startReaper({ store, events, metrics, secrets, config, log: logger }, Date.now());
+  const reaper = startReaper({ store, events, metrics, secrets, storage, config, log: logger }, Date.now());
   logger.info({ port, store: store.kind, where: describeStore(config), tls: Boolean(config.tls) }, 'dockhand server listening');
   return {
     url: `${config.tls ? 'https' : 'http'}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
@@ -98,6 +125,7 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
     bootstrapToken,
     async close() {
       reaper.stop();
+      storage.stop();
       // Held requests end at once (preClose); others get a moment. Connections a client opened without sending a
       // request yet would otherwise keep the server up until the headers timeout.
       const force = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);

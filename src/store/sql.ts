@@ -3,6 +3,7 @@
 // booleans are bound as 1/0, the way both schemas store them.
 import type Database from 'better-sqlite3';
 import type pg from 'pg';
+import { postgresFault } from './postgres/faults.js';
 
 export interface Sql {
   all<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
@@ -71,17 +72,21 @@ export async function pgTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient
   // ones, and an unheard 'error' would end the process. The failed query is what reports it.
   const ignore = (): void => undefined;
   client.on('error', ignore);
+  let fault: Error | undefined;
   try {
     await client.query('BEGIN');
     const value = await fn(client);
     await client.query('COMMIT');
     return value;
   } catch (err) {
+    // A connection that met a storage fault is not reused: after a failover, one still open to the old primary
+    // would go on answering "read-only transaction" however healthy the new one is.
+    if (postgresFault(err)) fault = err as Error;
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
     client.off('error', ignore);
-    client.release();
+    client.release(fault);
   }
 }
 

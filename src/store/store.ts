@@ -168,12 +168,22 @@ export interface StallResult {
   failed: JobRecord[];
 }
 
+/** A database that cannot take writes; `detail` is the driver's message, for operators. */
+export interface StorageFault {
+  kind: 'disk-full' | 'read-only' | 'io-error' | 'unreachable';
+  detail: string;
+}
+
 export interface Store {
   readonly kind: string;
   migrate(): Promise<void>;
   close(): Promise<void>;
   /** Throws when the database cannot be reached or written. */
   ping(): Promise<void>;
+  /** Writes one small row, so a database that can be read but not written (disk full, read-only) shows itself. */
+  probeWrite(now: number): Promise<void>;
+  /** What an error from this store says about its storage, when it is a storage fault rather than a bug or bad input. */
+  storageFault(err: unknown): StorageFault | undefined;
 
   /** Users, organizations, API tokens and executor secrets. */
   readonly accounts: Accounts;

@@ -28,6 +28,7 @@ import type { RouteDef } from '../../src/server/http.js';
 import { ServerMetrics } from '../../src/server/metrics.js';
 import { Keyring } from '../../src/server/secrets/keyring.js';
 import { Secrets } from '../../src/server/secrets/secrets.js';
+import { StorageHealth } from '../../src/server/storageHealth.js';
 import { bootstrapAdminUser } from '../../src/server/server.js';
 import { yamlNestingProblem } from '../../src/server/yamlBody.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
@@ -94,7 +95,7 @@ export async function createFuzzTarget(): Promise<FuzzTarget> {
   });
   const logger = pino({ level: 'warn', ...logRedact }, sink);
   const config = { executorsAccessToken: FUZZ_EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
-  const { app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, config }, logger, {
+  const { app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log: logger, minFreeBytes: 0 }), config }, logger, {
     // The production limit, with a short window so that blocked addresses come back within the run.
     authFailures: { limit: 30, windowMs: 2_000 },
   });

@@ -76,6 +76,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await expect(store.ping()).resolves.toBeUndefined();
       });
 
+      it('takes a probe write, again and again, and tells storage faults from other errors', async () => {
+        await store.probeWrite(T0);
+        await store.probeWrite(T0 + 1);
+        // A refused statement is the caller's business, not the storage's.
+        const refused = await store.accounts.addMember(999_999, 999_999, T0).then(() => undefined, (err: unknown) => err);
+        expect(refused, 'a membership of no org must be refused').toBeInstanceOf(Error);
+        expect(store.storageFault(refused)).toBeUndefined();
+        expect(store.storageFault(new Error('boom'))).toBeUndefined();
+        expect(store.storageFault(undefined)).toBeUndefined();
+      });
+
       it('can be migrated again without harm', async () => {
         const job = await enqueue();
         await store.migrate();

@@ -1,4 +1,5 @@
 import { afterAll, describe, it, expect } from 'vitest';
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,6 +70,38 @@ describe('SqliteStore upgrade to users', () => {
     const found = await store.accounts.findToken('h-old-2', 1_000);
     expect(found?.user).toEqual({ id: expect.any(Number), name: 'admin', siteAdmin: true, createdAt: 500 });
     expect((await store.accounts.listTokens()).map((t) => [t.name, t.user])).toEqual([['admin', 'admin'], ['ci', 'admin']]);
+    await store.close();
+  });
+});
+
+describe('SQLite storage faults', () => {
+  it('a full database and a read-only one are told apart from other errors', async () => {
+    const store = await freshStore();
+    const file = path.join(root, `db-${counter}`, 'dockhand.db');
+    // The page limit makes SQLite answer exactly as on a full disk.
+    const capped = new Database(file);
+    const pages = capped.pragma('page_count', { simple: true }) as number;
+    capped.pragma(`max_page_count = ${pages}`);
+    const full = (() => {
+      try {
+        capped.exec(`INSERT INTO storage_probe (id, written_at) SELECT value, 0 FROM json_each('[${Array.from({ length: 5000 }, (_, i) => i + 10).join(',')}]')`);
+      } catch (err) {
+        return err;
+      }
+    })();
+    capped.close();
+    expect(store.storageFault(full)).toEqual({ kind: 'disk-full', detail: 'SQLITE_FULL: database or disk is full' });
+
+    const readOnly = new Database(file, { readonly: true });
+    const refused = (() => {
+      try {
+        readOnly.exec('INSERT INTO storage_probe (id, written_at) VALUES (2, 0)');
+      } catch (err) {
+        return err;
+      }
+    })();
+    readOnly.close();
+    expect(store.storageFault(refused)).toMatchObject({ kind: 'read-only', detail: expect.stringMatching(/^SQLITE_READONLY/) });
     await store.close();
   });
 });

@@ -10,6 +10,7 @@ import type { RouteDef } from '../../src/server/http.js';
 import { ServerMetrics } from '../../src/server/metrics.js';
 import { Keyring, generateKey } from '../../src/server/secrets/keyring.js';
 import { Secrets } from '../../src/server/secrets/secrets.js';
+import { StorageHealth } from '../../src/server/storageHealth.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
 import { ADMIN_TOKEN, EXECUTORS_TOKEN, tempDir } from './processes.js';
 
@@ -29,8 +30,11 @@ export async function inProcessServer(): Promise<InProcessServer> {
   const admin = (await store.accounts.createUser('admin', true, Date.now()))!;
   await store.accounts.createToken(admin.id, 'admin', hashToken(ADMIN_TOKEN), Date.now());
   const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, ''));
+  const log = pino({ level: 'silent' });
   const config = { executorsAccessToken: EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
-  const { app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, config }, pino({ level: 'silent' }));
+  const { app, routes } = buildApp(
+    { store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log, minFreeBytes: 0 }), config }, log,
+  );
   await app.ready();
   return {
     app, routes, store, secrets,

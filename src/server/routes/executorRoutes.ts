@@ -154,6 +154,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const closed = heldRequestSignal(reply, ctx.closing);
         /** Claims up to `count` ready jobs as new attempts; none when none is ready. Jobs whose secrets fail are skipped. */
         const claim = async (count: number): Promise<{ ready: boolean; jobs: DequeuedJob[] }> => {
+          ctx.storage.refuseNewWork();
           const tokens = Array.from({ length: count }, () => newToken(JOB_TOKEN_PREFIX));
           const now = Date.now();
           const claimed = await store.dequeueMany({

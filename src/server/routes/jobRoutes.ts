@@ -164,6 +164,7 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       bodyLimit: LARGE_BODY_LIMIT,
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
       async handler({ body, reply, auth }) {
+        ctx.storage.refuseNewWork();
         const { spec, ...extra } = await prepareSubmission(ctx, principal(auth), body, '', lookupsFor(store));
         const job = await store.enqueue(spec, Date.now(), extra);
         events.queueChanged(job.queue);
@@ -176,6 +177,7 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       summary: `Submit up to ${MAX_SUBMIT_BATCH} jobs at once, all or none (JSON or YAML: { jobs: [spec, ...] })`,
       response: '{ jobs }: the queued jobs, in the order given', status: 201,
       async handler({ body, reply, auth }) {
+        ctx.storage.refuseNewWork();
         const me = principal(auth);
         const jobs: NewJob[] = [];
         const lookups = lookupsFor(store);
@@ -242,6 +244,7 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       async handler({ params, auth }) {
         const current = await requireJob(store, params.id, principal(auth));
         if (!isTerminal(current.state)) throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
+        ctx.storage.refuseNewWork();
         const job = (await store.retry(current.id, Date.now()))!;
         events.queueChanged(job.queue);
         events.jobChanged(job.id);

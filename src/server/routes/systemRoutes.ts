@@ -6,8 +6,10 @@ import type { ServerContext } from '../context.js';
 export function systemRoutes(ctx: ServerContext, openApi: () => unknown): RouteDef<any, any>[] {
   return [
     defineRoute({
-      method: 'GET', url: '/healthz', auth: 'public', summary: 'Health: 200 when the database answers, 503 otherwise',
+      method: 'GET', url: '/healthz', auth: 'public', summary: 'Health: 200 when the database answers and takes writes, 503 with the reason otherwise',
       async handler({ reply }) {
+        const problem = ctx.storage.current;
+        if (problem) return reply.code(503).send({ status: 'unhealthy', reason: problem.reason, storage: problem.kind, since: new Date(problem.since).toISOString() });
         try {
           await ctx.store.ping();
           return { status: 'ok', version: VERSION, store: ctx.store.kind };

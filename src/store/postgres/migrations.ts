@@ -171,4 +171,11 @@ UPDATE api_tokens SET user_id = (SELECT id FROM users WHERE name = 'admin');
 CREATE INDEX jobs_finished ON jobs (finished_at, queue, state) WHERE state IN ('completed', 'failed');
 `,
   },
+  {
+    version: 6,
+    sql: `
+-- One row the server rewrites to learn whether the database takes writes again after a disk-full or read-only fault.
+CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, written_at BIGINT NOT NULL);
+`,
+  },
 ];

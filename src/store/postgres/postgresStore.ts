@@ -9,10 +9,11 @@ import type {
   AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { QUEUE_STATS_WINDOW_MS } from '../store.js';
+import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { pgTransaction, postgresSql } from '../sql.js';
 import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
+import { postgresFault } from './faults.js';
 import { MIGRATIONS } from './migrations.js';
 
 const INT8_OID = 20;
@@ -156,6 +157,14 @@ export class PostgresStore implements Store {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  async probeWrite(now: number): Promise<void> {
+    await this.query('INSERT INTO storage_probe (id, written_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at', [now]);
+  }
+
+  storageFault(err: unknown): StorageFault | undefined {
+    return postgresFault(err);
   }
 
   async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {

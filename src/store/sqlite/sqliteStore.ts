@@ -8,7 +8,7 @@ import type {
   AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
-import { QUEUE_STATS_WINDOW_MS } from '../store.js';
+import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { sqliteSql } from '../sql.js';
 import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
@@ -34,6 +34,17 @@ JOIN jobs j ON j.id IN (
   ORDER BY available_at, id LIMIT :n)
 WHERE ns.namespace IS NOT NULL
 ORDER BY ns.namespace, j.available_at, j.id`;
+
+/** SQLite's result codes for a database that cannot take writes (extended codes start with the primary one). */
+export function sqliteFault(err: unknown): StorageFault | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return undefined;
+  const detail = `${code}: ${(err as Error).message}`;
+  if (code === 'SQLITE_FULL') return { kind: 'disk-full', detail };
+  if (code.startsWith('SQLITE_READONLY')) return { kind: 'read-only', detail };
+  if (code.startsWith('SQLITE_IOERR') || code.startsWith('SQLITE_CANTOPEN') || code === 'SQLITE_CORRUPT') return { kind: 'io-error', detail };
+  return undefined;
+}
 
 /**
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
@@ -84,6 +95,14 @@ export class SqliteStore implements Store {
 
   async ping(): Promise<void> {
     this.stmt('SELECT 1').get();
+  }
+
+  async probeWrite(now: number): Promise<void> {
+    this.stmt('INSERT INTO storage_probe (id, written_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at').run(now);
+  }
+
+  storageFault(err: unknown): StorageFault | undefined {
+    return sqliteFault(err);
   }
 
   async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
