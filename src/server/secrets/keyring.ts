@@ -6,7 +6,7 @@
 // ciphertext names the key that made it ("dh1:<key id>:<base64 nonce|tag|ciphertext>"), so old keys keep
 // opening old values until `dockhand secret rotate-key` has re-encrypted them.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../../core/envConfig.js';
 
@@ -161,10 +161,25 @@ export function readKeyFile(file: string): Buffer[] {
   return lines.map((line, i) => parseKey(line, `${file} (line ${i + 1})`));
 }
 
-/** Writes the key file whole or not at all (a crash leaves the old one). */
+/**
+ * Writes the key file whole or not at all (a crash leaves the old one), and on the disk before returning: without
+ * the syncs, a machine that fails soon after can come back with an empty key file and every secret lost with it.
+ */
 export function writeKeyFile(file: string, keys: string[]): void {
   const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, `# Dockhand encryption keys: the first one encrypts. Keep this file; without it secrets are lost.\n${keys.join('\n')}\n`, { mode: 0o600 });
+  const fd = openSync(temp, 'w', 0o600);
+  try {
+    writeFileSync(fd, `# Dockhand encryption keys: the first one encrypts. Keep this file; without it secrets are lost.\n${keys.join('\n')}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   chmodSync(temp, 0o600);
   renameSync(temp, file);
+  const dir = openSync(path.dirname(file), 'r');
+  try {
+    fsyncSync(dir);
+  } finally {
+    closeSync(dir);
+  }
 }
