@@ -1,0 +1,233 @@
+// The database's disk fills up or turns read-only under a running server. The server must say so on /healthz (503,
+// with a reason an operator can act on), refuse new work rather than half-store it, keep the executors' results
+// waiting (they resend what is refused), reset no job whose heartbeats it could not store, and pick up again when the
+// disk has room or is writable again, with nothing lost and the database intact.
+import Database from 'better-sqlite3';
+import { existsSync, writeFileSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TestClient } from '../support/api.js';
+import { mountExt4, mountTmpfs } from '../support/disks.js';
+import { createTestDatabase, withAdmin } from '../support/postgres.js';
+import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
+import { until } from '../support/wait.js';
+import { inject } from 'vitest';
+
+let cleanup: (() => Promise<void>)[] = [];
+
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+  cleanup = [];
+});
+
+const MiB = 1024 * 1024;
+
+interface Health {
+  status: number;
+  body: { status: string; reason?: string; storage?: string };
+}
+
+async function health(server: ServerHandle): Promise<Health> {
+  const answer = await fetch(`${server.url}/healthz`);
+  return { status: answer.status, body: (await answer.json()) as Health['body'] };
+}
+
+const unhealthy = (server: ServerHandle, storage: string) => async (): Promise<Health | undefined> => {
+  const h = await health(server);
+  return h.status === 503 && h.body.storage === storage ? h : undefined;
+};
+
+const healthy = (server: ServerHandle) => async (): Promise<boolean> => (await health(server)).status === 200;
+
+/** A step that waits for its gate file, so the test decides when it ends. */
+function gatedStep(dir: string): { key: string; run: string } {
+  return {
+    key: 'gated',
+    run: `touch ${dir}/running-$DOCKHAND_JOB_ID\nwhile [ ! -f ${dir}/gate-$DOCKHAND_JOB_ID ]; do sleep 0.05; done\necho "job $DOCKHAND_JOB_ID done"`,
+  };
+}
+
+/** New work is refused with a 503 that says why, and nothing is stored. */
+async function expectNewWorkRefused(client: TestClient, storage: string): Promise<void> {
+  const before = (await client.call('GET', '/jobs?queue=disk')).body.jobs.length;
+  const refused = await client.call('POST', '/jobs', { queue: 'disk', steps: [{ run: 'true' }] });
+  expect(refused.status, JSON.stringify(refused.body)).toBe(503);
+  expect(refused.body.code).toBe('STORAGE_UNAVAILABLE');
+  expect(refused.body.storage).toBe(storage);
+  expect(refused.body.error).toMatch(/takes no new work now: .+ Nothing was stored; try again once GET \/healthz answers 200/);
+  const batch = await client.call('POST', '/jobs/batch', { jobs: [{ queue: 'disk', steps: [{ run: 'true' }] }] });
+  expect(batch.status).toBe(503);
+  expect((await client.call('GET', '/jobs?queue=disk')).body.jobs.length).toBe(before);
+}
+
+function integrityOf(file: string): string {
+  const db = new Database(file, { readonly: true });
+  try {
+    return db.pragma('integrity_check', { simple: true }) as string;
+  } finally {
+    db.close();
+  }
+}
+
+describe('the SQLite data directory runs out of space', () => {
+  it('a full disk: writes fail cleanly, new work is refused, the running job waits and then finishes whole when space returns', { timeout: 180_000 }, async () => {
+    const disk = await mountTmpfs(6 * MiB);
+    cleanup.push(() => disk.unmount());
+    // No free-space margin: the database itself meets the full disk.
+    const server = await startServer({ name: 'diskfull-server', dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
+    cleanup.push(() => server.stop());
+    const executor = await startExecutor(server.url, { name: 'diskfull-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
+    cleanup.push(() => executor.stop());
+    const client = new TestClient(server.url);
+
+    // 20,000 numbered lines of 500 bytes: 10 MB of log, more than the disk holds.
+    const LINES = 20_000;
+    const job = await client.submit({
+      queue: 'disk', steps: [{ key: 'flood', run: `seq 1 ${LINES} | awk '{ printf "%06d %0493d\\n", $1, 0 }'` }],
+    });
+    const full = await until('the server reports the disk full', unhealthy(server, 'disk-full'), 60_000, 100);
+    expect(full.body.reason).toMatch(/the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
+    await expectNewWorkRefused(client, 'disk-full');
+    // Well past the stall timeout: the job's heartbeats could not be stored, which is no reason to reset it.
+    await new Promise((r) => setTimeout(r, 5_000));
+    expect((await client.job(job.id)).job.state).toBe('processing');
+
+    await disk.resize(64 * MiB);
+    await until('the server is healthy again', healthy(server), 30_000, 100);
+    await client.waitForState(job.id, 'completed', 60_000);
+    const { attempts } = await client.job(job.id);
+    expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
+    const out = (await client.logs(job.id)).entries[0].out.split('\n').filter(Boolean);
+    expect(out.length).toBe(LINES);
+    out.forEach((line, i) => expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`));
+
+    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+    await client.waitForState(after.id, 'completed', 30_000);
+    await server.stop();
+    expect(integrityOf(path.join(disk.dir, 'dockhand.db'))).toBe('ok');
+  });
+
+  it('under DOCKHAND_MIN_FREE_DISK: no new work is taken or handed out, running jobs finish, and work resumes when space is freed', { timeout: 120_000 }, async () => {
+    const disk = await mountTmpfs(32 * MiB);
+    cleanup.push(() => disk.unmount());
+    const server = await startServer({ name: 'lowdisk-server', dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '16M' } });
+    cleanup.push(() => server.stop());
+    const executor = await startExecutor(server.url, { name: 'lowdisk-executor', queues: ['disk'], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1' } });
+    cleanup.push(() => executor.stop());
+    const client = new TestClient(server.url);
+    const dir = await tempDir('lowdisk');
+
+    const running = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+    await until('the first job runs', () => existsSync(path.join(dir, `running-${running.id}`)));
+    // Waits behind the first: the executor has one slot.
+    const waiting = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+
+    const ballast = path.join(disk.dir, 'ballast');
+    await writeFile(ballast, Buffer.alloc(20 * MiB));
+    const low = await until('the server reports low disk space', unhealthy(server, 'low-disk'), 30_000, 100);
+    expect(low.body.reason).toMatch(new RegExp(`only .+ free on the disk of the data directory ${disk.dir}, under DOCKHAND_MIN_FREE_DISK \\(16Mi\\)`));
+    await expectNewWorkRefused(client, 'low-disk');
+
+    // The running job still reports; the waiting one is not handed out while space is short.
+    writeFileSync(path.join(dir, `gate-${running.id}`), '');
+    await client.waitForState(running.id, 'completed', 30_000);
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect((await client.job(waiting.id)).job.state).toBe('queued');
+
+    await rm(ballast);
+    await until('the server is healthy again', healthy(server), 30_000, 100);
+    await until('the waiting job runs', () => existsSync(path.join(dir, `running-${waiting.id}`)), 30_000);
+    writeFileSync(path.join(dir, `gate-${waiting.id}`), '');
+    await client.waitForState(waiting.id, 'completed', 30_000);
+  });
+});
+
+describe('the SQLite data directory turns read-only', () => {
+  it('the kernel remounts the disk read-only: the server says so and takes no work; after fsck and a restart, the held result lands', { timeout: 120_000 }, async () => {
+    const disk = await mountExt4(64 * MiB);
+    cleanup.push(() => disk.unmount());
+    const dataDir = path.join(disk.dir, 'data');
+    const server = await startServer({ name: 'readonly-server', dataDir, env: { DOCKHAND_STALLED_JOB_TIMEOUT: '3s', DOCKHAND_MIN_FREE_DISK: '1M' } });
+    cleanup.push(() => server.stop());
+    const executor = await startExecutor(server.url, { name: 'readonly-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
+    cleanup.push(() => executor.stop());
+    const client = new TestClient(server.url);
+    const dir = await tempDir('readonly');
+
+    const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+    await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
+    await disk.fail();
+    const broken = await until('the server reports the database unwritable', async () => {
+      const h = await health(server);
+      return h.status === 503 ? h : undefined;
+    }, 30_000, 100);
+    expect(broken.body.reason).toContain(`the data directory ${dataDir} is on a read-only file system (EROFS)`);
+    await expectNewWorkRefused(client, broken.body.storage!);
+    // The step ends; its result cannot be stored, so the executor keeps it.
+    writeFileSync(path.join(dir, `gate-${job.id}`), '');
+    await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
+
+    // What an operator does: stop the server, repair the disk, start the server again.
+    await server.stop();
+    await disk.repair();
+    await server.restart();
+    await client.waitForState(job.id, 'completed', 30_000);
+    const { attempts } = await client.job(job.id);
+    expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
+    expect((await client.logs(job.id)).entries[0].out).toBe(`stdout: job ${job.id} done\n`);
+    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+    await client.waitForState(after.id, 'completed', 30_000);
+    await server.stop();
+    expect(integrityOf(path.join(dataDir, 'dockhand.db'))).toBe('ok');
+  });
+
+  it('a server started on a read-only data directory refuses to start, saying why', { timeout: 60_000 }, async () => {
+    const disk = await mountExt4(16 * MiB);
+    cleanup.push(() => disk.unmount());
+    const dataDir = path.join(disk.dir, 'data');
+    const env = { DOCKHAND_MIN_FREE_DISK: '1M' };
+    const first = await startServer({ name: 'readonly-start-server', dataDir, env });
+    await first.stop();
+    await disk.fail();
+    await expect(startServer({ name: 'readonly-start-server', dataDir, env })).rejects.toThrow(
+      new RegExp(`cannot open the database ${dataDir}/dockhand.db for writing \\(SQLITE_\\w+: .+\\): the data directory ${dataDir} is on a read-only file system \\(EROFS\\)\\. Give --data-dir`),
+    );
+  });
+});
+
+describe('the PostgreSQL database turns read-only', () => {
+  it('after a failover to a read-only database: unhealthy with the reason, no new work, results kept; writable again, it recovers by itself', { timeout: 120_000 }, async () => {
+    const database = await createTestDatabase('readonly');
+    cleanup.push(() => database.drop());
+    const name = new URL(database.url).pathname.slice(1);
+    const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl'), (c) => c.query(sql));
+    const server = await startServer({ name: 'pg-readonly-server', env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
+    cleanup.push(() => server.stop());
+    const executor = await startExecutor(server.url, { name: 'pg-readonly-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
+    cleanup.push(() => executor.stop());
+    const client = new TestClient(server.url);
+    const dir = await tempDir('pg-readonly');
+
+    const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+    await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
+    // As after a failover to a standby: every new session is read-only, and the open ones are gone.
+    await admin(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`);
+    await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`);
+    const readOnly = await until('the server reports the database read-only', unhealthy(server, 'read-only'), 30_000, 100);
+    expect(readOnly.body.reason).toMatch(/the database cannot take writes \(read-only: 25006: cannot execute .+ in a read-only transaction\); make the database writable again/);
+    await expectNewWorkRefused(client, 'read-only');
+    writeFileSync(path.join(dir, `gate-${job.id}`), '');
+    await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect((await client.job(job.id)).job.state).toBe('processing');
+
+    // Writable again, with no restart: connections that met the fault are replaced by fresh ones.
+    await admin(`ALTER DATABASE "${name}" RESET default_transaction_read_only`);
+    await until('the server is healthy again', healthy(server), 30_000, 100);
+    await client.waitForState(job.id, 'completed', 30_000);
+    expect((await client.job(job.id)).attempts.map((a) => a.outcome)).toEqual(['completed']);
+    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+    await client.waitForState(after.id, 'completed', 30_000);
+  });
+});
