@@ -12,6 +12,7 @@ import { ChaosProxy } from '../support/chaosProxy.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
 import { startBalancer } from '../support/tcpBalancer.js';
+import { until } from '../support/wait.js';
 
 let cleanup: (() => Promise<void>)[] = [];
 
@@ -106,13 +107,6 @@ const alive = (pid: number): boolean => {
   }
 };
 
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await sleep(50);
-  }
-}
 
 describe.each(['sqlite', 'postgres'] as const)('a network cut between an executor and the server, on %s', (store) => {
   it('a short cut changes nothing; a cut past the stall timeout resets the job, and the cut-off executor stops its attempt', { timeout: 120_000 }, async () => {
