@@ -212,26 +212,34 @@ export class Agent {
     this.changed();
   }
 
+  /**
+   * Runs the job and delivers its result. The job holds its slot until the server has the result: an executor
+   * that took new jobs while results waited (a server falling behind) would pile up finished jobs that all run
+   * again if it is killed, and their logs in its memory.
+   */
   private async execute(running: RunningJob): Promise<void> {
     const { job, log } = running;
-    const flusher = setInterval(() => void this.flushLog(running), this.config.logFlushIntervalMs);
-    let report: FinalReport | undefined;
     try {
-      report = await runJob({ job, runtime: this.runtime, config: this.config, log, stop: running.stop.signal });
-    } catch (err) {
-      report = { kind: 'error', message: `the executor failed while running the job: ${(err as Error).message}` };
+      const flusher = setInterval(() => void this.flushLog(running), this.config.logFlushIntervalMs);
+      let report: FinalReport | undefined;
+      try {
+        report = await runJob({ job, runtime: this.runtime, config: this.config, log, stop: running.stop.signal });
+      } catch (err) {
+        report = { kind: 'error', message: `the executor failed while running the job: ${(err as Error).message}` };
+      } finally {
+        clearInterval(flusher);
+      }
+      if (!report || running.gone) {
+        this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
+        return;
+      }
+      // A message can quote what the job did (a git error, a runtime's reason): it is redacted like the log.
+      await this.deliver(running, report.kind === 'complete' ? report : { ...report, message: running.redactor.redact(report.message) });
     } finally {
-      clearInterval(flusher);
       this.active--;
       this.slotFreed.resolve();
       this.slotFreed = signal();
     }
-    if (!report || running.gone) {
-      this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
-      return;
-    }
-    // A message can quote what the job did (a git error, a runtime's reason): it is redacted like the log.
-    await this.deliver(running, report.kind === 'complete' ? report : { ...report, message: running.redactor.redact(report.message) });
   }
 
   private async flushLog(running: RunningJob): Promise<void> {
