@@ -1,7 +1,8 @@
 // Every benchmark, one after another (they share the machine, so never at once), each rewriting its own section of
 // BENCHMARKS.md. `--tiny` runs each once at a tiny size and writes nothing: what CI does to prove they still work.
 //
-// Usage: node dist-bench/bench/all.js [--tiny] [NAME ...]   (names: see BENCHES; default all)
+// Usage: node dist-bench/bench/all.js [--tiny] [NAME ...]   (names: see BENCHES; default all but those run only
+// when named, such as the soak)
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +12,8 @@ interface Bench {
   script: string;
   /** How to run it at a tiny size, writing nothing. */
   tiny: { args?: string[]; env?: NodeJS.ProcessEnv };
+  /** Run only when named: too long for `npm run bench`. CI names each benchmark, so its tiny runs include it. */
+  onlyWhenNamed?: boolean;
 }
 
 export const BENCHES: Bench[] = [
@@ -23,6 +26,7 @@ export const BENCHES: Bench[] = [
   { name: 'throughput', script: 'throughput.js', tiny: { args: ['--tiny'] } },
   { name: 'latency', script: 'latency.js', tiny: { args: ['--tiny'] } },
   { name: 'logs', script: 'logStream.js', tiny: { args: ['--tiny'], env: { BENCH_PARTS: 'logs,memory' } } },
+  { name: 'soak', script: 'soak.js', tiny: { args: ['--tiny'] }, onlyWhenNamed: true },
 ];
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -46,7 +50,7 @@ function run(bench: Bench): Promise<number> {
 }
 
 const failed: string[] = [];
-for (const bench of BENCHES.filter((b) => names.length === 0 || names.includes(b.name))) {
+for (const bench of BENCHES.filter((b) => (names.length === 0 ? !b.onlyWhenNamed : names.includes(b.name)))) {
   const started = Date.now();
   console.error(`\n==== ${bench.name}${tiny ? ' (tiny)' : ''} ====`);
   const code = await run(bench);
