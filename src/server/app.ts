@@ -95,7 +95,11 @@ function hops(count: number): (address: string, index: number) => boolean {
   return (_address, index) => index < count;
 }
 
+const STORAGE_RETRY_AFTER_S = '5';
+
 function send(reply: FastifyReply, err: HttpError): FastifyReply {
+  // A 503 is a "not now": say when to try again.
+  if (err.statusCode === 503) reply.header('retry-after', STORAGE_RETRY_AFTER_S);
   return reply.code(err.statusCode).send({ error: err.message, ...err.extra });
 }
 
@@ -175,7 +179,7 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     // write is one transaction, so nothing of the request was kept; the caller can send it again.
     const fault = ctx.storage.noteError(err);
     if (fault) {
-      return reply.code(503).header('retry-after', '5').send({
+      return reply.code(503).header('retry-after', STORAGE_RETRY_AFTER_S).send({
         error: `the database cannot take this request now (${fault.kind}); nothing was changed, try again later. GET /healthz says when it recovers.`,
         code: 'STORAGE_UNAVAILABLE', storage: fault.kind,
       });

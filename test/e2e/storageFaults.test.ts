@@ -54,6 +54,7 @@ async function expectNewWorkRefused(client: TestClient, storage: string): Promis
   const refused = await client.call('POST', '/jobs', { queue: 'disk', steps: [{ run: 'true' }] });
   expect(refused.status, JSON.stringify(refused.body)).toBe(503);
   expect(refused.body.code).toBe('STORAGE_UNAVAILABLE');
+  expect(refused.headers.get('retry-after')).toBe('5');
   expect(refused.body.storage).toBe(storage);
   expect(refused.body.error).toMatch(/takes no new work now: .+ Nothing was stored; try again once GET \/healthz answers 200/);
   const batch = await client.call('POST', '/jobs/batch', { jobs: [{ queue: 'disk', steps: [{ run: 'true' }] }] });

@@ -8,6 +8,7 @@ import { ADMIN_TOKEN, EXECUTORS_TOKEN } from './processes.js';
 export interface HttpAnswer<T = any> {
   status: number;
   body: T;
+  headers: Headers;
 }
 
 export async function http<T = any>(url: string, method: string, auth: string | undefined, body?: unknown): Promise<HttpAnswer<T>> {
@@ -23,7 +24,7 @@ export async function http<T = any>(url: string, method: string, auth: string | 
   } catch {
     // not JSON
   }
-  return { status: res.status, body: parsed as T };
+  return { status: res.status, body: parsed as T, headers: res.headers };
 }
 
 export class TestClient {
