@@ -169,7 +169,7 @@ type CancelResult =
   | { kind: 'before-start' } // queued, never dequeued: canceled at once
   | { kind: 'queued-after-reset' } // queued again after a reset: canceled at once
   | { kind: 'running'; attempt: number; cancelRequested: boolean; sentAt: number; answeredAt: number } // processing
-  | { kind: 'too-late'; state: string; status: number } // it had already ended: 409, or 200 with the finished job
+  | { kind: 'too-late'; state: string } // it had already ended: 409
   | { kind: 'error'; message: string };
 
 // ---- the run ----
@@ -268,12 +268,12 @@ async function soak(url: string, plans: Plan[], executors: Proc[], spawnExecutor
       else if (job.state === 'processing') {
         cancels.set(id, { kind: 'running', attempt: job.attempt, cancelRequested: job.cancelRequested, sentAt, answeredAt: Date.now() });
       } else {
-        // The job ended between the route's look at it and the cancel itself: answered with the finished job.
-        cancels.set(id, { kind: 'too-late', state: job.state, status: 200 });
+        // A job that ended before the cancel took effect must be answered 409, never 200 with the finished job.
+        cancels.set(id, { kind: 'error', message: `answered 200 with the job already ${job.state} (409 expected)` });
       }
     } catch (err) {
       const message = (err as Error).message;
-      cancels.set(id, httpStatus(err) === 409 ? { kind: 'too-late', state: /already (\w+)/.exec(message)?.[1] ?? '?', status: 409 } : { kind: 'error', message });
+      cancels.set(id, httpStatus(err) === 409 ? { kind: 'too-late', state: /already (\w+)/.exec(message)?.[1] ?? '?' } : { kind: 'error', message });
     }
   };
 
@@ -407,7 +407,7 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
       const why = !cancel
         ? 'not canceled'
         : cancel.kind === 'too-late'
-          ? `cancel too late: already ${cancel.state} (HTTP ${cancel.status})`
+          ? `cancel too late: already ${cancel.state} (HTTP 409)`
           : cancel.kind === 'running'
             ? `cancel sent at ${cancel.sentAt}, answered processing at attempt ${cancel.attempt}, cancelRequested ` +
               `${cancel.cancelRequested} at ${cancel.answeredAt}`
@@ -469,12 +469,9 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
   return { actual, expected, resets, resetJobs, checked: toCheck.length, problems };
 }
 
-function cancelCounts(cancels: Map<number, CancelResult>): Record<CancelResult['kind'] | 'late-200', number> {
-  const counts = { 'before-start': 0, 'queued-after-reset': 0, running: 0, 'too-late': 0, 'late-200': 0, error: 0 };
-  for (const c of cancels.values()) {
-    counts[c.kind]++;
-    if (c.kind === 'too-late' && c.status === 200) counts['late-200']++;
-  }
+function cancelCounts(cancels: Map<number, CancelResult>): Record<CancelResult['kind'], number> {
+  const counts = { 'before-start': 0, 'queued-after-reset': 0, running: 0, 'too-late': 0, error: 0 };
+  for (const c of cancels.values()) counts[c.kind]++;
   return counts;
 }
 
@@ -496,7 +493,7 @@ function report(run: Run, r: Reconciled): string {
     `| … canceled before it started | ${c['before-start']} |`,
     `| … canceled while queued again after a reset | ${c['queued-after-reset']} |`,
     `| … canceled while running | ${c.running} |`,
-    `| … too late (already finished: 409, or in ${c['late-200']} cases 200 with the finished job) | ${c['too-late']} |`,
+    `| … too late (already finished: 409) | ${c['too-late']} |`,
     `| executor kills (SIGKILL) | ${run.kills} |`,
     `| resets (jobs reset) | ${r.resets} (${r.resetJobs}) |`,
     `| jobs whose attempts and log were checked | ${r.checked} |`,

@@ -158,6 +158,30 @@ describe('held heartbeats', () => {
   });
 });
 
+describe('cancel', () => {
+  it('answers 409 for a job that finishes between the look at it and the cancel itself, and changes nothing', async () => {
+    const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    await store.enqueue(jobSpec.parse({ queue: 'race', steps: [] }), Date.now());
+    const taken = (await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executorAuth, payload: { executorName: 'race', version: '1', queues: ['race'], waitMs: 0 } })).json();
+    // The executor's report lands just before the store applies the cancel (the soak saw this on PostgreSQL).
+    const requestCancel = store.requestCancel.bind(store);
+    store.requestCancel = async (id, now) => {
+      const done = await app.inject({ method: 'POST', url: `/api/executor/v1/jobs/${taken.id}/complete`, headers: { authorization: `Bearer ${taken.token}` }, payload: {} });
+      expect(done.statusCode).toBe(200);
+      return requestCancel(id, now);
+    };
+    try {
+      const res = await app.inject({ method: 'POST', url: `/api/v1/jobs/${taken.id}/cancel`, headers: admin });
+      expect(res.statusCode).toBe(409);
+      expect(res.json().error).toBe(`job ${taken.id} already completed; nothing to cancel`);
+    } finally {
+      store.requestCancel = requestCancel;
+    }
+    expect((await store.getJob(taken.id))!).toMatchObject({ state: 'completed', cancelRequested: false });
+  });
+});
+
 describe('executors and queues', () => {
   const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null };
 

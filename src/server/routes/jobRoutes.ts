@@ -233,6 +233,8 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const current = await requireJob(store, params.id, principal(auth));
         if (isTerminal(current.state)) throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
         const job = (await store.requestCancel(current.id, Date.now()))!;
+        // It may have finished between the look above and the cancel: then there was nothing to cancel either.
+        if (isTerminal(job.state) && job.state !== 'canceled') throw new HttpError(409, `job ${job.id} already ${job.state}; nothing to cancel`);
         events.jobInterrupted(job.id);
         return { job: job };
       },
