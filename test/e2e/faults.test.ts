@@ -4,18 +4,25 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawExecutor, TestClient } from '../support/api.js';
+import { createTestDatabase } from '../support/postgres.js';
 import { ADMIN_TOKEN, Proc, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const STALL = { DOCKHAND_STALLED_JOB_TIMEOUT: '2s' };
 let cleanup: (() => Promise<void>)[] = [];
 
 afterEach(async () => {
-  await Promise.all(cleanup.map((fn) => fn()));
+  // In reverse: a test database is dropped only after the server using it has stopped.
+  for (const fn of cleanup.reverse()) await fn();
   cleanup = [];
 });
 
-async function server(name: string, env: NodeJS.ProcessEnv = STALL): Promise<ServerHandle> {
-  const s = await startServer({ name, env });
+async function server(name: string, env: NodeJS.ProcessEnv = STALL, store: 'sqlite' | 'postgres' = 'sqlite'): Promise<ServerHandle> {
+  if (store === 'postgres') {
+    const database = await createTestDatabase(name);
+    cleanup.push(() => database.drop());
+    env = { ...env, DOCKHAND_DATABASE_URL: database.url };
+  }
+  const s = await startServer({ name: `${name}-${store}`, env });
   cleanup.push(() => s.stop());
   return s;
 }
@@ -39,10 +46,11 @@ function gatedStep(dir: string, gate: string) {
   return { key: 'gated', run: `echo "attempt $DOCKHAND_JOB_ATTEMPT started" \necho "$DOCKHAND_JOB_ATTEMPT" >> ${dir}/runs\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\necho "attempt $DOCKHAND_JOB_ATTEMPT done"` };
 }
 
-describe('faults', () => {
+// The reset and the fencing are the store's work: both stores.
+describe.each(['sqlite', 'postgres'] as const)('executor faults, on %s', (store) => {
   it('resets a job whose executor was killed with -9 and finishes it on the other executor', async () => {
     const dir = await tempDir('kill9');
-    const s = await server('kill9-server');
+    const s = await server('kill9-server', STALL, store);
     const client = new TestClient(s.url);
     const doomed = await executor(s.url, 'kill9-doomed');
     const job = await client.submit({ queue: 'work', steps: [gatedStep(dir, path.join(dir, 'gate'))] });
@@ -63,7 +71,7 @@ describe('faults', () => {
 
   it("refuses a reset attempt's late calls (fencing), from a raw client and from a frozen executor", async () => {
     const dir = await tempDir('fence');
-    const s = await server('fence-server');
+    const s = await server('fence-server', STALL, store);
     const client = new TestClient(s.url);
 
     // 1. A raw protocol client takes a job and goes silent; a real executor takes over after the reset.
@@ -109,7 +117,9 @@ describe('faults', () => {
     expect(final.attempts.map((a) => [a.executorName, a.outcome])).toEqual([['fence-frozen', 'reset'], ['fence-other', 'completed']]);
     expect((await client.logs(job2.id)).entries[0].out).toBe('stdout: attempt 2 started\nstdout: attempt 2 done\n');
   });
+});
 
+describe('faults', () => {
   it('keeps running through a server restart and delivers the logs and result afterwards', async () => {
     const dir = await tempDir('restart');
     const s = await server('restart-server', { DOCKHAND_STALLED_JOB_TIMEOUT: '3s' });
