@@ -3,6 +3,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { logRedact } from '../core/logRedact.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
+import { postgresFault } from '../store/postgres/faults.js';
 import { PostgresStore } from '../store/postgres/postgresStore.js';
 import { SqliteStore, sqliteFault } from '../store/sqlite/sqliteStore.js';
 import type { Accounts, UserRecord } from '../store/accounts.js';
@@ -61,24 +62,26 @@ export function describeStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUr
 
 /** The configured database (PostgreSQL when a URL is set, else SQLite in the data directory), migrated. */
 export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): Promise<Store> {
-  if (config.databaseUrl) {
-    const store = new PostgresStore(config.databaseUrl);
-    await store.migrate();
-    return store;
-  }
   const file = path.join(config.dataDir, 'dockhand.db');
-  let store: SqliteStore | undefined;
+  let store: Store | undefined;
   try {
-    store = new SqliteStore(file);
+    store = config.databaseUrl ? new PostgresStore(config.databaseUrl) : new SqliteStore(file);
     await store.migrate();
-    // SQLite opens a file it may not write as read-only without a word: learn it now, not at the first request.
+    // SQLite opens a file it may not write as read-only without a word, and a PostgreSQL standby reads fine: learn
+    // it now, not at the first request.
     await store.probeWrite(Date.now());
     return store;
   } catch (err) {
     await store?.close().catch(() => undefined);
-    const fault = sqliteFault(err);
-    if (!fault) throw err;
+    const fault = config.databaseUrl ? postgresFault(err) : sqliteFault(err);
+    if (!fault || fault.kind === 'unreachable') throw err;
     // Starting on a database that cannot be written would only refuse every request: say why, and stop.
+    if (config.databaseUrl) {
+      throw new ConfigError(
+        `the PostgreSQL database ${redactDatabaseUrl(config.databaseUrl)} cannot take writes (${fault.kind}: ${fault.detail}). ` +
+          'Point DOCKHAND_DATABASE_URL at the primary, writable database.',
+      );
+    }
     const readOnly = unwritableReason(config.dataDir);
     throw new ConfigError(
       `cannot open the database ${file} for writing (${fault.detail})${readOnly ? `: the data directory ${config.dataDir} ${readOnly}` : ''}. ` +

@@ -198,6 +198,19 @@ describe('the SQLite data directory turns read-only', () => {
 });
 
 describe('the PostgreSQL database turns read-only', () => {
+  it('a server started on a read-only database refuses to start, saying why', { timeout: 60_000 }, async () => {
+    const database = await createTestDatabase('readonly-start');
+    cleanup.push(() => database.drop());
+    const name = new URL(database.url).pathname.slice(1);
+    const env = { DOCKHAND_DATABASE_URL: database.url };
+    const first = await startServer({ name: 'pg-readonly-start-server', env });
+    await first.stop();
+    await withAdmin(inject('postgresUrl'), (c) => c.query(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`));
+    await expect(startServer({ name: 'pg-readonly-start-server', env })).rejects.toThrow(
+      /the PostgreSQL database .+ cannot take writes \(read-only: 25006: .+\)\. Point DOCKHAND_DATABASE_URL at the primary, writable database\./,
+    );
+  });
+
   it('after a failover to a read-only database: unhealthy with the reason, no new work, results kept; writable again, it recovers by itself', { timeout: 120_000 }, async () => {
     const database = await createTestDatabase('readonly');
     cleanup.push(() => database.drop());
