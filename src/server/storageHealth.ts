@@ -109,15 +109,16 @@ export class StorageHealth {
   }
 
   private fail(kind: StorageProblem['kind'], detail: string): void {
+    // The first reason stands while the kind of fault lasts; requests that meet it again change nothing.
+    if (this.problem?.kind === kind) return;
     // SQLite says "disk I/O error" for a file system the kernel turned read-only: the directory itself tells which.
     const dirProblem = this.opts.dataDir && (kind === 'read-only' || kind === 'io-error') ? unwritableReason(this.opts.dataDir) : undefined;
     const where = dirProblem ? `; the data directory ${this.opts.dataDir} ${dirProblem}` : '';
     const reason = kind === 'low-disk' ? `${detail}; ${ADVICE[kind]}` : `the database cannot take writes (${kind}: ${detail}${where}); ${ADVICE[kind]}`;
-    const changed = this.problem?.kind !== kind;
-    this.problem = { kind, reason, since: this.problem && !changed ? this.problem.since : Date.now() };
+    this.problem = { kind, reason, since: Date.now() };
     this.opts.gauge?.set(0);
     // Once per change, not per refused request: a full disk should not also fill with log lines.
-    if (changed) this.opts.log.error({ storage: kind, reason }, 'storage unhealthy: taking no new work until it recovers');
+    this.opts.log.error({ storage: kind, reason }, 'storage unhealthy: taking no new work until it recovers');
   }
 
   private recover(): void {
