@@ -38,8 +38,12 @@ const ADVICE: Record<StorageProblem['kind'], string> = {
   unreachable: 'check that the database is up and reachable',
 };
 
+const DEFAULT_INTERVAL_MS = 5_000;
+
 export class StorageHealth {
   private problem: StorageProblem | undefined;
+  /** When a write last met a fault: recovery waits for a quiet spell (see check). */
+  private lastFaultAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
 
@@ -76,7 +80,9 @@ export class StorageHealth {
       const low = await this.lowDisk();
       if (low) return this.fail('low-disk', low);
       await this.opts.store.probeWrite(Date.now());
-      this.recover();
+      // A probe can pass while the disk is still full (PostgreSQL rewrites the probe's row within its page): only
+      // a spell without failed writes, from the executors' retries too, counts as recovered.
+      if (Date.now() - this.lastFaultAt >= this.quietMs()) this.recover();
     } catch (err) {
       this.noteError(err);
     } finally {
@@ -84,8 +90,12 @@ export class StorageHealth {
     }
   }
 
+  private quietMs(): number {
+    return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
+  }
+
   start(): void {
-    const intervalMs = this.opts.intervalMs ?? 5_000;
+    const intervalMs = this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     const tick = async (): Promise<void> => {
       await this.check();
       this.timer = setTimeout(() => void tick(), this.problem ? Math.max(100, intervalMs / 5) : intervalMs);
@@ -109,6 +119,7 @@ export class StorageHealth {
   }
 
   private fail(kind: StorageProblem['kind'], detail: string): void {
+    this.lastFaultAt = Date.now();
     // The first reason stands while the kind of fault lasts; requests that meet it again change nothing.
     if (this.problem?.kind === kind) return;
     // SQLite says "disk I/O error" for a file system the kernel turned read-only: the directory itself tells which.

@@ -8,8 +8,8 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
-import { mountExt4, mountTmpfs } from '../support/disks.js';
-import { createTestDatabase, withAdmin } from '../support/postgres.js';
+import { mountExt4, mountTmpfs, type Tmpfs } from '../support/disks.js';
+import { createTestDatabase, postgresUser, withAdmin } from '../support/postgres.js';
 import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
 import { until } from '../support/wait.js';
 import { inject } from 'vitest';
@@ -71,6 +71,42 @@ function integrityOf(file: string): string {
   }
 }
 
+/**
+ * A job floods its log (20,000 numbered lines of 496 bytes, 10 MB) onto a disk too small for it. The server must
+ * report the disk full, refuse new work, and not reset the job while its heartbeats cannot be stored; once the disk
+ * is grown, the job completes on its first attempt with every line once and in order, and new work runs.
+ */
+async function floodPastFullDisk(server: ServerHandle, disk: Tmpfs, reason: RegExp): Promise<void> {
+  const executor = await startExecutor(server.url, { name: `${path.basename(disk.dir)}-executor`, queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
+  cleanup.push(() => executor.stop());
+  const client = new TestClient(server.url);
+  const LINES = 20_000;
+  const job = await client.submit({
+    // Random hex: PostgreSQL compresses what it stores, and a log of zeros would fit in a few kilobytes.
+    queue: 'disk', steps: [{
+      key: 'flood',
+      run: `seq 1 ${LINES} | awk 'BEGIN { srand(1) } { s = ""; for (i = 0; i < 61; i++) s = s sprintf("%08x", int(rand() * 4294967295)); printf "%06d %s\\n", $1, s }'`,
+    }],
+  });
+  const full = await until('the server reports the disk full', unhealthy(server, 'disk-full'), 60_000, 100);
+  expect(full.body.reason).toMatch(reason);
+  await expectNewWorkRefused(client, 'disk-full');
+  // Well past the stall timeout: the job's heartbeats could not be stored, which is no reason to reset it.
+  await new Promise((r) => setTimeout(r, 5_000));
+  expect((await client.job(job.id)).job.state).toBe('processing');
+
+  await disk.resize(64 * MiB);
+  await until('the server is healthy again', healthy(server), 30_000, 100);
+  await client.waitForState(job.id, 'completed', 60_000);
+  const { attempts } = await client.job(job.id);
+  expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
+  const out = (await client.logs(job.id)).entries[0].out.split('\n').filter(Boolean);
+  expect(out.length).toBe(LINES);
+  out.forEach((line, i) => expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`));
+  const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+  await client.waitForState(after.id, 'completed', 30_000);
+}
+
 describe('the SQLite data directory runs out of space', () => {
   it('a full disk: writes fail cleanly, new work is refused, the running job waits and then finishes whole when space returns', { timeout: 180_000 }, async () => {
     const disk = await mountTmpfs(6 * MiB);
@@ -78,33 +114,7 @@ describe('the SQLite data directory runs out of space', () => {
     // No free-space margin: the database itself meets the full disk.
     const server = await startServer({ name: 'diskfull-server', dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
     cleanup.push(() => server.stop());
-    const executor = await startExecutor(server.url, { name: 'diskfull-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
-    cleanup.push(() => executor.stop());
-    const client = new TestClient(server.url);
-
-    // 20,000 numbered lines of 500 bytes: 10 MB of log, more than the disk holds.
-    const LINES = 20_000;
-    const job = await client.submit({
-      queue: 'disk', steps: [{ key: 'flood', run: `seq 1 ${LINES} | awk '{ printf "%06d %0493d\\n", $1, 0 }'` }],
-    });
-    const full = await until('the server reports the disk full', unhealthy(server, 'disk-full'), 60_000, 100);
-    expect(full.body.reason).toMatch(/the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
-    await expectNewWorkRefused(client, 'disk-full');
-    // Well past the stall timeout: the job's heartbeats could not be stored, which is no reason to reset it.
-    await new Promise((r) => setTimeout(r, 5_000));
-    expect((await client.job(job.id)).job.state).toBe('processing');
-
-    await disk.resize(64 * MiB);
-    await until('the server is healthy again', healthy(server), 30_000, 100);
-    await client.waitForState(job.id, 'completed', 60_000);
-    const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
-    const out = (await client.logs(job.id)).entries[0].out.split('\n').filter(Boolean);
-    expect(out.length).toBe(LINES);
-    out.forEach((line, i) => expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`));
-
-    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
-    await client.waitForState(after.id, 'completed', 30_000);
+    await floodPastFullDisk(server, disk, /the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
     await server.stop();
     expect(integrityOf(path.join(disk.dir, 'dockhand.db'))).toBe('ok');
   });
@@ -194,6 +204,28 @@ describe('the SQLite data directory turns read-only', () => {
     await expect(startServer({ name: 'readonly-start-server', dataDir, env })).rejects.toThrow(
       new RegExp(`cannot open the database ${dataDir}/dockhand.db for writing \\(SQLITE_\\w+: .+\\): the data directory ${dataDir} is on a read-only file system \\(EROFS\\)\\. Give --data-dir`),
     );
+  });
+});
+
+describe('the PostgreSQL database runs out of space', () => {
+  it('its tablespace fills up: the same as on SQLite, and it recovers without a restart when space returns', { timeout: 180_000 }, async () => {
+    const owner = postgresUser();
+    if (!owner) throw new Error('no postgres user on this machine: the tablespace must belong to the user PostgreSQL runs as');
+    const disk = await mountTmpfs(64 * MiB, owner);
+    cleanup.push(() => disk.unmount());
+    const database = await createTestDatabase('diskfull');
+    const name = new URL(database.url).pathname.slice(1);
+    const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl'), (c) => c.query(sql));
+    // The database's tables live on the small disk; PostgreSQL's own WAL stays where it was.
+    await admin(`CREATE TABLESPACE "${name}" LOCATION '${disk.dir}'`);
+    cleanup.push(() => admin(`DROP TABLESPACE IF EXISTS "${name}"`).then(() => undefined));
+    cleanup.push(() => database.drop());
+    await admin(`ALTER DATABASE "${name}" SET TABLESPACE "${name}"`);
+    // Room for the schema and a few MB more, not for the 10 MB log to come.
+    await disk.resize((await disk.usedBytes()) + 4 * MiB);
+    const server = await startServer({ name: 'pg-diskfull-server', env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
+    cleanup.push(() => server.stop());
+    await floodPastFullDisk(server, disk, /the database cannot take writes \(disk-full: 53100: could not extend file .+\); free space on the database disk/);
   });
 });
 

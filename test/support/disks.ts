@@ -2,7 +2,7 @@
 // room again), and ext4 on a loop device that the kernel turns read-only on an error, as it does for a failing disk.
 // Both need root (mount); the test suite runs as root and fails here, saying so, otherwise.
 import { execFile } from 'node:child_process';
-import { mkdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, rm, statfs, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from './processes.js';
@@ -25,16 +25,23 @@ export interface SmallDisk {
 }
 
 export interface Tmpfs extends SmallDisk {
-  /** Grows or shrinks it in place; open files stay open. */
+  /** Grows or shrinks it in place (not under what it holds); open files stay open. */
   resize(bytes: number): Promise<void>;
+  usedBytes(): Promise<number>;
 }
 
-export async function mountTmpfs(bytes: number): Promise<Tmpfs> {
+/** `owner`: who owns its root (mode 0700), e.g. the postgres user for a tablespace. */
+export async function mountTmpfs(bytes: number, owner?: { uid: number; gid: number }): Promise<Tmpfs> {
   const dir = await tempDir('tmpfs');
-  await sh('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir]);
+  const ownership = owner ? `,uid=${owner.uid},gid=${owner.gid},mode=0700` : '';
+  await sh('mount', ['-t', 'tmpfs', '-o', `size=${bytes}${ownership}`, 'tmpfs', dir]);
   return {
     dir,
     resize: async (size) => void (await sh('mount', ['-o', `remount,size=${size}`, dir])),
+    usedBytes: async () => {
+      const stats = await statfs(dir);
+      return (stats.blocks - stats.bfree) * stats.bsize;
+    },
     unmount: async () => void (await sh('umount', ['-l', dir])),
   };
 }

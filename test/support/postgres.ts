@@ -272,7 +272,7 @@ function pgCtlStop(bin: string, dataDir: string, cwd: string): Promise<RunResult
 }
 
 /** The uid and gid of the postgres user, or undefined when there is none. */
-function postgresUser(): { uid: number; gid: number } | undefined {
+export function postgresUser(): { uid: number; gid: number } | undefined {
   try {
     const id = (flag: string): number => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
     return { uid: id('-u'), gid: id('-g') };
