@@ -46,8 +46,10 @@ export class StorageHealth {
   private lastFaultAt = 0;
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
+  private readonly intervalMs: number;
 
   constructor(private readonly opts: StorageHealthOptions) {
+    this.intervalMs = opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     opts.gauge?.set(1);
   }
 
@@ -82,7 +84,7 @@ export class StorageHealth {
       await this.opts.store.probeWrite(Date.now());
       // A probe can pass while the disk is still full (PostgreSQL rewrites the probe's row within its page): only
       // a spell without failed writes, from the executors' retries too, counts as recovered.
-      if (Date.now() - this.lastFaultAt >= this.quietMs()) this.recover();
+      if (Date.now() - this.lastFaultAt >= this.intervalMs) this.recover();
     } catch (err) {
       this.noteError(err);
     } finally {
@@ -90,15 +92,10 @@ export class StorageHealth {
     }
   }
 
-  private quietMs(): number {
-    return this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
-  }
-
   start(): void {
-    const intervalMs = this.opts.intervalMs ?? DEFAULT_INTERVAL_MS;
     const tick = async (): Promise<void> => {
       await this.check();
-      this.timer = setTimeout(() => void tick(), this.problem ? Math.max(100, intervalMs / 5) : intervalMs);
+      this.timer = setTimeout(() => void tick(), this.problem ? Math.max(100, this.intervalMs / 5) : this.intervalMs);
       this.timer.unref();
     };
     void tick();

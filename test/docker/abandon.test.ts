@@ -7,7 +7,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
-import { DOCKER_TEST_IMAGE, docker } from '../support/docker.js';
+import { docker, dockerExecutorEnv } from '../support/docker.js';
 import { startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 import { startBalancer } from '../support/tcpBalancer.js';
 import { until } from '../support/wait.js';
@@ -71,14 +71,7 @@ function logged(executor: ExecutorHandle, msg: string, jobId: number): { attempt
 
 describe.each(['runc', 'runsc'])('a network cut between a docker executor and the server, under %s', (oci) => {
   const queue = `abandon-${oci}`;
-  const executorEnv = {
-    EXECUTOR_RUNTIME: 'docker',
-    EXECUTOR_DOCKER_RUNTIME: oci,
-    EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
-    EXECUTOR_JOB_NUM_CPUS: '1',
-    EXECUTOR_JOB_MEMORY: '256M',
-    EXECUTOR_MAXIMUM_NUM_JOBS: '1',
-  };
+  const executorEnv = { ...dockerExecutorEnv(oci), EXECUTOR_MAXIMUM_NUM_JOBS: '1' };
 
   /** A server that resets a job after 4 s without word of it, and an executor that reaches it only through a cuttable link. */
   async function setup(name: string) {

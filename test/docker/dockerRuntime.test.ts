@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobSpecInput } from '../../src/core/jobSpec.js';
 import { TestClient } from '../support/api.js';
-import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker } from '../support/docker.js';
+import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker, dockerExecutorEnv } from '../support/docker.js';
 import { startFakeMetadataServer } from '../support/metadata.js';
 import { startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
@@ -43,13 +43,7 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   let server: ServerHandle;
   let executor: ExecutorHandle;
   let client: TestClient;
-  const executorEnv = {
-    EXECUTOR_RUNTIME: 'docker',
-    EXECUTOR_DOCKER_RUNTIME: oci,
-    EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
-    EXECUTOR_JOB_NUM_CPUS: '1',
-    EXECUTOR_JOB_MEMORY: '256M',
-  };
+  const executorEnv = dockerExecutorEnv(oci);
   const submit = (spec: Omit<JobSpecInput, 'queue'>) => client.submit({ queue, maxAttempts: 1, ...spec });
 
   beforeAll(async () => {

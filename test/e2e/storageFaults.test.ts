@@ -6,13 +6,12 @@ import Database from 'better-sqlite3';
 import { existsSync, writeFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, inject, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { mountExt4, mountTmpfs, type Tmpfs } from '../support/disks.js';
 import { createTestDatabase, postgresUser, withAdmin } from '../support/postgres.js';
-import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
+import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 import { until } from '../support/wait.js';
-import { inject } from 'vitest';
 
 let cleanup: (() => Promise<void>)[] = [];
 
@@ -22,6 +21,20 @@ afterEach(async () => {
 });
 
 const MiB = 1024 * 1024;
+
+/** Runs SQL on the test PostgreSQL server as its superuser. */
+const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl'), (c) => c.query(sql));
+
+/** A server (stopped after the test) on queue "disk", with one executor heartbeating every 500 ms unless `executorEnv` says otherwise. */
+async function serverWithExecutor(
+  name: string, server: { dataDir?: string; env: NodeJS.ProcessEnv }, executorEnv: NodeJS.ProcessEnv = {},
+): Promise<{ server: ServerHandle; executor: ExecutorHandle; client: TestClient }> {
+  const started = await startServer({ name: `${name}-server`, ...server });
+  cleanup.push(() => started.stop());
+  const executor = await startExecutor(started.url, { name: `${name}-executor`, queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms', ...executorEnv } });
+  cleanup.push(() => executor.stop());
+  return { server: started, executor, client: new TestClient(started.url) };
+}
 
 interface Health {
   status: number;
@@ -76,10 +89,8 @@ function integrityOf(file: string): string {
  * report the disk full, refuse new work, and not reset the job while its heartbeats cannot be stored; once the disk
  * is grown, the job completes on its first attempt with every line once and in order, and new work runs.
  */
-async function floodPastFullDisk(server: ServerHandle, disk: Tmpfs, reason: RegExp): Promise<void> {
-  const executor = await startExecutor(server.url, { name: `${path.basename(disk.dir)}-executor`, queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
-  cleanup.push(() => executor.stop());
-  const client = new TestClient(server.url);
+async function floodPastFullDisk(name: string, serverOptions: { dataDir?: string; env: NodeJS.ProcessEnv }, disk: Tmpfs, reason: RegExp): Promise<ServerHandle> {
+  const { server, client } = await serverWithExecutor(name, serverOptions);
   const LINES = 20_000;
   const job = await client.submit({
     // Random hex: PostgreSQL compresses what it stores, and a log of zeros would fit in a few kilobytes.
@@ -105,6 +116,7 @@ async function floodPastFullDisk(server: ServerHandle, disk: Tmpfs, reason: RegE
   out.forEach((line, i) => expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`));
   const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
   await client.waitForState(after.id, 'completed', 30_000);
+  return server;
 }
 
 describe('the SQLite data directory runs out of space', () => {
@@ -112,9 +124,7 @@ describe('the SQLite data directory runs out of space', () => {
     const disk = await mountTmpfs(6 * MiB);
     cleanup.push(() => disk.unmount());
     // No free-space margin: the database itself meets the full disk.
-    const server = await startServer({ name: 'diskfull-server', dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
-    cleanup.push(() => server.stop());
-    await floodPastFullDisk(server, disk, /the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
+    const server = await floodPastFullDisk('diskfull', { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } }, disk, /the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
     await server.stop();
     expect(integrityOf(path.join(disk.dir, 'dockhand.db'))).toBe('ok');
   });
@@ -122,11 +132,7 @@ describe('the SQLite data directory runs out of space', () => {
   it('under DOCKHAND_MIN_FREE_DISK: no new work is taken or handed out, running jobs finish, and work resumes when space is freed', { timeout: 120_000 }, async () => {
     const disk = await mountTmpfs(32 * MiB);
     cleanup.push(() => disk.unmount());
-    const server = await startServer({ name: 'lowdisk-server', dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '16M' } });
-    cleanup.push(() => server.stop());
-    const executor = await startExecutor(server.url, { name: 'lowdisk-executor', queues: ['disk'], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1' } });
-    cleanup.push(() => executor.stop());
-    const client = new TestClient(server.url);
+    const { server, client } = await serverWithExecutor('lowdisk', { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '16M' } }, { EXECUTOR_MAXIMUM_NUM_JOBS: '1' });
     const dir = await tempDir('lowdisk');
 
     const running = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
@@ -159,11 +165,7 @@ describe('the SQLite data directory turns read-only', () => {
     const disk = await mountExt4(64 * MiB);
     cleanup.push(() => disk.unmount());
     const dataDir = path.join(disk.dir, 'data');
-    const server = await startServer({ name: 'readonly-server', dataDir, env: { DOCKHAND_STALLED_JOB_TIMEOUT: '3s', DOCKHAND_MIN_FREE_DISK: '1M' } });
-    cleanup.push(() => server.stop());
-    const executor = await startExecutor(server.url, { name: 'readonly-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
-    cleanup.push(() => executor.stop());
-    const client = new TestClient(server.url);
+    const { server, executor, client } = await serverWithExecutor('readonly', { dataDir, env: { DOCKHAND_STALLED_JOB_TIMEOUT: '3s', DOCKHAND_MIN_FREE_DISK: '1M' } });
     const dir = await tempDir('readonly');
 
     const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
@@ -215,7 +217,6 @@ describe('the PostgreSQL database runs out of space', () => {
     cleanup.push(() => disk.unmount());
     const database = await createTestDatabase('diskfull');
     const name = new URL(database.url).pathname.slice(1);
-    const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl'), (c) => c.query(sql));
     // The database's tables live on the small disk; PostgreSQL's own WAL stays where it was.
     await admin(`CREATE TABLESPACE "${name}" LOCATION '${disk.dir}'`);
     cleanup.push(() => admin(`DROP TABLESPACE IF EXISTS "${name}"`).then(() => undefined));
@@ -223,9 +224,7 @@ describe('the PostgreSQL database runs out of space', () => {
     await admin(`ALTER DATABASE "${name}" SET TABLESPACE "${name}"`);
     // Room for the schema and a few MB more, not for the 10 MB log to come.
     await disk.resize((await disk.usedBytes()) + 4 * MiB);
-    const server = await startServer({ name: 'pg-diskfull-server', env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
-    cleanup.push(() => server.stop());
-    await floodPastFullDisk(server, disk, /the database cannot take writes \(disk-full: 53100: could not extend file .+\); free space on the database disk/);
+    await floodPastFullDisk('pg-diskfull', { env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } }, disk, /the database cannot take writes \(disk-full: 53100: could not extend file .+\); free space on the database disk/);
   });
 });
 
@@ -237,7 +236,7 @@ describe('the PostgreSQL database turns read-only', () => {
     const env = { DOCKHAND_DATABASE_URL: database.url };
     const first = await startServer({ name: 'pg-readonly-start-server', env });
     await first.stop();
-    await withAdmin(inject('postgresUrl'), (c) => c.query(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`));
+    await admin(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`);
     await expect(startServer({ name: 'pg-readonly-start-server', env })).rejects.toThrow(
       /the PostgreSQL database .+ cannot take writes \(read-only: 25006: .+\)\. Point DOCKHAND_DATABASE_URL at the primary, writable database\./,
     );
@@ -247,12 +246,7 @@ describe('the PostgreSQL database turns read-only', () => {
     const database = await createTestDatabase('readonly');
     cleanup.push(() => database.drop());
     const name = new URL(database.url).pathname.slice(1);
-    const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl'), (c) => c.query(sql));
-    const server = await startServer({ name: 'pg-readonly-server', env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
-    cleanup.push(() => server.stop());
-    const executor = await startExecutor(server.url, { name: 'pg-readonly-executor', queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms' } });
-    cleanup.push(() => executor.stop());
-    const client = new TestClient(server.url);
+    const { server, executor, client } = await serverWithExecutor('pg-readonly', { env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
     const dir = await tempDir('pg-readonly');
 
     const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });

@@ -14,6 +14,17 @@ export const DOCKER_TEST_USER_IMAGE = 'local/busybox-user:1';
 
 const BUSYBOX = '/bin/busybox';
 
+/** An executor on the docker runtime under `oci` (runc or runsc), running the busybox test image, 1 CPU and 256M per job. */
+export function dockerExecutorEnv(oci: string): NodeJS.ProcessEnv {
+  return {
+    EXECUTOR_RUNTIME: 'docker',
+    EXECUTOR_DOCKER_RUNTIME: oci,
+    EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
+    EXECUTOR_JOB_NUM_CPUS: '1',
+    EXECUTOR_JOB_MEMORY: '256M',
+  };
+}
+
 export interface DockerResult {
   code: number;
   stdout: string;
