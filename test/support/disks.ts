@@ -6,6 +6,7 @@ import { mkdir, rm, statfs, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from './processes.js';
+import { until } from './wait.js';
 
 const run = promisify(execFile);
 
@@ -73,6 +74,10 @@ export async function mountExt4(bytes: number): Promise<Ext4> {
     },
     repair: async () => {
       await sh('umount', [dir]);
+      // The file system lives on until its last open file is released (a killed process's may still be), and a
+      // mount of the same image meanwhile gets that same read-only file system back: wait until its loop device
+      // is let go.
+      await until(`the loop device of ${image} is released`, async () => (await sh('losetup', ['-j', image])).trim() === '', 30_000);
       // e2fsck exits 1 when it fixed something, which is what it is here for.
       await run('e2fsck', ['-fy', image]).catch((err: { code?: number }) => {
         if (err.code !== 1) throw err;
