@@ -3,6 +3,7 @@
 // so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
 import type { DockerAuthConfig } from './dockerAuthConfig.js';
+import { failureReason } from './failureReasons.js';
 import { queueName, type JobSpec } from './jobSpec.js';
 
 export const EXECUTOR_API_PREFIX = '/api/executor/v1';
@@ -117,9 +118,11 @@ export interface AppendLogsResponse {
 }
 
 export const completeRequest = z.object({});
-export const errorRequest = z.object({ message: z.string().max(64 * 1024) });
+const reasonField = failureReason.optional().describe('Why the attempt ended (core/failureReasons.ts); absent from executors before 0.3');
+export const errorRequest = z.object({ message: z.string().max(64 * 1024), reason: reasonField });
 export const failRequest = z.object({
   message: z.string().max(64 * 1024),
+  reason: reasonField,
   canceled: z.boolean().default(false).describe('The executor stopped the job because it was asked to cancel it'),
 });
 

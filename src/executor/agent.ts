@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { MAX_DEQUEUE_BATCH, type DequeuedJob } from '../core/protocol.js';
 import { secretsOf } from '../core/dockerAuthConfig.js';
 import { VERSION } from '../core/version.js';
+import { failure } from '../core/failureReasons.js';
 import { ApiError, ExecutorApiClient, type FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import { JobLog } from './jobLog.js';
@@ -241,7 +242,7 @@ export class Agent {
     try {
       report = await runJob({ job, runtime: this.runtime, config: this.config, log, stop: running.stop.signal });
     } catch (err) {
-      report = { kind: 'error', message: `the executor failed while running the job: ${(err as Error).message}` };
+      report = failure('system_failure', `the executor failed while running the job: ${(err as Error).message}`);
     } finally {
       clearInterval(flusher);
       this.active--;

@@ -6,6 +6,7 @@ import {
   EXECUTOR_API_PREFIX, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse, type DequeueBatchResponse,
   type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
 } from '../core/protocol.js';
+import type { AttemptReport } from '../core/failureReasons.js';
 
 export class ApiError extends Error {
   constructor(
@@ -129,7 +130,10 @@ export class ExecutorApiClient {
   }
 
   async finish(job: DequeuedJob, report: FinalReport): Promise<{ state: string }> {
-    const body = report.kind === 'complete' ? {} : report.kind === 'error' ? { message: report.message } : { message: report.message, canceled: report.canceled ?? false };
+    const body =
+      report.kind === 'complete' ? {}
+      : report.kind === 'error' ? { message: report.message, reason: report.reason }
+      : { message: report.message, reason: report.reason, canceled: report.canceled ?? false };
     const { data } = await this.call<{ state: string }>(`/jobs/${job.id}/${report.kind}`, body, `Bearer ${job.token}`);
     return data!;
   }
@@ -141,10 +145,7 @@ export class ExecutorApiClient {
   }
 }
 
-export type FinalReport =
-  | { kind: 'complete' }
-  | { kind: 'error'; message: string }
-  | { kind: 'fail'; message: string; canceled?: boolean };
+export type FinalReport = AttemptReport;
 
 class RequestTimeout extends Error {
   constructor() {

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { DequeuedJob } from '../core/protocol.js';
 import { formatDuration } from '../core/units.js';
+import { failure } from '../core/failureReasons.js';
 import type { FinalReport } from './apiClient.js';
 import type { ExecutorConfig } from './config.js';
 import type { JobLog } from './jobLog.js';
@@ -29,7 +30,7 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
   // submit time when it knows the queue's executors; this catches the rest).
   const runtimeLimits = runtime.limits?.();
   const tooBig = runtimeLimits ? resourceIssues(spec.resources, runtimeLimits, 'this executor\'s limits') : [];
-  if (tooBig.length) return { kind: 'fail', message: tooBig.map((i) => `${i.field} ${i.message}`).join('; ') };
+  if (tooBig.length) return failure('resources_exceeded', tooBig.map((i) => `${i.field} ${i.message}`).join('; '));
   const limits = effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0 });
   // Nothing to run and nothing to prepare: no workspace is needed either.
   if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
@@ -38,10 +39,10 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
   const overtime = AbortSignal.timeout(maxRuntimeMs);
   const jobSignal = AbortSignal.any([stop, overtime]);
   const stopped = (): FinalReport | undefined => {
-    if (overtime.aborted && !stop.aborted) return { kind: 'fail', message: `job exceeded its maximum runtime of ${formatDuration(maxRuntimeMs)}` };
+    if (overtime.aborted && !stop.aborted) return failure('job_timeout', `job exceeded its maximum runtime of ${formatDuration(maxRuntimeMs)}`);
     const reason = stop.reason as StopReason;
-    if (reason === 'canceled') return { kind: 'fail', message: 'canceled by a user', canceled: true };
-    if (reason === 'shutdown') return { kind: 'error', message: 'the executor was shut down while the job was running' };
+    if (reason === 'canceled') return failure('canceled', 'canceled by a user');
+    if (reason === 'shutdown') return failure('executor_shutdown', 'the executor was shut down while the job was running');
     return undefined;
   };
 
@@ -52,7 +53,7 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       await writeFiles(spec, dirs, log);
     } catch (err) {
       if (jobSignal.aborted) return stopped();
-      if (err instanceof WorkspaceError) return { kind: 'error', message: `preparing the workspace failed: ${err.message}` };
+      if (err instanceof WorkspaceError) return failure('checkout_failure', `preparing the workspace failed: ${err.message}`);
       throw err;
     }
 
@@ -63,7 +64,7 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
         workdir = await confinedDirectory(dirs.workspace, step.dir ?? '.');
       } catch (err) {
         // The job's own content (a symlink in its checkout) is at fault: running it again would not help.
-        if (err instanceof WorkspaceError) return { kind: 'fail', message: `step ${step.key}: dir ${err.message}` };
+        if (err instanceof WorkspaceError) return failure('invalid_workspace', `step ${step.key}: dir ${err.message}`);
         throw err;
       }
       const scriptPath = path.join(dirs.scripts, `step-${index + 1}.sh`);
@@ -95,10 +96,10 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       if (result.reason) entry.note(`[dockhand] ${result.reason}`);
       entry.finish(result.exitCode, Date.now() - started);
       if (jobSignal.aborted) return stopped();
-      if (timeout?.aborted) return { kind: 'fail', message: `step ${step.key} timed out after ${formatDuration(step.timeout!)}` };
-      if ('failedToStart' in result) return { kind: result.retryable ? 'error' : 'fail', message: `step ${step.key}: ${result.reason}` };
+      if (timeout?.aborted) return failure('step_timeout', `step ${step.key} timed out after ${formatDuration(step.timeout!)}`);
+      if ('failedToStart' in result) return failure(result.retryable ? 'runtime_unavailable' : 'invalid_step', `step ${step.key}: ${result.reason}`);
       if (result.exitCode !== 0) {
-        return { kind: 'fail', message: `step ${step.key} failed with exit code ${result.exitCode}${result.reason ? ` (${result.reason})` : ''}` };
+        return failure(result.reason === 'killed: out of memory' ? 'out_of_memory' : 'script_failure', `step ${step.key} failed with exit code ${result.exitCode}${result.reason ? ` (${result.reason})` : ''}`);
       }
     }
     return { kind: 'complete' };
