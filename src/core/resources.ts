@@ -1,5 +1,6 @@
-// Per-job CPU and memory: what a job asks for (spec.resources) against what an executor allows one job
-// (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY, where 0 means unbounded). A job may ask for less, never more.
+// Per-job CPU, memory and disk: what a job asks for (spec.resources) against what an executor allows one job
+// (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY, EXECUTOR_JOB_DISK, where 0 means unbounded). A job may ask for
+// less, never more.
 import type { FieldIssue, JobSpec } from './jobSpec.js';
 import type { ExecutorResources } from './protocol.js';
 import { formatSize } from './units.js';
@@ -9,6 +10,8 @@ export interface JobLimits {
   cpus: number;
   /** Bytes of memory a job may use; 0 = unbounded. */
   memoryBytes: number;
+  /** Bytes of disk a job's workspace may fill; 0 = unbounded. */
+  diskBytes: number;
 }
 
 /** What the job asks for beyond `limits`, one issue per resource; `where` says whose limits they are. */
@@ -23,12 +26,18 @@ export function resourceIssues(resources: JobSpec['resources'], limits: Executor
       message: `asks for ${formatSize(resources.memory)} but ${where} allow at most ${formatSize(limits.memoryBytes)} per job (EXECUTOR_JOB_MEMORY)`,
     });
   }
+  if (resources?.disk !== undefined && limits.diskBytes && resources.disk > limits.diskBytes) {
+    issues.push({
+      field: 'resources.disk',
+      message: `asks for ${formatSize(resources.disk)} but ${where} allow at most ${formatSize(limits.diskBytes)} per job (EXECUTOR_JOB_DISK)`,
+    });
+  }
   return issues;
 }
 
 /** The limits a step container gets: the job's own request where it made one, else the executor's limit. */
 export function effectiveLimits(resources: JobSpec['resources'], limits: JobLimits): JobLimits {
-  return { cpus: resources?.cpus ?? limits.cpus, memoryBytes: resources?.memory ?? limits.memoryBytes };
+  return { cpus: resources?.cpus ?? limits.cpus, memoryBytes: resources?.memory ?? limits.memoryBytes, diskBytes: resources?.disk ?? limits.diskBytes };
 }
 
 /** The largest limits among executors (0 = unbounded wins); undefined when any of them enforces none. */

@@ -13,7 +13,7 @@ import { JobLog } from './jobLog.js';
 import { Outbox } from './outbox.js';
 import { runJob, type StopReason } from './jobRunner.js';
 import { Redactor, executorLogRedactor } from './redactor.js';
-import { urlCredentials } from './workspace.js';
+import { urlCredentials } from './workspace/checkout.js';
 import type { Runtime } from './runtimes/runtime.js';
 
 interface RunningJob {
@@ -83,7 +83,7 @@ export class Agent {
     this.api = new ExecutorApiClient(config.frontendUrl, config.frontendPassword);
     this.outbox = new Outbox(this.api);
     this.executorMasks.add(config.frontendPassword, 'PASSWORD_REMOVED');
-    for (const secret of secretsOf(config.docker.authConfig)) {
+    for (const secret of runtime.secrets?.() ?? []) {
       this.executorMasks.add(secret, '***');
       logRedactor.add(secret, '***');
     }

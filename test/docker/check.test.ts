@@ -43,7 +43,7 @@ describe('dockhand executor --check', () => {
     expect(noEngine.code).toBe(1);
 
     const noImage = await check({ EXECUTOR_DOCKER_DEFAULT_IMAGE: '127.0.0.1:1/missing:1', EXECUTOR_DOCKER_NETWORK: 'none' });
-    expect(noImage.stdout).toContain('ok   network: EXECUTOR_DOCKER_NETWORK=none: steps have no network at all');
+    expect(noImage.stdout).toContain('ok   network: EXECUTOR_DOCKER_NETWORK=none: steps and checkouts have no network at all');
     expect(noImage.stdout).toMatch(/FAIL test container: cannot pull image 127\.0\.0\.1:1\/missing:1/);
     expect(noImage.stdout).toContain('1 check failed');
     expect(noImage.code).toBe(1);

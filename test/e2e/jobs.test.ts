@@ -1,19 +1,21 @@
 // End to end: a real server and two real executors running jobs on the shell runtime.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
+import { startGitServer, type GitServer } from '../support/gitServer.js';
 import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 let server: ServerHandle;
 let executors: ExecutorHandle[] = [];
 let client: TestClient;
 let scratch: string;
+let git: GitServer;
 
 beforeAll(async () => {
   scratch = await tempDir('jobs');
+  git = await startGitServer();
   server = await startServer({ name: 'jobs-server', env: { DOCKHAND_RETRY_BACKOFF: '100ms' } });
   client = new TestClient(server.url);
   executors = await Promise.all([
@@ -25,6 +27,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(executors.map((e) => e.stop()));
   await server?.stop();
+  await git?.close();
 });
 
 describe('jobs on two executors', () => {
@@ -115,18 +118,10 @@ describe('jobs on two executors', () => {
   });
 
   it('checks out a repository at the requested commit, shallow', async () => {
-    const repo = path.join(scratch, 'repo');
-    const git = (...args: string[]) => execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', ...args], { encoding: 'utf8' }).trim();
-    execFileSync('git', ['init', '-q', repo]);
-    writeFileSync(path.join(repo, 'version.txt'), 'one\n');
-    git('add', '.');
-    git('commit', '-qm', 'one');
-    const first = git('rev-parse', 'HEAD');
-    writeFileSync(path.join(repo, 'version.txt'), 'two\n');
-    git('commit', '-qam', 'two');
+    const [first] = git.makeRepo('versions', [{ 'version.txt': 'one\n' }, { 'version.txt': 'two\n' }]);
     const job = await client.submit({
       queue: 'alpha',
-      repository: { url: `file://${repo}`, commit: first, dir: 'src' },
+      repository: { url: git.url('versions'), commit: first, dir: 'src' },
       files: { 'src/extra/note.txt': 'written by the job spec' },
       steps: [{ dir: 'src', run: 'cat version.txt; cat extra/note.txt; echo; git rev-parse HEAD; git rev-list --count HEAD' }],
     });
@@ -139,15 +134,11 @@ describe('jobs on two executors', () => {
 
   it('creates a missing step dir, and refuses one that leads out of the workspace through a symlink', async () => {
     const outside = path.join(scratch, 'outside');
-    const repo = path.join(scratch, 'symlink-repo');
-    execFileSync('git', ['init', '-q', repo]);
-    execFileSync('ln', ['-s', outside, path.join(repo, 'out')]);
-    execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', 'add', '.']);
-    execFileSync('git', ['-C', repo, '-c', 'user.email=t@example.com', '-c', 'user.name=t', 'commit', '-qm', 'link']);
+    git.makeRepo('symlink-repo', [{}], { symlinks: { out: outside } });
     const created = await client.submit({ queue: 'alpha', steps: [{ dir: 'build/output', run: 'pwd' }] });
     await client.waitForState(created.id, 'completed');
     expect((await client.logs(created.id)).entries[0].out).toMatch(/\/workspace\/build\/output\n$/);
-    const escaping = await client.submit({ queue: 'alpha', repository: { url: `file://${repo}` }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
+    const escaping = await client.submit({ queue: 'alpha', repository: { url: git.url('symlink-repo') }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
     const failed = await client.waitForState(escaping.id, 'failed');
     expect(failed.failureMessage).toBe('step step-1: dir out/deeper leads outside the workspace through a symlink');
     expect(existsSync(outside)).toBe(false);
@@ -173,7 +164,7 @@ describe('jobs on two executors', () => {
   });
 
   it('retries retryable errors with backoff until attempts run out', async () => {
-    const job = await client.submit({ queue: 'beta', maxAttempts: 2, repository: { url: `file://${scratch}/no-such-repo` }, steps: [{ run: 'true' }] });
+    const job = await client.submit({ queue: 'beta', maxAttempts: 2, repository: { url: git.url('no-such-repo') }, steps: [{ run: 'true' }] });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.attempt).toBe(2);
     expect(done.numFailures).toBe(2);

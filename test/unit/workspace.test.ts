@@ -6,8 +6,10 @@ import { parseJobSpec, type JobSpec } from '../../src/core/jobSpec.js';
 import type { LogEntryUpdate } from '../../src/core/protocol.js';
 import { JobLog } from '../../src/executor/jobLog.js';
 import { Redactor } from '../../src/executor/redactor.js';
-import type { JobDirs } from '../../src/executor/runtimes/runtime.js';
-import { WorkspaceError, createJobDirs, redactUrl, writeFiles } from '../../src/executor/workspace.js';
+import { redactUrl } from '../../src/executor/workspace/checkout.js';
+import { WorkspaceEscape, createHostDirs, writeFiles as writeHostFiles, type HostDirs } from '../../src/executor/workspace/hostWorkspace.js';
+
+const writeFiles = (spec: JobSpec, dirs: HostDirs, log: JobLog): Promise<void> => writeHostFiles(spec.files, dirs.workspace, log);
 
 describe('redactUrl', () => {
   it.each([
@@ -68,13 +70,13 @@ async function exists(p: string): Promise<boolean> {
 
 describe('writeFiles', () => {
   let tmp: string;
-  let dirs: JobDirs;
+  let dirs: HostDirs;
   /** A directory outside the workspace that symlinks try to reach. */
   let outside: string;
 
   beforeEach(async () => {
     tmp = await realpath(await mkdtemp(path.join(os.tmpdir(), 'dockhand-ws-test-')));
-    dirs = await createJobDirs(tmp, 1);
+    dirs = await createHostDirs(tmp, 'dockhand-job-1-');
     outside = path.join(tmp, 'outside');
     await mkdir(outside);
   });
@@ -122,7 +124,7 @@ describe('writeFiles', () => {
     await symlink(outside, path.join(dirs.workspace, 'evil'));
     const { log, updates } = recordingLog();
     const error: unknown = await writeFiles(specWithFiles({ 'evil/pwned.txt': 'x' }), dirs, log).catch((err: unknown) => err);
-    expect(error).toBeInstanceOf(WorkspaceError);
+    expect(error).toBeInstanceOf(WorkspaceEscape);
     expect((error as Error).message).toMatch(/evil\/pwned\.txt: evil leads outside the workspace through a symlink/);
     expect(await readdir(outside)).toEqual([]);
     await log.flush();
@@ -131,7 +133,7 @@ describe('writeFiles', () => {
 
   it('refuses a relative symlink that climbs out of the workspace', async () => {
     await symlink('../../outside', path.join(dirs.workspace, 'up'));
-    await expect(writeFiles(specWithFiles({ 'up/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(WorkspaceError);
+    await expect(writeFiles(specWithFiles({ 'up/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(WorkspaceEscape);
     expect(await readdir(outside)).toEqual([]);
   });
 
@@ -139,7 +141,7 @@ describe('writeFiles', () => {
   // link are created outside the workspace even though the write itself is then refused.
   it('creates nothing outside the workspace through a symlinked parent', async () => {
     await symlink(outside, path.join(dirs.workspace, 'evil'));
-    await expect(writeFiles(specWithFiles({ 'evil/made/by/job/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(WorkspaceError);
+    await expect(writeFiles(specWithFiles({ 'evil/made/by/job/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(WorkspaceEscape);
     expect(await readdir(outside)).toEqual([]);
   });
 
@@ -168,7 +170,7 @@ describe('writeFiles', () => {
 
   it('refuses an unsafe path even when the spec was not validated', async () => {
     const spec = { ...specWithFiles({}), files: { '../escape.txt': 'x' } } as JobSpec;
-    await expect(writeFiles(spec, dirs, noopLog())).rejects.toThrow(WorkspaceError);
+    await expect(writeFiles(spec, dirs, noopLog())).rejects.toThrow(WorkspaceEscape);
     expect(await exists(path.join(dirs.root, 'escape.txt'))).toBe(false);
   });
 });

@@ -35,7 +35,7 @@ function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log
 
 async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime): Promise<Agent> {
   const [{ Agent }, { createRuntime }] = await Promise.all([import('../../executor/agent.js'), import('../../executor/runtimes/index.js')]);
-  const agent = new Agent(config, runtime ?? (await createRuntime(config, log)), log);
+  const agent = new Agent(config, runtime ?? (await createRuntime(config.runtime, log)), log);
   await agent.start();
   return agent;
 }
@@ -52,26 +52,23 @@ async function exitOnSetupError(err: unknown): Promise<never> {
 
 /** `dockhand executor --check`: the runtime's self-test, one line per check; exit 1 when any fails. */
 async function checkRuntime(): Promise<never> {
-  const [pino, { loadExecutorConfig }, { createRuntime }, { RuntimeSetupError }] = await Promise.all([
-    loadPino(), import('../../executor/config.js'), import('../../executor/runtimes/index.js'), import('../../executor/runtimes/runtime.js'),
+  const [pino, { loadRuntimeSettings }, { RUNTIMES, createRuntime }, { RuntimeSetupError }] = await Promise.all([
+    loadPino(), import('../../executor/runtimes/settings.js'), import('../../executor/runtimes/index.js'), import('../../executor/runtimes/runtime.js'),
   ]);
-  // The check needs only the runtime's settings: the coordinator's may be absent on a machine being set up.
-  const env = { ...process.env };
-  if (!env.EXECUTOR_FRONTEND_URL) env.EXECUTOR_FRONTEND_URL = 'http://127.0.0.1';
-  if (!env.EXECUTOR_FRONTEND_PASSWORD) env.EXECUTOR_FRONTEND_PASSWORD = 'unused-for-the-runtime-check';
-  if (!env.EXECUTOR_QUEUE_NAME && !env.EXECUTOR_QUEUE_NAMES) env.EXECUTOR_QUEUE_NAME = 'check';
-  const config = loadExecutorConfig(env);
+  // Only the runtime's settings: the coordinator's may be absent on a machine being set up.
+  const settings = loadRuntimeSettings(process.env);
   const log = pino({ level: 'silent' });
   let results: CheckResult[];
   try {
-    const runtime = await createRuntime(config, log);
-    results = runtime.check ? await runtime.check() : [{ name: config.runtime, ok: true, detail: 'nothing to check: steps run as host processes, without isolation' }];
+    const runtime = await createRuntime(settings, log);
+    results = runtime.check ? await runtime.check() : [{ name: settings.runtime, ok: true, detail: 'nothing to check: steps run as host processes, without isolation' }];
     await runtime.close?.();
   } catch (err) {
     if (!(err instanceof RuntimeSetupError)) throw err;
     results = [{ name: 'setup', ok: false, detail: err.message }];
   }
-  process.stdout.write(`Runtime ${config.runtime}${config.docker.ociRuntime ? ` (OCI runtime ${config.docker.ociRuntime})` : ''}:\n`);
+  const entry = RUNTIMES[settings.runtime] as { describe?(options: unknown): string };
+  process.stdout.write(`Runtime ${settings.runtime}${entry.describe?.(settings.options) ?? ''}:\n`);
   for (const r of results) process.stdout.write(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.name}: ${r.detail}${r.fix ? `\n       fix: ${r.fix}` : ''}\n`);
   const failed = results.filter((r) => !r.ok).length;
   process.stdout.write(failed ? `${failed} check${failed > 1 ? 's' : ''} failed\n` : 'all checks passed\n');
@@ -99,15 +96,17 @@ function preciseTime(): () => string {
 }
 
 /** `dockhand up` runs steps in Docker when an engine answers (unless EXECUTOR_RUNTIME says otherwise). */
-async function upRuntime(config: ExecutorConfig, explicit: boolean, log: Logger): Promise<{ runtime: Runtime; note: string }> {
-  const [{ createRuntime }, { RuntimeSetupError }] = await Promise.all([import('../../executor/runtimes/index.js'), import('../../executor/runtimes/runtime.js')]);
-  if (explicit) return { runtime: await createRuntime(config, log), note: 'chosen by EXECUTOR_RUNTIME' };
+async function upRuntime(env: NodeJS.ProcessEnv, log: Logger): Promise<{ runtime: Runtime; note: string }> {
+  const [{ createRuntime }, { loadRuntimeSettings }, { RuntimeSetupError }] = await Promise.all([
+    import('../../executor/runtimes/index.js'), import('../../executor/runtimes/settings.js'), import('../../executor/runtimes/runtime.js'),
+  ]);
+  if (env.EXECUTOR_RUNTIME) return { runtime: await createRuntime(loadRuntimeSettings(env), log), note: 'chosen by EXECUTOR_RUNTIME' };
   try {
-    return { runtime: await createRuntime({ ...config, runtime: 'docker' }, log), note: 'a Docker engine answered' };
+    return { runtime: await createRuntime(loadRuntimeSettings({ ...env, EXECUTOR_RUNTIME: 'docker' }), log), note: 'a Docker engine answered' };
   } catch (err) {
     if (!(err instanceof RuntimeSetupError)) throw err;
     const why = err.message.split('\n')[0];
-    return { runtime: await createRuntime({ ...config, runtime: 'shell' }, log), note: `no usable Docker engine (${why})` };
+    return { runtime: await createRuntime(loadRuntimeSettings({ ...env, EXECUTOR_RUNTIME: 'shell' }), log), note: `no usable Docker engine (${why})` };
   }
 }
 
@@ -195,7 +194,7 @@ export function registerServerCommands(program: Command): void {
         await server.store.accounts.createToken(admin.id, 'up', hashToken(token), Date.now());
       }
       const saved = saveCredentials(server.url, token);
-      const executorConfig = loadExecutorConfig({
+      const executorEnv = {
         ...process.env,
         EXECUTOR_FRONTEND_URL: server.url,
         EXECUTOR_FRONTEND_PASSWORD: env.DOCKHAND_EXECUTORS_ACCESS_TOKEN,
@@ -204,10 +203,11 @@ export function registerServerCommands(program: Command): void {
         EXECUTOR_MAXIMUM_NUM_JOBS: process.env.EXECUTOR_MAXIMUM_NUM_JOBS ?? opts.jobs,
         // Apart from a standalone executor on the same host, whose containers its janitor must not take for its own.
         EXECUTOR_NAME: process.env.EXECUTOR_NAME || `${os.hostname()}-local`,
-      });
+      };
+      const executorConfig = loadExecutorConfig(executorEnv);
       const executorLog = log.child({ component: 'executor' });
-      const chosen = await upRuntime(executorConfig, Boolean(process.env.EXECUTOR_RUNTIME), executorLog).catch(exitOnSetupError);
-      const agent = await startAgent({ ...executorConfig, runtime: chosen.runtime.name as ExecutorConfig['runtime'] }, executorLog, chosen.runtime);
+      const chosen = await upRuntime(executorEnv, executorLog).catch(exitOnSetupError);
+      const agent = await startAgent(executorConfig, executorLog, chosen.runtime);
       process.stdout.write(
         [
           `Dockhand is up: ${server.url}`,

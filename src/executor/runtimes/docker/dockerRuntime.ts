@@ -1,6 +1,8 @@
 // The docker runtime: every step in a fresh container from its image, on the Docker Engine API (DOCKER_HOST or
-// the default socket). The workspace is bind-mounted at /data, output streams live over attach, limits come from
-// EXECUTOR_JOB_NUM_CPUS / EXECUTOR_JOB_MEMORY, and every container is labelled so the janitor can remove orphans.
+// the default socket). A job's session owns its workspace, on a size-limited disk of its own (jobDisks.ts),
+// bind-mounted at /data; the repository is checked out in a helper container on the job's network
+// (checkoutHelper.ts); output streams live over attach; limits come from EXECUTOR_JOB_NUM_CPUS / _MEMORY / _DISK;
+// every container is labelled so the janitor can remove orphans.
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,20 +12,33 @@ import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
 import type { Logger } from 'pino';
+import { secretsOf } from '../../../core/dockerAuthConfig.js';
 import type { JobLimits } from '../../../core/resources.js';
-import type { ExecutorConfig } from '../../config.js';
+import { BackgroundWork } from '../../background.js';
 import type { Stream } from '../../jobLog.js';
 import { KILL_GRACE_MS } from '../../process.js';
-import { type CheckResult, type Runtime, RuntimeSetupError, type StepContext, type StepResult, StepStartError } from '../runtime.js';
+import {
+  createHostDirs, prepareHostWorkspace, removeHostDirs, stepScriptPath, stepWorkdir, writeStepScript, type HostDirs,
+} from '../../workspace/hostWorkspace.js';
+import {
+  type CheckResult, JobFailure, type JobSession, type JobView, type PrepareContext, type Runtime, RuntimeSetupError, type StepIO,
+  type StepResult, type StepRun,
+} from '../runtime.js';
+import type { RuntimeSettings } from '../settings.js';
+import { CheckoutHelper, helperName, makeHelperImage } from './checkoutHelper.js';
 import {
   CONTAINER_WORKSPACE, LABEL_EXECUTOR, NETWORK_NAME, containerOptions, describeContainer, type StepContainer,
 } from './containerSpec.js';
 import { ImagePuller } from './imagePuller.js';
+import { JOB_DISK_FIX, JobDisks, type JobDisk } from './jobDisks.js';
 import { NetworkSetupError, blockMetadata, ensureNetwork, metadataBlocked } from './network.js';
+import { DEFAULT_HELPER_IMAGE, type DockerOptions } from './options.js';
 import { chooseCredential } from './registryAuth.js';
 import { makeAccessible } from './workspaceOwner.js';
 
-type Config = Pick<ExecutorConfig, 'name' | 'jobCpus' | 'jobMemoryBytes' | 'keepWorkspaces' | 'cleanupIntervalMs' | 'docker'>;
+type Settings = Pick<
+  RuntimeSettings, 'executorName' | 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes' | 'keepWorkspaces' | 'workspaceRoot' | 'cleanupIntervalMs' | 'allowLocalRepositories'
+>;
 
 /** How long to wait for the engine at start before saying it is not there. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -45,45 +60,51 @@ interface EngineInfo {
 
 export class DockerRuntime implements Runtime {
   readonly name = 'docker';
-  private readonly puller: ImagePuller;
+  readonly puller: ImagePuller;
   /** Names of containers this process is running: the janitor never touches them. */
   private readonly inUse = new Set<string>();
-  private readonly removals = new Set<Promise<void>>();
+  private readonly background = new BackgroundWork();
   /** Workspaces already opened up for a step user, so a repository is walked once per job and user. */
   private readonly accessible = new Set<string>();
   private janitor?: NodeJS.Timeout;
-  private jobLimits: JobLimits;
+  private readonly jobLimits: JobLimits;
   /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
-  private readonly network: 'bridge' | 'none';
+  readonly stepNetwork: 'bridge' | 'none';
+  /** Each job's workspace on a disk of its own; absent with EXECUTOR_JOB_DISK=0. */
+  readonly disks?: JobDisks;
+  private helperImage?: Promise<void>;
 
   private constructor(
-    private readonly docker: Docker,
-    private readonly config: Config,
+    readonly docker: Docker,
+    readonly settings: Settings,
+    readonly options: DockerOptions,
     private readonly engine: EngineInfo,
-    private readonly log: Logger,
+    readonly log: Logger,
   ) {
     this.puller = new ImagePuller(docker);
-    this.network = networkFor(config, engine);
+    this.stepNetwork = networkFor(options, engine);
     // The engine refuses --cpus above the host's CPU count; a larger setting means "all of them".
-    const cpus = config.jobCpus > engine.cpus ? engine.cpus : config.jobCpus;
-    if (cpus !== config.jobCpus) log.warn({ configured: config.jobCpus, host: engine.cpus }, 'EXECUTOR_JOB_NUM_CPUS is above the host\'s CPU count; using the host\'s');
-    this.jobLimits = { cpus, memoryBytes: config.jobMemoryBytes };
+    const cpus = settings.jobCpus > engine.cpus ? engine.cpus : settings.jobCpus;
+    if (cpus !== settings.jobCpus) log.warn({ configured: settings.jobCpus, host: engine.cpus }, 'EXECUTOR_JOB_NUM_CPUS is above the host\'s CPU count; using the host\'s');
+    this.jobLimits = { cpus, memoryBytes: settings.jobMemoryBytes, diskBytes: settings.jobDiskBytes };
+    if (settings.jobDiskBytes > 0) this.disks = new JobDisks(settings.workspaceRoot, settings.executorName, settings.jobDiskBytes, log);
   }
 
   /** Connects to the engine and checks what jobs depend on; throws a DockerSetupError saying what to fix. */
-  static async connect(config: Config, log: Logger): Promise<DockerRuntime> {
+  static async connect(settings: Settings, options: DockerOptions, log: Logger): Promise<DockerRuntime> {
     const docker = new Docker();
     const engine = await engineInfo(docker);
-    const runtime = config.docker.ociRuntime;
-    if (runtime && !engine.runtimes.includes(runtime)) {
+    const oci = options.ociRuntime;
+    if (oci && !engine.runtimes.includes(oci)) {
       throw new DockerSetupError(
-        `EXECUTOR_DOCKER_RUNTIME=${runtime} is not a runtime this Docker engine knows (it has: ${engine.runtimes.join(', ')})`,
-        runtime === 'runsc'
+        `EXECUTOR_DOCKER_RUNTIME=${oci} is not a runtime this Docker engine knows (it has: ${engine.runtimes.join(', ')})`,
+        oci === 'runsc'
           ? 'register gVisor in /etc/docker/daemon.json as {"runtimes": {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--network=none"]}}} and restart dockerd'
-          : `register ${runtime} in /etc/docker/daemon.json under "runtimes" and restart dockerd`,
+          : `register ${oci} in /etc/docker/daemon.json under "runtimes" and restart dockerd`,
       );
     }
-    if (networkFor(config, engine) === 'bridge') {
+    // The checkout helper fetches on the bridge even when the steps' OCI runtime has no network of its own.
+    if (options.network === 'bridge') {
       await ensureNetwork(docker);
       try {
         await blockMetadata();
@@ -92,12 +113,16 @@ export class DockerRuntime implements Runtime {
         throw err;
       }
     }
-    return new DockerRuntime(docker, config, engine, log);
+    const runtime = new DockerRuntime(docker, settings, options, engine, log);
+    if (runtime.disks) {
+      const disks = await runtime.disks.check();
+      if (!disks.ok) throw new DockerSetupError(`cannot give jobs a disk of their own: ${disks.detail}`, JOB_DISK_FIX);
+    }
+    return runtime;
   }
 
-
   async version(): Promise<string | undefined> {
-    const oci = this.config.docker.ociRuntime || this.engine.defaultRuntime;
+    const oci = this.options.ociRuntime || this.engine.defaultRuntime;
     return `Docker ${this.engine.version} (${oci})`;
   }
 
@@ -105,26 +130,35 @@ export class DockerRuntime implements Runtime {
     return this.jobLimits;
   }
 
-  describeStep(ctx: Omit<StepContext, 'output' | 'outputWritable' | 'note' | 'signal'>): string[] {
-    return describeContainer(this.stepContainer(ctx, 'NAME'));
+  secrets(): string[] {
+    return secretsOf(this.options.authConfig);
   }
 
-  async runStep(ctx: StepContext): Promise<StepResult> {
-    const spec = this.stepContainer(ctx, `dockhand-${ctx.job.id}-${ctx.job.attempt}-${ctx.index + 1}-${randomBytes(3).toString('hex')}`);
-    const credential = () => chooseCredential(spec.image, { job: ctx.job.dockerAuthConfig, executor: this.config.docker.authConfig });
-    await this.puller.ensure(spec.image, credential, ctx.note, ctx.signal);
-    if (ctx.step.user) await this.openWorkspaceFor(ctx.dirs.workspace, ctx.step.user);
-    return this.runContainer(spec, { output: ctx.output, writable: ctx.outputWritable }, ctx.signal);
+  async open(job: JobView): Promise<JobSession> {
+    let disk: JobDisk | undefined;
+    let dirs: HostDirs;
+    try {
+      // job.limits.diskBytes is the job's request, else EXECUTOR_JOB_DISK; 0 only when the executor sets no bound.
+      if (this.disks && job.limits.diskBytes > 0) {
+        disk = await this.disks.take(job.limits.diskBytes);
+        dirs = disk.dirs;
+      } else {
+        dirs = await createHostDirs(this.settings.workspaceRoot, `dockhand-job-${job.id}-`);
+      }
+    } catch (err) {
+      throw new JobFailure('runtime_unavailable', `cannot make the job's workspace: ${(err as Error).message}`);
+    }
+    return new DockerSession(this, job, dirs, disk);
   }
 
-  /** Removes containers labelled with this executor's name that no running job of this process owns. */
+  /** Removes containers labelled with this executor's name that no running job of this process owns, and its spent disks. */
   async cleanupOrphans(): Promise<void> {
-    const containers = await this.docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL_EXECUTOR}=${this.config.name}`] }) });
+    const containers = await this.docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL_EXECUTOR}=${this.settings.executorName}`] }) });
     const orphans = containers.filter(
       (c) =>
         !c.Names.some((n) => this.inUse.has(n.replace(/^\//, ''))) &&
         // Kept for debugging (EXECUTOR_KEEP_WORKSPACES): stopped step containers stay; running leftovers still go.
-        (!this.config.keepWorkspaces || c.State === 'running'),
+        (!this.settings.keepWorkspaces || c.State === 'running'),
     );
     for (const orphan of orphans) {
       await this.docker.getContainer(orphan.Id).remove({ force: true }).catch((err: Error) => {
@@ -132,6 +166,8 @@ export class DockerRuntime implements Runtime {
       });
     }
     if (orphans.length) this.log.info({ removed: orphans.map((o) => o.Names[0]) }, 'removed orphaned containers');
+    const disks = (await this.disks?.cleanupOrphans(this.settings.keepWorkspaces)) ?? [];
+    if (disks.length) this.log.info({ removed: disks }, 'removed orphaned job disks');
     this.startJanitor();
   }
 
@@ -139,49 +175,81 @@ export class DockerRuntime implements Runtime {
     const results: CheckResult[] = [];
     const host = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
     results.push({ name: 'engine', ok: true, detail: `Docker ${this.engine.version} (API ${this.engine.apiVersion}) at ${host}, ${this.engine.cpus} CPUs` });
-    const oci = this.config.docker.ociRuntime || this.engine.defaultRuntime;
+    const oci = this.options.ociRuntime || this.engine.defaultRuntime;
     results.push({ name: 'OCI runtime', ok: true, detail: `${oci} is registered (engine runtimes: ${this.engine.runtimes.join(', ')})` });
-    if (this.config.docker.network === 'none') results.push({ name: 'network', ok: true, detail: 'EXECUTOR_DOCKER_NETWORK=none: steps have no network at all' });
-    else if (this.network === 'none') results.push({ name: 'network', ok: true, detail: `${oci} runs with --network=none: steps have only loopback` });
+    if (this.options.network === 'none') results.push({ name: 'network', ok: true, detail: 'EXECUTOR_DOCKER_NETWORK=none: steps and checkouts have no network at all' });
     else {
+      if (this.stepNetwork === 'none') results.push({ name: 'network', ok: true, detail: `${oci} runs with --network=none: steps have only loopback` });
       const blocked = await metadataBlocked();
       results.push({
         name: 'metadata block', ok: blocked.ok, detail: blocked.detail,
         fix: blocked.ok ? undefined : 'restart the executor as root (it installs the rules), or set EXECUTOR_DOCKER_NETWORK=none',
       });
     }
+    results.push(
+      this.disks
+        ? await this.disks.check()
+        : { name: 'job disks', ok: true, detail: 'EXECUTOR_JOB_DISK=0: workspaces are plain directories, unbounded (one job can fill the host\'s disk)' },
+    );
+    results.push(await this.helperCheck());
     results.push(await this.probeContainer(oci));
     return results;
   }
 
   async close(): Promise<void> {
     clearInterval(this.janitor);
-    await Promise.all(this.removals);
+    await this.background.settle();
+    await this.disks?.close();
   }
 
-  private stepContainer(ctx: Omit<StepContext, 'output' | 'outputWritable' | 'note' | 'signal'>, name: string): StepContainer {
+  /** The checkout helper's image, made or pulled once per process when the engine lacks it. */
+  ensureHelperImage(note: (line: string) => void, signal: AbortSignal): Promise<void> {
+    const image = this.options.helperImage;
+    if (image !== DEFAULT_HELPER_IMAGE) {
+      return this.puller.ensure(image, () => chooseCredential(image, { executor: this.options.authConfig }), note, signal);
+    }
+    this.helperImage ??= (async () => {
+      if (await this.imagePresent(image)) return;
+      this.log.info({ image }, 'making the checkout helper image from this host\'s git');
+      await makeHelperImage(this.docker, image);
+    })();
+    this.helperImage.catch(() => (this.helperImage = undefined));
+    return this.helperImage.catch((err: Error) => {
+      throw new JobFailure(
+        'runtime_unavailable',
+        `${err.message}; or set EXECUTOR_DOCKER_HELPER_IMAGE to an image with git, sh and sleep`,
+      );
+    });
+  }
+
+  /** The helper's OCI runtime: the configured one, unless it has no network of its own (gVisor here), then the engine's default. */
+  helperOciRuntime(): string {
+    return this.options.network === 'bridge' && this.stepNetwork === 'none' ? '' : this.options.ociRuntime;
+  }
+
+  stepContainer(job: JobView, run: StepRun, dirs: HostDirs, name: string): StepContainer {
     return {
       name,
-      image: ctx.step.image ?? this.config.docker.defaultImage,
-      executorName: this.config.name,
-      jobId: ctx.job.id,
-      attempt: ctx.job.attempt,
-      stepKey: ctx.step.key,
-      workspace: ctx.dirs.workspace,
-      scripts: path.dirname(ctx.scriptPath),
-      scriptName: path.basename(ctx.scriptPath),
-      dir: path.relative(ctx.dirs.workspace, ctx.workdir) || '.',
-      env: { DOCKHAND_WORKSPACE: CONTAINER_WORKSPACE, ...ctx.env },
-      user: ctx.step.user,
-      limits: ctx.limits,
-      pidsLimit: this.config.docker.pidsLimit,
-      network: ctx.spec.network === 'none' || this.network === 'none' ? 'none' : NETWORK_NAME,
-      ociRuntime: this.config.docker.ociRuntime,
+      image: run.step.image ?? this.options.defaultImage,
+      executorName: this.settings.executorName,
+      jobId: job.id,
+      attempt: job.attempt,
+      stepKey: run.step.key,
+      workspace: dirs.workspace,
+      scripts: dirs.scripts,
+      scriptName: path.basename(stepScriptPath(dirs, run.index)),
+      dir: path.posix.normalize(run.step.dir ?? '.'),
+      env: { DOCKHAND_WORKSPACE: CONTAINER_WORKSPACE, ...run.env },
+      user: run.step.user,
+      limits: job.limits,
+      pidsLimit: this.options.pidsLimit,
+      network: job.spec.network === 'none' || this.stepNetwork === 'none' ? 'none' : NETWORK_NAME,
+      ociRuntime: this.options.ociRuntime,
     };
   }
 
   /** Creates, attaches to, starts and waits for one container; stops it within 2 s when `signal` aborts. */
-  private async runContainer(spec: StepContainer, sink: OutputSink, signal: AbortSignal): Promise<StepResult> {
+  async runContainer(spec: StepContainer, sink: OutputSink, signal: AbortSignal): Promise<StepResult> {
     if (signal.aborted) return { exitCode: 130, reason: 'stopped before the container started' };
     this.inUse.add(spec.name);
     let container: Docker.Container | undefined;
@@ -236,33 +304,42 @@ export class DockerRuntime implements Runtime {
         }
         (stream as unknown as { destroy?(): void }).destroy?.();
         // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why.
-        if (StatusCode === 137 && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory' };
+        if (StatusCode === 137 && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory', failure: 'out_of_memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
         signal.removeEventListener('abort', readOn);
       }
     } finally {
-      if (container && !this.config.keepWorkspaces) this.removeLater(container, spec.name);
+      if (container && !this.settings.keepWorkspaces) this.removeLater(container, spec.name);
       else this.inUse.delete(spec.name);
     }
   }
 
-  /** Removal is off the step's critical path; the janitor catches any that fail. */
-  private removeLater(container: Docker.Container, name: string): void {
-    const removal = container
-      .remove({ force: true })
-      .catch((err: Error) => {
-        if ((err as { statusCode?: number }).statusCode !== 404) this.log.warn({ container: name, err: err.message }, 'could not remove a step container');
-      })
-      .finally(() => {
-        this.inUse.delete(name);
-        this.removals.delete(removal);
-      });
-    this.removals.add(removal);
+  /** Work off the job's critical path (removals); close() waits for it. */
+  later(what: string, task: () => Promise<void>): void {
+    this.background.run(task, (err) => this.log.warn({ err: err.message }, `could not remove ${what}`));
   }
 
-  private async openWorkspaceFor(workspace: string, user: string): Promise<void> {
+  /** Marks a container name as this process's own while it exists, so the janitor leaves it alone. */
+  holding(name: string, held: boolean): void {
+    if (held) this.inUse.add(name);
+    else this.inUse.delete(name);
+  }
+
+  /** Removal is off the step's critical path; the janitor catches any that fail. */
+  private removeLater(container: Docker.Container, name: string): void {
+    this.later(`step container ${name}`, () =>
+      container
+        .remove({ force: true })
+        .catch((err: Error) => {
+          if ((err as { statusCode?: number }).statusCode !== 404) throw err;
+        })
+        .finally(() => this.inUse.delete(name)),
+    );
+  }
+
+  async openWorkspaceFor(workspace: string, user: string): Promise<void> {
     const key = `${workspace}\n${user}`;
     if (this.accessible.has(key)) return;
     await makeAccessible(workspace, user);
@@ -272,7 +349,7 @@ export class DockerRuntime implements Runtime {
 
   private startJanitor(): void {
     if (this.janitor) return;
-    this.janitor = setInterval(() => void this.janitorRound(), this.config.cleanupIntervalMs);
+    this.janitor = setInterval(() => void this.janitorRound(), this.settings.cleanupIntervalMs);
     this.janitor.unref();
   }
 
@@ -280,12 +357,35 @@ export class DockerRuntime implements Runtime {
     try {
       await this.cleanupOrphans();
       // dockerd restarts and firewall reloads can drop the metadata rules: put them back.
-      if (this.network === 'bridge' && !(await metadataBlocked()).ok) {
+      if (this.options.network === 'bridge' && !(await metadataBlocked()).ok) {
         this.log.warn('the metadata-blocking iptables rules were missing; reinstalling them');
         await blockMetadata();
       }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'janitor round failed');
+    }
+  }
+
+  private async imagePresent(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      throw err;
+    }
+  }
+
+  private async helperCheck(): Promise<CheckResult> {
+    const name = 'checkout helper';
+    const image = this.options.helperImage;
+    try {
+      if (await this.imagePresent(image)) return { name, ok: true, detail: `checkouts run in ${image}` };
+      if (image !== DEFAULT_HELPER_IMAGE) return { name, ok: true, detail: `${image} will be pulled for the first checkout` };
+      await this.ensureHelperImage(() => undefined, AbortSignal.timeout(120_000));
+      return { name, ok: true, detail: `made ${image} from this host's git; checkouts run in it` };
+    } catch (err) {
+      return { name, ok: false, detail: (err as Error).message, fix: 'install git and busybox-static on this host, or set EXECUTOR_DOCKER_HELPER_IMAGE to an image with git, sh and sleep' };
     }
   }
 
@@ -295,15 +395,15 @@ export class DockerRuntime implements Runtime {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'dockhand-check-'));
     try {
       await writeFile(path.join(dir, 'check.sh'), 'echo ok\n', { mode: 0o755 });
-      const image = this.config.docker.defaultImage;
-      await this.puller.ensure(image, () => chooseCredential(image, { executor: this.config.docker.authConfig }), () => undefined, AbortSignal.timeout(120_000));
+      const image = this.options.defaultImage;
+      await this.puller.ensure(image, () => chooseCredential(image, { executor: this.options.authConfig }), () => undefined, AbortSignal.timeout(120_000));
       let out = '';
       const result = await this.runContainer(
         {
-          name: `dockhand-check-${randomBytes(3).toString('hex')}`, image, executorName: this.config.name, jobId: 0, attempt: 0,
+          name: `dockhand-check-${randomBytes(3).toString('hex')}`, image, executorName: this.settings.executorName, jobId: 0, attempt: 0,
           stepKey: 'check', workspace: dir, scripts: dir, scriptName: 'check.sh', dir: '.', env: {}, limits: this.jobLimits,
-          pidsLimit: this.config.docker.pidsLimit, network: this.network === 'none' ? 'none' : NETWORK_NAME,
-          ociRuntime: this.config.docker.ociRuntime,
+          pidsLimit: this.options.pidsLimit, network: this.stepNetwork === 'none' ? 'none' : NETWORK_NAME,
+          ociRuntime: this.options.ociRuntime,
         },
         {
           output: (_stream, text) => {
@@ -321,12 +421,105 @@ export class DockerRuntime implements Runtime {
     } catch (err) {
       return {
         name, ok: false, detail: (err as Error).message,
-        fix: `make the image available (docker pull ${this.config.docker.defaultImage}) or set EXECUTOR_DOCKER_DEFAULT_IMAGE to one the engine has`,
+        fix: `make the image available (docker pull ${this.options.defaultImage}) or set EXECUTOR_DOCKER_DEFAULT_IMAGE to one the engine has`,
       };
     } finally {
-      await Promise.all(this.removals);
+      await this.background.settle();
       await rm(dir, { recursive: true, force: true });
     }
+  }
+}
+
+/** One job attempt on the docker runtime: its workspace (on its own disk), the checkout helper, its step containers. */
+class DockerSession implements JobSession {
+  constructor(
+    private readonly runtime: DockerRuntime,
+    private readonly job: JobView,
+    private readonly dirs: HostDirs,
+    private readonly disk: JobDisk | undefined,
+  ) {}
+
+  async prepare(ctx: PrepareContext): Promise<void> {
+    const { spec } = this.job;
+    if (!spec.repository && !spec.files) return;
+    let helper: CheckoutHelper | undefined;
+    let helperName_: string | undefined;
+    const startHelper = async (): Promise<CheckoutHelper> => {
+      const { runtime } = this;
+      if (runtime.options.network === 'none' && !/^file:/i.test(spec.repository!.url)) {
+        throw new JobFailure(
+          'repository_refused',
+          'this executor gives jobs no network (EXECUTOR_DOCKER_NETWORK=none), so it cannot fetch the repository',
+        );
+      }
+      await runtime.ensureHelperImage(() => undefined, ctx.signal);
+      helperName_ = helperName(this.job.id, this.job.attempt);
+      runtime.holding(helperName_, true);
+      return CheckoutHelper.start(
+        runtime.docker,
+        {
+          name: helperName_, image: runtime.options.helperImage, executorName: runtime.settings.executorName,
+          jobId: this.job.id, attempt: this.job.attempt, workspace: this.dirs.workspace,
+          network: runtime.options.network === 'bridge' ? NETWORK_NAME : 'none', ociRuntime: runtime.helperOciRuntime(),
+          memoryBytes: this.job.limits.memoryBytes, pidsLimit: runtime.options.pidsLimit,
+          localRepositories: runtime.settings.allowLocalRepositories ? localRepositoryDirs(spec.repository!.url) : [],
+        },
+        runtime.settings.allowLocalRepositories,
+      );
+    };
+    try {
+      await prepareHostWorkspace(
+        spec, this.dirs,
+        (dir) => async (args, io) => {
+          helper ??= await startHelper();
+          return helper.git(path.relative(this.dirs.workspace, dir) || '.')(args, io);
+        },
+        { ...ctx, allowLocalRepositories: this.runtime.settings.allowLocalRepositories },
+      );
+    } catch (err) {
+      if (this.disk && (await this.runtime.disks!.isFull(this.disk))) throw this.runtime.disks!.full(this.disk);
+      throw err;
+    } finally {
+      if (helper) {
+        const done = helper;
+        const name = helperName_!;
+        this.runtime.later(`checkout helper ${name}`, () => done.remove().finally(() => this.runtime.holding(name, false)));
+      } else if (helperName_) this.runtime.holding(helperName_, false);
+    }
+  }
+
+  describeStep(run: StepRun): string[] {
+    return describeContainer(this.runtime.stepContainer(this.job, run, this.dirs, 'NAME'));
+  }
+
+  async runStep(run: StepRun, io: StepIO): Promise<StepResult> {
+    const { runtime, job } = this;
+    await stepWorkdir(this.dirs, run.step.dir);
+    await writeStepScript(this.dirs, run.index, run.step.run);
+    const spec = runtime.stepContainer(job, run, this.dirs, `dockhand-${job.id}-${job.attempt}-${run.index + 1}-${randomBytes(3).toString('hex')}`);
+    const credential = () => chooseCredential(spec.image, { job: job.dockerAuthConfig, executor: runtime.options.authConfig });
+    await runtime.puller.ensure(spec.image, credential, io.note, io.signal);
+    if (run.step.user) await runtime.openWorkspaceFor(this.dirs.workspace, run.step.user);
+    const result = await runtime.runContainer(spec, { output: io.output, writable: io.outputWritable }, io.signal);
+    if (result.exitCode !== 0 && !result.failure && this.disk && (await runtime.disks!.isFull(this.disk))) {
+      return { ...result, reason: runtime.disks!.full(this.disk).message, failure: 'out_of_disk' };
+    }
+    return result;
+  }
+
+  async close(): Promise<void> {
+    if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces);
+    else if (!this.runtime.settings.keepWorkspaces) this.runtime.later(`job directory ${this.dirs.root}`, () => removeHostDirs(this.dirs));
+  }
+}
+
+/** The directory a file:// repository lives in, for the helper to see (read-only); nothing for other URLs. */
+function localRepositoryDirs(url: string): string[] {
+  if (!/^file:/i.test(url)) return [];
+  try {
+    return [decodeURIComponent(new URL(url).pathname)];
+  } catch {
+    return [];
   }
 }
 
@@ -334,9 +527,9 @@ export class DockerRuntime implements Runtime {
  * gVisor registered with "--network=none" (which machines like ours need) gives its sandbox only loopback whatever
  * Docker attaches: a Docker network would cost a network setup per container (~60 ms) and buy nothing.
  */
-function networkFor(config: Config, engine: EngineInfo): 'bridge' | 'none' {
-  if (config.docker.network === 'none') return 'none';
-  const args = engine.runtimeArgs[config.docker.ociRuntime || engine.defaultRuntime] ?? [];
+function networkFor(options: DockerOptions, engine: EngineInfo): 'bridge' | 'none' {
+  if (options.network === 'none') return 'none';
+  const args = engine.runtimeArgs[options.ociRuntime || engine.defaultRuntime] ?? [];
   const networkless = args.some((arg, i) => arg === '--network=none' || (arg === '--network' && args[i + 1] === 'none'));
   return networkless ? 'none' : 'bridge';
 }
@@ -370,10 +563,10 @@ async function engineInfo(docker: Docker): Promise<EngineInfo> {
 }
 
 /** Engine refusals caused by the step itself (a user missing from the image, a bad working directory) are final. */
-function engineError(what: string, err: Error): StepStartError {
+function engineError(what: string, err: Error): JobFailure {
   const message = (err as { json?: { message?: string } }).json?.message ?? err.message;
   const jobsFault = /unable to find user|no matching entries in passwd|not a directory|no such file or directory|executable file not found|invalid/i.test(message);
-  return new StepStartError(`${what}: ${message}`, !jobsFault);
+  return new JobFailure(jobsFault ? 'invalid_step' : 'runtime_unavailable', `${what}: ${message}`);
 }
 
 /**

@@ -2,7 +2,8 @@
 // state change (not every progress tick), so a pull reads like `docker pull` without flooding the log.
 import { createHash } from 'node:crypto';
 import type Docker from 'dockerode';
-import { StepStartError } from '../runtime.js';
+import type { FailureReason } from '../../../core/failureReasons.js';
+import { JobFailure } from '../runtime.js';
 import type { ChosenCredential } from './registryAuth.js';
 
 interface PullEvent {
@@ -19,8 +20,16 @@ export function withDefaultTag(image: string): string {
   return lastPart.includes(':') || image.includes('@') ? image : `${image}:latest`;
 }
 
-/** Registry answers that trying again cannot fix. */
-const PERMANENT = /not found|manifest unknown|unauthorized|denied|authentication required|no basic auth|invalid reference|repository name must/i;
+/** Registry answers that trying again cannot fix: access refused, or no such image. */
+const DENIED = /unauthorized|denied|authentication required|no basic auth/i;
+const NOT_FOUND = /not found|manifest unknown|invalid reference|repository name must/i;
+
+/** What a failed pull amounts to: anything but a refusal or a missing image may pass (a registry that is down). */
+export function pullFailureReason(message: string): FailureReason {
+  if (DENIED.test(message)) return 'image_pull_denied';
+  if (NOT_FOUND.test(message)) return 'image_not_found';
+  return 'image_pull_failure';
+}
 
 export class ImagePuller {
   /** Pulls under way, so two jobs wanting the same image (with the same credentials) share one pull. */
@@ -110,9 +119,9 @@ export class ImagePuller {
 }
 
 /** The job that pulled was stopped (cancel, timeout, shutdown). */
-class PullStopped extends StepStartError {
+class PullStopped extends JobFailure {
   constructor(ref: string) {
-    super(`pulling ${ref} was stopped`, true);
+    super('image_pull_failure', `pulling ${ref} was stopped`);
   }
 }
 
@@ -124,8 +133,8 @@ function stopped(signal: AbortSignal, ref: string): Promise<never> {
   });
 }
 
-function pullError(ref: string, message: string): StepStartError {
-  return new StepStartError(`cannot pull image ${ref}: ${message}`, !PERMANENT.test(message));
+function pullError(ref: string, message: string): JobFailure {
+  return new JobFailure(pullFailureReason(message), `cannot pull image ${ref}: ${message}`);
 }
 
 function formatBytes(n: number): string {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import {
   credentialFor, dockerAuthConfig, normalizeRegistry, registryOf, type DockerAuthConfig, type EngineAuth,
 } from '../../../core/dockerAuthConfig.js';
-import { StepStartError } from '../runtime.js';
+import { JobFailure } from '../runtime.js';
 
 export interface ChosenCredential {
   registry: string;
@@ -56,11 +56,11 @@ async function readUserConfig(file: string): Promise<DockerAuthConfig | undefine
   try {
     json = JSON.parse(text);
   } catch {
-    throw new StepStartError(`${file} is not valid JSON: fix or remove it`, true);
+    throw new JobFailure('runtime_unavailable', `${file} is not valid JSON: fix or remove it`);
   }
   // Other keys (proxies, plugins) are the docker CLI's business; only the credential parts matter here.
   const parsed = dockerAuthConfig.safeParse(json);
-  if (!parsed.success) throw new StepStartError(`${file} has registry credentials in a form Docker does not use: fix or remove its "auths"`, true);
+  if (!parsed.success) throw new JobFailure('runtime_unavailable', `${file} has registry credentials in a form Docker does not use: fix or remove its "auths"`);
   return parsed.data;
 }
 
