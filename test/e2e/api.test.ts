@@ -158,6 +158,48 @@ describe('held heartbeats', () => {
   });
 });
 
+describe('one executor name, one process', () => {
+  const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+  const call = (route: string, payload: object) => app.inject({ method: 'POST', url: `/api/executor/v1/${route}`, headers: executorAuth, payload });
+  const beat = (instanceId: string | undefined, hostname: string) =>
+    call('heartbeat', {
+      executorName: 'twice', hostname, os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: ['twice'], jobs: [],
+      instanceId, heartbeatIntervalMs: 1_000,
+    });
+  const dequeue = (instanceId?: string) => call('dequeue', { executorName: 'twice', version: '1', queues: ['twice'], waitMs: 0, instanceId, hostname: 'host-b' });
+
+  it('refuses a second live process under a name, in heartbeats and dequeues, saying who holds it and what to do', async () => {
+    expect((await beat('instance-a', 'host-a')).statusCode).toBe(200);
+    const refused = await beat('instance-b', 'host-b');
+    expect(refused.statusCode).toBe(409);
+    const body = refused.json();
+    expect(body).toEqual({ error: expect.any(String), code: 'executor_name_in_use', windowMs: 3_000, retryAfterMs: expect.any(Number) });
+    expect(body.error).toMatch(/^executor name "twice" is in use by another executor on host host-a \(last seen \d+ms ago\); this one runs on host host-b\. Give each executor its own name with EXECUTOR_NAME=/);
+    expect(body.retryAfterMs).toBeGreaterThan(0);
+    expect(body.retryAfterMs).toBeLessThanOrEqual(3_000);
+    expect((await dequeue('instance-b')).json()).toMatchObject({ code: 'executor_name_in_use' });
+    expect((await dequeue('instance-a')).statusCode).toBe(204);
+    // An executor from before instance ids is not checked.
+    expect((await dequeue(undefined)).statusCode).toBe(204);
+    expect((await beat(undefined, 'old-host')).statusCode).toBe(200);
+    const listed = (await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin })).json().executors;
+    expect(listed.find((e: { name: string }) => e.name === 'twice')).toMatchObject({ hostname: 'host-a' });
+
+    // Only the holder can let go; then the other process gets the name at once, and the first one is refused.
+    expect((await call('release', { executorName: 'twice', instanceId: 'instance-b' })).statusCode).toBe(200);
+    expect((await beat('instance-b', 'host-b')).statusCode).toBe(409);
+    expect((await call('release', { executorName: 'twice', instanceId: 'instance-a' })).statusCode).toBe(200);
+    expect((await beat('instance-b', 'host-b')).statusCode).toBe(200);
+    expect((await beat('instance-a', 'host-a')).json().error).toMatch(/on host host-b .*; this one runs on host host-a\./);
+  });
+
+  it('names the field of a malformed instance id', async () => {
+    const res = await beat('short', 'host-a');
+    expect(res.statusCode).toBe(400);
+    expect(res.json().issues).toEqual([{ field: 'instanceId', message: expect.stringMatching(/^must be 8-64 letters/) }]);
+  });
+});
+
 describe('cancel', () => {
   it('answers 409 for a job that finishes between the look at it and the cancel itself, and changes nothing', async () => {
     const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };

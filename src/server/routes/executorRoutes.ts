@@ -1,9 +1,10 @@
 // The executor protocol (docs/protocol.md): dequeue, heartbeat, and the job-token calls of one attempt.
 import type { z } from 'zod';
+import { instanceWindowMs, mayUseName, nameInUseMessage, type ExecutorInstance } from '../../core/executorNames.js';
 import {
-  EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest, errorRequest,
-  failRequest, heartbeatRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest, type BatchResponse,
-  type DequeuedJob, type HeartbeatResponse,
+  EXECUTOR_API_PREFIX, EXECUTOR_NAME_IN_USE, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest,
+  errorRequest, failRequest, heartbeatRequest, releaseRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest,
+  type BatchResponse, type DequeuedJob, type HeartbeatResponse, type NameInUseAnswer,
 } from '../../core/protocol.js';
 import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
@@ -27,11 +28,22 @@ function staleAttempt(jobId: number, attempt: number, state?: string): HttpError
   });
 }
 
+const NAME_IN_USE_RESPONSE = 'executor_name_in_use: another live executor process holds executorName (the message says what to do)';
+
 /** An attempt's final report: the body of `/complete`, `/error` or `/fail`, with which it is. */
 type Report = { kind: FinishKind; message?: string; canceled?: boolean };
 
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, metrics, config, log, secrets } = ctx;
+
+  /** Another live executor process holds this name: refused, with what to do and when the name would free. */
+  function refused(name: string, holder: ExecutorInstance, hostname: string | undefined, now: number): HttpError {
+    log.warn({ executor: name, holderHost: holder.hostname, host: hostname }, 'refused a second executor process under one name');
+    const extra: NameInUseAnswer = {
+      code: EXECUTOR_NAME_IN_USE, windowMs: holder.windowMs, retryAfterMs: Math.max(0, holder.seenAt + holder.windowMs - now),
+    };
+    return new HttpError(409, nameInUseMessage(name, holder, hostname, now), { ...extra });
+  }
 
   /** What follows a recorded report: events, metrics and the log line; a refused one is a stale attempt. */
   function reported(attempt: AttemptRecord, kind: FinishKind, result: FinishResult, now: number): { state: string } {
@@ -147,9 +159,14 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/dequeue`, auth: 'executor', body: dequeueRequest,
       summary: 'Take the next job from one of the named queues, waiting up to waitMs for one to arrive',
       response: 'The job (id, attempt, token, queue, namespace, spec)',
-      otherResponses: { 204: 'No job arrived within waitMs' },
+      otherResponses: { 204: 'No job arrived within waitMs', 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }) {
         const started = Date.now();
+        if (body.instanceId !== undefined) {
+          // Checked once per request: a process that lost its name hears of it at its next call (or heartbeat).
+          const holder = await store.executorInstance(body.executorName);
+          if (!mayUseName(holder, body.instanceId, started)) throw refused(body.executorName, holder!, body.hostname, started);
+        }
         const deadline = started + body.waitMs;
         const closed = heldRequestSignal(reply, ctx.closing);
         /** Claims up to `count` ready jobs as new attempts; none when none is ready. Jobs whose secrets fail are skipped. */
@@ -199,9 +216,13 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/heartbeat`, auth: 'executor', body: heartbeatRequest,
       summary: 'Register the executor, keep its jobs alive, and learn which to abandon (not known) or cancel',
       response: '{ knownIds, cancelIds }',
+      otherResponses: { 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }): Promise<HeartbeatResponse> {
         const now = Date.now();
-        await store.upsertExecutor(
+        const instance =
+          body.instanceId === undefined ? undefined
+          : { id: body.instanceId, windowMs: instanceWindowMs(body.heartbeatIntervalMs, config.stalledJobTimeoutMs) };
+        const claim = await store.upsertExecutor(
           {
             name: body.executorName, hostname: body.hostname, os: body.os, arch: body.arch, version: body.version,
             runtime: body.runtime, runtimeVersion: body.runtimeVersion ?? null, queues: body.queues,
@@ -209,7 +230,9 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             jobCpus: body.resources?.cpus ?? null, jobMemoryBytes: body.resources?.memoryBytes ?? null,
           },
           now,
+          instance,
         );
+        if (!claim.ok) throw refused(body.executorName, claim.holder, body.hostname, now);
         const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchInterruptions(body.jobs.map((j) => j.id)) : undefined;
         let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
         if (waiter && answer.cancelIds.length === 0) {
@@ -219,6 +242,15 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           }
         } else waiter?.cancel();
         return answer;
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${EXECUTOR_API_PREFIX}/release`, auth: 'executor', body: releaseRequest,
+      summary: 'A stopping executor process lets go of its name, so that its successor need not wait out its window',
+      response: '{}: released, or the name was not this process\'s to release',
+      async handler({ body }) {
+        await store.releaseExecutorName(body.executorName, body.instanceId);
+        return {};
       },
     }),
     defineRoute({
