@@ -162,11 +162,17 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       otherResponses: { 204: 'No job arrived within waitMs', 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }) {
         const started = Date.now();
-        if (body.instanceId !== undefined) {
-          // Checked once per request: a process that lost its name hears of it at its next call (or heartbeat).
+        let nameCheckedUntil = 0;
+        /** A process whose name went to another one (it froze or was cut off) must not take jobs under it. */
+        const checkName = async (instanceId: string): Promise<void> => {
+          const now = Date.now();
+          if (now < nameCheckedUntil) return;
           const holder = await store.executorInstance(body.executorName);
-          if (!mayUseName(holder, body.instanceId, started)) throw refused(body.executorName, holder!, body.hostname, started);
-        }
+          if (!mayUseName(holder, instanceId, now)) throw refused(body.executorName, holder!, body.hostname, now);
+          // Nobody can take the name before its holder's window runs out, so a held request need not look again
+          // until then; a process that does not hold it yet looks before every claim.
+          nameCheckedUntil = holder?.id === instanceId ? holder.seenAt + holder.windowMs : now;
+        };
         const deadline = started + body.waitMs;
         const closed = heldRequestSignal(reply, ctx.closing);
         /** Claims up to `count` ready jobs as new attempts; none when none is ready. Jobs whose secrets fail are skipped. */
@@ -190,6 +196,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           return { ready: claimed.length > 0, jobs };
         };
         while (!closed.aborted) {
+          if (body.instanceId !== undefined) await checkName(body.instanceId);
           // Watch before looking, so a job submitted between the look and the wait still wakes us.
           const waiter = events.watchQueues(body.queues);
           const { ready, jobs } = await claim(body.maxJobs ?? 1);
