@@ -1,5 +1,6 @@
 // The HTTP API in-process: validation errors name the field, every route refuses missing and wrong credentials
 // (walked from the route table, so new routes are covered without editing this file), OpenAPI and metrics.
+import type { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { RouteDef } from '../../src/server/http.js';
@@ -155,6 +156,33 @@ describe('held heartbeats', () => {
     expect((await app.inject({ method: 'POST', url: `/api/v1/jobs/${taken.id}/cancel`, headers: admin })).statusCode).toBe(200);
     const res = await held;
     expect(res.json()).toEqual({ knownIds: [taken.id], cancelIds: [taken.id] });
+  });
+});
+
+describe('held requests', () => {
+  it('leave no waiter on the event bus when the store fails under them', async () => {
+    const emitter = (server.events as unknown as { emitter: EventEmitter }).emitter;
+    const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+    const { dequeueMany, heartbeat } = store;
+    store.dequeueMany = async () => {
+      throw new Error('the database went away');
+    };
+    store.heartbeat = async () => {
+      throw new Error('the database went away');
+    };
+    try {
+      const dequeued = await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executorAuth, payload: { executorName: 'leak', version: '1', queues: ['leak'], waitMs: 1_000 } });
+      expect(dequeued.statusCode).toBe(500);
+      const beat = await app.inject({ method: 'POST', url: '/api/executor/v1/heartbeat', headers: executorAuth, payload: {
+        executorName: 'leak', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: ['leak'], jobs: [{ id: 999, attempt: 1 }], waitMs: 1_000,
+      } });
+      expect(beat.statusCode).toBe(500);
+    } finally {
+      store.dequeueMany = dequeueMany;
+      store.heartbeat = heartbeat;
+    }
+    expect(emitter.listenerCount('queue:leak')).toBe(0);
+    expect(emitter.listenerCount('interrupt:999')).toBe(0);
   });
 });
 

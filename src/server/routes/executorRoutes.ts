@@ -199,21 +199,22 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           if (body.instanceId !== undefined) await checkName(body.instanceId);
           // Watch before looking, so a job submitted between the look and the wait still wakes us.
           const waiter = events.watchQueues(body.queues);
-          const { ready, jobs } = await claim(body.maxJobs ?? 1);
-          if (ready) {
+          try {
+            const { ready, jobs } = await claim(body.maxJobs ?? 1);
+            if (ready) {
+              // Every job claimed failed on its secrets: look again.
+              if (jobs.length === 0) continue;
+              return body.maxJobs === undefined ? jobs[0] : { jobs };
+            }
+            const now = Date.now();
+            const remaining = deadline - now;
+            if (remaining <= 0) break;
+            const nextAt = await store.nextAvailableAt(body.queues);
+            await waiter.wait(nextAt === undefined ? remaining : Math.min(remaining, Math.max(0, nextAt - now)), closed);
+          } finally {
+            // Also when the claim throws (new work refused in a storage fault): a waiter left behind stays on the bus.
             waiter.cancel();
-            // Every job claimed failed on its secrets: look again.
-            if (jobs.length === 0) continue;
-            return body.maxJobs === undefined ? jobs[0] : { jobs };
           }
-          const now = Date.now();
-          const remaining = deadline - now;
-          if (remaining <= 0) {
-            waiter.cancel();
-            break;
-          }
-          const nextAt = await store.nextAvailableAt(body.queues);
-          await waiter.wait(nextAt === undefined ? remaining : Math.min(remaining, Math.max(0, nextAt - now)), closed);
         }
         metrics.dequeueWait.observe({ result: 'empty' }, (Date.now() - started) / 1000);
         return reply.code(204).send();
@@ -241,14 +242,19 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         );
         if (!claim.ok) throw refused(body.executorName, claim.holder, body.hostname, now);
         const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchInterruptions(body.jobs.map((j) => j.id)) : undefined;
-        let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
-        if (waiter && answer.cancelIds.length === 0) {
-          // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.
-          if (await waiter.wait(body.waitMs, heldRequestSignal(reply, ctx.closing))) {
-            answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now: Date.now() });
+        try {
+          let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
+          if (waiter && answer.cancelIds.length === 0) {
+            // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.
+            if (await waiter.wait(body.waitMs, heldRequestSignal(reply, ctx.closing))) {
+              answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now: Date.now() });
+            }
           }
-        } else waiter?.cancel();
-        return answer;
+          return answer;
+        } finally {
+          // Also when the store throws: a waiter left behind stays on the bus.
+          waiter?.cancel();
+        }
       },
     }),
     defineRoute({
