@@ -36,6 +36,16 @@ type Report = { kind: FinishKind; message?: string; canceled?: boolean };
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, metrics, config, log, secrets } = ctx;
 
+  /**
+   * Until when each name is surely held by the process this replica last accepted a heartbeat from: nobody can take
+   * it before that process's window runs out, so its dequeues need not read the store (one query per dequeue).
+   */
+  const heldNames = new Map<string, { instanceId: string; until: number }>();
+  const rememberHolder = (name: string, instanceId: string, until: number): void => {
+    if (heldNames.size >= 10_000 && !heldNames.has(name)) heldNames.clear(); // names that came and went
+    heldNames.set(name, { instanceId, until });
+  };
+
   /** Another live executor process holds this name: refused, with what to do and when the name would free. */
   function refused(name: string, holder: ExecutorInstance, hostname: string | undefined, now: number): HttpError {
     log.warn({ executor: name, holderHost: holder.hostname, host: hostname }, 'refused a second executor process under one name');
@@ -167,6 +177,11 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const checkName = async (instanceId: string): Promise<void> => {
           const now = Date.now();
           if (now < nameCheckedUntil) return;
+          const known = heldNames.get(body.executorName);
+          if (known?.instanceId === instanceId && now < known.until) {
+            nameCheckedUntil = known.until;
+            return;
+          }
           const holder = await store.executorInstance(body.executorName);
           if (!mayUseName(holder, instanceId, now)) throw refused(body.executorName, holder!, body.hostname, now);
           // Nobody can take the name before its holder's window runs out, so a held request need not look again
@@ -241,6 +256,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           instance,
         );
         if (!claim.ok) throw refused(body.executorName, claim.holder, body.hostname, now);
+        if (instance) rememberHolder(body.executorName, instance.id, now + instance.windowMs);
         const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchInterruptions(body.jobs.map((j) => j.id)) : undefined;
         try {
           let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
@@ -262,6 +278,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       summary: 'A stopping executor process lets go of its name, so that its successor need not wait out its window',
       response: '{}: released, or the name was not this process\'s to release',
       async handler({ body }) {
+        if (heldNames.get(body.executorName)?.instanceId === body.instanceId) heldNames.delete(body.executorName);
         await store.releaseExecutorName(body.executorName, body.instanceId);
         return {};
       },
