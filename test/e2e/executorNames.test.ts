@@ -108,8 +108,12 @@ describe.each(['sqlite', 'postgres'] as const)('executor names, on %s', (store) 
 
   it('hands the name over at once when its executor stops gracefully', async () => {
     const s = await server('names-graceful', store);
+    const client = new TestClient(s.url);
     const name = `graceful-${store}`;
     const first = await executor(s.url, name);
+    // A job done first: the process is past its start, signal handlers and all.
+    const job = await client.submit({ queue: QUEUE, steps: [{ run: 'true' }] });
+    await client.waitForState(job.id, 'completed');
     first.proc.signal('SIGTERM');
     expect(await first.proc.exit()).toBe(0);
     const next = await executor(s.url, name);
