@@ -18,7 +18,28 @@ export const MAX_DEQUEUE_BATCH = 100;
 /** Most items in one `/jobs/batch` request. */
 export const MAX_BATCH_ITEMS = 500;
 
+/** Longest heartbeat interval an executor may declare (`heartbeatIntervalMs`). */
+export const MAX_HEARTBEAT_INTERVAL_MS = 600_000;
+
 const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
+
+/**
+ * Which executor process is calling: a random id it makes at start. Optional, so executors from before it keep
+ * working unchecked; with it, the server refuses a second live process under one executor name (409
+ * executor_name_in_use), which would otherwise share the first one's identity and jobs.
+ */
+const instanceId = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{8,64}$/, 'must be 8-64 letters, digits, ".", "_" or "-" (a random id the executor process makes at start)')
+  .optional()
+  .describe('A random id this executor process made at start; another live process under the same name is refused');
+const heartbeatIntervalMs = z
+  .number()
+  .int()
+  .min(1)
+  .max(MAX_HEARTBEAT_INTERVAL_MS)
+  .optional()
+  .describe("How often this process sends heartbeats; it holds its name until silent for 3 times this (default 5000, at most the server's stall timeout)");
 
 /** The most one job may use on an executor (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY); 0 = unbounded. */
 export const executorResources = z.object({
@@ -45,6 +66,9 @@ export const dequeueRequest = z.object({
     .max(MAX_DEQUEUE_BATCH)
     .optional()
     .describe('Take up to this many ready jobs at once; the answer is then { jobs: [...] } (without it: one job, as it is)'),
+  instanceId,
+  heartbeatIntervalMs,
+  hostname: z.string().max(255).optional().describe("This process's host, named in the refusal when another process holds the name"),
 });
 export type DequeueRequest = z.input<typeof dequeueRequest>;
 
@@ -88,8 +112,17 @@ export const heartbeatRequest = z.object({
     .max(MAX_WAIT_MS)
     .default(0)
     .describe('Hold the response up to this long, returning early when one of the jobs is canceled or reset'),
+  instanceId,
+  heartbeatIntervalMs,
 });
 export type HeartbeatRequest = z.input<typeof heartbeatRequest>;
+
+/** A stopping executor process lets go of its name (`/release`), so that its successor need not wait out its window. */
+export const releaseRequest = z.object({
+  executorName,
+  instanceId: instanceId.unwrap(),
+});
+export type ReleaseRequest = z.input<typeof releaseRequest>;
 
 export interface HeartbeatResponse {
   /** Jobs (by id) whose attempt named in the request is still this executor's to run. */
@@ -169,3 +202,15 @@ export interface BatchResponse {
 
 /** Error codes in 409 answers to job-token calls. */
 export const STALE_ATTEMPT = 'stale_attempt';
+
+/** Error code of the 409 that refuses a dequeue or heartbeat: another live executor process holds this name. */
+export const EXECUTOR_NAME_IN_USE = 'executor_name_in_use';
+
+/** The body of that 409, besides `error` (the message to show, naming the name, both hosts and the fix). */
+export interface NameInUseAnswer {
+  code: typeof EXECUTOR_NAME_IN_USE;
+  /** How long the holder keeps the name after its last call: a process refused for longer than this knows it is alive. */
+  windowMs: number;
+  /** When the name frees if the holder stays silent from now on. */
+  retryAfterMs: number;
+}

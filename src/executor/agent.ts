@@ -1,5 +1,6 @@
 // The executor's agent: takes jobs while it has free slots, heartbeats, runs each job in its runtime, and
 // delivers logs and results until the server acknowledges them, through server restarts and network faults.
+import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
@@ -39,6 +40,12 @@ const UNDELIVERED_PER_SLOT = 3;
  */
 const MIN_REISSUE_MS = 500;
 
+/**
+ * Another live executor process holds this executor's name (the server's 409 executor_name_in_use). The message is
+ * the server's: it names the name, both hosts and the fix.
+ */
+export class ExecutorNameInUseError extends Error {}
+
 /** A one-time wake-up: far cheaper than an AbortController, whose abort builds an exception with a stack trace. */
 function signal(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
@@ -72,6 +79,15 @@ export class Agent {
   private dequeueLoop?: Promise<void>;
   private heartbeatLoop?: Promise<void>;
   private runtimeVersion?: string;
+  /** This process, told apart by the server from another one started under the same name. */
+  private readonly instanceId = randomUUID();
+  private settleNameLost!: (err: ExecutorNameInUseError) => void;
+  /**
+   * Settles if the server gives this executor's name to another process while this one runs (it was cut off for
+   * longer than its window): the agent takes no more jobs, and the caller should stop it and exit with the message.
+   */
+  readonly nameLost = new Promise<ExecutorNameInUseError>((resolve) => (this.settleNameLost = resolve));
+  private lostName = false;
 
   constructor(
     private readonly config: ExecutorConfig,
@@ -97,21 +113,62 @@ export class Agent {
   /** Registers with the server (retrying until it answers) and starts taking jobs. */
   async start(signal?: AbortSignal): Promise<void> {
     this.runtimeVersion = await this.runtime.version();
+    await this.register(signal);
+    // Only once the name is ours: the janitor of a second process under it would remove the first one's containers.
     await this.runtime.cleanupOrphans?.();
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.api.heartbeat(this.heartbeatBody([], 0), signal);
-        break;
-      } catch (err) {
-        if (signal?.aborted) throw new Error('stopped before the server answered');
-        if (err instanceof ApiError && err.status === 401) throw new Error(`the server refused this executor's token: ${err.message}`);
-        if (attempt === 1 || attempt % 30 === 0) this.log.warn({ err: (err as Error).message }, 'waiting for the server to answer');
-        await pause(1_000, signal);
-      }
-    }
     this.log.info({ name: this.name, queues: this.config.queues, runtime: this.runtime.name, slots: this.config.maxJobs }, 'executor registered');
     this.heartbeatLoop = this.heartbeats();
     this.dequeueLoop = this.takeJobs();
+  }
+
+  /**
+   * The first heartbeat, retried every second until the server answers. Refused because another process holds the
+   * name, it retries for that one's window: the holder may be this executor's previous process, killed without a
+   * word, whose window runs out by itself. Still refused after the window, the holder is alive: ExecutorNameInUseError.
+   */
+  private async register(signal?: AbortSignal): Promise<void> {
+    let refusedSince: number | undefined;
+    for (let attempt = 1; ; attempt++) {
+      let retryInMs = 1_000;
+      try {
+        await this.api.heartbeat(this.heartbeatBody([], 0), signal);
+        return;
+      } catch (err) {
+        if (signal?.aborted) throw new Error('stopped before the server answered');
+        if (err instanceof ApiError && err.status === 401) throw new Error(`the server refused this executor's token: ${err.message}`);
+        const inUse = err instanceof ApiError ? err.nameInUse : undefined;
+        if (inUse) {
+          const now = Date.now();
+          if (refusedSince === undefined) {
+            refusedSince = now;
+            this.log.warn({ err: inUse.message, windowMs: inUse.windowMs }, 'another process holds this executor name; waiting to see whether it is still running');
+          }
+          // A second beyond the window, for the round trips: a refusal then means the holder called again.
+          if (now - refusedSince >= inUse.windowMs + 1_000) throw new ExecutorNameInUseError(inUse.message);
+          retryInMs = Math.min(1_000, inUse.retryAfterMs + 50);
+        } else {
+          refusedSince = undefined;
+          if (attempt === 1 || attempt % 30 === 0) this.log.warn({ err: (err as Error).message }, 'waiting for the server to answer');
+        }
+        await pause(retryInMs, signal);
+      }
+    }
+  }
+
+  /** The server gave this executor's name to another process: take no more jobs, and tell the caller (nameLost). */
+  private loseName(message: string): void {
+    if (this.lostName) return;
+    this.lostName = true;
+    this.log.error({ err: message }, "the server gave this executor's name to another process; stopping");
+    this.draining = true;
+    this.dequeueAbort.abort();
+    this.settleNameLost(new ExecutorNameInUseError(message));
+  }
+
+  /** Gives the name up as this process stops, so that a successor started at once need not wait out its window. */
+  private async releaseName(): Promise<void> {
+    if (this.lostName) return;
+    await this.api.release({ executorName: this.name, instanceId: this.instanceId }, 2_000).catch(() => undefined);
   }
 
   /** Graceful stop: take no new jobs, let running ones finish and deliver their results. */
@@ -124,6 +181,7 @@ export class Agent {
     this.jobsChanged.abort();
     await this.heartbeatLoop;
     await this.runtime.close?.();
+    await this.releaseName();
   }
 
   /** Hard stop: stop running jobs and report them as errored (retryable), giving delivery `graceMs`. */
@@ -135,13 +193,14 @@ export class Agent {
     this.stopped = true;
     this.jobsChanged.abort();
     await Promise.race([this.runtime.close?.(), sleep(graceMs)]);
+    await this.releaseName();
   }
 
   private heartbeatBody(jobs: { id: number; attempt: number }[], waitMs: number) {
     return {
       executorName: this.name, hostname: os.hostname(), os: process.platform, arch: process.arch, version: VERSION,
       runtime: this.runtime.name, runtimeVersion: this.runtimeVersion, queues: this.config.queues, maxJobs: this.config.maxJobs,
-      resources: this.resources(), jobs, waitMs,
+      resources: this.resources(), jobs, waitMs, instanceId: this.instanceId, heartbeatIntervalMs: this.config.heartbeatIntervalMs,
     };
   }
 
@@ -168,6 +227,7 @@ export class Agent {
             executorName: this.name, version: VERSION, queues: this.config.queues, weights: this.config.weights,
             resources: this.resources(), waitMs: DEQUEUE_WAIT_MS,
             maxJobs: Math.min(this.freeSlots(), MAX_DEQUEUE_BATCH),
+            instanceId: this.instanceId, heartbeatIntervalMs: this.config.heartbeatIntervalMs, hostname: os.hostname(),
           },
           this.dequeueAbort.signal,
         );
@@ -175,6 +235,10 @@ export class Agent {
         for (const job of jobs) this.startJob(job);
       } catch (err) {
         if (this.draining) break;
+        if (err instanceof ApiError && err.nameInUse) {
+          this.loseName(err.nameInUse.message);
+          break;
+        }
         this.log.warn({ err: (err as Error).message, retryInMs: delay }, 'dequeue failed');
         await pause(delay, this.dequeueAbort.signal);
         delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
@@ -349,6 +413,7 @@ export class Agent {
         if (refs.length === 0 && rest > 0) await pause(rest, this.jobsChanged.signal);
       } catch (err) {
         if (this.jobsChanged.signal.aborted) continue;
+        if (err instanceof ApiError && err.nameInUse) return this.loseName(err.nameInUse.message);
         // One failed heartbeat never cancels anything: jobs keep running and the next beat tries again.
         this.log.warn({ err: (err as Error).message }, 'heartbeat failed');
         await pause(delay, this.jobsChanged.signal);

@@ -3,8 +3,9 @@
 import http from 'node:http';
 import https from 'node:https';
 import {
-  EXECUTOR_API_PREFIX, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse, type DequeueBatchResponse,
-  type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
+  EXECUTOR_API_PREFIX, EXECUTOR_NAME_IN_USE, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse,
+  type DequeueBatchResponse, type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
+  type ReleaseRequest,
 } from '../core/protocol.js';
 import type { AttemptReport } from '../core/failureReasons.js';
 
@@ -13,8 +14,19 @@ export class ApiError extends Error {
     readonly status: number,
     message: string,
     readonly code?: string,
+    /** The error answer's fields besides `error` and `code`. */
+    readonly details: Record<string, unknown> = {},
+    /** The server's own message, without the route and status. */
+    readonly serverMessage = message,
   ) {
     super(message);
+  }
+
+  /** Another live executor process holds this executor's name: the server's message, the holder's window, when it may free. */
+  get nameInUse(): { message: string; windowMs: number; retryAfterMs: number } | undefined {
+    if (this.status !== 409 || this.code !== EXECUTOR_NAME_IN_USE) return undefined;
+    const ms = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0);
+    return { message: this.serverMessage, windowMs: ms(this.details.windowMs), retryAfterMs: ms(this.details.retryAfterMs) };
   }
 
   /** The server says this attempt is over (reset, canceled, or finished elsewhere): stop, and stop reporting. */
@@ -59,14 +71,16 @@ export class ExecutorApiClient {
     if (status >= 400) {
       let message = text;
       let code: string | undefined;
+      let details: Record<string, unknown> = {};
       try {
         const parsed = JSON.parse(text) as { error?: string; code?: string };
         message = parsed.error ?? text;
         code = parsed.code;
+        if (typeof parsed === 'object') details = parsed;
       } catch {
         // not JSON: keep the text
       }
-      throw new ApiError(status, `${path}: HTTP ${status}: ${message.slice(0, 500)}`, code);
+      throw new ApiError(status, `${path}: HTTP ${status}: ${message.slice(0, 500)}`, code, details, message.slice(0, 2000));
     }
     return { status, data: text ? (JSON.parse(text) as T) : undefined };
   }
@@ -122,6 +136,11 @@ export class ExecutorApiClient {
   async heartbeat(request: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
     const { data } = await this.call<HeartbeatResponse>('/heartbeat', request, this.executorAuth, { signal, timeoutMs: (request.waitMs ?? 0) + REQUEST_TIMEOUT_MS });
     return data!;
+  }
+
+  /** Gives up this process's executor name as it stops; `timeoutMs` is short, since nothing waits on the answer. */
+  async release(request: ReleaseRequest, timeoutMs: number): Promise<void> {
+    await this.call('/release', request, this.executorAuth, { timeoutMs });
   }
 
   async appendLogs(job: DequeuedJob, entries: LogEntryUpdate[]): Promise<AppendLogsResponse> {

@@ -1,4 +1,5 @@
 // Row shapes both SQL stores share (same column names in SQLite and PostgreSQL), and their records.
+import type { ExecutorInstance } from '../core/executorNames.js';
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { AttemptRecord, ClaimedJob, ExecutorRecord, JobRecord } from './store.js';
@@ -25,6 +26,38 @@ export function toExecutor(r: Record<string, unknown>, queues: string[]): Execut
     firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
   };
 }
+
+/** The columns of an executors row that say which process holds the name. */
+export interface InstanceRow {
+  instance_id: string | null; hostname: string; instance_seen_at: number | null; instance_window_ms: number | null;
+}
+
+/** The process that holds (or last held) the name; undefined when none has, or the holder let go. */
+export function toInstance(row: InstanceRow | undefined): ExecutorInstance | undefined {
+  if (!row?.instance_id) return undefined;
+  return { id: row.instance_id, hostname: row.hostname, seenAt: row.instance_seen_at ?? 0, windowMs: row.instance_window_ms ?? 0 };
+}
+
+/**
+ * core/executorNames.ts mayUseName in SQL, for an upsert of executors: the excluded row's instance may use the
+ * name. Both databases read it alike.
+ */
+export const MAY_USE_NAME_SQL = `executors.instance_id IS NULL OR executors.instance_id = excluded.instance_id
+  OR executors.instance_seen_at + executors.instance_window_ms <= excluded.instance_seen_at`;
+
+/** An upsert of executors takes the call's description of the executor (the same in both databases). */
+export const EXECUTOR_UPDATE_SQL = `hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
+  version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
+  queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
+  job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes, last_seen_at = excluded.last_seen_at`;
+
+/** ... and, from a call with an instance id, makes that process the holder. */
+export const INSTANCE_UPDATE_SQL = `instance_id = excluded.instance_id, instance_seen_at = excluded.instance_seen_at,
+  instance_window_ms = excluded.instance_window_ms`;
+
+/** For a call without an instance id: no process holds the name, or the holder went silent. */
+export const NO_LIVE_HOLDER_SQL = `executors.instance_id IS NULL
+  OR executors.instance_seen_at + executors.instance_window_ms <= excluded.last_seen_at`;
 
 /** A jobs row; `spec` and `cancel_requested` come as each database stores them (JSON text or object, 0/1 or boolean). */
 export interface JobRow {

@@ -1,5 +1,6 @@
 // The Store: everything the coordinator keeps. One interface, one implementation per database (sqlite/ now,
 // postgres/ next), one contract test suite (test/store) that runs against each.
+import type { ExecutorInstance } from '../core/executorNames.js';
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../core/protocol.js';
@@ -86,6 +87,15 @@ export interface ExecutorRecord {
 }
 
 export type ExecutorInfo = Omit<ExecutorRecord, 'firstSeenAt' | 'lastSeenAt'>;
+
+/** The executor process a call comes from: its random id, and how long it keeps its name after the call. */
+export interface InstanceClaim {
+  id: string;
+  windowMs: number;
+}
+
+/** Whether an executor's call was recorded; refused when another live process holds its name. */
+export type ExecutorClaim = { ok: true } | { ok: false; holder: ExecutorInstance };
 
 export interface QueueStats {
   queue: string;
@@ -226,7 +236,18 @@ export interface Store {
   /** Up to `limit` chunks after `afterSeq`, in order; only entry `index`'s when given. */
   readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]>;
 
-  upsertExecutor(info: ExecutorInfo, now: number): Promise<void>;
+  /**
+   * Records an executor's heartbeat. With `instance`, only if that process may use the name (core/executorNames.ts
+   * mayUseName: it holds the name, nobody does, or the holder has been silent for its window, and then it takes the
+   * name over), decided in one statement so that two replicas answering two processes at once cannot both accept;
+   * a refusal names the holder and changes nothing. Without `instance` (an executor from before instance ids) it is
+   * never refused, but leaves the row alone while a live process holds the name, so the list shows the holder.
+   */
+  upsertExecutor(info: ExecutorInfo, now: number, instance?: InstanceClaim): Promise<ExecutorClaim>;
+  /** The process that holds (or last held) an executor name; undefined when none has. */
+  executorInstance(name: string): Promise<ExecutorInstance | undefined>;
+  /** A stopping process lets go of its name, so that its successor need not wait out its window; others are ignored. */
+  releaseExecutorName(name: string, instanceId: string): Promise<void>;
   listExecutors(): Promise<ExecutorRecord[]>;
   /**
    * One row per queue that has queued or processing jobs, or jobs that completed or failed in the

@@ -7,7 +7,7 @@ import type { JobSpecInput } from '../../src/core/jobSpec.js';
 import { TestClient } from '../support/api.js';
 import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker, dockerExecutorEnv } from '../support/docker.js';
 import { startFakeMetadataServer } from '../support/metadata.js';
-import { startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { spawnExecutor, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const MiB = 2 ** 20;
 
@@ -265,6 +265,28 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
       }
     } finally {
       await docker(['rm', '-f', foreign, sibling], { allowFail: true });
+    }
+  });
+
+  it("refuses a second executor under a running one's name before its janitor runs: the first one's container lives on", async () => {
+    const name = `twice-${oci}`;
+    const twiceQueue = `twice-${oci}`;
+    const env = { ...executorEnv, EXECUTOR_CLEANUP_TASK_INTERVAL: '1s' };
+    const first = await startExecutor(server.url, { name, queues: [twiceQueue], env });
+    try {
+      const job = await client.submit({ queue: twiceQueue, maxAttempts: 1, steps: [{ run: 'sleep 120' }] });
+      const running = await waitForContainer(name, job.id);
+      // The same name, as two executors that default to one hostname would have.
+      const second = spawnExecutor(server.url, { name, queues: [twiceQueue], env });
+      expect(await second.exit()).toBe(2);
+      expect(second.output).toContain(`dockhand: executor name "${name}" is in use by another executor`);
+      expect(second.output).not.toMatch(/removed orphaned containers/);
+      expect((await docker(['inspect', '-f', '{{.State.Running}}', running])).stdout.trim()).toBe('true');
+      expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
+      await client.waitForState(job.id, 'canceled');
+      await waitUntilGone(name, job.id);
+    } finally {
+      await first.stop();
     }
   });
 });

@@ -1,5 +1,6 @@
 // The HTTP API in-process: validation errors name the field, every route refuses missing and wrong credentials
 // (walked from the route table, so new routes are covered without editing this file), OpenAPI and metrics.
+import type { EventEmitter } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import type { RouteDef } from '../../src/server/http.js';
@@ -155,6 +156,75 @@ describe('held heartbeats', () => {
     expect((await app.inject({ method: 'POST', url: `/api/v1/jobs/${taken.id}/cancel`, headers: admin })).statusCode).toBe(200);
     const res = await held;
     expect(res.json()).toEqual({ knownIds: [taken.id], cancelIds: [taken.id] });
+  });
+});
+
+describe('held requests', () => {
+  it('leave no waiter on the event bus when the store fails under them', async () => {
+    const emitter = (server.events as unknown as { emitter: EventEmitter }).emitter;
+    const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+    const { dequeueMany, heartbeat } = store;
+    store.dequeueMany = async () => {
+      throw new Error('the database went away');
+    };
+    store.heartbeat = async () => {
+      throw new Error('the database went away');
+    };
+    try {
+      const dequeued = await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executorAuth, payload: { executorName: 'leak', version: '1', queues: ['leak'], waitMs: 1_000 } });
+      expect(dequeued.statusCode).toBe(500);
+      const beat = await app.inject({ method: 'POST', url: '/api/executor/v1/heartbeat', headers: executorAuth, payload: {
+        executorName: 'leak', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: ['leak'], jobs: [{ id: 999, attempt: 1 }], waitMs: 1_000,
+      } });
+      expect(beat.statusCode).toBe(500);
+    } finally {
+      store.dequeueMany = dequeueMany;
+      store.heartbeat = heartbeat;
+    }
+    expect(emitter.listenerCount('queue:leak')).toBe(0);
+    expect(emitter.listenerCount('interrupt:999')).toBe(0);
+  });
+});
+
+describe('one executor name, one process', () => {
+  const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+  const call = (route: string, payload: object) => app.inject({ method: 'POST', url: `/api/executor/v1/${route}`, headers: executorAuth, payload });
+  const beat = (instanceId: string | undefined, hostname: string) =>
+    call('heartbeat', {
+      executorName: 'twice', hostname, os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: ['twice'], jobs: [],
+      instanceId, heartbeatIntervalMs: 1_000,
+    });
+  const dequeue = (instanceId?: string) => call('dequeue', { executorName: 'twice', version: '1', queues: ['twice'], waitMs: 0, instanceId, hostname: 'host-b' });
+
+  it('refuses a second live process under a name, in heartbeats and dequeues, saying who holds it and what to do', async () => {
+    expect((await beat('instance-a', 'host-a')).statusCode).toBe(200);
+    const refused = await beat('instance-b', 'host-b');
+    expect(refused.statusCode).toBe(409);
+    const body = refused.json();
+    expect(body).toEqual({ error: expect.any(String), code: 'executor_name_in_use', windowMs: 3_000, retryAfterMs: expect.any(Number) });
+    expect(body.error).toMatch(/^executor name "twice" is in use by another executor on host host-a \(last seen \d+ms ago\); this one runs on host host-b\. Give each executor its own name with EXECUTOR_NAME=/);
+    expect(body.retryAfterMs).toBeGreaterThan(0);
+    expect(body.retryAfterMs).toBeLessThanOrEqual(3_000);
+    expect((await dequeue('instance-b')).json()).toMatchObject({ code: 'executor_name_in_use' });
+    expect((await dequeue('instance-a')).statusCode).toBe(204);
+    // An executor from before instance ids is not checked.
+    expect((await dequeue(undefined)).statusCode).toBe(204);
+    expect((await beat(undefined, 'old-host')).statusCode).toBe(200);
+    const listed = (await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin })).json().executors;
+    expect(listed.find((e: { name: string }) => e.name === 'twice')).toMatchObject({ hostname: 'host-a' });
+
+    // Only the holder can let go; then the other process gets the name at once, and the first one is refused.
+    expect((await call('release', { executorName: 'twice', instanceId: 'instance-b' })).statusCode).toBe(200);
+    expect((await beat('instance-b', 'host-b')).statusCode).toBe(409);
+    expect((await call('release', { executorName: 'twice', instanceId: 'instance-a' })).statusCode).toBe(200);
+    expect((await beat('instance-b', 'host-b')).statusCode).toBe(200);
+    expect((await beat('instance-a', 'host-a')).json().error).toMatch(/on host host-b .*; this one runs on host host-a\./);
+  });
+
+  it('names the field of a malformed instance id', async () => {
+    const res = await beat('short', 'host-a');
+    expect(res.statusCode).toBe(400);
+    expect(res.json().issues).toEqual([{ field: 'instanceId', message: expect.stringMatching(/^must be 8-64 letters/) }]);
   });
 });
 

@@ -351,10 +351,17 @@ function knownSeeds(def: AnyRoute): unknown[] {
       },
     ];
   }
-  if (def.url.endsWith('/dequeue')) return [{ executorName: 'fuzz-executor', version: '1', queues: [FUZZ_QUEUE], waitMs: 0, weights: { fuzz: 2 } }];
-  if (def.url.endsWith('/heartbeat')) {
-    return [{ executorName: 'fuzz-executor', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: [FUZZ_QUEUE], jobs: [{ id: 1, attempt: 1 }], waitMs: 0 }];
+  if (def.url.endsWith('/dequeue')) {
+    return [
+      { executorName: 'fuzz-executor', version: '1', queues: [FUZZ_QUEUE], waitMs: 0, weights: { fuzz: 2 } },
+      { executorName: 'fuzz-executor', version: '1', queues: [FUZZ_QUEUE], waitMs: 0, instanceId: 'fuzz-instance-1', heartbeatIntervalMs: 1_000, hostname: 'h' },
+    ];
   }
+  if (def.url.endsWith('/heartbeat')) {
+    const beat = { executorName: 'fuzz-executor', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: [FUZZ_QUEUE], jobs: [{ id: 1, attempt: 1 }], waitMs: 0 };
+    return [beat, { ...beat, instanceId: 'fuzz-instance-2', heartbeatIntervalMs: 5_000 }];
+  }
+  if (def.url.endsWith('/release')) return [{ executorName: 'fuzz-executor', instanceId: 'fuzz-instance-2' }];
   if (def.url.endsWith('/:id/logs') && def.method === 'POST') {
     return [{ entries: [{ index: 0, key: 'step.0', command: ['sh', '-c', 'echo'], startTime: now, offset: 0, out: 'hello\n' }] }];
   }

@@ -1001,6 +1001,51 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         ]);
       });
 
+      it('gives an executor name to one process at a time: the holder keeps it while it calls, another takes it after its window', async () => {
+        const a = { id: 'instance-a', windowMs: 3_000 };
+        const b = { id: 'instance-b', windowMs: 6_000 };
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a)).toEqual({ ok: true });
+        // A second process within the holder's window is refused, told who holds the name, and changes nothing.
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b', runningJobs: 3 }), T0 + 1_000, b)).toEqual({
+          ok: false, holder: { id: 'instance-a', hostname: 'host-a', seenAt: T0, windowMs: 3_000 },
+        });
+        expect(await store.listExecutors()).toEqual([{ ...executorInfo('shared', { hostname: 'host-a' }), firstSeenAt: T0, lastSeenAt: T0 }]);
+        // Each call of the holder renews its window.
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a', runningJobs: 1 }), T0 + 2_000, a)).toEqual({ ok: true });
+        expect(await store.executorInstance('shared')).toEqual({ id: 'instance-a', hostname: 'host-a', seenAt: T0 + 2_000, windowMs: 3_000 });
+        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 4_999, b)).ok).toBe(false);
+        // Silent for its whole window: the name goes to the next process that calls, with that one's window.
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 5_000, b)).toEqual({ ok: true });
+        expect(await store.listExecutors()).toEqual([{ ...executorInfo('shared', { hostname: 'host-b' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 }]);
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 10_999, a)).toEqual({
+          ok: false, holder: { id: 'instance-b', hostname: 'host-b', seenAt: T0 + 5_000, windowMs: 6_000 },
+        });
+        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 11_000, a)).ok).toBe(true);
+        expect(await store.executorInstance('unknown')).toBeUndefined();
+      });
+
+      it('hands a name over at once when its holder lets go; a call without an instance id is never refused, and leaves a live holder\'s row alone', async () => {
+        const a = { id: 'instance-a', windowMs: 3_000 };
+        const b = { id: 'instance-b', windowMs: 3_000 };
+        await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a);
+        // Only the holder can let go.
+        await store.releaseExecutorName('shared', 'instance-b');
+        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 1, b)).ok).toBe(false);
+        // An executor from before instance ids keeps working, but the list goes on showing the live holder.
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host', version: '0.1.0-old' }), T0 + 2)).toEqual({ ok: true });
+        expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'host-a', lastSeenAt: T0 });
+        await store.releaseExecutorName('shared', 'instance-a');
+        expect(await store.executorInstance('shared')).toBeUndefined();
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 3, b)).toEqual({ ok: true });
+        expect(await store.executorInstance('shared')).toEqual({ id: 'instance-b', hostname: 'host-b', seenAt: T0 + 3, windowMs: 3_000 });
+        // Once the holder is silent, the old executor's calls show again.
+        await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host' }), T0 + 3_003);
+        expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'old-host', lastSeenAt: T0 + 3_003 });
+        // A name first used by an old executor is free for a process with an instance id.
+        await store.upsertExecutor(executorInfo('old-only', { hostname: 'old-host' }), T0);
+        expect(await store.upsertExecutor(executorInfo('old-only', { hostname: 'host-a' }), T0 + 1, a)).toEqual({ ok: true });
+      });
+
       it('lists no executors at first', async () => {
         expect(await store.listExecutors()).toEqual([]);
       });

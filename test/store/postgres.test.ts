@@ -98,6 +98,29 @@ describe('PostgresStore with several replicas', () => {
     await b.close();
   });
 
+  it('gives an executor name to one of several processes calling two replicas at the same time', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const info = (hostname: string) => ({
+      name: 'contested', hostname, os: 'linux', arch: 'x64', version: '1', runtime: 'shell', runtimeVersion: null, queues: ['q'],
+      maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null,
+    });
+    for (let round = 0; round < 10; round++) {
+      // Each round the name is free again (its holder fell silent), and eight new processes race for it.
+      const now = 1_000_000 + round * 10_000;
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).upsertExecutor(info(`host-${round}-${i}`), now, { id: `instance-${round}-${i}`, windowMs: 5_000 })),
+      );
+      const winners = answers.flatMap((answer, i) => (answer.ok ? [i] : []));
+      expect(winners).toHaveLength(1);
+      for (const answer of answers) if (!answer.ok) expect(answer.holder).toMatchObject({ id: `instance-${round}-${winners[0]}`, hostname: `host-${round}-${winners[0]}` });
+    }
+    await a.close();
+    await b.close();
+  });
+
   it('resets a stalled job once when two replicas sweep at the same time', async () => {
     const url = await freshDatabase();
     const a = new PostgresStore(url);

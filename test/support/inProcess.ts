@@ -19,6 +19,7 @@ export interface InProcessServer {
   routes: RouteDef<any, any>[];
   store: SqliteStore;
   secrets: Secrets;
+  events: EventBus;
   /** Creates a user (with an org membership per name in `orgs`, creating the org) and returns a token for them. */
   addUser(name: string, opts?: { siteAdmin?: boolean; orgs?: string[] }): Promise<string>;
   close(): Promise<void>;
@@ -32,12 +33,13 @@ export async function inProcessServer(): Promise<InProcessServer> {
   const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, ''));
   const log = pino({ level: 'silent' });
   const config = { executorsAccessToken: EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
+  const events = new EventBus();
   const { app, routes } = buildApp(
-    { store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log, minFreeBytes: 0 }), config }, log,
+    { store, events, metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log, minFreeBytes: 0 }), config }, log,
   );
   await app.ready();
   return {
-    app, routes, store, secrets,
+    app, routes, store, secrets, events,
     async addUser(name, opts = {}) {
       const user = (await store.accounts.createUser(name, opts.siteAdmin ?? false, Date.now()))!;
       for (const orgName of opts.orgs ?? []) {

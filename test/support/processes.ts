@@ -1,5 +1,5 @@
 // Starts real `dockhand server` and `dockhand executor` processes from the built CLI, as a user would.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
@@ -41,10 +41,12 @@ export class Proc {
   output = '';
   private readonly exited: Promise<number | null>;
 
-  constructor(args: string[], env: NodeJS.ProcessEnv, logName: string) {
+  /** `prefix` runs the CLI through another command (e.g. onHost's), which must exec it in the same process. */
+  constructor(args: string[], env: NodeJS.ProcessEnv, logName: string, prefix: string[] = []) {
     mkdirSync(OUTPUT_DIR, { recursive: true });
     const file = createWriteStream(path.join(OUTPUT_DIR, `${logName}.log`), { flags: 'a' });
-    this.child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...commandArgs] = [...prefix, process.execPath, CLI, ...args];
+    this.child = spawn(command, commandArgs, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (d: Buffer): void => {
       this.output += d.toString();
       file.write(d);
@@ -130,8 +132,17 @@ export interface ExecutorHandle {
   stop(): Promise<void>;
 }
 
-export async function startExecutor(url: string, opts: { name: string; queues: string[]; env?: NodeJS.ProcessEnv }): Promise<ExecutorHandle> {
-  const proc = new Proc(
+export interface ExecutorOptions {
+  name: string;
+  queues: string[];
+  env?: NodeJS.ProcessEnv;
+  /** Runs the executor through this command, e.g. onHost's. */
+  prefix?: string[];
+}
+
+/** An executor process, not waited for: see startExecutor. */
+export function spawnExecutor(url: string, opts: ExecutorOptions): Proc {
+  return new Proc(
     ['executor'],
     {
       EXECUTOR_FRONTEND_URL: url,
@@ -143,7 +154,32 @@ export async function startExecutor(url: string, opts: { name: string; queues: s
       ...opts.env,
     },
     opts.name,
+    opts.prefix,
   );
+}
+
+/** An executor process, once the server has accepted it. */
+export async function startExecutor(url: string, opts: ExecutorOptions): Promise<ExecutorHandle> {
+  const proc = spawnExecutor(url, opts);
   await proc.waitFor(/executor registered/);
   return { name: opts.name, proc, stop: () => proc.stop() };
+}
+
+let hostPrefix: ((hostname: string) => string[]) | null | undefined;
+
+/**
+ * A command prefix that runs a process as if on another host: in a UTS namespace of its own, with `hostname`, then
+ * exec'ing the command (so its pid is the process's). Needs root, or user namespaces; null where neither works.
+ */
+export function onHost(hostname: string): string[] | null {
+  if (hostPrefix === undefined) {
+    hostPrefix = null;
+    for (const unshare of [['unshare', '--uts'], ['unshare', '--user', '--map-root-user', '--uts']]) {
+      if (spawnSync(unshare[0], [...unshare.slice(1), '--', 'sh', '-c', 'hostname dockhand-probe'], { stdio: 'ignore' }).status === 0) {
+        hostPrefix = (name) => [...unshare, '--', 'sh', '-c', 'hostname "$0" && exec "$@"', name];
+        break;
+      }
+    }
+  }
+  return hostPrefix && hostPrefix(hostname);
 }

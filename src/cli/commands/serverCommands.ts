@@ -42,12 +42,26 @@ async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime
 
 /** Setup problems are the user's to fix: say what and how, without a stack trace. */
 async function exitOnSetupError(err: unknown): Promise<never> {
-  const { RuntimeSetupError } = await import('../../executor/runtimes/runtime.js');
-  if (err instanceof RuntimeSetupError || err instanceof ConfigError) {
+  const [{ RuntimeSetupError }, { ExecutorNameInUseError }] = await Promise.all([
+    import('../../executor/runtimes/runtime.js'), import('../../executor/agent.js'),
+  ]);
+  if (err instanceof RuntimeSetupError || err instanceof ConfigError || err instanceof ExecutorNameInUseError) {
     process.stderr.write(`dockhand: ${err.message}\n`);
     process.exit(2);
   }
   throw err;
+}
+
+/**
+ * The server gave the executor's name to another process while this one was cut off: stop its jobs (reported as
+ * errors, so they run again) and exit as a setup error does, with the server's message.
+ */
+function exitOnNameLost(agent: Agent, alsoStop: () => Promise<void> = async () => undefined): void {
+  void agent.nameLost.then(async (err) => {
+    await agent.abort(10_000);
+    await alsoStop();
+    await exitOnSetupError(err);
+  });
 }
 
 /** `dockhand executor --check`: the runtime's self-test, one line per check; exit 1 when any fails. */
@@ -157,6 +171,7 @@ export function registerServerCommands(program: Command): void {
         hooks: executorLogHooks(config.frontendPassword), timestamp: preciseTime(),
       });
       const agent = await startAgent(config, log).catch(exitOnSetupError);
+      exitOnNameLost(agent);
       onSignals(() => agent.drain(), () => agent.abort(), log);
     });
 
@@ -207,7 +222,11 @@ export function registerServerCommands(program: Command): void {
       const executorConfig = loadExecutorConfig(executorEnv);
       const executorLog = log.child({ component: 'executor' });
       const chosen = await upRuntime(executorEnv, executorLog).catch(exitOnSetupError);
-      const agent = await startAgent(executorConfig, executorLog, chosen.runtime);
+      const agent = await startAgent(executorConfig, executorLog, chosen.runtime).catch(async (err: unknown) => {
+        await server.close();
+        return exitOnSetupError(err);
+      });
+      exitOnNameLost(agent, () => server.close());
       process.stdout.write(
         [
           `Dockhand is up: ${server.url}`,

@@ -1,9 +1,10 @@
 // The executor protocol (docs/protocol.md): dequeue, heartbeat, and the job-token calls of one attempt.
 import type { z } from 'zod';
+import { instanceWindowMs, mayUseName, nameInUseMessage, type ExecutorInstance } from '../../core/executorNames.js';
 import {
-  EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest, errorRequest,
-  failRequest, heartbeatRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest, type BatchResponse,
-  type DequeuedJob, type HeartbeatResponse,
+  EXECUTOR_API_PREFIX, EXECUTOR_NAME_IN_USE, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest,
+  errorRequest, failRequest, heartbeatRequest, releaseRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest,
+  type BatchResponse, type DequeuedJob, type HeartbeatResponse, type NameInUseAnswer,
 } from '../../core/protocol.js';
 import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
@@ -27,11 +28,32 @@ function staleAttempt(jobId: number, attempt: number, state?: string): HttpError
   });
 }
 
+const NAME_IN_USE_RESPONSE = 'executor_name_in_use: another live executor process holds executorName (the message says what to do)';
+
 /** An attempt's final report: the body of `/complete`, `/error` or `/fail`, with which it is. */
 type Report = { kind: FinishKind; message?: string; canceled?: boolean };
 
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, metrics, config, log, secrets } = ctx;
+
+  /**
+   * Until when each name is surely held by the process this replica last accepted a heartbeat from: nobody can take
+   * it before that process's window runs out, so its dequeues need not read the store (one query per dequeue).
+   */
+  const heldNames = new Map<string, { instanceId: string; until: number }>();
+  const rememberHolder = (name: string, instanceId: string, until: number): void => {
+    if (heldNames.size >= 10_000 && !heldNames.has(name)) heldNames.clear(); // names that came and went
+    heldNames.set(name, { instanceId, until });
+  };
+
+  /** Another live executor process holds this name: refused, with what to do and when the name would free. */
+  function refused(name: string, holder: ExecutorInstance, hostname: string | undefined, now: number): HttpError {
+    log.warn({ executor: name, holderHost: holder.hostname, host: hostname }, 'refused a second executor process under one name');
+    const extra: NameInUseAnswer = {
+      code: EXECUTOR_NAME_IN_USE, windowMs: holder.windowMs, retryAfterMs: Math.max(0, holder.seenAt + holder.windowMs - now),
+    };
+    return new HttpError(409, nameInUseMessage(name, holder, hostname, now), { ...extra });
+  }
 
   /** What follows a recorded report: events, metrics and the log line; a refused one is a stale attempt. */
   function reported(attempt: AttemptRecord, kind: FinishKind, result: FinishResult, now: number): { state: string } {
@@ -147,9 +169,25 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/dequeue`, auth: 'executor', body: dequeueRequest,
       summary: 'Take the next job from one of the named queues, waiting up to waitMs for one to arrive',
       response: 'The job (id, attempt, token, queue, namespace, spec)',
-      otherResponses: { 204: 'No job arrived within waitMs' },
+      otherResponses: { 204: 'No job arrived within waitMs', 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }) {
         const started = Date.now();
+        let nameCheckedUntil = 0;
+        /** A process whose name went to another one (it froze or was cut off) must not take jobs under it. */
+        const checkName = async (instanceId: string): Promise<void> => {
+          const now = Date.now();
+          if (now < nameCheckedUntil) return;
+          const known = heldNames.get(body.executorName);
+          if (known?.instanceId === instanceId && now < known.until) {
+            nameCheckedUntil = known.until;
+            return;
+          }
+          const holder = await store.executorInstance(body.executorName);
+          if (!mayUseName(holder, instanceId, now)) throw refused(body.executorName, holder!, body.hostname, now);
+          // Nobody can take the name before its holder's window runs out, so a held request need not look again
+          // until then; a process that does not hold it yet looks before every claim.
+          nameCheckedUntil = holder?.id === instanceId ? holder.seenAt + holder.windowMs : now;
+        };
         const deadline = started + body.waitMs;
         const closed = heldRequestSignal(reply, ctx.closing);
         /** Claims up to `count` ready jobs as new attempts; none when none is ready. Jobs whose secrets fail are skipped. */
@@ -173,23 +211,25 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           return { ready: claimed.length > 0, jobs };
         };
         while (!closed.aborted) {
+          if (body.instanceId !== undefined) await checkName(body.instanceId);
           // Watch before looking, so a job submitted between the look and the wait still wakes us.
           const waiter = events.watchQueues(body.queues);
-          const { ready, jobs } = await claim(body.maxJobs ?? 1);
-          if (ready) {
+          try {
+            const { ready, jobs } = await claim(body.maxJobs ?? 1);
+            if (ready) {
+              // Every job claimed failed on its secrets: look again.
+              if (jobs.length === 0) continue;
+              return body.maxJobs === undefined ? jobs[0] : { jobs };
+            }
+            const now = Date.now();
+            const remaining = deadline - now;
+            if (remaining <= 0) break;
+            const nextAt = await store.nextAvailableAt(body.queues);
+            await waiter.wait(nextAt === undefined ? remaining : Math.min(remaining, Math.max(0, nextAt - now)), closed);
+          } finally {
+            // Also when the claim throws (new work refused in a storage fault): a waiter left behind stays on the bus.
             waiter.cancel();
-            // Every job claimed failed on its secrets: look again.
-            if (jobs.length === 0) continue;
-            return body.maxJobs === undefined ? jobs[0] : { jobs };
           }
-          const now = Date.now();
-          const remaining = deadline - now;
-          if (remaining <= 0) {
-            waiter.cancel();
-            break;
-          }
-          const nextAt = await store.nextAvailableAt(body.queues);
-          await waiter.wait(nextAt === undefined ? remaining : Math.min(remaining, Math.max(0, nextAt - now)), closed);
         }
         metrics.dequeueWait.observe({ result: 'empty' }, (Date.now() - started) / 1000);
         return reply.code(204).send();
@@ -199,9 +239,13 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/heartbeat`, auth: 'executor', body: heartbeatRequest,
       summary: 'Register the executor, keep its jobs alive, and learn which to abandon (not known) or cancel',
       response: '{ knownIds, cancelIds }',
+      otherResponses: { 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }): Promise<HeartbeatResponse> {
         const now = Date.now();
-        await store.upsertExecutor(
+        const instance =
+          body.instanceId === undefined ? undefined
+          : { id: body.instanceId, windowMs: instanceWindowMs(body.heartbeatIntervalMs, config.stalledJobTimeoutMs) };
+        const claim = await store.upsertExecutor(
           {
             name: body.executorName, hostname: body.hostname, os: body.os, arch: body.arch, version: body.version,
             runtime: body.runtime, runtimeVersion: body.runtimeVersion ?? null, queues: body.queues,
@@ -209,16 +253,34 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             jobCpus: body.resources?.cpus ?? null, jobMemoryBytes: body.resources?.memoryBytes ?? null,
           },
           now,
+          instance,
         );
+        if (!claim.ok) throw refused(body.executorName, claim.holder, body.hostname, now);
+        if (instance) rememberHolder(body.executorName, instance.id, now + instance.windowMs);
         const waiter = body.waitMs > 0 && body.jobs.length > 0 ? events.watchInterruptions(body.jobs.map((j) => j.id)) : undefined;
-        let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
-        if (waiter && answer.cancelIds.length === 0) {
-          // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.
-          if (await waiter.wait(body.waitMs, heldRequestSignal(reply, ctx.closing))) {
-            answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now: Date.now() });
+        try {
+          let answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now });
+          if (waiter && answer.cancelIds.length === 0) {
+            // Held open so a cancel reaches the executor in milliseconds rather than at the next beat.
+            if (await waiter.wait(body.waitMs, heldRequestSignal(reply, ctx.closing))) {
+              answer = await store.heartbeat({ executorName: body.executorName, jobs: body.jobs, now: Date.now() });
+            }
           }
-        } else waiter?.cancel();
-        return answer;
+          return answer;
+        } finally {
+          // Also when the store throws: a waiter left behind stays on the bus.
+          waiter?.cancel();
+        }
+      },
+    }),
+    defineRoute({
+      method: 'POST', url: `${EXECUTOR_API_PREFIX}/release`, auth: 'executor', body: releaseRequest,
+      summary: 'A stopping executor process lets go of its name, so that its successor need not wait out its window',
+      response: '{}: released, or the name was not this process\'s to release',
+      async handler({ body }) {
+        if (heldNames.get(body.executorName)?.instanceId === body.instanceId) heldNames.delete(body.executorName);
+        await store.releaseExecutorName(body.executorName, body.instanceId);
+        return {};
       },
     }),
     defineRoute({

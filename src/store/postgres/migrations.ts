@@ -178,4 +178,15 @@ CREATE INDEX jobs_finished ON jobs (finished_at, queue, state) WHERE state IN ('
 CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, written_at BIGINT NOT NULL);
 `,
   },
+  {
+    version: 7,
+    sql: `
+-- The executor process that holds each name (its random instance id), when the server last accepted a call from it,
+-- and how long after that it keeps the name; another process under the name is refused until then. NULL: none
+-- holds it (only executors from before instance ids have called, or the holder let go when it stopped).
+ALTER TABLE executors ADD COLUMN instance_id TEXT;
+ALTER TABLE executors ADD COLUMN instance_seen_at BIGINT;
+ALTER TABLE executors ADD COLUMN instance_window_ms BIGINT;
+`,
+  },
 ];

@@ -5,14 +5,18 @@ import pg from 'pg';
 import type { JobSpec } from '../../core/jobSpec.js';
 import { decideFinish, decideStalled, type FinishDecision } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
+import { mayUseName, type ExecutorInstance } from '../../core/executorNames.js';
 import type {
-  AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  AttemptRecord, ClaimedJob, ExecutorClaim, ExecutorInfo, ExecutorRecord, InstanceClaim, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { pgTransaction, postgresSql } from '../sql.js';
-import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
+import {
+  EXECUTOR_UPDATE_SQL, INSTANCE_UPDATE_SQL, MAY_USE_NAME_SQL, NO_LIVE_HOLDER_SQL, claimedJob, namespaceOf, planClaims, toAttempt, toExecutor,
+  toInstance, toJob, type AttemptRow, type CandidateRow, type InstanceRow, type JobRow,
+} from '../rows.js';
 import { postgresFault } from './faults.js';
 import { MIGRATIONS } from './migrations.js';
 
@@ -528,18 +532,36 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
   }
 
-  async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
-    await this.query(
-      `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-         job_cpus, job_memory_bytes, first_seen_at, last_seen_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
-       ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
-         version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
-         queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
-         job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes, last_seen_at = excluded.last_seen_at`,
-      [info.name, info.hostname, info.os, info.arch, info.version, info.runtime, info.runtimeVersion, info.queues, info.maxJobs,
-        info.runningJobs, info.jobCpus, info.jobMemoryBytes, now],
-    );
+  async upsertExecutor(info: ExecutorInfo, now: number, instance?: InstanceClaim): Promise<ExecutorClaim> {
+    // The upsert's WHERE decides in one statement: ON CONFLICT locks the row and reads its latest version, so two
+    // replicas answering two processes under one name at once cannot both accept.
+    for (let tries = 1; ; tries++) {
+      const rows = await this.query(
+        `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
+           job_cpus, job_memory_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16)
+         ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
+         WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
+         RETURNING name`,
+        [info.name, info.hostname, info.os, info.arch, info.version, info.runtime, info.runtimeVersion, info.queues, info.maxJobs,
+          info.runningJobs, info.jobCpus, info.jobMemoryBytes, now, instance?.id ?? null, instance ? now : null, instance?.windowMs ?? null],
+      );
+      if (rows.length || !instance) return { ok: true };
+      // Read after the refusal, for its message. The holder may have let go in between (it stopped): then try again
+      // rather than name a holder that is gone.
+      const holder = await this.executorInstance(info.name);
+      if (holder && !mayUseName(holder, instance.id, now)) return { ok: false, holder };
+      if (tries === 3) return { ok: false, holder: holder ?? { id: '', hostname: 'unknown', seenAt: now, windowMs: 0 } };
+    }
+  }
+
+  async executorInstance(name: string): Promise<ExecutorInstance | undefined> {
+    const [row] = await this.query<InstanceRow>('SELECT instance_id, hostname, instance_seen_at, instance_window_ms FROM executors WHERE name = $1', [name]);
+    return toInstance(row);
+  }
+
+  async releaseExecutorName(name: string, instanceId: string): Promise<void> {
+    await this.query('UPDATE executors SET instance_id = NULL WHERE name = $1 AND instance_id = $2', [name, instanceId]);
   }
 
   async listExecutors(): Promise<ExecutorRecord[]> {

@@ -4,14 +4,18 @@ import path from 'node:path';
 import type { JobSpec } from '../../core/jobSpec.js';
 import { decideFinish, decideStalled } from '../../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
+import type { ExecutorInstance } from '../../core/executorNames.js';
 import type {
-  AttemptRecord, ClaimedJob, ExecutorInfo, ExecutorRecord, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
+  AttemptRecord, ClaimedJob, ExecutorClaim, ExecutorInfo, ExecutorRecord, InstanceClaim, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
   DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { sqliteSql } from '../sql.js';
-import { claimedJob, namespaceOf, planClaims, toAttempt, toExecutor, toJob, type AttemptRow, type CandidateRow, type JobRow } from '../rows.js';
+import {
+  EXECUTOR_UPDATE_SQL, INSTANCE_UPDATE_SQL, MAY_USE_NAME_SQL, NO_LIVE_HOLDER_SQL, claimedJob, namespaceOf, planClaims, toAttempt, toExecutor,
+  toInstance, toJob, type AttemptRow, type CandidateRow, type InstanceRow, type JobRow,
+} from '../rows.js';
 import { MIGRATIONS } from './migrations.js';
 
 /**
@@ -394,19 +398,34 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ seq: r.seq, index: r.idx, offset: r.offset, data: r.data }));
   }
 
-  async upsertExecutor(info: ExecutorInfo, now: number): Promise<void> {
-    this
+  async upsertExecutor(info: ExecutorInfo, now: number, instance?: InstanceClaim): Promise<ExecutorClaim> {
+    // One statement decides (the upsert's WHERE); better-sqlite3 runs it and the holder's read without interleaving.
+    const row = this
       .stmt(
         `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-           job_cpus, job_memory_bytes, first_seen_at, last_seen_at)
+           job_cpus, job_memory_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
          VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs,
-           @jobCpus, @jobMemoryBytes, @now, @now)
-         ON CONFLICT (name) DO UPDATE SET hostname = excluded.hostname, os = excluded.os, arch = excluded.arch,
-           version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
-           queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
-           job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes, last_seen_at = excluded.last_seen_at`,
+           @jobCpus, @jobMemoryBytes, @now, @now, @instanceId, @instanceSeenAt, @instanceWindowMs)
+         ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
+         WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
+         RETURNING name`,
       )
-      .run({ ...info, queues: JSON.stringify(info.queues), now });
+      .get({
+        ...info, queues: JSON.stringify(info.queues), now,
+        instanceId: instance?.id ?? null, instanceSeenAt: instance ? now : null, instanceWindowMs: instance?.windowMs ?? null,
+      });
+    if (row || !instance) return { ok: true };
+    return { ok: false, holder: (await this.executorInstance(info.name))! };
+  }
+
+  async executorInstance(name: string): Promise<ExecutorInstance | undefined> {
+    return toInstance(
+      this.stmt('SELECT instance_id, hostname, instance_seen_at, instance_window_ms FROM executors WHERE name = ?').get(name) as InstanceRow | undefined,
+    );
+  }
+
+  async releaseExecutorName(name: string, instanceId: string): Promise<void> {
+    this.stmt('UPDATE executors SET instance_id = NULL WHERE name = ? AND instance_id = ?').run(name, instanceId);
   }
 
   async listExecutors(): Promise<ExecutorRecord[]> {
