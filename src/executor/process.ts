@@ -1,5 +1,6 @@
 // Running a host command in its own process group, streaming its output, and stopping the whole group.
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import type { Stream } from './jobLog.js';
 
@@ -20,10 +21,13 @@ export function runProcess(
     output(stream: Stream, text: string): boolean | void;
     outputWritable?(): Promise<void>;
     signal: AbortSignal;
+    /** Told the process id (which is also its process group's) once it runs. */
+    onSpawn?(pid: number): void;
   },
 ): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (child.pid && opts.onSpawn) opts.onSpawn(child.pid);
     const group = (sig: NodeJS.Signals): void => {
       try {
         if (child.pid) process.kill(-child.pid, sig);
@@ -71,4 +75,15 @@ export function runProcess(
       resolve({ exitCode: code ?? (signal ? 128 + os.constants.signals[signal] : 1), signal });
     });
   });
+}
+
+/** When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22): with the pid, it names one process for good. */
+export async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: count fields after its closing one.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }

@@ -32,6 +32,16 @@ export async function realRoot(root: string): Promise<string> {
   return real;
 }
 
+/**
+ * The directory an executor keeps its jobs' directories in, `<workspace root>/dockhand-<executor name>`: only its
+ * own user may look in, and a restarted executor of that name knows that whatever it finds there is its own.
+ */
+export async function executorRoot(workspaceRoot: string, executorName: string): Promise<string> {
+  const dir = path.join(await realRoot(workspaceRoot), `dockhand-${executorName}`);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return dir;
+}
+
 /** Makes a job's directories under `root` (named `<prefix>XXXXXX`), their paths real. */
 export async function createHostDirs(root: string, prefix: string): Promise<HostDirs> {
   const dir = await mkdtemp(path.join(await realRoot(root), prefix));

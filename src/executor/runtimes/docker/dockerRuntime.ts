@@ -4,7 +4,7 @@
 // (checkoutHelper.ts); output streams live over attach; limits come from EXECUTOR_JOB_NUM_CPUS / _MEMORY / _DISK;
 // every container is labelled so the janitor can remove orphans.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -18,7 +18,7 @@ import { BackgroundWork } from '../../background.js';
 import type { Stream } from '../../jobLog.js';
 import { KILL_GRACE_MS } from '../../process.js';
 import {
-  createHostDirs, prepareHostWorkspace, removeHostDirs, stepScriptPath, stepWorkdir, writeStepScript, type HostDirs,
+  createHostDirs, executorRoot, prepareHostWorkspace, removeHostDirs, stepScriptPath, stepWorkdir, writeStepScript, type HostDirs,
 } from '../../workspace/hostWorkspace.js';
 import {
   type CheckResult, JobFailure, type JobSession, type JobView, type PrepareContext, type Runtime, RuntimeSetupError, type StepIO,
@@ -64,6 +64,8 @@ export class DockerRuntime implements Runtime {
   /** Names of containers this process is running: the janitor never touches them. */
   private readonly inUse = new Set<string>();
   private readonly background = new BackgroundWork();
+  /** Plain job directories (EXECUTOR_JOB_DISK=0) of this process's sessions. */
+  readonly dirsInUse = new Set<string>();
   /** Workspaces already opened up for a step user, so a repository is walked once per job and user. */
   private readonly accessible = new Set<string>();
   private janitor?: NodeJS.Timeout;
@@ -143,7 +145,8 @@ export class DockerRuntime implements Runtime {
         disk = await this.disks.take(job.limits.diskBytes);
         dirs = disk.dirs;
       } else {
-        dirs = await createHostDirs(this.settings.workspaceRoot, `dockhand-job-${job.id}-`);
+        dirs = await createHostDirs(await executorRoot(this.settings.workspaceRoot, this.settings.executorName), `job-${job.id}-`);
+        this.dirsInUse.add(dirs.root);
       }
     } catch (err) {
       throw new JobFailure('runtime_unavailable', `cannot make the job's workspace: ${(err as Error).message}`);
@@ -167,7 +170,16 @@ export class DockerRuntime implements Runtime {
     }
     if (orphans.length) this.log.info({ removed: orphans.map((o) => o.Names[0]) }, 'removed orphaned containers');
     const disks = (await this.disks?.cleanupOrphans(this.settings.keepWorkspaces)) ?? [];
-    if (disks.length) this.log.info({ removed: disks }, 'removed orphaned job disks');
+    if (!this.settings.keepWorkspaces) {
+      const root = await executorRoot(this.settings.workspaceRoot, this.settings.executorName);
+      for (const name of await readdir(root)) {
+        const dir = path.join(root, name);
+        if (!name.startsWith('job-') || this.dirsInUse.has(dir)) continue;
+        await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+        disks.push(dir);
+      }
+    }
+    if (disks.length) this.log.info({ removed: disks }, 'removed orphaned job workspaces');
     this.startJanitor();
   }
 
@@ -509,7 +521,8 @@ class DockerSession implements JobSession {
 
   async close(): Promise<void> {
     if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces);
-    else if (!this.runtime.settings.keepWorkspaces) this.runtime.later(`job directory ${this.dirs.root}`, () => removeHostDirs(this.dirs));
+    else if (this.runtime.settings.keepWorkspaces) this.runtime.dirsInUse.delete(this.dirs.root);
+    else this.runtime.later(`job directory ${this.dirs.root}`, () => removeHostDirs(this.dirs).finally(() => this.runtime.dirsInUse.delete(this.dirs.root)));
   }
 }
 

@@ -3,14 +3,14 @@
 // everyone. Making one costs about 75 ms (mkfs, mount) and removing one about 40 ms (umount, rm), so one disk of the
 // executor's default size is kept ready and spent disks are removed in the background: neither is on a job's path.
 //
-//   <root>/dockhand-disk-<executor>-XXXXXX/   disk.img (sparse), mnt/ (the mount), mnt/workspace, scripts/
+//   <workspace root>/dockhand-<executor>/disk-XXXXXX/   disk.img (sparse), mnt/ (the mount), mnt/workspace, scripts/
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, statfs, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { formatSize } from '../../../core/units.js';
 import { BackgroundWork } from '../../background.js';
-import { hostDirsIn, realRoot, type HostDirs } from '../../workspace/hostWorkspace.js';
+import { executorRoot, hostDirsIn, type HostDirs } from '../../workspace/hostWorkspace.js';
 import { JobFailure, type CheckResult } from '../runtime.js';
 
 /** ext4 needs room for its own structures; a smaller request gets this much. */
@@ -18,6 +18,7 @@ export const MIN_DISK_BYTES = 8 * 2 ** 20;
 /** Less free than this after a failed step means the step most likely failed for want of space. */
 const FULL_BELOW_BYTES = 2 ** 20;
 const COMMAND_TIMEOUT_MS = 30_000;
+const PREFIX = 'disk-';
 
 export interface JobDisk {
   dirs: HostDirs;
@@ -50,7 +51,6 @@ async function mountsUnder(root: string): Promise<Set<string>> {
 }
 
 export class JobDisks {
-  private readonly prefix: string;
   private readonly background = new BackgroundWork();
   /** Disks a job may take at once: the default size, made ahead. */
   private spare?: Promise<JobDisk>;
@@ -58,13 +58,12 @@ export class JobDisks {
   private closed = false;
 
   constructor(
-    private readonly root: string,
-    executorName: string,
+    private readonly workspaceRoot: string,
+    private readonly executorName: string,
     /** The executor's default per job (EXECUTOR_JOB_DISK): what a job that asks for no size gets. */
     private readonly defaultBytes: number,
     private readonly log: Logger,
   ) {
-    this.prefix = `dockhand-disk-${executorName}-`;
   }
 
   /** A disk of `bytes` with an empty workspace on it, mounted; the ready one when it has that size. */
@@ -113,9 +112,9 @@ export class JobDisks {
 
   /** Removes this executor's disks that no job of this process holds (left by a crash), unless they are kept. */
   async cleanupOrphans(keep: boolean): Promise<string[]> {
-    const root = await realRoot(this.root);
+    const root = await this.root();
     const spare = await this.spare?.catch(() => undefined);
-    const names = (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(this.prefix));
+    const names = (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(PREFIX));
     const removed: string[] = [];
     for (const name of names) {
       const dir = path.join(root, name);
@@ -133,7 +132,7 @@ export class JobDisks {
     try {
       const disk = await this.make(MIN_DISK_BYTES);
       await this.destroy(disk.dirs.root);
-      return { name, ok: true, detail: `each job's workspace on its own ext4 file system under ${this.root}, ${formatSize(this.defaultBytes)} unless the job asks for less` };
+      return { name, ok: true, detail: `each job's workspace on its own ext4 file system under ${this.workspaceRoot}, ${formatSize(this.defaultBytes)} unless the job asks for less` };
     } catch (err) {
       return { name, ok: false, detail: (err as Error).message, fix: JOB_DISK_FIX };
     }
@@ -147,6 +146,10 @@ export class JobDisks {
     await this.background.settle();
   }
 
+  private root(): Promise<string> {
+    return executorRoot(this.workspaceRoot, this.executorName);
+  }
+
   private makeSpare(): void {
     if (this.spare || this.closed) return;
     const spare = this.make(Math.max(this.defaultBytes, MIN_DISK_BYTES));
@@ -156,7 +159,7 @@ export class JobDisks {
   }
 
   private async make(bytes: number): Promise<JobDisk> {
-    const root = await mkdtemp(path.join(await realRoot(this.root), this.prefix));
+    const root = await mkdtemp(path.join(await this.root(), PREFIX));
     const image = path.join(root, 'disk.img');
     const mount = path.join(root, 'mnt');
     try {
