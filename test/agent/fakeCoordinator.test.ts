@@ -220,19 +220,8 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   await say('complete: repeated', `/jobs/${b}/complete`, {}, tokenB);
   await say('error: after complete', `/jobs/${b}/error`, { message: 'late', reason: 'system_failure' }, tokenB);
 
-  // Items for different jobs: all appends, then all reports; a refused append keeps its item's report from being tried.
-  const c = await backend.submit([{ key: 'c', run: 'echo c' }]);
-  const d = await backend.submit([{ key: 'd', run: 'echo d' }]);
-  const [jobC, jobD] = (await say('dequeue: two jobs', '/dequeue', dequeue({ maxJobs: 2 }), EXECUTOR)).jobs;
-  await say('batch: several jobs', '/jobs/batch', {
-    items: [
-      { id: c, token: jobC.token, logs: [entry(0, 'c\n', { exitCode: 1, durationMs: 2 })], report: { kind: 'fail', message: 'step c failed with exit code 1', reason: 'script_failure' } },
-      { id: d, token: jobD.token, logs: [entry(0, 'd\n')], report: { kind: 'error', message: 'step d could not be started', reason: 'runtime_unavailable' } },
-      { id: a, token: jobA.token, logs: [entry(9, 'j')], report: { kind: 'complete' } },
-    ],
-  }, EXECUTOR);
-
-  // A reset: the held heartbeat hears of it, the old token is refused, and the next dequeue is attempt 2.
+  // A reset, while no other job is processing (the sweep resets them all): the held heartbeat hears of it, the old
+  // token is refused, and the next dequeue is attempt 2.
   const e = await backend.submit([{ key: 'e', run: 'echo e' }]);
   const jobE = await say('dequeue: job e', '/dequeue', dequeue(), EXECUTOR);
   const heldE = post(url, '/heartbeat', heartbeat([{ id: e, attempt: 1 }], 20_000), EXECUTOR);
@@ -245,7 +234,21 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   await say('dequeue: job e again', '/dequeue', dequeue({ maxJobs: 3, waitMs: 5_000 }), EXECUTOR);
   await say('logs: the old attempt still', `/jobs/${e}/logs`, { entries: [entry(0, 'e')] }, `Bearer ${jobE.token}`);
   await say('heartbeat: the old attempt', '/heartbeat', heartbeat([{ id: e, attempt: 1 }, { id: e, attempt: 2 }]), EXECUTOR);
-  // Job d's error was retried after its backoff: it comes back as attempt 2.
+
+  // Items for different jobs: all appends, then all reports; a refused append keeps its item's report from being tried.
+  const c = await backend.submit([{ key: 'c', run: 'echo c' }]);
+  const d = await backend.submit([{ key: 'd', run: 'echo d' }]);
+  const [jobC, jobD] = (await say('dequeue: two jobs', '/dequeue', dequeue({ maxJobs: 2 }), EXECUTOR)).jobs;
+  await say('batch: several jobs', '/jobs/batch', {
+    items: [
+      { id: c, token: jobC.token, logs: [entry(0, 'c\n', { exitCode: 1, durationMs: 2 })], report: { kind: 'fail', message: 'step c failed with exit code 1', reason: 'script_failure' } },
+      { id: d, token: jobD.token, logs: [entry(0, 'd\n')], report: { kind: 'error', message: 'step d could not be started', reason: 'runtime_unavailable' } },
+      { id: a, token: jobA.token, logs: [entry(9, 'j')], report: { kind: 'complete' } },
+    ],
+  }, EXECUTOR);
+
+  // Job d's error was retried after its backoff: it comes back as attempt 2 (the wait covers the backoff, however long
+  // the calls above took).
   await say('dequeue: job d after its backoff', '/dequeue', dequeue({ waitMs: 5_000 }), EXECUTOR);
 
   // What was stored of each attempt's log, through all of the above.
