@@ -264,7 +264,11 @@ export class Agent {
     for (const [value, replacement] of masked) this.logRedactor.add(value, replacement);
     const running: RunningJob = {
       job,
-      log: new JobLog((entries) => this.outbox.appendLogs(job, entries), redactor, this.config.maxLogSize),
+      // Once abandoned, nothing more is sent for the attempt, though its step may take the kill grace to stop.
+      log: new JobLog(
+        (entries) => (running.gone ? Promise.reject(new Error('the attempt was abandoned')) : this.outbox.appendLogs(job, entries)),
+        redactor, this.config.maxLogSize,
+      ),
       redactor,
       masked: masked.map(([value]) => value),
       stop: new AbortController(),
