@@ -7,6 +7,7 @@
 //
 // It deliberately leaves out what the agent never sees: scheduling fairness and queue weights (jobs go out first
 // come, first served), secrets resolution, storage faults, the reaper's clock (attempts are reset on request).
+import { loadRuntimeSettings } from '../../src/executor/runtimes/settings.js';
 import { EventEmitter } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
@@ -21,7 +22,7 @@ import { parseJobSpec, issuesOf, type JobSpec, type JobSpecInput } from '../../s
 import { decideFinish, decideAfterStall, stallFailureMessage, type AttemptOutcome, type JobState } from '../../src/core/jobState.js';
 import {
   EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest, errorRequest, failRequest,
-  heartbeatRequest, type AppendLogsResponse, type BatchItemResult, type DequeuedJob, type HeartbeatResponse, type LogEntryUpdate,
+  heartbeatRequest, releaseRequest, type AppendLogsResponse, type BatchItemResult, type DequeuedJob, type HeartbeatResponse, type LogEntryUpdate,
 } from '../../src/core/protocol.js';
 import { JOB_TOKEN_PREFIX, newToken, tokensEqual } from '../../src/core/tokens.js';
 import { Agent } from '../../src/executor/agent.js';
@@ -35,7 +36,7 @@ export const FAKE_EXECUTOR_TOKEN = 'fake-coordinator-executor-token-0123456789';
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
 const LARGE_BODY_LIMIT = 16 * 1024 * 1024;
 
-export type RouteName = 'dequeue' | 'heartbeat' | 'logs' | 'complete' | 'error' | 'fail' | 'batch' | 'unknown';
+export type RouteName = 'dequeue' | 'heartbeat' | 'release' | 'logs' | 'complete' | 'error' | 'fail' | 'batch' | 'unknown';
 type ReportKind = 'complete' | 'error' | 'fail';
 
 export interface FakeCoordinatorOptions {
@@ -182,7 +183,7 @@ export class FakeCoordinator {
   readonly jobs = new Map<number, FakeJob>();
   readonly attempts: FakeAttempt[] = [];
   /** Requests that reached the fake, by route (counted on arrival, before authentication). */
-  readonly requests: Record<RouteName, number> = { dequeue: 0, heartbeat: 0, logs: 0, complete: 0, error: 0, fail: 0, batch: 0, unknown: 0 };
+  readonly requests: Record<RouteName, number> = { dequeue: 0, heartbeat: 0, release: 0, logs: 0, complete: 0, error: 0, fail: 0, batch: 0, unknown: 0 };
   readonly heartbeats: ReceivedHeartbeat[] = [];
   readonly dequeues: ReceivedDequeue[] = [];
   readonly reports: ReceivedReport[] = [];
@@ -469,6 +470,7 @@ export class FakeCoordinator {
     const rest = url.slice(EXECUTOR_API_PREFIX.length);
     if (rest === '/dequeue') return { route: 'dequeue' };
     if (rest === '/heartbeat') return { route: 'heartbeat' };
+    if (rest === '/release') return { route: 'release' };
     if (rest === '/jobs/batch') return { route: 'batch' };
     const match = /^\/jobs\/([^/]+)\/(logs|complete|error|fail)$/.exec(rest);
     if (match) return { route: match[2] as RouteName, jobId: match[1] };
@@ -490,7 +492,8 @@ export class FakeCoordinator {
         throw new HttpError(404, `no route ${req.method} ${url}`);
       }
       // Credentials first, as the real server checks them before it reads the body.
-      const attempt = route === 'dequeue' || route === 'heartbeat' || route === 'batch' ? this.executorAuth(req) : this.jobAuth(req, jobId!);
+      const executorRoute = route === 'dequeue' || route === 'heartbeat' || route === 'release' || route === 'batch';
+      const attempt = executorRoute ? this.executorAuth(req) : this.jobAuth(req, jobId!);
       const body = await this.readBody(req, route === 'logs' || route === 'batch' ? LARGE_BODY_LIMIT : DEFAULT_BODY_LIMIT);
       let answer: unknown;
       switch (route) {
@@ -502,6 +505,11 @@ export class FakeCoordinator {
           break;
         case 'batch':
           answer = this.batch(parse(batchRequest, body).items);
+          break;
+        case 'release':
+          // The fake keeps no names (one executor per fake): a stopping executor's release is only counted.
+          parse(releaseRequest, body);
+          answer = {};
           break;
         case 'logs':
           answer = this.call(attempt!, 'logs', 'single', () => this.appendLogs(attempt!, parse(appendLogsRequest, body).entries));
@@ -811,22 +819,16 @@ export async function startTestAgent(fake: FakeCoordinator, overrides: TestAgent
     name: overrides.name ?? 'agent-under-test',
     maxJobs: overrides.maxJobs ?? 1,
     maxRuntimePerJobMs: overrides.maxRuntimePerJobMs ?? 10 * 60_000,
-    runtime: 'shell',
     // Short, so that a test hears of the server again soon after it comes back; well inside the allowed 100 ms–20 s.
     heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? 1_000,
     logFlushIntervalMs: overrides.logFlushIntervalMs ?? 50,
     maxLogSize: overrides.maxLogSize ?? 100 * 2 ** 20,
-    keepWorkspaces: false,
-    workspaceRoot,
-    jobCpus: 0,
-    jobMemoryBytes: 0,
-    cleanupIntervalMs: 60_000,
-    docker: { ociRuntime: '', network: 'bridge', defaultImage: 'busybox:latest', pidsLimit: 4096 },
+    runtime: loadRuntimeSettings({ EXECUTOR_RUNTIME: 'shell', EXECUTOR_NAME: overrides.name ?? 'agent-under-test', EXECUTOR_WORKSPACE_ROOT: workspaceRoot }),
   };
   const logLines: string[] = [];
   const log: Logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line.trimEnd()) });
   // Its own log redactor: the default one is shared by everything in this process.
-  const agent = new Agent(config, new ShellRuntime(), log, new Redactor());
+  const agent = new Agent(config, new ShellRuntime(config.runtime, log), log, new Redactor());
   await agent.start();
   let stopped = false;
   return {
