@@ -3,7 +3,7 @@
 // so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
 import type { DockerAuthConfig } from './dockerAuthConfig.js';
-import { failureReason } from './failureReasons.js';
+import { FAILURE_REASON_NAMES } from './failureReasons.js';
 import { queueName, type JobSpec } from './jobSpec.js';
 
 export const EXECUTOR_API_PREFIX = '/api/executor/v1';
@@ -118,6 +118,11 @@ export interface AppendLogsResponse {
 }
 
 export const completeRequest = z.object({});
+/** One of the reasons in core/failureReasons.ts; anything else is refused, naming the field and the choices. */
+export const failureReason = z.enum(FAILURE_REASON_NAMES, {
+  error: (issue) =>
+    `${JSON.stringify(issue.input)} is not a failure reason this server knows: use one of ${FAILURE_REASON_NAMES.join(', ')}, or leave reason out`,
+});
 const reasonField = failureReason.optional().describe('Why the attempt ended (core/failureReasons.ts); absent from executors before 0.3');
 export const errorRequest = z.object({ message: z.string().max(64 * 1024), reason: reasonField });
 export const failRequest = z.object({
