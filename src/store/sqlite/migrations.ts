@@ -180,4 +180,12 @@ CREATE INDEX jobs_finished ON jobs (finished_at, queue, state) WHERE state IN ('
 CREATE TABLE storage_probe (id INTEGER PRIMARY KEY, written_at INTEGER NOT NULL);
 `,
   },
+  {
+    version: 7,
+    sql: `
+-- Why an attempt, and a job, did not complete (core/failureReasons.ts); null for rows from before.
+ALTER TABLE jobs ADD COLUMN failure_reason TEXT;
+ALTER TABLE job_attempts ADD COLUMN failure_reason TEXT;
+`,
+  },
 ];
