@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   FAILURE_REASONS, FAILURE_REASON_NAMES, failure, isFailureReason, isRetryable, reasonLabel, reasonOfUntypedReport, reasonSummary,
@@ -42,6 +43,21 @@ describe('failure reasons', () => {
     // Not fooled by what every object has.
     expect(isFailureReason('constructor')).toBe(false);
     expect(reasonSummary('toString')).toBeUndefined();
+  });
+
+  it('are documented in docs/api.md, each with whether it is retried', () => {
+    const doc = readFileSync(new URL('../../docs/api.md', import.meta.url), 'utf8');
+    const rows = [...doc.matchAll(/^\| `([a-z_]+)` \| (retried|fails|canceled) \|/gm)].map((m) => [m[1], m[2]]);
+    expect(rows).toEqual(FAILURE_REASON_NAMES.map((name) => [name, name === 'canceled' ? 'canceled' : isRetryable(name) ? 'retried' : 'fails']));
+  });
+
+  it('are listed in docs/job-spec.md where maxAttempts says which errors are retried', () => {
+    const doc = readFileSync(new URL('../../docs/job-spec.md', import.meta.url), 'utf8');
+    const row = doc.split('\n').find((line) => line.startsWith('| `maxAttempts` |'))!;
+    const listed = /is retried \(([^)]*)\)/.exec(row)![1].match(/[a-z_]+/g);
+    // executor_lost is retried too, but counts against the resets, which the row says apart.
+    expect(listed).toEqual(FAILURE_REASON_NAMES.filter((name) => isRetryable(name) && name !== 'executor_lost'));
+    expect(row).toContain('(`executor_lost`) are counted separately');
   });
 
   it('refuses an unknown reason in a report, naming the field and the choices', () => {
