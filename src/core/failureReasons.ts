@@ -1,7 +1,7 @@
 // Why an attempt or a job did not complete, as a type (GitLab's `failure_reason` is the model). The executor says
 // which reason ended an attempt; this table alone decides whether that reason is worth another attempt. The server
-// stores the reason with the attempt and the job, and the API, the CLI and the web UI show it.
-import { z } from 'zod';
+// stores the reason with the attempt and the job, and the API, the CLI and the web UI show it. No imports: the web UI
+// bundles this table for its labels (the protocol's zod schema of a reason lives in protocol.ts).
 
 export const FAILURE_REASONS = {
   script_failure: { retry: false, summary: 'a step exited with a non-zero code' },
@@ -29,8 +29,6 @@ export type FailureReason = keyof typeof FAILURE_REASONS;
 
 export const FAILURE_REASON_NAMES = Object.keys(FAILURE_REASONS) as [FailureReason, ...FailureReason[]];
 
-export const failureReason = z.enum(FAILURE_REASON_NAMES);
-
 /** Whether another attempt could help: the one place that decides between a retried and a failed job. */
 export function isRetryable(reason: FailureReason): boolean {
   return FAILURE_REASONS[reason].retry;
@@ -51,4 +49,37 @@ export function failure(reason: FailureReason, message: string): AttemptReport {
 export function reasonOfUntypedReport(kind: 'error' | 'fail', canceled: boolean): FailureReason {
   if (canceled) return 'canceled';
   return kind === 'error' ? 'system_failure' : 'script_failure';
+}
+
+/** How the server applies a failed attempt's report: retried (`error`) or final (`fail`), for which reason. */
+export interface SettledReport {
+  kind: 'error' | 'fail';
+  reason: FailureReason;
+  canceled: boolean;
+}
+
+/**
+ * A report of an `error` or `fail` as the server applies it. A typed report's reason decides retry or fail, so the
+ * table above wins over the route the report came by; a report without one (an older executor) keeps its kind and
+ * gets the reason it most likely meant. A cancel, by flag or by reason, is always a final `canceled`.
+ */
+export function settleReport(kind: 'error' | 'fail', reason: FailureReason | undefined, canceled: boolean): SettledReport {
+  if (reason === undefined) return { kind, reason: reasonOfUntypedReport(kind, canceled), canceled };
+  if (canceled || reason === 'canceled') return { kind: 'fail', reason: 'canceled', canceled: true };
+  return { kind: isRetryable(reason) ? 'error' : 'fail', reason, canceled: false };
+}
+
+/** Whether `name` is a reason this version knows (a newer server may store others). */
+export function isFailureReason(name: string): name is FailureReason {
+  return Object.hasOwn(FAILURE_REASONS, name);
+}
+
+/** A reason for people: "out of memory (out_of_memory)", the raw name kept so that it can be searched for. */
+export function reasonLabel(reason: string): string {
+  return `${reason.replaceAll('_', ' ')} (${reason})`;
+}
+
+/** What a reason means, in a sentence; undefined for a reason this version does not know. */
+export function reasonSummary(reason: string): string | undefined {
+  return isFailureReason(reason) ? FAILURE_REASONS[reason].summary : undefined;
 }

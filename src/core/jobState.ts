@@ -1,4 +1,5 @@
 // The job state machine (docs/protocol.md draws it). Pure functions, so every store applies the same rules.
+import { settleReport, type FailureReason } from './failureReasons.js';
 
 export const JOB_STATES = ['queued', 'processing', 'completed', 'failed', 'canceled'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -66,6 +67,8 @@ export function stallFailureMessage(maxResets: number, executorName: string | nu
 export interface FinishInput {
   kind: 'complete' | 'error' | 'fail';
   message?: string;
+  /** Why the attempt ended (error and fail); absent from older executors, then guessed from the kind. */
+  reason?: FailureReason;
   canceledByExecutor?: boolean;
   now: number;
   retryBackoffMs: number;
@@ -84,6 +87,8 @@ export type FinishDecision =
       numFailures: number;
       availableAt: number;
       failureMessage: string | null;
+      /** Recorded on the attempt and on the job, as the message is: null when it completed. */
+      failureReason: FailureReason | null;
       /** The job is over (not queued again): it gets a finishedAt and keeps its queuedAt. */
       terminal: boolean;
     };
@@ -94,7 +99,10 @@ export function decideFinish(
   attempt: { attempt: number; outcome: AttemptOutcome | null },
   report: FinishInput,
 ): FinishDecision {
-  const outcome = OUTCOME_OF_FINISH[report.kind];
+  // The reason, not the route, decides retry or fail (core/failureReasons.ts).
+  const settled = report.kind === 'complete' ? undefined : settleReport(report.kind, report.reason, report.canceledByExecutor ?? false);
+  const kind = settled?.kind ?? 'complete';
+  const outcome = OUTCOME_OF_FINISH[kind];
   if (attempt.outcome !== null) {
     // Any report of an attempt that ended canceled is answered the same way: it is over, as asked.
     return attempt.outcome === outcome || attempt.outcome === 'canceled' ? { kind: 'repeat' } : { kind: 'stale' };
@@ -104,22 +112,23 @@ export function decideFinish(
   let numFailures = job.numFailures;
   let availableAt = job.availableAt;
   let failureMessage: string | null = report.message ?? null;
-  if (report.kind === 'complete') {
+  if (kind === 'complete') {
     state = job.cancelRequested ? 'canceled' : 'completed';
     failureMessage = null;
-  } else if (report.kind === 'error') {
+  } else if (kind === 'error') {
     const decision = decideAfterError(job, report.retryBackoffMs);
     state = decision.state;
     numFailures = decision.numFailures;
     availableAt = report.now + decision.backoffMs;
   } else {
-    state = decideAfterFail(job, report.canceledByExecutor ?? false);
+    state = decideAfterFail(job, settled?.canceled ?? false);
   }
   const canceled = state === 'canceled';
   return {
     kind: 'apply', state, numFailures, availableAt,
     attemptOutcome: canceled ? 'canceled' : outcome,
     failureMessage: canceled ? 'canceled by a user' : failureMessage,
+    failureReason: canceled ? 'canceled' : settled?.reason ?? null,
     terminal: state !== 'queued',
   };
 }
@@ -127,9 +136,11 @@ export function decideFinish(
 export interface StallOutcome {
   /** Recorded on the silent attempt, which ends as 'reset'. */
   attemptMessage: string;
+  attemptReason: 'executor_lost';
   next: 'queued' | 'failed' | 'canceled';
-  /** For failed and canceled jobs. */
+  /** For failed and canceled jobs (a queued job keeps the message and reason it had). */
   failureMessage: string | null;
+  failureReason: FailureReason | null;
 }
 
 /** A processing job whose executor went silent: what becomes of its attempt and of the job. */
@@ -138,8 +149,10 @@ export function decideStalled(
   sweep: { now: number; timeoutMs: number; maxResets: number },
 ): StallOutcome {
   const silentFor = Math.round((sweep.now - (job.lastHeartbeatAt ?? sweep.now)) / 1000);
-  const attemptMessage = `no heartbeat from executor ${job.executorName} for ${silentFor}s`;
-  if (job.cancelRequested) return { attemptMessage, next: 'canceled', failureMessage: 'canceled by a user' };
-  if (decideAfterStall(job, sweep.maxResets) === 'queued') return { attemptMessage, next: 'queued', failureMessage: null };
-  return { attemptMessage, next: 'failed', failureMessage: stallFailureMessage(sweep.maxResets, job.executorName, sweep.timeoutMs) };
+  const attempt = { attemptMessage: `no heartbeat from executor ${job.executorName} for ${silentFor}s`, attemptReason: 'executor_lost' } as const;
+  if (job.cancelRequested) return { ...attempt, next: 'canceled', failureMessage: 'canceled by a user', failureReason: 'canceled' };
+  if (decideAfterStall(job, sweep.maxResets) === 'queued') return { ...attempt, next: 'queued', failureMessage: null, failureReason: null };
+  return {
+    ...attempt, next: 'failed', failureMessage: stallFailureMessage(sweep.maxResets, job.executorName, sweep.timeoutMs), failureReason: 'executor_lost',
+  };
 }

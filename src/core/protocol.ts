@@ -3,7 +3,7 @@
 // so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
 import type { DockerAuthConfig } from './dockerAuthConfig.js';
-import { failureReason } from './failureReasons.js';
+import { FAILURE_REASON_NAMES, isFailureReason } from './failureReasons.js';
 import { queueName, type JobSpec } from './jobSpec.js';
 
 export const EXECUTOR_API_PREFIX = '/api/executor/v1';
@@ -151,7 +151,18 @@ export interface AppendLogsResponse {
 }
 
 export const completeRequest = z.object({});
-const reasonField = failureReason.optional().describe('Why the attempt ended (core/failureReasons.ts); absent from executors before 0.3');
+/** One of the reasons in core/failureReasons.ts. */
+export const failureReason = z.enum(FAILURE_REASON_NAMES);
+/**
+ * An executor a version ahead may know reasons this server does not: such a report is taken as one without a
+ * reason (its route decides), never refused, since a refused report would be dropped and its job run again.
+ */
+const reasonField = z
+  .string()
+  .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a failure reason name such as script_failure')
+  .optional()
+  .transform((r) => (r !== undefined && isFailureReason(r) ? r : undefined))
+  .describe(`Why the attempt ended: one of ${FAILURE_REASON_NAMES.join(', ')} (an unknown name counts as none); absent from executors before 0.3`);
 export const errorRequest = z.object({ message: z.string().max(64 * 1024), reason: reasonField });
 export const failRequest = z.object({
   message: z.string().max(64 * 1024),

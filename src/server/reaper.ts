@@ -30,7 +30,7 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
         events.jobInterrupted(job.id);
       }
       for (const job of result.failed) {
-        log.warn({ jobId: job.id, state: job.state, reason: job.failureMessage }, 'stalled job finished');
+        log.warn({ jobId: job.id, state: job.state, reason: job.failureReason, message: job.failureMessage }, 'stalled job finished');
         events.jobInterrupted(job.id);
       }
     } catch (err) {

@@ -1,18 +1,19 @@
 // Row shapes both SQL stores share (same column names in SQLite and PostgreSQL), and their records.
 import type { ExecutorInstance } from '../core/executorNames.js';
+import type { FailureReason } from '../core/failureReasons.js';
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { AttemptRecord, ClaimedJob, ExecutorRecord, JobRecord } from './store.js';
 
 export interface AttemptRow {
   job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
-  outcome: AttemptOutcome | null; message: string | null;
+  outcome: AttemptOutcome | null; message: string | null; failure_reason: FailureReason | null;
 }
 
 export function toAttempt(row: AttemptRow): AttemptRecord {
   return {
     jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
-    finishedAt: row.finished_at, outcome: row.outcome, message: row.message,
+    finishedAt: row.finished_at, outcome: row.outcome, message: row.message, failureReason: row.failure_reason,
   };
 }
 
@@ -63,6 +64,7 @@ export const NO_LIVE_HOLDER_SQL = `executors.instance_id IS NULL
 export interface JobRow {
   id: number; queue: string; namespace: string; spec: string | JobSpec; state: JobState; attempt: number; max_attempts: number;
   num_failures: number; num_resets: number; cancel_requested: number | boolean; failure_message: string | null;
+  failure_reason: FailureReason | null;
   executor_name: string | null; created_at: number; queued_at: number; available_at: number;
   started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null; submitted_by?: string | null;
   docker_auth_config?: string | null;
@@ -73,7 +75,8 @@ export function toJob(row: JobRow): JobRecord {
     id: row.id, queue: row.queue, namespace: row.namespace, spec: typeof row.spec === 'string' ? (JSON.parse(row.spec) as JobSpec) : row.spec,
     submittedBy: row.submitted_by ?? null,
     state: row.state, attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
-    cancelRequested: Boolean(row.cancel_requested), failureMessage: row.failure_message, executorName: row.executor_name,
+    cancelRequested: Boolean(row.cancel_requested), failureMessage: row.failure_message,
+    failureReason: row.failure_reason, executorName: row.executor_name,
     createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
     finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
   };

@@ -1,6 +1,7 @@
 // The Store: everything the coordinator keeps. One interface, one implementation per database (sqlite/ now,
 // postgres/ next), one contract test suite (test/store) that runs against each.
 import type { ExecutorInstance } from '../core/executorNames.js';
+import type { FailureReason } from '../core/failureReasons.js';
 import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../core/protocol.js';
@@ -21,6 +22,11 @@ export interface JobRecord {
   numResets: number;
   cancelRequested: boolean;
   failureMessage: string | null;
+  /**
+   * Why the job failed, was canceled or was queued again after an error, set with failureMessage; null while there
+   * is none, after a completion or a user's retry, and for jobs that ended before reasons were recorded.
+   */
+  failureReason: FailureReason | null;
   executorName: string | null;
   createdAt: number;
   queuedAt: number;
@@ -46,6 +52,8 @@ export interface AttemptRecord {
   finishedAt: number | null;
   outcome: AttemptOutcome | null;
   message: string | null;
+  /** Why the attempt ended, when it did not complete (null while it runs, and for attempts from before reasons). */
+  failureReason: FailureReason | null;
 }
 
 export interface LogEntryRecord {
@@ -129,6 +137,8 @@ export interface FinishRequest {
   attempt: number;
   kind: FinishKind;
   message?: string;
+  /** The report's reason; without one (an older executor) the store records reasonOfUntypedReport's guess. */
+  reason?: FailureReason;
   canceledByExecutor?: boolean;
   now: number;
   retryBackoffMs: number;

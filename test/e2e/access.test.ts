@@ -249,9 +249,11 @@ describe('submitting with secrets', () => {
       payload: { executorName: 'e1', version: 't', queues: ['gone'], waitMs: 0 },
     });
     expect(res.statusCode).toBe(204);
-    const failed = (await call('bob', 'GET', `/jobs/${job.id}`)).json().job;
+    const { job: failed, attempts } = (await call('bob', 'GET', `/jobs/${job.id}`)).json();
     expect(failed.state).toBe('failed');
     expect(failed.failureMessage).toBe('cannot run: secret SHORT_LIVED no longer exists in user:bob or global (deleted after the job was submitted)');
+    expect(failed.failureReason).toBe('secret_unavailable');
+    expect(attempts.map((a: { outcome: string; failureReason: string }) => [a.outcome, a.failureReason])).toEqual([['failed', 'secret_unavailable']]);
   });
 
   it('keeps the spec the client gets back free of values, with the submitter recorded', async () => {

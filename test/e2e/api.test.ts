@@ -82,6 +82,13 @@ describe('job spec validation over HTTP', () => {
     const list = await app.inject({ method: 'GET', url: '/api/v1/jobs?state=exploded', headers: admin });
     expect(list.statusCode).toBe(400);
     expect(list.json().issues[0].field).toBe('state');
+    // A report's reason must at least look like a reason name: the answer names the field.
+    const report = await app.inject({
+      method: 'POST', url: '/api/executor/v1/jobs/batch', headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` },
+      payload: { items: [{ id: 1, token: 'dhj_x', report: { kind: 'fail', message: 'x', reason: 'OOM!' } }] },
+    });
+    expect(report.statusCode).toBe(400);
+    expect(report.json().issues).toEqual([{ field: 'items[0].report.reason', message: 'must be a failure reason name such as script_failure' }]);
     const missing = await app.inject({ method: 'GET', url: '/api/v1/jobs/999999', headers: admin });
     expect(missing.statusCode).toBe(404);
     const notAnId = await app.inject({ method: 'GET', url: '/api/v1/jobs/abc', headers: admin });
@@ -249,6 +256,52 @@ describe('cancel', () => {
       store.requestCancel = requestCancel;
     }
     expect((await store.getJob(taken.id))!).toMatchObject({ state: 'completed', cancelRequested: false });
+  });
+});
+
+describe('failure reasons in reports', () => {
+  const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+  /** Takes one job of a fresh queue, as an executor would; returns its id and job token. */
+  async function taken(queue: string, maxAttempts = 3): Promise<{ id: number; token: string }> {
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    await store.enqueue(jobSpec.parse({ queue, maxAttempts, steps: [{ run: 'true' }] }), Date.now());
+    const res = await app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executorAuth, payload: { executorName: 'reasons', version: '1', queues: [queue], waitMs: 0 } });
+    return res.json();
+  }
+  const report = (job: { id: number; token: string }, kind: string, payload: object) =>
+    app.inject({ method: 'POST', url: `/api/executor/v1/jobs/${job.id}/${kind}`, headers: { authorization: `Bearer ${job.token}` }, payload });
+  const shown = async (id: number) => (await app.inject({ method: 'GET', url: `/api/v1/jobs/${id}`, headers: admin })).json();
+
+  it('stores the reason with the attempt and the job, and the API returns both', async () => {
+    const job = await taken('reasons-typed');
+    expect((await report(job, 'error', { message: 'git fetch failed', reason: 'checkout_failure' })).json()).toEqual({ state: 'queued' });
+    const { job: record, attempts } = await shown(job.id);
+    expect(record).toMatchObject({ state: 'queued', failureMessage: 'git fetch failed', failureReason: 'checkout_failure' });
+    expect(attempts).toEqual([expect.objectContaining({ outcome: 'errored', message: 'git fetch failed', failureReason: 'checkout_failure' })]);
+    // Every job JSON has the field, null while there is none.
+    const fresh = (await submit({ queue: 'reasons-none', steps: [{ run: 'true' }] })).body.job;
+    expect(fresh.failureReason).toBeNull();
+    const listed = (await app.inject({ method: 'GET', url: '/api/v1/jobs?queue=reasons-typed', headers: admin })).json().jobs;
+    expect(listed[0].failureReason).toBe('checkout_failure');
+  });
+
+  it("decides by the reason, not the route, and guesses an older executor's", async () => {
+    const misrouted = await taken('reasons-misrouted');
+    expect((await report(misrouted, 'error', { message: 'step x failed with exit code 1', reason: 'script_failure' })).json()).toEqual({ state: 'failed' });
+    const untypedError = await taken('reasons-untyped-error');
+    expect((await report(untypedError, 'error', { message: 'something broke' })).json()).toEqual({ state: 'queued' });
+    expect((await shown(untypedError.id)).job.failureReason).toBe('system_failure');
+    const untypedFail = await taken('reasons-untyped-fail');
+    expect((await report(untypedFail, 'fail', { message: 'step x failed with exit code 1' })).json()).toEqual({ state: 'failed' });
+    expect((await shown(untypedFail.id)).attempts[0].failureReason).toBe('script_failure');
+  });
+
+  it('names the reason in the state event of a job\'s stream', async () => {
+    const job = await taken('reasons-stream');
+    await report(job, 'fail', { message: 'killed', reason: 'out_of_memory' });
+    const stream = await app.inject({ method: 'GET', url: `/api/v1/jobs/${job.id}/logs/stream`, headers: admin });
+    const state = stream.body.split('\n\n').find((e) => e.startsWith('event: state'))!;
+    expect(JSON.parse(state.split('data: ')[1])).toMatchObject({ state: 'failed', failureMessage: 'killed', failureReason: 'out_of_memory' });
   });
 });
 

@@ -63,7 +63,15 @@ describe('dockhand CLI against a server', () => {
     const failed = await runCli(['job', 'submit', failing, '--follow'], env);
     expect(failed.code).toBe(1);
     expect(failed.stderr).toContain('oops');
-    expect(failed.stderr).toContain('failed: step step-1 failed with exit code 7');
+    expect(failed.stderr).toContain('failed (script_failure): step step-1 failed with exit code 7');
+    // job show gives the reason with the message, and per attempt.
+    const failedId = /submitted job (\d+)/.exec(failed.stderr)![1];
+    const shown = await runCli(['job', 'show', failedId], env);
+    expect(shown.stdout).toContain('reason:     script_failure (a step exited with a non-zero code)\nmessage:    step step-1 failed with exit code 7\n');
+    expect(shown.stdout).toMatch(/#1 on cli-exec: failed \(\S+\) \[script_failure\] step step-1 failed with exit code 7$/m);
+    const shownJson = JSON.parse((await runCli(['job', 'show', failedId, '--json'], env)).stdout);
+    expect(shownJson.job.failureReason).toBe('script_failure');
+    expect(shownJson.attempts[0].failureReason).toBe('script_failure');
 
     // --queue overrides the file's queue; --json prints the job.
     const moved = await runCli(['job', 'submit', failing, '--queue', 'other', '--json'], env);
@@ -97,7 +105,8 @@ describe('dockhand CLI against a server', () => {
     expect(cancel.code).toBe(0);
     expect(await follow.exit()).toBe(2);
     const shown = JSON.parse((await runCli(['job', 'show', String(submitted.id), '--json'], env)).stdout);
-    expect(shown.job.state).toBe('canceled');
+    expect(shown.job).toMatchObject({ state: 'canceled', failureReason: 'canceled' });
+    expect((await runCli(['job', 'show', String(submitted.id)], env)).stdout).toContain('reason:     canceled (a user canceled the job)\n');
 
     const logs = await runCli(['job', 'logs', String(submitted.id)], env);
     expect(logs.stdout).toBe('napping\n');

@@ -177,6 +177,7 @@ describe('faults', () => {
     const requeued = await client.waitFor(stuck.id, (j) => j.state === 'queued');
     expect(requeued.numFailures).toBe(1);
     expect(requeued.failureMessage).toBe('the executor was shut down while the job was running');
+    expect(requeued.failureReason).toBe('executor_shutdown');
   });
 
   it('fails a job after it was reset too many times, saying why', async () => {
@@ -194,5 +195,7 @@ describe('faults', () => {
     const failed = await client.waitForState(job.id, 'failed', 10_000);
     expect(failed.numResets).toBe(2);
     expect(failed.failureMessage).toMatch(/reset 2 times because its executor stopped sending heartbeats/);
+    expect(failed.failureReason).toBe('executor_lost');
+    expect((await client.job(job.id)).attempts.map((a) => [a.outcome, a.failureReason])).toEqual(Array(3).fill(['reset', 'executor_lost']));
   });
 });

@@ -114,7 +114,8 @@ describe('jobs on two executors', () => {
     expect(took).toBeLessThan(2_000);
     const { job: done, attempts } = await client.job(job.id);
     expect(done.failureMessage).toBe('canceled by a user');
-    expect(attempts[0].outcome).toBe('canceled');
+    expect(done.failureReason).toBe('canceled');
+    expect(attempts[0]).toMatchObject({ outcome: 'canceled', failureReason: 'canceled' });
   });
 
   it('checks out a repository at the requested commit, shallow', async () => {
@@ -141,6 +142,7 @@ describe('jobs on two executors', () => {
     const escaping = await client.submit({ queue: 'alpha', repository: { url: git.url('symlink-repo') }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
     const failed = await client.waitForState(escaping.id, 'failed');
     expect(failed.failureMessage).toBe('step step-1: dir out/deeper leads outside the workspace through a symlink');
+    expect(failed.failureReason).toBe('invalid_workspace');
     expect(existsSync(outside)).toBe(false);
   });
 
@@ -148,7 +150,9 @@ describe('jobs on two executors', () => {
     const job = await client.submit({ queue: 'beta', steps: [{ key: 'ok', run: 'true' }, { key: 'boom', run: 'echo about to fail; exit 3' }, { key: 'never', run: 'echo unreachable' }] });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.failureMessage).toBe('step boom failed with exit code 3');
+    expect(done.failureReason).toBe('script_failure');
     expect(done.attempt).toBe(1);
+    expect((await client.job(job.id)).attempts).toEqual([expect.objectContaining({ outcome: 'failed', failureReason: 'script_failure' })]);
     const { entries } = await client.logs(job.id);
     expect(entries.map((e) => [e.key, e.exitCode])).toEqual([['step.ok', 0], ['step.boom', 3]]);
   });
@@ -156,11 +160,12 @@ describe('jobs on two executors', () => {
   it('enforces step timeouts and the job maximum runtime', async () => {
     const slowStep = await client.submit({ queue: 'alpha', steps: [{ key: 'slow', run: 'sleep 30', timeout: '500ms' }] });
     const slowJob = await client.submit({ queue: 'alpha', maxRuntime: '700ms', steps: [{ run: 'sleep 30' }] });
-    expect((await client.waitForState(slowStep.id, 'failed')).failureMessage).toBe('step slow timed out after 500ms');
-    expect((await client.waitForState(slowJob.id, 'failed')).failureMessage).toBe('job exceeded its maximum runtime of 700ms');
+    expect(await client.waitForState(slowStep.id, 'failed')).toMatchObject({ failureMessage: 'step slow timed out after 500ms', failureReason: 'step_timeout' });
+    expect(await client.waitForState(slowJob.id, 'failed')).toMatchObject({ failureMessage: 'job exceeded its maximum runtime of 700ms', failureReason: 'job_timeout' });
+    expect((await client.job(slowStep.id)).attempts[0].failureReason).toBe('step_timeout');
     // A step that shrugs off SIGTERM and exits 0 still timed out.
     const stubborn = await client.submit({ queue: 'alpha', steps: [{ key: 'stubborn', run: "trap 'exit 0' TERM\nwhile true; do sleep 0.05; done", timeout: '300ms' }] });
-    expect((await client.waitForState(stubborn.id, 'failed')).failureMessage).toBe('step stubborn timed out after 300ms');
+    expect(await client.waitForState(stubborn.id, 'failed')).toMatchObject({ failureMessage: 'step stubborn timed out after 300ms', failureReason: 'step_timeout' });
   });
 
   it('retries retryable errors with backoff until attempts run out', async () => {
@@ -169,17 +174,21 @@ describe('jobs on two executors', () => {
     expect(done.attempt).toBe(2);
     expect(done.numFailures).toBe(2);
     expect(done.failureMessage).toContain('setup.git.fetch failed');
+    expect(done.failureReason).toBe('checkout_failure');
     const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => a.outcome)).toEqual(['errored', 'errored']);
+    expect(attempts.map((a) => [a.outcome, a.failureReason])).toEqual([['errored', 'checkout_failure'], ['errored', 'checkout_failure']]);
   });
 
   it('retries a finished job on request', async () => {
     const marker = path.join(scratch, 'retry-marker');
     const job = await client.submit({ queue: 'alpha', steps: [{ run: `if [ -f ${marker} ]; then echo second time; else touch ${marker}; exit 1; fi` }] });
-    await client.waitForState(job.id, 'failed');
-    expect((await client.call('POST', `/jobs/${job.id}/retry`)).status).toBe(200);
+    expect((await client.waitForState(job.id, 'failed')).failureReason).toBe('script_failure');
+    const retried = await client.call('POST', `/jobs/${job.id}/retry`);
+    expect(retried.status).toBe(200);
+    expect(retried.body.job).toMatchObject({ state: 'queued', failureMessage: null, failureReason: null });
     const done = await client.waitForState(job.id, 'completed');
-    expect(done.attempt).toBe(2);
+    expect(done).toMatchObject({ attempt: 2, failureReason: null });
+    expect((await client.job(job.id)).attempts.map((a) => a.failureReason)).toEqual(['script_failure', null]);
     expect((await client.logs(job.id)).entries[0].out).toBe('stdout: second time\n');
     expect((await client.logs(job.id, 1)).entries[0].exitCode).toBe(1);
   });

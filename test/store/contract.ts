@@ -270,7 +270,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const job = await store.enqueue(spec, T0, { submittedBy: 'alice' });
         expect(job).toEqual({
           id: expect.any(Number), queue: 'build', namespace: 'org:acme', spec, submittedBy: 'alice', state: 'queued', attempt: 0,
-          maxAttempts: 5, numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null,
+          maxAttempts: 5, numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null, failureReason: null,
           executorName: null, createdAt: T0, queuedAt: T0, availableAt: T0, startedAt: null, finishedAt: null,
           lastHeartbeatAt: null,
         });
@@ -457,17 +457,36 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const req = (job: JobRecord, kind: FinishRequest['kind'], extra: Partial<FinishRequest> = {}): FinishRequest =>
           ({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: BACKOFF, ...extra });
         const results = await store.finishMany([
-          req(a, 'complete'), req(b, 'error', { message: 'flaky' }), req(c, 'fail', { attempt: 99, message: 'x' }),
+          req(a, 'complete'), req(b, 'error', { message: 'flaky', reason: 'checkout_failure' }), req(c, 'fail', { attempt: 99, message: 'x' }),
           req(d, 'complete'), req(d, 'fail', { message: 'late' }), req({ ...a, id: 999_999 }, 'complete'),
         ]);
         expect(results.map((r) => (r.ok ? `${r.job.state}${r.changed ? '' : ' (repeat)'}` : r.reason))).toEqual([
           'completed', 'queued', 'unknown_job', 'completed (repeat)', 'stale_attempt', 'unknown_job',
         ]);
-        expect(await store.getJob(a.id)).toMatchObject({ state: 'completed', finishedAt: now });
-        expect(await store.getJob(b.id)).toMatchObject({ state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null });
-        expect((await store.listAttempts(b.id))[0]).toMatchObject({ outcome: 'errored', message: 'flaky', finishedAt: now });
+        expect(await store.getJob(a.id)).toMatchObject({ state: 'completed', finishedAt: now, failureReason: null });
+        expect(await store.getJob(b.id)).toMatchObject({
+          state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null, failureReason: 'checkout_failure',
+        });
+        expect((await store.listAttempts(b.id))[0]).toMatchObject({ outcome: 'errored', message: 'flaky', failureReason: 'checkout_failure', finishedAt: now });
         expect(await store.getJob(c.id)).toMatchObject({ state: 'processing' });
         expect(await store.finishMany([])).toEqual([]);
+
+        // Reasons, each job's own (and decisive over the kind), go through a batch as through finish.
+        const more = [];
+        for (let i = 0; i < 3; i++) await enqueue({ queue: 'reasons' });
+        for (let i = 0; i < 3; i++) more.push((await claimOrFail(['reasons'], now)).job);
+        const reasons = await store.finishMany([
+          req(more[0], 'fail', { message: 'oom', reason: 'out_of_memory', now: now + BACKOFF }),
+          req(more[1], 'error', { message: 'exit 1', reason: 'script_failure', now: now + BACKOFF }),
+          req(more[2], 'fail', { message: 'old executor', now: now + BACKOFF }),
+        ]);
+        expect(reasons.map((r) => r.ok && [r.job.state, r.job.failureReason])).toEqual([
+          ['failed', 'out_of_memory'], ['failed', 'script_failure'], ['failed', 'script_failure'],
+        ]);
+        for (const job of more) {
+          const attempt = (await store.listAttempts(job.id)).at(-1)!;
+          expect(attempt.failureReason).toBe((await store.getJob(job.id))!.failureReason);
+        }
 
         const found = await store.findAttemptsByTokens([claimed[2].tokenHash, 'no-such-hash', claimed[0].tokenHash]);
         expect(found.map((x) => x && [x.jobId, x.attempt])).toEqual([[c.id, 1], undefined, [a.id, 1]]);
@@ -507,7 +526,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         });
         expect(await store.getJob(job.id)).toEqual(job);
 
-        const attempt = { jobId: job.id, attempt: 1, executorName: 'exec-7', startedAt: now, finishedAt: null, outcome: null, message: null };
+        const attempt = {
+          jobId: job.id, attempt: 1, executorName: 'exec-7', startedAt: now, finishedAt: null, outcome: null, message: null, failureReason: null,
+        };
         expect(await store.listAttempts(job.id)).toEqual([attempt]);
         expect(await store.findAttemptByToken(tokenHash)).toEqual(attempt);
         expect(await store.findAttemptByToken('token-hash-unknown')).toBeUndefined();
@@ -651,6 +672,46 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(again).toMatchObject({ changed: false, state: 'failed', finishedAt: T0 + 3_000 });
       });
 
+      it('records why an attempt ended on the attempt and the job, and clears the job\'s reason when it completes', async () => {
+        await enqueue({ maxAttempts: 3 });
+        let { job, tokenHash } = await claimOrFail();
+        const errored = expectOk(await finish(job, 'error', { message: 'git fetch failed', reason: 'checkout_failure', now: T0 + 10 }));
+        expect(errored).toMatchObject({ state: 'queued', failureMessage: 'git fetch failed', failureReason: 'checkout_failure' });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'errored', failureReason: 'checkout_failure' });
+        // A running attempt has no reason of its own; the job keeps the last one meanwhile, as it keeps the message.
+        ({ job, tokenHash } = await claimOrFail(['default'], T0 + 10 + BACKOFF));
+        expect(job).toMatchObject({ state: 'processing', failureReason: 'checkout_failure' });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: null, failureReason: null });
+        const done = expectOk(await finish(job, 'complete', { now: T0 + 20_000 }));
+        expect(done).toMatchObject({ state: 'completed', failureMessage: null, failureReason: null });
+        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([['errored', 'checkout_failure'], ['completed', null]]);
+      });
+
+      it('fails with the reason of a final report, and lets the reason decide over the kind', async () => {
+        await enqueue({ maxAttempts: 3 });
+        await enqueue({ maxAttempts: 3 });
+        const timedOut = (await claimOrFail()).job;
+        const misrouted = (await claimOrFail()).job;
+        const failed = expectOk(await finish(timedOut, 'fail', { message: 'step slow timed out after 1s', reason: 'step_timeout' }));
+        expect(failed).toMatchObject({ state: 'failed', failureMessage: 'step slow timed out after 1s', failureReason: 'step_timeout' });
+        expect((await store.listAttempts(timedOut.id))[0]).toMatchObject({ outcome: 'failed', failureReason: 'step_timeout' });
+        // A script failure sent as an error is still final: the table, not the route, decides.
+        const final = expectOk(await finish(misrouted, 'error', { message: 'exit 1', reason: 'script_failure' }));
+        expect(final).toMatchObject({ state: 'failed', numFailures: 0, failureReason: 'script_failure' });
+        expect(expectOk(await finish(misrouted, 'error', { message: 'exit 1', reason: 'script_failure' })).changed).toBe(false);
+      });
+
+      it('stores an untyped report (an older executor) with the reason it most likely meant', async () => {
+        await enqueue({ maxAttempts: 2 });
+        await enqueue({ maxAttempts: 2 });
+        const a = (await claimOrFail()).job;
+        const b = (await claimOrFail()).job;
+        expect(expectOk(await finish(a, 'error', { message: 'boom' }))).toMatchObject({ state: 'queued', failureReason: 'system_failure' });
+        expect(expectOk(await finish(b, 'fail', { message: 'exit 1' }))).toMatchObject({ state: 'failed', failureReason: 'script_failure' });
+        expect((await store.listAttempts(a.id))[0].failureReason).toBe('system_failure');
+        expect((await store.listAttempts(b.id))[0].failureReason).toBe('script_failure');
+      });
+
       it('refuses a different report for an attempt that already ended', async () => {
         await enqueue();
         const { job } = await claimOrFail();
@@ -695,6 +756,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const canceled = await store.requestCancel(queued.id, T0 + 100);
         expect(canceled).toMatchObject({ id: queued.id, state: 'canceled', cancelRequested: true, finishedAt: T0 + 100 });
         expect(canceled!.failureMessage).toMatch(/cancel/);
+        expect(canceled!.failureReason).toBe('canceled');
         expect(await store.getJob(queued.id)).toEqual(canceled);
         expect((await claim(['default'], T0 + 200)).job).toBeUndefined();
       });
@@ -705,16 +767,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const requested = await store.requestCancel(job.id, T0 + 100);
         expect(requested).toMatchObject({ state: 'processing', cancelRequested: true, finishedAt: null });
         const done = expectOk(await finish(job, 'complete', { now: T0 + 200 }));
-        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, changed: true });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'canceled' });
+        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, changed: true, failureReason: 'canceled' });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'canceled', failureReason: 'canceled' });
       });
 
       it('cancels instead of retrying when a canceled job reports an error', async () => {
         await enqueue({ maxAttempts: 3 });
         const { job } = await claimOrFail();
         await store.requestCancel(job.id, T0 + 100);
-        const done = expectOk(await finish(job, 'error', { message: 'killed', now: T0 + 200 }));
-        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200 });
+        const done = expectOk(await finish(job, 'error', { message: 'killed', reason: 'runtime_unavailable', now: T0 + 200 }));
+        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, failureReason: 'canceled' });
+        expect((await store.listAttempts(job.id))[0]).toMatchObject({ outcome: 'canceled', message: 'killed', failureReason: 'canceled' });
         expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
       });
 
@@ -723,7 +786,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail();
         await store.requestCancel(job.id, T0 + 100);
         const done = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 200 }));
-        expect(done.state).toBe('canceled');
+        expect(done).toMatchObject({ state: 'canceled', failureReason: 'canceled' });
         const again = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 300 }));
         expect(again).toMatchObject({ state: 'canceled', changed: false });
       });
@@ -753,24 +816,28 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           await enqueue({ maxAttempts: 2 });
           const { job } = await claimOrFail();
           if (end === 'completed') expectOk(await finish(job, 'complete'));
-          if (end === 'failed') expectOk(await finish(job, 'fail', { message: 'broken' }));
+          if (end === 'failed') expectOk(await finish(job, 'fail', { message: 'broken', reason: 'out_of_disk' }));
           if (end === 'canceled') {
             await store.requestCancel(job.id, T0 + 10);
             expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true }));
           }
-          expect((await store.getJob(job.id))!.state).toBe(end);
+          expect((await store.getJob(job.id))!).toMatchObject({
+            state: end, failureReason: { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
+          });
           expect(canTransition(end, 'queued')).toBe(true);
 
           const now = T0 + 50_000;
           const retried = await store.retry(job.id, now);
           expect(retried).toMatchObject({
-            id: job.id, state: 'queued', numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null,
+            id: job.id, state: 'queued', numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null, failureReason: null,
             finishedAt: null, queuedAt: now, availableAt: now,
           });
           const again = (await claimOrFail(['default'], now)).job;
           expect(again).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
           expect(expectOk(await finish(again, 'complete', { now: now + 1 })).state).toBe('completed');
           expect((await store.listAttempts(job.id)).map((a) => a.attempt)).toEqual([1, 2]);
+          // The history keeps why the first attempt ended.
+          expect((await store.listAttempts(job.id))[0].failureReason).toBe({ completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end]);
         });
       }
 
@@ -807,10 +874,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.failed).toEqual([]);
         expect(result.reset).toHaveLength(1);
-        expect(result.reset[0]).toMatchObject({ id: job.id, state: 'queued', numResets: 1, numFailures: 0, queuedAt: now, availableAt: now });
+        expect(result.reset[0]).toMatchObject({ id: job.id, state: 'queued', numResets: 1, numFailures: 0, queuedAt: now, availableAt: now, failureReason: null });
         expect(await store.getJob(job.id)).toEqual(result.reset[0]);
         const attempt = await store.findAttemptByToken(tokenHash);
-        expect(attempt).toMatchObject({ outcome: 'reset', finishedAt: now });
+        expect(attempt).toMatchObject({ outcome: 'reset', finishedAt: now, failureReason: 'executor_lost' });
         expect(attempt!.message).toContain('exec-silent');
 
         const again = (await claimOrFail(['default'], now, 'exec-2')).job;
@@ -855,7 +922,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(result.failed).toHaveLength(1);
         expect(result.failed[0]).toMatchObject({ id: job.id, state: 'failed', finishedAt: now, attempt: 3 });
         expect(result.failed[0].failureMessage).toBe(stallFailureMessage(maxResets, 'exec-last', TIMEOUT));
-        expect((await store.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['reset', 'reset', 'reset']);
+        expect(result.failed[0].failureReason).toBe('executor_lost');
+        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
+          ['reset', 'executor_lost'], ['reset', 'executor_lost'], ['reset', 'executor_lost'],
+        ]);
         expect((await claim(['default'], now + 1)).job).toBeUndefined();
       });
 
@@ -866,7 +936,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const now = T0 + TIMEOUT + 1_000;
         const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.reset).toEqual([]);
-        expect((await store.getJob(job.id))!).toMatchObject({ state: 'canceled', finishedAt: now });
+        expect((await store.getJob(job.id))!).toMatchObject({ state: 'canceled', finishedAt: now, failureReason: 'canceled' });
+        expect((await store.listAttempts(job.id))[0]).toMatchObject({ outcome: 'reset', failureReason: 'executor_lost' });
         expect((await claim(['default'], now + 1)).job).toBeUndefined();
       });
 

@@ -33,6 +33,7 @@ async function populate(store: Store): Promise<number[]> {
     const job = await store.dequeue({ executorName: 'exec-1', queues: ['q', 'r'], tokenHash: `hash-${i}`, now: 5_000 + i });
     await store.appendLogs(job!.id, 1, [{ index: 0, key: 'step.a', command: ['sh', '-c', 'x'], startTime: 5_000, offset: 0, out: `out ${i}\n`, exitCode: 0, durationMs: 3 }]);
     if (i % 2) await store.finish({ jobId: job!.id, attempt: 1, kind: 'complete', now: 6_000, retryBackoffMs: 1_000 });
+    else if (i % 4 === 0) await store.finish({ jobId: job!.id, attempt: 1, kind: 'fail', reason: 'out_of_memory', message: 'oom', now: 6_000, retryBackoffMs: 1_000 });
   }
   await store.requestCancel(ids[29], 7_000);
   await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30 }, 8_000);

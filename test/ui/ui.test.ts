@@ -174,7 +174,30 @@ describe('web UI', () => {
     expect(await page.getByTestId('cancel').isDisabled()).toBe(true);
     expect(await page.getByTestId('retry').isEnabled()).toBe(true);
     expect((await client.job(job.id)).job.state).toBe('canceled');
+    await expect.poll(() => page.getByTestId('failure-reason').textContent()).toBe('canceled (canceled)');
+    expect(await page.getByTestId('failure-message').textContent()).toBe('canceled by a user');
+    await expect.poll(() => page.getByTestId('attempt-reason').allTextContents()).toEqual(['canceled (canceled)']);
     await shot('job-canceled');
+  });
+
+  it('shows why a job failed, with the message and in the attempts table', async () => {
+    const job = await client.submit({ queue: 'ui', steps: [{ key: 'boom', run: 'echo working; sleep 1; exit 3' }] });
+    // Opened while it runs: the reason arrives with the state change, not with a reload.
+    await page.goto(`${server.url}/jobs/${job.id}`);
+    await page.getByTestId('log').getByText('working').waitFor({ timeout: 20_000 });
+    await expect.poll(() => page.getByTestId('job-state').textContent(), { timeout: 15_000 }).toBe('failed');
+    const reason = page.getByTestId('failure-reason');
+    await expect.poll(() => reason.textContent()).toBe('script failure (script_failure)');
+    expect(await reason.getAttribute('title')).toBe('a step exited with a non-zero code');
+    expect(await page.getByTestId('failure').textContent()).toContain('a step exited with a non-zero code');
+    expect(await page.getByTestId('failure-message').textContent()).toBe('step boom failed with exit code 3');
+    await expect.poll(() => page.getByTestId('attempt-reason').allTextContents()).toEqual(['script failure (script_failure)']);
+    await shot('job-failed');
+    // A retry clears the job's reason; the first attempt keeps its own.
+    await page.getByTestId('retry').click();
+    await expect.poll(() => page.getByTestId('failure-reason').count(), { timeout: 15_000 }).toBe(0);
+    await expect.poll(() => page.getByTestId('attempt-reason').allTextContents(), { timeout: 15_000 }).toContain('script failure (script_failure)');
+    await expect.poll(() => page.getByTestId('job-state').textContent(), { timeout: 15_000 }).toBe('failed');
   });
 
   it('lists the executors and flags one whose version does not match the server', async () => {

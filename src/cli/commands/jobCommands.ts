@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { ExecutorCompatibility } from '../../core/compatibility.js';
+import { reasonSummary } from '../../core/failureReasons.js';
 import { describeIssues, parseJobSpec, parseSpecText } from '../../core/jobSpec.js';
 import type { JobState } from '../../core/jobState.js';
 import { formatDuration, formatSize } from '../../core/units.js';
@@ -107,11 +108,14 @@ export function registerJobCommands(program: Command): void {
           `created:    ${new Date(j.createdAt).toISOString()}`,
           `attempts:   ${j.attempt} (failures ${j.numFailures}/${j.maxAttempts}, resets ${j.numResets})`,
         ];
+        // The reason's name, as the API gives it (to search for), then what it means.
+        if (j.failureReason) lines.push(`reason:     ${j.failureReason}${reasonSummary(j.failureReason) ? ` (${reasonSummary(j.failureReason)})` : ''}`);
         if (j.failureMessage) lines.push(`message:    ${j.failureMessage}`);
         lines.push(`steps:      ${j.spec.steps.map((s) => s.key).join(', ') || '(none)'}`);
         for (const a of attempts) {
           const took = a.finishedAt ? formatDuration(a.finishedAt - a.startedAt) : 'running';
-          lines.push(`  #${a.attempt} on ${a.executorName}: ${a.outcome ?? 'running'} (${took})${a.message ? ` ${a.message}` : ''}`);
+          const why = [a.failureReason && `[${a.failureReason}]`, a.message].filter(Boolean).join(' ');
+          lines.push(`  #${a.attempt} on ${a.executorName}: ${a.outcome ?? 'running'} (${took})${why ? ` ${why}` : ''}`);
         }
         return lines.join('\n');
       });

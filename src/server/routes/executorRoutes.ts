@@ -6,6 +6,7 @@ import {
   errorRequest, failRequest, heartbeatRequest, releaseRequest, type AppendLogsResponse, type BatchItemResult, type BatchRequest,
   type BatchResponse, type DequeuedJob, type HeartbeatResponse, type NameInUseAnswer,
 } from '../../core/protocol.js';
+import type { FailureReason } from '../../core/failureReasons.js';
 import { weightedOrder } from '../../core/fairness.js';
 import { JOB_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import type { AttemptRecord, FinishKind, FinishRequest, FinishResult, JobRecord, LogAppendResult } from '../../store/store.js';
@@ -31,7 +32,8 @@ function staleAttempt(jobId: number, attempt: number, state?: string): HttpError
 const NAME_IN_USE_RESPONSE = 'executor_name_in_use: another live executor process holds executorName (the message says what to do)';
 
 /** An attempt's final report: the body of `/complete`, `/error` or `/fail`, with which it is. */
-type Report = { kind: FinishKind; message?: string; canceled?: boolean };
+type Report = { kind: FinishKind; message?: string; reason?: FailureReason; canceled?: boolean };
+type ReportBody = Omit<Report, 'kind'>;
 
 export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, metrics, config, log, secrets } = ctx;
@@ -63,14 +65,14 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       events.jobChanged(job.id);
       if (job.state === 'queued') events.queueChanged(job.queue);
       else metrics.jobDuration.observe({ queue: job.queue, outcome: job.state }, (now - attempt.startedAt) / 1000);
-      log.info({ jobId: job.id, attempt: attempt.attempt, report: kind, state: job.state }, 'job attempt finished');
+      log.info({ jobId: job.id, attempt: attempt.attempt, report: kind, state: job.state, reason: job.failureReason }, 'job attempt finished');
     }
     return { state: job.state };
   }
 
   const finishRequest = (attempt: AttemptRecord, report: Report, now: number): FinishRequest => ({
-    jobId: attempt.jobId, attempt: attempt.attempt, kind: report.kind, message: report.message, canceledByExecutor: report.canceled,
-    now, retryBackoffMs: config.retryBackoffMs,
+    jobId: attempt.jobId, attempt: attempt.attempt, kind: report.kind, message: report.message, reason: report.reason,
+    canceledByExecutor: report.canceled, now, retryBackoffMs: config.retryBackoffMs,
   });
 
   /** A final report of one attempt (the `/complete`, `/error` and `/fail` routes). */
@@ -90,7 +92,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
    * `/jobs/batch`: every item's appends in one transaction, then every report in another, so a batch costs the
    * store two commits however many jobs it carries. Each item is answered as its single-job calls would be.
    */
-  async function batch(items: BatchRequest['items']): Promise<BatchItemResult[]> {
+  async function batch(items: z.output<typeof batchRequest>['items']): Promise<BatchItemResult[]> {
     const results: BatchItemResult[] = items.map((item) => ({ id: item.id, status: 200 }));
     const fail = (i: number, err: unknown): void => {
       // An item is refused on its own, as its single-job call would be; the others still count.
@@ -133,8 +135,8 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
     return results;
   }
 
-  const finishRoute = (kind: FinishKind, body: z.ZodType<{ message?: string; canceled?: boolean }>, summary: string) =>
-    defineRoute<{ message?: string; canceled?: boolean }>({
+  const finishRoute = (kind: FinishKind, body: z.ZodType<ReportBody>, summary: string) =>
+    defineRoute<ReportBody>({
       method: 'POST', url: `${EXECUTOR_API_PREFIX}/jobs/:id/${kind}`, auth: 'job', summary, body,
       response: '{ state }: the job state after this report',
       handler: ({ auth, body: p }) => finishAttempt(jobAttempt(auth), { ...p, kind }),
@@ -158,7 +160,9 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       if (!(err instanceof MissingSecretError || err instanceof DecryptError)) throw err;
       const message = `cannot run: ${err.message}`;
       log.warn({ jobId: job.id, attempt: job.attempt, err: err.message }, 'job failed: its secrets cannot be resolved');
-      const result = await store.finish({ jobId: job.id, attempt: job.attempt, kind: 'fail', message, now: Date.now(), retryBackoffMs: config.retryBackoffMs });
+      const result = await store.finish({
+        jobId: job.id, attempt: job.attempt, kind: 'fail', reason: 'secret_unavailable', message, now: Date.now(), retryBackoffMs: config.retryBackoffMs,
+      });
       if (result.ok) events.jobChanged(job.id);
       return undefined;
     }
@@ -309,7 +313,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     finishRoute('complete', completeRequest, 'Report that every step succeeded'),
-    finishRoute('error', errorRequest, 'Report a retryable error (retried with backoff while attempts remain)'),
-    finishRoute('fail', failRequest, 'Report a final failure, or with canceled: true that the job was stopped on request'),
+    finishRoute('error', errorRequest, 'Report a retryable error (retried with backoff while attempts remain); a reason decides retry or fail'),
+    finishRoute('fail', failRequest, 'Report a final failure, or with canceled: true that the job was stopped on request; a reason decides retry or fail'),
   ];
 }

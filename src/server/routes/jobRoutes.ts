@@ -200,7 +200,8 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts', response: '{ job, attempts }',
+      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts',
+      response: '{ job, attempts }: job.failureReason and each attempt\'s failureReason say why it did not complete (null when it did, or still runs; docs/api.md)',
       async handler({ params, auth }) {
         const job = await requireJob(store, params.id, principal(auth));
         return { job, attempts: await store.listAttempts(job.id) };
@@ -358,10 +359,13 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
         }
         if (closed.aborted) break;
       }
-      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, attempt: job.attempt, cancel: job.cancelRequested });
+      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, failureReason: job.failureReason, attempt: job.attempt, cancel: job.cancelRequested });
       if (stateView !== lastState) {
         lastState = stateView;
-        send('state', { state: job.state, queue: job.queue, attempt: job.attempt, executorName: job.executorName, failureMessage: job.failureMessage, cancelRequested: job.cancelRequested });
+        send('state', {
+          state: job.state, queue: job.queue, attempt: job.attempt, executorName: job.executorName, failureMessage: job.failureMessage,
+          failureReason: job.failureReason, cancelRequested: job.cancelRequested,
+        });
       }
       const done = fixedAttempt !== undefined ? job.attempt !== fixedAttempt || isTerminal(job.state) : isTerminal(job.state);
       if (done) {

@@ -29,12 +29,12 @@ const TABLES: TableCopy[] = [
     table: 'jobs',
     columns: ['id', 'queue', 'namespace', 'spec', 'state', 'attempt', 'max_attempts', 'num_failures', 'num_resets', 'cancel_requested',
       'failure_message', 'executor_name', 'created_at', 'queued_at', 'available_at', 'started_at', 'finished_at', 'last_heartbeat_at',
-      'docker_auth_config', 'submitted_by'],
+      'docker_auth_config', 'submitted_by', 'failure_reason'],
     orderBy: 'id', convert: { cancel_requested: asBoolean }, identity: 'id',
   },
   {
     table: 'job_attempts',
-    columns: ['job_id', 'attempt', 'executor_name', 'token_hash', 'started_at', 'finished_at', 'outcome', 'message'],
+    columns: ['job_id', 'attempt', 'executor_name', 'token_hash', 'started_at', 'finished_at', 'outcome', 'message', 'failure_reason'],
     orderBy: 'job_id, attempt',
   },
   {

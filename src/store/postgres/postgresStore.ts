@@ -353,24 +353,25 @@ export class PostgresStore implements Store {
       if (applied.length === 0) return results;
       const updated = await q<JobRow>(
         `UPDATE jobs SET state = u.state, num_failures = u.num_failures, failure_message = u.failure_message,
-           available_at = u.available_at, queued_at = CASE WHEN u.terminal THEN jobs.queued_at ELSE u.now END,
-           finished_at = CASE WHEN u.terminal THEN u.now END
-         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::boolean[], $7::bigint[])
-           AS u(id, state, num_failures, failure_message, available_at, terminal, now)
+           failure_reason = u.failure_reason, available_at = u.available_at,
+           queued_at = CASE WHEN u.terminal THEN jobs.queued_at ELSE u.now END, finished_at = CASE WHEN u.terminal THEN u.now END
+         FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::boolean[], $8::bigint[])
+           AS u(id, state, num_failures, failure_message, failure_reason, available_at, terminal, now)
          WHERE jobs.id = u.id RETURNING jobs.*`,
         [
           applied.map((a) => a.request.jobId), applied.map((a) => a.decision.state), applied.map((a) => a.decision.numFailures),
-          applied.map((a) => a.decision.failureMessage), applied.map((a) => a.decision.availableAt), applied.map((a) => a.decision.terminal),
-          applied.map((a) => a.request.now),
+          applied.map((a) => a.decision.failureMessage), applied.map((a) => a.decision.failureReason),
+          applied.map((a) => a.decision.availableAt), applied.map((a) => a.decision.terminal), applied.map((a) => a.request.now),
         ],
       );
       await q(
-        `UPDATE job_attempts SET outcome = u.outcome, message = u.message, finished_at = u.now
-         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::bigint[]) AS u(job_id, attempt, outcome, message, now)
+        `UPDATE job_attempts SET outcome = u.outcome, message = u.message, failure_reason = u.failure_reason, finished_at = u.now
+         FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+           AS u(job_id, attempt, outcome, message, failure_reason, now)
          WHERE job_attempts.job_id = u.job_id AND job_attempts.attempt = u.attempt`,
         [
           applied.map((a) => a.request.jobId), applied.map((a) => a.request.attempt), applied.map((a) => a.decision.attemptOutcome),
-          applied.map((a) => a.request.message ?? null), applied.map((a) => a.request.now),
+          applied.map((a) => a.request.message ?? null), applied.map((a) => a.decision.failureReason), applied.map((a) => a.request.now),
         ],
       );
       const byId = new Map(updated.map((r) => [r.id, toJob(r)]));
@@ -400,15 +401,15 @@ export class PostgresStore implements Store {
     if (decision.kind === 'repeat') return { ok: true, job, changed: false };
     if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
     const [updated] = await q<JobRow>(
-      `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, available_at = $4,
-         queued_at = CASE WHEN $5 THEN queued_at ELSE $6 END, finished_at = $7
-       WHERE id = $8 RETURNING *`,
-      [decision.state, decision.numFailures, decision.failureMessage, decision.availableAt, decision.terminal, request.now,
-        decision.terminal ? request.now : null, job.id],
+      `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, failure_reason = $4, available_at = $5,
+         queued_at = CASE WHEN $6 THEN queued_at ELSE $7 END, finished_at = $8
+       WHERE id = $9 RETURNING *`,
+      [decision.state, decision.numFailures, decision.failureMessage, decision.failureReason, decision.availableAt, decision.terminal,
+        request.now, decision.terminal ? request.now : null, job.id],
     );
     await q(
-      'UPDATE job_attempts SET outcome = $1, message = $2, finished_at = $3 WHERE job_id = $4 AND attempt = $5',
-      [decision.attemptOutcome, request.message ?? null, request.now, job.id, request.attempt],
+      'UPDATE job_attempts SET outcome = $1, message = $2, failure_reason = $3, finished_at = $4 WHERE job_id = $5 AND attempt = $6',
+      [decision.attemptOutcome, request.message ?? null, decision.failureReason, request.now, job.id, request.attempt],
     );
     return { ok: true, job: toJob(updated), changed: true };
   }
@@ -419,7 +420,8 @@ export class PostgresStore implements Store {
       if (!row) return undefined;
       if (row.state === 'queued') {
         const [updated] = await q<JobRow>(
-          `UPDATE jobs SET state = 'canceled', cancel_requested = true, failure_message = 'canceled by a user', finished_at = $1
+          `UPDATE jobs SET state = 'canceled', cancel_requested = true, failure_message = 'canceled by a user', failure_reason = 'canceled',
+             finished_at = $1
            WHERE id = $2 RETURNING *`,
           [now, id],
         );
@@ -436,7 +438,7 @@ export class PostgresStore implements Store {
       if (!row || row.state === 'queued' || row.state === 'processing') return row && toJob(row);
       const [updated] = await q<JobRow>(
         `UPDATE jobs SET state = 'queued', num_failures = 0, num_resets = 0, cancel_requested = false, failure_message = NULL,
-           queued_at = $1, available_at = $1, finished_at = NULL
+           failure_reason = NULL, queued_at = $1, available_at = $1, finished_at = NULL
          WHERE id = $2 RETURNING *`,
         [now, id],
       );
@@ -457,8 +459,9 @@ export class PostgresStore implements Store {
       for (const row of stalled) {
         const outcome = decideStalled(toJob(row), sweep);
         await q(
-          `UPDATE job_attempts SET outcome = 'reset', message = $1, finished_at = $2 WHERE job_id = $3 AND attempt = $4 AND outcome IS NULL`,
-          [outcome.attemptMessage, sweep.now, row.id, row.attempt],
+          `UPDATE job_attempts SET outcome = 'reset', message = $1, failure_reason = $2, finished_at = $3
+           WHERE job_id = $4 AND attempt = $5 AND outcome IS NULL`,
+          [outcome.attemptMessage, outcome.attemptReason, sweep.now, row.id, row.attempt],
         );
         if (outcome.next === 'queued') {
           const [updated] = await q<JobRow>(
@@ -469,8 +472,8 @@ export class PostgresStore implements Store {
           result.reset.push(toJob(updated));
         } else {
           const [updated] = await q<JobRow>(
-            'UPDATE jobs SET state = $1, failure_message = $2, finished_at = $3 WHERE id = $4 RETURNING *',
-            [outcome.next, outcome.failureMessage, sweep.now, row.id],
+            'UPDATE jobs SET state = $1, failure_message = $2, failure_reason = $3, finished_at = $4 WHERE id = $5 RETURNING *',
+            [outcome.next, outcome.failureMessage, outcome.failureReason, sweep.now, row.id],
           );
           result.failed.push(toJob(updated));
         }

@@ -191,4 +191,12 @@ ALTER TABLE executors ADD COLUMN instance_seen_at INTEGER;
 ALTER TABLE executors ADD COLUMN instance_window_ms INTEGER;
 `,
   },
+  {
+    version: 8,
+    sql: `
+-- Why an attempt, and a job, did not complete (core/failureReasons.ts); null for rows from before.
+ALTER TABLE jobs ADD COLUMN failure_reason TEXT;
+ALTER TABLE job_attempts ADD COLUMN failure_reason TEXT;
+`,
+  },
 ];

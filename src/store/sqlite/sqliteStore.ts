@@ -271,17 +271,17 @@ export class SqliteStore implements Store {
     const decision = decideFinish(job, attempt, request);
     if (decision.kind === 'repeat') return { ok: true, job, changed: false };
     if (decision.kind === 'stale') return { ok: false, reason: 'stale_attempt', job };
-    const { state, numFailures, failureMessage, availableAt, terminal, attemptOutcome } = decision;
+    const { state, numFailures, failureMessage, failureReason, availableAt, terminal, attemptOutcome } = decision;
     const updated = this
       .stmt(
-        `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, available_at = ?,
+        `UPDATE jobs SET state = ?, num_failures = ?, failure_message = ?, failure_reason = ?, available_at = ?,
            queued_at = CASE WHEN ? THEN queued_at ELSE ? END, finished_at = ?
          WHERE id = ? RETURNING *`,
       )
-      .get(state, numFailures, failureMessage, availableAt, terminal ? 1 : 0, request.now, terminal ? request.now : null, job.id) as JobRow;
+      .get(state, numFailures, failureMessage, failureReason, availableAt, terminal ? 1 : 0, request.now, terminal ? request.now : null, job.id) as JobRow;
     this
-      .stmt('UPDATE job_attempts SET outcome = ?, message = ?, finished_at = ? WHERE job_id = ? AND attempt = ?')
-      .run(attemptOutcome, request.message ?? null, request.now, job.id, request.attempt);
+      .stmt('UPDATE job_attempts SET outcome = ?, message = ?, failure_reason = ?, finished_at = ? WHERE job_id = ? AND attempt = ?')
+      .run(attemptOutcome, request.message ?? null, failureReason, request.now, job.id, request.attempt);
     return { ok: true, job: toJob(updated), changed: true };
   }
 
@@ -292,7 +292,8 @@ export class SqliteStore implements Store {
       if (row.state === 'queued') {
         return toJob(
           this
-            .stmt(`UPDATE jobs SET state = 'canceled', cancel_requested = 1, failure_message = 'canceled by a user', finished_at = ? WHERE id = ? RETURNING *`)
+            .stmt(`UPDATE jobs SET state = 'canceled', cancel_requested = 1, failure_message = 'canceled by a user', failure_reason = 'canceled',
+                 finished_at = ? WHERE id = ? RETURNING *`)
             .get(now, id) as JobRow,
         );
       }
@@ -311,7 +312,7 @@ export class SqliteStore implements Store {
         this
           .stmt(
             `UPDATE jobs SET state = 'queued', num_failures = 0, num_resets = 0, cancel_requested = 0, failure_message = NULL,
-               queued_at = ?, available_at = ?, finished_at = NULL
+               failure_reason = NULL, queued_at = ?, available_at = ?, finished_at = NULL
              WHERE id = ? RETURNING *`,
           )
           .get(now, now, id) as JobRow,
@@ -328,11 +329,12 @@ export class SqliteStore implements Store {
         .all(cutoff) as JobRow[];
       const result: StallResult = { reset: [], failed: [] };
       const markAttempt = this.stmt(
-        `UPDATE job_attempts SET outcome = 'reset', message = ?, finished_at = ? WHERE job_id = ? AND attempt = ? AND outcome IS NULL`,
+        `UPDATE job_attempts SET outcome = 'reset', message = ?, failure_reason = ?, finished_at = ?
+         WHERE job_id = ? AND attempt = ? AND outcome IS NULL`,
       );
       for (const row of stalled) {
         const outcome = decideStalled(toJob(row), sweep);
-        markAttempt.run(outcome.attemptMessage, sweep.now, row.id, row.attempt);
+        markAttempt.run(outcome.attemptMessage, outcome.attemptReason, sweep.now, row.id, row.attempt);
         if (outcome.next === 'queued') {
           result.reset.push(toJob(this.stmt(
             `UPDATE jobs SET state = 'queued', num_resets = num_resets + 1, queued_at = ?, available_at = ?, started_at = NULL
@@ -340,8 +342,8 @@ export class SqliteStore implements Store {
           ).get(sweep.now, sweep.now, row.id) as JobRow));
         } else {
           result.failed.push(toJob(this.stmt(
-            'UPDATE jobs SET state = ?, failure_message = ?, finished_at = ? WHERE id = ? RETURNING *',
-          ).get(outcome.next, outcome.failureMessage, sweep.now, row.id) as JobRow));
+            'UPDATE jobs SET state = ?, failure_message = ?, failure_reason = ?, finished_at = ? WHERE id = ? RETURNING *',
+          ).get(outcome.next, outcome.failureMessage, outcome.failureReason, sweep.now, row.id) as JobRow));
         }
       }
       return result;

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { stringify } from 'yaml';
+import { reasonLabel, reasonSummary } from '../../../src/core/failureReasons';
 import { ApiError, api, authHeaders, type Attempt, type Job, type JobState } from '../api';
 import { Ago, ErrorBox, PageHeader, StateBadge } from '../components';
 import { usePolled, useNow } from '../hooks';
@@ -14,6 +15,8 @@ interface LiveState {
   attempt: number;
   executorName: string | null;
   failureMessage: string | null;
+  /** Absent from servers before failure reasons. */
+  failureReason?: string | null;
   cancelRequested: boolean;
 }
 
@@ -110,18 +113,24 @@ function SpecView({ spec }: { spec: unknown }) {
   );
 }
 
+/** Why a job or attempt did not complete: "out of memory (out_of_memory)", its meaning on hover. */
+function Reason({ reason, testId }: { reason: string; testId: string }) {
+  return <span className="reason" data-testid={testId} title={reasonSummary(reason)}>{reasonLabel(reason)}</span>;
+}
+
 function Attempts({ attempts, shown, onShow, now }: { attempts: Attempt[]; shown: number | undefined; onShow: (a: number) => void; now: number }) {
   if (!attempts.length) return null;
   return (
     <section className="card">
       <div className="card-title"><h2>Attempts</h2></div>
       <table className="table compact" data-testid="attempts">
-        <thead><tr><th>#</th><th>Outcome</th><th>Executor</th><th>Started</th><th className="num">Duration</th><th>Message</th><th /></tr></thead>
+        <thead><tr><th>#</th><th>Outcome</th><th>Reason</th><th>Executor</th><th>Started</th><th className="num">Duration</th><th>Message</th><th /></tr></thead>
         <tbody>
           {attempts.map((a) => (
             <tr key={a.attempt} className={a.attempt === shown ? 'selected' : ''}>
               <td>{a.attempt}</td>
               <td>{a.outcome ? <span className={`state state-${a.outcome === 'errored' || a.outcome === 'reset' ? 'failed' : a.outcome}`}>{a.outcome}</span> : <span className="state state-processing">running</span>}</td>
+              <td>{a.failureReason ? <Reason reason={a.failureReason} testId="attempt-reason" /> : ''}</td>
               <td>{a.executorName ?? '–'}</td>
               <td><Ago ms={a.startedAt} now={now} /></td>
               <td className="num">{duration((a.finishedAt ?? now) - a.startedAt)}</td>
@@ -168,7 +177,7 @@ export function JobPage({ id }: { id: number }) {
     try {
       const answer = await api<{ job: Job }>(`/jobs/${id}/${action}`, { method: 'POST' });
       // The live stream reports the new state itself; an answer applied here could land after a newer event.
-      if (stream.status !== 'live') setLive({ state: answer.job.state, attempt: answer.job.attempt, executorName: answer.job.executorName, failureMessage: answer.job.failureMessage, cancelRequested: answer.job.cancelRequested });
+      if (stream.status !== 'live') setLive({ state: answer.job.state, attempt: answer.job.attempt, executorName: answer.job.executorName, failureMessage: answer.job.failureMessage, failureReason: answer.job.failureReason, cancelRequested: answer.job.cancelRequested });
       if (action === 'retry') {
         if (fixedAttempt) navigate(`/jobs/${id}`);
         setRestartKey((k) => k + 1);
@@ -193,6 +202,8 @@ export function JobPage({ id }: { id: number }) {
   if (!job || !state) return <PageHeader title={`Job #${id}`} loading />;
 
   const failureMessage = live ? live.failureMessage : job.failureMessage;
+  const failureReason = (live ? live.failureReason : job.failureReason) ?? null;
+  const summary = failureReason ? reasonSummary(failureReason) : undefined;
   const executorName = live?.executorName ?? job.executorName;
   const attemptNo = live?.attempt ?? job.attempt;
   const startedAt = job.startedAt;
@@ -208,7 +219,17 @@ export function JobPage({ id }: { id: number }) {
         <button type="button" data-testid="retry" disabled={busy || !finished} onClick={() => void act('retry')}>Retry</button>
       </PageHeader>
       <ErrorBox error={actionError} />
-      {failureMessage && <div className={state === 'canceled' ? 'notice' : 'error-box'} data-testid="failure">{failureMessage}</div>}
+      {(failureMessage || failureReason) && (
+        <div className={state === 'canceled' ? 'notice' : 'error-box'} data-testid="failure">
+          {failureReason && (
+            <div className="failure-reason">
+              <Reason reason={failureReason} testId="failure-reason" />
+              {summary && <span className="reason-summary"> · {summary}</span>}
+            </div>
+          )}
+          {failureMessage && <div data-testid="failure-message">{failureMessage}</div>}
+        </div>
+      )}
       <section className="card facts">
         <dl>
           <div><dt>Queue</dt><dd><Link to={`/jobs?queue=${encodeURIComponent(job.queue)}`}>{job.queue}</Link></dd></div>
