@@ -2,7 +2,8 @@
 # Installs and starts what the test suite needs on Debian: git, Docker with gVisor (runsc) registered,
 # a local registry, htpasswd, a static busybox for the test images, iptables, iproute2, PostgreSQL
 # (only its programs: the tests start a throwaway cluster of their own, never Debian's) and chromium (the web UI's
-# browser tests drive it headless through playwright-core), and redis-server (for the benchmarks' BullMQ peer).
+# browser tests drive it headless through playwright-core), redis-server (for the benchmarks' BullMQ peer), and
+# openssh-server (the checkout tests run an sshd of their own).
 # Idempotent, and silent when everything is already in place. Needs root only when something is missing.
 set -euo pipefail
 
@@ -45,6 +46,8 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need postgresql "/us
 [ -x /usr/bin/chromium ] || need chromium "/usr/bin/chromium"
 # The benchmarks' peer BullMQ runs on Redis; the suite runs every benchmark once at a tiny size.
 have redis-server || need redis-server "redis-server"
+# A real sshd for the tests that show a checkout never uses the executor's SSH agent or keys.
+[ -x /usr/sbin/sshd ] || need openssh-server "/usr/sbin/sshd"
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! is_root; then

@@ -86,7 +86,9 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
         entry.note(`[dockhand] could not run the step: ${result.message}`);
         entry.finish(127, Date.now() - started);
         if (jobSignal.aborted) return stopped();
-        return failure(result.reason, `step ${step.key}: could not run the step: ${result.message}`);
+        // A dir that leads out of the workspace is the job's own content, not a step that failed to start.
+        const what = result.reason === 'invalid_workspace' ? result.message : `could not run the step: ${result.message}`;
+        return failure(result.reason, `step ${step.key}: ${what}`);
       }
       if (result.reason) entry.note(`[dockhand] ${result.reason}`);
       entry.finish(result.exitCode, Date.now() - started);

@@ -198,6 +198,23 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     }
   });
 
+  it('fetches a repository on the job\'s network, so the checkout cannot reach the metadata address either', async () => {
+    const metadata = await startFakeMetadataServer();
+    try {
+      // The executor's host reaches it: a checkout that ran there would be answered.
+      expect(await (await fetch(`${metadata.url}/computeMetadata/v1/repo.git/info/refs`)).text()).toBe('fake-metadata\n');
+      const seen = metadata.requests();
+      const job = await submit({ repository: { url: `${metadata.url}/computeMetadata/v1/repo.git` }, steps: [{ run: 'true' }] });
+      const done = await client.waitForState(job.id, 'failed');
+      expect(done.failureReason).toBe('checkout_failure');
+      const fetchLog = (await client.logs(job.id)).entries.find((e) => e.key === 'setup.git.fetch')!.out;
+      expect(fetchLog).toMatch(/Failed to connect|Connection refused|Couldn't connect|No route to host/);
+      expect(metadata.requests()).toBe(seen);
+    } finally {
+      await metadata.stop();
+    }
+  });
+
   it('runs a job with network: none without any network interface but loopback', async () => {
     const job = await submit({ network: 'none', steps: [{ run: 'ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2' }] });
     await client.waitForState(job.id, 'completed');

@@ -146,6 +146,15 @@ describe('jobs on two executors', () => {
     expect(existsSync(outside)).toBe(false);
   });
 
+  it("refuses a file:// repository, which would be the executor host's own files", async () => {
+    const job = await client.submit({ queue: 'alpha', repository: { url: 'file:///etc' }, steps: [{ run: 'cat passwd' }] });
+    const done = await client.waitForState(job.id, 'failed');
+    expect(done.failureReason).toBe('repository_refused');
+    expect(done.attempt).toBe(1);
+    expect(done.failureMessage).toMatch(/does not check out file:\/\/ repositories.*EXECUTOR_ALLOW_LOCAL_REPOSITORIES=true/);
+    expect((await client.logs(job.id)).entries.map((e) => e.key)).toEqual([]);
+  });
+
   it('stops at the first failing step and reports its exit code', async () => {
     const job = await client.submit({ queue: 'beta', steps: [{ key: 'ok', run: 'true' }, { key: 'boom', run: 'echo about to fail; exit 3' }, { key: 'never', run: 'echo unreachable' }] });
     const done = await client.waitForState(job.id, 'failed');

@@ -23,6 +23,8 @@ export interface GitServer {
   makeRepo(name: string, commits: Record<string, string>[], opts?: { symlinks?: Record<string, string> }): string[];
   /** The URL of `name` for a client at `host` (127.0.0.1 for the host, the bridge's gateway for containers). */
   url(name: string, opts?: { host?: string; user?: string; password?: string }): string;
+  /** Where the bare repository `name` is on this host (for file:// and ssh:// URLs). */
+  path(name: string): string;
   close(): Promise<void>;
 }
 
@@ -108,6 +110,7 @@ export async function startGitServer(opts: { credentials?: { user: string; passw
       const auth = user ? `${encodeURIComponent(user)}${password ? `:${encodeURIComponent(password)}` : ''}@` : '';
       return `http://${auth}${host}:${port}/${name}.git`;
     },
+    path: (name) => path.join(root, `${name}.git`),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

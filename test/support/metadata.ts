@@ -11,6 +11,8 @@ export const FAKE_METADATA_BODY = 'fake-metadata\n';
 export interface FakeMetadataServer {
   /** 'http://169.254.169.254' */
   url: string;
+  /** Requests it answered, the test's own probe included. */
+  requests(): number;
   stop(): Promise<void>;
 }
 
@@ -20,7 +22,9 @@ export async function startFakeMetadataServer(): Promise<FakeMetadataServer> {
   const added = !(await onLoopback());
   if (added) await ip(['addr', 'add', `${METADATA_IP}/32`, 'dev', 'lo']);
 
+  let requests = 0;
   const server = http.createServer((req, res) => {
+    requests++;
     req.resume();
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.end(FAKE_METADATA_BODY);
@@ -48,6 +52,7 @@ export async function startFakeMetadataServer(): Promise<FakeMetadataServer> {
     if ((server.address() as AddressInfo).port !== 80) throw new Error('the fake metadata server is not on port 80');
     return {
       url,
+      requests: () => requests,
       async stop() {
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -17,8 +17,11 @@ import { gitEnvironment, type GitRunner } from '../../workspace/checkout.js';
 import { JobFailure } from '../runtime.js';
 import { CONTAINER_WORKSPACE, LABEL_ATTEMPT, LABEL_EXECUTOR, LABEL_JOB, LABEL_STEP } from './containerSpec.js';
 
-/** The helper's own home inside its container (a tmpfs): git's and ssh's files go there. */
-const HELPER_HOME = '/tmp';
+/**
+ * The helper's own home inside its container (a tmpfs): git's and ssh's files go there. Not /tmp, where it would
+ * hide a local repository mounted from the host's /tmp.
+ */
+const HELPER_HOME = '/dockhand-home';
 
 export interface HelperSpec {
   name: string;
@@ -203,6 +206,11 @@ export async function makeHelperImage(docker: Docker, ref: string): Promise<void
     // git runs its helpers from its exec path; git-remote-https is git-remote-http under another name.
     await symlink('/usr/bin/git', path.join(rootfs, 'usr/lib/git-core/git'));
     await symlink('git-remote-http', path.join(rootfs, 'usr/lib/git-core/git-remote-https'));
+    // A file:// fetch starts git-upload-pack from PATH, as over ssh.
+    await symlink('git', path.join(rootfs, 'usr/bin/git-upload-pack'));
+    await symlink('/usr/bin/git', path.join(rootfs, 'usr/lib/git-core/git-upload-pack'));
+    // git init copies its templates from here; none are needed, but a missing directory is warned about in the log.
+    await mkdir(path.join(rootfs, 'usr/share/git-core/templates'), { recursive: true });
     for (const applet of ['sh', 'sleep']) await symlink('busybox', path.join(rootfs, 'bin', applet));
     await mkdir(path.join(rootfs, 'etc/ssl/certs'), { recursive: true });
     if (await exists(CA_BUNDLE)) await copyFile(CA_BUNDLE, path.join(rootfs, CA_BUNDLE));
@@ -210,6 +218,7 @@ export async function makeHelperImage(docker: Docker, ref: string): Promise<void
     await writeFile(path.join(rootfs, 'etc/passwd'), `root:x:0:0:root:${HELPER_HOME}:/bin/sh\n`);
     await writeFile(path.join(rootfs, 'etc/group'), 'root:x:0:\n');
     await mkdir(path.join(rootfs, 'tmp'), { mode: 0o1777 });
+    await mkdir(path.join(rootfs, HELPER_HOME.slice(1)));
     await mkdir(path.join(rootfs, 'data'));
     const [repo, tag] = splitRef(ref);
     const tar = spawn('tar', ['-C', rootfs, '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });

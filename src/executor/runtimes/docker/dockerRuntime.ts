@@ -307,7 +307,11 @@ export class DockerRuntime implements Runtime {
         });
         // A stop sent while the engine was still starting the container has no effect: send it again.
         if (signal.aborted) onAbort();
-        const { StatusCode } = (await container.wait()) as { StatusCode: number };
+        // A container removed under the step (by a janitor after this executor was taken for dead) is a killed step.
+        const { StatusCode } = (await container.wait().catch((err: { statusCode?: number }) => {
+          if (err.statusCode === 404) return { StatusCode: 137 };
+          throw err;
+        })) as { StatusCode: number };
         // Output held back for the log is still to come: the drain time counts from the last output taken, and
         // not while the stream is paused.
         lastOutput = Date.now();
@@ -588,7 +592,9 @@ function engineError(what: string, err: Error): JobFailure {
  */
 async function oomKilled(container: Docker.Container): Promise<boolean> {
   for (let tries = 1; ; tries++) {
-    if ((await container.inspect()).State.OOMKilled) return true;
+    const state = await container.inspect().then((c) => c.State, () => undefined);
+    if (!state) return false;
+    if (state.OOMKilled) return true;
     if (tries === OOM_TRIES) return false;
     await sleep(OOM_RETRY_MS);
   }
