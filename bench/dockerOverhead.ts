@@ -36,7 +36,13 @@ const WRITE = process.env.BENCH_WRITE !== '0';
 const POLL_MS = Number(process.env.BENCH_POLL_MS ?? 10);
 const QUEUE = 'bench';
 const GOAL = 1.1;
-const SECTION = 'docker-overhead';
+/**
+ * An earlier build to measure in the same run (DOCKER_BEFORE=path/to/its/dist/cli/main.js, DOCKER_BEFORE_LABEL naming
+ * it): its executor takes the `jobBefore` jobs from a queue of its own, on the same server, alternated with the rest.
+ */
+const BEFORE_CLI = process.env.DOCKER_BEFORE;
+const BEFORE_LABEL = process.env.DOCKER_BEFORE_LABEL ?? 'an earlier build';
+const SECTION = process.env.DOCKER_SECTION ?? (BEFORE_CLI ? 'docker-overhead-before-after' : 'docker-overhead');
 
 /** The executor's defaults for one job's limits (EXECUTOR_JOB_NUM_CPUS=4 capped at the host's CPUs, EXECUTOR_JOB_MEMORY=12G). */
 const DEFAULT_JOB_CPUS = 4;
@@ -45,12 +51,12 @@ const DEFAULT_PIDS_LIMIT = '4096';
 const NETWORK = 'dockhand';
 const LABEL_EXECUTOR = 'dev.dockhand.executor';
 
-const JOB_KINDS = ['job', 'jobNone'] as const;
+const JOB_KINDS = ['job', 'jobNone', 'jobBefore'] as const;
 const BASELINES = ['plain', 'network', 'flags', 'none'] as const;
 type JobKind = (typeof JOB_KINDS)[number];
 type Baseline = (typeof BASELINES)[number];
 type Kind = JobKind | Baseline;
-const KINDS: Kind[] = ['job', 'plain', 'network', 'flags', 'jobNone', 'none'];
+const KINDS: Kind[] = ['job', 'plain', 'network', 'flags', 'jobNone', 'none', ...(BEFORE_CLI ? (['jobBefore'] as const) : [])];
 
 interface JobSample {
   total: number;
@@ -107,6 +113,7 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
   const executorName = `bench-${oci}-${process.pid}`;
   let server: { url: string; proc: Proc } | undefined;
   let executor: Proc | undefined;
+  let before: Proc | undefined;
   try {
     server = await startServer(dataDir);
     executor = await startExecutor(server.url, {
@@ -117,6 +124,16 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
       EXECUTOR_DOCKER_DEFAULT_IMAGE: IMAGE,
       EXECUTOR_MAXIMUM_NUM_JOBS: '1',
     });
+    if (BEFORE_CLI) {
+      before = await startExecutor(server.url, {
+        EXECUTOR_NAME: `${executorName}-before`,
+        EXECUTOR_QUEUE_NAME: `${QUEUE}-before`,
+        EXECUTOR_RUNTIME: 'docker',
+        EXECUTOR_DOCKER_RUNTIME: oci,
+        EXECUTOR_DOCKER_DEFAULT_IMAGE: IMAGE,
+        EXECUTOR_MAXIMUM_NUM_JOBS: '1',
+      }, BEFORE_CLI);
+    }
     const url = server.url;
     const args: Record<Baseline, string[]> = {
       plain: plainArgs(oci),
@@ -125,10 +142,12 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
       none: plainArgs(oci, ['--network', 'none']),
     };
 
-    const result: RuntimeResult = { oci, networkless: await networkless(oci), jobs: { job: [], jobNone: [] }, runs: { plain: [], network: [], flags: [], none: [] } };
+    const result: RuntimeResult = { oci, networkless: await networkless(oci), jobs: { job: [], jobNone: [], jobBefore: [] }, runs: { plain: [], network: [], flags: [], none: [] } };
     const runOne = async (kind: Kind, record: boolean): Promise<void> => {
-      if (kind === 'job' || kind === 'jobNone') {
-        const sample = await dockhandJob(url, executor!, kind === 'jobNone');
+      if (kind === 'job' || kind === 'jobNone' || kind === 'jobBefore') {
+        const sample = kind === 'jobBefore'
+          ? await dockhandJob(url, before!, false, `${QUEUE}-before`)
+          : await dockhandJob(url, executor!, kind === 'jobNone', QUEUE);
         if (record) result.jobs[kind].push(sample);
         return;
       }
@@ -137,7 +156,10 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
       if (record) result.runs[kind].push(r.ms);
     };
     // Step containers are removed after the step, off its critical path: let that finish before a baseline runs.
-    const quiesce = (): Promise<void> => waitForNoContainers(executorName);
+    const quiesce = async (): Promise<void> => {
+      await waitForNoContainers(executorName);
+      if (before) await waitForNoContainers(`${executorName}-before`);
+    };
 
     console.error(`[${oci}] warming up`);
     for (const kind of KINDS) for (let i = 0; i < WARMUP; i++) await runOne(kind, false);
@@ -155,10 +177,13 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
     return result;
   } finally {
     await executor?.stop();
+    await before?.stop();
     await server?.proc.stop();
     // Nothing should be left; remove whatever is (a failed run), by this executor's label only.
-    const left = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=${LABEL_EXECUTOR}=${executorName}`], true);
-    if (left) await run('docker', ['rm', '--force', ...left.split('\n')], true);
+    for (const name of [executorName, `${executorName}-before`]) {
+      const left = await run('docker', ['ps', '--all', '--quiet', '--filter', `label=${LABEL_EXECUTOR}=${name}`], true);
+      if (left) await run('docker', ['rm', '--force', ...left.split('\n')], true);
+    }
     await rm(dataDir, { recursive: true, force: true });
     await rm(flagsDir, { recursive: true, force: true });
   }
@@ -196,8 +221,8 @@ async function flagArgs(oci: string, dir: string, hostCpus: number, network: str
 }
 
 /** One job: submit, poll until it is over, and read the server's timestamps and the step's log entry. */
-async function dockhandJob(url: string, executor: Proc, noNetwork: boolean): Promise<JobSample> {
-  const spec = { queue: QUEUE, ...(noNetwork ? { network: 'none' } : {}), steps: [{ key: 'hello', image: IMAGE, run: 'echo hello' }] };
+async function dockhandJob(url: string, executor: Proc, noNetwork: boolean, queue: string): Promise<JobSample> {
+  const spec = { queue, ...(noNetwork ? { network: 'none' } : {}), steps: [{ key: 'hello', image: IMAGE, run: 'echo hello' }] };
   const { job: submitted } = await api<{ job: ApiJob }>(url, 'POST', '/jobs', spec);
   const deadline = Date.now() + 60_000;
   let job = submitted;
@@ -298,6 +323,7 @@ function runtimeTable(r: RuntimeResult): string {
     ...jobRows(r.jobs.job, '**Dockhand job** (createdAt → finishedAt)', plain),
     row('`docker run --rm --network none`', summarize(r.runs.none), plain),
     ...jobRows(r.jobs.jobNone, '**Dockhand job with `network: none`**', plain),
+    ...(r.jobs.jobBefore.length ? jobRows(r.jobs.jobBefore, `**Dockhand job, before** (${BEFORE_LABEL})`, plain) : []),
   ].join('\n');
 }
 
@@ -350,7 +376,16 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
     '| OCI runtime | `docker run --rm` median | Dockhand job median | ratio (medians) | ratio (means) | goal ≤ 1.10× | ÷ `docker run --rm` with the same options (medians) | `network: none` job ÷ `docker run --rm --network none` (medians) |',
   );
   lines.push('|---|---:|---:|---:|---:|---|---:|---:|');
+  const beforeRows: string[] = [];
   for (const r of results) {
+    if (r.jobs.jobBefore.length) {
+      const after = summarize(r.jobs.job.map((j) => j.total));
+      const earlier = summarize(r.jobs.jobBefore.map((j) => j.total));
+      beforeRows.push(
+        `| ${r.oci} | ${fmtMs(earlier.median)} | ${fmtMs(after.median)} | **${fmtRatio(after.median / earlier.median)}** | ${fmtRatio(after.mean / earlier.mean)} | ` +
+          `${fmtRatio(earlier.median / summarize(r.runs.plain).median)} → ${fmtRatio(after.median / summarize(r.runs.plain).median)} |`,
+      );
+    }
     const plain = summarize(r.runs.plain);
     const total = summarize(r.jobs.job.map((j) => j.total));
     const ratio = total.median / plain.median;
@@ -358,6 +393,13 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
     lines.push(
       `| ${r.oci} | ${fmtMs(plain.median)} | ${fmtMs(total.median)} | **${fmtRatio(ratio)}** | ${fmtRatio(total.mean / plain.mean)} | ` +
         `${ratio <= GOAL ? 'met' : 'missed'} | ${fmtRatio(total.median / summarize(r.runs.flags).median)} | ${fmtRatio(noneRatio)} |`,
+    );
+  }
+  if (beforeRows.length) {
+    lines.push(
+      '', `Against ${BEFORE_LABEL}, whose executor ran its own queue on the same server, its jobs alternated with the rest in the same blocks:`, '',
+      '| OCI runtime | job before (median) | job now (median) | now ÷ before (medians) | now ÷ before (means) | ÷ plain `docker run --rm`, before → now (medians) |',
+      '|---|---:|---:|---:|---:|---|', ...beforeRows,
     );
   }
   for (const r of results) lines.push('', runtimeTable(r));
