@@ -6,8 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
-import { createTestDatabase } from '../support/postgres.js';
-import { onHost, spawnExecutor, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { startServerOn, type StoreKind } from '../support/storeServer.js';
+import { onHost, spawnExecutor, startExecutor, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const QUEUE = 'names';
 /** Heartbeats every second: each process holds its name for 3 s after its last call. */
@@ -19,16 +19,8 @@ afterEach(async () => {
   cleanup = [];
 });
 
-async function server(name: string, store: 'sqlite' | 'postgres'): Promise<ServerHandle> {
-  let env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: '10s' };
-  if (store === 'postgres') {
-    const database = await createTestDatabase(name);
-    cleanup.push(() => database.drop());
-    env = { ...env, DOCKHAND_DATABASE_URL: database.url };
-  }
-  const s = await startServer({ name: `${name}-${store}`, env });
-  cleanup.push(() => s.stop());
-  return s;
+function server(name: string, store: StoreKind): Promise<ServerHandle> {
+  return startServerOn(store, name, { DOCKHAND_STALLED_JOB_TIMEOUT: '10s' }, cleanup);
 }
 
 async function executor(url: string, name: string, opts: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<ExecutorHandle> {

@@ -4,8 +4,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawExecutor, TestClient } from '../support/api.js';
-import { createTestDatabase } from '../support/postgres.js';
-import { ADMIN_TOKEN, Proc, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { startServerOn, type StoreKind } from '../support/storeServer.js';
+import { ADMIN_TOKEN, Proc, startExecutor, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
 
 const STALL = { DOCKHAND_STALLED_JOB_TIMEOUT: '2s' };
 let cleanup: (() => Promise<void>)[] = [];
@@ -16,15 +16,8 @@ afterEach(async () => {
   cleanup = [];
 });
 
-async function server(name: string, env: NodeJS.ProcessEnv = STALL, store: 'sqlite' | 'postgres' = 'sqlite'): Promise<ServerHandle> {
-  if (store === 'postgres') {
-    const database = await createTestDatabase(name);
-    cleanup.push(() => database.drop());
-    env = { ...env, DOCKHAND_DATABASE_URL: database.url };
-  }
-  const s = await startServer({ name: `${name}-${store}`, env });
-  cleanup.push(() => s.stop());
-  return s;
+function server(name: string, env: NodeJS.ProcessEnv = STALL, store: StoreKind = 'sqlite'): Promise<ServerHandle> {
+  return startServerOn(store, name, env, cleanup);
 }
 
 async function executor(url: string, name: string, env: NodeJS.ProcessEnv = {}): Promise<ExecutorHandle> {

@@ -9,8 +9,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { ChaosProxy } from '../support/chaosProxy.js';
-import { createTestDatabase } from '../support/postgres.js';
-import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
+import { startServerOn, type StoreKind } from '../support/storeServer.js';
+import { startExecutor, tempDir, type ServerHandle } from '../support/processes.js';
 import { startBalancer } from '../support/tcpBalancer.js';
 import { until } from '../support/wait.js';
 
@@ -22,16 +22,8 @@ afterEach(async () => {
 });
 
 /** A server on SQLite, or on a fresh PostgreSQL database, that resets a job after `stallTimeout` of silence. */
-async function serverOn(store: 'sqlite' | 'postgres', name: string, stallTimeout: string): Promise<ServerHandle> {
-  const env: NodeJS.ProcessEnv = { DOCKHAND_STALLED_JOB_TIMEOUT: stallTimeout };
-  if (store === 'postgres') {
-    const database = await createTestDatabase(name);
-    cleanup.push(() => database.drop());
-    env.DOCKHAND_DATABASE_URL = database.url;
-  }
-  const server = await startServer({ name: `${name}-${store}-server`, env });
-  cleanup.push(() => server.stop());
-  return server;
+function serverOn(store: StoreKind, name: string, stallTimeout: string): Promise<ServerHandle> {
+  return startServerOn(store, `${name}-server`, { DOCKHAND_STALLED_JOB_TIMEOUT: stallTimeout }, cleanup);
 }
 
 const JOBS = 40;

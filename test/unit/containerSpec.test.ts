@@ -5,7 +5,7 @@ import { containerOptions, describeContainer, type StepContainer } from '../../s
 const step: StepContainer = {
   name: 'dockhand-7-1-2-abc123', image: 'registry.example.com/tools/build:1.4', executorName: 'exec-a', jobId: 7, attempt: 1,
   stepKey: 'compile', workspace: '/var/tmp/job-7/workspace', scripts: '/var/tmp/job-7/scripts', scriptName: 'step-2.sh', dir: 'src/app',
-  env: { CI: 'true', API_KEY: 'sup3r-s3cret' }, user: '1000:1000', limits: { cpus: 1.5, memoryBytes: 512 * 2 ** 20 }, pidsLimit: 4096,
+  env: { CI: 'true', API_KEY: 'sup3r-s3cret' }, user: '1000:1000', limits: { cpus: 1.5, memoryBytes: 512 * 2 ** 20, diskBytes: 0 }, pidsLimit: 4096,
   network: 'dockhand', ociRuntime: 'runsc',
 };
 
@@ -42,7 +42,7 @@ describe('step containers', () => {
   });
 
   it('leave CPU and memory unbounded at 0, and the image user and engine runtime at their defaults', () => {
-    const o = containerOptions({ ...step, limits: { cpus: 0, memoryBytes: 0 }, user: undefined, ociRuntime: '', dir: '.', network: 'none' });
+    const o = containerOptions({ ...step, limits: { cpus: 0, memoryBytes: 0, diskBytes: 0 }, user: undefined, ociRuntime: '', dir: '.', network: 'none' });
     expect(o.HostConfig).toMatchObject({ NanoCpus: 0, Memory: 0, MemorySwap: 0, NetworkMode: 'none' });
     expect(o.HostConfig).not.toHaveProperty('Runtime');
     expect(o.User).toBe('');

@@ -221,7 +221,7 @@ export class DockerRuntime implements Runtime {
       return this.puller.ensure(image, () => chooseCredential(image, { executor: this.options.authConfig }), note, signal);
     }
     this.helperImage ??= (async () => {
-      if (await this.imagePresent(image)) return;
+      if (await this.puller.present(image)) return;
       this.log.info({ image }, 'making the checkout helper image from this host\'s git');
       await makeHelperImage(this.docker, image);
     })();
@@ -382,21 +382,11 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  private async imagePresent(ref: string): Promise<boolean> {
-    try {
-      await this.docker.getImage(ref).inspect();
-      return true;
-    } catch (err) {
-      if ((err as { statusCode?: number }).statusCode === 404) return false;
-      throw err;
-    }
-  }
-
   private async helperCheck(): Promise<CheckResult> {
     const name = 'checkout helper';
     const image = this.options.helperImage;
     try {
-      if (await this.imagePresent(image)) return { name, ok: true, detail: `checkouts run in ${image}` };
+      if (await this.puller.present(image)) return { name, ok: true, detail: `checkouts run in ${image}` };
       if (image !== DEFAULT_HELPER_IMAGE) return { name, ok: true, detail: `${image} will be pulled for the first checkout` };
       await this.ensureHelperImage(() => undefined, AbortSignal.timeout(120_000));
       return { name, ok: true, detail: `made ${image} from this host's git; checkouts run in it` };

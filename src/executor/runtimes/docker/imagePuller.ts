@@ -66,7 +66,8 @@ export class ImagePuller {
     }
   }
 
-  private async present(ref: string): Promise<boolean> {
+  /** Whether the engine has the image. */
+  async present(ref: string): Promise<boolean> {
     try {
       await this.docker.getImage(ref).inspect();
       return true;
