@@ -306,7 +306,7 @@ describe('failure reasons in reports', () => {
 });
 
 describe('executors and queues', () => {
-  const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null };
+  const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null };
 
   it("lists executors with whether each one's version suits the server's, and the server's version", async () => {
     const { VERSION } = await import('../../src/core/version.js');
