@@ -40,9 +40,18 @@ export function effectiveLimits(resources: JobSpec['resources'], limits: JobLimi
   return { cpus: resources?.cpus ?? limits.cpus, memoryBytes: resources?.memory ?? limits.memoryBytes, diskBytes: resources?.disk ?? limits.diskBytes };
 }
 
-/** The largest limits among executors (0 = unbounded wins); undefined when any of them enforces none. */
-export function loosestLimits(executors: { jobCpus: number | null; jobMemoryBytes: number | null }[]): ExecutorResources | undefined {
+/**
+ * The largest limits among executors (0 = unbounded wins); undefined when any of them enforces none. An executor
+ * from before disk limits reports CPU and memory only (null disk): it may run any disk size, so the disk is unbounded.
+ */
+export function loosestLimits(
+  executors: { jobCpus: number | null; jobMemoryBytes: number | null; jobDiskBytes: number | null }[],
+): ExecutorResources | undefined {
   if (executors.length === 0 || executors.some((e) => e.jobCpus === null || e.jobMemoryBytes === null)) return undefined;
   const loosest = (values: number[]): number => (values.includes(0) ? 0 : Math.max(...values));
-  return { cpus: loosest(executors.map((e) => e.jobCpus!)), memoryBytes: loosest(executors.map((e) => e.jobMemoryBytes!)) };
+  return {
+    cpus: loosest(executors.map((e) => e.jobCpus!)),
+    memoryBytes: loosest(executors.map((e) => e.jobMemoryBytes!)),
+    diskBytes: loosest(executors.map((e) => e.jobDiskBytes ?? 0)),
+  };
 }

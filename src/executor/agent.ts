@@ -205,9 +205,9 @@ export class Agent {
   }
 
   /** The per-job limits this executor enforces, so the server can refuse jobs that ask for more. */
-  private resources(): { cpus: number; memoryBytes: number } | undefined {
+  private resources(): { cpus: number; memoryBytes: number; diskBytes: number } | undefined {
     const limits = this.runtime.limits?.();
-    return limits && { cpus: limits.cpus, memoryBytes: limits.memoryBytes };
+    return limits && { cpus: limits.cpus, memoryBytes: limits.memoryBytes, diskBytes: limits.diskBytes };
   }
 
   private async takeJobs(): Promise<void> {

@@ -90,6 +90,11 @@ export interface ExecutorRecord {
   jobCpus: number | null;
   /** Memory each job may use on this executor; 0 = unbounded; null = the runtime enforces no limits. */
   jobMemoryBytes: number | null;
+  /**
+   * Disk each job's workspace may fill on this executor; 0 = unbounded; null = the runtime enforces no limits, or
+   * the executor is from before it reported one.
+   */
+  jobDiskBytes: number | null;
   firstSeenAt: number;
   lastSeenAt: number;
 }

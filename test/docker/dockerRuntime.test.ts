@@ -152,12 +152,18 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   });
 
   it('refuses at submit a job asking for more than the executors of its queue allow', async () => {
-    const answer = await client.call('POST', '/jobs', { queue, resources: { cpus: 2, memory: '1G' }, steps: [{ run: 'true' }] });
+    const answer = await client.call('POST', '/jobs', { queue, resources: { cpus: 2, memory: '1G', disk: '1T' }, steps: [{ run: 'true' }] });
     expect(answer.status).toBe(400);
     expect(answer.body.issues).toEqual([
       { field: 'resources.cpus', message: `asks for 2 CPUs but the executors of queue "${queue}" allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)` },
       { field: 'resources.memory', message: `asks for 1Gi but the executors of queue "${queue}" allow at most 256Mi per job (EXECUTOR_JOB_MEMORY)` },
+      // The default EXECUTOR_JOB_DISK, as the executor's heartbeats report it.
+      { field: 'resources.disk', message: `asks for 1Ti but the executors of queue "${queue}" allow at most 20Gi per job (EXECUTOR_JOB_DISK)` },
     ]);
+    // Disk alone is refused too, before any executor takes the job.
+    const disk = await client.call('POST', '/jobs', { queue, resources: { disk: '1T' }, steps: [{ run: 'true' }] });
+    expect(disk.status).toBe(400);
+    expect(disk.body.issues.map((i: { field: string }) => i.field)).toEqual(['resources.disk']);
   });
 
   it('runs a step as the user it names, with a writable workspace', async () => {

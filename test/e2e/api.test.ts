@@ -306,7 +306,7 @@ describe('failure reasons in reports', () => {
 });
 
 describe('executors and queues', () => {
-  const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null };
+  const baseInfo = { hostname: 'h', os: 'linux', arch: 'x64', runtime: 'shell', runtimeVersion: null, queues: ['q'], maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null };
 
   it("lists executors with whether each one's version suits the server's, and the server's version", async () => {
     const { VERSION } = await import('../../src/core/version.js');
@@ -324,6 +324,32 @@ describe('executors and queues', () => {
     expect(byName.get('compat-ahead')).toMatchObject({ active: true, compatibility: 'version_ahead' });
     expect(byName.get('compat-dev')).toMatchObject({ active: true, compatibility: null });
     expect(byName.get('compat-gone')).toMatchObject({ active: false, compatibility: null });
+  });
+
+  it("lists each executor's per-job limits as its heartbeats report them, and refuses at submit a job asking for more disk", async () => {
+    const beat = (executorName: string, resources?: object) =>
+      app.inject({
+        method: 'POST', url: '/api/executor/v1/heartbeat', headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` },
+        payload: { executorName, hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', queues: ['api-disk'], resources, jobs: [] },
+      });
+    const GiB = 2 ** 30;
+    expect((await beat('disk-new', { cpus: 2, memoryBytes: GiB, diskBytes: 20 * GiB })).statusCode).toBe(200);
+    const listed = (await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin })).json().executors;
+    expect(listed.find((e: { name: string }) => e.name === 'disk-new')).toMatchObject({ jobCpus: 2, jobMemoryBytes: GiB, jobDiskBytes: 20 * GiB });
+    const job = { queue: 'api-disk', steps: [{ run: 'true' }] };
+    const refused = await submit({ ...job, resources: { disk: '1T' } });
+    expect(refused.status).toBe(400);
+    expect(refused.body.issues).toEqual([{
+      field: 'resources.disk', message: 'asks for 1Ti but the executors of queue "api-disk" allow at most 20Gi per job (EXECUTOR_JOB_DISK)',
+    }]);
+    expect((await submit({ ...job, resources: { disk: '20G' } })).status).toBe(201);
+
+    // An executor from before disk limits reports CPU and memory only: it may take any disk, and the CPU check stays.
+    expect((await beat('disk-old', { cpus: 1, memoryBytes: GiB })).statusCode).toBe(200);
+    const old = (await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin })).json().executors;
+    expect(old.find((e: { name: string }) => e.name === 'disk-old')).toMatchObject({ jobCpus: 1, jobDiskBytes: null });
+    expect((await submit({ ...job, resources: { disk: '1T' } })).status).toBe(201);
+    expect((await submit({ ...job, resources: { cpus: 4 } })).body.issues.map((i: { field: string }) => i.field)).toEqual(['resources.cpus']);
   });
 
   it('lists queues with the jobs completed and failed in the last hour, also queues with nothing left to run', async () => {

@@ -243,9 +243,9 @@ describe('starting Dockhand', () => {
       expect(hello.code).toBe(0);
       const executors = JSON.parse((await runCli(['executors', '--json'], upEnv)).stdout);
       expect(executors).toHaveLength(1);
-      // The docker runtime enforces per-job limits and says so: 4 CPUs capped at this host's, 12 GiB.
-      expect(executors[0]).toMatchObject({ runtime: 'docker', jobCpus: expect.any(Number), jobMemoryBytes: 12 * 2 ** 30 });
-      expect((await runCli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi\s/);
+      // The docker runtime enforces per-job limits and says so: 4 CPUs capped at this host's, 12 GiB, a 20 GiB disk.
+      expect(executors[0]).toMatchObject({ runtime: 'docker', jobCpus: expect.any(Number), jobMemoryBytes: 12 * 2 ** 30, jobDiskBytes: 20 * 2 ** 30 });
+      expect((await runCli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi, 20Gi disk\s/);
       expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     } finally {
       up.signal('SIGTERM');

@@ -19,7 +19,7 @@ function makeSpec(overrides: Partial<JobSpecInput> = {}): JobSpec {
 function executorInfo(name: string, overrides: Partial<ExecutorInfo> = {}): ExecutorInfo {
   return {
     name, hostname: `${name}.local`, os: 'linux', arch: 'x64', version: '0.1.0', runtime: 'shell',
-    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, ...overrides,
+    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null, ...overrides,
   };
 }
 
@@ -1063,13 +1063,25 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     describe('executors and stats', () => {
       it('upserts executors, keeping firstSeenAt', async () => {
         await store.upsertExecutor(executorInfo('exec-a'), T0);
-        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30 }), T0 + 10);
+        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }), T0 + 10);
         await store.upsertExecutor(executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), T0 + 5_000);
         const executors = (await store.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
         expect(executors).toEqual([
           { ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
-          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30 }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
+          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
         ]);
+      });
+
+      it('keeps the per-job disk limit an executor reports: beyond 32 bits, 0 for unbounded, null from an executor that reports none', async () => {
+        const limits = { runtime: 'docker', jobCpus: 2, jobMemoryBytes: 8 * 2 ** 30 };
+        const diskOf = async () => (await store.listExecutors()).find((e) => e.name === 'exec-disk')?.jobDiskBytes;
+        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 2 * 2 ** 40 }), T0);
+        expect(await diskOf()).toBe(2 * 2 ** 40);
+        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 0 }), T0 + 1);
+        expect(await diskOf()).toBe(0);
+        // An executor from before disk limits: its CPU and memory stay, the disk limit is unknown again.
+        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: null }), T0 + 2);
+        expect((await store.listExecutors()).find((e) => e.name === 'exec-disk')).toMatchObject({ ...limits, jobDiskBytes: null });
       });
 
       it('gives an executor name to one process at a time: the holder keeps it while it calls, another takes it after its window', async () => {

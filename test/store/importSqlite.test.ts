@@ -36,7 +36,7 @@ async function populate(store: Store): Promise<number[]> {
     else if (i % 4 === 0) await store.finish({ jobId: job!.id, attempt: 1, kind: 'fail', reason: 'out_of_memory', message: 'oom', now: 6_000, retryBackoffMs: 1_000 });
   }
   await store.requestCancel(ids[29], 7_000);
-  await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30 }, 8_000);
+  await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }, 8_000);
   const admin = (await store.accounts.createUser('admin', true, 9_000))!;
   const acme = (await store.accounts.createOrg('acme', admin.id, 9_000))!;
   await store.accounts.createToken(admin.id, 'admin', 'token-hash-1', 9_000);

@@ -105,7 +105,7 @@ describe('PostgresStore with several replicas', () => {
     await a.migrate();
     const info = (hostname: string) => ({
       name: 'contested', hostname, os: 'linux', arch: 'x64', version: '1', runtime: 'shell', runtimeVersion: null, queues: ['q'],
-      maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null,
+      maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null,
     });
     for (let round = 0; round < 10; round++) {
       // Each round the name is free again (its holder fell silent), and eight new processes race for it.

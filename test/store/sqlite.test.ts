@@ -74,6 +74,30 @@ describe('SqliteStore upgrade to users', () => {
   });
 });
 
+describe('SqliteStore upgrade to disk limits', () => {
+  it('keeps an executor recorded before disk limits, with no disk limit known', async () => {
+    const { MIGRATIONS } = await import('../../src/store/sqlite/migrations.js');
+    const file = path.join(root, 'upgrade-disk', 'dockhand.db');
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.dirname(file), { recursive: true });
+    const old = new Database(file);
+    old.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    // The schema before disk limits, with an executor row in it.
+    for (const m of MIGRATIONS.filter((m) => m.version <= 8)) {
+      old.exec(m.sql);
+      old.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(m.version);
+    }
+    old.prepare(`INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
+      job_cpus, job_memory_bytes, first_seen_at, last_seen_at) VALUES ('old', 'h', 'linux', 'x64', '0.2.0', 'docker', null, '["q"]', 1, 0, 2, 1073741824, 5, 6)`).run();
+    old.close();
+
+    const store = new SqliteStore(file);
+    await store.migrate();
+    expect(await store.listExecutors()).toEqual([expect.objectContaining({ name: 'old', jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: null })]);
+    await store.close();
+  });
+});
+
 describe('SQLite storage faults', () => {
   it('a full database and a read-only one are told apart from other errors', async () => {
     const store = await freshStore();

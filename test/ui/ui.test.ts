@@ -24,12 +24,19 @@ async function shot(name: string): Promise<void> {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-/** Two executors whose Dockhand versions are more than one minor away from the server's 0.2.x: one behind, one ahead. */
+/**
+ * Two executors whose Dockhand versions are more than one minor away from the server's 0.2.x: one behind (and from
+ * before disk limits: it reports CPU and memory only), one ahead.
+ */
 async function fakeHeartbeat(): Promise<void> {
-  for (const [executorName, version, hostname] of [['ui-future', '1.5.0', 'future.internal'], ['ui-old', '0.0.9', 'old.internal']]) {
+  const GiB = 2 ** 30;
+  for (const [executorName, version, hostname, resources] of [
+    ['ui-future', '1.5.0', 'future.internal', { cpus: 2, memoryBytes: 4 * GiB, diskBytes: 20 * GiB }],
+    ['ui-old', '0.0.9', 'old.internal', { cpus: 1, memoryBytes: 2 * GiB }],
+  ] as const) {
     const answer = await http(`${server.url}/api/executor/v1/heartbeat`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, {
       executorName, hostname, os: 'linux', arch: 'arm64', version, runtime: 'docker',
-      runtimeVersion: 'docker 28.0.1', queues: ['gpu'], maxJobs: 2, jobs: [], waitMs: 0,
+      runtimeVersion: 'docker 28.0.1', queues: ['gpu'], maxJobs: 2, resources, jobs: [], waitMs: 0,
     });
     if (answer.status !== 200) throw new Error(`fake heartbeat: ${answer.status} ${JSON.stringify(answer.body)}`);
   }
@@ -215,9 +222,13 @@ describe('web UI', () => {
     expect(await real.textContent()).toContain('active');
     expect(await real.getByTestId('compat-warning').count()).toBe(0);
     expect(await future.getByTestId('compat-warning').textContent()).toMatch(/Version ahead: executor 1\.5\.0/);
+    // Per-job limits: none from the shell runtime; CPU, memory and disk from a docker executor; no disk from an old one.
+    expect(await real.getByTestId('job-limits').count()).toBe(0);
+    expect(await future.getByTestId('job-limits').innerText()).toBe('2 CPUs\n4Gi memory\n20Gi disk');
     const old = page.locator('tr[data-executor="ui-old"]');
     await old.waitFor();
     expect(await old.getByTestId('compat-warning').textContent()).toMatch(/Outdated: executor 0\.0\.9 is behind/);
+    expect(await old.getByTestId('job-limits').innerText()).toBe('1 CPU\n2Gi memory\ndisk not reported');
     await shot('executors');
   });
 

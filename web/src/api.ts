@@ -1,6 +1,6 @@
 // The client API (/api/v1) with the signed-in token, and the types of what it answers (docs/api.md). Record types
 // come from the server's own sources (types only: nothing of the server's code is bundled, apart from the failure
-// reasons' table, core/failureReasons.ts, which is plain data with no imports).
+// reasons' table, core/failureReasons.ts, and the size formatter, core/units.ts, both with no imports).
 import type { JobState } from '../../src/core/jobState';
 import type { ExecutorCompatibility } from '../../src/core/compatibility';
 import type { AttemptRecord, ExecutorRecord, JobRecord } from '../../src/store/store';

@@ -14,10 +14,14 @@ import { ago, print, table } from '../output.js';
 /** Exit codes of `--follow`: 0 only when the job completed. */
 export const FOLLOW_EXIT: Record<string, number> = { completed: 0, failed: 1, canceled: 2 };
 
-/** "2 CPUs, 4Gi" for the limits an executor enforces per job; "-" when its runtime enforces none. */
-function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes'>): string {
+/**
+ * "2 CPUs, 4Gi, 20Gi disk" for the limits an executor enforces per job; "-" when its runtime enforces none. An
+ * executor from before disk limits reports none for disk ("disk not reported"; the server lets any size through).
+ */
+function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes'>): string {
   if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
-  return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}`;
+  const disk = e.jobDiskBytes === null ? 'disk not reported' : e.jobDiskBytes ? `${formatSize(e.jobDiskBytes)} disk` : 'any disk';
+  return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}, ${disk}`;
 }
 
 /** The COMPAT column: "ok", "OUTDATED (server 0.3.0)", "AHEAD (server 0.1.0)"; "-" when unknown or inactive. */

@@ -255,6 +255,7 @@ export function executorRoutes(ctx: ServerContext): RouteDef<any, any>[] {
             runtime: body.runtime, runtimeVersion: body.runtimeVersion ?? null, queues: body.queues,
             maxJobs: body.maxJobs ?? null, runningJobs: body.jobs.length,
             jobCpus: body.resources?.cpus ?? null, jobMemoryBytes: body.resources?.memoryBytes ?? null,
+            jobDiskBytes: body.resources?.diskBytes ?? null,
           },
           now,
           instance,

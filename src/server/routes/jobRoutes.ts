@@ -103,7 +103,7 @@ async function* logsBody(store: Store, jobId: number, attempt: number): AsyncGen
 /** Executors heard from this recently speak for their queue's limits. */
 const LIMITS_WINDOW_MS = 10 * 60_000;
 
-/** A job that asks for more CPU or memory than any executor of its queue allows would only fail later: say so now. */
+/** A job that asks for more CPU, memory or disk than any executor of its queue allows would only fail later: say so now. */
 async function refuseUnrunnable(lookups: Lookups, spec: JobSpec, fieldPrefix: string): Promise<void> {
   if (!spec.resources) return;
   const since = Date.now() - LIMITS_WINDOW_MS;

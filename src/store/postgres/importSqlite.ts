@@ -46,7 +46,7 @@ const TABLES: TableCopy[] = [
   {
     table: 'executors',
     columns: ['name', 'hostname', 'os', 'arch', 'version', 'runtime', 'runtime_version', 'queues', 'max_jobs', 'running_jobs',
-      'job_cpus', 'job_memory_bytes', 'first_seen_at', 'last_seen_at', 'instance_id', 'instance_seen_at', 'instance_window_ms'],
+      'job_cpus', 'job_memory_bytes', 'job_disk_bytes', 'first_seen_at', 'last_seen_at', 'instance_id', 'instance_seen_at', 'instance_window_ms'],
     orderBy: 'name', convert: { queues: jsonArrayToTextArray },
   },
   { table: 'api_tokens', columns: ['id', 'user_id', 'name', 'token_hash', 'created_at', 'last_used_at'], orderBy: 'id', identity: 'id' },

@@ -197,4 +197,11 @@ ALTER TABLE jobs ADD COLUMN failure_reason TEXT;
 ALTER TABLE job_attempts ADD COLUMN failure_reason TEXT;
 `,
   },
+  {
+    version: 9,
+    sql: `
+-- The per-job disk limit an executor enforces (0 = unbounded); null for executors from before that reported none.
+ALTER TABLE executors ADD COLUMN job_disk_bytes BIGINT;
+`,
+  },
 ];

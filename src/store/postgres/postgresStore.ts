@@ -541,13 +541,13 @@ export class PostgresStore implements Store {
     for (let tries = 1; ; tries++) {
       const rows = await this.query(
         `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-           job_cpus, job_memory_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16)
+           job_cpus, job_memory_bytes, job_disk_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
          ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
          WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
          RETURNING name`,
         [info.name, info.hostname, info.os, info.arch, info.version, info.runtime, info.runtimeVersion, info.queues, info.maxJobs,
-          info.runningJobs, info.jobCpus, info.jobMemoryBytes, now, instance?.id ?? null, instance ? now : null, instance?.windowMs ?? null],
+          info.runningJobs, info.jobCpus, info.jobMemoryBytes, info.jobDiskBytes, now, instance?.id ?? null, instance ? now : null, instance?.windowMs ?? null],
       );
       if (rows.length || !instance) return { ok: true };
       // Read after the refusal, for its message. The holder may have let go in between (it stopped): then try again

@@ -1,3 +1,4 @@
+import { formatSize } from '../../../src/core/units';
 import type { Executor, Me } from '../api';
 import { Ago, ErrorBox, PageHeader } from '../components';
 import { usePolled, useNow } from '../hooks';
@@ -5,6 +6,21 @@ import { usePolled, useNow } from '../hooks';
 interface ExecutorsAnswer {
   executors: Executor[];
   serverVersion?: string;
+}
+
+/** The most one job may use on the executor (0 = unbounded); "–" when its runtime enforces no limits. */
+function JobLimits({ e }: { e: Executor }) {
+  if (e.jobCpus === null || e.jobMemoryBytes === null) return <span className="muted" title="This runtime enforces no per-job limits">–</span>;
+  return (
+    <div data-testid="job-limits">
+      <div>{e.jobCpus ? `${e.jobCpus} ${e.jobCpus === 1 ? 'CPU' : 'CPUs'}` : 'any CPUs'}</div>
+      <div>{e.jobMemoryBytes ? `${formatSize(e.jobMemoryBytes)} memory` : 'any memory'}</div>
+      {/* An executor from before disk limits reports none; the server lets any disk size through to it. */}
+      {e.jobDiskBytes == null
+        ? <div className="muted" title="This executor is from before disk limits and does not report one">disk not reported</div>
+        : <div>{e.jobDiskBytes ? `${formatSize(e.jobDiskBytes)} disk` : 'any disk'}</div>}
+    </div>
+  );
 }
 
 function CompatibilityWarning({ e, serverVersion }: { e: Executor; serverVersion?: string }) {
@@ -45,7 +61,7 @@ export function ExecutorsPage({ me }: { me: Me }) {
           <table className="table" data-testid="executors">
             <thead>
               <tr>
-                <th>Name</th><th>Queues</th><th>OS / arch</th><th>Runtime</th><th>Dockhand</th><th>Running</th><th>First seen</th><th>Last seen</th><th>Status</th>
+                <th>Name</th><th>Queues</th><th>OS / arch</th><th>Runtime</th><th>Per job</th><th>Dockhand</th><th>Running</th><th>First seen</th><th>Last seen</th><th>Status</th>
               </tr>
             </thead>
             <tbody>
@@ -64,6 +80,7 @@ export function ExecutorsPage({ me }: { me: Me }) {
                       <div>{e.runtime}</div>
                       {e.runtimeVersion && <div className="muted small">{e.runtimeVersion}</div>}
                     </td>
+                    <td className="small nowrap"><JobLimits e={e} /></td>
                     <td className={flaggedRow ? 'warn-text' : ''}>{e.version}</td>
                     <td className="num">{e.runningJobs}{e.maxJobs !== null ? ` / ${e.maxJobs}` : ''}</td>
                     <td><Ago ms={e.firstSeenAt} now={now} /></td>
