@@ -119,6 +119,7 @@ export class DockerRuntime implements Runtime {
     if (runtime.disks) {
       const disks = await runtime.disks.check();
       if (!disks.ok) throw new DockerSetupError(`cannot give jobs a disk of their own: ${disks.detail}`, JOB_DISK_FIX);
+      runtime.disks.prepare();
     }
     return runtime;
   }
@@ -438,6 +439,9 @@ export class DockerRuntime implements Runtime {
 
 /** One job attempt on the docker runtime: its workspace (on its own disk), the checkout helper, its step containers. */
 class DockerSession implements JobSession {
+  /** The checkout helper's removal: the disk is reused or removed only once nothing of the job holds it. */
+  private helperGone: Promise<unknown> = Promise.resolve();
+
   constructor(
     private readonly runtime: DockerRuntime,
     private readonly job: JobView,
@@ -489,7 +493,9 @@ class DockerSession implements JobSession {
       if (helper) {
         const done = helper;
         const name = helperName_!;
-        this.runtime.later(`checkout helper ${name}`, () => done.remove().finally(() => this.runtime.holding(name, false)));
+        const removal = done.remove().finally(() => this.runtime.holding(name, false));
+        this.helperGone = removal.catch(() => undefined);
+        this.runtime.later(`checkout helper ${name}`, () => removal);
       } else if (helperName_) this.runtime.holding(helperName_, false);
     }
   }
@@ -514,7 +520,7 @@ class DockerSession implements JobSession {
   }
 
   async close(): Promise<void> {
-    if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces);
+    if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces, this.helperGone);
     else if (this.runtime.settings.keepWorkspaces) this.runtime.dirsInUse.delete(this.dirs.root);
     else this.runtime.later(`job directory ${this.dirs.root}`, () => removeHostDirs(this.dirs).finally(() => this.runtime.dirsInUse.delete(this.dirs.root)));
   }
