@@ -352,7 +352,7 @@ function explain(r: RuntimeResult): string {
 
 function report(results: RuntimeResult[], machine: Machine, overrides: string[]): string {
   const lines: string[] = [];
-  lines.push('## Docker runtime overhead', '');
+  lines.push(BEFORE_CLI ? `## Docker runtime overhead, against ${BEFORE_LABEL}` : '## Docker runtime overhead', '');
   lines.push(
     'What a one-step job (`echo hello` in a tiny busybox image) costs on the docker runtime, end to end, against a ' +
       `bare \`docker run --rm\` of the same command in the same run: ${JOBS} of each per OCI runtime, alternated in blocks of ` +
