@@ -23,7 +23,8 @@ function onSignals(graceful: () => Promise<void>, hard: () => Promise<void>, log
     count++;
     if (count === 1) {
       log.info({ signal }, gracefulMessage);
-      void graceful().then(() => process.exit(0), (err) => { log.error({ err }, 'shutdown failed'); process.exit(1); });
+      // Once a second signal has come, the drain settling first (its jobs just aborted) must not report success.
+      void graceful().then(() => process.exit(count > 1 ? 1 : 0), (err) => { log.error({ err }, 'shutdown failed'); process.exit(1); });
     } else if (count === 2) {
       log.warn({ signal }, 'aborting running jobs');
       void hard().finally(() => process.exit(1));
