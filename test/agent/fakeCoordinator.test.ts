@@ -15,18 +15,12 @@ import { Keyring, generateKey } from '../../src/server/secrets/keyring.js';
 import { Secrets } from '../../src/server/secrets/secrets.js';
 import { StorageHealth } from '../../src/server/storageHealth.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
+import type { LogEntryRecord } from '../../src/store/store.js';
 import { FakeCoordinator, FAKE_EXECUTOR_TOKEN } from '../support/fakeCoordinator.js';
 import { until } from '../support/wait.js';
 
-interface StoredLogEntry {
-  index: number;
-  key: string;
-  command: string[];
-  startTime: number;
-  exitCode: number | null;
-  durationMs: number | null;
-  text: string;
-}
+/** A stored log entry with its text instead of its length, so both coordinators' can be compared whole. */
+type StoredLogEntry = Omit<LogEntryRecord, 'length'> & { text: string };
 
 interface Backend {
   url: string;
