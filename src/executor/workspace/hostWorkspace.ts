@@ -2,11 +2,11 @@
 // repository checkout into it, the job's files, the step scripts and the steps' working directories, all confined
 // to the workspace so that a symlink in the job's own checkout can never make the executor create, write or run
 // anything outside it.
-import { lstat, mkdir, mkdtemp, readlink, realpath, rm, unlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readlink, realpath, rm, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { JobSpec } from '../../core/jobSpec.js';
 import { isSafeRelativePath } from '../../core/paths.js';
-import { JobFailure, type PrepareContext } from '../runtimes/runtime.js';
+import { JobFailure, RuntimeSetupError, type PrepareContext } from '../runtimes/runtime.js';
 import { checkRepositoryUrl, checkout, type GitRunner } from './checkout.js';
 
 /** A job's directories on the executor's host, as real paths (no symlinks in them). */
@@ -39,6 +39,17 @@ export async function realRoot(root: string): Promise<string> {
 export async function executorRoot(workspaceRoot: string, executorName: string): Promise<string> {
   const dir = path.join(await realRoot(workspaceRoot), `dockhand-${executorName}`);
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  // The workspace root is often /tmp, where anyone may make this name first (or a symlink by it) and then swap
+  // what is inside for places of their choosing: use it only when it is a real directory of this user.
+  const found = await lstat(dir);
+  const uid = process.getuid?.();
+  if (!found.isDirectory() || (uid !== undefined && found.uid !== uid)) {
+    throw new RuntimeSetupError(
+      `${dir} is not a directory of this executor's user (${found.isSymbolicLink() ? 'a symlink' : `owner uid ${found.uid}`}); another user may have made it`,
+      `remove it, or set EXECUTOR_WORKSPACE_ROOT to a directory only this user can write`,
+    );
+  }
+  await chmod(dir, 0o700);
   return dir;
 }
 

@@ -57,7 +57,10 @@ export class JobDisks {
   private readonly background = new BackgroundWork();
   /** The disk the next job of the default size takes: made ahead, or the last one emptied. */
   private spare?: Promise<JobDisk>;
-  private readonly inUse = new Set<string>();
+  /** Every disk this process made and has not removed (in use, ready, being emptied): the janitor leaves them be. */
+  private readonly held = new Set<string>();
+  /** Disks whose directory may exist before it is held: the janitor waits for them. */
+  private making = 0;
   private closed = false;
 
   constructor(
@@ -80,11 +83,10 @@ export class JobDisks {
     } else {
       disk = await this.make(size);
     }
-    this.inUse.add(disk.dirs.root);
     return disk;
   }
 
-  /** Makes the first ready disk, off the first job's path. */
+  /** Makes a ready disk, off the next job's path, when there is none. */
   prepare(): void {
     this.makeSpare();
   }
@@ -96,7 +98,7 @@ export class JobDisks {
   release(disk: JobDisk, keep: boolean, idle: Promise<unknown> = Promise.resolve()): void {
     if (keep) {
       this.log.info({ workspace: disk.dirs.workspace }, 'keeping the job\'s workspace (EXECUTOR_KEEP_WORKSPACES)');
-      this.inUse.delete(disk.dirs.root);
+      this.held.delete(disk.dirs.root);
       return;
     }
     const reuse = !this.spare && !this.closed && disk.bytes === Math.max(this.defaultBytes, MIN_DISK_BYTES);
@@ -107,7 +109,7 @@ export class JobDisks {
       this.spare.catch(() => (this.spare = undefined));
     }
     this.background.run(
-      () => done.finally(() => this.inUse.delete(disk.dirs.root)),
+      () => done,
       (err) => this.log.warn({ disk: disk.dirs.root, err: err.message }, 'could not empty or remove a job disk; the janitor will try again'),
     );
   }
@@ -144,15 +146,20 @@ export class JobDisks {
   /** Removes this executor's disks that no job of this process holds (left by a crash), unless they are kept. */
   async cleanupOrphans(keep: boolean): Promise<string[]> {
     const root = await this.root();
-    const spare = await this.spare?.catch(() => undefined);
     const names = (await readdir(root).catch(() => [] as string[])).filter((n) => n.startsWith(PREFIX));
     const removed: string[] = [];
     for (const name of names) {
       const dir = path.join(root, name);
-      if (this.inUse.has(dir) || dir === spare?.dirs.root) continue;
-      if (keep && (await mountsUnder(dir)).size) continue;
-      await this.destroy(dir);
-      removed.push(dir);
+      // Checked again for each one: disks are made and released while this loop waits.
+      if (this.making > 0 || this.held.has(dir)) continue;
+      try {
+        if (keep && (await mountsUnder(dir)).size) continue;
+        await this.destroy(dir);
+        removed.push(dir);
+      } catch (err) {
+        // One that cannot go (a busy mount) must not keep the others, or the executor's start.
+        this.log.warn({ disk: dir, err: (err as Error).message }, 'could not remove an orphaned job disk; the janitor will try again');
+      }
     }
     return removed;
   }
@@ -190,7 +197,14 @@ export class JobDisks {
   }
 
   private async make(bytes: number): Promise<JobDisk> {
-    const root = await mkdtemp(path.join(await this.root(), PREFIX));
+    this.making++;
+    let root: string;
+    try {
+      root = await mkdtemp(path.join(await this.root(), PREFIX));
+      this.held.add(root);
+    } finally {
+      this.making--;
+    }
     const image = path.join(root, 'disk.img');
     const mount = path.join(root, 'mnt');
     try {
@@ -214,6 +228,7 @@ export class JobDisks {
     // Deepest first, should anything have been mounted inside.
     for (const point of [...mounts].sort((a, b) => b.length - a.length)) await run('umount', [point]);
     await rm(root, { recursive: true, force: true, maxRetries: 3 });
+    this.held.delete(root);
   }
 }
 
