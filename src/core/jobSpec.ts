@@ -87,7 +87,31 @@ export const repositorySpec = z.strictObject({
   shallow: z.boolean().default(true),
   sparseCheckout: z.array(z.string().min(1).refine((p) => !p.startsWith('-'), 'must not start with "-"')).optional(),
   dir: workspacePath.optional().describe('Where to check out, relative to the workspace; default: the workspace itself'),
+  username: z
+    .string()
+    .regex(/^[^\s:@/]{1,256}$/, 'must be a user name without spaces, ":", "@" or "/"')
+    .optional()
+    .describe('User name sent with passwordSecret over HTTPS; default "git"'),
+  passwordSecret: secretName
+    .optional()
+    .describe('A secret of the job (listed in secrets) holding the HTTPS password or access token for the fetch'),
+  sshKeySecret: secretName
+    .optional()
+    .describe('A secret of the job (listed in secrets) holding the private SSH key for an ssh:// or user@host:path URL'),
+  knownHosts: z
+    .string()
+    .min(1)
+    .max(65_536, 'at most 64 KiB')
+    .optional()
+    .describe('known_hosts lines the SSH server\'s key must match; without them the key is taken on first use'),
 });
+
+/** What kind of URL a repository has: credentials and host keys apply to one kind each. */
+export function repositoryTransport(url: string): 'http' | 'ssh' | 'other' {
+  if (/^https?:\/\//i.test(url)) return 'http';
+  if (/^ssh:\/\//i.test(url) || /^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:/.test(url)) return 'ssh';
+  return 'other';
+}
 
 export const resourcesSpec = z.strictObject({
   cpus: z.number().positive('must be a positive number of CPUs').max(1024).optional(),
@@ -143,6 +167,7 @@ export const jobSpec = z
         }
       }
     });
+    checkRepositoryCredentials(spec.repository, named, ctx);
     const fileBytes = Object.values(spec.files ?? {}).reduce((n, content) => n + Buffer.byteLength(content), 0);
     if (fileBytes > MAX_FILES_BYTES) {
       ctx.addIssue({ code: 'custom', path: ['files'], message: `hold ${fileBytes} bytes; the limit is ${MAX_FILES_BYTES}` });
@@ -152,6 +177,22 @@ export const jobSpec = z
     ...spec,
     steps: spec.steps.map((step, index) => ({ ...step, key: step.key ?? `step-${index + 1}` })),
   }));
+
+/** Repository credentials name secrets the job has, and suit the URL's transport. */
+function checkRepositoryCredentials(repo: z.output<typeof repositorySpec> | undefined, secrets: Map<string, number>, ctx: z.RefinementCtx): void {
+  if (!repo) return;
+  const transport = repositoryTransport(repo.url);
+  const issue = (field: string, message: string): void => ctx.addIssue({ code: 'custom', path: ['repository', field], message });
+  for (const field of ['passwordSecret', 'sshKeySecret'] as const) {
+    const name = repo[field];
+    if (name && !secrets.has(name)) issue(field, `names ${name}, which is not in the job's secrets; add it to secrets`);
+  }
+  if (repo.passwordSecret && transport !== 'http') issue('passwordSecret', 'is for https:// URLs; use sshKeySecret for ssh');
+  if (repo.passwordSecret && /^[a-z]+:\/\/[^/]*@/i.test(repo.url)) issue('passwordSecret', 'cannot be used with credentials in the URL; remove them from url');
+  if (repo.username && !repo.passwordSecret) issue('username', 'is sent only with passwordSecret; add passwordSecret or remove username');
+  if (repo.sshKeySecret && transport !== 'ssh') issue('sshKeySecret', 'is for ssh:// or user@host:path URLs; use passwordSecret for https');
+  if (repo.knownHosts && transport !== 'ssh') issue('knownHosts', 'is for ssh:// or user@host:path URLs');
+}
 
 /** What a client writes. */
 export type JobSpecInput = z.input<typeof jobSpec>;

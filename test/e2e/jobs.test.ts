@@ -12,10 +12,12 @@ let executors: ExecutorHandle[] = [];
 let client: TestClient;
 let scratch: string;
 let git: GitServer;
+let privateGit: GitServer;
 
 beforeAll(async () => {
   scratch = await tempDir('jobs');
   git = await startGitServer();
+  privateGit = await startGitServer({ credentials: { user: 'deploy', password: 'private-pa55' } });
   server = await startServer({ name: 'jobs-server', env: { DOCKHAND_RETRY_BACKOFF: '100ms' } });
   client = new TestClient(server.url);
   executors = await Promise.all([
@@ -28,6 +30,7 @@ afterAll(async () => {
   await Promise.all(executors.map((e) => e.stop()));
   await server?.stop();
   await git?.close();
+  await privateGit?.close();
 });
 
 describe('jobs on two executors', () => {
@@ -131,6 +134,22 @@ describe('jobs on two executors', () => {
     expect(done.state, JSON.stringify(entries, null, 1)).toBe('completed');
     expect(entries.map((e) => e.key)).toEqual(['setup.git.init', 'setup.git.add-remote', 'setup.git.fetch', 'setup.git.checkout', 'setup.files', 'step.step-1']);
     expect(entries.at(-1)!.out).toBe(`stdout: one\nstdout: written by the job spec\nstdout: ${first}\nstdout: 1\n`);
+  });
+
+  it("checks out a private repository with a password from the job's secrets, masked in the log", async () => {
+    privateGit.makeRepo('private', [{ 'readme.txt': 'private readme\n' }]);
+    await client.setSecret('REPO_TOKEN', 'private-pa55\n');
+    const repository = { url: privateGit.url('private'), username: 'deploy', passwordSecret: 'REPO_TOKEN' };
+    const refused = await client.call('POST', '/jobs', { queue: 'alpha', repository, steps: [{ run: 'true' }] });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toContain('repository.passwordSecret');
+    const job = await client.submit({ queue: 'alpha', secrets: ['REPO_TOKEN'], repository, steps: [{ run: 'cat readme.txt; echo "$REPO_TOKEN"' }] });
+    const done = await client.waitFor(job.id, (j) => ['completed', 'failed'].includes(j.state));
+    const { entries } = await client.logs(job.id);
+    expect(done.state, JSON.stringify(entries, null, 1)).toBe('completed');
+    expect(entries.find((e) => e.key === 'setup.git.fetch')!.out).toContain('password in secret REPO_TOKEN');
+    expect(JSON.stringify(entries)).not.toContain('private-pa55');
+    expect(entries.at(-1)!.out).toBe("stdout: private readme\nstdout: ${{ secrets.REPO_TOKEN }}\nstdout: \n"); // the secret ends with a line break
   });
 
   it('creates a missing step dir, and refuses one that leads out of the workspace through a symlink', async () => {

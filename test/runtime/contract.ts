@@ -88,12 +88,12 @@ class StepOutput {
 let nextJobId = 1;
 
 /** One job on the runtime under test: its session, prepared, ready to run steps. */
-async function openJob(runtime: Runtime, input: Omit<JobSpecInput, 'queue'>, opts: { prepare?: boolean } = {}) {
+async function openJob(runtime: Runtime, input: Omit<JobSpecInput, 'queue'>, opts: { prepare?: boolean; secrets?: Record<string, string> } = {}) {
   const parsed = parseJobSpec({ queue: 'contract', ...input });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
   const spec = parsed.value;
   const job = jobView(
-    { id: nextJobId++, attempt: 1, token: 'dhj_never-given-to-a-runtime', queue: 'contract', namespace: 'default', spec, secrets: { API_KEY: 's3cret-value' } },
+    { id: nextJobId++, attempt: 1, token: 'dhj_never-given-to-a-runtime', queue: 'contract', namespace: 'default', spec, secrets: opts.secrets ?? { API_KEY: 's3cret-value' } },
     effectiveLimits(spec.resources, runtime.limits?.() ?? { cpus: 0, memoryBytes: 0, diskBytes: 0 }),
   );
   expect(JSON.stringify(job)).not.toContain('dhj_never-given-to-a-runtime');
@@ -274,6 +274,51 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const anonymous = await failureOf(open(runtime, { repository: { url: authServer.url('private', { host }) }, steps: [{ run: 'true' }] }));
       expect(anonymous.reason).toBe('checkout_failure');
       expect(anonymous.message).toMatch(/setup\.git\.fetch failed/);
+    });
+
+    it("fetches with a password from the job's secrets, naming the secret in the log and never its value", async () => {
+      authServer.makeRepo('private-by-secret', [{ 'secret.txt': 'by secret\n' }]);
+      const job = await open(
+        runtime,
+        {
+          secrets: ['GIT_TOKEN'],
+          repository: { url: authServer.url('private-by-secret', { host }), username: 'deploy', passwordSecret: 'GIT_TOKEN' },
+          steps: [{ run: 'cat secret.txt' }],
+        },
+        // A secret made from a file ends with a line break, which is not part of the password.
+        { secrets: { GIT_TOKEN: 'pa55-word\n' } },
+      );
+      expect(job.log.text('setup.git.fetch')).toContain('password in secret GIT_TOKEN');
+      expect(JSON.stringify(job.log.entries)).not.toContain('pa55-word');
+      const out = new StepOutput();
+      expect((await job.run(0, out)).exitCode).toBe(0);
+      expect(out.of('stdout')).toBe('by secret\n');
+      const wrong = await failureOf(
+        open(
+          runtime,
+          { secrets: ['GIT_TOKEN'], repository: { url: authServer.url('private-by-secret', { host }), username: 'deploy', passwordSecret: 'GIT_TOKEN' }, steps: [{ run: 'true' }] },
+          { secrets: { GIT_TOKEN: 'not-the-password' } },
+        ),
+      );
+      expect(wrong.reason).toBe('checkout_failure');
+    });
+
+    it("fetches over ssh with the job's key from its secrets, checking the server against knownHosts", async () => {
+      gitServer.makeRepo('ssh-by-key', [{ 'd.txt': 'over ssh\n' }]);
+      const url = ssh.url(gitServer.path('ssh-by-key'), host);
+      const job = await open(
+        runtime,
+        { secrets: ['DEPLOY_KEY'], repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.knownHosts(host) }, steps: [{ run: 'cat d.txt' }] },
+        { secrets: { DEPLOY_KEY: ssh.userKey } },
+      );
+      const out = new StepOutput();
+      expect((await job.run(0, out)).exitCode).toBe(0);
+      expect(out.of('stdout')).toBe('over ssh\n');
+      // The same key, but the server's host key is not the one the job pinned: no fetch.
+      const pinned = await failureOf(
+        open(runtime, { secrets: ['DEPLOY_KEY'], repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.strangerKnownHosts(host) }, steps: [{ run: 'true' }] }, { secrets: { DEPLOY_KEY: ssh.userKey } }),
+      );
+      expect(pinned.reason).toBe('checkout_failure');
     });
 
     it("never uses the executor's own git config or credential helpers", async () => {

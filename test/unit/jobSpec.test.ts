@@ -45,6 +45,13 @@ describe('parseJobSpec: valid specs', () => {
     expect(spec.repository).toEqual({ url: 'https://github.com/example/repo.git', commit: 'HEAD', shallow: true, fetchTags: false });
   });
 
+  it("takes repository credentials from the job's secrets, each for its transport", () => {
+    const https = valid({ ...minimal, secrets: ['GIT_TOKEN'], repository: { url: 'https://h/r.git', username: 'deploy', passwordSecret: 'GIT_TOKEN' } });
+    expect(https.repository).toMatchObject({ username: 'deploy', passwordSecret: 'GIT_TOKEN' });
+    const ssh = valid({ ...minimal, secrets: ['DEPLOY_KEY'], repository: { url: 'ssh://git@h:2222/r.git', sshKeySecret: 'DEPLOY_KEY', knownHosts: '[h]:2222 ssh-ed25519 AAAA' } });
+    expect(ssh.repository).toMatchObject({ sshKeySecret: 'DEPLOY_KEY' });
+  });
+
   it('accepts scp-style git URLs and explicit repository options', () => {
     const spec = valid({
       ...minimal,
@@ -159,6 +166,25 @@ describe('parseJobSpec: invalid specs name the field', () => {
       name: 'a step env that a secret also sets', input: { queue: 'q', secrets: ['TOKEN'], steps: [{ run: 'a', env: { TOKEN: 'x' } }] },
       field: 'steps[0].env.TOKEN', message: /also a secret/,
     },
+    {
+      name: 'a password secret the job does not have', input: { ...minimal, repository: { url: 'https://h/r.git', passwordSecret: 'GIT_TOKEN' } },
+      field: 'repository.passwordSecret', message: /not in the job's secrets; add it to secrets/,
+    },
+    {
+      name: 'a password secret for an ssh URL', input: { ...minimal, secrets: ['K'], repository: { url: 'git@h:r.git', passwordSecret: 'K' } },
+      field: 'repository.passwordSecret', message: /https:\/\/ URLs; use sshKeySecret/,
+    },
+    {
+      name: 'a password secret beside credentials in the URL', input: { ...minimal, secrets: ['K'], repository: { url: 'https://u:p@h/r.git', passwordSecret: 'K' } },
+      field: 'repository.passwordSecret', message: /remove them from url/,
+    },
+    { name: 'a username without a password secret', input: { ...minimal, repository: { url: 'https://h/r.git', username: 'deploy' } }, field: 'repository.username', message: /only with passwordSecret/ },
+    { name: 'a username with a colon', input: { ...minimal, repository: { url: 'https://h/r.git', username: 'a:b' } }, field: 'repository.username' },
+    {
+      name: 'an SSH key secret for an https URL', input: { ...minimal, secrets: ['K'], repository: { url: 'https://h/r.git', sshKeySecret: 'K' } },
+      field: 'repository.sshKeySecret', message: /ssh:\/\/ or user@host:path URLs; use passwordSecret/,
+    },
+    { name: 'known hosts for an https URL', input: { ...minimal, repository: { url: 'https://h/r.git', knownHosts: 'h ssh-ed25519 AAAA' } }, field: 'repository.knownHosts' },
     { name: 'too many steps', input: { queue: 'q', steps: Array.from({ length: 101 }, () => ({ run: 'x' })) }, field: 'steps', message: /100/ },
   ];
 

@@ -1,13 +1,15 @@
+import { execFile } from 'node:child_process';
 import { afterEach, beforeEach, describe, it, expect } from 'vitest';
-import { lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseJobSpec, type JobSpec } from '../../src/core/jobSpec.js';
 import type { LogEntryUpdate } from '../../src/core/protocol.js';
 import { JobLog } from '../../src/executor/jobLog.js';
 import { Redactor } from '../../src/executor/redactor.js';
-import { redactUrl } from '../../src/executor/workspace/checkout.js';
-import { WorkspaceEscape, createHostDirs, writeFiles as writeHostFiles, type HostDirs } from '../../src/executor/workspace/hostWorkspace.js';
+import { gitEnvironment, redactUrl } from '../../src/executor/workspace/checkout.js';
+import { RuntimeSetupError } from '../../src/executor/runtimes/runtime.js';
+import { WorkspaceEscape, createHostDirs, executorRoot, writeFiles as writeHostFiles, type HostDirs } from '../../src/executor/workspace/hostWorkspace.js';
 
 const writeFiles = (spec: JobSpec, dirs: HostDirs, log: JobLog): Promise<void> => writeHostFiles(spec.files, dirs.workspace, log);
 
@@ -19,6 +21,7 @@ describe('redactUrl', () => {
     ['ssh://git:hunter2@host:2222/r.git', 'ssh://git:***@host:2222/r.git'],
     ['git+ssh://me:pw@host/r', 'git+ssh://me:***@host/r'],
     ['https://user:pa:ss@host/r', 'https://user:***@host/r'],
+    ['https://user:p@ss@host/r', 'https://user:***@host/r'],
   ])('hides the password in %s', (url, expected) => {
     expect(redactUrl(url)).toBe(expected);
   });
@@ -36,6 +39,71 @@ describe('redactUrl', () => {
     'https://host/path/with@sign',
   ])('leaves %s unchanged', (url) => {
     expect(redactUrl(url)).toBe(url);
+  });
+});
+
+describe("a repository's password from the job's secrets", () => {
+  /** What `git credential fill` answers for `request` in the checkout's environment (a real git, no other config). */
+  async function fill(request: string, secrets: Record<string, string>): Promise<string> {
+    const parsed = parseJobSpec({
+      queue: 'q', secrets: ['GIT_TOKEN'], steps: [],
+      repository: { url: 'https://git.example.com:8443/team/app.git', username: 'deploy', passwordSecret: 'GIT_TOKEN' },
+    });
+    if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+    const home = await mkdtemp(path.join(os.tmpdir(), 'dockhand-credential-'));
+    const env = gitEnvironment({ home, path: process.env.PATH ?? '/usr/bin:/bin', allowLocal: false, repository: parsed.value.repository, secrets });
+    try {
+      return await new Promise((resolve) => {
+        const child = execFile('git', ['credential', 'fill'], { env }, (_err, stdout) => resolve(stdout));
+        child.stdin!.end(request);
+      });
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  }
+
+  it("is given to the repository's own protocol and host, without the secret's closing line break", async () => {
+    const answer = await fill('protocol=https\nhost=git.example.com:8443\npath=team/app.git\n\n', { GIT_TOKEN: 'tok-123\n' });
+    expect(answer).toContain('username=deploy\n');
+    expect(answer).toContain('password=tok-123\n');
+  });
+
+  it.each([
+    ['another host (a redirect)', 'protocol=https\nhost=evil.example.com\n\n'],
+    ['another port', 'protocol=https\nhost=git.example.com\n\n'],
+    ['plain http', 'protocol=http\nhost=git.example.com:8443\n\n'],
+  ])('is not given to %s', async (_what, request) => {
+    expect(await fill(request, { GIT_TOKEN: 'tok-123' })).not.toContain('tok-123');
+  });
+});
+
+describe("an executor's own directory under the workspace root", () => {
+  let root: string;
+  beforeEach(async () => {
+    root = await mkdtemp(path.join(os.tmpdir(), 'dockhand-root-'));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('is made private to its user, and kept when it is already theirs', async () => {
+    const dir = await executorRoot(root, 'mine');
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    expect(await executorRoot(root, 'mine')).toBe(dir);
+  });
+
+  it('is refused when another user made it first, or put a symlink by its name', async () => {
+    const elsewhere = await mkdtemp(path.join(os.tmpdir(), 'dockhand-elsewhere-'));
+    try {
+      await symlink(elsewhere, path.join(root, 'dockhand-linked'));
+      await expect(executorRoot(root, 'linked')).rejects.toThrow(RuntimeSetupError);
+      // The suite runs as root (it provisions the machine), so it can make a directory of another user.
+      await mkdir(path.join(root, 'dockhand-taken'));
+      await chown(path.join(root, 'dockhand-taken'), 65534, 65534);
+      await expect(executorRoot(root, 'taken')).rejects.toThrow(/owner uid 65534/);
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
   });
 });
 

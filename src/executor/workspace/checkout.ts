@@ -2,8 +2,8 @@
 // plan a runtime may also turn into a script for its sandbox), how they are shown in the log with credentials
 // hidden, and the environment git gets, which holds nothing of the executor's: no config, no credential helpers,
 // no SSH keys or agent. Where git runs is the runtime's business (a host process for shell, a helper container
-// on the job's network for docker); credentials come only from the URL.
-import type { JobSpec } from '../../core/jobSpec.js';
+// on the job's network for docker); credentials come only from the URL or the job's secrets (gitCredentials).
+import { repositoryTransport, type JobSpec } from '../../core/jobSpec.js';
 import type { Stream } from '../jobLog.js';
 import { JobFailure, type SetupLog } from '../runtimes/runtime.js';
 
@@ -14,7 +14,8 @@ const PUBLIC_GIT_USER = 'git';
 
 /** Hides the password in URLs like https://user:token@host/repo.git before they are logged. */
 export function redactUrl(url: string): string {
-  return url.replace(/^([a-z+]+:\/\/)([^/@]+)@/i, (_m, scheme: string, userinfo: string) => {
+  // Up to the last "@" before the path: a password may hold an unescaped "@" too.
+  return url.replace(/^([a-z+]+:\/\/)([^/]+)@/i, (_m, scheme: string, userinfo: string) => {
     const [user] = userinfo.split(':');
     return `${scheme}${userinfo.includes(':') ? `${user}:***` : user === PUBLIC_GIT_USER ? user : '***'}@`;
   });
@@ -53,23 +54,104 @@ export function allowedGitProtocols(allowLocal: boolean): string {
   return ['https', 'http', 'ssh', 'git', ...(allowLocal ? ['file'] : [])].join(':');
 }
 
+/** The files a job's SSH credentials are written to, in git's own home, only while ssh runs. */
+const SSH_KEY_FILE = '"$HOME/ssh-key"';
+const PINNED_HOSTS_FILE = '"$HOME/pinned_hosts"';
+
 /**
- * ssh as git runs it: no config files, no agent, no key files, no known hosts of the executor's. The host key is
- * taken on first use into a per-checkout file (there is no trusted list to check it against).
+ * ssh as git runs it (git hands GIT_SSH_COMMAND to sh): no config files, no agent, no key files, no known hosts of
+ * the executor's. A job's key (sshKeySecret) and known hosts (knownHosts) arrive in the environment; they are
+ * written to git's home for the one ssh call and removed after it. Without known hosts the server's key is taken on
+ * first use into a per-checkout file (there is no trusted list to check it against).
  */
-export function sshCommand(knownHostsFile: string): string {
-  return [
-    'ssh', '-F', '/dev/null', '-o', 'IdentityAgent=none', '-o', 'IdentitiesOnly=yes', '-o', 'IdentityFile=none',
-    '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=accept-new', '-o', `UserKnownHostsFile=${knownHostsFile}`,
+export function sshCommand(opts: { key: boolean; pinnedHosts: boolean }): string {
+  const ssh = [
+    'ssh', '-F', '/dev/null', '-o', 'IdentityAgent=none', '-o', 'IdentitiesOnly=yes',
+    '-o', `IdentityFile=${opts.key ? SSH_KEY_FILE : 'none'}`, '-o', 'BatchMode=yes',
+    ...(opts.pinnedHosts
+      ? ['-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${PINNED_HOSTS_FILE}`]
+      : ['-o', 'StrictHostKeyChecking=accept-new', '-o', 'UserKnownHostsFile="$HOME/known_hosts"']),
     '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ControlMaster=no', '-o', 'ControlPath=none',
   ].join(' ');
+  if (!opts.key && !opts.pinnedHosts) return ssh;
+  const writes = [
+    ...(opts.key ? [`printf '%s\\n' "$DOCKHAND_GIT_SSH_KEY" > ${SSH_KEY_FILE}`] : []),
+    ...(opts.pinnedHosts ? [`printf '%s\\n' "$DOCKHAND_GIT_KNOWN_HOSTS" > ${PINNED_HOSTS_FILE}`] : []),
+  ];
+  // git appends "$@" (the host and the remote command) to the last word: the function's call. The key is emptied
+  // with the shell alone (the docker checkout helper has no rm); git's home goes with the job.
+  const forget = opts.key ? ` : > ${SSH_KEY_FILE};` : '';
+  return `dockhand_ssh() { umask 077; ${writes.join(' && ')} || return 255; ${ssh} "$@"; s=$?;${forget} return $s; }; dockhand_ssh`;
+}
+
+/**
+ * A credential helper that answers git only for the repository's own protocol and host (a redirect elsewhere gets
+ * nothing), with the user name and password from the environment.
+ */
+const CREDENTIAL_HELPER =
+  '!f() { test "$1" = get || exit 0; h=; p=; while IFS= read -r l && test -n "$l"; do case "$l" in host=*) h="${l#host=}";; ' +
+  'protocol=*) p="${l#protocol=}";; esac; done; test "$h" = "$DOCKHAND_GIT_HOST" && test "$p" = "$DOCKHAND_GIT_PROTOCOL" || exit 0; ' +
+  "printf 'username=%s\\npassword=%s\\n' \"$DOCKHAND_GIT_USERNAME\" \"$DOCKHAND_GIT_PASSWORD\"; }; f";
+
+/** A secret's value as a credential: the line break a file-made secret ends with is not part of it. */
+const credentialValue = (value: string): string => value.replace(/\r?\n$/, '');
+
+/**
+ * The job's repository credentials (repository.passwordSecret, sshKeySecret, knownHosts) as git's environment.
+ * Their values are among the job's secrets, so its log masks them already.
+ */
+export function gitCredentials(repo: Repository | undefined, secrets: Record<string, string>): Record<string, string> {
+  if (!repo) return {};
+  const env: Record<string, string> = {};
+  const secret = (name: string): string => {
+    const value = secrets[name];
+    // The server resolves every secret a spec names before it hands the job out; a missing one is a bug, said plainly.
+    if (value === undefined) throw new JobFailure('system_failure', `the job's secret ${name} (named by its repository) did not arrive with the job`);
+    return credentialValue(value);
+  };
+  if (repo.passwordSecret && repositoryTransport(repo.url) === 'http') {
+    const url = new URL(repo.url);
+    Object.assign(env, {
+      GIT_CONFIG_COUNT: '2',
+      // The empty value first clears any helper list, then ours is the only one.
+      GIT_CONFIG_KEY_0: 'credential.helper', GIT_CONFIG_VALUE_0: '',
+      GIT_CONFIG_KEY_1: 'credential.helper', GIT_CONFIG_VALUE_1: CREDENTIAL_HELPER,
+      DOCKHAND_GIT_PROTOCOL: url.protocol.replace(/:$/, ''), DOCKHAND_GIT_HOST: url.host,
+      DOCKHAND_GIT_USERNAME: repo.username ?? PUBLIC_GIT_USER, DOCKHAND_GIT_PASSWORD: secret(repo.passwordSecret),
+    });
+  }
+  if (repo.sshKeySecret) env.DOCKHAND_GIT_SSH_KEY = secret(repo.sshKeySecret);
+  if (repo.knownHosts) env.DOCKHAND_GIT_KNOWN_HOSTS = repo.knownHosts;
+  if (repo.sshKeySecret || repo.knownHosts) env.GIT_SSH_COMMAND = sshCommand({ key: !!repo.sshKeySecret, pinnedHosts: !!repo.knownHosts });
+  return env;
+}
+
+/** How the fetch authenticates, for the log: which secret, never its value. */
+export function describeCredentials(repo: Repository): string | undefined {
+  const parts = [
+    repo.passwordSecret && `user ${repo.username ?? PUBLIC_GIT_USER} with the password in secret ${repo.passwordSecret}, for ${new URL(repo.url).origin} only`,
+    repo.sshKeySecret && `the SSH key in secret ${repo.sshKeySecret}`,
+    repo.knownHosts && 'host keys checked against repository.knownHosts',
+  ].filter(Boolean);
+  return parts.length > 0 ? `credentials: ${parts.join('; ')}` : undefined;
 }
 
 /**
  * Everything git is given in its environment: a home of its own (no ~/.gitconfig, no ~/.git-credentials), no
- * system config, no prompts, the allowed transports, and ssh without the executor's identity.
+ * system config, no prompts, the allowed transports, ssh without the executor's identity, and the job's own
+ * repository credentials (gitCredentials).
  */
-export function gitEnvironment(opts: { home: string; path: string; allowLocal: boolean }): Record<string, string> {
+export interface GitEnvironmentOptions {
+  /** git's home: private to the checkout, empty, gone with it. */
+  home: string;
+  path: string;
+  allowLocal: boolean;
+  repository?: Repository;
+  /** The job's secrets, where repository credentials are found. */
+  secrets?: Record<string, string>;
+}
+
+export function gitEnvironment(opts: GitEnvironmentOptions): Record<string, string> {
   return {
     PATH: opts.path,
     HOME: opts.home,
@@ -79,8 +161,9 @@ export function gitEnvironment(opts: { home: string; path: string; allowLocal: b
     GIT_TERMINAL_PROMPT: '0',
     GIT_LFS_SKIP_SMUDGE: '1',
     GIT_ALLOW_PROTOCOL: allowedGitProtocols(opts.allowLocal),
-    GIT_SSH_COMMAND: sshCommand(`${opts.home}/known_hosts`),
+    GIT_SSH_COMMAND: sshCommand({ key: false, pinnedHosts: false }),
     LANG: 'C.UTF-8',
+    ...gitCredentials(opts.repository, opts.secrets ?? {}),
   };
 }
 
@@ -121,6 +204,8 @@ export type GitRunner = (args: string[], io: { output(stream: Stream, text: stri
 export async function checkout(repo: Repository, git: GitRunner, log: SetupLog, signal: AbortSignal): Promise<void> {
   for (const { key, args, shown } of checkoutCommands(repo)) {
     const entry = log.startEntry(key, ['git', ...shown]);
+    const credentials = key === 'setup.git.fetch' ? describeCredentials(repo) : undefined;
+    if (credentials) entry.note(credentials);
     const started = Date.now();
     let exitCode: number;
     try {

@@ -5,7 +5,7 @@
 //
 // Its image needs git, sh and sleep. No registry is assumed reachable, so when the engine lacks the default
 // image Dockhand makes it from this host's own git (and ssh), their libraries and a static busybox.
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access, chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
 import type { Stream } from '../../jobLog.js';
-import { gitEnvironment, type GitRunner } from '../../workspace/checkout.js';
+import { gitEnvironment, type GitEnvironmentOptions, type GitRunner } from '../../workspace/checkout.js';
 import { JobFailure } from '../runtime.js';
 import { CONTAINER_WORKSPACE, LABEL_ATTEMPT, LABEL_EXECUTOR, LABEL_JOB, LABEL_STEP } from './containerSpec.js';
 
@@ -76,15 +76,17 @@ export function helperOptions(h: HelperSpec): Docker.ContainerCreateOptions {
 export class CheckoutHelper {
   private constructor(
     private readonly container: Docker.Container,
-    private readonly allowLocal: boolean,
+    /** git's environment in the helper (gitEnvironment): the job's repository credentials included. */
+    private readonly env: Record<string, string>,
   ) {}
 
-  static async start(docker: Docker, spec: HelperSpec, allowLocal: boolean): Promise<CheckoutHelper> {
+  static async start(docker: Docker, spec: HelperSpec, git: Omit<GitEnvironmentOptions, 'home' | 'path'>): Promise<CheckoutHelper> {
+    const env = gitEnvironment({ ...git, home: HELPER_HOME, path: '/usr/local/bin:/usr/bin:/bin' });
     let container: Docker.Container | undefined;
     try {
       container = await docker.createContainer(helperOptions(spec));
       await container.start();
-      return new CheckoutHelper(container, allowLocal);
+      return new CheckoutHelper(container, env);
     } catch (err) {
       await container?.remove({ force: true }).catch(() => undefined);
       const message = (err as { json?: { message?: string } }).json?.message ?? (err as Error).message;
@@ -94,7 +96,7 @@ export class CheckoutHelper {
 
   /** Runs git in `dir` (a path inside the workspace, relative to it). */
   git(dir: string): GitRunner {
-    const env = gitEnvironment({ home: HELPER_HOME, path: '/usr/local/bin:/usr/bin:/bin', allowLocal: this.allowLocal });
+    const { env } = this;
     return async (args, io) => {
       if (io.signal.aborted) return 130;
       const exec = await this.container.exec({
@@ -105,6 +107,8 @@ export class CheckoutHelper {
       // A stopped job removes the helper, which ends the exec's stream too.
       const onAbort = (): void => void this.remove();
       io.signal.addEventListener('abort', onAbort, { once: true });
+      // An abort while the exec was being set up came before the listener.
+      if (io.signal.aborted) onAbort();
       try {
         await new Promise<void>((resolve) => {
           const out = textSink('stdout', io.output);
@@ -193,6 +197,7 @@ export async function makeHelperImage(docker: Docker, ref: string): Promise<void
     }
   }
   const rootfs = await mkdtemp(path.join(os.tmpdir(), 'dockhand-helper-'));
+  let tar: ChildProcess | undefined;
   try {
     const programs = [...HOST_PROGRAMS, ...(await Promise.all(OPTIONAL_PROGRAMS.map(async (p) => ((await exists(p)) ? p : undefined)))).filter((p): p is string => !!p)];
     const files = new Set<string>([...programs, BUSYBOX]);
@@ -221,18 +226,21 @@ export async function makeHelperImage(docker: Docker, ref: string): Promise<void
     await mkdir(path.join(rootfs, HELPER_HOME.slice(1)));
     await mkdir(path.join(rootfs, 'data'));
     const [repo, tag] = splitRef(ref);
-    const tar = spawn('tar', ['-C', rootfs, '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    tar = spawn('tar', ['-C', rootfs, '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tarError = '';
-    tar.stderr.on('data', (d: Buffer) => (tarError += d.toString()));
-    const answer = (await docker.importImage(tar.stdout, { repo, tag })) as NodeJS.ReadableStream;
+    tar.stderr!.on('data', (d: Buffer) => (tarError += d.toString()));
+    const answer = (await docker.importImage(tar.stdout!, { repo, tag })) as NodeJS.ReadableStream;
     await new Promise<void>((resolve, reject) => {
       docker.modem.followProgress(answer, (err: Error | null) => (err ? reject(err) : resolve()), (event: { error?: string }) => {
         if (event.error) reject(new Error(event.error));
       });
     });
-    const code = await new Promise<number | null>((resolve) => (tar.exitCode !== null ? resolve(tar.exitCode) : tar.once('exit', resolve)));
+    const done = tar;
+    const code = await new Promise<number | null>((resolve) => (done.exitCode !== null ? resolve(done.exitCode) : done.once('exit', resolve)));
     if (code !== 0) throw new Error(`cannot make the checkout helper image ${ref}: tar failed: ${tarError.trim()}`);
   } finally {
+    // An import the engine refused leaves tar blocked on a pipe nobody reads.
+    if (tar && tar.exitCode === null) tar.kill('SIGKILL');
     await rm(rootfs, { recursive: true, force: true });
   }
 }

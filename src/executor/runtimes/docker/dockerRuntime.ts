@@ -66,8 +66,8 @@ export class DockerRuntime implements Runtime {
   private readonly background = new BackgroundWork();
   /** Plain job directories (EXECUTOR_JOB_DISK=0) of this process's sessions. */
   readonly dirsInUse = new Set<string>();
-  /** Workspaces already opened up for a step user, so a repository is walked once per job and user. */
-  private readonly accessible = new Set<string>();
+  /** Plain job directories being made, which exist before they are in dirsInUse: the janitor waits for them. */
+  private openingDirs = 0;
   private janitor?: NodeJS.Timeout;
   private readonly jobLimits: JobLimits;
   /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
@@ -119,7 +119,6 @@ export class DockerRuntime implements Runtime {
     if (runtime.disks) {
       const disks = await runtime.disks.check();
       if (!disks.ok) throw new DockerSetupError(`cannot give jobs a disk of their own: ${disks.detail}`, JOB_DISK_FIX);
-      runtime.disks.prepare();
     }
     return runtime;
   }
@@ -146,8 +145,13 @@ export class DockerRuntime implements Runtime {
         disk = await this.disks.take(job.limits.diskBytes);
         dirs = disk.dirs;
       } else {
-        dirs = await createHostDirs(await executorRoot(this.settings.workspaceRoot, this.settings.executorName), `job-${job.id}-`);
-        this.dirsInUse.add(dirs.root);
+        this.openingDirs++;
+        try {
+          dirs = await createHostDirs(await executorRoot(this.settings.workspaceRoot, this.settings.executorName), `job-${job.id}-`);
+          this.dirsInUse.add(dirs.root);
+        } finally {
+          this.openingDirs--;
+        }
       }
     } catch (err) {
       throw new JobFailure('runtime_unavailable', `cannot make the job's workspace: ${(err as Error).message}`);
@@ -175,12 +179,18 @@ export class DockerRuntime implements Runtime {
       const root = await executorRoot(this.settings.workspaceRoot, this.settings.executorName);
       for (const name of await readdir(root)) {
         const dir = path.join(root, name);
-        if (!name.startsWith('job-') || this.dirsInUse.has(dir)) continue;
-        await rm(dir, { recursive: true, force: true, maxRetries: 3 });
-        disks.push(dir);
+        if (!name.startsWith('job-') || this.openingDirs > 0 || this.dirsInUse.has(dir)) continue;
+        try {
+          await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+          disks.push(dir);
+        } catch (err) {
+          this.log.warn({ dir, err: (err as Error).message }, 'could not remove an orphaned job directory; the janitor will try again');
+        }
       }
     }
     if (disks.length) this.log.info({ removed: disks }, 'removed orphaned job workspaces');
+    // The first ready disk is made here, once the name is this process's (a refused second process makes none).
+    this.disks?.prepare();
     this.startJanitor();
   }
 
@@ -356,14 +366,6 @@ export class DockerRuntime implements Runtime {
     );
   }
 
-  async openWorkspaceFor(workspace: string, user: string): Promise<void> {
-    const key = `${workspace}\n${user}`;
-    if (this.accessible.has(key)) return;
-    await makeAccessible(workspace, user);
-    if (this.accessible.size > 10_000) this.accessible.clear();
-    this.accessible.add(key);
-  }
-
   private startJanitor(): void {
     if (this.janitor) return;
     this.janitor = setInterval(() => void this.janitorRound(), this.settings.cleanupIntervalMs);
@@ -373,13 +375,18 @@ export class DockerRuntime implements Runtime {
   private async janitorRound(): Promise<void> {
     try {
       await this.cleanupOrphans();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'janitor round: cleanup failed');
+    }
+    // Apart from the cleanup: whatever that met, the metadata block must be repaired.
+    try {
       // dockerd restarts and firewall reloads can drop the metadata rules: put them back.
       if (this.options.network === 'bridge' && !(await metadataBlocked()).ok) {
         this.log.warn('the metadata-blocking iptables rules were missing; reinstalling them');
         await blockMetadata();
       }
     } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'janitor round failed');
+      this.log.warn({ err: (err as Error).message }, 'janitor round: could not check or reinstall the metadata block');
     }
   }
 
@@ -442,6 +449,9 @@ class DockerSession implements JobSession {
   /** The checkout helper's removal: the disk is reused or removed only once nothing of the job holds it. */
   private helperGone: Promise<unknown> = Promise.resolve();
 
+  /** Step users the workspace was opened up for: a repository is walked once per job and user (a reused disk is another job). */
+  private readonly openedFor = new Set<string>();
+
   constructor(
     private readonly runtime: DockerRuntime,
     private readonly job: JobView,
@@ -474,7 +484,7 @@ class DockerSession implements JobSession {
           memoryBytes: this.job.limits.memoryBytes, pidsLimit: runtime.options.pidsLimit,
           localRepositories: runtime.settings.allowLocalRepositories ? localRepositoryDirs(spec.repository!.url) : [],
         },
-        runtime.settings.allowLocalRepositories,
+        { allowLocal: runtime.settings.allowLocalRepositories, repository: spec.repository, secrets: this.job.secrets },
       );
     };
     try {
@@ -511,7 +521,10 @@ class DockerSession implements JobSession {
     const spec = runtime.stepContainer(job, run, this.dirs, `dockhand-${job.id}-${job.attempt}-${run.index + 1}-${randomBytes(3).toString('hex')}`);
     const credential = () => chooseCredential(spec.image, { job: job.dockerAuthConfig, executor: runtime.options.authConfig });
     await runtime.puller.ensure(spec.image, credential, io.note, io.signal);
-    if (run.step.user) await runtime.openWorkspaceFor(this.dirs.workspace, run.step.user);
+    if (run.step.user && !this.openedFor.has(run.step.user)) {
+      await makeAccessible(this.dirs.workspace, run.step.user);
+      this.openedFor.add(run.step.user);
+    }
     const result = await runtime.runContainer(spec, { output: io.output, writable: io.outputWritable }, io.signal);
     if (result.exitCode !== 0 && !result.failure && this.disk && (await runtime.disks!.isFull(this.disk))) {
       return { ...result, reason: runtime.disks!.full(this.disk).message, failure: 'out_of_disk' };

@@ -103,7 +103,10 @@ class ShellSession implements JobSession {
     // git's home: outside the workspace, empty, gone with the job.
     const home = path.join(this.dirs.root, 'git-home');
     await mkdir(home);
-    const env = gitEnvironment({ home, path: process.env.PATH ?? '/usr/bin:/bin', allowLocal: this.settings.allowLocalRepositories });
+    const env = gitEnvironment({
+      home, path: process.env.PATH ?? '/usr/bin:/bin', allowLocal: this.settings.allowLocalRepositories,
+      repository: this.job.spec.repository, secrets: this.job.secrets,
+    });
     const git = (cwd: string): GitRunner => async (args, io) => (await runProcess(['git', ...args], { cwd, env, output: io.output, signal: io.signal })).exitCode;
     await prepareHostWorkspace(this.job.spec, this.dirs, git, { ...ctx, allowLocalRepositories: this.settings.allowLocalRepositories });
   }
