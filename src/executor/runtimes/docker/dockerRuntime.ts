@@ -609,7 +609,9 @@ async function oomKilled(container: Docker.Container): Promise<boolean> {
   }
 }
 
-const OOM_TRIES = 6;
+// 2 s in all: 0.6 s was seen to miss the event under runc with two test files' containers on 2 CPUs. Only a step
+// that exits 137 without being killed for memory waits it out.
+const OOM_TRIES = 20;
 const OOM_RETRY_MS = 100;
 
 /** Where a container's output goes; `writable`, when given, is waited for after `output` returned false. */
