@@ -61,8 +61,8 @@ const PINNED_HOSTS_FILE = '"$HOME/pinned_hosts"';
 /**
  * ssh as git runs it (git hands GIT_SSH_COMMAND to sh): no config files, no agent, no key files, no known hosts of
  * the executor's. A job's key (sshKeySecret) and known hosts (knownHosts) arrive in the environment; they are
- * written to git's home for the one ssh call and removed after it. Without known hosts the server's key is taken on
- * first use into a per-checkout file (there is no trusted list to check it against).
+ * written to git's home for each ssh call, the key emptied after it. Without known hosts the server's key is taken
+ * on first use into a per-checkout file (there is no trusted list to check it against).
  */
 export function sshCommand(opts: { key: boolean; pinnedHosts: boolean }): string {
   const ssh = [
@@ -136,11 +136,6 @@ export function describeCredentials(repo: Repository): string | undefined {
   return parts.length > 0 ? `credentials: ${parts.join('; ')}` : undefined;
 }
 
-/**
- * Everything git is given in its environment: a home of its own (no ~/.gitconfig, no ~/.git-credentials), no
- * system config, no prompts, the allowed transports, ssh without the executor's identity, and the job's own
- * repository credentials (gitCredentials).
- */
 export interface GitEnvironmentOptions {
   /** git's home: private to the checkout, empty, gone with it. */
   home: string;
@@ -151,6 +146,11 @@ export interface GitEnvironmentOptions {
   secrets?: Record<string, string>;
 }
 
+/**
+ * Everything git is given in its environment: a home of its own (no ~/.gitconfig, no ~/.git-credentials), no
+ * system config, no prompts, the allowed transports, ssh without the executor's identity, and the job's own
+ * repository credentials (gitCredentials).
+ */
 export function gitEnvironment(opts: GitEnvironmentOptions): Record<string, string> {
   return {
     PATH: opts.path,

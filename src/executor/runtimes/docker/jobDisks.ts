@@ -224,11 +224,15 @@ export class JobDisks {
   }
 
   private async destroy(root: string): Promise<void> {
-    const mounts = await mountsUnder(root);
-    // Deepest first, should anything have been mounted inside.
-    for (const point of [...mounts].sort((a, b) => b.length - a.length)) await run('umount', [point]);
-    await rm(root, { recursive: true, force: true, maxRetries: 3 });
-    this.held.delete(root);
+    try {
+      const mounts = await mountsUnder(root);
+      // Deepest first, should anything have been mounted inside.
+      for (const point of [...mounts].sort((a, b) => b.length - a.length)) await run('umount', [point]);
+      await rm(root, { recursive: true, force: true, maxRetries: 3 });
+    } finally {
+      // Gone, or left for the janitor to try again: no job holds it any more either way.
+      this.held.delete(root);
+    }
   }
 }
 
