@@ -330,8 +330,9 @@ export class DockerRuntime implements Runtime {
           if (!paused && Date.now() - lastOutput >= OUTPUT_DRAIN_MS) break;
         }
         (stream as unknown as { destroy?(): void }).destroy?.();
-        // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why.
-        if (StatusCode === 137 && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory', failure: 'out_of_memory' };
+        // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why. A step stopped for its
+        // abort (cancel, timeout) got our own SIGKILL: asking would only delay its stop.
+        if (StatusCode === 137 && !signal.aborted && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory', failure: 'out_of_memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
@@ -609,9 +610,10 @@ async function oomKilled(container: Docker.Container): Promise<boolean> {
   }
 }
 
-// 2 s in all: 0.6 s was seen to miss the event under runc with two test files' containers on 2 CPUs. Only a step
-// that exits 137 without being killed for memory waits it out.
-const OOM_TRIES = 20;
+// Up to 5 s: 0.6 s, then 2 s, were seen to miss the event (runc, then gVisor) with the test suite's containers on
+// 2 CPUs. A real OOM ends the wait as soon as the engine knows; only a step that exits 137 for another reason (a
+// SIGKILL of its own, not an abort) waits it out.
+const OOM_TRIES = 50;
 const OOM_RETRY_MS = 100;
 
 /** Where a container's output goes; `writable`, when given, is waited for after `output` returned false. */

@@ -61,6 +61,7 @@ export class JobDisks {
   private readonly held = new Set<string>();
   /** Disks whose directory may exist before it is held: the janitor waits for them. */
   private making = 0;
+  private prepared = false;
   private closed = false;
 
   constructor(
@@ -86,8 +87,13 @@ export class JobDisks {
     return disk;
   }
 
-  /** Makes a ready disk, off the next job's path, when there is none. */
+  /**
+   * Makes the first ready disk, off the first job's path; later ones are the spent disks (release). Only once: a
+   * janitor round that made one whenever a job had taken it would make a disk per job again.
+   */
   prepare(): void {
+    if (this.prepared) return;
+    this.prepared = true;
     this.makeSpare();
   }
 
