@@ -244,7 +244,8 @@ export interface Store {
   appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]>;
   /**
    * Several attempts' appends, each stored only while its attempt is current (the job processing it); one result
-   * per item, in order. SQLite stores them in one transaction.
+   * per item, in order. One transaction, the fence checked with the jobs locked against a reset or finish until
+   * the appends are stored.
    */
   appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]>;
   listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]>;

@@ -1051,6 +1051,27 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect((await store.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).map((c) => c.data)).toEqual(['zwei\n']);
       });
 
+      it("appendLogsMany stores an attempt's output only while that attempt is current, item by item", async () => {
+        await enqueue({}, T0);
+        await enqueue({}, T0);
+        const { job: reset } = await claimOrFail(['default'], T0, 'exec-silent');
+        const { job: running } = await claimOrFail(['default'], T0 + 60_000, 'exec-alive');
+        // The first executor went silent: its attempt is reset before its buffered output arrives.
+        const swept = await store.resetStalled({ now: T0 + 61_000, timeoutMs: 60_000, maxResets: 3, notBefore: 0 });
+        expect(swept.reset.map((j) => j.id)).toEqual([reset.id]);
+        const results = await store.appendLogsMany([
+          { jobId: reset.id, attempt: 1, entries: [entry(0, 0, 'too late\n')] },
+          { jobId: running.id, attempt: 1, entries: [entry(0, 0, 'on time\n')] },
+          { jobId: running.id, attempt: 2, entries: [entry(0, 0, 'no such attempt\n')] },
+        ]);
+        expect(results[0]).toEqual({ ok: false, job: expect.objectContaining({ id: reset.id, state: 'queued' }) });
+        expect(results[1]).toEqual({ ok: true, entries: [{ index: 0, length: 8 }] });
+        expect(results[2]).toMatchObject({ ok: false });
+        expect(await store.listLogEntries(reset.id, 1)).toEqual([]);
+        expect(await store.listLogEntries(running.id, 2)).toEqual([]);
+        expect((await readAll(running.id, 1)).get(0)).toBe('on time\n');
+      });
+
       it('handles several entries in one request', async () => {
         await enqueue();
         const { job } = await claimOrFail();

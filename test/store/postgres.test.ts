@@ -1,9 +1,11 @@
 // The Store contract against a real PostgreSQL, plus what only a shared database has: replicas migrating at once,
 // and two stores (two server replicas) dequeuing from the same queue.
+import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseJobSpec } from '../../src/core/jobSpec.js';
 import { PostgresStore } from '../../src/store/postgres/postgresStore.js';
 import { createTestDatabase } from '../support/postgres.js';
+import { until } from '../support/wait.js';
 import { storeContract } from './contract.js';
 
 const databases: { drop(): Promise<void> }[] = [];
@@ -119,6 +121,42 @@ describe('PostgresStore with several replicas', () => {
     }
     await a.close();
     await b.close();
+  });
+
+  it("stores no log append for an attempt another replica resets between the append's fence check and its write", async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const job = await a.enqueue(spec('fence'), 1_000);
+    await a.dequeue({ executorName: 'silent', queues: ['fence'], tokenHash: 'fence-token', now: 1_000 });
+    // The test holds the attempt's row, so replica B's reset stops half-way: job row locked and changed, not committed.
+    const holder = new pg.Client({ connectionString: url });
+    // Its own connection: inside the holder's transaction pg_stat_activity would stay as first read.
+    const observer = new pg.Client({ connectionString: url });
+    await Promise.all([holder.connect(), observer.connect()]);
+    const waiting = async (): Promise<number> =>
+      Number((await observer.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n);
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT * FROM job_attempts WHERE job_id = $1 FOR UPDATE', [job.id]);
+      const reset = b.resetStalled({ now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 });
+      await until('the reset waits for the held attempt', async () => (await waiting()) === 1);
+      let settled = false;
+      const append = a.appendLogsMany([{ jobId: job.id, attempt: 1, entries: [{ index: 0, key: 'step-1', command: ['sh'], startTime: 1_000, offset: 0, out: 'late output\n' }] }]);
+      void append.finally(() => (settled = true));
+      // Either the append waits for the reset (a second backend waiting on a lock), or it went ahead on its own.
+      await until('the append waits for the reset, or finishes', async () => settled || (await waiting()) === 2);
+      expect(settled, 'the append went ahead of the uncommitted reset').toBe(false);
+      await holder.query('COMMIT');
+      expect((await reset).reset.map((j) => j.id)).toEqual([job.id]);
+      expect(await append).toEqual([{ ok: false, job: expect.objectContaining({ id: job.id, state: 'queued' }) }]);
+      expect(await a.listLogEntries(job.id, 1)).toEqual([]);
+    } finally {
+      await Promise.all([holder.end(), observer.end()]);
+      await a.close();
+      await b.close();
+    }
   });
 
   it('resets a stalled job once when two replicas sweep at the same time', async () => {

@@ -318,6 +318,8 @@ export class PostgresStore implements Store {
     // Two reports for one job in a batch: each must see what the one before did, so they go one at a time.
     if (ids.length < requests.length) {
       return this.tx(async (q) => {
+        // Locked in id order first, as below: finishIn's own FOR UPDATE then finds each row held already.
+        await q('SELECT id FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [ids]);
         const results: FinishResult[] = [];
         for (const r of requests) results.push(await this.finishIn(q, r));
         return results;
@@ -381,13 +383,34 @@ export class PostgresStore implements Store {
   }
 
   async appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]> {
-    const results: LogAppendResult[] = [];
-    for (const item of items) {
-      const job = await this.getJob(item.jobId);
-      if (!job || job.state !== 'processing' || job.attempt !== item.attempt) results.push({ ok: false, job });
-      else results.push({ ok: true, entries: await this.appendLogs(item.jobId, item.attempt, item.entries) });
-    }
-    return results;
+    if (items.length === 0) return [];
+    return this.tx(async (q) => {
+      // The fence is read with the job rows locked (FOR SHARE, in id order as every batch locks them) and holds
+      // until the appends commit: a reset or finish of the attempt waits for them, or comes first and is seen here.
+      const ids = [...new Set(items.map((i) => i.jobId))];
+      const rows = new Map((await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE', [ids])).map((r) => [r.id, r]));
+      const current = (item: LogAppend): boolean => {
+        const row = rows.get(item.jobId);
+        return !!row && row.state === 'processing' && row.attempt === item.attempt;
+      };
+      await this.lockAttempts(q, items.filter(current));
+      const results: LogAppendResult[] = [];
+      for (const item of items) {
+        const row = rows.get(item.jobId);
+        if (!current(item)) results.push({ ok: false, job: row && toJob(row) });
+        else results.push({ ok: true, entries: await this.appendIn(q, item.jobId, item.attempt, item.entries) });
+      }
+      return results;
+    });
+  }
+
+  /**
+   * One append per attempt at a time, so chunk sequence numbers follow the order of the output: each attempt's
+   * advisory lock, taken in one order (job, attempt) so that two batches never wait on each other in a cycle.
+   */
+  private async lockAttempts(q: Query, items: { jobId: number; attempt: number }[]): Promise<void> {
+    const keys = [...new Map(items.map((i) => [`${i.jobId}.${i.attempt}`, i])).values()].sort((a, b) => a.jobId - b.jobId || a.attempt - b.attempt);
+    for (const { jobId, attempt } of keys) await q('SELECT pg_advisory_xact_lock($1, $2)', [Number(BigInt.asIntN(32, BigInt(jobId))), attempt]);
   }
 
   /** Inside a transaction: records an attempt's final report, as the state machine decides. */
@@ -484,37 +507,41 @@ export class PostgresStore implements Store {
 
   async appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
     return this.tx(async (q) => {
-      // One append per attempt at a time, so chunk sequence numbers follow the order of the output.
-      await q('SELECT pg_advisory_xact_lock($1, $2)', [Number(BigInt.asIntN(32, BigInt(jobId))), attempt]);
-      const out: { index: number; length: number }[] = [];
-      for (const entry of entries) {
-        const [existing] = await q<{ length: number }>(
-          'SELECT length FROM log_entries WHERE job_id = $1 AND attempt = $2 AND idx = $3',
-          [jobId, attempt, entry.index],
-        );
-        let length = existing?.length;
-        if (length === undefined) {
-          await q(
-            'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES ($1, $2, $3, $4, $5, $6)',
-            [jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime],
-          );
-          length = 0;
-        }
-        // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
-        const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
-        if (fresh.length > 0) {
-          await q('INSERT INTO log_chunks (job_id, attempt, idx, "offset", data) VALUES ($1, $2, $3, $4, $5)', [jobId, attempt, entry.index, length, fresh]);
-        }
-        length += fresh.length;
-        await q(
-          `UPDATE log_entries SET exit_code = coalesce($1, exit_code), duration_ms = coalesce($2, duration_ms), length = $3
-           WHERE job_id = $4 AND attempt = $5 AND idx = $6`,
-          [entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index],
-        );
-        out.push({ index: entry.index, length });
-      }
-      return out;
+      await this.lockAttempts(q, [{ jobId, attempt }]);
+      return this.appendIn(q, jobId, attempt, entries);
     });
+  }
+
+  /** Inside a transaction holding the attempt's advisory lock: stores the entries' new output. */
+  private async appendIn(q: Query, jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
+    const out: { index: number; length: number }[] = [];
+    for (const entry of entries) {
+      const [existing] = await q<{ length: number }>(
+        'SELECT length FROM log_entries WHERE job_id = $1 AND attempt = $2 AND idx = $3',
+        [jobId, attempt, entry.index],
+      );
+      let length = existing?.length;
+      if (length === undefined) {
+        await q(
+          'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES ($1, $2, $3, $4, $5, $6)',
+          [jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime],
+        );
+        length = 0;
+      }
+      // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
+      const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
+      if (fresh.length > 0) {
+        await q('INSERT INTO log_chunks (job_id, attempt, idx, "offset", data) VALUES ($1, $2, $3, $4, $5)', [jobId, attempt, entry.index, length, fresh]);
+      }
+      length += fresh.length;
+      await q(
+        `UPDATE log_entries SET exit_code = coalesce($1, exit_code), duration_ms = coalesce($2, duration_ms), length = $3
+         WHERE job_id = $4 AND attempt = $5 AND idx = $6`,
+        [entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index],
+      );
+      out.push({ index: entry.index, length });
+    }
+    return out;
   }
 
   async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
