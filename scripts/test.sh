@@ -15,6 +15,8 @@ bash scripts/provision.sh
 npm run build
 # The benchmarks too: the suite runs each once at a tiny size (test/bench).
 npx tsc -p bench/tsconfig.json
+# The tests type-check as well (vitest runs them without checking): with the build above, all of `npm run typecheck`.
+npx tsc -p test/tsconfig.json
 
 mkdir -p test-output
 status=0

@@ -40,7 +40,7 @@ async function pull(queue: string, extra: Partial<JobSpecInput> = {}) {
   await removeImage(image);
   expect(await imageExists(image)).toBe(false);
   const job = await client.submit({ queue, maxAttempts: 1, steps: [{ key: 'private', image, run: 'echo from the private image' }], ...extra });
-  const done = await client.waitFor(job.id, (j) => j.state === 'completed' || j.state === 'failed' || j.state === 'errored', 60_000);
+  const done = await client.waitFor(job.id, (j) => j.state === 'completed' || j.state === 'failed', 60_000);
   return { done, log: (await client.logs(job.id)).entries[0]?.out ?? '' };
 }
 

@@ -42,7 +42,7 @@ function entry(out: string, extra: Partial<LogEntryUpdate> = {}): LogEntryUpdate
 async function rawPost(url: string, route: string, contentType: string, text: string): Promise<HttpAnswer> {
   const res = await fetch(`${url}${route}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': contentType }, body: text });
   const body = await res.text();
-  return { status: res.status, body: body ? JSON.parse(body) : undefined };
+  return { status: res.status, body: body ? JSON.parse(body) : undefined, headers: res.headers };
 }
 
 const fields = (body: { issues?: { field: string }[] }): string[] => (body.issues ?? []).map((i) => i.field);
