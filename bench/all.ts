@@ -17,7 +17,7 @@ interface Bench {
 }
 
 export const BENCHES: Bench[] = [
-  { name: 'docker-overhead', script: 'dockerOverhead.js', tiny: { env: { BENCH_JOBS: '3', BENCH_WRITE: '0' } } },
+  { name: 'docker-overhead', script: 'dockerOverhead.js', tiny: { env: { BENCH_JOBS: '1', BENCH_WARMUP: '0', BENCH_WRITE: '0' } } },
   {
     name: 'store', script: 'storeDequeue.js',
     tiny: { env: { BENCH_DEPTHS: '1000', BENCH_DEQUEUES: '50', BENCH_E2E_JOBS: '40', BENCH_E2E_RUNS: '1', BENCH_MAX_TRIES: '1', BENCH_WRITE: '0' } },

@@ -29,7 +29,8 @@ import {
 
 const IMAGE = DOCKER_TEST_IMAGE;
 const JOBS = Number(process.env.BENCH_JOBS ?? 50);
-const WARMUP = 2;
+/** Warm-up runs of each kind before the measured ones (BENCH_WARMUP; CI's tiny run takes none). */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const BLOCK = 5;
 const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runc,runsc').split(',').map((s) => s.trim()).filter(Boolean);
 const WRITE = process.env.BENCH_WRITE !== '0';

@@ -16,7 +16,7 @@
 // Environment: BENCH_PARTS (default logs,memory), BENCH_LOG_BYTES (default 200000000), BENCH_LOG_RUNS (default 3),
 // BENCH_MAX_TRIES (default 3: a logs run during which other processes used over 10% of the CPU is taken again),
 // BENCH_MEMORY_JOBS (default 1000000), BENCH_MEMORY_RUNS (default 3), BENCH_WRITE=0 to leave BENCHMARKS.md alone,
-// BENCH_RAW=FILE to save the measurements as JSON, BENCH_FROM_RAW=FILE to write the report of saved measurements. `--tiny`: 2 MB logs, 1 run, 20,000 jobs, no write.
+// BENCH_RAW=FILE to save the measurements as JSON, BENCH_FROM_RAW=FILE to write the report of saved measurements. `--tiny`: 2 MB logs, 1 run, 2,000 jobs, no write.
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
@@ -31,7 +31,7 @@ const TINY = process.argv.includes('--tiny');
 const PARTS = (process.env.BENCH_PARTS ?? 'logs,memory').split(',').map((s) => s.trim()).filter(Boolean);
 const LOG_BYTES = Number(process.env.BENCH_LOG_BYTES ?? (TINY ? 2_000_000 : 200_000_000));
 const LOG_RUNS = Number(process.env.BENCH_LOG_RUNS ?? (TINY ? 1 : 3));
-const MEMORY_JOBS = Number(process.env.BENCH_MEMORY_JOBS ?? (TINY ? 20_000 : 1_000_000));
+const MEMORY_JOBS = Number(process.env.BENCH_MEMORY_JOBS ?? (TINY ? 2_000 : 1_000_000));
 const MEMORY_RUNS = Number(process.env.BENCH_MEMORY_RUNS ?? (TINY ? 1 : 3));
 const WRITE = process.env.BENCH_WRITE !== '0' && !TINY;
 /** Above the log's size with the executor's `stdout: ` prefixes; the default (100M) would truncate a 200 MB log. */

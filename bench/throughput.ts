@@ -8,7 +8,7 @@
 // subjects: sqlite-none, sqlite-true, postgres-none, postgres-true, spawn, graphile, bullmq, and with
 // THROUGHPUT_BEFORE=<an earlier build's dist/cli/main.js> before-sqlite-none, before-postgres-none),
 // THROUGHPUT_BEFORE_LABEL, THROUGHPUT_SECTION (default throughput), BENCH_WRITE=0, BENCH_QUIET_WAIT_S,
-// BENCH_MAX_TRIES. --tiny: 300 jobs, one run, BENCHMARKS.md untouched (what CI runs).
+// BENCH_MAX_TRIES. --tiny: 100 jobs, no warm-up, one run, BENCHMARKS.md untouched (what CI runs).
 import Database from 'better-sqlite3';
 import path from 'node:path';
 import pg from 'pg';
@@ -27,7 +27,7 @@ import {
 const SECTION = process.env.THROUGHPUT_SECTION ?? 'throughput';
 const DOCKHAND_VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const TINY = flag('--tiny');
-const JOBS = num(opt('--jobs') ?? process.env.THROUGHPUT_JOBS, TINY ? 300 : 20_000);
+const JOBS = num(opt('--jobs') ?? process.env.THROUGHPUT_JOBS, TINY ? 100 : 20_000);
 const RUNS = num(opt('--runs') ?? process.env.THROUGHPUT_RUNS, TINY ? 1 : 3);
 const WRITE = !TINY && !flag('--no-write') && process.env.BENCH_WRITE !== '0';
 const DISTURBED = 0.1;
@@ -37,7 +37,8 @@ const QUIET_WAIT_MS = 1000 * num(process.env.BENCH_QUIET_WAIT_S, TINY ? 0 : 300)
 /** Executor processes and job slots in each (EXECUTOR_MAXIMUM_NUM_JOBS). */
 const EXECUTORS = 4;
 const SLOTS = 64;
-const WARM_UP = Math.min(500, JOBS);
+// CI's tiny run proves the benchmark runs, nothing more: no warm-up.
+const WARM_UP = TINY ? 0 : Math.min(500, JOBS);
 /** Submit calls in flight for a build without the bulk route. */
 const SUBMITTERS = 32;
 const QUEUE = 'bench-throughput';
@@ -197,8 +198,10 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
       }
     };
     // Warm-up: connections, prepared statements, JIT, in every process.
-    await submit(WARM_UP);
-    await waitCompleted(url, WARM_UP, 120_000);
+    if (WARM_UP > 0) {
+      await submit(WARM_UP);
+      await waitCompleted(url, WARM_UP, 120_000);
+    }
 
     const t0 = Date.now();
     await submit(JOBS);

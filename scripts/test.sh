@@ -21,9 +21,13 @@ npx tsc -p test/tsconfig.json
 mkdir -p test-output
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=test-output/vitest.json "$@" || status=$?
-# One plain closing line with the counts, whatever the reporter printed above it.
+# The ten slowest test files, so that the suite's growth is seen in every run, then one plain closing line with
+# the counts, whatever the reporter printed above it.
 node -e '
   const r = JSON.parse(require("fs").readFileSync("test-output/vitest.json", "utf8"));
+  const files = r.testResults.map((f) => ({ name: require("path").relative(process.cwd(), f.name), s: (f.endTime - f.startTime) / 1000 }));
+  console.log("Slowest test files:");
+  for (const f of files.sort((a, b) => b.s - a.s).slice(0, 10)) console.log(`  ${f.s.toFixed(1).padStart(6)} s  ${f.name}`);
   console.log(`Tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
 ' || true
 exit "$status"
