@@ -8,6 +8,7 @@ import { TestClient } from '../support/api.js';
 import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker, dockerExecutorEnv } from '../support/docker.js';
 import { startFakeMetadataServer } from '../support/metadata.js';
 import { spawnExecutor, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { until } from '../support/wait.js';
 
 const MiB = 2 ** 20;
 
@@ -21,21 +22,14 @@ async function jobContainers(executorName: string, jobId: number): Promise<strin
 }
 
 async function waitForContainer(executorName: string, jobId: number, timeoutMs = 20_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  return until(`a container of job ${jobId} runs`, async () => {
     const [id] = await jobContainers(executorName, jobId);
-    if (id && (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true') return id;
-    if (Date.now() > deadline) throw new Error(`no running container for job ${jobId}`);
-    await sleep(50);
-  }
+    return id && (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true' ? id : undefined;
+  }, timeoutMs);
 }
 
 async function waitUntilGone(executorName: string, jobId: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while ((await jobContainers(executorName, jobId)).length) {
-    if (Date.now() > deadline) throw new Error(`containers of job ${jobId} are still there: ${(await jobContainers(executorName, jobId)).join(', ')}`);
-    await sleep(100);
-  }
+  await until(`the containers of job ${jobId} are gone`, async () => (await jobContainers(executorName, jobId)).length === 0, timeoutMs, 100);
 }
 
 describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
@@ -81,11 +75,8 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const job = await submit({ steps: [{ key: 'live', run: 'echo first\nwhile [ ! -e go ]; do sleep 0.05; done\necho second' }] });
     const id = await waitForContainer(executor.name, job.id);
     // The step waits for a file that is made only once its first line has reached the server.
-    const deadline = Date.now() + 10_000;
-    while (!((await client.logs(job.id)).entries.find((e) => e.key === 'step.live')?.out ?? '').includes('stdout: first')) {
-      if (Date.now() > deadline) throw new Error('the first line did not arrive while the step ran');
-      await sleep(20);
-    }
+    await until('the first line arrives while the step runs', async () =>
+      ((await client.logs(job.id)).entries.find((e) => e.key === 'step.live')?.out ?? '').includes('stdout: first'), 10_000, 20);
     const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as { Source: string; Destination: string }[];
     writeFileSync(`${mounts.find((m) => m.Destination === '/data')!.Source}/go`, '');
     await client.waitForState(job.id, 'completed');
@@ -234,11 +225,10 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const asked = Date.now();
     expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
     await client.waitForState(job.id, 'canceled', 10_000);
-    for (;;) {
+    await until('the container stops', async () => {
       const state = await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true });
-      if (state.code !== 0 || state.stdout.trim() === 'false') break;
-      await sleep(20);
-    }
+      return state.code !== 0 || state.stdout.trim() === 'false';
+    }, 10_000, 20);
     expect(Date.now() - asked).toBeLessThan(2_000);
     await waitUntilGone(executor.name, job.id);
   });

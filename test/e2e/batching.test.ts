@@ -9,6 +9,7 @@ import type { JobRecord } from '../../src/store/store.js';
 import { TestClient, http as call, type HttpAnswer } from '../support/api.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { ADMIN_TOKEN, EXECUTORS_TOKEN, startExecutor, startServer, type ServerHandle } from '../support/processes.js';
+import { until } from '../support/wait.js';
 
 const EXECUTOR_AUTH = `token-executor ${EXECUTORS_TOKEN}`;
 
@@ -532,13 +533,13 @@ describe('a real executor', () => {
     const executor = await startExecutor(proxy.url, { name: 'batching-exec', queues: [queue], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '8' } });
     stops.push(() => executor.stop());
 
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      const completed = (await client.call('GET', `/jobs?queue=${queue}&state=completed&limit=500`)).body.jobs.length;
-      if (completed === 200) break;
-      if (Date.now() > deadline) throw new Error(`only ${completed} of 200 jobs completed:\n${executor.proc.output.slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await until(
+      'all 200 jobs complete',
+      async () => (await client.call('GET', `/jobs?queue=${queue}&state=completed&limit=500`)).body.jobs.length === 200,
+      90_000,
+      250,
+      () => (executor.proc.child.exitCode !== null ? `the executor exited:\n${executor.proc.output.slice(-3000)}` : undefined),
+    );
     for (const id of ids) {
       const { job, attempts } = await client.job(id);
       expect(job.state).toBe('completed');

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { startGitServer, type GitServer } from '../support/gitServer.js';
 import { startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import { until } from '../support/wait.js';
 
 let server: ServerHandle;
 let executors: ExecutorHandle[] = [];
@@ -87,17 +88,12 @@ describe('jobs on two executors', () => {
     const go = path.join(scratch, 'go-live');
     const job = await client.submit({ queue: 'alpha', steps: [{ run: `echo first\nwhile [ ! -f ${go} ]; do sleep 0.05; done\necho second` }] });
     // The step cannot finish until the test sees "first" arrive and creates the go file.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const { entries } = await client.logs(job.id);
-      if (entries[0]?.out.includes('stdout: first')) {
-        expect(entries[0].out).not.toContain('second');
-        expect(entries[0].exitCode).toBeNull();
-        break;
-      }
-      if (Date.now() > deadline) throw new Error('first line never arrived');
-      await sleep(25);
-    }
+    const live = await until('the first line arrives', async () => {
+      const [entry] = (await client.logs(job.id)).entries;
+      return entry?.out.includes('stdout: first') ? entry : undefined;
+    }, 20_000, 25);
+    expect(live.out).not.toContain('second');
+    expect(live.exitCode).toBeNull();
     writeFileSync(go, '');
     await client.waitForState(job.id, 'completed');
     expect((await client.logs(job.id)).entries[0].out).toBe('stdout: first\nstdout: second\n');

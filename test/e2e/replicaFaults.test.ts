@@ -3,12 +3,12 @@
 // proxy), once while a single job runs and once while executors keep transactions in flight.
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { http, TestClient, type HttpAnswer } from '../support/api.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { startExecutor, startServer, tempDir, type ServerHandle } from '../support/processes.js';
 import { startBalancer, targetOf } from '../support/tcpBalancer.js';
+import { until } from '../support/wait.js';
 import type { JobRecord } from '../../src/store/store.js';
 
 let cleanup: (() => Promise<void>)[] = [];
@@ -34,22 +34,6 @@ function exitReport(server: ServerHandle, from = 0): string | undefined {
   const { exitCode, signalCode } = server.proc.child;
   const output = server.proc.output.slice(from).split('\n').filter((l) => !l.includes('"request failed"')).join('\n');
   return `the server exited (code ${exitCode}, signal ${signalCode}); its output:\n${output.slice(-4000)}`;
-}
-
-/**
- * Polls `probe` until it returns a value other than undefined; fails with `what` after `timeoutMs`, or at once
- * when `broken` returns a reason (e.g. the process under test exited).
- */
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number, everyMs = 100, broken?: () => string | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const reason = broken?.();
-    if (reason) throw new Error(`gave up waiting for ${what}: ${reason}`);
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
 }
 
 /** `url` (a postgres:// URL) with its port replaced by a proxy's. */

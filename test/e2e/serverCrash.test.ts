@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { startExecutor, startServer, tempDir } from '../support/processes.js';
+import { until } from '../support/wait.js';
 
 let cleanup: (() => Promise<void>)[] = [];
 
@@ -42,10 +43,7 @@ describe.each(['sqlite', 'postgres'] as const)('the server killed with -9 during
 
     const completedCount = async (): Promise<number> =>
       ((await client.call('GET', '/queues')).body as { queues: { queue: string; completedLastHour: number }[] }).queues.find((q) => q.queue === 'crash')?.completedLastHour ?? 0;
-    for (let deadline = Date.now() + 60_000; (await completedCount()) < JOBS / 4; ) {
-      if (Date.now() > deadline) throw new Error('the jobs do not get going');
-      await sleep(50);
-    }
+    await until('a quarter of the jobs complete', async () => (await completedCount()) >= JOBS / 4, 60_000);
     server.proc.signal('SIGKILL');
     // Down for a while: steps finish meanwhile, their results wait in the executors.
     await sleep(2_000);
