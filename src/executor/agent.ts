@@ -176,7 +176,7 @@ export class Agent {
     this.draining = true;
     this.dequeueAbort.abort();
     await this.dequeueLoop;
-    await Promise.all([...this.jobs.values()].map((j) => j.done));
+    await Promise.all([...this.jobs.values()].map((j) => j.done ?? Promise.resolve()));
     this.stopped = true;
     this.jobsChanged.abort();
     await this.heartbeatLoop;
@@ -189,7 +189,7 @@ export class Agent {
     this.draining = true;
     this.dequeueAbort.abort();
     for (const job of this.jobs.values()) job.stop.abort('shutdown' satisfies StopReason);
-    await Promise.race([Promise.all([...this.jobs.values()].map((j) => j.done)), sleep(graceMs)]);
+    await Promise.race([Promise.all([...this.jobs.values()].map((j) => j.done ?? Promise.resolve())), sleep(graceMs)]);
     this.stopped = true;
     this.jobsChanged.abort();
     await Promise.race([this.runtime.close?.(), sleep(graceMs)]);

@@ -24,7 +24,6 @@ export type StyledLine = string | Span[];
 
 export const PLAIN: AnsiState = Object.freeze({ fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, inverse: false });
 
-// eslint-disable-next-line no-control-regex
 const ESCAPE = /\x1b(?:\[([0-9;:?]*)([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])/g;
 
 function isPlain(s: AnsiState): boolean {

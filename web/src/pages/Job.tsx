@@ -47,7 +47,7 @@ function useLogStream(id: number, attempt: number | undefined, restartKey: numbe
     setError(undefined);
     changed();
     const url = `/api/v1/jobs/${id}/logs/stream${attempt ? `?attempt=${attempt}` : ''}`;
-    (async () => {
+    void (async () => {
       let ended = false;
       let delay = 1000;
       while (!ctl.signal.aborted && !ended) {

@@ -43,7 +43,8 @@ export function JobsPage({ me }: { me: Me }) {
   const now = useNow(1000);
 
   const [draft, setDraft] = useState(filters);
-  useEffect(() => setDraft(filters), [filterKey]); // eslint-disable-line react-hooks/exhaustive-deps
+  // Only when the filters in the URL change (filterKey), not on every render's new filters object.
+  useEffect(() => setDraft(filters), [filterKey]);
 
   const apply = (e?: FormEvent, next = draft): void => {
     e?.preventDefault();
