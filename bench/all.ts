@@ -17,10 +17,24 @@ interface Bench {
 }
 
 export const BENCHES: Bench[] = [
-  { name: 'docker-overhead', script: 'dockerOverhead.js', tiny: { env: { BENCH_JOBS: '1', BENCH_WARMUP: '0', BENCH_WRITE: '0' } } },
   {
-    name: 'store', script: 'storeDequeue.js',
-    tiny: { env: { BENCH_DEPTHS: '1000', BENCH_DEQUEUES: '50', BENCH_E2E_JOBS: '40', BENCH_E2E_RUNS: '1', BENCH_MAX_TRIES: '1', BENCH_WRITE: '0' } },
+    name: 'docker-overhead',
+    script: 'dockerOverhead.js',
+    tiny: { env: { BENCH_JOBS: '1', BENCH_WARMUP: '0', BENCH_WRITE: '0' } },
+  },
+  {
+    name: 'store',
+    script: 'storeDequeue.js',
+    tiny: {
+      env: {
+        BENCH_DEPTHS: '1000',
+        BENCH_DEQUEUES: '50',
+        BENCH_E2E_JOBS: '40',
+        BENCH_E2E_RUNS: '1',
+        BENCH_MAX_TRIES: '1',
+        BENCH_WRITE: '0',
+      },
+    },
   },
   { name: 'peers', script: 'peersBench.js', tiny: { args: ['--tiny'] } },
   { name: 'throughput', script: 'throughput.js', tiny: { args: ['--tiny'] } },
@@ -54,7 +68,9 @@ for (const bench of BENCHES.filter((b) => (names.length === 0 ? !b.onlyWhenNamed
   const started = Date.now();
   console.error(`\n==== ${bench.name}${tiny ? ' (tiny)' : ''} ====`);
   const code = await run(bench);
-  console.error(`==== ${bench.name}: ${code === 0 ? 'done' : `FAILED (exit ${code})`} in ${Math.round((Date.now() - started) / 1000)} s ====`);
+  console.error(
+    `==== ${bench.name}: ${code === 0 ? 'done' : `FAILED (exit ${code})`} in ${Math.round((Date.now() - started) / 1000)} s ====`,
+  );
   if (code !== 0) failed.push(bench.name);
 }
 if (failed.length) {

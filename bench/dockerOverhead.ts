@@ -23,7 +23,19 @@ import os from 'node:os';
 import path from 'node:path';
 import { DOCKER_TEST_IMAGE, ensureTestImages } from '../test/support/docker.js';
 import {
-  Proc, api, fmtMs, fmtRatio, run, sleep, startExecutor, startServer, summarize, tempDir, timeCommand, writeSection, type Summary,
+  Proc,
+  api,
+  fmtMs,
+  fmtRatio,
+  run,
+  sleep,
+  startExecutor,
+  startServer,
+  summarize,
+  tempDir,
+  timeCommand,
+  writeSection,
+  type Summary,
   type ApiJob,
 } from './lib.js';
 
@@ -32,7 +44,10 @@ const JOBS = Number(process.env.BENCH_JOBS ?? 50);
 /** Warm-up runs of each kind before the measured ones (BENCH_WARMUP; CI's tiny run takes none). */
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const BLOCK = 5;
-const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runc,runsc').split(',').map((s) => s.trim()).filter(Boolean);
+const RUNTIMES = (process.env.BENCH_RUNTIMES ?? 'runc,runsc')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const WRITE = process.env.BENCH_WRITE !== '0';
 const POLL_MS = Number(process.env.BENCH_POLL_MS ?? 10);
 const QUEUE = 'bench';
@@ -57,7 +72,15 @@ const BASELINES = ['plain', 'network', 'flags', 'none'] as const;
 type JobKind = (typeof JOB_KINDS)[number];
 type Baseline = (typeof BASELINES)[number];
 type Kind = JobKind | Baseline;
-const KINDS: Kind[] = ['job', 'plain', 'network', 'flags', 'jobNone', 'none', ...(BEFORE_CLI ? (['jobBefore'] as const) : [])];
+const KINDS: Kind[] = [
+  'job',
+  'plain',
+  'network',
+  'flags',
+  'jobNone',
+  'none',
+  ...(BEFORE_CLI ? (['jobBefore'] as const) : []),
+];
 
 interface JobSample {
   total: number;
@@ -75,7 +98,6 @@ interface RuntimeResult {
   runs: Record<Baseline, number[]>;
 }
 
-
 interface LogEntry {
   key: string;
   startTime: number;
@@ -87,7 +109,9 @@ interface LogEntry {
 async function main(): Promise<void> {
   await ensureTestImages();
   const machine = await describeMachine();
-  const overrides = Object.keys(process.env).filter((k) => k.startsWith('EXECUTOR_')).sort();
+  const overrides = Object.keys(process.env)
+    .filter((k) => k.startsWith('EXECUTOR_'))
+    .sort();
   const hadNetwork = (await run('docker', ['network', 'ls', '--quiet', '--filter', `name=^${NETWORK}$`])) !== '';
   console.error(`docker runtime overhead: ${JOBS} of each kind per OCI runtime (${RUNTIMES.join(', ')})`);
 
@@ -126,14 +150,18 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
       EXECUTOR_MAXIMUM_NUM_JOBS: '1',
     });
     if (BEFORE_CLI) {
-      before = await startExecutor(server.url, {
-        EXECUTOR_NAME: `${executorName}-before`,
-        EXECUTOR_QUEUE_NAME: `${QUEUE}-before`,
-        EXECUTOR_RUNTIME: 'docker',
-        EXECUTOR_DOCKER_RUNTIME: oci,
-        EXECUTOR_DOCKER_DEFAULT_IMAGE: IMAGE,
-        EXECUTOR_MAXIMUM_NUM_JOBS: '1',
-      }, BEFORE_CLI);
+      before = await startExecutor(
+        server.url,
+        {
+          EXECUTOR_NAME: `${executorName}-before`,
+          EXECUTOR_QUEUE_NAME: `${QUEUE}-before`,
+          EXECUTOR_RUNTIME: 'docker',
+          EXECUTOR_DOCKER_RUNTIME: oci,
+          EXECUTOR_DOCKER_DEFAULT_IMAGE: IMAGE,
+          EXECUTOR_MAXIMUM_NUM_JOBS: '1',
+        },
+        BEFORE_CLI,
+      );
     }
     const url = server.url;
     const args: Record<Baseline, string[]> = {
@@ -143,17 +171,24 @@ async function benchRuntime(oci: string, hostCpus: number): Promise<RuntimeResul
       none: plainArgs(oci, ['--network', 'none']),
     };
 
-    const result: RuntimeResult = { oci, networkless: await networkless(oci), jobs: { job: [], jobNone: [], jobBefore: [] }, runs: { plain: [], network: [], flags: [], none: [] } };
+    const result: RuntimeResult = {
+      oci,
+      networkless: await networkless(oci),
+      jobs: { job: [], jobNone: [], jobBefore: [] },
+      runs: { plain: [], network: [], flags: [], none: [] },
+    };
     const runOne = async (kind: Kind, record: boolean): Promise<void> => {
       if (kind === 'job' || kind === 'jobNone' || kind === 'jobBefore') {
-        const sample = kind === 'jobBefore'
-          ? await dockhandJob(url, before!, false, `${QUEUE}-before`)
-          : await dockhandJob(url, executor!, kind === 'jobNone', QUEUE);
+        const sample =
+          kind === 'jobBefore'
+            ? await dockhandJob(url, before!, false, `${QUEUE}-before`)
+            : await dockhandJob(url, executor!, kind === 'jobNone', QUEUE);
         if (record) result.jobs[kind].push(sample);
         return;
       }
       const r = await timeCommand('docker', args[kind]);
-      if (r.code !== 0 || r.stdout.trim() !== 'hello') throw new Error(`docker ${args[kind].join(' ')}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      if (r.code !== 0 || r.stdout.trim() !== 'hello')
+        throw new Error(`docker ${args[kind].join(' ')}: exit ${r.code}: ${r.stdout}${r.stderr}`);
       if (record) result.runs[kind].push(r.ms);
     };
     // Step containers are removed after the step, off its critical path: let that finish before a baseline runs.
@@ -199,7 +234,10 @@ function plainArgs(oci: string, extra: string[] = []): string[] {
  * `--network none`, as the sandbox could not use a Docker network anyway.
  */
 async function networkless(oci: string): Promise<boolean> {
-  const runtimes = JSON.parse(await run('docker', ['info', '--format', '{{json .Runtimes}}'])) as Record<string, { runtimeArgs?: string[] }>;
+  const runtimes = JSON.parse(await run('docker', ['info', '--format', '{{json .Runtimes}}'])) as Record<
+    string,
+    { runtimeArgs?: string[] }
+  >;
   return (runtimes[oci]?.runtimeArgs ?? []).includes('--network=none');
 }
 
@@ -210,32 +248,74 @@ async function flagArgs(oci: string, dir: string, hostCpus: number, network: str
   await mkdir(workspace);
   await mkdir(scripts);
   await writeFile(path.join(scripts, 'step-1.sh'), 'echo hello\n', { mode: 0o755 });
-  const env = { CI: 'true', DOCKHAND: 'true', DOCKHAND_JOB_ID: '1', DOCKHAND_JOB_ATTEMPT: '1', DOCKHAND_QUEUE: QUEUE, DOCKHAND_STEP_KEY: 'hello', DOCKHAND_WORKSPACE: '/data' };
+  const env = {
+    CI: 'true',
+    DOCKHAND: 'true',
+    DOCKHAND_JOB_ID: '1',
+    DOCKHAND_JOB_ATTEMPT: '1',
+    DOCKHAND_QUEUE: QUEUE,
+    DOCKHAND_STEP_KEY: 'hello',
+    DOCKHAND_WORKSPACE: '/data',
+  };
   return [
-    'run', '--rm', '--init', '--runtime', oci, '--network', network, '--cap-drop', 'NET_RAW', '--security-opt', 'no-new-privileges',
-    '--pids-limit', DEFAULT_PIDS_LIMIT, '--cpus', String(Math.min(DEFAULT_JOB_CPUS, hostCpus)),
-    '--memory', DEFAULT_JOB_MEMORY, '--memory-swap', DEFAULT_JOB_MEMORY, '--log-driver', 'none',
-    '-v', `${workspace}:/data`, '-v', `${scripts}:/dockhand:ro`, '-w', '/data',
+    'run',
+    '--rm',
+    '--init',
+    '--runtime',
+    oci,
+    '--network',
+    network,
+    '--cap-drop',
+    'NET_RAW',
+    '--security-opt',
+    'no-new-privileges',
+    '--pids-limit',
+    DEFAULT_PIDS_LIMIT,
+    '--cpus',
+    String(Math.min(DEFAULT_JOB_CPUS, hostCpus)),
+    '--memory',
+    DEFAULT_JOB_MEMORY,
+    '--memory-swap',
+    DEFAULT_JOB_MEMORY,
+    '--log-driver',
+    'none',
+    '-v',
+    `${workspace}:/data`,
+    '-v',
+    `${scripts}:/dockhand:ro`,
+    '-w',
+    '/data',
     ...Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]),
-    '--entrypoint', '/bin/sh', IMAGE, '-e', '/dockhand/step-1.sh',
+    '--entrypoint',
+    '/bin/sh',
+    IMAGE,
+    '-e',
+    '/dockhand/step-1.sh',
   ];
 }
 
 /** One job: submit, poll until it is over, and read the server's timestamps and the step's log entry. */
 async function dockhandJob(url: string, executor: Proc, noNetwork: boolean, queue: string): Promise<JobSample> {
-  const spec = { queue, ...(noNetwork ? { network: 'none' } : {}), steps: [{ key: 'hello', image: IMAGE, run: 'echo hello' }] };
+  const spec = {
+    queue,
+    ...(noNetwork ? { network: 'none' } : {}),
+    steps: [{ key: 'hello', image: IMAGE, run: 'echo hello' }],
+  };
   const { job: submitted } = await api<{ job: ApiJob }>(url, 'POST', '/jobs', spec);
   const deadline = Date.now() + 60_000;
   let job = submitted;
   while (job.state === 'queued' || job.state === 'processing') {
-    if (Date.now() > deadline) throw new Error(`job ${job.id} is still ${job.state} after 60 s; executor log:\n${executor.tail()}`);
+    if (Date.now() > deadline)
+      throw new Error(`job ${job.id} is still ${job.state} after 60 s; executor log:\n${executor.tail()}`);
     await sleep(POLL_MS);
     job = (await api<{ job: ApiJob }>(url, 'GET', `/jobs/${job.id}`)).job;
   }
-  if (job.state !== 'completed') throw new Error(`job ${job.id} ended ${job.state}: ${job.failureMessage}; executor log:\n${executor.tail()}`);
+  if (job.state !== 'completed')
+    throw new Error(`job ${job.id} ended ${job.state}: ${job.failureMessage}; executor log:\n${executor.tail()}`);
   const { entries } = await api<{ entries: LogEntry[] }>(url, 'GET', `/jobs/${job.id}/logs`);
   const step = entries.find((e) => e.key === 'step.hello');
-  if (!step || step.durationMs === null || !step.out.includes('stdout: hello')) throw new Error(`job ${job.id}: unexpected log ${JSON.stringify(entries)}`);
+  if (!step || step.durationMs === null || !step.out.includes('stdout: hello'))
+    throw new Error(`job ${job.id}: unexpected log ${JSON.stringify(entries)}`);
   const startedAt = job.startedAt!;
   const finishedAt = job.finishedAt!;
   return {
@@ -270,10 +350,22 @@ interface Machine {
 }
 
 async function describeMachine(): Promise<Machine> {
-  const v = (await run('docker', ['version', '--format', '{{.Client.Version}}|{{.Client.APIVersion}}|{{.Server.Version}}|{{.Server.APIVersion}}'])).split('|');
-  const components = await run('docker', ['version', '--format', '{{range .Server.Components}}{{.Name}}={{.Version}}\n{{end}}']);
+  const v = (
+    await run('docker', [
+      'version',
+      '--format',
+      '{{.Client.Version}}|{{.Client.APIVersion}}|{{.Server.Version}}|{{.Server.APIVersion}}',
+    ])
+  ).split('|');
+  const components = await run('docker', [
+    'version',
+    '--format',
+    '{{range .Server.Components}}{{.Name}}={{.Version}}\n{{end}}',
+  ]);
   const runc = /^runc=(.*)$/m.exec(components)?.[1] ?? 'unknown';
-  const runsc = (await run('runsc', ['--version'], true).catch(() => '')).split('\n')[0].replace(/^runsc version\s*/, '') || 'unknown';
+  const runsc =
+    (await run('runsc', ['--version'], true).catch(() => '')).split('\n')[0].replace(/^runsc version\s*/, '') ||
+    'unknown';
   const cpus = Number(await run('docker', ['info', '--format', '{{.NCPU}}']));
   return {
     cpus,
@@ -305,11 +397,27 @@ function row(label: string, s: Summary, ratioTo?: Summary): string {
 function jobRows(samples: JobSample[], title: string, ratioTo: Summary): string[] {
   const part = (f: (j: JobSample) => number): Summary => summarize(samples.map(f));
   return [
-    row(title, part((j) => j.total), ratioTo),
-    row('&nbsp;&nbsp;queue wait (createdAt → startedAt)', part((j) => j.queue)),
-    row('&nbsp;&nbsp;before the step (startedAt → step start)', part((j) => j.before)),
-    row('&nbsp;&nbsp;step container (log entry durationMs)', part((j) => j.step)),
-    row('&nbsp;&nbsp;after the step (step end → finishedAt)', part((j) => j.after)),
+    row(
+      title,
+      part((j) => j.total),
+      ratioTo,
+    ),
+    row(
+      '&nbsp;&nbsp;queue wait (createdAt → startedAt)',
+      part((j) => j.queue),
+    ),
+    row(
+      '&nbsp;&nbsp;before the step (startedAt → step start)',
+      part((j) => j.before),
+    ),
+    row(
+      '&nbsp;&nbsp;step container (log entry durationMs)',
+      part((j) => j.step),
+    ),
+    row(
+      '&nbsp;&nbsp;after the step (step end → finishedAt)',
+      part((j) => j.after),
+    ),
   ];
 }
 
@@ -320,7 +428,7 @@ function runtimeTable(r: RuntimeResult): string {
     '|---|---:|---:|---:|---:|---:|---:|',
     row('`docker run --rm` (plain)', plain, plain),
     row(`\`docker run --rm --network ${NETWORK}\``, summarize(r.runs.network), plain),
-    row('`docker run --rm` with all of Dockhand\'s options', summarize(r.runs.flags), plain),
+    row("`docker run --rm` with all of Dockhand's options", summarize(r.runs.flags), plain),
     ...jobRows(r.jobs.job, '**Dockhand job** (createdAt → finishedAt)', plain),
     row('`docker run --rm --network none`', summarize(r.runs.none), plain),
     ...jobRows(r.jobs.jobNone, '**Dockhand job with `network: none`**', plain),
@@ -359,7 +467,7 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
       `bare \`docker run --rm\` of the same command in the same run: ${JOBS} of each per OCI runtime, alternated in blocks of ` +
       `${BLOCK} after ${WARMUP} warm-up runs of each, one executor running one job at a time. A job's time is the server's own ` +
       '`finishedAt - createdAt` (submit to result stored), so how often the benchmark polls does not count; a `docker run` ' +
-      'is timed around the CLI process. More baselines show where the time goes: `docker run --rm` on Dockhand\'s ' +
+      "is timed around the CLI process. More baselines show where the time goes: `docker run --rm` on Dockhand's " +
       `network (\`--network ${NETWORK}\`, a user-defined bridge); \`docker run --rm\` with every option Dockhand gives a step ` +
       'container (that network, or none for a runtime registered with `--network=none`, `--init`, `--cap-drop NET_RAW`, `no-new-privileges`, pids, CPU and memory limits, ' +
       'no log driver, the workspace and scripts bind mounts, the script run by `/bin/sh -e`); and a job that asks for ' +
@@ -370,7 +478,9 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
   lines.push(
     `Machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memory} RAM, ${machine.kernel}; Docker engine ` +
       `${machine.dockerServer}, CLI ${machine.dockerClient}, runc ${machine.runc}, runsc ${machine.runsc}; Node ${machine.node}.` +
-      (overrides.length ? ` Executor settings changed from their defaults: ${overrides.map((k) => `\`${k}=${process.env[k]}\``).join(', ')}.` : ' Executor settings at their defaults.'),
+      (overrides.length
+        ? ` Executor settings changed from their defaults: ${overrides.map((k) => `\`${k}=${process.env[k]}\``).join(', ')}.`
+        : ' Executor settings at their defaults.'),
   );
   lines.push('');
   lines.push(
@@ -398,9 +508,12 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
   }
   if (beforeRows.length) {
     lines.push(
-      '', `Against ${BEFORE_LABEL}, whose executor ran its own queue on the same server, its jobs alternated with the rest in the same blocks:`, '',
+      '',
+      `Against ${BEFORE_LABEL}, whose executor ran its own queue on the same server, its jobs alternated with the rest in the same blocks:`,
+      '',
       '| OCI runtime | job before (median) | job now (median) | now ÷ before (medians) | now ÷ before (means) | ÷ plain `docker run --rm`, before → now (medians) |',
-      '|---|---:|---:|---:|---:|---|', ...beforeRows,
+      '|---|---:|---:|---:|---:|---|',
+      ...beforeRows,
     );
   }
   for (const r of results) lines.push('', runtimeTable(r));
@@ -409,17 +522,17 @@ function report(results: RuntimeResult[], machine: Machine, overrides: string[])
   for (const r of results) lines.push('', `- ${explain(r)}`);
   lines.push(
     '',
-    'The parts: **queue wait** is the idle executor\'s held dequeue request being woken by the submit and the job being ' +
+    "The parts: **queue wait** is the idle executor's held dequeue request being woken by the submit and the job being " +
       'claimed. **Before the step**: the dequeue answer reaching the executor, the job directory, the step script and ' +
       'the log entry. **Step container** is what the runtime does for the step: image check, create, attach, start, ' +
-      'wait, output drain and inspect over the Engine API; the container is removed afterwards, off the job\'s ' +
+      "wait, output drain and inspect over the Engine API; the container is removed afterwards, off the job's " +
       'critical path (a `docker run --rm`, in contrast, waits for the removal, and pays for starting the CLI). **After ' +
-      'the step**: the job directory\'s removal, the last log upload and the result report to the server.',
+      "the step**: the job directory's removal, the last log upload and the result report to the server.",
     '',
     `Why the network costs time: containers on a user-defined network such as \`${NETWORK}\` get dockerd's embedded DNS ` +
       'resolver (`nameserver 127.0.0.11`), and dockerd sets it up at every container start by re-executing itself into the ' +
-      'container\'s network namespace and adding NAT rules there with `iptables`, one process per rule (eleven on this ' +
-      'engine, seen by tracing dockerd\'s `execve` calls while one container started). The default `bridge` network has ' +
+      "container's network namespace and adding NAT rules there with `iptables`, one process per rule (eleven on this " +
+      "engine, seen by tracing dockerd's `execve` calls while one container started). The default `bridge` network has " +
       'no such resolver. Dockhand uses its own network for isolation: no traffic between job containers, and the ' +
       'cloud metadata address blocked on its bridge. A job that needs no network can ask for `network: none` (or an ' +
       'executor can force it with `EXECUTOR_DOCKER_NETWORK=none`); the last rows of each table show what that costs.',

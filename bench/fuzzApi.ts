@@ -10,7 +10,9 @@ if (!Number.isInteger(requests) || requests <= 0 || !Number.isInteger(seed)) {
   process.exit(2);
 }
 
-process.stdout.write(`fuzzing the HTTP APIs with ${requests} requests, seed ${seed} (replay: npm run fuzz -- ${requests} ${seed})\n`);
+process.stdout.write(
+  `fuzzing the HTTP APIs with ${requests} requests, seed ${seed} (replay: npm run fuzz -- ${requests} ${seed})\n`,
+);
 const target = await createFuzzTarget();
 const started = Date.now();
 let status = 0;
@@ -18,9 +20,14 @@ try {
   const stats = await fuzzRoutes(target, {
     requests,
     seed,
-    progress: (done, route) => process.stdout.write(`  ${String(done).padStart(8)} requests  ${((Date.now() - started) / 1000).toFixed(1).padStart(7)} s  ${route}\n`),
+    progress: (done, route) =>
+      process.stdout.write(
+        `  ${String(done).padStart(8)} requests  ${((Date.now() - started) / 1000).toFixed(1).padStart(7)} s  ${route}\n`,
+      ),
   });
-  const statuses = Object.entries(stats.byStatus).map(([s, n]) => `${s}: ${n}`).join(', ');
+  const statuses = Object.entries(stats.byStatus)
+    .map(([s, n]) => `${s}: ${n}`)
+    .join(', ');
   process.stdout.write(
     `\n${stats.requests} requests over ${target.routes.length} routes in ${(stats.elapsedMs / 1000).toFixed(1)} s ` +
       `(${Math.round(stats.requests / (stats.elapsedMs / 1000))}/s): no 5xx, no crash, every error well-formed\nanswers: ${statuses}\n`,

@@ -27,10 +27,30 @@ import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { PostgresHandle } from '../test/support/postgres.js';
-import { EXECUTORS_TOKEN, Proc, api, quantile, sleep, startExecutor, tempDir, writeSection, ADMIN_TOKEN, flag, opt, num } from './lib.js';
 import {
-  GRAPHILE_CONFIG, BULLMQ_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
-  runGraphileLatency, type RedisHandle,
+  EXECUTORS_TOKEN,
+  Proc,
+  api,
+  quantile,
+  sleep,
+  startExecutor,
+  tempDir,
+  writeSection,
+  ADMIN_TOKEN,
+  flag,
+  opt,
+  num,
+} from './lib.js';
+import {
+  GRAPHILE_CONFIG,
+  BULLMQ_CONFIG,
+  describeBullmq,
+  describeGraphile,
+  packageVersion,
+  prepareGraphile,
+  runBullmqLatency,
+  runGraphileLatency,
+  type RedisHandle,
 } from './peers.js';
 import { cpuModel, measured } from './machine.js';
 import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
@@ -50,13 +70,22 @@ const STEP = 'date +%s%N';
 
 type Part = 'sqlite' | 'postgres' | 'graphile' | 'bullmq' | 'poll';
 const ALL_PARTS: Part[] = ['sqlite', 'postgres', 'graphile', 'bullmq', 'poll'];
-const PARTS: Part[] = process.env.LATENCY_ONLY ? ALL_PARTS.filter((p) => process.env.LATENCY_ONLY!.split(',').includes(p)) : ALL_PARTS;
+const PARTS: Part[] = process.env.LATENCY_ONLY
+  ? ALL_PARTS.filter((p) => process.env.LATENCY_ONLY!.split(',').includes(p))
+  : ALL_PARTS;
 const has = (p: Part): boolean => PARTS.includes(p);
 
 /** The wall clock in ms with a sub-ms fraction, as the executor logs it. */
 const now = (): number => performance.timeOrigin + performance.now();
 
-const ms = (x: number): string => (!Number.isFinite(x) ? '–' : x < 10 ? `${x.toFixed(2)} ms` : x < 1000 ? `${x.toFixed(1)} ms` : `${(x / 1000).toFixed(2)} s`);
+const ms = (x: number): string =>
+  !Number.isFinite(x)
+    ? '–'
+    : x < 10
+      ? `${x.toFixed(2)} ms`
+      : x < 1000
+        ? `${x.toFixed(1)} ms`
+        : `${(x / 1000).toFixed(2)} s`;
 const n = (x: number): string => Math.round(x).toLocaleString('en-US');
 const pct = (x: number): string => `${Math.round(100 * x)}%`;
 
@@ -99,7 +128,10 @@ class StartWatch {
   async time(jobId: number, proc: Proc, timeoutMs = 30_000): Promise<number> {
     if (!this.times.has(jobId)) {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`job ${jobId} did not start within ${timeoutMs} ms:\n${proc.tail()}`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`job ${jobId} did not start within ${timeoutMs} ms:\n${proc.tail()}`)),
+          timeoutMs,
+        );
         this.waiting.set(jobId, () => {
           clearTimeout(timer);
           resolve();
@@ -122,7 +154,8 @@ async function waitFinished(url: string, id: number, timeoutMs = 30_000): Promis
   for (;;) {
     const { job } = await api<{ job: { state: string; failureMessage: string | null } }>(url, 'GET', `/jobs/${id}`);
     if (job.state === 'completed') return;
-    if (job.state === 'failed' || job.state === 'canceled') throw new Error(`job ${id} ${job.state}: ${job.failureMessage}`);
+    if (job.state === 'failed' || job.state === 'canceled')
+      throw new Error(`job ${id} ${job.state}: ${job.failureMessage}`);
     if (Date.now() > deadline) throw new Error(`job ${id} did not finish within ${timeoutMs} ms (${job.state})`);
     await sleep(2);
   }
@@ -153,7 +186,12 @@ async function startDockhand(b: Backend): Promise<{ url: string; server: Proc; e
   let executor: Proc | undefined;
   try {
     const url = (await server.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/))[1];
-    executor = await startExecutor(url, { EXECUTOR_QUEUE_NAME: QUEUE, EXECUTOR_RUNTIME: 'shell', EXECUTOR_NAME: 'bench-latency', EXECUTOR_LOG_LEVEL: 'info' });
+    executor = await startExecutor(url, {
+      EXECUTOR_QUEUE_NAME: QUEUE,
+      EXECUTOR_RUNTIME: 'shell',
+      EXECUTOR_NAME: 'bench-latency',
+      EXECUTOR_LOG_LEVEL: 'info',
+    });
     return { url, server, executor, watch: new StartWatch(executor) };
   } catch (err) {
     await executor?.stop();
@@ -201,7 +239,9 @@ async function runPoll(url: string, jobs: number): Promise<number[]> {
         const job = (await res.json()) as { id: number; token: string };
         taken?.(t, job.id);
         const done = await fetch(`${url}/api/executor/v1/jobs/${job.id}/complete`, {
-          method: 'POST', headers: { authorization: `Bearer ${job.token}`, 'content-type': 'application/json' }, body: '{}',
+          method: 'POST',
+          headers: { authorization: `Bearer ${job.token}`, 'content-type': 'application/json' },
+          body: '{}',
         });
         if (done.status !== 200) throw new Error(`poller: complete answered ${done.status}: ${await done.text()}`);
       } else {
@@ -263,9 +303,25 @@ interface Dist {
   n: number;
 }
 
-const dist = (v: number[]): Dist => ({ p50: quantile(v, 0.5), p95: quantile(v, 0.95), p99: quantile(v, 0.99), max: Math.max(...v), n: v.length });
+const dist = (v: number[]): Dist => ({
+  p50: quantile(v, 0.5),
+  p95: quantile(v, 0.95),
+  p99: quantile(v, 0.99),
+  max: Math.max(...v),
+  n: v.length,
+});
 
-type Row = 'sqlite-executor' | 'sqlite-step' | 'sqlite-submit' | 'postgres-executor' | 'postgres-step' | 'postgres-submit' | 'graphile' | 'bullmq' | 'poll' | 'floor';
+type Row =
+  | 'sqlite-executor'
+  | 'sqlite-step'
+  | 'sqlite-submit'
+  | 'postgres-executor'
+  | 'postgres-step'
+  | 'postgres-submit'
+  | 'graphile'
+  | 'bullmq'
+  | 'poll'
+  | 'floor';
 
 interface Measured {
   dist: Dist;
@@ -287,7 +343,9 @@ const LABEL: Record<Row, string> = {
 
 function log(row: Row, run: number, m: Measured): void {
   const d = m.dist;
-  console.error(`[run ${run}] ${LABEL[row]}: p50 ${ms(d.p50)}, p95 ${ms(d.p95)}, p99 ${ms(d.p99)}, max ${ms(d.max)} (n ${d.n}; other processes ${pct(m.others)} of the CPU)`);
+  console.error(
+    `[run ${run}] ${LABEL[row]}: p50 ${ms(d.p50)}, p95 ${ms(d.p95)}, p99 ${ms(d.p99)}, max ${ms(d.max)} (n ${d.n}; other processes ${pct(m.others)} of the CPU)`,
+  );
 }
 
 interface Machine {
@@ -306,7 +364,10 @@ interface Machine {
 async function main(): Promise<void> {
   const started = Date.now();
   const skew = now() - Date.now();
-  if (skew < -1 || skew > 2) throw new Error(`performance.timeOrigin + performance.now() is ${skew.toFixed(3)} ms off Date.now(): the clocks cannot be compared`);
+  if (skew < -1 || skew > 2)
+    throw new Error(
+      `performance.timeOrigin + performance.now() is ${skew.toFixed(3)} ms off Date.now(): the clocks cannot be compared`,
+    );
   const results = new Map<Row, Measured[]>();
   const add = (row: Row, run: number, m: Measured): void => {
     results.set(row, [...(results.get(row) ?? []), m]);
@@ -340,14 +401,21 @@ async function main(): Promise<void> {
       bullmq: packageVersion('bullmq'),
       ioredis: packageVersion('ioredis'),
     };
-    console.error(`${machine.cpus}, ${machine.ram}, ${machine.kernel}; Node ${machine.node}, PostgreSQL ${machine.postgres}, Redis ${machine.redis}`);
-    console.error(`${n(JOBS)} jobs per measurement (${WARMUP} warm-up), polling loop ${n(POLL_JOBS)} jobs, ${RUNS} run(s); parts: ${PARTS.join(', ')}`);
+    console.error(
+      `${machine.cpus}, ${machine.ram}, ${machine.kernel}; Node ${machine.node}, PostgreSQL ${machine.postgres}, Redis ${machine.redis}`,
+    );
+    console.error(
+      `${n(JOBS)} jobs per measurement (${WARMUP} warm-up), polling loop ${n(POLL_JOBS)} jobs, ${RUNS} run(s); parts: ${PARTS.join(', ')}`,
+    );
 
     for (let run = 1; run <= RUNS; run++) {
       for (const kind of ['sqlite', 'postgres'] as const) {
         if (!has(kind) && !(kind === 'sqlite' && has('poll'))) continue;
         const dataDir = await tempDir('latency');
-        const database = kind === 'postgres' ? await freshDatabase(pgHandle!.url, `bench_latency_dockhand_${process.pid}_${run}`) : undefined;
+        const database =
+          kind === 'postgres'
+            ? await freshDatabase(pgHandle!.url, `bench_latency_dockhand_${process.pid}_${run}`)
+            : undefined;
         const backend: Backend = {
           kind,
           dataDir,
@@ -380,7 +448,9 @@ async function main(): Promise<void> {
         add('floor', run, { dist: dist(result), others });
       }
       if (has('graphile')) {
-        const { result, others } = await measured(() => runGraphileLatency({ connectionString: graphileDb!.url, jobs: JOBS }));
+        const { result, others } = await measured(() =>
+          runGraphileLatency({ connectionString: graphileDb!.url, jobs: JOBS }),
+        );
         add('graphile', run, { dist: dist(result), others });
       }
       if (has('bullmq')) {
@@ -389,7 +459,9 @@ async function main(): Promise<void> {
       }
     }
   } finally {
-    await graphileDb?.drop().catch((err: Error) => console.error(`dropping graphile-worker's database: ${err.message}`));
+    await graphileDb
+      ?.drop()
+      .catch((err: Error) => console.error(`dropping graphile-worker's database: ${err.message}`));
     await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
     await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
   }
@@ -406,7 +478,13 @@ async function main(): Promise<void> {
 type Stat = 'p50' | 'p95' | 'p99' | 'max';
 
 /** A statistic's median over the runs. */
-const med = (runs: Measured[] | undefined, s: Stat): number => (runs?.length ? quantile(runs.map((r) => r.dist[s]), 0.5) : NaN);
+const med = (runs: Measured[] | undefined, s: Stat): number =>
+  runs?.length
+    ? quantile(
+        runs.map((r) => r.dist[s]),
+        0.5,
+      )
+    : NaN;
 
 function cell(runs: Measured[], s: Stat, bold = false): string {
   const v = runs.map((r) => r.dist[s]);
@@ -415,7 +493,8 @@ function cell(runs: Measured[], s: Stat, bold = false): string {
   return runs.length > 1 ? `${main} (${ms(Math.min(...v))}–${ms(Math.max(...v))})` : main;
 }
 
-const ratio = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–');
+const ratio = (a: number, b: number): string =>
+  Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '–';
 
 function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): string {
   const date = new Date().toISOString().slice(0, 10);
@@ -432,20 +511,20 @@ function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): str
       `jobs are submitted one at a time with \`POST /api/v1/jobs\` (after ${WARMUP} warm-up jobs), each 5–15 ms after the ` +
       `previous one completed; each has one step, \`${STEP}\`. **Enqueue → executor**: from just before the submit call to ` +
       'the time on the executor\'s "job started" log line, which it writes once it holds the dequeued job (the executor logs ' +
-      'epoch times to the microsecond). **Enqueue → step started**: to the time the step\'s `date` printed, read back from ' +
-      'the job\'s log. For reference, **enqueue → submit call answered**: when the submit call\'s answer arrived (the server ' +
+      "epoch times to the microsecond). **Enqueue → step started**: to the time the step's `date` printed, read back from " +
+      "the job's log. For reference, **enqueue → submit call answered**: when the submit call's answer arrived (the server " +
       'wakes waiting dequeues before it answers, so the executor may hold the job first). The benchmark and the executor read the wall clock as `performance.timeOrigin + performance.now()`, ' +
       '`date` reads it from the kernel; the benchmark checks that its clock agrees with `Date.now()` first. The floor of the ' +
-      'second measure, in the same run: the benchmark itself spawning the shell runtime\'s `/bin/sh -e` on a script holding ' +
+      "second measure, in the same run: the benchmark itself spawning the shell runtime's `/bin/sh -e` on a script holding " +
       `the same step (${n(FLOOR_SAMPLES)} times), i.e. the cost of a shell and \`date\` starting. ` +
       `**Peers**: graphile-worker and BullMQ with \`bench/peers.ts\`, ${n(JOBS)} jobs each, enqueue (WorkerUtils.addJob, ` +
-      'Queue.add) → the no-op handler\'s IPC message reaching the benchmark, jobs one at a time 5–15 ms apart, ' +
+      "Queue.add) → the no-op handler's IPC message reaching the benchmark, jobs one at a time 5–15 ms apart, " +
       `${Math.min(20, JOBS)} warm-up jobs (see the peers section for their setup). **Polling loop**: what a 1 s poll interval (Sourcegraph's executors' ` +
       'default) costs: a loop in the benchmark calls `/dequeue` with `waitMs: 0` against the same SQLite server, waiting 1 s ' +
       `after each empty answer; ${n(POLL_JOBS)} jobs (each takes 0.5 s on average, hence fewer), each submitted a uniformly ` +
       'random 0–1000 ms after the previous one was taken, from just before the submit call to the dequeue answer. ' +
       `${RUNS > 1 ? `${RUNS} runs; each cell is the median over the runs (min–max in brackets)` : 'One run'}; "others' CPU" ` +
-      'is the largest share of the machine\'s CPU that other processes used during a measurement. Source: ' +
+      "is the largest share of the machine's CPU that other processes used during a measurement. Source: " +
       '`bench/latency.ts` (`npm run bench:latency`). Goals: enqueue → executor p50 ≤ 1 ms and p99 ≤ 5 ms, step started p50 ≤ 5 ms.',
     '',
     `Machine: ${m.cpus}, ${m.ram}, ${m.kernel}; ${date}. Node ${m.node}; Dockhand ${m.dockhand}; PostgreSQL ${m.postgres} ` +
@@ -456,7 +535,18 @@ function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): str
     `| measure | p50 | p95 | p99 | max | n per run | others' CPU (max) | p50 ÷ ${bestName ?? 'best peer'} p50 | 1 s poll p50 ÷ this p50 |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  const order: Row[] = ['sqlite-executor', 'sqlite-step', 'sqlite-submit', 'postgres-executor', 'postgres-step', 'postgres-submit', 'graphile', 'bullmq', 'poll', 'floor'];
+  const order: Row[] = [
+    'sqlite-executor',
+    'sqlite-step',
+    'sqlite-submit',
+    'postgres-executor',
+    'postgres-step',
+    'postgres-submit',
+    'graphile',
+    'bullmq',
+    'poll',
+    'floor',
+  ];
   for (const row of order) {
     const runs = results.get(row);
     if (!runs) continue;
@@ -493,24 +583,24 @@ const WHAT_THE_NUMBERS_SHOW = [
     'every PostgreSQL statement) and CPU profiles of the server and the executor during a run:',
   '',
   '- **Most of enqueue → executor is the submit call itself.** Compare the "submit call answered" rows: the job cannot ' +
-    'be dequeued before `POST /api/v1/jobs` has stored it, and that request (fastify parsing, auth, the spec\'s ' +
-    'validation, the namespace check, the insert, the answer\'s write) costs milliseconds on this machine. The peers ' +
+    "be dequeued before `POST /api/v1/jobs` has stored it, and that request (fastify parsing, auth, the spec's " +
+    "validation, the namespace check, the insert, the answer's write) costs milliseconds on this machine. The peers " +
     'are timed from a direct database or Redis call (`addJob`, `Queue.add`), with no HTTP hop.',
   '- **On SQLite the submit waits for the disk.** Since 2026-11-23 the store commits with `synchronous=FULL`, so a ' +
-    'job answered `201` survives a machine or disk failure (docs/guarantees.md); the commit\'s fsync added about ' +
-    '0.8 ms to the p50 of enqueue → executor (2.65 ms before, with `synchronous=NORMAL`) and 1.1 ms to the submit\'s ' +
+    "job answered `201` survives a machine or disk failure (docs/guarantees.md); the commit's fsync added about " +
+    "0.8 ms to the p50 of enqueue → executor (2.65 ms before, with `synchronous=NORMAL`) and 1.1 ms to the submit's " +
     'answer (2.15 ms before). The PostgreSQL rows are unchanged by it: the throwaway test cluster runs with fsync off.',
   '- **The wake-up is not the cost.** `queueChanged` wakes the held dequeue in the same process, synchronously, and ' +
-    'on SQLite (synchronous) the dequeue\'s claim runs before the submit\'s answer is even written: the two answers ' +
-    'leave within a fraction of a millisecond of each other, and the submit row includes the dequeue\'s work. Nothing in ' +
+    "on SQLite (synchronous) the dequeue's claim runs before the submit's answer is even written: the two answers " +
+    "leave within a fraction of a millisecond of each other, and the submit row includes the dequeue's work. Nothing in " +
     '`src/server/events.ts` was worth changing.',
   '- **On PostgreSQL the dequeue is a transaction of seven round trips** (BEGIN, the fair-scheduling SELECT of the ' +
     'candidates, the turn numbers, UPDATE jobs, INSERT job_attempts, the namespace turns, COMMIT) after a pool checkout, ' +
     'each a few tenths of a millisecond here (a write system call costs ~0.2 ms on this machine) and more when the CPUs ' +
     'are busy: that is most of the gap between the two backends. The same statements claim a batch of up to 100 jobs, ' +
     'which is what the throughput benchmark relies on; folding them into one statement would shorten a single claim.',
-  '- **Executor: from the dequeue answer to the step\'s spawn** it prepares the workspace (the job\'s directories and the ' +
-    'step\'s script, each an async fs call through libuv\'s thread pool) and announces the step\'s log entry; then ' +
+  "- **Executor: from the dequeue answer to the step's spawn** it prepares the workspace (the job's directories and the " +
+    "step's script, each an async fs call through libuv's thread pool) and announces the step's log entry; then " +
     'spawning `/bin/sh` and `date` costs about the floor row, which alone is near or over the 5 ms goal for "step started" ' +
     'on this machine.',
 ].join('\n');

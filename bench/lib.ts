@@ -25,7 +25,8 @@ export const opt = (name: string): string | undefined => {
   return i >= 0 ? argv[i + 1] : undefined;
 };
 /** `v` as a number, or `fallback` when it is not given. */
-export const num = (v: string | undefined, fallback: number): number => (v === undefined || v === '' ? fallback : Number(v));
+export const num = (v: string | undefined, fallback: number): number =>
+  v === undefined || v === '' ? fallback : Number(v);
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -40,9 +41,17 @@ export class Proc {
   private readonly exited: Promise<void>;
 
   /** `cli`: another build's dist/cli/main.js, to measure an earlier version in the same run. */
-  constructor(readonly label: string, args: string[], env: NodeJS.ProcessEnv, cli = CLI) {
+  constructor(
+    readonly label: string,
+    args: string[],
+    env: NodeJS.ProcessEnv,
+    cli = CLI,
+  ) {
     if (!existsSync(cli)) throw new Error(`${path.relative(ROOT, cli)} is missing: run \`npm run build\` first`);
-    this.child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(process.execPath, [cli, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const keep = (d: Buffer): void => {
       this.output = (this.output + d.toString()).slice(-64 * 1024);
     };
@@ -81,18 +90,32 @@ export class Proc {
 }
 
 /** A `dockhand server` on SQLite in `dataDir`, or on PostgreSQL with `env.DOCKHAND_DATABASE_URL`. */
-export async function startServer(dataDir: string, env: NodeJS.ProcessEnv = {}, cli?: string): Promise<{ url: string; proc: Proc }> {
-  const proc = new Proc('server', ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], {
-    DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
-    DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
-    ...env,
-  }, cli);
+export async function startServer(
+  dataDir: string,
+  env: NodeJS.ProcessEnv = {},
+  cli?: string,
+): Promise<{ url: string; proc: Proc }> {
+  const proc = new Proc(
+    'server',
+    ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir],
+    {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+      ...env,
+    },
+    cli,
+  );
   const match = await proc.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/);
   return { url: match[1], proc };
 }
 
 export async function startExecutor(url: string, env: NodeJS.ProcessEnv, cli?: string): Promise<Proc> {
-  const proc = new Proc('executor', ['executor'], { EXECUTOR_FRONTEND_URL: url, EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, ...env }, cli);
+  const proc = new Proc(
+    'executor',
+    ['executor'],
+    { EXECUTOR_FRONTEND_URL: url, EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, ...env },
+    cli,
+  );
   await proc.waitFor(/executor registered/, 60_000);
   return proc;
 }
@@ -108,10 +131,13 @@ export function api<T>(base: string, method: string, route: string, body?: unkno
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise<T>((resolve, reject) => {
     const req = http.request(`${base}/api/v1${route}`, {
-      method, agent: keepAlive,
+      method,
+      agent: keepAlive,
       headers: {
         authorization: `Bearer ${ADMIN_TOKEN}`,
-        ...(payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
+        ...(payload === undefined
+          ? {}
+          : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }),
       },
     });
     req.once('error', reject);
@@ -121,7 +147,8 @@ export function api<T>(base: string, method: string, route: string, body?: unkno
       res.once('error', reject);
       res.once('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        if ((res.statusCode ?? 0) >= 300) reject(new Error(`${method} ${route}: HTTP ${res.statusCode}: ${text.slice(0, 500)}`));
+        if ((res.statusCode ?? 0) >= 300)
+          reject(new Error(`${method} ${route}: HTTP ${res.statusCode}: ${text.slice(0, 500)}`));
         else resolve(JSON.parse(text) as T);
       });
     });

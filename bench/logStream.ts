@@ -25,10 +25,25 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { parseJobSpec } from '../src/core/jobSpec.js';
 import { SqliteStore } from '../src/store/sqlite/sqliteStore.js';
-import { ADMIN_TOKEN, Proc, ROOT, api, quantile, sleep, startExecutor, startServer, tempDir, writeSection, type ApiJob } from './lib.js';
+import {
+  ADMIN_TOKEN,
+  Proc,
+  ROOT,
+  api,
+  quantile,
+  sleep,
+  startExecutor,
+  startServer,
+  tempDir,
+  writeSection,
+  type ApiJob,
+} from './lib.js';
 
 const TINY = process.argv.includes('--tiny');
-const PARTS = (process.env.BENCH_PARTS ?? 'logs,memory').split(',').map((s) => s.trim()).filter(Boolean);
+const PARTS = (process.env.BENCH_PARTS ?? 'logs,memory')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const LOG_BYTES = Number(process.env.BENCH_LOG_BYTES ?? (TINY ? 2_000_000 : 200_000_000));
 const LOG_RUNS = Number(process.env.BENCH_LOG_RUNS ?? (TINY ? 1 : 3));
 const MEMORY_JOBS = Number(process.env.BENCH_MEMORY_JOBS ?? (TINY ? 2_000 : 1_000_000));
@@ -104,7 +119,9 @@ function generatorAlone(genFile: string, bytes: number): Promise<number> {
     const child = spawn(process.execPath, [genFile, String(bytes)], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve(performance.now() - t) : reject(new Error(`generator exited with ${code}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve(performance.now() - t) : reject(new Error(`generator exited with ${code}`)),
+    );
   });
 }
 
@@ -155,7 +172,10 @@ class LineChecker {
   private partial = '';
   readonly check: StreamCheck = { lines: 0, outOfOrder: 0, duplicates: 0, missing: 0, malformed: 0 };
 
-  constructor(private readonly total: number, private readonly onLine?: (seq: number, written: number) => void) {
+  constructor(
+    private readonly total: number,
+    private readonly onLine?: (seq: number, written: number) => void,
+  ) {
     this.seen = new Uint8Array(total);
   }
 
@@ -231,8 +251,16 @@ async function followStream(url: string, jobId: number, totalLines: number, conn
   const latencies = new Float64Array(totalLines).fill(NaN);
   let now = 0;
   const r: SseResult = {
-    check: undefined as unknown as StreamCheck, latencies, firstArrival: NaN, lastArrival: NaN, firstWritten: Infinity, lastWritten: -Infinity,
-    outputEvents: 0, repeatedEvents: 0, repeatedChars: 0, sseBytes: 0,
+    check: undefined as unknown as StreamCheck,
+    latencies,
+    firstArrival: NaN,
+    lastArrival: NaN,
+    firstWritten: Infinity,
+    lastWritten: -Infinity,
+    outputEvents: 0,
+    repeatedEvents: 0,
+    repeatedChars: 0,
+    sseBytes: 0,
   };
   const checker = new LineChecker(totalLines, (seq, written) => {
     latencies[seq] = now - written;
@@ -240,7 +268,9 @@ async function followStream(url: string, jobId: number, totalLines: number, conn
     if (written > r.lastWritten) r.lastWritten = written;
   });
   r.check = checker.check;
-  const res = await fetch(`${url}/api/v1/jobs/${jobId}/logs/stream`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  const res = await fetch(`${url}/api/v1/jobs/${jobId}/logs/stream`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
   if (!res.ok || !res.body) throw new Error(`SSE: HTTP ${res.status}`);
   connected();
   const stepEntries = new Set<number>();
@@ -348,7 +378,14 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     server = started.proc;
     const url = started.url;
     const { job } = await api<{ job: ApiJob }>(url, 'POST', '/jobs', {
-      queue: QUEUE, steps: [{ run: HOLD ? `${process.execPath} ${genFile} ${LOG_BYTES}; sleep ${HOLD}` : `exec ${process.execPath} ${genFile} ${LOG_BYTES}` }],
+      queue: QUEUE,
+      steps: [
+        {
+          run: HOLD
+            ? `${process.execPath} ${genFile} ${LOG_BYTES}; sleep ${HOLD}`
+            : `exec ${process.execPath} ${genFile} ${LOG_BYTES}`,
+        },
+      ],
     });
     let onConnected!: () => void;
     const connected = new Promise<void>((resolve) => (onConnected = resolve));
@@ -360,7 +397,10 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     const server0 = cpuSeconds(server.child.pid!);
     const t0 = Date.now();
     executor = await startExecutor(url, {
-      EXECUTOR_NAME: `bench-logs-${run}`, EXECUTOR_QUEUE_NAME: QUEUE, EXECUTOR_RUNTIME: 'shell', EXECUTOR_WORKSPACE_ROOT: workDir,
+      EXECUTOR_NAME: `bench-logs-${run}`,
+      EXECUTOR_QUEUE_NAME: QUEUE,
+      EXECUTOR_RUNTIME: 'shell',
+      EXECUTOR_WORKSPACE_ROOT: workDir,
       EXECUTOR_MAX_LOG_SIZE: MAX_LOG_SIZE,
     });
     const peak = { server: 0, executor: 0 };
@@ -393,7 +433,8 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     const cpuExecutor = cpuSeconds(executor.child.pid!);
     const client = process.cpuUsage(client0);
     const machine1 = machineBusy();
-    const ours = cpuServer.self - server0.self + cpuExecutor.self + cpuExecutor.children + (client.user + client.system) / 1e6;
+    const ours =
+      cpuServer.self - server0.self + cpuExecutor.self + cpuExecutor.children + (client.user + client.system) / 1e6;
     const otherShare = Math.max(0, machine1.busy - machine0.busy - ours) / (machine1.total - machine0.total);
     phase = 'idle';
     const { job: done } = await api<{ job: ApiJob }>(url, 'GET', `/jobs/${job.id}`);
@@ -408,7 +449,11 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     const logsChecker = new LineChecker(lines);
     let stepStart = NaN;
     try {
-      const logs = await api<{ entries: { key: string; out: string; length: number; startTime: number }[] }>(url, 'GET', `/jobs/${job.id}/logs`);
+      const logs = await api<{ entries: { key: string; out: string; length: number; startTime: number }[] }>(
+        url,
+        'GET',
+        `/jobs/${job.id}/logs`,
+      );
       logsInfo.ms = performance.now() - tl;
       const step = logs.entries.find((e) => e.key.startsWith('step.'));
       if (!step) throw new Error('no step entry in GET /logs');
@@ -439,20 +484,28 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     const firstWritten = { first: result.firstWritten, last: result.lastWritten };
     const aloneAfter = await generatorAlone(genFile, LOG_BYTES);
     const r: LogRun = {
-      run, bytes, lines, aloneMs: [aloneBefore, aloneAfter],
+      run,
+      bytes,
+      lines,
+      aloneMs: [aloneBefore, aloneAfter],
       storeMs: done.finishedAt! - firstWritten.first,
       generatorMs: firstWritten.last - firstWritten.first,
       stepStartMs: firstWritten.first - stepStart,
       sseLastMs: result.lastArrival - firstWritten.first,
       latency: { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99), max: NaN, min: NaN },
       sse: { ...result, latencies: undefined } as unknown as Omit<SseResult, 'latencies'>,
-      logsCheck, logsInfo,
+      logsCheck,
+      logsInfo,
       peakRssMb: { server: peak.server / 1024, executor: peak.executor / 1024 },
       serverRssMb: { settled: settledRss, logs: after.logs / 1024, lateSse: after.lateSse / 1024 },
       late,
       cpu: {
-        server: cpuServer.self - server0.self, executor: cpuExecutor.self, otherShare, step: cpuExecutor.children,
-        client: (client.user + client.system) / 1e6, wallMs,
+        server: cpuServer.self - server0.self,
+        executor: cpuExecutor.self,
+        otherShare,
+        step: cpuExecutor.children,
+        client: (client.user + client.system) / 1e6,
+        wallMs,
       },
       finishedAt: done.finishedAt!,
     };
@@ -481,7 +534,6 @@ async function logRun(run: number, genFile: string): Promise<LogRun> {
     await rm(workDir, { recursive: true, force: true });
   }
 }
-
 
 // ---- part 2: memory ----
 
@@ -524,7 +576,8 @@ async function fillJobs(dataDir: string, count: number): Promise<number> {
   const base = Date.now() - count - 60_000;
   for (let from = 0; from < count; from += 100_000) {
     db.transaction(() => {
-      for (let i = from; i < Math.min(count, from + 100_000); i++) insert.run(QUEUE, 'user:bench', spec, parsed.value.maxAttempts, base + i, base + i, base + i);
+      for (let i = from; i < Math.min(count, from + 100_000); i++)
+        insert.run(QUEUE, 'user:bench', spec, parsed.value.maxAttempts, base + i, base + i, base + i);
     })();
   }
   db.pragma('wal_checkpoint(TRUNCATE)');
@@ -533,7 +586,15 @@ async function fillJobs(dataDir: string, count: number): Promise<number> {
 }
 
 async function memory(): Promise<MemoryResult> {
-  const r: MemoryResult = { node: [], executorIdle: [], serverEmpty: [], serverFull: [], fillMs: 0, calls: {}, dbBytes: 0 };
+  const r: MemoryResult = {
+    node: [],
+    executorIdle: [],
+    serverEmpty: [],
+    serverFull: [],
+    fillMs: 0,
+    calls: {},
+    dbBytes: 0,
+  };
   const fullDir = await tempDir('memory-full');
   try {
     process.stderr.write(`[memory] inserting ${n(MEMORY_JOBS)} jobs… `);
@@ -548,7 +609,12 @@ async function memory(): Promise<MemoryResult> {
       const { url, proc: server } = await startServer(emptyDir);
       let executor: Proc | undefined;
       try {
-        executor = await startExecutor(url, { EXECUTOR_NAME: `bench-idle-${run}`, EXECUTOR_QUEUE_NAME: 'bench-idle', EXECUTOR_RUNTIME: 'shell', EXECUTOR_WORKSPACE_ROOT: workDir });
+        executor = await startExecutor(url, {
+          EXECUTOR_NAME: `bench-idle-${run}`,
+          EXECUTOR_QUEUE_NAME: 'bench-idle',
+          EXECUTOR_RUNTIME: 'shell',
+          EXECUTOR_WORKSPACE_ROOT: workDir,
+        });
         await sleep(IDLE_WAIT_MS);
         r.executorIdle.push(rssKb(executor.child.pid!) / 1024);
         r.serverEmpty.push(rssKb(server.child.pid!) / 1024);
@@ -568,7 +634,11 @@ async function memory(): Promise<MemoryResult> {
         let before: number | null = null;
         for (let page = 0; page < 5; page++) {
           const t = performance.now();
-          const res: { nextBefore: number | null } = await api<{ nextBefore: number | null }>(full.url, 'GET', `/jobs?limit=500${before ? `&before=${before}` : ''}`);
+          const res: { nextBefore: number | null } = await api<{ nextBefore: number | null }>(
+            full.url,
+            'GET',
+            `/jobs?limit=500${before ? `&before=${before}` : ''}`,
+          );
           (r.calls['GET /jobs?limit=500 (5 pages)'] ??= []).push(performance.now() - t);
           before = res.nextBefore;
         }
@@ -638,8 +708,17 @@ function checkText(c: StreamCheck | undefined, total: number): string {
  */
 const BEFORE_LOGS = {
   date: '2026-11-22',
-  storeMbps: 20.9, sseMbps: 20.2, p50: 7_046, p99: 8_916, max: 8_932,
-  serverRssMb: 248, executorRssMb: 1_309, logsRssMb: 1_329, logsMs: 2_379, lateSseRssMb: 1_383, lateSseMs: 5_172,
+  storeMbps: 20.9,
+  sseMbps: 20.2,
+  p50: 7_046,
+  p99: 8_916,
+  max: 8_932,
+  serverRssMb: 248,
+  executorRssMb: 1_309,
+  logsRssMb: 1_329,
+  logsMs: 2_379,
+  lateSseRssMb: 1_383,
+  lateSseMs: 5_172,
 };
 
 function logsReport(runs: LogRun[]): string {
@@ -663,7 +742,7 @@ function logsReport(runs: LogRun[]): string {
       'time (`Date.now()`). An SSE client in the ' +
       'benchmark process connects to `GET /api/v1/jobs/:id/logs/stream` before the job starts (the job is submitted before the ' +
       'executor is started), deduplicates by offset as `dockhand follow` does, and timestamps each line on arrival (same clock). ' +
-      '**Throughput to the store** is the bytes written ÷ (first line written → the job\'s `finishedAt`; the executor sends the ' +
+      "**Throughput to the store** is the bytes written ÷ (first line written → the job's `finishedAt`; the executor sends the " +
       'whole log before its result, so that is when the log is fully stored). The physical limit, measured just before and just ' +
       'after each run: the same program writing to `/dev/null`, timed from spawn to exit. At the end every line is checked, ' +
       `present once and in order per stream, in what the SSE client received and in \`GET /logs\`. Runs: ${runs.length}` +
@@ -684,23 +763,64 @@ function logsReport(runs: LogRun[]): string {
     `| **throughput to the store** | ${range(store, f1)} MB/s | ${was(B.storeMbps, med(store), 'MB/s', true)} | ${range(alone, f1)} MB/s (generator → \`/dev/null\`) | ` +
       `**${(med(store) / med(alone)).toFixed(3)}×** | ≥ ${GOALS.mbps} MB/s: ${med(store) >= GOALS.mbps ? 'met' : '**missed**'} |`,
   );
-  L.push(`| throughput to the SSE client (first line written → last line received) | ${range(sseRate, f1)} MB/s | ${was(B.sseMbps, med(sseRate), 'MB/s', true)} | | ${(med(sseRate) / med(alone)).toFixed(3)}× | |`);
-  L.push(`| line → SSE client latency, p50 | ${range(p50, f0)} ms | ${was(B.p50, med(p50), 'ms', false)} | | | |`);
-  L.push(`| line → SSE client latency, p99 | ${range(p99, f0)} ms | ${was(B.p99, med(p99), 'ms', false)} | | | ≤ ${GOALS.p99} ms: ${med(p99) <= GOALS.p99 ? 'met' : '**missed**'} |`);
-  const maxLatency = runs.map((r) => r.latency.max);
-  L.push(`| line → SSE client latency, max | ${range(maxLatency, f0)} ms | ${was(B.max, med(maxLatency), 'ms', false)} | | | |`);
-  L.push(`| the generator's own run inside the job (first → last line written) | ${range(runs.map((r) => r.generatorMs), f0)} ms | | | ${range(runs.flatMap((r) => r.aloneMs), f0)} ms alone | | |`);
-  const rss = (pick: (r: LogRun) => number): number[] => runs.map(pick);
-  L.push(`| peak RSS, server | ${range(rss((r) => r.peakRssMb.server), f0)} MB | ${was(B.serverRssMb, med(rss((r) => r.peakRssMb.server)), 'MB', false)} | | | |`);
-  L.push(`| peak RSS, executor | ${range(rss((r) => r.peakRssMb.executor), f0)} MB | ${was(B.executorRssMb, med(rss((r) => r.peakRssMb.executor)), 'MB', false)} | | | |`);
-  L.push(`| server RSS after the job | ${range(rss((r) => r.serverRssMb.settled), f0)} MB | | | | | |`);
   L.push(
-    `| server peak RSS while answering \`GET /logs\` (the whole log, streamed a page at a time) | ${range(rss((r) => r.serverRssMb.logs), f0)} MB, ` +
-      `in ${range(runs.map((r) => r.logsInfo.ms), f0)} ms | ${f0(B.logsRssMb)} MB, in ${f0(B.logsMs)} ms | ${(B.logsRssMb / med(rss((r) => r.serverRssMb.logs))).toFixed(1)}× (memory) | | | |`,
+    `| throughput to the SSE client (first line written → last line received) | ${range(sseRate, f1)} MB/s | ${was(B.sseMbps, med(sseRate), 'MB/s', true)} | | ${(med(sseRate) / med(alone)).toFixed(3)}× | |`,
+  );
+  L.push(`| line → SSE client latency, p50 | ${range(p50, f0)} ms | ${was(B.p50, med(p50), 'ms', false)} | | | |`);
+  L.push(
+    `| line → SSE client latency, p99 | ${range(p99, f0)} ms | ${was(B.p99, med(p99), 'ms', false)} | | | ≤ ${GOALS.p99} ms: ${med(p99) <= GOALS.p99 ? 'met' : '**missed**'} |`,
+  );
+  const maxLatency = runs.map((r) => r.latency.max);
+  L.push(
+    `| line → SSE client latency, max | ${range(maxLatency, f0)} ms | ${was(B.max, med(maxLatency), 'ms', false)} | | | |`,
   );
   L.push(
-    `| server peak RSS while a late SSE client reads the finished job from the start | ${range(rss((r) => r.serverRssMb.lateSse), f0)} MB, ` +
-      `in ${range(runs.map((r) => r.late.ms), f0)} ms | ${f0(B.lateSseRssMb)} MB, in ${f0(B.lateSseMs)} ms | ${(B.lateSseRssMb / med(rss((r) => r.serverRssMb.lateSse))).toFixed(1)}× (memory) | | | |`,
+    `| the generator's own run inside the job (first → last line written) | ${range(
+      runs.map((r) => r.generatorMs),
+      f0,
+    )} ms | | | ${range(
+      runs.flatMap((r) => r.aloneMs),
+      f0,
+    )} ms alone | | |`,
+  );
+  const rss = (pick: (r: LogRun) => number): number[] => runs.map(pick);
+  L.push(
+    `| peak RSS, server | ${range(
+      rss((r) => r.peakRssMb.server),
+      f0,
+    )} MB | ${was(B.serverRssMb, med(rss((r) => r.peakRssMb.server)), 'MB', false)} | | | |`,
+  );
+  L.push(
+    `| peak RSS, executor | ${range(
+      rss((r) => r.peakRssMb.executor),
+      f0,
+    )} MB | ${was(B.executorRssMb, med(rss((r) => r.peakRssMb.executor)), 'MB', false)} | | | |`,
+  );
+  L.push(
+    `| server RSS after the job | ${range(
+      rss((r) => r.serverRssMb.settled),
+      f0,
+    )} MB | | | | | |`,
+  );
+  L.push(
+    `| server peak RSS while answering \`GET /logs\` (the whole log, streamed a page at a time) | ${range(
+      rss((r) => r.serverRssMb.logs),
+      f0,
+    )} MB, ` +
+      `in ${range(
+        runs.map((r) => r.logsInfo.ms),
+        f0,
+      )} ms | ${f0(B.logsRssMb)} MB, in ${f0(B.logsMs)} ms | ${(B.logsRssMb / med(rss((r) => r.serverRssMb.logs))).toFixed(1)}× (memory) | | | |`,
+  );
+  L.push(
+    `| server peak RSS while a late SSE client reads the finished job from the start | ${range(
+      rss((r) => r.serverRssMb.lateSse),
+      f0,
+    )} MB, ` +
+      `in ${range(
+        runs.map((r) => r.late.ms),
+        f0,
+      )} ms | ${f0(B.lateSseRssMb)} MB, in ${f0(B.lateSseMs)} ms | ${(B.lateSseRssMb / med(rss((r) => r.serverRssMb.lateSse))).toFixed(1)}× (memory) | | | |`,
   );
   L.push(
     `| CPU: server / executor / step / SSE client | ${f1(med(runs.map((r) => r.cpu.server)))} / ${f1(med(runs.map((r) => r.cpu.executor)))} / ` +
@@ -719,7 +839,8 @@ function logsReport(runs: LogRun[]): string {
   const drain = med(runs.map((r) => r.storeMs));
   const requests = Math.ceil(r0.logsInfo.entryLength / (2 * 2 ** 20));
   const cpu = (pick: (r: LogRun) => number): number => med(runs.map(pick));
-  const busy = cpu((r) => r.cpu.server) + cpu((r) => r.cpu.executor) + cpu((r) => r.cpu.step) + cpu((r) => r.cpu.client);
+  const busy =
+    cpu((r) => r.cpu.server) + cpu((r) => r.cpu.executor) + cpu((r) => r.cpu.step) + cpu((r) => r.cpu.client);
   const other = med(runs.map((r) => r.cpu.otherShare));
   L.push(
     '',
@@ -731,15 +852,15 @@ function logsReport(runs: LogRun[]): string {
       'flattened at every slice; it sends a request as soon as 256 KiB are pending and again as soon as an answer comes while ' +
       'that much is left, one request in flight at a time (offsets still make a resent request harmless), instead of one per ' +
       '200 ms flush tick; and it applies backpressure: past 4 MiB not yet acknowledged (two 2 MiB requests: one in flight, the ' +
-      'next ready) the shell runtime stops reading the step\'s stdout and stderr until the server has acknowledged enough, so ' +
+      "next ready) the shell runtime stops reading the step's stdout and stderr until the server has acknowledged enough, so " +
       `the step blocks on its writes (the generator inside the job took ${f0(gen)} ms against ` +
       `${f0(med(runs.flatMap((r) => r.aloneMs)))} ms alone: it runs at the pace of the log), and a line waits behind at most ` +
       '4 MiB of output in the executor instead of everything the step wrote before it. The docker runtime pauses the ' +
-      'container\'s attach stream the same way. On the server, `GET /logs` streams its JSON an entry and a page of chunks at ' +
+      "container's attach stream the same way. On the server, `GET /logs` streams its JSON an entry and a page of chunks at " +
       'a time, and an SSE client gets its events a page of chunks at a time, waiting for its socket to drain, so neither ' +
       'holds the whole log in memory (the two RSS rows). A follower woken by an append reads the new output back only ' +
-      'after the executor\'s answer has gone out (`setImmediate`), so that work overlaps the executor preparing its next ' +
-      'request instead of delaying the answer. This benchmark\'s SSE client keeps an event\'s text as the pieces it arrived ' +
+      "after the executor's answer has gone out (`setImmediate`), so that work overlaps the executor preparing its next " +
+      "request instead of delaying the answer. This benchmark's SSE client keeps an event's text as the pieces it arrived " +
       'in (it used to append every socket read to one string and search it again, copying a 2 MB event dozens of times: ' +
       'that alone was over a third of the CPU of the run, on a machine whose CPU is the limit).',
     '',
@@ -747,16 +868,16 @@ function logsReport(runs: LogRun[]): string {
       `on average; the processes of the run used ${f1(busy)} s of CPU in ${f1(cpu((r) => r.cpu.wallMs) / 1000)} s on ` +
       `${os.cpus().length} CPUs (${f0((1000 * busy) / (r0.bytes / MB))} ms of CPU per MB written), and other processes ` +
       `${Math.round(100 * other)}% of the machine. CPU profiles of the three processes (\`node --cpu-prof\`, 50 MB runs) show no ` +
-      'single hot spot: the cost is per byte and spread along the pipeline. The executor reads the step\'s pipes, redacts ' +
-      '(one regular-expression pass over each write) and prefixes the lines, then joins a request\'s pieces and JSON-encodes ' +
+      "single hot spot: the cost is per byte and spread along the pipeline. The executor reads the step's pipes, redacts " +
+      "(one regular-expression pass over each write) and prefixes the lines, then joins a request's pieces and JSON-encodes " +
       'the body (node:http copies it once more to UTF-8); the server turns the body into a string and JSON-parses it (the zod check ' +
       'of `out` is under 1% of its time), inserts it as one row in SQLite and commits (with 2 MiB commits, the WAL checkpoint ' +
-      'every second commit is about two thirds of the store\'s cost: ~9 ms per request against ~3.5 ms without checkpoints, ' +
+      "every second commit is about two thirds of the store's cost: ~9 ms per request against ~3.5 ms without checkpoints, " +
       'measured alone), then reads it back and JSON-encodes it again for the SSE client, which decodes and parses it once more. ' +
       'Executor, server and SSE client share the CPU (the CPU row), and with one request in flight they mostly take turns: ' +
       'the rate is set by the CPU per MB and by how much CPU the machine leaves them (compare the share of other processes), ' +
       'not by a wait in the protocol. A second request in flight ' +
-      'would overlap the executor\'s encoding with the server\'s storing, but only once the server refuses an append that ' +
+      "would overlap the executor's encoding with the server's storing, but only once the server refuses an append that " +
       'starts past its stored length (today it would store it at the wrong offset), and an executor must not do it against a ' +
       'server that does not.',
   );
@@ -784,25 +905,33 @@ function memoryReport(m: MemoryResult): string {
     `| **idle executor** | ${range(m.executorIdle, f1)} MB | ${(med(m.executorIdle) / floor).toFixed(2)}× | ≤ ${GOALS.idleExecutorMb} MB: ` +
       `${med(m.executorIdle) <= GOALS.idleExecutorMb ? 'met' : '**missed**'} |`,
   );
-  if (m.nodeDockerode) L.push(`| bare \`node -e\` that has imported \`dockerode\` | ${range(m.nodeDockerode, f1)} MB | ${(med(m.nodeDockerode) / floor).toFixed(2)}× | |`);
+  if (m.nodeDockerode)
+    L.push(
+      `| bare \`node -e\` that has imported \`dockerode\` | ${range(m.nodeDockerode, f1)} MB | ${(med(m.nodeDockerode) / floor).toFixed(2)}× | |`,
+    );
   L.push(`| server, empty store | ${range(m.serverEmpty, f1)} MB | ${(med(m.serverEmpty) / floor).toFixed(2)}× | |`);
-  L.push(`| **server, ${n(MEMORY_JOBS)} stored jobs**, after the calls | ${range(m.serverFull, f1)} MB | ${(med(m.serverFull) / floor).toFixed(2)}× | |`);
+  L.push(
+    `| **server, ${n(MEMORY_JOBS)} stored jobs**, after the calls | ${range(m.serverFull, f1)} MB | ${(med(m.serverFull) / floor).toFixed(2)}× | |`,
+  );
   L.push('', `| call on ${n(MEMORY_JOBS)} jobs | median | min–max |`, '|---|---:|---:|');
-  for (const [k, xs] of Object.entries(m.calls)) L.push(`| \`${k}\` | ${f0(med(xs))} ms | ${f0(Math.min(...xs))}–${f0(Math.max(...xs))} ms |`);
+  for (const [k, xs] of Object.entries(m.calls))
+    L.push(`| \`${k}\` | ${f0(med(xs))} ms | ${f0(Math.min(...xs))}–${f0(Math.max(...xs))} ms |`);
   L.push(
     '',
     '**What the numbers show.** The docker runtime, with `dockerode` and through it `ssh2` and its native addons, is loaded only ' +
       'by an executor configured for it (`src/executor/runtimes/index.ts` imports it when chosen). ' +
-      (m.nodeDockerode ? `A bare node that imports \`dockerode\` shows what that saves an executor of another runtime: ${f1(med(m.nodeDockerode) - floor)} MB over the floor in this run. ` : '') +
+      (m.nodeDockerode
+        ? `A bare node that imports \`dockerode\` shows what that saves an executor of another runtime: ${f1(med(m.nodeDockerode) - floor)} MB over the floor in this run. `
+        : '') +
       `Before that change (2026-11-22, same machine and benchmark) the idle shell-runtime executor measured ${f1(BEFORE_LAZY_DOCKER.median)} ` +
       `(${BEFORE_LAZY_DOCKER.range}) MB, and ${f1(BEFORE_LAZY_CLI.median)} (${BEFORE_LAZY_CLI.range}) MB after it, while \`dockhand\` ` +
-      'still loaded the server\'s modules (fastify, pg, better-sqlite3, prom-client, …) for every command; each command now ' +
+      "still loaded the server's modules (fastify, pg, better-sqlite3, prom-client, …) for every command; each command now " +
       `imports what it needs when it runs: now ${(med(m.executorIdle) / BEFORE_LAZY_DOCKER.median).toFixed(2)}× and ` +
       `${(med(m.executorIdle) / BEFORE_LAZY_CLI.median).toFixed(2)}× those.` +
       ` The server grows by ${f1(med(m.serverFull) - med(m.serverEmpty))} MB with ${n(MEMORY_JOBS)} jobs stored, after the calls; ` +
       'the job lists read one page through an index and stay fast. `GET /queues` is the slow call here: every job in this store is queued, and ' +
-      '`queueStats` counts the live jobs (`state IN (\'queued\', \'processing\')`) one by one through `jobs_state`, so its time grows with the number ' +
-      'of queued jobs (of the finished jobs it reads only the last hour\'s, through `jobs_finished`).',
+      "`queueStats` counts the live jobs (`state IN ('queued', 'processing')`) one by one through `jobs_state`, so its time grows with the number " +
+      "of queued jobs (of the finished jobs it reads only the last hour's, through `jobs_finished`).",
   );
   return L.join('\n');
 }
@@ -834,7 +963,9 @@ async function main(): Promise<void> {
               raw.logs.push(r);
               break;
             }
-            console.error(`[logs ${run}] other processes used ${Math.round(100 * r.cpu.otherShare)}% of the CPU meanwhile: running again`);
+            console.error(
+              `[logs ${run}] other processes used ${Math.round(100 * r.cpu.otherShare)}% of the CPU meanwhile: running again`,
+            );
           }
         }
       }

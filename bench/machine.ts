@@ -45,7 +45,7 @@ function processTable(): Map<number, [number, number]> {
 function ourCpu(): number {
   const table = processTable();
   const ours = new Set([process.pid]);
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false;
     for (const [pid, [ppid]] of table) {
       if (!ours.has(pid) && ours.has(ppid)) {
@@ -80,7 +80,8 @@ export async function waitQuiet(disturbed: number, maxWaitMs: number): Promise<n
   for (;;) {
     const { others } = await measured(() => new Promise<void>((resolve) => setTimeout(resolve, 2_000)));
     if (others <= disturbed || Date.now() > deadline) return others;
-    if (!announced) console.error(`  other processes use ${Math.round(100 * others)}% of the CPU: waiting for a quiet machine`);
+    if (!announced)
+      console.error(`  other processes use ${Math.round(100 * others)}% of the CPU: waiting for a quiet machine`);
     announced = true;
   }
 }

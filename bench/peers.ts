@@ -96,10 +96,14 @@ export async function startRedis(): Promise<RedisHandle> {
   const dir = await tempDir('redis');
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], {
-      cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      {
+        cwd: dir,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-16_000)));
     child.stderr.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-16_000)));
@@ -108,7 +112,8 @@ export async function startRedis(): Promise<RedisHandle> {
     child.once('error', (err) => (failed = err));
     const deadline = Date.now() + 15_000;
     while (!/Ready to accept connections/.test(output)) {
-      if (failed) throw new Error(`redis-server could not be started (${failed.message}): apt-get install -y redis-server`);
+      if (failed)
+        throw new Error(`redis-server could not be started (${failed.message}): apt-get install -y redis-server`);
       if (child.exitCode !== null) break;
       if (Date.now() > deadline) {
         child.kill('SIGKILL');
@@ -223,7 +228,8 @@ class WorkerPool {
     while (this.count < n) {
       const dead = this.procs.find((p) => !p.running);
       if (dead) throw new Error(`a worker exited:\n${dead.tail()}`);
-      if (Date.now() > deadline) throw new Error(`workers ran ${this.count} of ${n} jobs in ${timeoutMs} ms:\n${this.procs[0].tail()}`);
+      if (Date.now() > deadline)
+        throw new Error(`workers ran ${this.count} of ${n} jobs in ${timeoutMs} ms:\n${this.procs[0].tail()}`);
       await sleep(2);
     }
   }
@@ -324,7 +330,8 @@ export async function runGraphileThroughput(o: GraphileOptions): Promise<Through
     await primeGraphile(o.connectionString, o.jobs);
     pool = await WorkerPool.start('graphile', 'throughput', c.workers, graphileEnv(o.connectionString, c));
     const empty = async (): Promise<boolean> =>
-      (await client.query<{ n: number }>('select count(*)::int as n from graphile_worker._private_jobs')).rows[0].n === 0;
+      (await client.query<{ n: number }>('select count(*)::int as n from graphile_worker._private_jobs')).rows[0].n ===
+      0;
     // Warm-up: connections, prepared statements, JIT.
     const warm = Math.min(500, o.jobs);
     await graphileAddJobs(client, warm);
@@ -347,7 +354,12 @@ export async function runGraphileThroughput(o: GraphileOptions): Promise<Through
 }
 
 /** Enqueue → handler latencies in ms, one job at a time. */
-async function latencyLoop(pool: WorkerPool, jobs: number, warmup: number, add: () => Promise<unknown>): Promise<number[]> {
+async function latencyLoop(
+  pool: WorkerPool,
+  jobs: number,
+  warmup: number,
+  add: () => Promise<unknown>,
+): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 0; i < warmup + jobs; i++) {
     let hit!: () => void;
@@ -406,11 +418,17 @@ const bullEnv = (port: number, c: BullmqConfig): NodeJS.ProcessEnv => ({
 
 const BULL_JOB_OPTS = { removeOnComplete: true, removeOnFail: true } as const;
 
-async function withBull<T>(o: BullmqOptions, mode: WorkerMode, fn: (queue: Queue, pool: WorkerPool) => Promise<T>): Promise<T> {
+async function withBull<T>(
+  o: BullmqOptions,
+  mode: WorkerMode,
+  fn: (queue: Queue, pool: WorkerPool) => Promise<T>,
+): Promise<T> {
   const c = o.config ?? BULLMQ_CONFIG;
   const admin = new Redis({ host: '127.0.0.1', port: o.redisPort, maxRetriesPerRequest: null });
   await admin.flushall();
-  const queue = new Queue(BULL_QUEUE, { connection: { host: '127.0.0.1', port: o.redisPort, maxRetriesPerRequest: null } });
+  const queue = new Queue(BULL_QUEUE, {
+    connection: { host: '127.0.0.1', port: o.redisPort, maxRetriesPerRequest: null },
+  });
   await queue.waitUntilReady();
   let pool: WorkerPool | undefined;
   try {
@@ -471,7 +489,10 @@ export function packageVersion(name: string): string {
     let dir = path.dirname(main);
     for (;;) {
       try {
-        const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+        const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as {
+          name?: string;
+          version?: string;
+        };
         if (pkg.name === name && pkg.version) return pkg.version;
       } catch {
         // keep looking up

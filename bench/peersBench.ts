@@ -14,8 +14,18 @@ import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './s
 import { quantile, writeSection, flag, opt, num } from './lib.js';
 import { cpuModel, measured, waitQuiet } from './machine.js';
 import {
-  BULLMQ_CONFIG, GRAPHILE_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqLatency,
-  runBullmqThroughput, runGraphileLatency, runGraphileThroughput, type RedisHandle, type ThroughputResult,
+  BULLMQ_CONFIG,
+  GRAPHILE_CONFIG,
+  describeBullmq,
+  describeGraphile,
+  packageVersion,
+  prepareGraphile,
+  runBullmqLatency,
+  runBullmqThroughput,
+  runGraphileLatency,
+  runGraphileThroughput,
+  type RedisHandle,
+  type ThroughputResult,
 } from './peers.js';
 
 const SECTION = 'peers';
@@ -55,7 +65,8 @@ interface Machine {
 
 const n = (x: number): string => Math.round(x).toLocaleString('en-US');
 const pct = (x: number): string => `${Math.round(100 * x)}%`;
-const ms = (x: number): string => (x < 10 ? `${x.toFixed(2)} ms` : x < 1000 ? `${x.toFixed(1)} ms` : `${(x / 1000).toFixed(2)} s`);
+const ms = (x: number): string =>
+  x < 10 ? `${x.toFixed(2)} ms` : x < 1000 ? `${x.toFixed(1)} ms` : `${(x / 1000).toFixed(2)} s`;
 
 async function main(): Promise<void> {
   const started = Date.now();
@@ -86,7 +97,9 @@ async function main(): Promise<void> {
       bullmq: packageVersion('bullmq'),
       ioredis: packageVersion('ioredis'),
     };
-    console.error(`${machine.cpus}, ${machine.ram}, ${machine.kernel}; Node ${machine.node}, PostgreSQL ${machine.postgres}, Redis ${machine.redis}`);
+    console.error(
+      `${machine.cpus}, ${machine.ram}, ${machine.kernel}; Node ${machine.node}, PostgreSQL ${machine.postgres}, Redis ${machine.redis}`,
+    );
     console.error(`throughput: ${n(JOBS)} jobs × ${RUNS} runs; latency: ${n(LATENCY_JOBS)} jobs`);
 
     for (let run = 1; run <= RUNS; run++) {
@@ -96,7 +109,8 @@ async function main(): Promise<void> {
           const { result: r, others } = await measured(() =>
             peer === 'graphile'
               ? runGraphileThroughput({ connectionString: database!.url, jobs: JOBS })
-              : runBullmqThroughput({ redisPort: redis!.port, jobs: JOBS }));
+              : runBullmqThroughput({ redisPort: redis!.port, jobs: JOBS }),
+          );
           console.error(
             `[run ${run}] ${NAME[peer]}: ${n(r.jobsPerSec)} jobs/s (${(r.ms / 1000).toFixed(2)} s, enqueue ` +
               `${(r.enqueueMs / 1000).toFixed(2)} s; other processes ${Math.round(100 * others)}% of the CPU)`,
@@ -114,7 +128,8 @@ async function main(): Promise<void> {
       const { result, others } = await measured(() =>
         peer === 'graphile'
           ? runGraphileLatency({ connectionString: database!.url, jobs: LATENCY_JOBS })
-          : runBullmqLatency({ redisPort: redis!.port, jobs: LATENCY_JOBS }));
+          : runBullmqLatency({ redisPort: redis!.port, jobs: LATENCY_JOBS }),
+      );
       latency[peer] = result;
       latencyOthers[peer] = others;
       const l = latency[peer];
@@ -137,21 +152,27 @@ async function main(): Promise<void> {
   }
 }
 
-function report(m: Machine, throughput: Record<Peer, Run[]>, latency: Record<Peer, number[]>, latencyOthers: Record<Peer, number>, elapsed: number): string {
+function report(
+  m: Machine,
+  throughput: Record<Peer, Run[]>,
+  latency: Record<Peer, number[]>,
+  latencyOthers: Record<Peer, number>,
+  elapsed: number,
+): string {
   const date = new Date().toISOString().slice(0, 10);
   const lines = [
     '## Peers: graphile-worker and BullMQ',
     '',
     'The job runners Dockhand is compared with, measured alone on this machine with no-op jobs, each with its own ' +
-      'worker processes (child processes of the benchmark, sharing the CPUs as Dockhand\'s executors do). ' +
+      "worker processes (child processes of the benchmark, sharing the CPUs as Dockhand's executors do). " +
       `**Throughput**: the workers are started and idle, then ${n(JOBS)} jobs are enqueued in bulk, and the clock runs ` +
       'from the first enqueue until every job has run and the queue is empty again (graphile-worker: no row left in ' +
       'its jobs table; BullMQ: no job waiting, active, delayed or prioritized); after min(500, that many) warm-up jobs; ' +
       `${RUNS} runs, the peers alternating, fresh workers each run; a run during which other processes used over ` +
       `${Math.round(100 * DISTURBED)}% of the machine's CPU is taken again (up to ${MAX_TRIES} tries, each after waiting for other processes to use at most that share for 2 s; "others' CPU" is that share, ` +
-      'from /proc: the machine\'s busy time less that of the benchmark, its workers, Redis and PostgreSQL). ' +
+      "from /proc: the machine's busy time less that of the benchmark, its workers, Redis and PostgreSQL). " +
       `**Latency**: ${n(LATENCY_JOBS)} jobs submitted one at a time to idle workers (after 20 warm-up jobs), each 5–15 ms ` +
-      'after the previous one\'s handler ran; from just before the add call to the handler\'s IPC message reaching the ' +
+      "after the previous one's handler ran; from just before the add call to the handler's IPC message reaching the " +
       'benchmark, on one monotonic clock. Source: `bench/peers.ts` (importable by a Dockhand benchmark to measure the ' +
       'peers in its own run), `bench/peerWorker.ts`, `bench/peersBench.ts`; `npm run bench:peers`.',
     '',
@@ -162,7 +183,7 @@ function report(m: Machine, throughput: Record<Peer, Run[]>, latency: Record<Pee
     '',
     `- graphile-worker: ${describeGraphile(GRAPHILE_CONFIG)}. Before each run (untimed) its jobs table is analyzed ` +
       `with ${n(JOBS)} jobs in it, then emptied: a run that starts on the statistics of an empty table (a fresh database, ` +
-      'or autovacuum\'s ANALYZE after the previous run emptied it) plans get_job for an empty table and ran 4–5× slower here ' +
+      "or autovacuum's ANALYZE after the previous run emptied it) plans get_job for an empty table and ran 4–5× slower here " +
       '(500–760 jobs/s) until autovacuum analyzed the table again mid-run.',
     `- BullMQ: ${describeBullmq(BULLMQ_CONFIG)}.`,
     '',
@@ -172,7 +193,10 @@ function report(m: Machine, throughput: Record<Peer, Run[]>, latency: Record<Pee
   for (const peer of PEERS) {
     const rates = throughput[peer].map((r) => r.jobsPerSec);
     const l = latency[peer];
-    const enq = quantile(throughput[peer].map((r) => r.enqueueMs), 0.5);
+    const enq = quantile(
+      throughput[peer].map((r) => r.enqueueMs),
+      0.5,
+    );
     lines.push(
       `| ${NAME[peer]} | **${n(quantile(rates, 0.5))}** | ${n(Math.min(...rates))} | ${n(Math.max(...rates))} | ${rates.length} | ` +
         `${ms(enq)} | ${pct(Math.max(...throughput[peer].map((r) => r.others)))} | ${ms(quantile(l, 0.5))} | ` +

@@ -18,7 +18,8 @@ import { describeMachine } from './machine.js';
 
 const TINY = flag('--tiny');
 /** `--name VALUE`, else SOAK_NAME from the environment. */
-const setting = (name: string): string | undefined => opt(`--${name}`) ?? process.env[`SOAK_${name.toUpperCase().replaceAll('-', '_')}`];
+const setting = (name: string): string | undefined =>
+  opt(`--${name}`) ?? process.env[`SOAK_${name.toUpperCase().replaceAll('-', '_')}`];
 
 const JOBS = num(setting('jobs'), TINY ? 400 : 100_000);
 const EXECUTORS = num(setting('executors'), TINY ? 2 : 4);
@@ -230,8 +231,13 @@ async function listJobs(url: string, state?: string, max = Number.POSITIVE_INFIN
     const page: { jobs: Job[]; nextBefore: number | null } = await call(url, 'GET', `/jobs?${query}`);
     for (const j of page.jobs) {
       jobs.push({
-        id: j.id, state: j.state, attempt: j.attempt, numResets: j.numResets, cancelRequested: j.cancelRequested,
-        failureMessage: j.failureMessage, executorName: j.executorName,
+        id: j.id,
+        state: j.state,
+        attempt: j.attempt,
+        numResets: j.numResets,
+        cancelRequested: j.cancelRequested,
+        failureMessage: j.failureMessage,
+        executorName: j.executorName,
       });
     }
     before = page.nextBefore;
@@ -249,7 +255,9 @@ async function soak(url: string, plans: Plan[], executors: Proc[], spawnExecutor
 
   const submission = (async (): Promise<void> => {
     for (let start = 0; start < JOBS; start += BULK) {
-      const batch = plans.slice(start, start + BULK).map((plan, k) => ({ queue: QUEUE, steps: [stepOf(plan, start + k)] }));
+      const batch = plans
+        .slice(start, start + BULK)
+        .map((plan, k) => ({ queue: QUEUE, steps: [stepOf(plan, start + k)] }));
       // Not retried: a batch is all or none, but an answer lost after the commit would submit it twice.
       const { jobs } = await api<{ jobs: Job[] }>(url, 'POST', '/jobs/batch', { jobs: batch });
       jobs.forEach((j, k) => (ids[start + k] = j.id));
@@ -257,23 +265,38 @@ async function soak(url: string, plans: Plan[], executors: Proc[], spawnExecutor
     }
   })().catch((err: Error) => void (submitError = err));
 
-  const targets = plans.map((p, i) => i).filter((i) => plans[i].cancelAt !== null).sort((a, b) => plans[a].cancelAt! - plans[b].cancelAt!);
+  const targets = plans
+    .map((p, i) => i)
+    .filter((i) => plans[i].cancelAt !== null)
+    .sort((a, b) => plans[a].cancelAt! - plans[b].cancelAt!);
   let nextTarget = 0;
   const cancel = async (index: number): Promise<void> => {
     const id = ids[index];
     const sentAt = Date.now();
     try {
       const { job } = await call<{ job: Job }>(url, 'POST', `/jobs/${id}/cancel`);
-      if (job.state === 'canceled') cancels.set(id, { kind: job.attempt === 0 ? 'before-start' : 'queued-after-reset' });
+      if (job.state === 'canceled')
+        cancels.set(id, { kind: job.attempt === 0 ? 'before-start' : 'queued-after-reset' });
       else if (job.state === 'processing') {
-        cancels.set(id, { kind: 'running', attempt: job.attempt, cancelRequested: job.cancelRequested, sentAt, answeredAt: Date.now() });
+        cancels.set(id, {
+          kind: 'running',
+          attempt: job.attempt,
+          cancelRequested: job.cancelRequested,
+          sentAt,
+          answeredAt: Date.now(),
+        });
       } else {
         // A job that ended before the cancel took effect must be answered 409, never 200 with the finished job.
         cancels.set(id, { kind: 'error', message: `answered 200 with the job already ${job.state} (409 expected)` });
       }
     } catch (err) {
       const message = (err as Error).message;
-      cancels.set(id, httpStatus(err) === 409 ? { kind: 'too-late', state: /already (\w+)/.exec(message)?.[1] ?? '?' } : { kind: 'error', message });
+      cancels.set(
+        id,
+        httpStatus(err) === 409
+          ? { kind: 'too-late', state: /already (\w+)/.exec(message)?.[1] ?? '?' }
+          : { kind: 'error', message },
+      );
     }
   };
 
@@ -296,7 +319,11 @@ async function soak(url: string, plans: Plan[], executors: Proc[], spawnExecutor
       const terminal = Math.max(0, submitted - open);
 
       const due: number[] = [];
-      while (nextTarget < targets.length && plans[targets[nextTarget]].cancelAt! <= terminal && targets[nextTarget] < submitted) {
+      while (
+        nextTarget < targets.length &&
+        plans[targets[nextTarget]].cancelAt! <= terminal &&
+        targets[nextTarget] < submitted
+      ) {
         due.push(targets[nextTarget++]);
       }
       await pool(due, 16, cancel);
@@ -328,9 +355,13 @@ async function soak(url: string, plans: Plan[], executors: Proc[], spawnExecutor
     await submission;
   }
   if (stuck) {
-    const open = [...(await listJobs(url, 'queued', 50)).slice(0, 50), ...(await listJobs(url, 'processing', 50)).slice(0, 50)];
+    const open = [
+      ...(await listJobs(url, 'queued', 50)).slice(0, 50),
+      ...(await listJobs(url, 'processing', 50)).slice(0, 50),
+    ];
     const list = open.map(
-      (j) => `  job ${j.id}: ${j.state}, attempt ${j.attempt}, executor ${j.executorName ?? '–'}, resets ${j.numResets}${j.cancelRequested ? ', cancel requested' : ''}`,
+      (j) =>
+        `  job ${j.id}: ${j.state}, attempt ${j.attempt}, executor ${j.executorName ?? '–'}, resets ${j.numResets}${j.cancelRequested ? ', cancel requested' : ''}`,
     );
     throw new Error(`soak: STUCK: ${stuck} (${kills} executor kills); open jobs (up to 100):\n${list.join('\n')}`);
   }
@@ -384,7 +415,8 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
     const cancel = run.cancels.get(id);
     const canceled = cancel !== undefined && cancel.kind !== 'too-late' && cancel.kind !== 'error';
     if (cancel?.kind === 'error') problem(`job ${id}: the cancel call failed: ${cancel.message}`);
-    if (cancel?.kind === 'running' && !cancel.cancelRequested) problem(`job ${id}: the cancel answered processing without cancelRequested`);
+    if (cancel?.kind === 'running' && !cancel.cancelRequested)
+      problem(`job ${id}: the cancel answered processing without cancelRequested`);
     if (!job) {
       problem(`job ${id} (#${index}) was submitted but is gone (lost)`);
       return;
@@ -418,8 +450,13 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
       );
       wrong.push(id);
     }
-    if (cancel?.kind === 'before-start' && job.attempt !== 0) problem(`job ${id} was canceled before it started but has ${job.attempt} attempt(s)`);
-    if (job.state === 'failed' && !exhausted && !new RegExp(`exit code ${FAIL_EXIT}\\b`).test(job.failureMessage ?? '')) {
+    if (cancel?.kind === 'before-start' && job.attempt !== 0)
+      problem(`job ${id} was canceled before it started but has ${job.attempt} attempt(s)`);
+    if (
+      job.state === 'failed' &&
+      !exhausted &&
+      !new RegExp(`exit code ${FAIL_EXIT}\\b`).test(job.failureMessage ?? '')
+    ) {
       problem(`job ${id} failed with an unexpected message: ${job.failureMessage}`);
     }
     // Every job that ran more than once, or was canceled while it ran, is checked; the others by sample.
@@ -439,8 +476,10 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
     const { attempts } = await call<{ attempts: Attempt[] }>(run.url, 'GET', `/jobs/${id}`);
     const outcomes = attempts.map((a) => `${a.attempt}:${a.outcome ?? 'running'}`).join(', ');
     const completedAttempts = attempts.filter((a) => a.outcome === 'completed');
-    if (attempts.some((a) => a.outcome === null)) problem(`job ${id} is ${job.state} but has an attempt still running (${outcomes})`);
-    if (attempts.length !== job.attempt) problem(`job ${id} is at attempt ${job.attempt} but has ${attempts.length} attempts (${outcomes})`);
+    if (attempts.some((a) => a.outcome === null))
+      problem(`job ${id} is ${job.state} but has an attempt still running (${outcomes})`);
+    if (attempts.length !== job.attempt)
+      problem(`job ${id} is at attempt ${job.attempt} but has ${attempts.length} attempts (${outcomes})`);
     if (job.state !== 'completed') {
       if (completedAttempts.length) problem(`job ${id} is ${job.state} but an attempt completed (${outcomes})`);
       return;
@@ -452,20 +491,25 @@ async function reconcile(run: Run, plans: Plan[]): Promise<Reconciled> {
     const log = entries.map((e) => e.out).join('');
     const line = okLine(id, indexOf.get(id)!);
     const times = log.split(line).length - 1;
-    if (times !== 1) problem(`job ${id}: its log has its line ${JSON.stringify(line.trim())} ${times} times, not once: ${JSON.stringify(log.slice(0, 300))}`);
+    if (times !== 1)
+      problem(
+        `job ${id}: its log has its line ${JSON.stringify(line.trim())} ${times} times, not once: ${JSON.stringify(log.slice(0, 300))}`,
+      );
   });
 
   await pool(wrong.slice(0, 50), 8, async (id) => {
     const { attempts } = await call<{ attempts: Attempt[] }>(run.url, 'GET', `/jobs/${id}`);
     const list = attempts.map(
-      (a) => `${a.attempt} on ${a.executorName ?? '–'} ${a.startedAt}–${a.finishedAt ?? ''}: ${a.outcome ?? 'running'}${a.message ? ` (${a.message})` : ''}`,
+      (a) =>
+        `${a.attempt} on ${a.executorName ?? '–'} ${a.startedAt}–${a.finishedAt ?? ''}: ${a.outcome ?? 'running'}${a.message ? ` (${a.message})` : ''}`,
     );
     problem(`job ${id}'s attempts: ${list.join('; ') || 'none'}`);
   });
 
   const sum = actual.completed + actual.failed + actual.canceled + actual.errored;
   if (sum !== run.submitted) problem(`the terminal states add up to ${sum}, not the ${run.submitted} jobs submitted`);
-  if (listed.length !== run.submitted) problem(`queue ${QUEUE} lists ${listed.length} jobs, not the ${run.submitted} submitted`);
+  if (listed.length !== run.submitted)
+    problem(`queue ${QUEUE} lists ${listed.length} jobs, not the ${run.submitted} submitted`);
   return { actual, expected, resets, resetJobs, checked: toCheck.length, problems };
 }
 
@@ -530,8 +574,12 @@ async function main(): Promise<void> {
     const spawnExecutor = (): Promise<Proc> =>
       startExecutor(s.url, {
         // A new name for each: a replacement is a new executor, as a restarted machine's would be in a fleet.
-        EXECUTOR_NAME: `soak-${++started}`, EXECUTOR_QUEUE_NAME: QUEUE, EXECUTOR_RUNTIME: 'shell', EXECUTOR_WORKSPACE_ROOT: workDir,
-        EXECUTOR_MAXIMUM_NUM_JOBS: String(SLOTS), EXECUTOR_HEARTBEAT_INTERVAL: String(HEARTBEAT_S),
+        EXECUTOR_NAME: `soak-${++started}`,
+        EXECUTOR_QUEUE_NAME: QUEUE,
+        EXECUTOR_RUNTIME: 'shell',
+        EXECUTOR_WORKSPACE_ROOT: workDir,
+        EXECUTOR_MAXIMUM_NUM_JOBS: String(SLOTS),
+        EXECUTOR_HEARTBEAT_INTERVAL: String(HEARTBEAT_S),
       });
     for (let i = 0; i < EXECUTORS; i++) executors.push(await spawnExecutor());
 
@@ -542,7 +590,9 @@ async function main(): Promise<void> {
     console.log(`\n${report(run, r)}\n`);
     if (!ok) {
       const shown = r.problems.slice(0, 200);
-      console.log(`discrepancies (${r.problems.length}${r.problems.length > shown.length ? `, first ${shown.length}` : ''}):\n${shown.map((p) => `- ${p}`).join('\n')}\n`);
+      console.log(
+        `discrepancies (${r.problems.length}${r.problems.length > shown.length ? `, first ${shown.length}` : ''}):\n${shown.map((p) => `- ${p}`).join('\n')}\n`,
+      );
       process.exitCode = 1;
     }
     const seconds = run.elapsedMs / 1000;

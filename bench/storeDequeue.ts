@@ -37,7 +37,17 @@ import { SqliteStore } from '../src/store/sqlite/sqliteStore.js';
 import type { Store } from '../src/store/store.js';
 import { startPostgres, type PostgresHandle } from '../test/support/postgres.js';
 import {
-  ADMIN_TOKEN, EXECUTORS_TOKEN, Proc, ROOT, api, fmtRatio, quantile, sleep, startExecutor, tempDir, writeSection,
+  ADMIN_TOKEN,
+  EXECUTORS_TOKEN,
+  Proc,
+  ROOT,
+  api,
+  fmtRatio,
+  quantile,
+  sleep,
+  startExecutor,
+  tempDir,
+  writeSection,
   type ApiJob,
 } from './lib.js';
 
@@ -74,7 +84,10 @@ type StoreKind = 'sqlite' | 'postgres';
 const STORE_NAME: Record<StoreKind, string> = { sqlite: 'SQLite', postgres: 'PostgreSQL' };
 
 function list(s: string): string[] {
-  return s.split(',').map((x) => x.trim()).filter(Boolean);
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 }
 
 /** Job i of a fill: its namespace (an index into NAMESPACES) follows a pattern of period 200. */
@@ -134,7 +147,10 @@ async function dropDatabases(): Promise<void> {
   const { handle, databases } = pgServer;
   await withPg(handle.url, async (c) => {
     for (const name of databases) {
-      await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+      await c.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+        [name],
+      );
       await c.query(`DROP DATABASE IF EXISTS "${name}"`);
     }
   }).catch((err: Error) => console.error(`dropping the benchmark databases failed: ${err.message}`));
@@ -205,7 +221,15 @@ interface DepthResult {
   store: StoreKind;
   version: string;
   settings: string;
-  dbs: { depth: number; samples: number[]; fillMs: DepthDb['fillMs']; plan?: string; indexes?: string[]; explainMs?: number; checkpointed: number[] }[];
+  dbs: {
+    depth: number;
+    samples: number[];
+    fillMs: DepthDb['fillMs'];
+    plan?: string;
+    indexes?: string[];
+    explainMs?: number;
+    checkpointed: number[];
+  }[];
   /** Share of the machine's CPU that processes other than this one and PostgreSQL used while the dequeues ran. */
   otherLoad: number;
   /** Times the dequeues were measured (more than once when other processes disturbed them). */
@@ -253,16 +277,21 @@ async function sqliteDb(dir: string, depth: number): Promise<MadeDb> {
       })();
     },
     async rows(lo, hi) {
-      return (db.prepare('SELECT * FROM jobs WHERE created_at BETWEEN ? AND ? ORDER BY created_at').all(lo, hi) as Record<string, unknown>[]).map(
-        ({ id: _id, ...rest }) => rest,
-      );
+      return (
+        db.prepare('SELECT * FROM jobs WHERE created_at BETWEEN ? AND ? ORDER BY created_at').all(lo, hi) as Record<
+          string,
+          unknown
+        >[]
+      ).map(({ id: _id, ...rest }) => rest);
     },
     async maintenance() {
       // Only the WAL is folded back into the database, as a checkpoint would; no ANALYZE, as the store runs none.
       db.pragma('wal_checkpoint(TRUNCATE)');
     },
     async explain(now) {
-      const rows = db.prepare(`EXPLAIN QUERY PLAN ${candidatesSql('sqlite')}`).all({ queue: QUEUE, now, n: 1 }) as { detail: string }[];
+      const rows = db.prepare(`EXPLAIN QUERY PLAN ${candidatesSql('sqlite')}`).all({ queue: QUEUE, now, n: 1 }) as {
+        detail: string;
+      }[];
       const plan = rows.map((r) => r.detail).join('\n');
       return { plan, indexes: [...new Set([...plan.matchAll(/INDEX (\w+)/g)].map((m) => m[1]))] };
     },
@@ -271,7 +300,14 @@ async function sqliteDb(dir: string, depth: number): Promise<MadeDb> {
     },
   };
   const version = db.prepare('SELECT sqlite_version()').pluck().get() as string;
-  return { store, raw, version: `SQLite ${version}`, settings: 'WAL, synchronous=NORMAL (set on the store\'s connection too: the store itself commits with FULL), default page cache', walFile: `${file}-wal` };
+  return {
+    store,
+    raw,
+    version: `SQLite ${version}`,
+    settings:
+      "WAL, synchronous=NORMAL (set on the store's connection too: the store itself commits with FULL), default page cache",
+    walFile: `${file}-wal`,
+  };
 }
 
 async function postgresDb(depth: number): Promise<MadeDb> {
@@ -293,7 +329,10 @@ async function postgresDb(depth: number): Promise<MadeDb> {
       );
     },
     async rows(lo, hi) {
-      const r = await client.query('SELECT *, spec::text AS spec FROM jobs WHERE created_at BETWEEN $1 AND $2 ORDER BY created_at', [lo, hi]);
+      const r = await client.query(
+        'SELECT *, spec::text AS spec FROM jobs WHERE created_at BETWEEN $1 AND $2 ORDER BY created_at',
+        [lo, hi],
+      );
       return r.rows.map(({ id: _id, ...rest }) => rest as Record<string, unknown>);
     },
     async maintenance() {
@@ -306,7 +345,10 @@ async function postgresDb(depth: number): Promise<MadeDb> {
       for (let i = 0; i < 5; i++) {
         await client.query('BEGIN');
         try {
-          const r = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${candidatesSql('postgres')}`, [QUEUE, now, 1]);
+          const r = await client.query<{ 'QUERY PLAN': string }>(
+            `EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${candidatesSql('postgres')}`,
+            [QUEUE, now, 1],
+          );
           const plan = r.rows.map((x) => x['QUERY PLAN']).join('\n');
           plans.push({ plan, ms: Number(/Execution Time: ([\d.]+) ms/.exec(plan)?.[1]) });
         } finally {
@@ -314,7 +356,11 @@ async function postgresDb(depth: number): Promise<MadeDb> {
         }
       }
       const { plan, ms } = plans.sort((a, b) => a.ms - b.ms)[2];
-      return { plan, indexes: [...new Set([...plan.matchAll(/Index (?:Only )?Scan (?:Backward )?using (\w+)/g)].map((m) => m[1]))], ms };
+      return {
+        plan,
+        indexes: [...new Set([...plan.matchAll(/Index (?:Only )?Scan (?:Backward )?using (\w+)/g)].map((m) => m[1]))],
+        ms,
+      };
     },
     async close() {
       await client.end();
@@ -359,7 +405,8 @@ async function fill(db: DepthDb, base: number): Promise<void> {
     const period = 200;
     const fromApi = await db.raw.rows(base + apiCount - period, base + apiCount - 1);
     const fromBulk = await db.raw.rows(base + apiCount, base + apiCount + period - 1);
-    if (fromApi.length !== period || fromBulk.length !== period) throw new Error(`fill check: expected ${period} rows each, got ${fromApi.length} and ${fromBulk.length}`);
+    if (fromApi.length !== period || fromBulk.length !== period)
+      throw new Error(`fill check: expected ${period} rows each, got ${fromApi.length} and ${fromBulk.length}`);
     for (let j = 0; j < period; j++) {
       const diff = sameRow(fromApi[j], fromBulk[j], period);
       if (diff) throw new Error(`bulk-inserted job ${apiCount + j} differs from what enqueue() writes: ${diff}`);
@@ -378,7 +425,12 @@ async function dequeueBlock(db: DepthDb, count: number, record: boolean): Promis
   for (let i = 0; i < count; i++) {
     const now = Date.now();
     const t = process.hrtime.bigint();
-    const job = await db.store.dequeue({ executorName: 'bench-dequeue', queues: [QUEUE], tokenHash: `bench-token-${process.pid}-${++tokenCounter}`, now });
+    const job = await db.store.dequeue({
+      executorName: 'bench-dequeue',
+      queues: [QUEUE],
+      tokenHash: `bench-token-${process.pid}-${++tokenCounter}`,
+      now,
+    });
     const ms = Number(process.hrtime.bigint() - t) / 1e6;
     if (!job) throw new Error(`depth ${db.depth}: dequeue found no job`);
     if (record) db.samples.push(ms);
@@ -406,14 +458,22 @@ async function benchDepth(kind: StoreKind): Promise<DepthResult> {
       version = made.version;
       settings = made.settings;
       const db: DepthDb = {
-        depth, store: made.store, raw: made.raw, fillMs: { api: 0, bulk: 0, maintenance: 0 }, samples: [], taken: [], checkpointed: [],
+        depth,
+        store: made.store,
+        raw: made.raw,
+        fillMs: { api: 0, bulk: 0, maintenance: 0 },
+        samples: [],
+        taken: [],
+        checkpointed: [],
         wal: made.walFile ? new WalWatch(made.walFile) : undefined,
       };
       dbs.push(db);
       process.stderr.write(`[${kind}] filling ${depth.toLocaleString('en-US')} queued jobs `);
       await fill(db, base);
-      console.error(` enqueue ${(db.fillMs.api / 1000).toFixed(1)} s, bulk ${(db.fillMs.bulk / 1000).toFixed(1)} s, ` +
-        `${kind === 'postgres' ? 'VACUUM (ANALYZE)' : 'checkpoint'} ${(db.fillMs.maintenance / 1000).toFixed(1)} s`);
+      console.error(
+        ` enqueue ${(db.fillMs.api / 1000).toFixed(1)} s, bulk ${(db.fillMs.bulk / 1000).toFixed(1)} s, ` +
+          `${kind === 'postgres' ? 'VACUUM (ANALYZE)' : 'checkpoint'} ${(db.fillMs.maintenance / 1000).toFixed(1)} s`,
+      );
     }
     let otherLoad = 0;
     let tries = 0;
@@ -433,7 +493,9 @@ async function benchDepth(kind: StoreKind): Promise<DepthResult> {
       }
       otherLoad = await meter();
       if (otherLoad <= DISTURBED) break;
-      console.error(`[${kind}] other processes used ${Math.round(100 * otherLoad)}% of the CPU meanwhile${tries < MAX_TRIES ? ': measuring again' : ''}`);
+      console.error(
+        `[${kind}] other processes used ${Math.round(100 * otherLoad)}% of the CPU meanwhile${tries < MAX_TRIES ? ': measuring again' : ''}`,
+      );
     }
     for (const db of dbs) {
       const e = await db.raw.explain(Date.now());
@@ -441,11 +503,25 @@ async function benchDepth(kind: StoreKind): Promise<DepthResult> {
       db.indexes = e.indexes;
       db.explainMs = e.ms;
       const s = db.samples;
-      console.error(`[${kind}] ${db.depth}: median ${quantile(s, 0.5).toFixed(3)} ms, p99 ${quantile(s, 0.99).toFixed(3)} ms; indexes ${e.indexes.join(', ')}`);
+      console.error(
+        `[${kind}] ${db.depth}: median ${quantile(s, 0.5).toFixed(3)} ms, p99 ${quantile(s, 0.99).toFixed(3)} ms; indexes ${e.indexes.join(', ')}`,
+      );
     }
     return {
-      store: kind, version, settings, otherLoad, tries,
-      dbs: dbs.map(({ depth, samples, fillMs, plan, indexes, explainMs, checkpointed }) => ({ depth, samples, fillMs, plan, indexes, explainMs, checkpointed })),
+      store: kind,
+      version,
+      settings,
+      otherLoad,
+      tries,
+      dbs: dbs.map(({ depth, samples, fillMs, plan, indexes, explainMs, checkpointed }) => ({
+        depth,
+        samples,
+        fillMs,
+        plan,
+        indexes,
+        explainMs,
+        checkpointed,
+      })),
     };
   } finally {
     for (const db of dbs) {
@@ -530,7 +606,10 @@ let postmasterPid: number | undefined;
 async function postgresCpu(): Promise<number | undefined> {
   if (!pgServer?.owned) return undefined;
   if (postmasterPid === undefined) {
-    const pid = await withPg(pgServer.handle.url, async (c) => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid);
+    const pid = await withPg(
+      pgServer.handle.url,
+      async (c) => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid,
+    );
     postmasterPid = parentOf(pid);
   }
   if (postmasterPid === undefined) return undefined;
@@ -597,7 +676,7 @@ function sampleActivity(url: string): { stop(): Promise<{ waits: Record<string, 
       for (const row of r.rows) {
         const what =
           row.state === 'idle in transaction'
-            ? 'in a transaction, waiting for the server\'s next statement'
+            ? "in a transaction, waiting for the server's next statement"
             : row.wtype === 'Lock'
               ? `waiting for a lock (${row.wevent}): ${classify(row.query)}`
               : row.wtype
@@ -646,15 +725,25 @@ function deadlockCycles(from: number): Record<string, number> {
   return cycles;
 }
 
-async function pgCounters(url: string): Promise<{ commits: number; jobUpdates: number; deadlocks: number; deadlockTimeout: string }> {
+async function pgCounters(
+  url: string,
+): Promise<{ commits: number; jobUpdates: number; deadlocks: number; deadlockTimeout: string }> {
   return withPg(url, async (c) => {
-    const db = (await c.query('SELECT xact_commit, deadlocks FROM pg_stat_database WHERE datname = current_database()')).rows[0];
+    const db = (await c.query('SELECT xact_commit, deadlocks FROM pg_stat_database WHERE datname = current_database()'))
+      .rows[0];
     const deadlockTimeout = (await c.query('SHOW deadlock_timeout')).rows[0].deadlock_timeout as string;
-    const t = (await c.query<{ relname: string; ins: string; upd: string }>(
-      `SELECT relname, n_tup_ins AS ins, n_tup_upd AS upd FROM pg_stat_user_tables WHERE relname IN ('jobs', 'log_chunks')`,
-    )).rows;
+    const t = (
+      await c.query<{ relname: string; ins: string; upd: string }>(
+        `SELECT relname, n_tup_ins AS ins, n_tup_upd AS upd FROM pg_stat_user_tables WHERE relname IN ('jobs', 'log_chunks')`,
+      )
+    ).rows;
     const get = (rel: string, k: 'ins' | 'upd'): number => Number(t.find((x) => x.relname === rel)?.[k] ?? 0);
-    return { commits: Number(db.xact_commit), jobUpdates: get('jobs', 'upd'), deadlocks: Number(db.deadlocks), deadlockTimeout };
+    return {
+      commits: Number(db.xact_commit),
+      jobUpdates: get('jobs', 'upd'),
+      deadlocks: Number(db.deadlocks),
+      deadlockTimeout,
+    };
   });
 }
 
@@ -684,17 +773,22 @@ console.log(performance.now() - t);
 
 async function spawnPeer(count: number, concurrency: number): Promise<number> {
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', PEER_CODE, String(count), String(concurrency)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', PEER_CODE, String(count), String(concurrency)],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let text = '';
     child.stdout.on('data', (d: Buffer) => (text += d.toString()));
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`the spawn peer exited with ${code}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve(text) : reject(new Error(`the spawn peer exited with ${code}`)),
+    );
   });
   const ms = Number(out.trim());
   if (!Number.isFinite(ms)) throw new Error(`the spawn peer printed ${JSON.stringify(out)}`);
   return ms;
 }
-
 
 async function submitAll(url: string, count: number): Promise<number[]> {
   const ids: number[] = [];
@@ -713,10 +807,15 @@ async function submitAll(url: string, count: number): Promise<number[]> {
 async function waitForIdle(url: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const { queues } = await api<{ queues: { queue: string; queued: number; processing: number }[] }>(url, 'GET', '/queues');
+    const { queues } = await api<{ queues: { queue: string; queued: number; processing: number }[] }>(
+      url,
+      'GET',
+      '/queues',
+    );
     const q = queues.find((x) => x.queue === QUEUE);
     if (!q || Number(q.queued) + Number(q.processing) === 0) return;
-    if (Date.now() > deadline) throw new Error(`jobs still queued (${q.queued}) or running (${q.processing}) after ${timeoutMs / 1000} s`);
+    if (Date.now() > deadline)
+      throw new Error(`jobs still queued (${q.queued}) or running (${q.processing}) after ${timeoutMs / 1000} s`);
     await sleep(50);
   }
 }
@@ -725,7 +824,11 @@ async function listJobs(url: string, minId: number): Promise<ApiJob[]> {
   const out: ApiJob[] = [];
   let before: number | undefined;
   for (;;) {
-    const { jobs } = await api<{ jobs: ApiJob[] }>(url, 'GET', `/jobs?queue=${QUEUE}&limit=500${before ? `&before=${before}` : ''}`);
+    const { jobs } = await api<{ jobs: ApiJob[] }>(
+      url,
+      'GET',
+      `/jobs?queue=${QUEUE}&limit=500${before ? `&before=${before}` : ''}`,
+    );
     out.push(...jobs.filter((j) => j.id >= minId));
     if (jobs.length < 500 || jobs[jobs.length - 1].id <= minId) return out;
     before = jobs[jobs.length - 1].id;
@@ -741,7 +844,10 @@ async function benchE2e(kind: StoreKind, run: number): Promise<E2eResult> {
     const peerMs = [await spawnPeer(E2E_JOBS, E2E_SUBMITTERS)];
     console.error(`[${kind} ${run}] bare spawns: ${E2E_JOBS} in ${(peerMs[0] / 1000).toFixed(2)} s`);
 
-    const env: NodeJS.ProcessEnv = { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN };
+    const env: NodeJS.ProcessEnv = {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+    };
     if (kind === 'postgres') env.DOCKHAND_DATABASE_URL = await createDatabase('e2e');
     const server = new Proc('server', ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], env);
     procs.push(server);
@@ -766,16 +872,25 @@ async function benchE2e(kind: StoreKind, run: number): Promise<E2eResult> {
     const logFrom = logSize();
     const sampler = env.DOCKHAND_DATABASE_URL ? sampleActivity(env.DOCKHAND_DATABASE_URL) : undefined;
     const client0 = process.cpuUsage();
-    const cpu0 = { server: procTimes(server.child.pid!)!, executors: executors.map((e) => procTimes(e.child.pid!)!), machine: machineTimes() };
+    const cpu0 = {
+      server: procTimes(server.child.pid!)!,
+      executors: executors.map((e) => procTimes(e.child.pid!)!),
+      machine: machineTimes(),
+    };
     const t0 = Date.now();
     const ids = await submitAll(url, E2E_JOBS);
     const submitMs = Date.now() - t0;
     await waitForIdle(url, 300_000);
     const client1 = process.cpuUsage(client0);
-    const cpu1 = { server: procTimes(server.child.pid!)!, executors: executors.map((e) => procTimes(e.child.pid!)!), machine: machineTimes() };
+    const cpu1 = {
+      server: procTimes(server.child.pid!)!,
+      executors: executors.map((e) => procTimes(e.child.pid!)!),
+      machine: machineTimes(),
+    };
     const pgAfter = await postgresCpu();
     // The cluster also exists during the SQLite runs (from the depth part); it then counts as the rest of the machine.
-    const pgUsed = kind === 'postgres' && pgBefore !== undefined && pgAfter !== undefined ? pgAfter - pgBefore : undefined;
+    const pgUsed =
+      kind === 'postgres' && pgBefore !== undefined && pgAfter !== undefined ? pgAfter - pgBefore : undefined;
     const activity = await sampler?.stop();
 
     const minId = Math.min(...ids);
@@ -817,7 +932,9 @@ async function benchE2e(kind: StoreKind, run: number): Promise<E2eResult> {
         cycles: pgServer?.owned ? deadlockCycles(logFrom) : undefined,
       };
     }
-    console.error(`[${kind} ${run}] Dockhand: ${E2E_JOBS} jobs in ${(result.ms / 1000).toFixed(2)} s (${(E2E_JOBS / (result.ms / 1000)).toFixed(0)} jobs/s)`);
+    console.error(
+      `[${kind} ${run}] Dockhand: ${E2E_JOBS} jobs in ${(result.ms / 1000).toFixed(2)} s (${(E2E_JOBS / (result.ms / 1000)).toFixed(0)} jobs/s)`,
+    );
     for (const p of [...procs].reverse()) await p.stop();
     peerMs.push(await spawnPeer(E2E_JOBS, E2E_SUBMITTERS));
     console.error(`[${kind} ${run}] bare spawns: ${E2E_JOBS} in ${(peerMs[1] / 1000).toFixed(2)} s`);
@@ -866,14 +983,20 @@ function depthReport(results: DepthResult[]): string[] {
       const filled = [
         `${n(Math.min(d.depth, API_FILL))} by enqueue() ${secs(d.fillMs.api)}`,
         ...(d.depth > API_FILL ? [`${n(d.depth - API_FILL)} by bulk SQL ${secs(d.fillMs.bulk)}`] : []),
-        r.store === 'postgres' ? `VACUUM (ANALYZE) ${secs(d.fillMs.maintenance)}` : `checkpoint ${secs(d.fillMs.maintenance)}`,
+        r.store === 'postgres'
+          ? `VACUUM (ANALYZE) ${secs(d.fillMs.maintenance)}`
+          : `checkpoint ${secs(d.fillMs.maintenance)}`,
       ].join(', ');
-      lines.push(`| ${STORE_NAME[r.store]} | ${n(d.depth)} | ${n(s.length)} | ${ms3(quantile(s, 0.5))} | ${ms3(quantile(s, 0.9))} | ${ms3(quantile(s, 0.99))} | ${ms3(mean)} | ${filled} |`);
+      lines.push(
+        `| ${STORE_NAME[r.store]} | ${n(d.depth)} | ${n(s.length)} | ${ms3(quantile(s, 0.5))} | ${ms3(quantile(s, 0.9))} | ${ms3(quantile(s, 0.99))} | ${ms3(mean)} | ${filled} |`,
+      );
     }
   }
   lines.push('');
   const [lo, hi] = [Math.min(...DEPTHS), Math.max(...DEPTHS)];
-  lines.push(`| store | median ${n(hi)} ÷ ${n(lo)} | p99 ${n(hi)} ÷ ${n(lo)} | goal ≤ ${GOAL.toFixed(2)}× (medians) | indexes the candidate query uses (${n(hi)}) |`);
+  lines.push(
+    `| store | median ${n(hi)} ÷ ${n(lo)} | p99 ${n(hi)} ÷ ${n(lo)} | goal ≤ ${GOAL.toFixed(2)}× (medians) | indexes the candidate query uses (${n(hi)}) |`,
+  );
   lines.push('|---|---:|---:|---|---|');
   for (const r of results) {
     const a = r.dbs.find((d) => d.depth === lo)!;
@@ -892,7 +1015,8 @@ function e2eReport(results: E2eResult[]): string[] {
   const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
   const stores = STORES.filter((k) => results.some((r) => r.store === k));
   const rates = (k: StoreKind): number[] => results.filter((r) => r.store === k).map((r) => perSec(r.jobs, r.ms));
-  const peers = (k: StoreKind): number[] => results.filter((r) => r.store === k).flatMap((r) => r.peerMs.map((ms) => perSec(r.jobs, ms)));
+  const peers = (k: StoreKind): number[] =>
+    results.filter((r) => r.store === k).flatMap((r) => r.peerMs.map((ms) => perSec(r.jobs, ms)));
   lines.push(
     '| store | Dockhand jobs/s, each run | **mean jobs/s** | bare `sh -c true` spawns/s, before and after each run | mean spawns/s | ' +
       '**Dockhand ÷ bare spawns** (means) |',
@@ -900,12 +1024,19 @@ function e2eReport(results: E2eResult[]): string[] {
   lines.push('|---|---:|---:|---:|---:|---:|');
   for (const k of stores) {
     lines.push(
-      `| ${STORE_NAME[k]} | ${rates(k).map((x) => x.toFixed(0)).join(', ')} | **${mean(rates(k)).toFixed(0)}** | ` +
-        `${peers(k).map((x) => x.toFixed(0)).join(', ')} | ${mean(peers(k)).toFixed(0)} | **${(mean(rates(k)) / mean(peers(k))).toFixed(3)}** |`,
+      `| ${STORE_NAME[k]} | ${rates(k)
+        .map((x) => x.toFixed(0))
+        .join(', ')} | **${mean(rates(k)).toFixed(0)}** | ` +
+        `${peers(k)
+          .map((x) => x.toFixed(0))
+          .join(', ')} | ${mean(peers(k)).toFixed(0)} | **${(mean(rates(k)) / mean(peers(k))).toFixed(3)}** |`,
     );
   }
   if (stores.includes('sqlite') && stores.includes('postgres')) {
-    lines.push('', `PostgreSQL ÷ SQLite, mean jobs/s: **${fmtRatio(mean(rates('postgres')) / mean(rates('sqlite')))}**.`);
+    lines.push(
+      '',
+      `PostgreSQL ÷ SQLite, mean jobs/s: **${fmtRatio(mean(rates('postgres')) / mean(rates('sqlite')))}**.`,
+    );
   }
   lines.push('');
   lines.push(
@@ -933,7 +1064,8 @@ function e2eReport(results: E2eResult[]): string[] {
       for (const [what, count] of Object.entries(r.pgActivity!.waits)) waits[what] = (waits[what] ?? 0) + count;
     }
     const total = Object.values(waits).reduce((x, y) => x + y, 0);
-    const avg = (f: (a: PgActivity) => number): string => (pgRuns.reduce((x, r) => x + f(r.pgActivity!), 0) / pgRuns.length).toFixed(1);
+    const avg = (f: (a: PgActivity) => number): string =>
+      (pgRuns.reduce((x, r) => x + f(r.pgActivity!), 0) / pgRuns.length).toFixed(1);
     lines.push('');
     lines.push(
       `PostgreSQL, per job (whole runs, warm-up included; mean of ${pgRuns.length}): ${avg((a) => a.perJob.commits)} transactions ` +
@@ -957,7 +1089,11 @@ function e2eReport(results: E2eResult[]): string[] {
 function planFigures(plan: string | undefined): { planning: number; execution: number; buffers: number } | undefined {
   if (!plan) return undefined;
   const num = (re: RegExp): number => Number(re.exec(plan)?.[1]);
-  const r = { planning: num(/Planning Time: ([\d.]+) ms/), execution: num(/Execution Time: ([\d.]+) ms/), buffers: num(/Buffers: shared hit=(\d+)/) };
+  const r = {
+    planning: num(/Planning Time: ([\d.]+) ms/),
+    execution: num(/Execution Time: ([\d.]+) ms/),
+    buffers: num(/Buffers: shared hit=(\d+)/),
+  };
   return Number.isFinite(r.execution) ? r : undefined;
 }
 
@@ -977,17 +1113,20 @@ function depthNotes(results: DepthResult[]): string[] {
       });
       notes.push(
         '**SQLite**: a dequeue is the candidate query, the claim, the turn and the attempt in one in-process transaction; the ' +
-          'candidate query walks `jobs_dequeue_namespace` (a skip scan with one probe per namespace, then each namespace\'s head), ' +
-          'so depth adds only B-tree levels to each probe. The tail is not depth either: it is SQLite\'s WAL autocheckpoint ' +
+          "candidate query walks `jobs_dequeue_namespace` (a skip scan with one probe per namespace, then each namespace's head), " +
+          "so depth adds only B-tree levels to each probe. The tail is not depth either: it is SQLite's WAL autocheckpoint " +
           '(every 1,000 pages), which runs inside the commit of whichever write crosses the mark and copies the log back into ' +
           `the database — ${parts.join('; ')}.`,
       );
     } else {
       const figs = r.dbs.map((d) => ({ d, f: planFigures(d.plan) })).filter((x) => x.f);
-      const parts = figs.map(({ d, f }) => `at ${n(d.depth)}, ${f!.buffers} buffers, planned in ${f!.planning.toFixed(2)} ms and run in ${f!.execution.toFixed(2)} ms`);
+      const parts = figs.map(
+        ({ d, f }) =>
+          `at ${n(d.depth)}, ${f!.buffers} buffers, planned in ${f!.planning.toFixed(2)} ms and run in ${f!.execution.toFixed(2)} ms`,
+      );
       notes.push(
         '**PostgreSQL**: the candidate query uses only the partial index `jobs_dequeue_namespace` at both depths (one index probe ' +
-          'per namespace, then each namespace\'s head, locked with `SKIP LOCKED`); depth adds a B-tree level to each probe. ' +
+          "per namespace, then each namespace's head, locked with `SKIP LOCKED`); depth adds a B-tree level to each probe. " +
           `Its \`EXPLAIN (ANALYZE, BUFFERS)\` after the run (median of 5): ${parts.join('; ')}. The rest of a dequeue is the other round trips of ` +
           'its transaction (`BEGIN`, the claim, the turn, the attempt, `COMMIT`), each statement parsed and planned anew, none of ' +
           'which depends on depth.',
@@ -1006,11 +1145,17 @@ function restShare(r: E2eResult): number {
 /** What the deadlock cycles in PostgreSQL's log were made of. */
 function cycleText(pgRuns: E2eResult[]): string {
   const cycles: Record<string, number> = {};
-  for (const r of pgRuns) for (const [k, c] of Object.entries(r.pgActivity!.cycles ?? {})) cycles[k] = (cycles[k] ?? 0) + c;
+  for (const r of pgRuns)
+    for (const [k, c] of Object.entries(r.pgActivity!.cycles ?? {})) cycles[k] = (cycles[k] ?? 0) + c;
   const entries = Object.entries(cycles).sort((a, b) => b[1] - a[1]);
   if (!entries.length) return '';
   const name = (k: string): string =>
-    k === 'heartbeat UPDATE' ? 'heartbeat `UPDATE … FROM unnest(…)` statements only' : `${k.split(' + ').map((x) => `\`${x}\``).join(' and ')} statements`;
+    k === 'heartbeat UPDATE'
+      ? 'heartbeat `UPDATE … FROM unnest(…)` statements only'
+      : `${k
+          .split(' + ')
+          .map((x) => `\`${x}\``)
+          .join(' and ')} statements`;
   return (
     `PostgreSQL's log (\`${path.relative(ROOT, PG_LOG)}\`) names the statements in each cycle: ` +
     `${entries.map(([k, c]) => `${c} between ${name(k)}`).join('; ')}.`
@@ -1032,7 +1177,9 @@ function e2eNotes(results: E2eResult[]): string[] {
     const rate = avg((r) => perSec(r.jobs, r.ms));
     // How busy the run's processes kept the CPU that other processes left them.
     const used = avg((r) => own(r.cpu) / (r.cpu.machineCapacity * (1 - restShare(r))));
-    const pgCpu = rs.some((r) => r.cpu.postgres !== undefined) ? `, PostgreSQL ${perJob((c) => c.postgres ?? 0).toFixed(1)}` : '';
+    const pgCpu = rs.some((r) => r.cpu.postgres !== undefined)
+      ? `, PostgreSQL ${perJob((c) => c.postgres ?? 0).toFixed(1)}`
+      : '';
     return (
       `**${STORE_NAME[k]}**: ${ours.toFixed(0)} ms of CPU per job in the run's own processes (executors ` +
       `${perJob((c) => c.executors).toFixed(1)}, server ${perJob((c) => c.server).toFixed(1)}${pgCpu}, step processes ` +
@@ -1043,10 +1190,10 @@ function e2eNotes(results: E2eResult[]): string[] {
     );
   });
   const notes = [
-    '**What dominates**: the CPU that each job costs the run\'s own processes, on a machine they share. The step processes ' +
-      'are a small part of it; most is the executors\' and the server\'s own work per job (HTTP calls for dequeue, heartbeats, ' +
+    "**What dominates**: the CPU that each job costs the run's own processes, on a machine they share. The step processes " +
+      "are a small part of it; most is the executors' and the server's own work per job (HTTP calls for dequeue, heartbeats, " +
       'log and result; the job directory and script; spawning the step)' +
-      (stores.includes('postgres') ? ', and on PostgreSQL the database\'s on top.' : '.'),
+      (stores.includes('postgres') ? ", and on PostgreSQL the database's on top." : '.'),
     ...parts.map((p) => `- ${p}`),
   ];
   const worst = Math.max(...results.map(restShare));
@@ -1061,7 +1208,10 @@ function e2eNotes(results: E2eResult[]): string[] {
     const waits: Record<string, number> = {};
     for (const r of pgRuns) for (const [w, c] of Object.entries(r.pgActivity!.waits)) waits[w] = (waits[w] ?? 0) + c;
     const total = Object.values(waits).reduce((a, b) => a + b, 0);
-    const share = (f: (w: string) => boolean): number => Object.entries(waits).filter(([w]) => f(w)).reduce((a, [, c]) => a + c, 0) / total;
+    const share = (f: (w: string) => boolean): number =>
+      Object.entries(waits)
+        .filter(([w]) => f(w))
+        .reduce((a, [, c]) => a + c, 0) / total;
     const deadlocks = pgRuns.map((r) => r.pgActivity!.deadlocks);
     const p99Run = (k: StoreKind): string => {
       const xs = results.filter((r) => r.store === k).flatMap((r) => r.runTime);
@@ -1113,7 +1263,9 @@ function report(machine: string, depth: DepthResult[], e2e: E2eResult[]): string
     lines.push(
       '',
       'Other processes on the machine used ' +
-        depth.map((r) => `${(100 * r.otherLoad).toFixed(0)}% of its CPU while the ${STORE_NAME[r.store]} dequeues ran`).join(' and ') +
+        depth
+          .map((r) => `${(100 * r.otherLoad).toFixed(0)}% of its CPU while the ${STORE_NAME[r.store]} dequeues ran`)
+          .join(' and ') +
         (depth.some((r) => r.otherLoad > DISTURBED) ? ': enough to disturb these numbers' : '') +
         ` (the dequeues are measured again, up to ${MAX_TRIES} times in all, while that is over ${Math.round(100 * DISTURBED)}%; ` +
         `${repeated.length ? `repeated here: ${repeated.join(', ')}` : 'none was repeated here'}).`,
@@ -1129,8 +1281,8 @@ function report(machine: string, depth: DepthResult[], e2e: E2eResult[]): string
         `${E2E_SUBMITTERS} concurrent clients after ${E2E_WARMUP} warm-up jobs; timed from the first submit to the last job's ` +
         `\`finishedAt\` as the server recorded it. ${E2E_RUNS} runs per store, the stores alternating. The peer, measured just ` +
         `before and just after each run: the same number of \`/bin/sh -c true\` processes spawned by ${E2E_SUBMITTERS} concurrent ` +
-        'workers in a fresh Node process, i.e. what the steps\' processes cost alone (a shell-runtime step is `/bin/sh -e script`). CPU is ' +
-        'read from `/proc` for each process over the timed window (step processes as their executor\'s reaped children; ' +
+        "workers in a fresh Node process, i.e. what the steps' processes cost alone (a shell-runtime step is `/bin/sh -e script`). CPU is " +
+        "read from `/proc` for each process over the timed window (step processes as their executor's reaped children; " +
         'PostgreSQL as all of the cluster\'s processes, exited ones included); "rest of the machine" is everything else that ran ' +
         'meanwhile.',
     );
@@ -1152,7 +1304,10 @@ async function main(): Promise<void> {
   await sleep(2_000);
   const after = machineTimes();
   const idleLoad = (after.busy - before.busy) / (after.total - before.total);
-  if (idleLoad > 0.1) console.error(`warning: the machine is ${Math.round(100 * idleLoad)}% busy before the benchmark starts; results will be disturbed`);
+  if (idleLoad > 0.1)
+    console.error(
+      `warning: the machine is ${Math.round(100 * idleLoad)}% busy before the benchmark starts; results will be disturbed`,
+    );
   const depth: DepthResult[] = [];
   const e2e: E2eResult[] = [];
   try {
@@ -1168,7 +1323,9 @@ async function main(): Promise<void> {
               e2e.push(r);
               break;
             }
-            console.error(`[${kind} ${run}] other processes used ${Math.round(100 * rest)}% of the CPU meanwhile: running again`);
+            console.error(
+              `[${kind} ${run}] other processes used ${Math.round(100 * rest)}% of the CPU meanwhile: running again`,
+            );
           }
         }
       }
@@ -1178,7 +1335,9 @@ async function main(): Promise<void> {
     await pgServer?.handle.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
   }
   if (process.env.BENCH_RAW) await writeFile(process.env.BENCH_RAW, JSON.stringify({ machine, depth, e2e }, null, 1));
-  for (const r of depth) for (const d of r.dbs) if (d.plan) console.error(`\n${STORE_NAME[r.store]} ${n(d.depth)}: candidate query plan\n${d.plan}`);
+  for (const r of depth)
+    for (const d of r.dbs)
+      if (d.plan) console.error(`\n${STORE_NAME[r.store]} ${n(d.depth)}: candidate query plan\n${d.plan}`);
   const body = report(machine, depth, e2e);
   console.log(`\n${body}\n`);
   if (WRITE) {

@@ -16,16 +16,39 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { PostgresHandle } from '../test/support/postgres.js';
 import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
-import { ROOT, api, quantile, sleep, startExecutor, startServer, tempDir, writeSection, type Proc, flag, opt, num } from './lib.js';
+import {
+  ROOT,
+  api,
+  quantile,
+  sleep,
+  startExecutor,
+  startServer,
+  tempDir,
+  writeSection,
+  type Proc,
+  flag,
+  opt,
+  num,
+} from './lib.js';
 import { describeMachine, undisturbed } from './machine.js';
 import {
-  BULLMQ_CONFIG, GRAPHILE_CONFIG, describeBullmq, describeGraphile, packageVersion, prepareGraphile, runBullmqThroughput,
-  runGraphileThroughput, BULK, type RedisHandle, type ThroughputResult,
+  BULLMQ_CONFIG,
+  GRAPHILE_CONFIG,
+  describeBullmq,
+  describeGraphile,
+  packageVersion,
+  prepareGraphile,
+  runBullmqThroughput,
+  runGraphileThroughput,
+  BULK,
+  type RedisHandle,
+  type ThroughputResult,
 } from './peers.js';
 
 /** BENCHMARKS.md section (THROUGHPUT_SECTION): a before/after run goes in a section of its own. */
 const SECTION = process.env.THROUGHPUT_SECTION ?? 'throughput';
-const DOCKHAND_VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const DOCKHAND_VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string })
+  .version;
 const TINY = flag('--tiny');
 const JOBS = num(opt('--jobs') ?? process.env.THROUGHPUT_JOBS, TINY ? 100 : 20_000);
 const RUNS = num(opt('--runs') ?? process.env.THROUGHPUT_RUNS, TINY ? 1 : 3);
@@ -51,14 +74,32 @@ const BEFORE_CLI = process.env.THROUGHPUT_BEFORE;
 const BEFORE_LABEL = process.env.THROUGHPUT_BEFORE_LABEL ?? 'an earlier build';
 
 type Subject =
-  | 'sqlite-none' | 'sqlite-true' | 'postgres-none' | 'postgres-true' | 'before-sqlite-none' | 'before-sqlite-true'
-  | 'before-postgres-none' | 'before-postgres-true' | 'spawn' | 'graphile' | 'bullmq';
+  | 'sqlite-none'
+  | 'sqlite-true'
+  | 'postgres-none'
+  | 'postgres-true'
+  | 'before-sqlite-none'
+  | 'before-sqlite-true'
+  | 'before-postgres-none'
+  | 'before-postgres-true'
+  | 'spawn'
+  | 'graphile'
+  | 'bullmq';
 const ALL: Subject[] = [
-  'sqlite-none', 'sqlite-true', 'postgres-none', 'postgres-true',
-  ...(BEFORE_CLI ? (['before-sqlite-none', 'before-sqlite-true', 'before-postgres-none', 'before-postgres-true'] as const) : []),
-  'spawn', 'graphile', 'bullmq',
+  'sqlite-none',
+  'sqlite-true',
+  'postgres-none',
+  'postgres-true',
+  ...(BEFORE_CLI
+    ? (['before-sqlite-none', 'before-sqlite-true', 'before-postgres-none', 'before-postgres-true'] as const)
+    : []),
+  'spawn',
+  'graphile',
+  'bullmq',
 ];
-const ONLY = process.env.THROUGHPUT_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+const ONLY = process.env.THROUGHPUT_ONLY?.split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 const SUBJECTS = ALL.filter((s) => !ONLY || ONLY.includes(s));
 const PEERS: Subject[] = ['graphile', 'bullmq'];
 const LABEL: Record<Subject, string> = {
@@ -142,12 +183,16 @@ async function runSpawnLimit(): Promise<ThroughputResult> {
     for (let i = 0; i < ${SLOTS}; i++) one();`;
   const t0 = Date.now();
   await Promise.all(
-    Array.from({ length: EXECUTORS }, () =>
-      new Promise<void>((resolve, reject) => {
-        const child = spawn(process.execPath, ['-e', program], { stdio: 'ignore' });
-        child.once('error', reject);
-        child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`spawning process exited with ${code}`))));
-      }),
+    Array.from(
+      { length: EXECUTORS },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const child = spawn(process.execPath, ['-e', program], { stdio: 'ignore' });
+          child.once('error', reject);
+          child.once('exit', (code) =>
+            code === 0 ? resolve() : reject(new Error(`spawning process exited with ${code}`)),
+          );
+        }),
     ),
   );
   const ms = Date.now() - t0;
@@ -162,7 +207,9 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
   const steps = subject.endsWith('-true') ? [{ run: 'true' }] : [];
   const dataDir = await tempDir('throughput');
   const workDir = await tempDir('throughput-work');
-  const database = postgres ? await freshDatabase(adminUrl!, `bench_throughput_${process.pid}_${++databases}`) : undefined;
+  const database = postgres
+    ? await freshDatabase(adminUrl!, `bench_throughput_${process.pid}_${++databases}`)
+    : undefined;
   const dbUrl = database?.url;
   let server: Proc | undefined;
   const executors: Proc[] = [];
@@ -172,10 +219,17 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
     const url = started.url;
     for (let i = 0; i < EXECUTORS; i++) {
       executors.push(
-        await startExecutor(url, {
-          EXECUTOR_NAME: `bench-throughput-${i + 1}`, EXECUTOR_QUEUE_NAME: QUEUE, EXECUTOR_RUNTIME: 'shell',
-          EXECUTOR_WORKSPACE_ROOT: workDir, EXECUTOR_MAXIMUM_NUM_JOBS: String(SLOTS),
-        }, cli),
+        await startExecutor(
+          url,
+          {
+            EXECUTOR_NAME: `bench-throughput-${i + 1}`,
+            EXECUTOR_QUEUE_NAME: QUEUE,
+            EXECUTOR_RUNTIME: 'shell',
+            EXECUTOR_WORKSPACE_ROOT: workDir,
+            EXECUTOR_MAXIMUM_NUM_JOBS: String(SLOTS),
+          },
+          cli,
+        ),
       );
     }
     /**
@@ -183,7 +237,14 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
      * build from before that route submits them one per `POST /jobs`, SUBMITTERS calls at a time.
      */
     // An earlier build may predate the bulk route: it answers 404 to an empty probe instead of 400.
-    const bulk = !before || !/HTTP 404/.test(await api(url, 'POST', '/jobs/batch', { jobs: [] }).then(() => '', (err: Error) => err.message));
+    const bulk =
+      !before ||
+      !/HTTP 404/.test(
+        await api(url, 'POST', '/jobs/batch', { jobs: [] }).then(
+          () => '',
+          (err: Error) => err.message,
+        ),
+      );
     const submit = async (count: number): Promise<void> => {
       if (!bulk) {
         let next = 0;
@@ -194,7 +255,9 @@ async function runDockhand(subject: Subject, adminUrl: string | undefined): Prom
         return;
       }
       for (let left = count; left > 0; left -= BULK) {
-        await api(url, 'POST', '/jobs/batch', { jobs: Array.from({ length: Math.min(BULK, left) }, () => ({ queue: QUEUE, steps })) });
+        await api(url, 'POST', '/jobs/batch', {
+          jobs: Array.from({ length: Math.min(BULK, left) }, () => ({ queue: QUEUE, steps })),
+        });
       }
     };
     // Warm-up: connections, prepared statements, JIT, in every process.
@@ -277,16 +340,16 @@ async function main(): Promise<void> {
 const ANALYSIS =
   '**What the numbers show.** CPU profiles of the server and the four executors during a 20,000-job zero-step run on ' +
   'SQLite (`node --cpu-prof`, 2026-11-23) show the run is CPU-bound on this 2-CPU machine, the four executors together ' +
-  'using about twice the server\'s CPU, and no single hot spot left. Per job, the server claims it (one transaction ' +
+  "using about twice the server's CPU, and no single hot spot left. Per job, the server claims it (one transaction " +
   'for a whole dequeue of up to 100 jobs), records its report (one transaction per `/jobs/batch` of up to 500) and ' +
-  'writes one log line; each executor keeps a job\'s state (its log, redactor, timers) and its calls; every HTTP ' +
+  "writes one log line; each executor keeps a job's state (its log, redactor, timers) and its calls; every HTTP " +
   'request costs both ends a write system call of ~0.2 ms here. Submitting the 20,000 jobs takes about 2 s of the ' +
   'run (each job validated, its namespace checked and inserted, and answered with its record), and the executors ' +
   'get less CPU meanwhile. A BullMQ job costs a few Redis commands from a worker that holds its connection; a ' +
   'Dockhand job costs an authenticated HTTP exchange and SQL transactions shared with the rest of its batch, and ' +
   'carries what makes it resumable and auditable: an attempt with its own hashed token (fencing), a stored result ' +
   'and log. A job with a step pays for a process: the spawn-limit row is what four Node processes doing nothing else ' +
-  'reach, and a Dockhand executor adds the job\'s workspace (two directories and the script file), the step\'s log ' +
+  "reach, and a Dockhand executor adds the job's workspace (two directories and the script file), the step's log " +
   'entry and its redaction. On PostgreSQL every statement is a round trip, and log appends are stored one item at a ' +
   'time, which is why one-step jobs are slower there. Before this work (the throughput-before-after section) an ' +
   'executor took one job per dequeue and reported each job alone, and the server prepared every SQL statement anew.';
@@ -295,26 +358,36 @@ const ANALYSIS =
 const BEFORE_AFTER =
   '**What changed.** The hottest path, found with CPU profiles of the server and the executors running zero-step jobs, ' +
   'was the protocol itself. Before, an executor took one job per dequeue and reported each job in a request of its ' +
-  'own, re-sent its held heartbeat whenever a job started or ended, built every job\'s redactor from scratch (encoding ' +
-  'its own token again each time) and logged through pino\'s wildcard redact paths (~20 µs a line); the server ' +
+  "own, re-sent its held heartbeat whenever a job started or ended, built every job's redactor from scratch (encoding " +
+  "its own token again each time) and logged through pino's wildcard redact paths (~20 µs a line); the server " +
   'prepared every SQL statement anew (preparing cost more than running most of them), claimed and finished each job ' +
   'in a transaction of its own, and sent a PostgreSQL NOTIFY per event. Now an executor asks for as many jobs as it ' +
   'has free slots and the server claims them in one transaction from one look at each queue; reports and small log ' +
   'appends of many jobs travel in one `/jobs/batch` request, stored in one transaction; SQLite statements are ' +
-  'prepared once; PostgreSQL finishes a batch in four set-based statements and sends a tick\'s events in one ' +
+  "prepared once; PostgreSQL finishes a batch in four set-based statements and sends a tick's events in one " +
   'NOTIFY; the held heartbeat is re-sent at most every 500 ms; executors call over node:http with kept-alive ' +
   'connections, share the encoded forms of their own secrets between jobs, and log through a formatter that looks ' +
-  'only at the log object\'s keys. The earlier build has no bulk submit: its jobs are submitted one per request, and ' +
-  'that time is in its clock (the enqueue column), as the bulk submit\'s is in this build\'s.';
+  "only at the log object's keys. The earlier build has no bulk submit: its jobs are submitted one per request, and " +
+  "that time is in its clock (the enqueue column), as the bulk submit's is in this build's.";
 
 function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): string {
-  const median = (s: Subject): number => quantile(runs.get(s)!.map((r) => r.jobsPerSec), 0.5);
+  const median = (s: Subject): number =>
+    quantile(
+      runs.get(s)!.map((r) => r.jobsPerSec),
+      0.5,
+    );
   const has = (s: Subject): boolean => runs.has(s);
   const peers = PEERS.filter(has);
-  const best = peers.reduce<Subject | undefined>((a, p) => (a === undefined || median(p) > median(a) ? p : a), undefined);
-  const ratio = (a: Subject, b: Subject | undefined): string => (b && has(a) && has(b) ? `${(median(a) / median(b)).toFixed(2)}×` : '–');
+  const best = peers.reduce<Subject | undefined>(
+    (a, p) => (a === undefined || median(p) > median(a) ? p : a),
+    undefined,
+  );
+  const ratio = (a: Subject, b: Subject | undefined): string =>
+    b && has(a) && has(b) ? `${(median(a) / median(b)).toFixed(2)}×` : '–';
   const lines = [
-    SECTION === 'throughput' ? '## Throughput: no-op jobs through the executor protocol, against the peers' : `## Throughput, ${BEFORE_CLI ? 'before and after' : SECTION}`,
+    SECTION === 'throughput'
+      ? '## Throughput: no-op jobs through the executor protocol, against the peers'
+      : `## Throughput, ${BEFORE_CLI ? 'before and after' : SECTION}`,
     '',
     `One real \`dockhand server\` and ${EXECUTORS} real \`dockhand executor\` processes (shell runtime, ${SLOTS} job slots each, ` +
       'other settings at their defaults), started fresh for each run on a fresh store: SQLite in a new data dir, or a new ' +
@@ -323,7 +396,7 @@ function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): s
       `to the \`finished_at\` of the last job (read from the store), after ${n(WARM_UP)} warm-up jobs. "Zero steps" is the ` +
       'protocol alone (dequeue, result reported); "one step `true`" adds a workspace, the step\'s log entry and a process ' +
       'run by the shell runtime. The executors take up to 100 jobs per dequeue (as many as they have free slots) and ' +
-      'send several jobs\' log appends and results in one `/jobs/batch` request when calls queue up (docs/protocol.md). ' +
+      "send several jobs' log appends and results in one `/jobs/batch` request when calls queue up (docs/protocol.md). " +
       `The limit for one-step jobs is measured in the same run: ${EXECUTORS} Node processes spawning \`/bin/sh -c true\` with ` +
       `piped output, ${SLOTS} at a time each, as fast as they can — what any executor that runs a step as a process pays. ` +
       (peers.length > 0
@@ -350,8 +423,16 @@ function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): s
     'postgres-true': has('spawn') ? `${ratio('postgres-true', 'spawn')} the spawn limit` : '',
     'sqlite-none': has('before-sqlite-none') ? `**${ratio('sqlite-none', 'before-sqlite-none')}** before` : '',
     'postgres-none': has('before-postgres-none') ? `**${ratio('postgres-none', 'before-postgres-none')}** before` : '',
-    ...(has('before-sqlite-true') ? { 'sqlite-true': `**${ratio('sqlite-true', 'before-sqlite-true')}** before; ${ratio('sqlite-true', 'spawn')} the spawn limit` } : {}),
-    ...(has('before-postgres-true') ? { 'postgres-true': `**${ratio('postgres-true', 'before-postgres-true')}** before; ${ratio('postgres-true', 'spawn')} the spawn limit` } : {}),
+    ...(has('before-sqlite-true')
+      ? {
+          'sqlite-true': `**${ratio('sqlite-true', 'before-sqlite-true')}** before; ${ratio('sqlite-true', 'spawn')} the spawn limit`,
+        }
+      : {}),
+    ...(has('before-postgres-true')
+      ? {
+          'postgres-true': `**${ratio('postgres-true', 'before-postgres-true')}** before; ${ratio('postgres-true', 'spawn')} the spawn limit`,
+        }
+      : {}),
   };
   for (const [subject, rs] of runs) {
     const rates = rs.map((r) => r.jobsPerSec);
@@ -359,11 +440,25 @@ function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): s
     const vsPeer = ours || PEERS.includes(subject) ? ratio(subject, best) : '–';
     lines.push(
       `| ${LABEL[subject]} | **${n(median(subject))}** | ${n(Math.min(...rates))} | ${n(Math.max(...rates))} | ${rs.length} | ` +
-        `${subject === 'spawn' ? '–' : secs(quantile(rs.map((r) => r.enqueueMs), 0.5))} | ${pct(Math.max(...rs.map((r) => r.others)))} | ` +
+        `${
+          subject === 'spawn'
+            ? '–'
+            : secs(
+                quantile(
+                  rs.map((r) => r.enqueueMs),
+                  0.5,
+                ),
+              )
+        } | ${pct(Math.max(...rs.map((r) => r.others)))} | ` +
         `${ours && !subject.startsWith('before') ? `**${vsPeer}**` : vsPeer} | ${other[subject] ?? ''} |`,
     );
   }
-  lines.push('', best ? "Goal: ≥ 1.0× the best peer's jobs/s." : BEFORE_CLI ? "Goal: ≥ 1.0× the earlier build's jobs/s." : '', '', SECTION === 'throughput' ? ANALYSIS : SECTION === 'throughput-before-after' ? BEFORE_AFTER : '');
+  lines.push(
+    '',
+    best ? "Goal: ≥ 1.0× the best peer's jobs/s." : BEFORE_CLI ? "Goal: ≥ 1.0× the earlier build's jobs/s." : '',
+    '',
+    SECTION === 'throughput' ? ANALYSIS : SECTION === 'throughput-before-after' ? BEFORE_AFTER : '',
+  );
   return lines.join('\n');
 }
 

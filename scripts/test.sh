@@ -17,7 +17,7 @@ npm run build
 npx tsc -p bench/tsconfig.json
 # The tests type-check as well (vitest runs them without checking): with the build above, all of `npm run typecheck`.
 npx tsc -p test/tsconfig.json
-# Lint (floating and misused promises): before the suite, so CI fails fast on it.
+# Lint (floating and misused promises) and the formatting: before the suite, so CI fails fast on them.
 npm run lint
 
 mkdir -p test-output

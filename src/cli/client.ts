@@ -44,7 +44,9 @@ export class ClientApi {
     this.url = (env.DOCKHAND_URL || saved.url || 'http://127.0.0.1:7070').replace(/\/$/, '');
     const token = env.DOCKHAND_TOKEN || saved.token;
     if (!token) {
-      throw new CliError('No API token: set DOCKHAND_TOKEN (printed by `dockhand server` on its first start), or run `dockhand up` on this machine.');
+      throw new CliError(
+        'No API token: set DOCKHAND_TOKEN (printed by `dockhand server` on its first start), or run `dockhand up` on this machine.',
+      );
     }
     this.token = token;
   }
@@ -57,10 +59,13 @@ export class ClientApi {
   async send<T>(method: string, route: string, body?: unknown): Promise<{ status: number; data: T }> {
     const res = await this.fetch(method, route, body);
     const text = await res.text();
-    const data = text ? (JSON.parse(text) as T & { error?: string; issues?: FieldIssue[] }) : ({} as T & { error?: string; issues?: FieldIssue[] });
+    const data = text
+      ? (JSON.parse(text) as T & { error?: string; issues?: FieldIssue[] })
+      : ({} as T & { error?: string; issues?: FieldIssue[] });
     if (!res.ok) {
       const issues = data.issues?.map((i) => `\n  ${i.field}: ${i.message}`).join('') ?? '';
-      const hint = res.status === 401 ? '\nCheck DOCKHAND_TOKEN (or run `dockhand up` again to refresh the saved token).' : '';
+      const hint =
+        res.status === 401 ? '\nCheck DOCKHAND_TOKEN (or run `dockhand up` again to refresh the saved token).' : '';
       throw new CliError(`${data.error ?? `HTTP ${res.status}`}${issues}${hint}`);
     }
     return { status: res.status, data };
@@ -70,7 +75,10 @@ export class ClientApi {
     try {
       return await fetch(`${this.url}${CLIENT_API_PREFIX}${route}`, {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal,
       });
@@ -78,9 +86,13 @@ export class ClientApi {
       if (signal?.aborted) throw err;
       const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
       if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(cause)) {
-        throw new CliError(`cannot trust the certificate of ${this.url} (${cause}): if it comes from your own CA or is self-signed, run with NODE_EXTRA_CA_CERTS=/path/to/ca.pem`);
+        throw new CliError(
+          `cannot trust the certificate of ${this.url} (${cause}): if it comes from your own CA or is self-signed, run with NODE_EXTRA_CA_CERTS=/path/to/ca.pem`,
+        );
       }
-      throw new CliError(`cannot reach Dockhand at ${this.url} (${cause}): is the server running? Set DOCKHAND_URL to its address.`);
+      throw new CliError(
+        `cannot reach Dockhand at ${this.url} (${cause}): is the server running? Set DOCKHAND_URL to its address.`,
+      );
     }
   }
 }

@@ -122,12 +122,15 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
             // The reason, unless it only repeats the state (canceled); servers before reasons send none.
             const reason = data.failureReason && data.failureReason !== data.state ? data.failureReason : undefined;
             if (['completed', 'failed', 'canceled'].includes(data.state)) {
-              err.write(`job ${jobId} ${data.state}${reason ? ` (${reason})` : ''}${data.failureMessage ? `: ${data.failureMessage}` : ''}\n`);
+              err.write(
+                `job ${jobId} ${data.state}${reason ? ` (${reason})` : ''}${data.failureMessage ? `: ${data.failureMessage}` : ''}\n`,
+              );
             } else if (data.state === 'queued') {
               // Say what we are waiting for: with no executor on the queue, nothing else would be printed.
-              const retry = data.attempt > 0 && data.failureMessage
-                ? ` (attempt ${data.attempt} ended${reason ? `, ${reason}` : ''}: ${data.failureMessage})`
-                : '';
+              const retry =
+                data.attempt > 0 && data.failureMessage
+                  ? ` (attempt ${data.attempt} ended${reason ? `, ${reason}` : ''}: ${data.failureMessage})`
+                  : '';
               err.write(`job ${jobId} is queued on "${data.queue}", waiting for an executor${retry}\n`);
             } else if (data.state === 'processing' && data.executorName) {
               err.write(`job ${jobId} is running on ${data.executorName} (attempt ${data.attempt})\n`);

@@ -11,7 +11,10 @@ const registryCredential = z
     identitytoken: z.string().optional(),
     registrytoken: z.string().optional(),
   })
-  .refine((c) => c.auth || c.username || c.identitytoken || c.registrytoken, 'needs "auth" (base64 of user:password), or "username" and "password", or "identitytoken"');
+  .refine(
+    (c) => c.auth || c.username || c.identitytoken || c.registrytoken,
+    'needs "auth" (base64 of user:password), or "username" and "password", or "identitytoken"',
+  );
 
 export const dockerAuthConfig = z.object({
   auths: z.record(z.string().min(1, 'registry host must not be empty'), registryCredential).optional(),
@@ -29,7 +32,10 @@ export const dockerAuthConfigInput = z
     try {
       return JSON.parse(value) as unknown;
     } catch {
-      ctx.addIssue({ code: 'custom', message: 'is not valid JSON; expected {"auths": {"registry.example.com": {"auth": "<base64 user:password>"}}}' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'is not valid JSON; expected {"auths": {"registry.example.com": {"auth": "<base64 user:password>"}}}',
+      });
       return z.NEVER;
     }
   })
@@ -58,7 +64,10 @@ export function registryOf(image: string): string {
 
 /** Keys in `auths` are written many ways: "https://index.docker.io/v1/", "registry:5000", "http://host/". */
 export function normalizeRegistry(key: string): string {
-  const host = key.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '').toLowerCase();
+  const host = key
+    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/\/.*$/, '')
+    .toLowerCase();
   return host === 'index.docker.io' || host === 'registry-1.docker.io' ? DOCKER_HUB : host;
 }
 

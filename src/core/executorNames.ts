@@ -35,11 +35,18 @@ export function mayUseName(holder: ExecutorInstance | undefined, instanceId: str
 }
 
 /** The refusal, for the operator who started the second process: which name, which hosts, and what to do. */
-export function nameInUseMessage(name: string, holder: ExecutorInstance, thisHostname: string | undefined, now: number): string {
+export function nameInUseMessage(
+  name: string,
+  holder: ExecutorInstance,
+  thisHostname: string | undefined,
+  now: number,
+): string {
   const here =
-    thisHostname === undefined ? 'this one is another process'
-    : thisHostname === holder.hostname ? `this one runs on host ${thisHostname} too`
-    : `this one runs on host ${thisHostname}`;
+    thisHostname === undefined
+      ? 'this one is another process'
+      : thisHostname === holder.hostname
+        ? `this one runs on host ${thisHostname} too`
+        : `this one runs on host ${thisHostname}`;
   return (
     `executor name "${name}" is in use by another executor on host ${holder.hostname} ` +
     `(last seen ${formatDuration(Math.max(0, now - holder.seenAt))} ago); ${here}. ` +

@@ -9,17 +9,26 @@ export const FAILURE_REASONS = {
   job_timeout: { retry: false, summary: 'the job ran past its maximum runtime' },
   canceled: { retry: false, summary: 'a user canceled the job' },
   out_of_memory: { retry: false, summary: 'a step was killed for using more memory than the job may' },
-  out_of_disk: { retry: false, summary: "the job filled its disk (resources.disk, at most the executor's EXECUTOR_JOB_DISK)" },
+  out_of_disk: {
+    retry: false,
+    summary: "the job filled its disk (resources.disk, at most the executor's EXECUTOR_JOB_DISK)",
+  },
   image_not_found: { retry: false, summary: "a step's image does not exist" },
   image_pull_denied: { retry: false, summary: "the registry refused access to a step's image" },
   image_pull_failure: { retry: true, summary: "a step's image could not be pulled (registry unreachable or failing)" },
-  invalid_step: { retry: false, summary: 'a step could not start for a reason of its own (a user missing from its image, say)' },
+  invalid_step: {
+    retry: false,
+    summary: 'a step could not start for a reason of its own (a user missing from its image, say)',
+  },
   invalid_workspace: { retry: false, summary: "a step's dir or a file led outside the workspace through a symlink" },
   repository_refused: { retry: false, summary: 'the executor does not fetch repositories from this kind of URL' },
   checkout_failure: { retry: true, summary: 'the repository could not be fetched or checked out' },
   resources_exceeded: { retry: false, summary: 'the job asks for more CPU, memory or disk than its executor allows' },
   secret_unavailable: { retry: false, summary: 'a secret the job names could not be resolved' },
-  runtime_unavailable: { retry: true, summary: "the executor's runtime could not run the job (engine unreachable or failing)" },
+  runtime_unavailable: {
+    retry: true,
+    summary: "the executor's runtime could not run the job (engine unreachable or failing)",
+  },
   executor_shutdown: { retry: true, summary: 'the executor was shut down while the job ran' },
   executor_lost: { retry: true, summary: 'the executor stopped sending heartbeats' },
   system_failure: { retry: true, summary: 'the executor failed for a reason of its own' },
@@ -36,8 +45,7 @@ export function isRetryable(reason: FailureReason): boolean {
 
 /** How an attempt ended, as the executor reports it (`/complete`, `/error` or `/fail`, with the reason). */
 export type AttemptReport =
-  | { kind: 'complete' }
-  | { kind: 'error' | 'fail'; reason: FailureReason; message: string; canceled?: boolean };
+  { kind: 'complete' } | { kind: 'error' | 'fail'; reason: FailureReason; message: string; canceled?: boolean };
 
 /** The report for an attempt that ended for `reason`: an error (retried while attempts remain) or a failure. */
 export function failure(reason: FailureReason, message: string): AttemptReport {
@@ -63,7 +71,11 @@ export interface SettledReport {
  * table above wins over the route the report came by; a report without one (an older executor) keeps its kind and
  * gets the reason it most likely meant. A cancel, by flag or by reason, is always a final `canceled`.
  */
-export function settleReport(kind: 'error' | 'fail', reason: FailureReason | undefined, canceled: boolean): SettledReport {
+export function settleReport(
+  kind: 'error' | 'fail',
+  reason: FailureReason | undefined,
+  canceled: boolean,
+): SettledReport {
   if (reason === undefined) return { kind, reason: reasonOfUntypedReport(kind, canceled), canceled };
   if (canceled || reason === 'canceled') return { kind: 'fail', reason: 'canceled', canceled: true };
   return { kind: isRetryable(reason) ? 'error' : 'fail', reason, canceled: false };

@@ -4,7 +4,11 @@
 // builds for every test, while both have jobs; all builds when tests are empty).
 
 /** The queues in a random order where each next queue is drawn with probability proportional to its weight. */
-export function weightedOrder(queues: string[], weights: Record<string, number>, random: () => number = Math.random): string[] {
+export function weightedOrder(
+  queues: string[],
+  weights: Record<string, number>,
+  random: () => number = Math.random,
+): string[] {
   const left = queues.map((queue) => ({ queue, weight: weights[queue] ?? 1 }));
   const order: string[] = [];
   while (left.length) {

@@ -23,7 +23,10 @@ const RESERVED_ENV = /^(DOCKHAND_.*|PATH|HOME)$/;
 export const secretName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be a secret name: letters, digits and "_", not starting with a digit')
-  .refine((name) => !RESERVED_ENV.test(name), 'is a name the executor sets for every step (PATH, HOME, DOCKHAND_*); pick another');
+  .refine(
+    (name) => !RESERVED_ENV.test(name),
+    'is a name the executor sets for every step (PATH, HOME, DOCKHAND_*); pick another',
+  );
 
 export const MAX_FILES_BYTES = 8 * 1024 * 1024;
 
@@ -58,18 +61,26 @@ function positiveQuantity(parse: (value: string | number) => number | undefined,
 /** Timers cannot wait longer than about 24 days; a week is more than any job should need. */
 export const MAX_DURATION_MS = 7 * 24 * 3_600_000;
 
-export const durationInput = positiveQuantity(parseDuration, 'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds').refine(
-  (ms) => ms <= MAX_DURATION_MS,
-  'must be at most 7 days ("168h")',
-);
+export const durationInput = positiveQuantity(
+  parseDuration,
+  'must be a positive duration such as "90s", "5m", "1h30m" or a number of seconds',
+).refine((ms) => ms <= MAX_DURATION_MS, 'must be at most 7 days ("168h")');
 const sizeInput = positiveQuantity(parseSize, 'must be a positive size such as "512M", "2G" or a number of bytes');
 
 const envValue = z.union([z.string(), z.number(), z.boolean()]).transform(String);
 
 export const stepSpec = z.strictObject({
   key: z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-"').optional(),
-  image: z.string().min(1).max(512).optional().describe('Container image; used by the docker, vm and kubernetes runtimes'),
-  run: z.string().min(1, 'must be a non-empty shell script').max(1024 * 1024),
+  image: z
+    .string()
+    .min(1)
+    .max(512)
+    .optional()
+    .describe('Container image; used by the docker, vm and kubernetes runtimes'),
+  run: z
+    .string()
+    .min(1, 'must be a non-empty shell script')
+    .max(1024 * 1024),
   dir: workspacePath.optional().describe('Working directory, relative to the workspace'),
   env: z.record(z.string().regex(ENV_NAME_PATTERN, 'must be a valid environment variable name'), envValue).optional(),
   timeout: durationInput.optional().describe('Step timeout, e.g. "10m"'),
@@ -77,16 +88,28 @@ export const stepSpec = z.strictObject({
     .string()
     .regex(CONTAINER_USER_PATTERN, 'must be a user name or uid, optionally with ":group", e.g. "1000:1000" or "app"')
     .optional()
-    .describe('User the step runs as inside its container (docker runtime); default the image\'s user'),
+    .describe("User the step runs as inside its container (docker runtime); default the image's user"),
 });
 
 export const repositorySpec = z.strictObject({
   url: z.string().regex(GIT_URL_PATTERN, 'must be a git URL (https://, ssh://, git://, file:// or user@host:path)'),
-  commit: z.string().regex(GIT_REVISION_PATTERN, 'must be a commit SHA or a ref name (not starting with "-")').default('HEAD'),
+  commit: z
+    .string()
+    .regex(GIT_REVISION_PATTERN, 'must be a commit SHA or a ref name (not starting with "-")')
+    .default('HEAD'),
   fetchTags: z.boolean().default(false),
   shallow: z.boolean().default(true),
-  sparseCheckout: z.array(z.string().min(1).refine((p) => !p.startsWith('-'), 'must not start with "-"')).optional(),
-  dir: workspacePath.optional().describe('Where to check out, relative to the workspace; default: the workspace itself'),
+  sparseCheckout: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .refine((p) => !p.startsWith('-'), 'must not start with "-"'),
+    )
+    .optional(),
+  dir: workspacePath
+    .optional()
+    .describe('Where to check out, relative to the workspace; default: the workspace itself'),
   username: z
     .string()
     .regex(/^[^\s:@/]{1,256}$/, 'must be a user name without spaces, ":", "@" or "/"')
@@ -97,13 +120,15 @@ export const repositorySpec = z.strictObject({
     .describe('A secret of the job (listed in secrets) holding the HTTPS password or access token for the fetch'),
   sshKeySecret: secretName
     .optional()
-    .describe('A secret of the job (listed in secrets) holding the private SSH key for an ssh:// or user@host:path URL'),
+    .describe(
+      'A secret of the job (listed in secrets) holding the private SSH key for an ssh:// or user@host:path URL',
+    ),
   knownHosts: z
     .string()
     .min(1)
     .max(65_536, 'at most 64 KiB')
     .optional()
-    .describe('known_hosts lines the SSH server\'s key must match; without them the key is taken on first use'),
+    .describe("known_hosts lines the SSH server's key must match; without them the key is taken on first use"),
 });
 
 /** What kind of URL a repository has: credentials and host keys apply to one kind each. */
@@ -132,17 +157,23 @@ export const jobSpec = z
     maxRuntime: durationInput.optional().describe('Wall-clock limit for the whole job, e.g. "30m"'),
     maxAttempts: z.number().int('must be a whole number').min(1).max(10).default(3),
     network: z
-      .enum(['default', 'none'], { error: () => 'must be "default" (the executor\'s network) or "none" (no network at all)' })
+      .enum(['default', 'none'], {
+        error: () => 'must be "default" (the executor\'s network) or "none" (no network at all)',
+      })
       .optional()
       .describe('"none" runs every step without any network; executors may also force "none"'),
     secrets: z
       .array(secretName)
       .max(100, 'at most 100 secrets')
       .optional()
-      .describe('Names of secrets the steps use: each is looked up in the job\'s namespace, then global, and set in every step\'s env'),
+      .describe(
+        "Names of secrets the steps use: each is looked up in the job's namespace, then global, and set in every step's env",
+      ),
     dockerAuthConfig: staticDockerAuthConfigInput
       .optional()
-      .describe('Registry credentials for this job\'s images, in the docker config.json "auths" format. Never shown back.'),
+      .describe(
+        'Registry credentials for this job\'s images, in the docker config.json "auths" format. Never shown back.',
+      ),
   })
   .superRefine((spec, ctx) => {
     const seen = new Map<string, number>();
@@ -150,27 +181,40 @@ export const jobSpec = z
       if (!step.key) return;
       const first = seen.get(step.key);
       if (first !== undefined) {
-        ctx.addIssue({ code: 'custom', path: ['steps', index, 'key'], message: `duplicates the key of steps[${first}]; step keys must be unique` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['steps', index, 'key'],
+          message: `duplicates the key of steps[${first}]; step keys must be unique`,
+        });
       }
       seen.set(step.key, index);
     });
     const named = new Map<string, number>();
     spec.secrets?.forEach((name, index) => {
       const first = named.get(name);
-      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['secrets', index], message: `repeats secrets[${first}]` });
+      if (first !== undefined)
+        ctx.addIssue({ code: 'custom', path: ['secrets', index], message: `repeats secrets[${first}]` });
       named.set(name, index);
     });
     spec.steps.forEach((step, index) => {
       for (const name of Object.keys(step.env ?? {})) {
         if (named.has(name)) {
-          ctx.addIssue({ code: 'custom', path: ['steps', index, 'env', name], message: `is also a secret the job uses; the secret sets it, so remove it from env` });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['steps', index, 'env', name],
+            message: `is also a secret the job uses; the secret sets it, so remove it from env`,
+          });
         }
       }
     });
     checkRepositoryCredentials(spec.repository, named, ctx);
     const fileBytes = Object.values(spec.files ?? {}).reduce((n, content) => n + Buffer.byteLength(content), 0);
     if (fileBytes > MAX_FILES_BYTES) {
-      ctx.addIssue({ code: 'custom', path: ['files'], message: `hold ${fileBytes} bytes; the limit is ${MAX_FILES_BYTES}` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['files'],
+        message: `hold ${fileBytes} bytes; the limit is ${MAX_FILES_BYTES}`,
+      });
     }
   })
   .transform((spec) => ({
@@ -179,18 +223,27 @@ export const jobSpec = z
   }));
 
 /** Repository credentials name secrets the job has, and suit the URL's transport. */
-function checkRepositoryCredentials(repo: z.output<typeof repositorySpec> | undefined, secrets: Map<string, number>, ctx: z.RefinementCtx): void {
+function checkRepositoryCredentials(
+  repo: z.output<typeof repositorySpec> | undefined,
+  secrets: Map<string, number>,
+  ctx: z.RefinementCtx,
+): void {
   if (!repo) return;
   const transport = repositoryTransport(repo.url);
-  const issue = (field: string, message: string): void => ctx.addIssue({ code: 'custom', path: ['repository', field], message });
+  const issue = (field: string, message: string): void =>
+    ctx.addIssue({ code: 'custom', path: ['repository', field], message });
   for (const field of ['passwordSecret', 'sshKeySecret'] as const) {
     const name = repo[field];
     if (name && !secrets.has(name)) issue(field, `names ${name}, which is not in the job's secrets; add it to secrets`);
   }
-  if (repo.passwordSecret && transport !== 'http') issue('passwordSecret', 'is for https:// URLs; use sshKeySecret for ssh');
-  if (repo.passwordSecret && /^[a-z]+:\/\/[^/]*@/i.test(repo.url)) issue('passwordSecret', 'cannot be used with credentials in the URL; remove them from url');
-  if (repo.username && !repo.passwordSecret) issue('username', 'is sent only with passwordSecret; add passwordSecret or remove username');
-  if (repo.sshKeySecret && transport !== 'ssh') issue('sshKeySecret', 'is for ssh:// or user@host:path URLs; use passwordSecret for https');
+  if (repo.passwordSecret && transport !== 'http')
+    issue('passwordSecret', 'is for https:// URLs; use sshKeySecret for ssh');
+  if (repo.passwordSecret && /^[a-z]+:\/\/[^/]*@/i.test(repo.url))
+    issue('passwordSecret', 'cannot be used with credentials in the URL; remove them from url');
+  if (repo.username && !repo.passwordSecret)
+    issue('username', 'is sent only with passwordSecret; add passwordSecret or remove username');
+  if (repo.sshKeySecret && transport !== 'ssh')
+    issue('sshKeySecret', 'is for ssh:// or user@host:path URLs; use passwordSecret for https');
   if (repo.knownHosts && transport !== 'ssh') issue('knownHosts', 'is for ssh:// or user@host:path URLs');
 }
 
@@ -243,7 +296,10 @@ export function parseSpecText(text: string): ParseResult<unknown> {
     const doc = YAML.parse(text, { prettyErrors: true });
     return { ok: true, value: doc };
   } catch (err) {
-    return { ok: false, issues: [{ field: '(file)', message: `is not valid YAML or JSON: ${(err as Error).message}` }] };
+    return {
+      ok: false,
+      issues: [{ field: '(file)', message: `is not valid YAML or JSON: ${(err as Error).message}` }],
+    };
   }
 }
 

@@ -35,7 +35,10 @@ export interface ErrorDecision {
  * An attempt reported a retryable error. A cancel request wins; otherwise the job is queued again after an
  * exponential backoff while attempts remain, and fails when they are used up.
  */
-export function decideAfterError(job: { numFailures: number; maxAttempts: number; cancelRequested: boolean }, baseBackoffMs: number): ErrorDecision {
+export function decideAfterError(
+  job: { numFailures: number; maxAttempts: number; cancelRequested: boolean },
+  baseBackoffMs: number,
+): ErrorDecision {
   if (job.cancelRequested) return { state: 'canceled', numFailures: job.numFailures, backoffMs: 0 };
   const numFailures = job.numFailures + 1;
   if (numFailures >= job.maxAttempts) return { state: 'failed', numFailures, backoffMs: 0 };
@@ -95,12 +98,22 @@ export type FinishDecision =
 
 /** What an executor's report of an attempt does to its job. Every store applies exactly this. */
 export function decideFinish(
-  job: { state: JobState; attempt: number; numFailures: number; maxAttempts: number; cancelRequested: boolean; availableAt: number },
+  job: {
+    state: JobState;
+    attempt: number;
+    numFailures: number;
+    maxAttempts: number;
+    cancelRequested: boolean;
+    availableAt: number;
+  },
   attempt: { attempt: number; outcome: AttemptOutcome | null },
   report: FinishInput,
 ): FinishDecision {
   // The reason, not the route, decides retry or fail (core/failureReasons.ts).
-  const settled = report.kind === 'complete' ? undefined : settleReport(report.kind, report.reason, report.canceledByExecutor ?? false);
+  const settled =
+    report.kind === 'complete'
+      ? undefined
+      : settleReport(report.kind, report.reason, report.canceledByExecutor ?? false);
   const kind = settled?.kind ?? 'complete';
   const outcome = OUTCOME_OF_FINISH[kind];
   if (attempt.outcome !== null) {
@@ -125,10 +138,13 @@ export function decideFinish(
   }
   const canceled = state === 'canceled';
   return {
-    kind: 'apply', state, numFailures, availableAt,
+    kind: 'apply',
+    state,
+    numFailures,
+    availableAt,
     attemptOutcome: canceled ? 'canceled' : outcome,
     failureMessage: canceled ? 'canceled by a user' : failureMessage,
-    failureReason: canceled ? 'canceled' : settled?.reason ?? null,
+    failureReason: canceled ? 'canceled' : (settled?.reason ?? null),
     terminal: state !== 'queued',
   };
 }
@@ -149,10 +165,18 @@ export function decideStalled(
   sweep: { now: number; timeoutMs: number; maxResets: number },
 ): StallOutcome {
   const silentFor = Math.round((sweep.now - (job.lastHeartbeatAt ?? sweep.now)) / 1000);
-  const attempt = { attemptMessage: `no heartbeat from executor ${job.executorName} for ${silentFor}s`, attemptReason: 'executor_lost' } as const;
-  if (job.cancelRequested) return { ...attempt, next: 'canceled', failureMessage: 'canceled by a user', failureReason: 'canceled' };
-  if (decideAfterStall(job, sweep.maxResets) === 'queued') return { ...attempt, next: 'queued', failureMessage: null, failureReason: null };
+  const attempt = {
+    attemptMessage: `no heartbeat from executor ${job.executorName} for ${silentFor}s`,
+    attemptReason: 'executor_lost',
+  } as const;
+  if (job.cancelRequested)
+    return { ...attempt, next: 'canceled', failureMessage: 'canceled by a user', failureReason: 'canceled' };
+  if (decideAfterStall(job, sweep.maxResets) === 'queued')
+    return { ...attempt, next: 'queued', failureMessage: null, failureReason: null };
   return {
-    ...attempt, next: 'failed', failureMessage: stallFailureMessage(sweep.maxResets, job.executorName, sweep.timeoutMs), failureReason: 'executor_lost',
+    ...attempt,
+    next: 'failed',
+    failureMessage: stallFailureMessage(sweep.maxResets, job.executorName, sweep.timeoutMs),
+    failureReason: 'executor_lost',
   };
 }

@@ -4,7 +4,16 @@ import type { LoggerOptions } from 'pino';
 
 export const REDACTED = '[redacted]';
 
-const SECRET_KEYS = new Set(['authorization', 'proxy-authorization', 'cookie', 'token', 'executorsAccessToken', 'adminToken', 'frontendPassword', 'password']);
+const SECRET_KEYS = new Set([
+  'authorization',
+  'proxy-authorization',
+  'cookie',
+  'token',
+  'executorsAccessToken',
+  'adminToken',
+  'frontendPassword',
+  'password',
+]);
 /** Levels below the log object searched: a secret key at the top, one or two levels down (req.headers.authorization). */
 const DEPTH = 2;
 /** Keys of objects passed to a log call that hold secrets elsewhere than under a SECRET_KEYS name. */

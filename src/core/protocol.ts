@@ -21,7 +21,9 @@ export const MAX_BATCH_ITEMS = 500;
 /** Longest heartbeat interval an executor may declare (`heartbeatIntervalMs`). */
 export const MAX_HEARTBEAT_INTERVAL_MS = 600_000;
 
-const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
+const executorName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'must be 1-128 letters, digits, ".", "_" or "-"');
 
 /**
  * Which executor process is calling: a random id it makes at start. Optional, so executors from before it keep
@@ -30,7 +32,10 @@ const executorName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'mus
  */
 const instanceId = z
   .string()
-  .regex(/^[A-Za-z0-9._-]{8,64}$/, 'must be 8-64 letters, digits, ".", "_" or "-" (a random id the executor process makes at start)')
+  .regex(
+    /^[A-Za-z0-9._-]{8,64}$/,
+    'must be 8-64 letters, digits, ".", "_" or "-" (a random id the executor process makes at start)',
+  )
   .optional()
   .describe('A random id this executor process made at start; another live process under the same name is refused');
 const heartbeatIntervalMs = z
@@ -39,7 +44,9 @@ const heartbeatIntervalMs = z
   .min(1)
   .max(MAX_HEARTBEAT_INTERVAL_MS)
   .optional()
-  .describe("How often this process sends heartbeats; it holds its name until silent for 3 times this (default 5000, at most the server's stall timeout)");
+  .describe(
+    "How often this process sends heartbeats; it holds its name until silent for 3 times this (default 5000, at most the server's stall timeout)",
+  );
 
 /** The most one job may use on an executor (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY); 0 = unbounded. */
 export const executorResources = z.object({
@@ -58,17 +65,29 @@ export const dequeueRequest = z.object({
     .record(queueName, z.number().positive('must be a positive number').max(1_000_000))
     .optional()
     .describe('Relative share per queue when several have jobs (default 1 each)'),
-  waitMs: z.number().int().min(0).max(MAX_WAIT_MS).default(25_000).describe('How long to hold the request when no job is ready'),
+  waitMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_WAIT_MS)
+    .default(25_000)
+    .describe('How long to hold the request when no job is ready'),
   maxJobs: z
     .number()
     .int()
     .min(1)
     .max(MAX_DEQUEUE_BATCH)
     .optional()
-    .describe('Take up to this many ready jobs at once; the answer is then { jobs: [...] } (without it: one job, as it is)'),
+    .describe(
+      'Take up to this many ready jobs at once; the answer is then { jobs: [...] } (without it: one job, as it is)',
+    ),
   instanceId,
   heartbeatIntervalMs,
-  hostname: z.string().max(255).optional().describe("This process's host, named in the refusal when another process holds the name"),
+  hostname: z
+    .string()
+    .max(255)
+    .optional()
+    .describe("This process's host, named in the refusal when another process holds the name"),
 });
 export type DequeueRequest = z.input<typeof dequeueRequest>;
 
@@ -103,7 +122,9 @@ export const heartbeatRequest = z.object({
   runtimeVersion: z.string().max(128).optional(),
   queues: z.array(queueName).max(64),
   maxJobs: z.number().int().min(0).max(10_000).optional(),
-  resources: executorResources.optional().describe('Per-job limits this executor enforces; absent when its runtime enforces none'),
+  resources: executorResources
+    .optional()
+    .describe('Per-job limits this executor enforces; absent when its runtime enforces none'),
   jobs: z.array(jobRef).max(10_000),
   waitMs: z
     .number()
@@ -162,7 +183,9 @@ const reasonField = z
   .regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a failure reason name such as script_failure')
   .optional()
   .transform((r) => (r !== undefined && isFailureReason(r) ? r : undefined))
-  .describe(`Why the attempt ended: one of ${FAILURE_REASON_NAMES.join(', ')} (an unknown name counts as none); absent from executors before 0.3`);
+  .describe(
+    `Why the attempt ended: one of ${FAILURE_REASON_NAMES.join(', ')} (an unknown name counts as none); absent from executors before 0.3`,
+  );
 export const errorRequest = z.object({ message: z.string().max(64 * 1024), reason: reasonField });
 export const failRequest = z.object({
   message: z.string().max(64 * 1024),

@@ -15,10 +15,17 @@ export interface JobLimits {
 }
 
 /** What the job asks for beyond `limits`, one issue per resource; `where` says whose limits they are. */
-export function resourceIssues(resources: JobSpec['resources'], limits: ExecutorResources, where: string): FieldIssue[] {
+export function resourceIssues(
+  resources: JobSpec['resources'],
+  limits: ExecutorResources,
+  where: string,
+): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (resources?.cpus !== undefined && limits.cpus && resources.cpus > limits.cpus) {
-    issues.push({ field: 'resources.cpus', message: `asks for ${resources.cpus} CPUs but ${where} allow at most ${limits.cpus} per job (EXECUTOR_JOB_NUM_CPUS)` });
+    issues.push({
+      field: 'resources.cpus',
+      message: `asks for ${resources.cpus} CPUs but ${where} allow at most ${limits.cpus} per job (EXECUTOR_JOB_NUM_CPUS)`,
+    });
   }
   if (resources?.memory !== undefined && limits.memoryBytes && resources.memory > limits.memoryBytes) {
     issues.push({
@@ -37,7 +44,11 @@ export function resourceIssues(resources: JobSpec['resources'], limits: Executor
 
 /** The limits a step container gets: the job's own request where it made one, else the executor's limit. */
 export function effectiveLimits(resources: JobSpec['resources'], limits: JobLimits): JobLimits {
-  return { cpus: resources?.cpus ?? limits.cpus, memoryBytes: resources?.memory ?? limits.memoryBytes, diskBytes: resources?.disk ?? limits.diskBytes };
+  return {
+    cpus: resources?.cpus ?? limits.cpus,
+    memoryBytes: resources?.memory ?? limits.memoryBytes,
+    diskBytes: resources?.disk ?? limits.diskBytes,
+  };
 }
 
 /**
@@ -47,7 +58,8 @@ export function effectiveLimits(resources: JobSpec['resources'], limits: JobLimi
 export function loosestLimits(
   executors: { jobCpus: number | null; jobMemoryBytes: number | null; jobDiskBytes: number | null }[],
 ): ExecutorResources | undefined {
-  if (executors.length === 0 || executors.some((e) => e.jobCpus === null || e.jobMemoryBytes === null)) return undefined;
+  if (executors.length === 0 || executors.some((e) => e.jobCpus === null || e.jobMemoryBytes === null))
+    return undefined;
   const loosest = (values: number[]): number => (values.includes(0) ? 0 : Math.max(...values));
   return {
     cpus: loosest(executors.map((e) => e.jobCpus!)),

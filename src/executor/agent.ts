@@ -116,7 +116,10 @@ export class Agent {
     await this.register(signal);
     // Only once the name is ours: the janitor of a second process under it would remove the first one's containers.
     await this.runtime.cleanupOrphans?.();
-    this.log.info({ name: this.name, queues: this.config.queues, runtime: this.runtime.name, slots: this.config.maxJobs }, 'executor registered');
+    this.log.info(
+      { name: this.name, queues: this.config.queues, runtime: this.runtime.name, slots: this.config.maxJobs },
+      'executor registered',
+    );
     this.heartbeatLoop = this.heartbeats();
     this.dequeueLoop = this.takeJobs();
   }
@@ -135,20 +138,25 @@ export class Agent {
         return;
       } catch (err) {
         if (signal?.aborted) throw new Error('stopped before the server answered');
-        if (err instanceof ApiError && err.status === 401) throw new Error(`the server refused this executor's token: ${err.message}`);
+        if (err instanceof ApiError && err.status === 401)
+          throw new Error(`the server refused this executor's token: ${err.message}`);
         const inUse = err instanceof ApiError ? err.nameInUse : undefined;
         if (inUse) {
           const now = Date.now();
           if (refusedSince === undefined) {
             refusedSince = now;
-            this.log.warn({ err: inUse.message, windowMs: inUse.windowMs }, 'another process holds this executor name; waiting to see whether it is still running');
+            this.log.warn(
+              { err: inUse.message, windowMs: inUse.windowMs },
+              'another process holds this executor name; waiting to see whether it is still running',
+            );
           }
           // A second beyond the window, for the round trips: a refusal then means the holder called again.
           if (now - refusedSince >= inUse.windowMs + 1_000) throw new ExecutorNameInUseError(inUse.message);
           retryInMs = Math.min(1_000, inUse.retryAfterMs + 50);
         } else {
           refusedSince = undefined;
-          if (attempt === 1 || attempt % 30 === 0) this.log.warn({ err: (err as Error).message }, 'waiting for the server to answer');
+          if (attempt === 1 || attempt % 30 === 0)
+            this.log.warn({ err: (err as Error).message }, 'waiting for the server to answer');
         }
         await pause(retryInMs, signal);
       }
@@ -198,9 +206,20 @@ export class Agent {
 
   private heartbeatBody(jobs: { id: number; attempt: number }[], waitMs: number) {
     return {
-      executorName: this.name, hostname: os.hostname(), os: process.platform, arch: process.arch, version: VERSION,
-      runtime: this.runtime.name, runtimeVersion: this.runtimeVersion, queues: this.config.queues, maxJobs: this.config.maxJobs,
-      resources: this.resources(), jobs, waitMs, instanceId: this.instanceId, heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+      executorName: this.name,
+      hostname: os.hostname(),
+      os: process.platform,
+      arch: process.arch,
+      version: VERSION,
+      runtime: this.runtime.name,
+      runtimeVersion: this.runtimeVersion,
+      queues: this.config.queues,
+      maxJobs: this.config.maxJobs,
+      resources: this.resources(),
+      jobs,
+      waitMs,
+      instanceId: this.instanceId,
+      heartbeatIntervalMs: this.config.heartbeatIntervalMs,
     };
   }
 
@@ -224,10 +243,16 @@ export class Agent {
         // As many jobs as there are free slots, in one request: a server with a backlog hands them out together.
         const jobs = await this.api.dequeue(
           {
-            executorName: this.name, version: VERSION, queues: this.config.queues, weights: this.config.weights,
-            resources: this.resources(), waitMs: DEQUEUE_WAIT_MS,
+            executorName: this.name,
+            version: VERSION,
+            queues: this.config.queues,
+            weights: this.config.weights,
+            resources: this.resources(),
+            waitMs: DEQUEUE_WAIT_MS,
             maxJobs: Math.min(this.freeSlots(), MAX_DEQUEUE_BATCH),
-            instanceId: this.instanceId, heartbeatIntervalMs: this.config.heartbeatIntervalMs, hostname: os.hostname(),
+            instanceId: this.instanceId,
+            heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+            hostname: os.hostname(),
           },
           this.dequeueAbort.signal,
         );
@@ -248,7 +273,8 @@ export class Agent {
 
   private startJob(job: DequeuedJob): void {
     // The same job again means our earlier attempt was reset: that one is stale.
-    for (const other of this.jobs.values()) if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
+    for (const other of this.jobs.values())
+      if (other.job.id === job.id) this.abandon(other, 'a newer attempt of the job was dequeued');
     const masks: [value: string, replacement: string][] = [
       [job.token, 'JOB_TOKEN_REMOVED'],
       ...Object.entries(job.secrets ?? {}).map(([name, value]): [string, string] => [value, `\${{ secrets.${name} }}`]),
@@ -266,8 +292,10 @@ export class Agent {
       job,
       // Once abandoned, nothing more is sent for the attempt, though its step may take the kill grace to stop.
       log: new JobLog(
-        (entries) => (running.gone ? Promise.reject(new Error('the attempt was abandoned')) : this.outbox.appendLogs(job, entries)),
-        redactor, this.config.maxLogSize,
+        (entries) =>
+          running.gone ? Promise.reject(new Error('the attempt was abandoned')) : this.outbox.appendLogs(job, entries),
+        redactor,
+        this.config.maxLogSize,
       ),
       redactor,
       masked: masked.map(([value]) => value),
@@ -295,7 +323,10 @@ export class Agent {
    */
   private freeSlots(): number {
     const { maxJobs } = this.config;
-    return Math.max(0, Math.min(maxJobs - this.active, (1 + UNDELIVERED_PER_SLOT) * maxJobs - this.active - this.undelivered));
+    return Math.max(
+      0,
+      Math.min(maxJobs - this.active, (1 + UNDELIVERED_PER_SLOT) * maxJobs - this.active - this.undelivered),
+    );
   }
 
   private slotChanged(): void {
@@ -317,14 +348,20 @@ export class Agent {
     }
     if (!report || running.gone) {
       this.slotChanged();
-      this.log.info({ jobId: job.id, attempt: job.attempt }, 'job abandoned: the server no longer assigns it to this executor');
+      this.log.info(
+        { jobId: job.id, attempt: job.attempt },
+        'job abandoned: the server no longer assigns it to this executor',
+      );
       return;
     }
     this.undelivered++;
     this.slotChanged();
     try {
       // A message can quote what the job did (a git error, a runtime's reason): it is redacted like the log.
-      await this.deliver(running, report.kind === 'complete' ? report : { ...report, message: running.redactor.redact(report.message) });
+      await this.deliver(
+        running,
+        report.kind === 'complete' ? report : { ...report, message: running.redactor.redact(report.message) },
+      );
     } finally {
       this.undelivered--;
       this.slotChanged();
@@ -350,20 +387,33 @@ export class Agent {
         while (log.dirty) await log.flush();
         const answer = await this.outbox.finish(job, report);
         this.log.info(
-          { jobId: job.id, attempt: job.attempt, report: report.kind, state: answer.state, ...(report.kind === 'complete' ? {} : { message: report.message }) },
+          {
+            jobId: job.id,
+            attempt: job.attempt,
+            report: report.kind,
+            state: answer.state,
+            ...(report.kind === 'complete' ? {} : { message: report.message }),
+          },
           'job finished',
         );
         return;
       } catch (err) {
         if (err instanceof ApiError && err.attemptGone) {
-          this.log.warn({ jobId: job.id, attempt: job.attempt, err: err.message }, 'the server refused this attempt\'s result');
+          this.log.warn(
+            { jobId: job.id, attempt: job.attempt, err: err.message },
+            "the server refused this attempt's result",
+          );
           return;
         }
         if (err instanceof ApiError && !err.retryable) {
           this.log.error({ jobId: job.id, err: err.message }, 'the server rejected the result');
           return;
         }
-        if (!warned) this.log.warn({ jobId: job.id, err: (err as Error).message }, 'cannot deliver the result yet; keeping it and retrying');
+        if (!warned)
+          this.log.warn(
+            { jobId: job.id, err: (err as Error).message },
+            'cannot deliver the result yet; keeping it and retrying',
+          );
         warned = true;
         await pause(delay);
         delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
@@ -400,12 +450,16 @@ export class Agent {
       const refs = snapshot.map((j) => ({ id: j.job.id, attempt: j.job.attempt }));
       const started = Date.now();
       try {
-        const answer = await this.api.heartbeat(this.heartbeatBody(refs, refs.length ? this.config.heartbeatIntervalMs : 0), this.jobsChanged.signal);
+        const answer = await this.api.heartbeat(
+          this.heartbeatBody(refs, refs.length ? this.config.heartbeatIntervalMs : 0),
+          this.jobsChanged.signal,
+        );
         delay = firstRetryMs;
         const known = new Set(answer.knownIds);
         const cancel = new Set(answer.cancelIds);
         for (const running of snapshot) {
-          if (!known.has(running.job.id)) this.abandon(running, 'the server no longer knows this attempt (it was reset, canceled or finished)');
+          if (!known.has(running.job.id))
+            this.abandon(running, 'the server no longer knows this attempt (it was reset, canceled or finished)');
           else if (cancel.has(running.job.id) && !running.stop.signal.aborted) {
             this.log.info({ jobId: running.job.id }, 'canceling job on request');
             running.stop.abort('canceled' satisfies StopReason);

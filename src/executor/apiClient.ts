@@ -3,8 +3,18 @@
 import http from 'node:http';
 import https from 'node:https';
 import {
-  EXECUTOR_API_PREFIX, EXECUTOR_NAME_IN_USE, STALE_ATTEMPT, type AppendLogsResponse, type BatchRequest, type BatchResponse,
-  type DequeueBatchResponse, type DequeueRequest, type DequeuedJob, type HeartbeatRequest, type HeartbeatResponse, type LogEntryUpdate,
+  EXECUTOR_API_PREFIX,
+  EXECUTOR_NAME_IN_USE,
+  STALE_ATTEMPT,
+  type AppendLogsResponse,
+  type BatchRequest,
+  type BatchResponse,
+  type DequeueBatchResponse,
+  type DequeueRequest,
+  type DequeuedJob,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type LogEntryUpdate,
   type ReleaseRequest,
 } from '../core/protocol.js';
 import type { AttemptReport } from '../core/failureReasons.js';
@@ -25,8 +35,13 @@ export class ApiError extends Error {
   /** Another live executor process holds this executor's name: the server's message, the holder's window, when it may free. */
   get nameInUse(): { message: string; windowMs: number; retryAfterMs: number } | undefined {
     if (this.status !== 409 || this.code !== EXECUTOR_NAME_IN_USE) return undefined;
-    const ms = (value: unknown): number => (typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0);
-    return { message: this.serverMessage, windowMs: ms(this.details.windowMs), retryAfterMs: ms(this.details.retryAfterMs) };
+    const ms = (value: unknown): number =>
+      typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : 0;
+    return {
+      message: this.serverMessage,
+      windowMs: ms(this.details.windowMs),
+      retryAfterMs: ms(this.details.retryAfterMs),
+    };
   }
 
   /** The server says this attempt is over (reset, canceled, or finished elsewhere): stop, and stop reporting. */
@@ -59,10 +74,21 @@ export class ExecutorApiClient {
     this.agent = new this.transport.Agent({ keepAlive: true });
   }
 
-  private async call<T>(path: string, body: unknown, auth: string, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<{ status: number; data: T | undefined }> {
+  private async call<T>(
+    path: string,
+    body: unknown,
+    auth: string,
+    opts: { signal?: AbortSignal; timeoutMs?: number } = {},
+  ): Promise<{ status: number; data: T | undefined }> {
     let res: { status: number; text: string };
     try {
-      res = await this.post(`${this.baseUrl}${EXECUTOR_API_PREFIX}${path}`, JSON.stringify(body), auth, opts.signal, opts.timeoutMs ?? REQUEST_TIMEOUT_MS);
+      res = await this.post(
+        `${this.baseUrl}${EXECUTOR_API_PREFIX}${path}`,
+        JSON.stringify(body),
+        auth,
+        opts.signal,
+        opts.timeoutMs ?? REQUEST_TIMEOUT_MS,
+      );
     } catch (err) {
       if (opts.signal?.aborted) throw err;
       throw new NetworkError(`cannot reach ${this.baseUrl}: ${describeRequestError(err)}`);
@@ -80,18 +106,35 @@ export class ExecutorApiClient {
       } catch {
         // not JSON: keep the text
       }
-      throw new ApiError(status, `${path}: HTTP ${status}: ${message.slice(0, 500)}`, code, details, message.slice(0, 2000));
+      throw new ApiError(
+        status,
+        `${path}: HTTP ${status}: ${message.slice(0, 500)}`,
+        code,
+        details,
+        message.slice(0, 2000),
+      );
     }
     return { status, data: text ? (JSON.parse(text) as T) : undefined };
   }
 
   /** One POST, its answer read whole; fails on `signal`, and after `timeoutMs` in all. */
-  private post(url: string, payload: string, auth: string, signal: AbortSignal | undefined, timeoutMs: number): Promise<{ status: number; text: string }> {
+  private post(
+    url: string,
+    payload: string,
+    auth: string,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
       const req = this.transport.request(url, {
-        method: 'POST', agent: this.agent,
-        headers: { authorization: auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        method: 'POST',
+        agent: this.agent,
+        headers: {
+          authorization: auth,
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(payload),
+        },
       });
       const timer = setTimeout(() => req.destroy(new RequestTimeout()), timeoutMs);
       const onAbort = (): void => void req.destroy(signal!.reason as Error);
@@ -127,14 +170,20 @@ export class ExecutorApiClient {
 
   /** Up to `request.maxJobs` jobs (none when none arrived within waitMs). */
   async dequeue(request: DequeueRequest & { maxJobs: number }, signal?: AbortSignal): Promise<DequeuedJob[]> {
-    const { data } = await this.call<DequeuedJob | DequeueBatchResponse>('/dequeue', request, this.executorAuth, { signal, timeoutMs: (request.waitMs ?? 25_000) + REQUEST_TIMEOUT_MS });
+    const { data } = await this.call<DequeuedJob | DequeueBatchResponse>('/dequeue', request, this.executorAuth, {
+      signal,
+      timeoutMs: (request.waitMs ?? 25_000) + REQUEST_TIMEOUT_MS,
+    });
     if (!data) return [];
     // A server from before batches ignores maxJobs and answers with one job.
     return 'jobs' in data ? data.jobs : [data];
   }
 
   async heartbeat(request: HeartbeatRequest, signal?: AbortSignal): Promise<HeartbeatResponse> {
-    const { data } = await this.call<HeartbeatResponse>('/heartbeat', request, this.executorAuth, { signal, timeoutMs: (request.waitMs ?? 0) + REQUEST_TIMEOUT_MS });
+    const { data } = await this.call<HeartbeatResponse>('/heartbeat', request, this.executorAuth, {
+      signal,
+      timeoutMs: (request.waitMs ?? 0) + REQUEST_TIMEOUT_MS,
+    });
     return data!;
   }
 
@@ -150,9 +199,11 @@ export class ExecutorApiClient {
 
   async finish(job: DequeuedJob, report: FinalReport): Promise<{ state: string }> {
     const body =
-      report.kind === 'complete' ? {}
-      : report.kind === 'error' ? { message: report.message, reason: report.reason }
-      : { message: report.message, reason: report.reason, canceled: report.canceled ?? false };
+      report.kind === 'complete'
+        ? {}
+        : report.kind === 'error'
+          ? { message: report.message, reason: report.reason }
+          : { message: report.message, reason: report.reason, canceled: report.canceled ?? false };
     const { data } = await this.call<{ state: string }>(`/jobs/${job.id}/${report.kind}`, body, `Bearer ${job.token}`);
     return data!;
   }

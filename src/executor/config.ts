@@ -25,7 +25,10 @@ export interface ExecutorConfig {
 /** EXECUTOR_QUEUE_WEIGHTS=builds=3,tests=1 */
 function queueWeights(text: string | undefined, queues: string[]): Record<string, number> {
   const weights: Record<string, number> = {};
-  for (const part of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of (text ?? '')
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const [queue, value] = part.split('=');
     const weight = Number(value);
     if (!queues.includes(queue) || !(weight > 0) || weight > 1_000_000) {
@@ -59,10 +62,15 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
   if (single && multiple) throw new ConfigError('Set either EXECUTOR_QUEUE_NAME or EXECUTOR_QUEUE_NAMES, not both.');
   const queues = (multiple ? multiple.split(',') : single ? [single] : []).map((q) => q.trim()).filter(Boolean);
   if (queues.length === 0) {
-    throw new ConfigError('Name the queues to work on: EXECUTOR_QUEUE_NAME=default, or EXECUTOR_QUEUE_NAMES=builds,tests for several.');
+    throw new ConfigError(
+      'Name the queues to work on: EXECUTOR_QUEUE_NAME=default, or EXECUTOR_QUEUE_NAMES=builds,tests for several.',
+    );
   }
   for (const q of queues) {
-    if (!NAME_PATTERN.test(q)) throw new ConfigError(`Queue name ${JSON.stringify(q)} in EXECUTOR_QUEUE_NAME(S) must be letters, digits, ".", "_" or "-".`);
+    if (!NAME_PATTERN.test(q))
+      throw new ConfigError(
+        `Queue name ${JSON.stringify(q)} in EXECUTOR_QUEUE_NAME(S) must be letters, digits, ".", "_" or "-".`,
+      );
   }
   const weights = queueWeights(env.EXECUTOR_QUEUE_WEIGHTS, queues);
   const runtime = loadRuntimeSettings(env);
@@ -73,10 +81,25 @@ export function loadExecutorConfig(env: NodeJS.ProcessEnv = process.env): Execut
     weights,
     name: runtime.executorName,
     maxJobs: readEnv(env, 'EXECUTOR_MAXIMUM_NUM_JOBS', envInt('EXECUTOR_MAXIMUM_NUM_JOBS', 1, 1000), 1),
-    maxRuntimePerJobMs: readEnv(env, 'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000, max: MAX_DURATION_MS }), 30 * 60_000),
+    maxRuntimePerJobMs: readEnv(
+      env,
+      'EXECUTOR_MAXIMUM_RUNTIME_PER_JOB',
+      envDuration('EXECUTOR_MAXIMUM_RUNTIME_PER_JOB', { min: 1_000, max: MAX_DURATION_MS }),
+      30 * 60_000,
+    ),
     // Well under the server's stall timeout (25 s by default), or running jobs would be reset.
-    heartbeatIntervalMs: readEnv(env, 'EXECUTOR_HEARTBEAT_INTERVAL', envDuration('EXECUTOR_HEARTBEAT_INTERVAL', { min: 100, max: 20_000 }), 5_000),
-    logFlushIntervalMs: readEnv(env, 'EXECUTOR_LOG_FLUSH_INTERVAL', envDuration('EXECUTOR_LOG_FLUSH_INTERVAL', { min: 10, max: 10_000 }), 200),
+    heartbeatIntervalMs: readEnv(
+      env,
+      'EXECUTOR_HEARTBEAT_INTERVAL',
+      envDuration('EXECUTOR_HEARTBEAT_INTERVAL', { min: 100, max: 20_000 }),
+      5_000,
+    ),
+    logFlushIntervalMs: readEnv(
+      env,
+      'EXECUTOR_LOG_FLUSH_INTERVAL',
+      envDuration('EXECUTOR_LOG_FLUSH_INTERVAL', { min: 10, max: 10_000 }),
+      200,
+    ),
     maxLogSize: readEnv(env, 'EXECUTOR_MAX_LOG_SIZE', envSize('EXECUTOR_MAX_LOG_SIZE'), 100 * 2 ** 20),
     runtime,
   };

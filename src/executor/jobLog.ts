@@ -103,8 +103,16 @@ export class JobLog {
 
   startEntry(key: string, command: string[]): EntryHandle {
     const entry: Entry = {
-      index: this.entries.length, key, command: command.map((c) => this.redactor.redact(c)), startTime: Date.now(),
-      acked: 0, pending: [], pendingChars: 0, settled: false, announced: false, partial: { stdout: '', stderr: '' },
+      index: this.entries.length,
+      key,
+      command: command.map((c) => this.redactor.redact(c)),
+      startTime: Date.now(),
+      acked: 0,
+      pending: [],
+      pendingChars: 0,
+      settled: false,
+      announced: false,
+      partial: { stdout: '', stderr: '' },
     };
     this.entries.push(entry);
     return {
@@ -115,7 +123,8 @@ export class JobLog {
       whenWritable: () => this.whenWritable(),
       // Redacted whole, then shown line by line: a multi-line note may hold a multi-line secret.
       note: (text) => {
-        for (const line of this.redactor.redact(text).split('\n')) this.addRedactedLine(entry, 'stderr', terminalView(line));
+        for (const line of this.redactor.redact(text).split('\n'))
+          this.addRedactedLine(entry, 'stderr', terminalView(line));
         this.sendEagerly();
       },
       finish: (exitCode, durationMs) => {
@@ -202,7 +211,10 @@ export class JobLog {
     const bytes = Buffer.byteLength(text);
     if (this.totalBytes + bytes > this.maxBytes) {
       this.truncated = true;
-      this.append(entry, `stderr: [dockhand] log truncated: this job's output passed ${this.maxBytes} bytes; the rest was dropped\n`);
+      this.append(
+        entry,
+        `stderr: [dockhand] log truncated: this job's output passed ${this.maxBytes} bytes; the rest was dropped\n`,
+      );
       return;
     }
     this.totalBytes += bytes;
@@ -269,7 +281,12 @@ export class JobLog {
     }
     if (batch.length === 0) return;
     const updates: LogEntryUpdate[] = batch.map(({ entry, out, final }) => ({
-      index: entry.index, key: entry.key, command: entry.command, startTime: entry.startTime, offset: entry.acked, out,
+      index: entry.index,
+      key: entry.key,
+      command: entry.command,
+      startTime: entry.startTime,
+      offset: entry.acked,
+      out,
       // The exit code goes with the last of the output, so readers never see a result before the lines behind it.
       ...(final ? { exitCode: entry.exitCode, durationMs: entry.durationMs } : {}),
     }));

@@ -7,7 +7,14 @@ import { effectiveLimits, resourceIssues } from '../core/resources.js';
 import { formatDuration } from '../core/units.js';
 import type { ExecutorConfig } from './config.js';
 import type { JobLog } from './jobLog.js';
-import { JobFailure, stepEnv, type JobSession, type JobView, type Runtime, type StepResult } from './runtimes/runtime.js';
+import {
+  JobFailure,
+  stepEnv,
+  type JobSession,
+  type JobView,
+  type Runtime,
+  type StepResult,
+} from './runtimes/runtime.js';
 
 /** Why a running job is being stopped. */
 export type StopReason = 'canceled' | 'abandoned' | 'shutdown';
@@ -24,8 +31,14 @@ export interface RunJobArgs {
 /** The runtime's view of a job: everything but the token, with the limits its steps get. */
 export function jobView(job: DequeuedJob, limits: JobView['limits']): JobView {
   return {
-    id: job.id, attempt: job.attempt, queue: job.queue, namespace: job.namespace, spec: job.spec,
-    secrets: job.secrets ?? {}, dockerAuthConfig: job.dockerAuthConfig, limits,
+    id: job.id,
+    attempt: job.attempt,
+    queue: job.queue,
+    namespace: job.namespace,
+    spec: job.spec,
+    secrets: job.secrets ?? {},
+    dockerAuthConfig: job.dockerAuthConfig,
+    limits,
   };
 }
 
@@ -39,17 +52,22 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
   if (tooBig.length) return failure('resources_exceeded', tooBig.map((i) => `${i.field} ${i.message}`).join('; '));
   // Nothing to run and nothing to prepare: no session is needed either.
   if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
-  const view = jobView(job, effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0, diskBytes: 0 }));
+  const view = jobView(
+    job,
+    effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0, diskBytes: 0 }),
+  );
 
   const maxRuntimeMs = Math.min(spec.maxRuntime ?? Infinity, config.maxRuntimePerJobMs);
   const overtime = AbortSignal.timeout(maxRuntimeMs);
   const jobSignal = AbortSignal.any([stop, overtime]);
   /** The report for a job its runner stopped (cancel, maximum runtime, shutdown); undefined once abandoned. */
   const stopped = (): AttemptReport | undefined => {
-    if (overtime.aborted && !stop.aborted) return failure('job_timeout', `job exceeded its maximum runtime of ${formatDuration(maxRuntimeMs)}`);
+    if (overtime.aborted && !stop.aborted)
+      return failure('job_timeout', `job exceeded its maximum runtime of ${formatDuration(maxRuntimeMs)}`);
     const reason = stop.reason as StopReason;
     if (reason === 'canceled') return failure('canceled', 'canceled by a user');
-    if (reason === 'shutdown') return failure('executor_shutdown', 'the executor was shut down while the job was running');
+    if (reason === 'shutdown')
+      return failure('executor_shutdown', 'the executor was shut down while the job was running');
     return undefined;
   };
 
@@ -77,7 +95,9 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
       let result: StepResult | JobFailure;
       try {
         result = await session.runStep(run, {
-          output: entry.write, outputWritable: entry.whenWritable, note: entry.note,
+          output: entry.write,
+          outputWritable: entry.whenWritable,
+          note: entry.note,
           signal: timeout ? AbortSignal.any([jobSignal, timeout]) : jobSignal,
         });
       } catch (err) {
@@ -87,13 +107,15 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
         entry.finish(127, Date.now() - started);
         if (jobSignal.aborted) return stopped();
         // A dir that leads out of the workspace is the job's own content, not a step that failed to start.
-        const what = result.reason === 'invalid_workspace' ? result.message : `could not run the step: ${result.message}`;
+        const what =
+          result.reason === 'invalid_workspace' ? result.message : `could not run the step: ${result.message}`;
         return failure(result.reason, `step ${step.key}: ${what}`);
       }
       if (result.reason) entry.note(`[dockhand] ${result.reason}`);
       entry.finish(result.exitCode, Date.now() - started);
       if (jobSignal.aborted) return stopped();
-      if (timeout?.aborted) return failure('step_timeout', `step ${step.key} timed out after ${formatDuration(step.timeout!)}`);
+      if (timeout?.aborted)
+        return failure('step_timeout', `step ${step.key} timed out after ${formatDuration(step.timeout!)}`);
       if (result.exitCode !== 0) {
         return failure(
           result.failure ?? 'script_failure',

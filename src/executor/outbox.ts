@@ -3,7 +3,13 @@
 // light load every call goes at once, alone; under heavy load one request carries hundreds of jobs' calls, so the
 // server answers far fewer requests than there are jobs. Callers see the same answers and errors as the single-job
 // calls, so their retry and fencing logic is the same either way.
-import type { AppendLogsResponse, BatchItemResult, BatchRequest, DequeuedJob, LogEntryUpdate } from '../core/protocol.js';
+import type {
+  AppendLogsResponse,
+  BatchItemResult,
+  BatchRequest,
+  DequeuedJob,
+  LogEntryUpdate,
+} from '../core/protocol.js';
 import { MAX_BATCH_ITEMS } from '../core/protocol.js';
 import { ApiError, type ExecutorApiClient, type FinalReport } from './apiClient.js';
 
@@ -36,7 +42,9 @@ export class Outbox {
     for (const e of entries) chars += e.out.length;
     if (!this.batches || chars > MAX_BATCH_CHARS) return this.api.appendLogs(job, entries);
     const done = await this.send({ id: job.id, token: job.token, logs: entries }, chars, async () => ({
-      id: job.id, status: 200, ...(await this.api.appendLogs(job, entries)),
+      id: job.id,
+      status: 200,
+      ...(await this.api.appendLogs(job, entries)),
     }));
     return { entries: done.entries ?? [] };
   }
@@ -44,7 +52,9 @@ export class Outbox {
   async finish(job: DequeuedJob, report: FinalReport): Promise<{ state: string }> {
     if (!this.batches) return this.api.finish(job, report);
     const done = await this.send({ id: job.id, token: job.token, report }, 0, async () => ({
-      id: job.id, status: 200, ...(await this.api.finish(job, report)),
+      id: job.id,
+      status: 200,
+      ...(await this.api.finish(job, report)),
     }));
     return { state: done.state ?? 'unknown' };
   }
@@ -65,7 +75,11 @@ export class Outbox {
     while (this.inFlight < MAX_IN_FLIGHT && this.queue.length > 0) {
       let chars = this.queue[0].chars;
       let count = 1;
-      while (count < this.queue.length && count < MAX_BATCH_ITEMS && chars + this.queue[count].chars <= MAX_BATCH_CHARS) {
+      while (
+        count < this.queue.length &&
+        count < MAX_BATCH_ITEMS &&
+        chars + this.queue[count].chars <= MAX_BATCH_CHARS
+      ) {
         chars += this.queue[count].chars;
         count++;
       }
@@ -98,8 +112,12 @@ export class Outbox {
     }
     batch.forEach((q, i) => {
       const result = answer[i];
-      if (!result || result.id !== q.item.id) q.reject(new ApiError(502, `/jobs/batch: the answer does not match the request (item ${i})`));
-      else if ('error' in result) q.reject(new ApiError(result.status, `/jobs/${result.id}: HTTP ${result.status}: ${result.error}`, result.code));
+      if (!result || result.id !== q.item.id)
+        q.reject(new ApiError(502, `/jobs/batch: the answer does not match the request (item ${i})`));
+      else if ('error' in result)
+        q.reject(
+          new ApiError(result.status, `/jobs/${result.id}: HTTP ${result.status}: ${result.error}`, result.code),
+        );
       else q.resolve(result);
     });
   }

@@ -26,7 +26,12 @@ export function runProcess(
   },
 ): Promise<ProcessResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { cwd: opts.cwd, env: opts.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(argv[0], argv.slice(1), {
+      cwd: opts.cwd,
+      env: opts.env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     if (child.pid && opts.onSpawn) opts.onSpawn(child.pid);
     const group = (sig: NodeJS.Signals): void => {
       try {

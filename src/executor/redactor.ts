@@ -28,7 +28,8 @@ function base64Forms(value: string): string[] {
     // `base64` wraps its output at 76 characters, `openssl base64` at 64: each line of a long value's encoding.
     for (const width of [64, 76]) {
       if (b64.length <= width || bytes.length > MAX_WRAPPED_BYTES) continue;
-      for (let at = 0; at < b64.length; at += width) if (b64.length - at >= MIN_LINE_LENGTH) out.push(b64.slice(at, at + width));
+      for (let at = 0; at < b64.length; at += width)
+        if (b64.length - at >= MIN_LINE_LENGTH) out.push(b64.slice(at, at + width));
     }
   }
   for (const lead of [0, 1, 2]) {
@@ -55,7 +56,11 @@ function urlForms(value: string): string[] {
   const form = new URLSearchParams([['', value]]).toString().slice(1);
   const out: string[] = [];
   for (const base of [component, strict, form, uri]) {
-    for (const spaced of [base, base.replace(/%20/g, '+')]) out.push(spaced, spaced.replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase()));
+    for (const spaced of [base, base.replace(/%20/g, '+')])
+      out.push(
+        spaced,
+        spaced.replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase()),
+      );
   }
   return out;
 }
@@ -80,7 +85,8 @@ export function redactionForms(value: string): string[] {
   const forms = new Set<string>();
   const addAll = (v: string): void => {
     if (v.length < MIN_FORM_LENGTH) return; // a value this short is not masked in any form: its encodings are as guessable
-    for (const form of [v, ...base64Forms(v), ...urlForms(v), ...jsonForms(v)]) if (form.length >= MIN_FORM_LENGTH) forms.add(form);
+    for (const form of [v, ...base64Forms(v), ...urlForms(v), ...jsonForms(v)])
+      if (form.length >= MIN_FORM_LENGTH) forms.add(form);
   };
   addAll(value);
   // A value read from a file often ends with a newline the step's output will not show.

@@ -33,15 +33,21 @@ export class Principal {
   }
 
   requireSiteAdmin(action: string): void {
-    if (!this.siteAdmin) throw new HttpError(403, `only site admins can ${action}; ask one, or use a site admin's token`);
+    if (!this.siteAdmin)
+      throw new HttpError(403, `only site admins can ${action}; ask one, or use a site admin's token`);
   }
 
   /** Refuses, naming the field, a namespace this user may not submit to or keep secrets in. */
   requireNamespace(namespace: string, field: string): void {
     if (this.mayUse(namespace)) return;
     const yours = this.namespaces.map((n) => `"${n}"`).join(', ');
-    const why = namespace === 'global' ? 'only site admins use the global namespace' : `you are not ${namespace.startsWith('org:') ? 'a member of that org' : 'that user'}`;
-    throw new HttpError(403, `you may not use namespace "${namespace}"`, { issues: [{ field, message: `${why}; your namespaces: ${yours}` }] });
+    const why =
+      namespace === 'global'
+        ? 'only site admins use the global namespace'
+        : `you are not ${namespace.startsWith('org:') ? 'a member of that org' : 'that user'}`;
+    throw new HttpError(403, `you may not use namespace "${namespace}"`, {
+      issues: [{ field, message: `${why}; your namespaces: ${yours}` }],
+    });
   }
 }
 
@@ -51,6 +57,9 @@ export async function requireNamespaceExists(accounts: Accounts, namespace: stri
   const [kind, name] = namespace.split(':') as ['user' | 'org', string];
   const exists = kind === 'user' ? await accounts.getUser(name) : await accounts.getOrg(name);
   if (exists) return;
-  const fix = kind === 'user' ? `a site admin creates it with: dockhand user create ${name}` : `create it with: dockhand org create ${name}`;
+  const fix =
+    kind === 'user'
+      ? `a site admin creates it with: dockhand user create ${name}`
+      : `create it with: dockhand org create ${name}`;
   throw badRequest(`no ${kind} "${name}"`, [{ field, message: `no ${kind} "${name}"; ${fix}` }]);
 }

@@ -1,6 +1,12 @@
 // The fastify app: the composition of the route groups, with one error format for every failure.
 import helmet from '@fastify/helmet';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import { formatSize } from '../core/units.js';
 import { AuthFailureLimiter } from './authLimiter.js';
 import type { ServerContext } from './context.js';
@@ -82,12 +88,17 @@ function baselineHeaders(tlsOn: boolean): Record<string, string> {
 /** 413 that says which limit and what to do, instead of fastify's bare "Request body is too large". */
 function bodyTooLarge(req: FastifyRequest): HttpError {
   const limit = req.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  const advice = limit >= LARGE_BODY_LIMIT
-    ? 'send less in one request: keep job files under 8 MiB (fetch larger inputs from a repository or URL in a step) and log output in smaller appends'
-    : 'send a smaller body; this route needs only a small JSON object';
-  return new HttpError(413, `request body too large: ${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} accepts at most ${formatSize(limit)}B (${limit} bytes); ${advice}`, {
-    limitBytes: limit,
-  });
+  const advice =
+    limit >= LARGE_BODY_LIMIT
+      ? 'send less in one request: keep job files under 8 MiB (fetch larger inputs from a repository or URL in a step) and log output in smaller appends'
+      : 'send a smaller body; this route needs only a small JSON object';
+  return new HttpError(
+    413,
+    `request body too large: ${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]} accepts at most ${formatSize(limit)}B (${limit} bytes); ${advice}`,
+    {
+      limitBytes: limit,
+    },
+  );
 }
 
 /** Trust this many proxies in front: the client is the address the outermost of them saw. */
@@ -103,7 +114,11 @@ function send(reply: FastifyReply, err: HttpError): FastifyReply {
   return reply.code(err.statusCode).send({ error: err.message, ...err.extra });
 }
 
-export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: FastifyBaseLogger, options: AppOptions = {}): BuiltApp {
+export function buildApp(
+  ctx: Omit<ServerContext, 'log' | 'closing'>,
+  logger: FastifyBaseLogger,
+  options: AppOptions = {},
+): BuiltApp {
   const common: FastifyServerOptions = {
     loggerInstance: logger,
     bodyLimit: DEFAULT_BODY_LIMIT,
@@ -117,12 +132,20 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     // Answers fastify gives before routing (bad percent-encoding, a too-long path parameter): our format and headers.
     frameworkErrors: (err, _req, reply: FastifyReply) => {
       const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
-      const message = status === 414 ? 'a path segment of this URL is too long' : 'this URL is not valid: a path segment is not proper percent-encoding';
-      void reply.code(status).headers(baselineHeaders(Boolean(options.https))).send({ error: message, code: err.code });
+      const message =
+        status === 414
+          ? 'a path segment of this URL is too long'
+          : 'this URL is not valid: a path segment is not proper percent-encoding';
+      void reply
+        .code(status)
+        .headers(baselineHeaders(Boolean(options.https)))
+        .send({ error: message, code: err.code });
     },
   };
   // The HTTPS server's type differs only in the raw server; routes and hooks are the same.
-  const app = Fastify(options.https ? ({ ...common, https: options.https } as FastifyServerOptions) : common) as unknown as FastifyInstance;
+  const app = Fastify(
+    options.https ? ({ ...common, https: options.https } as FastifyServerOptions) : common,
+  ) as unknown as FastifyInstance;
   const closing = new AbortController();
   const full: ServerContext = { ...ctx, log: logger, closing: closing.signal };
   app.addHook('preClose', async () => closing.abort());
@@ -135,7 +158,8 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     return payload;
   });
 
-  const limiter = options.authFailures && options.authFailures.limit > 0 ? new AuthFailureLimiter(options.authFailures) : undefined;
+  const limiter =
+    options.authFailures && options.authFailures.limit > 0 ? new AuthFailureLimiter(options.authFailures) : undefined;
   if (limiter) {
     app.addHook('onRequest', async (req, reply) => {
       const auth = (req.routeOptions.config as { auth?: string }).auth;
@@ -153,36 +177,55 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
     });
     app.addHook('onResponse', async (req, reply) => {
       if (reply.statusCode === 401 && limiter.recordFailure(req.ip)) {
-        req.log.warn({ ip: req.ip, limit: limiter.options.limit, windowMs: limiter.options.windowMs }, 'too many failed authentications: refusing this address until its window ends');
+        req.log.warn(
+          { ip: req.ip, limit: limiter.options.limit, windowMs: limiter.options.windowMs },
+          'too many failed authentications: refusing this address until its window ends',
+        );
       }
     });
   }
 
-  app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml'], { parseAs: 'string' }, (_req, body, done) => {
-    try {
-      done(null, parseYamlBody(body as string));
-    } catch (err) {
-      done(err as Error, undefined);
-    }
-  });
+  app.addContentTypeParser(
+    ['application/yaml', 'application/x-yaml', 'text/yaml'],
+    { parseAs: 'string' },
+    (_req, body, done) => {
+      try {
+        done(null, parseYamlBody(body as string));
+      } catch (err) {
+        done(err as Error, undefined);
+      }
+    },
+  );
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) return send(reply, err);
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, bodyTooLarge(req));
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       const type = String(req.headers['content-type'] ?? '').slice(0, 100);
-      return send(reply, new HttpError(415, `unsupported Content-Type ${JSON.stringify(type)}: send application/json (a job spec may also be application/yaml)`, { code: err.code }));
+      return send(
+        reply,
+        new HttpError(
+          415,
+          `unsupported Content-Type ${JSON.stringify(type)}: send application/json (a job spec may also be application/yaml)`,
+          { code: err.code },
+        ),
+      );
     }
     const status = err.statusCode ?? 500;
-    if (status < 500) return reply.code(status).send({ error: err.message || `request refused (HTTP ${status})`, code: err.code });
+    if (status < 500)
+      return reply.code(status).send({ error: err.message || `request refused (HTTP ${status})`, code: err.code });
     // The database refused a write (disk full, read-only) or is out of reach: a 503 that says so, not a 500. Each
     // write is one transaction, so nothing of the request was kept; the caller can send it again.
     const fault = ctx.storage.noteError(err);
     if (fault) {
-      return reply.code(503).header('retry-after', STORAGE_RETRY_AFTER_S).send({
-        error: `the database cannot take this request now (${fault.kind}); nothing was changed, try again later. GET /healthz says when it recovers.`,
-        code: 'STORAGE_UNAVAILABLE', storage: fault.kind,
-      });
+      return reply
+        .code(503)
+        .header('retry-after', STORAGE_RETRY_AFTER_S)
+        .send({
+          error: `the database cannot take this request now (${fault.kind}); nothing was changed, try again later. GET /healthz says when it recovers.`,
+          code: 'STORAGE_UNAVAILABLE',
+          storage: fault.kind,
+        });
     }
     req.log.error({ err, url: req.url, method: req.method }, 'request failed');
     return reply.code(500).send({ error: 'internal server error; the server log has details' });
@@ -196,7 +239,10 @@ export function buildApp(ctx: Omit<ServerContext, 'log' | 'closing'>, logger: Fa
 
   const routes: RouteDef<any, any>[] = [];
   routes.push(
-    ...executorRoutes(full), ...jobRoutes(full), ...accountRoutes(full), ...secretRoutes(full),
+    ...executorRoutes(full),
+    ...jobRoutes(full),
+    ...accountRoutes(full),
+    ...secretRoutes(full),
     ...systemRoutes(full, () => openApiDocument(routes)),
   );
   registerRoutes(app, routes, { store: ctx.store, executorsAccessToken: ctx.config.executorsAccessToken });

@@ -31,8 +31,13 @@ export function addressKey(ip: string): string {
     const headParts = head ? head.split(':') : [];
     const tailParts = tail ? tail.split(':') : [];
     // Expand "::" into the missing zero groups, then keep the first four groups.
-    const groups = ip.includes('::') ? [...headParts, ...Array(Math.max(0, 8 - headParts.length - tailParts.length)).fill('0'), ...tailParts] : headParts;
-    return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+    const groups = ip.includes('::')
+      ? [...headParts, ...Array(Math.max(0, 8 - headParts.length - tailParts.length)).fill('0'), ...tailParts]
+      : headParts;
+    return `${groups
+      .slice(0, 4)
+      .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+      .join(':')}::/64`;
   }
   return ip;
 }
@@ -84,7 +89,8 @@ export class AuthFailureLimiter {
   private trim(now: number): void {
     if (now - this.lastSweep >= this.options.windowMs) {
       this.lastSweep = now;
-      for (const [key, window] of this.windows) if (now >= window.startedAt + this.options.windowMs) this.windows.delete(key);
+      for (const [key, window] of this.windows)
+        if (now >= window.startedAt + this.options.windowMs) this.windows.delete(key);
     }
     if (this.windows.size <= MAX_TRACKED) return;
     // Insertion order is window start order: forget the oldest windows, which are the first to end anyway.

@@ -11,7 +11,11 @@ export const CLUSTER_FALLBACK_POLL_MS = 5_000;
 /** Room for one notification's events: PostgreSQL refuses payloads of 8000 bytes or more. */
 const MAX_NOTIFY_BYTES = 7_500;
 
-export async function relayEvents(store: Store, events: EventBus, log: Pick<FastifyBaseLogger, 'warn'>): Promise<{ close(): Promise<void> } | undefined> {
+export async function relayEvents(
+  store: Store,
+  events: EventBus,
+  log: Pick<FastifyBaseLogger, 'warn'>,
+): Promise<{ close(): Promise<void> } | undefined> {
   if (!store.listen || !store.notify) return undefined;
   const notify = store.notify.bind(store);
   const origin = randomUUID();
@@ -27,7 +31,9 @@ export async function relayEvents(store: Store, events: EventBus, log: Pick<Fast
       }
     },
     () => {
-      log.warn('listening for other replicas\' events again after losing the connection; waking every waiter to look again');
+      log.warn(
+        "listening for other replicas' events again after losing the connection; waking every waiter to look again",
+      );
       events.wakeAll();
     },
   );
@@ -39,7 +45,7 @@ export async function relayEvents(store: Store, events: EventBus, log: Pick<Fast
     // Keyed by its JSON: the key's length is the event's size in the payload.
     const batch = [...pending];
     pending = new Map();
-    for (let start = 0; start < batch.length; ) {
+    for (let start = 0; start < batch.length;) {
       const events: BusEvent[] = [];
       let bytes = 64 + origin.length;
       while (start < batch.length) {

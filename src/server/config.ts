@@ -43,8 +43,15 @@ export interface TlsFiles {
 }
 
 /** Both files or neither; each readable, and together a usable certificate and key. Errors name the flag or variable. */
-export function loadTls(flags: { tlsCert?: string; tlsKey?: string }, env: NodeJS.ProcessEnv = process.env): TlsFiles | undefined {
-  const pick = (flag: string | undefined, flagName: string, envName: string): { file: string; from: string } | undefined => {
+export function loadTls(
+  flags: { tlsCert?: string; tlsKey?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): TlsFiles | undefined {
+  const pick = (
+    flag: string | undefined,
+    flagName: string,
+    envName: string,
+  ): { file: string; from: string } | undefined => {
     if (flag) return { file: flag, from: flagName };
     const value = env[envName]?.trim();
     return value ? { file: value, from: envName } : undefined;
@@ -52,18 +59,31 @@ export function loadTls(flags: { tlsCert?: string; tlsKey?: string }, env: NodeJ
   const cert = pick(flags.tlsCert, '--tls-cert', 'DOCKHAND_TLS_CERT');
   const key = pick(flags.tlsKey, '--tls-key', 'DOCKHAND_TLS_KEY');
   if (!cert && !key) return undefined;
-  if (!cert) throw new ConfigError(`${key!.from} is set but --tls-cert (DOCKHAND_TLS_CERT) is missing: HTTPS needs both the certificate (PEM) and its private key.`);
-  if (!key) throw new ConfigError(`${cert.from} is set but --tls-key (DOCKHAND_TLS_KEY) is missing: HTTPS needs both the certificate (PEM) and its private key.`);
+  if (!cert)
+    throw new ConfigError(
+      `${key!.from} is set but --tls-cert (DOCKHAND_TLS_CERT) is missing: HTTPS needs both the certificate (PEM) and its private key.`,
+    );
+  if (!key)
+    throw new ConfigError(
+      `${cert.from} is set but --tls-key (DOCKHAND_TLS_KEY) is missing: HTTPS needs both the certificate (PEM) and its private key.`,
+    );
   const read = (which: { file: string; from: string }, what: string): Buffer => {
     const file = path.resolve(which.file);
     try {
       return readFileSync(file);
     } catch (err) {
       const reason = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-      throw new ConfigError(`${which.from} ${which.file}: cannot read the ${what} (${reason}); give a readable PEM file.`);
+      throw new ConfigError(
+        `${which.from} ${which.file}: cannot read the ${what} (${reason}); give a readable PEM file.`,
+      );
     }
   };
-  const files: TlsFiles = { certFile: path.resolve(cert.file), keyFile: path.resolve(key.file), cert: read(cert, 'certificate'), key: read(key, 'private key') };
+  const files: TlsFiles = {
+    certFile: path.resolve(cert.file),
+    keyFile: path.resolve(key.file),
+    cert: read(cert, 'certificate'),
+    key: read(key, 'private key'),
+  };
   try {
     tls.createSecureContext({ cert: files.cert, key: files.key });
   } catch (err) {
@@ -82,7 +102,10 @@ export function trustProxySetting(env: NodeJS.ProcessEnv): boolean | number | st
   if (['true', 'yes', 'on'].includes(raw.toLowerCase())) return true;
   // A number is a count of proxy hops ("1": the one proxy in front), never "trust everything".
   if (/^\d+$/.test(raw)) return Number(raw) || false;
-  const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const list = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   for (const item of list) {
     if (!/^[0-9a-fA-F:.]+(\/\d{1,3})?$/.test(item) && !['loopback', 'linklocal', 'uniquelocal'].includes(item)) {
       throw new ConfigError(
@@ -110,7 +133,9 @@ export function readDatabaseUrl(env: NodeJS.ProcessEnv): string | undefined {
   if (!url) return undefined;
   if (!/^postgres(ql)?:\/\/\S+$/.test(url)) {
     // Never repeat the value: it usually holds a password.
-    throw new ConfigError('DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (or unset for SQLite).');
+    throw new ConfigError(
+      'DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (or unset for SQLite).',
+    );
   }
   return url;
 }
@@ -131,7 +156,9 @@ export function loadServerConfig(
   }
   const adminToken = env.DOCKHAND_ADMIN_TOKEN || undefined;
   if (adminToken !== undefined && adminToken.length < MIN_EXECUTOR_TOKEN_LENGTH) {
-    throw new ConfigError(`DOCKHAND_ADMIN_TOKEN must be at least ${MIN_EXECUTOR_TOKEN_LENGTH} characters long, or unset to have one generated.`);
+    throw new ConfigError(
+      `DOCKHAND_ADMIN_TOKEN must be at least ${MIN_EXECUTOR_TOKEN_LENGTH} characters long, or unset to have one generated.`,
+    );
   }
   const port = flags.port ?? env.DOCKHAND_PORT;
   return {
@@ -142,15 +169,33 @@ export function loadServerConfig(
     executorsAccessToken,
     adminToken,
     encryptionKey: env.DOCKHAND_ENCRYPTION_KEY?.trim() || undefined,
-    stalledJobTimeoutMs: readEnv(env, 'DOCKHAND_STALLED_JOB_TIMEOUT', envDuration('DOCKHAND_STALLED_JOB_TIMEOUT', { min: 200 }), 25_000),
+    stalledJobTimeoutMs: readEnv(
+      env,
+      'DOCKHAND_STALLED_JOB_TIMEOUT',
+      envDuration('DOCKHAND_STALLED_JOB_TIMEOUT', { min: 200 }),
+      25_000,
+    ),
     maxJobResets: readEnv(env, 'DOCKHAND_MAX_JOB_RESETS', envInt('DOCKHAND_MAX_JOB_RESETS', 0, 100), 3),
     retryBackoffMs: readEnv(env, 'DOCKHAND_RETRY_BACKOFF', envDuration('DOCKHAND_RETRY_BACKOFF', { min: 10 }), 5_000),
     minFreeDiskBytes: readEnv(env, 'DOCKHAND_MIN_FREE_DISK', envSize('DOCKHAND_MIN_FREE_DISK'), DEFAULT_MIN_FREE_DISK),
-    logLevel: readEnv(env, 'DOCKHAND_LOG_LEVEL', z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info'),
+    logLevel: readEnv(
+      env,
+      'DOCKHAND_LOG_LEVEL',
+      z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+      'info',
+    ),
     tls: loadTls(flags, env),
-    authFailureLimit: readEnv(env, 'DOCKHAND_AUTH_FAILURE_LIMIT', envInt('DOCKHAND_AUTH_FAILURE_LIMIT', 0, 1_000_000), DEFAULT_AUTH_FAILURE_LIMIT),
+    authFailureLimit: readEnv(
+      env,
+      'DOCKHAND_AUTH_FAILURE_LIMIT',
+      envInt('DOCKHAND_AUTH_FAILURE_LIMIT', 0, 1_000_000),
+      DEFAULT_AUTH_FAILURE_LIMIT,
+    ),
     authFailureWindowMs: readEnv(
-      env, 'DOCKHAND_AUTH_FAILURE_WINDOW', envDuration('DOCKHAND_AUTH_FAILURE_WINDOW', { min: 1_000, max: 24 * 3600_000 }), DEFAULT_AUTH_FAILURE_WINDOW_MS,
+      env,
+      'DOCKHAND_AUTH_FAILURE_WINDOW',
+      envDuration('DOCKHAND_AUTH_FAILURE_WINDOW', { min: 1_000, max: 24 * 3600_000 }),
+      DEFAULT_AUTH_FAILURE_WINDOW_MS,
     ),
     trustProxy: trustProxySetting(env),
   };

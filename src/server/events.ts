@@ -11,7 +11,8 @@ export interface Waiter {
 }
 
 /** One wake-up, as relayed between replicas. */
-export type BusEvent = { type: 'queue'; queue: string } | { type: 'job'; id: number } | { type: 'interrupt'; id: number };
+export type BusEvent =
+  { type: 'queue'; queue: string } | { type: 'job'; id: number } | { type: 'interrupt'; id: number };
 
 const WAKE_ALL = 'wake-all';
 

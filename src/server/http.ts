@@ -79,7 +79,8 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
   const refuse = (why: string): HttpError => new HttpError(401, `${why}: ${AUTH_HINT[kind]}`);
   if (!credential) throw refuse('missing credentials');
   if (kind === 'executor') {
-    if (scheme !== 'token-executor' || !tokensEqual(credential, deps.executorsAccessToken)) throw refuse('invalid executor token');
+    if (scheme !== 'token-executor' || !tokensEqual(credential, deps.executorsAccessToken))
+      throw refuse('invalid executor token');
     return { kind };
   }
   if (scheme !== 'bearer') throw refuse('wrong authorization scheme');
@@ -99,7 +100,8 @@ async function attemptOfJobToken(store: Store, token: string, jobId: string): Pr
 /** The attempt found for a job token (none: the token is unknown), which must be one of job `jobId`. */
 export function jobTokenAttempt(attempt: AttemptRecord | undefined, jobId: string | number): AttemptRecord {
   if (!attempt) throw new HttpError(401, `invalid job token: ${AUTH_HINT.job}`);
-  if (String(attempt.jobId) !== String(jobId)) throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${jobId}`);
+  if (String(attempt.jobId) !== String(jobId))
+    throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${jobId}`);
   return attempt;
 }
 

@@ -24,7 +24,10 @@ export class ServerMetrics {
       }));
     const perQueue = (name: string, help: string, value: (q: QueueStats, now: number) => number): void => {
       new Gauge({
-        name, help, labelNames: ['queue'], registers,
+        name,
+        help,
+        labelNames: ['queue'],
+        registers,
         async collect() {
           this.reset();
           const now = Date.now();
@@ -34,33 +37,49 @@ export class ServerMetrics {
     };
     perQueue('dockhand_queue_depth', 'Jobs waiting in each queue', (q) => q.queued);
     perQueue('dockhand_queue_oldest_age_seconds', 'Age of the oldest waiting job in each queue', (q, now) =>
-      q.oldestQueuedAt === null ? 0 : (now - q.oldestQueuedAt) / 1000);
+      q.oldestQueuedAt === null ? 0 : (now - q.oldestQueuedAt) / 1000,
+    );
     perQueue('dockhand_jobs_processing', 'Jobs being run by executors, per queue', (q) => q.processing);
     new Gauge({
-      name: 'dockhand_executors_online', help: `Executors heard from in the last ${EXECUTOR_ONLINE_WINDOW_MS / 1000}s`, registers,
+      name: 'dockhand_executors_online',
+      help: `Executors heard from in the last ${EXECUTOR_ONLINE_WINDOW_MS / 1000}s`,
+      registers,
       async collect() {
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
         this.set((await store.listExecutors()).filter((e) => e.lastSeenAt >= since).length);
       },
     });
     this.jobDuration = new Histogram({
-      name: 'dockhand_job_duration_seconds', help: 'Run time of finished jobs, from dequeue to the final report, by outcome',
-      labelNames: ['queue', 'outcome'], registers, buckets: [0.1, 0.5, 1, 5, 15, 30, 60, 150, 300, 600, 1800, 3600],
+      name: 'dockhand_job_duration_seconds',
+      help: 'Run time of finished jobs, from dequeue to the final report, by outcome',
+      labelNames: ['queue', 'outcome'],
+      registers,
+      buckets: [0.1, 0.5, 1, 5, 15, 30, 60, 150, 300, 600, 1800, 3600],
     });
     this.queueWait = new Histogram({
-      name: 'dockhand_job_queue_wait_seconds', help: 'Time from a job becoming available to an executor taking it',
-      labelNames: ['queue'], registers, buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600],
+      name: 'dockhand_job_queue_wait_seconds',
+      help: 'Time from a job becoming available to an executor taking it',
+      labelNames: ['queue'],
+      registers,
+      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 5, 30, 120, 600],
     });
     this.dequeueWait = new Histogram({
-      name: 'dockhand_dequeue_wait_seconds', help: 'How long dequeue requests were held, by result (job or empty)',
-      labelNames: ['result'], registers, buckets: [0.001, 0.01, 0.1, 1, 5, 10, 20, 30],
+      name: 'dockhand_dequeue_wait_seconds',
+      help: 'How long dequeue requests were held, by result (job or empty)',
+      labelNames: ['result'],
+      registers,
+      buckets: [0.001, 0.01, 0.1, 1, 5, 10, 20, 30],
     });
     this.storageHealthy = new Gauge({
-      name: 'dockhand_storage_healthy', help: '1 while the database takes writes; 0 while new work is refused (see /healthz for why)', registers,
+      name: 'dockhand_storage_healthy',
+      help: '1 while the database takes writes; 0 while new work is refused (see /healthz for why)',
+      registers,
     });
     this.resets = new Counter({
-      name: 'dockhand_job_resets_total', help: 'Jobs queued again because their executor stopped heartbeating',
-      labelNames: ['queue'], registers,
+      name: 'dockhand_job_resets_total',
+      help: 'Jobs queued again because their executor stopped heartbeating',
+      labelNames: ['queue'],
+      registers,
     });
   }
 }

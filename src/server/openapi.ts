@@ -18,7 +18,12 @@ export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const route of routes) {
     const path = route.url.replace(/:(\w+)/g, '{$1}');
-    const parameters: unknown[] = [...route.url.matchAll(/:(\w+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'integer' } }));
+    const parameters: unknown[] = [...route.url.matchAll(/:(\w+)/g)].map((m) => ({
+      name: m[1],
+      in: 'path',
+      required: true,
+      schema: { type: 'integer' },
+    }));
     if (route.query instanceof z.ZodObject) {
       const query = jsonSchema(route.query) as { properties?: Record<string, unknown>; required?: string[] };
       for (const [name, schema] of Object.entries(query.properties ?? {})) {
@@ -29,11 +34,17 @@ export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
       summary: route.summary,
       security: SECURITY[route.auth],
       parameters,
-      ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(route.body) } } } } : {}),
+      ...(route.body
+        ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(route.body) } } } }
+        : {}),
       responses: {
         [String(route.status ?? 200)]: { description: route.response ?? 'OK' },
-        ...Object.fromEntries(Object.entries(route.otherResponses ?? {}).map(([code, description]) => [code, { description }])),
-        ...(route.body || route.query ? { '400': { description: 'Invalid input: { error, issues: [{ field, message }] }' } } : {}),
+        ...Object.fromEntries(
+          Object.entries(route.otherResponses ?? {}).map(([code, description]) => [code, { description }]),
+        ),
+        ...(route.body || route.query
+          ? { '400': { description: 'Invalid input: { error, issues: [{ field, message }] }' } }
+          : {}),
         ...(route.auth === 'public' ? {} : { '401': { description: 'Missing or invalid credentials' } }),
         ...(route.auth === 'job'
           ? {
@@ -47,12 +58,25 @@ export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'Dockhand API', version: VERSION, description: 'Client API (/api/v1) and executor protocol (/api/executor/v1); see docs/protocol.md.' },
+    info: {
+      title: 'Dockhand API',
+      version: VERSION,
+      description: 'Client API (/api/v1) and executor protocol (/api/executor/v1); see docs/protocol.md.',
+    },
     components: {
       securitySchemes: {
         apiToken: { type: 'http', scheme: 'bearer', description: 'A user API token (DOCKHAND_TOKEN)' },
-        jobToken: { type: 'http', scheme: 'bearer', description: 'The job token returned by dequeue; valid for that attempt only' },
-        executorToken: { type: 'apiKey', in: 'header', name: 'Authorization', description: "'token-executor <DOCKHAND_EXECUTORS_ACCESS_TOKEN>'" },
+        jobToken: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'The job token returned by dequeue; valid for that attempt only',
+        },
+        executorToken: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'Authorization',
+          description: "'token-executor <DOCKHAND_EXECUTORS_ACCESS_TOKEN>'",
+        },
       },
     },
     paths,

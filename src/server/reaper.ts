@@ -22,15 +22,26 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
         notBefore = Date.now();
         databaseFailed = false;
       }
-      const result = await store.resetStalled({ now: Date.now(), timeoutMs: config.stalledJobTimeoutMs, maxResets: config.maxJobResets, notBefore });
+      const result = await store.resetStalled({
+        now: Date.now(),
+        timeoutMs: config.stalledJobTimeoutMs,
+        maxResets: config.maxJobResets,
+        notBefore,
+      });
       for (const job of result.reset) {
         metrics.resets.inc({ queue: job.queue });
-        log.warn({ jobId: job.id, attempt: job.attempt, executor: job.executorName }, 'job reset: its executor stopped sending heartbeats');
+        log.warn(
+          { jobId: job.id, attempt: job.attempt, executor: job.executorName },
+          'job reset: its executor stopped sending heartbeats',
+        );
         events.queueChanged(job.queue);
         events.jobInterrupted(job.id);
       }
       for (const job of result.failed) {
-        log.warn({ jobId: job.id, state: job.state, reason: job.failureReason, message: job.failureMessage }, 'stalled job finished');
+        log.warn(
+          { jobId: job.id, state: job.state, reason: job.failureReason, message: job.failureMessage },
+          'stalled job finished',
+        );
         events.jobInterrupted(job.id);
       }
     } catch (err) {

@@ -90,9 +90,15 @@ export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'database
   }
 }
 
-export async function startServer(config: ServerConfig, logger = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact })): Promise<RunningServer> {
+export async function startServer(
+  config: ServerConfig,
+  logger = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact }),
+): Promise<RunningServer> {
   const store = await openStore(config);
-  const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: config.encryptionKey }, config.dataDir));
+  const secrets = new Secrets(
+    store.accounts,
+    Keyring.load({ DOCKHAND_ENCRYPTION_KEY: config.encryptionKey }, config.dataDir),
+  );
   const missingKeys = await secrets.missingKeys();
   if (missingKeys.length) {
     await store.close();
@@ -106,7 +112,11 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
   const relay = await relayEvents(store, events, logger);
   const metrics = new ServerMetrics(store);
   const storage = new StorageHealth({
-    store, log: logger, dataDir: config.databaseUrl ? undefined : config.dataDir, minFreeBytes: config.minFreeDiskBytes, gauge: metrics.storageHealthy,
+    store,
+    log: logger,
+    dataDir: config.databaseUrl ? undefined : config.dataDir,
+    minFreeBytes: config.minFreeDiskBytes,
+    gauge: metrics.storageHealthy,
   });
   await storage.check();
   storage.start();
@@ -120,7 +130,10 @@ export async function startServer(config: ServerConfig, logger = pino({ level: c
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   const reaper = startReaper({ store, events, metrics, secrets, storage, config, log: logger }, Date.now());
-  logger.info({ port, store: store.kind, where: describeStore(config), tls: Boolean(config.tls) }, 'dockhand server listening');
+  logger.info(
+    { port, store: store.kind, where: describeStore(config), tls: Boolean(config.tls) },
+    'dockhand server listening',
+  );
   return {
     url: `${config.tls ? 'https' : 'http'}://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`,
     port,

@@ -33,7 +33,8 @@ export interface StorageHealthOptions {
 const ADVICE: Record<StorageProblem['kind'], string> = {
   'disk-full': 'free space on the database disk',
   'low-disk': 'free space on the data directory disk, or lower DOCKHAND_MIN_FREE_DISK',
-  'read-only': 'make the database writable again (a read-only mount, or a PostgreSQL standby or read-only transaction default)',
+  'read-only':
+    'make the database writable again (a read-only mount, or a PostgreSQL standby or read-only transaction default)',
   'io-error': 'check the disk and the server log',
   unreachable: 'check that the database is up and reachable',
 };
@@ -69,9 +70,14 @@ export class StorageHealth {
   /** Throws a 503 that says why while the server takes no new work. */
   refuseNewWork(): void {
     if (!this.problem) return;
-    throw new HttpError(503, `the server takes no new work now: ${this.problem.reason}. Nothing was stored; try again once GET /healthz answers 200.`, {
-      code: 'STORAGE_UNAVAILABLE', storage: this.problem.kind,
-    });
+    throw new HttpError(
+      503,
+      `the server takes no new work now: ${this.problem.reason}. Nothing was stored; try again once GET /healthz answers 200.`,
+      {
+        code: 'STORAGE_UNAVAILABLE',
+        storage: this.problem.kind,
+      },
+    );
   }
 
   /** Checks free space and that a write goes through; what the timer runs. */
@@ -120,9 +126,15 @@ export class StorageHealth {
     // The first reason stands while the kind of fault lasts; requests that meet it again change nothing.
     if (this.problem?.kind === kind) return;
     // SQLite says "disk I/O error" for a file system the kernel turned read-only: the directory itself tells which.
-    const dirProblem = this.opts.dataDir && (kind === 'read-only' || kind === 'io-error') ? unwritableReason(this.opts.dataDir) : undefined;
+    const dirProblem =
+      this.opts.dataDir && (kind === 'read-only' || kind === 'io-error')
+        ? unwritableReason(this.opts.dataDir)
+        : undefined;
     const where = dirProblem ? `; the data directory ${this.opts.dataDir} ${dirProblem}` : '';
-    const reason = kind === 'low-disk' ? `${detail}; ${ADVICE[kind]}` : `the database cannot take writes (${kind}: ${detail}${where}); ${ADVICE[kind]}`;
+    const reason =
+      kind === 'low-disk'
+        ? `${detail}; ${ADVICE[kind]}`
+        : `the database cannot take writes (${kind}: ${detail}${where}); ${ADVICE[kind]}`;
     this.problem = { kind, reason, since: Date.now() };
     this.opts.gauge?.set(0);
     // Once per change, not per refused request: a full disk should not also fill with log lines.
@@ -131,7 +143,10 @@ export class StorageHealth {
 
   private recover(): void {
     if (!this.problem) return;
-    this.opts.log.warn({ storage: this.problem.kind, unhealthyForMs: Date.now() - this.problem.since }, 'storage healthy again: taking new work');
+    this.opts.log.warn(
+      { storage: this.problem.kind, unhealthyForMs: Date.now() - this.problem.since },
+      'storage healthy again: taking new work',
+    );
     this.problem = undefined;
     this.opts.gauge?.set(1);
   }

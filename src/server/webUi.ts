@@ -24,7 +24,13 @@ const CONTENT_TYPES: Record<string, string> = {
 
 /** Paths the UI never answers: the APIs and the public operational routes keep their JSON 404. */
 function isApiPath(urlPath: string): boolean {
-  return urlPath === '/api' || urlPath.startsWith('/api/') || urlPath === '/healthz' || urlPath === '/metrics' || urlPath.startsWith('/metrics/');
+  return (
+    urlPath === '/api' ||
+    urlPath.startsWith('/api/') ||
+    urlPath === '/healthz' ||
+    urlPath === '/metrics' ||
+    urlPath.startsWith('/metrics/')
+  );
 }
 
 export interface WebUi {

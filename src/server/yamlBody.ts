@@ -52,7 +52,8 @@ export function yamlNestingProblem(text: string): string | undefined {
         break;
       case 'flow-map-start':
       case 'flow-seq-start':
-        if (++flow > MAX_YAML_FLOW_DEPTH) return `flow collections ([ ] or { }) are nested more than ${MAX_YAML_FLOW_DEPTH} deep (line ${line})`;
+        if (++flow > MAX_YAML_FLOW_DEPTH)
+          return `flow collections ([ ] or { }) are nested more than ${MAX_YAML_FLOW_DEPTH} deep (line ${line})`;
         break;
       case 'flow-map-end':
       case 'flow-seq-end':

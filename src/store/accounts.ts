@@ -58,15 +58,32 @@ export type UserChange = 'ok' | 'missing' | 'last_admin';
 
 type Row = Record<string, unknown>;
 
-const toUser = (r: Row): UserRecord => ({ id: Number(r.id), name: r.name as string, siteAdmin: Boolean(r.site_admin), createdAt: Number(r.created_at) });
-const toOrg = (r: Row): OrgRecord => ({ id: Number(r.id), name: r.name as string, createdAt: Number(r.created_at), members: Number(r.members ?? 0) });
+const toUser = (r: Row): UserRecord => ({
+  id: Number(r.id),
+  name: r.name as string,
+  siteAdmin: Boolean(r.site_admin),
+  createdAt: Number(r.created_at),
+});
+const toOrg = (r: Row): OrgRecord => ({
+  id: Number(r.id),
+  name: r.name as string,
+  createdAt: Number(r.created_at),
+  members: Number(r.members ?? 0),
+});
 const toToken = (r: Row): ApiTokenRecord => ({
-  id: Number(r.id), name: r.name as string, user: r.user_name as string, createdAt: Number(r.created_at),
+  id: Number(r.id),
+  name: r.name as string,
+  user: r.user_name as string,
+  createdAt: Number(r.created_at),
   lastUsedAt: r.last_used_at === null ? null : Number(r.last_used_at),
 });
 const toSecret = (r: Row): StoredSecret => ({
-  namespace: r.namespace as string, name: r.name as string, updatedBy: r.updated_by as string,
-  createdAt: Number(r.created_at), updatedAt: Number(r.updated_at), ciphertext: r.value as string,
+  namespace: r.namespace as string,
+  name: r.name as string,
+  updatedBy: r.updated_by as string,
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+  ciphertext: r.value as string,
 });
 const withoutValue = ({ ciphertext: _, ...record }: StoredSecret): SecretRecord => record;
 
@@ -86,7 +103,10 @@ export class Accounts {
 
   /** Undefined when a user of that name exists. */
   async createUser(name: string, siteAdmin: boolean, now: number): Promise<UserRecord | undefined> {
-    const row = await this.sql.get('INSERT INTO users (name, site_admin, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING *', [name, siteAdmin, now]);
+    const row = await this.sql.get(
+      'INSERT INTO users (name, site_admin, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING *',
+      [name, siteAdmin, now],
+    );
     return row && toUser(row);
   }
 
@@ -104,7 +124,10 @@ export class Accounts {
   }
 
   async setSiteAdmin(name: string, siteAdmin: boolean): Promise<UserChange> {
-    const changed = await this.sql.run(`UPDATE users SET site_admin = $2 WHERE name = $1 AND ($2 = 1 OR ${OTHER_ADMINS})`, [name, siteAdmin]);
+    const changed = await this.sql.run(
+      `UPDATE users SET site_admin = $2 WHERE name = $1 AND ($2 = 1 OR ${OTHER_ADMINS})`,
+      [name, siteAdmin],
+    );
     if (changed) return 'ok';
     return (await this.getUser(name)) ? 'last_admin' : 'missing';
   }
@@ -112,7 +135,9 @@ export class Accounts {
   /** Deletes the user with their tokens, memberships and user-namespace secrets; their jobs stay. */
   async deleteUser(name: string): Promise<UserChange> {
     return this.sql.tx(async (sql) => {
-      const changed = await sql.run(`DELETE FROM users WHERE name = $1 AND (site_admin = 0 OR ${OTHER_ADMINS})`, [name]);
+      const changed = await sql.run(`DELETE FROM users WHERE name = $1 AND (site_admin = 0 OR ${OTHER_ADMINS})`, [
+        name,
+      ]);
       if (!changed) return (await sql.get('SELECT 1 FROM users WHERE name = $1', [name])) ? 'last_admin' : 'missing';
       await sql.run('DELETE FROM secrets WHERE namespace = $1', [`user:${name}`]);
       return 'ok';
@@ -120,7 +145,10 @@ export class Accounts {
   }
 
   async orgsOf(userId: number): Promise<string[]> {
-    const rows = await this.sql.all<{ name: string }>('SELECT o.name FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.name', [userId]);
+    const rows = await this.sql.all<{ name: string }>(
+      'SELECT o.name FROM org_members m JOIN orgs o ON o.id = m.org_id WHERE m.user_id = $1 ORDER BY o.name',
+      [userId],
+    );
     return rows.map((r) => r.name);
   }
 
@@ -129,9 +157,17 @@ export class Accounts {
   /** Undefined when an org of that name exists. The creator, if given, becomes its first member. */
   async createOrg(name: string, creatorId: number | undefined, now: number): Promise<OrgRecord | undefined> {
     return this.sql.tx(async (sql) => {
-      const row = await sql.get<{ id: number }>('INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id', [name, now]);
+      const row = await sql.get<{ id: number }>(
+        'INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id',
+        [name, now],
+      );
       if (!row) return undefined;
-      if (creatorId !== undefined) await sql.run('INSERT INTO org_members (org_id, user_id, created_at) VALUES ($1, $2, $3)', [row.id, creatorId, now]);
+      if (creatorId !== undefined)
+        await sql.run('INSERT INTO org_members (org_id, user_id, created_at) VALUES ($1, $2, $3)', [
+          row.id,
+          creatorId,
+          now,
+        ]);
       return toOrg((await sql.get(`SELECT ${ORG_COLUMNS} FROM orgs o WHERE o.id = $1`, [row.id]))!);
     });
   }
@@ -146,7 +182,10 @@ export class Accounts {
     const rows =
       memberId === undefined
         ? await this.sql.all(`SELECT ${ORG_COLUMNS} FROM orgs o ORDER BY o.name`)
-        : await this.sql.all(`SELECT ${ORG_COLUMNS} FROM orgs o JOIN org_members mine ON mine.org_id = o.id AND mine.user_id = $1 ORDER BY o.name`, [memberId]);
+        : await this.sql.all(
+            `SELECT ${ORG_COLUMNS} FROM orgs o JOIN org_members mine ON mine.org_id = o.id AND mine.user_id = $1 ORDER BY o.name`,
+            [memberId],
+          );
     return rows.map(toOrg);
   }
 
@@ -160,13 +199,21 @@ export class Accounts {
   }
 
   async listMembers(orgId: number): Promise<UserRecord[]> {
-    const rows = await this.sql.all('SELECT u.* FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.name', [orgId]);
+    const rows = await this.sql.all(
+      'SELECT u.* FROM org_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.name',
+      [orgId],
+    );
     return rows.map(toUser);
   }
 
   /** False when the user already was a member. */
   async addMember(orgId: number, userId: number, now: number): Promise<boolean> {
-    return (await this.sql.run('INSERT INTO org_members (org_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [orgId, userId, now])) > 0;
+    return (
+      (await this.sql.run(
+        'INSERT INTO org_members (org_id, user_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+        [orgId, userId, now],
+      )) > 0
+    );
   }
 
   /** False when the user was not a member. */
@@ -178,8 +225,16 @@ export class Accounts {
 
   /** Storing a hash that is already stored changes nothing (replicas starting together may both try). */
   async createToken(userId: number, name: string, tokenHash: string, now: number): Promise<ApiTokenRecord> {
-    await this.sql.run('INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING', [userId, name, tokenHash, now]);
-    return toToken((await this.sql.get(`SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1`, [tokenHash]))!);
+    await this.sql.run(
+      'INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING',
+      [userId, name, tokenHash, now],
+    );
+    return toToken(
+      (await this.sql.get(
+        `SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1`,
+        [tokenHash],
+      ))!,
+    );
   }
 
   /** The token and its user; records its use (to the minute). */
@@ -194,7 +249,15 @@ export class Accounts {
     if (token.lastUsedAt === null || now - token.lastUsedAt >= TOKEN_USE_RESOLUTION_MS) {
       await this.sql.run('UPDATE api_tokens SET last_used_at = $2 WHERE id = $1', [token.id, now]);
     }
-    return { token, user: { id: Number(row.uid), name: token.user, siteAdmin: Boolean(row.u_site_admin), createdAt: Number(row.u_created_at) } };
+    return {
+      token,
+      user: {
+        id: Number(row.uid),
+        name: token.user,
+        siteAdmin: Boolean(row.u_site_admin),
+        createdAt: Number(row.u_created_at),
+      },
+    };
   }
 
   async countTokens(): Promise<number> {
@@ -205,12 +268,18 @@ export class Accounts {
     const rows =
       userId === undefined
         ? await this.sql.all(`SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.id`)
-        : await this.sql.all(`SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.user_id = $1 ORDER BY t.id`, [userId]);
+        : await this.sql.all(
+            `SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.user_id = $1 ORDER BY t.id`,
+            [userId],
+          );
     return rows.map(toToken);
   }
 
   async getToken(id: number): Promise<ApiTokenRecord | undefined> {
-    const row = await this.sql.get(`SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1`, [id]);
+    const row = await this.sql.get(
+      `SELECT ${TOKEN_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1`,
+      [id],
+    );
     return row && toToken(row);
   }
 
@@ -225,15 +294,23 @@ export class Accounts {
   // Secrets (values are ciphertexts; the server encrypts and decrypts them)
 
   /** Creates or replaces a secret; says which. */
-  async putSecret(s: { namespace: string; name: string; ciphertext: string; updatedBy: string; now: number }): Promise<{ created: boolean; secret: SecretRecord }> {
+  async putSecret(s: {
+    namespace: string;
+    name: string;
+    ciphertext: string;
+    updatedBy: string;
+    now: number;
+  }): Promise<{ created: boolean; secret: SecretRecord }> {
     return this.sql.tx(async (sql) => {
-      const updated = await sql.run('UPDATE secrets SET value = $3, updated_by = $4, updated_at = $5 WHERE namespace = $1 AND name = $2', [
-        s.namespace, s.name, s.ciphertext, s.updatedBy, s.now,
-      ]);
+      const updated = await sql.run(
+        'UPDATE secrets SET value = $3, updated_by = $4, updated_at = $5 WHERE namespace = $1 AND name = $2',
+        [s.namespace, s.name, s.ciphertext, s.updatedBy, s.now],
+      );
       if (!updated) {
-        await sql.run('INSERT INTO secrets (namespace, name, value, updated_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)', [
-          s.namespace, s.name, s.ciphertext, s.updatedBy, s.now,
-        ]);
+        await sql.run(
+          'INSERT INTO secrets (namespace, name, value, updated_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)',
+          [s.namespace, s.name, s.ciphertext, s.updatedBy, s.now],
+        );
       }
       const row = await sql.get('SELECT * FROM secrets WHERE namespace = $1 AND name = $2', [s.namespace, s.name]);
       return { created: !updated, secret: withoutValue(toSecret(row!)) };
@@ -243,7 +320,10 @@ export class Accounts {
   /** Every secret, or those in `namespaces`; names and dates only. */
   async listSecrets(namespaces?: string[]): Promise<SecretRecord[]> {
     const rows = await this.sql.all('SELECT * FROM secrets ORDER BY namespace, name');
-    return rows.map(toSecret).filter((s) => !namespaces || namespaces.includes(s.namespace)).map(withoutValue);
+    return rows
+      .map(toSecret)
+      .filter((s) => !namespaces || namespaces.includes(s.namespace))
+      .map(withoutValue);
   }
 
   /** The secrets named `names` in `namespace` and in global, with their ciphertexts. */
@@ -261,9 +341,10 @@ export class Accounts {
     if (!entries.length) return;
     await this.sql.tx(async (sql) => {
       for (const e of entries) {
-        await sql.run('INSERT INTO secret_access_log (namespace, name, job_id, attempt, executor_name, accessed_at) VALUES ($1, $2, $3, $4, $5, $6)', [
-          e.namespace, e.name, e.jobId, e.attempt, e.executorName, e.accessedAt,
-        ]);
+        await sql.run(
+          'INSERT INTO secret_access_log (namespace, name, job_id, attempt, executor_name, accessed_at) VALUES ($1, $2, $3, $4, $5, $6)',
+          [e.namespace, e.name, e.jobId, e.attempt, e.executorName, e.accessedAt],
+        );
       }
     });
   }
@@ -285,8 +366,12 @@ export class Accounts {
       params,
     );
     return rows.map((r) => ({
-      namespace: r.namespace as string, name: r.name as string, jobId: Number(r.job_id), attempt: Number(r.attempt),
-      executorName: r.executor_name as string, accessedAt: Number(r.accessed_at),
+      namespace: r.namespace as string,
+      name: r.name as string,
+      jobId: Number(r.job_id),
+      attempt: Number(r.attempt),
+      executorName: r.executor_name as string,
+      accessedAt: Number(r.accessed_at),
     }));
   }
 
@@ -296,17 +381,24 @@ export class Accounts {
    * Every stored ciphertext (secret values and jobs' registry credentials) passed through `rewrite` in one
    * transaction, for key rotation. `rewrite` gets the ciphertext and the context it was bound to.
    */
-  async rewriteCiphertexts(rewrite: (ciphertext: string, context: string) => string): Promise<{ secrets: number; jobs: number }> {
+  async rewriteCiphertexts(
+    rewrite: (ciphertext: string, context: string) => string,
+  ): Promise<{ secrets: number; jobs: number }> {
     return this.sql.tx(async (sql) => {
       let secrets = 0;
-      for (const row of await sql.all<{ id: number; namespace: string; name: string; value: string }>('SELECT id, namespace, name, value FROM secrets')) {
+      for (const row of await sql.all<{ id: number; namespace: string; name: string; value: string }>(
+        'SELECT id, namespace, name, value FROM secrets',
+      )) {
         const next = rewrite(row.value, secretContext(row.namespace, row.name));
         if (next !== row.value) secrets += await sql.run('UPDATE secrets SET value = $2 WHERE id = $1', [row.id, next]);
       }
       let jobs = 0;
-      for (const row of await sql.all<{ id: number; docker_auth_config: string }>('SELECT id, docker_auth_config FROM jobs WHERE docker_auth_config IS NOT NULL')) {
+      for (const row of await sql.all<{ id: number; docker_auth_config: string }>(
+        'SELECT id, docker_auth_config FROM jobs WHERE docker_auth_config IS NOT NULL',
+      )) {
         const next = rewrite(row.docker_auth_config, JOB_CREDENTIALS_CONTEXT);
-        if (next !== row.docker_auth_config) jobs += await sql.run('UPDATE jobs SET docker_auth_config = $2 WHERE id = $1', [row.id, next]);
+        if (next !== row.docker_auth_config)
+          jobs += await sql.run('UPDATE jobs SET docker_auth_config = $2 WHERE id = $1', [row.id, next]);
       }
       return { secrets, jobs };
     });

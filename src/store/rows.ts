@@ -6,38 +6,67 @@ import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { AttemptRecord, ClaimedJob, ExecutorRecord, JobRecord } from './store.js';
 
 export interface AttemptRow {
-  job_id: number; attempt: number; executor_name: string; started_at: number; finished_at: number | null;
-  outcome: AttemptOutcome | null; message: string | null; failure_reason: FailureReason | null;
+  job_id: number;
+  attempt: number;
+  executor_name: string;
+  started_at: number;
+  finished_at: number | null;
+  outcome: AttemptOutcome | null;
+  message: string | null;
+  failure_reason: FailureReason | null;
 }
 
 export function toAttempt(row: AttemptRow): AttemptRecord {
   return {
-    jobId: row.job_id, attempt: row.attempt, executorName: row.executor_name, startedAt: row.started_at,
-    finishedAt: row.finished_at, outcome: row.outcome, message: row.message, failureReason: row.failure_reason,
+    jobId: row.job_id,
+    attempt: row.attempt,
+    executorName: row.executor_name,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    outcome: row.outcome,
+    message: row.message,
+    failureReason: row.failure_reason,
   };
 }
 
 /** An executors row; `queues` comes decoded, as each database stores the list its own way. */
 export function toExecutor(r: Record<string, unknown>, queues: string[]): ExecutorRecord {
   return {
-    name: r.name as string, hostname: r.hostname as string, os: r.os as string, arch: r.arch as string,
-    version: r.version as string, runtime: r.runtime as string, runtimeVersion: r.runtime_version as string | null,
-    queues, maxJobs: r.max_jobs as number | null, runningJobs: r.running_jobs as number,
-    jobCpus: r.job_cpus as number | null, jobMemoryBytes: r.job_memory_bytes as number | null,
+    name: r.name as string,
+    hostname: r.hostname as string,
+    os: r.os as string,
+    arch: r.arch as string,
+    version: r.version as string,
+    runtime: r.runtime as string,
+    runtimeVersion: r.runtime_version as string | null,
+    queues,
+    maxJobs: r.max_jobs as number | null,
+    runningJobs: r.running_jobs as number,
+    jobCpus: r.job_cpus as number | null,
+    jobMemoryBytes: r.job_memory_bytes as number | null,
     jobDiskBytes: r.job_disk_bytes as number | null,
-    firstSeenAt: r.first_seen_at as number, lastSeenAt: r.last_seen_at as number,
+    firstSeenAt: r.first_seen_at as number,
+    lastSeenAt: r.last_seen_at as number,
   };
 }
 
 /** The columns of an executors row that say which process holds the name. */
 export interface InstanceRow {
-  instance_id: string | null; hostname: string; instance_seen_at: number | null; instance_window_ms: number | null;
+  instance_id: string | null;
+  hostname: string;
+  instance_seen_at: number | null;
+  instance_window_ms: number | null;
 }
 
 /** The process that holds (or last held) the name; undefined when none has, or the holder let go. */
 export function toInstance(row: InstanceRow | undefined): ExecutorInstance | undefined {
   if (!row?.instance_id) return undefined;
-  return { id: row.instance_id, hostname: row.hostname, seenAt: row.instance_seen_at ?? 0, windowMs: row.instance_window_ms ?? 0 };
+  return {
+    id: row.instance_id,
+    hostname: row.hostname,
+    seenAt: row.instance_seen_at ?? 0,
+    windowMs: row.instance_window_ms ?? 0,
+  };
 }
 
 /**
@@ -64,23 +93,51 @@ export const NO_LIVE_HOLDER_SQL = `executors.instance_id IS NULL
 
 /** A jobs row; `spec` and `cancel_requested` come as each database stores them (JSON text or object, 0/1 or boolean). */
 export interface JobRow {
-  id: number; queue: string; namespace: string; spec: string | JobSpec; state: JobState; attempt: number; max_attempts: number;
-  num_failures: number; num_resets: number; cancel_requested: number | boolean; failure_message: string | null;
+  id: number;
+  queue: string;
+  namespace: string;
+  spec: string | JobSpec;
+  state: JobState;
+  attempt: number;
+  max_attempts: number;
+  num_failures: number;
+  num_resets: number;
+  cancel_requested: number | boolean;
+  failure_message: string | null;
   failure_reason: FailureReason | null;
-  executor_name: string | null; created_at: number; queued_at: number; available_at: number;
-  started_at: number | null; finished_at: number | null; last_heartbeat_at: number | null; submitted_by?: string | null;
+  executor_name: string | null;
+  created_at: number;
+  queued_at: number;
+  available_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  last_heartbeat_at: number | null;
+  submitted_by?: string | null;
   docker_auth_config?: string | null;
 }
 
 export function toJob(row: JobRow): JobRecord {
   return {
-    id: row.id, queue: row.queue, namespace: row.namespace, spec: typeof row.spec === 'string' ? (JSON.parse(row.spec) as JobSpec) : row.spec,
+    id: row.id,
+    queue: row.queue,
+    namespace: row.namespace,
+    spec: typeof row.spec === 'string' ? (JSON.parse(row.spec) as JobSpec) : row.spec,
     submittedBy: row.submitted_by ?? null,
-    state: row.state, attempt: row.attempt, maxAttempts: row.max_attempts, numFailures: row.num_failures, numResets: row.num_resets,
-    cancelRequested: Boolean(row.cancel_requested), failureMessage: row.failure_message,
-    failureReason: row.failure_reason, executorName: row.executor_name,
-    createdAt: row.created_at, queuedAt: row.queued_at, availableAt: row.available_at, startedAt: row.started_at,
-    finishedAt: row.finished_at, lastHeartbeatAt: row.last_heartbeat_at,
+    state: row.state,
+    attempt: row.attempt,
+    maxAttempts: row.max_attempts,
+    numFailures: row.num_failures,
+    numResets: row.num_resets,
+    cancelRequested: Boolean(row.cancel_requested),
+    failureMessage: row.failure_message,
+    failureReason: row.failure_reason,
+    executorName: row.executor_name,
+    createdAt: row.created_at,
+    queuedAt: row.queued_at,
+    availableAt: row.available_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    lastHeartbeatAt: row.last_heartbeat_at,
   };
 }
 
@@ -165,7 +222,8 @@ export function planClaims(
       if (!namespaces) continue;
       const heads: NamespaceHead[] = [];
       for (const [namespace, { served, jobs }] of namespaces) {
-        if (jobs.length) heads.push({ namespace, job_id: jobs[0].job_id, available_at: jobs[0].available_at, served_seq: served });
+        if (jobs.length)
+          heads.push({ namespace, job_id: jobs[0].job_id, available_at: jobs[0].available_at, served_seq: served });
       }
       const pick = nextInTurn(heads);
       if (!pick) continue;

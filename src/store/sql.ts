@@ -26,7 +26,8 @@ export function sqliteSql(db: Database.Database): Sql {
     }
     return statement;
   };
-  const named = (params: unknown[]): Record<string, unknown> => Object.fromEntries(params.map((v, i) => [`p${i + 1}`, bindable(v)]));
+  const named = (params: unknown[]): Record<string, unknown> =>
+    Object.fromEntries(params.map((v, i) => [`p${i + 1}`, bindable(v)]));
   // better-sqlite3 is synchronous: a transaction's statements run back to back unless `fn` awaits something
   // else, and the chain keeps two of these transactions from ever overlapping.
   let chain: Promise<unknown> = Promise.resolve();

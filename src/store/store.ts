@@ -225,12 +225,21 @@ export interface Store {
   listJobs(filter: JobFilter): Promise<JobRecord[]>;
   listAttempts(jobId: number): Promise<AttemptRecord[]>;
   /** Claims the oldest available job in any of `queues` for an executor, recording a new attempt. */
-  dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined>;
+  dequeue(args: {
+    executorName: string;
+    queues: string[];
+    tokenHash: string;
+    now: number;
+  }): Promise<JobRecord | undefined>;
   /** Claims up to one job per token hash, as dequeue would one after another, in one transaction. */
   dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]>;
   /** The earliest time a queued job in `queues` becomes available, if any is waiting out a backoff. */
   nextAvailableAt(queues: string[]): Promise<number | undefined>;
-  heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }>;
+  heartbeat(args: {
+    executorName: string;
+    jobs: JobRef[];
+    now: number;
+  }): Promise<{ knownIds: number[]; cancelIds: number[] }>;
   findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined>;
   /** findAttemptByToken for several tokens at once, one answer per hash, in order. */
   findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]>;

@@ -7,7 +7,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
-import { FakeCoordinator, startTestAgent, type FakeCoordinatorOptions, type TestAgent, type TestAgentOptions } from '../support/fakeCoordinator.js';
+import {
+  FakeCoordinator,
+  startTestAgent,
+  type FakeCoordinatorOptions,
+  type TestAgent,
+  type TestAgentOptions,
+} from '../support/fakeCoordinator.js';
 
 let fake: FakeCoordinator | undefined;
 let agent: TestAgent | undefined;
@@ -42,7 +48,8 @@ async function setup(fakeOptions: FakeCoordinatorOptions = {}, agentOptions: Tes
 const EMIT = 'i=0; emit() { n=$1; while [ "$n" -gt 0 ]; do i=$((i+1)); echo "line $i"; n=$((n-1)); done; }';
 const waitFor = (variable: string) => `while [ ! -e "$${variable}" ]; do sleep 0.01; done`;
 
-const numbered = (from: number, to: number): string[] => Array.from({ length: to - from + 1 }, (_, k) => `line ${from + k}`);
+const numbered = (from: number, to: number): string[] =>
+  Array.from({ length: to - from + 1 }, (_, k) => `line ${from + k}`);
 
 /** The pid a step wrote to `file` (its shell is its process group's leader), once it has. */
 function pidIn(file: string): number | undefined {
@@ -87,7 +94,12 @@ describe('agent against a fake coordinator', () => {
     expect(hello.command).toEqual(['/bin/sh', '-e', expect.stringMatching(/step-1\.sh$/)]);
     // stdout and stderr are read from separate pipes: their relative order is not defined.
     expect(hello.text.split('\n').sort()).toEqual(['', 'stderr: to stderr', 'stdout: hello']);
-    expect(count).toMatchObject({ index: 1, key: 'step.count', exitCode: 0, text: 'stdout: line 1\nstdout: line 2\nstdout: line 3\n' });
+    expect(count).toMatchObject({
+      index: 1,
+      key: 'step.count',
+      exitCode: 0,
+      text: 'stdout: line 1\nstdout: line 2\nstdout: line 3\n',
+    });
     // Logs first, then the report, all through the batch route this server has.
     const calls = fake.callsFor(job.id, 1);
     expect(calls.at(-1)).toMatchObject({ route: 'report', status: 200 });
@@ -99,10 +111,19 @@ describe('agent against a fake coordinator', () => {
 
   it('reports a failing step as fail with its message, and runs no later step', async () => {
     const { fake } = await setup();
-    const job = fake.enqueue({ steps: [{ key: 'broken', run: 'echo "about to fail"\nexit 3' }, { key: 'never', run: 'echo never' }] });
+    const job = fake.enqueue({
+      steps: [
+        { key: 'broken', run: 'echo "about to fail"\nexit 3' },
+        { key: 'never', run: 'echo never' },
+      ],
+    });
     const report = await fake.until(() => fake.report(job.id));
     expect(report).toMatchObject({
-      kind: 'fail', message: 'step broken failed with exit code 3', reason: 'script_failure', canceled: false, state: 'failed',
+      kind: 'fail',
+      message: 'step broken failed with exit code 3',
+      reason: 'script_failure',
+      canceled: false,
+      state: 'failed',
     });
     expect(fake.entries(job.id).map((e) => [e.key, e.exitCode])).toEqual([['step.broken', 3]]);
     expect(fake.stdoutLines(job.id)).toEqual(['about to fail']);
@@ -111,7 +132,9 @@ describe('agent against a fake coordinator', () => {
 
   it('drains: the running job finishes and is delivered, and no new job is taken once drain starts', async () => {
     const { fake, agent, file, open } = await setup({}, { maxJobs: 2 });
-    const running = fake.enqueue({ steps: [{ key: 'work', run: `echo started\n${waitFor('GATE')}\necho finished`, env: { GATE: file('gate') } }] });
+    const running = fake.enqueue({
+      steps: [{ key: 'work', run: `echo started\n${waitFor('GATE')}\necho finished`, env: { GATE: file('gate') } }],
+    });
     await fake.until(() => fake.stdoutLines(running.id).includes('started'));
     // The free slot keeps a dequeue waiting at the server.
     await fake.until(() => fake.heldDequeues === 1);
@@ -139,47 +162,56 @@ describe('agent against a fake coordinator', () => {
     { mode: 'refuse', endsWhileAway: false },
     { mode: 'refuse', endsWhileAway: true },
     { mode: 'reset', endsWhileAway: true },
-  ] as const)('buffers output while the server is away ($mode, job ends while away: $endsWhileAway)', async ({ mode, endsWhileAway }) => {
-    const { fake, file, open } = await setup();
-    const script = [
-      'echo $$ > "$PIDFILE"',
-      EMIT,
-      'emit 20',
-      waitFor('AWAY'),
-      'emit 500', // while the server is away
-      'touch "$PRINTED"',
-      waitFor('BACK'),
-      'emit 20',
-    ].join('\n');
-    const job = fake.enqueue({
-      steps: [{ key: 'lines', run: script, env: { PIDFILE: file('pid'), AWAY: file('away'), PRINTED: file('printed'), BACK: file('back') } }],
-    });
-    await fake.until(() => fake.stdoutLines(job.id).length >= 20);
-    await fake.goAway(mode);
-    await open('away');
-    await fake.until(() => existsSync(file('printed')));
-    if (endsWhileAway) {
-      await open('back');
-      const pid = await fake.until(() => pidIn(file('pid')));
-      await fake.until(() => !groupAlive(pid), { what: 'the step has ended' });
-      // With the port open, the agent's attempts show: let it fail a few times after the job ended.
-      if (mode === 'reset') {
-        const cut = fake.resetConnections;
-        await fake.until(() => fake.resetConnections >= cut + 3);
+  ] as const)(
+    'buffers output while the server is away ($mode, job ends while away: $endsWhileAway)',
+    async ({ mode, endsWhileAway }) => {
+      const { fake, file, open } = await setup();
+      const script = [
+        'echo $$ > "$PIDFILE"',
+        EMIT,
+        'emit 20',
+        waitFor('AWAY'),
+        'emit 500', // while the server is away
+        'touch "$PRINTED"',
+        waitFor('BACK'),
+        'emit 20',
+      ].join('\n');
+      const job = fake.enqueue({
+        steps: [
+          {
+            key: 'lines',
+            run: script,
+            env: { PIDFILE: file('pid'), AWAY: file('away'), PRINTED: file('printed'), BACK: file('back') },
+          },
+        ],
+      });
+      await fake.until(() => fake.stdoutLines(job.id).length >= 20);
+      await fake.goAway(mode);
+      await open('away');
+      await fake.until(() => existsSync(file('printed')));
+      if (endsWhileAway) {
+        await open('back');
+        const pid = await fake.until(() => pidIn(file('pid')));
+        await fake.until(() => !groupAlive(pid), { what: 'the step has ended' });
+        // With the port open, the agent's attempts show: let it fail a few times after the job ended.
+        if (mode === 'reset') {
+          const cut = fake.resetConnections;
+          await fake.until(() => fake.resetConnections >= cut + 3);
+        }
+        expect(fake.report(job.id)).toBeUndefined();
       }
-      expect(fake.report(job.id)).toBeUndefined();
-    }
-    await fake.comeBack();
-    if (!endsWhileAway) await open('back');
+      await fake.comeBack();
+      if (!endsWhileAway) await open('back');
 
-    const report = await fake.until(() => fake.report(job.id));
-    expect(report).toMatchObject({ attempt: 1, kind: 'complete', state: 'completed' });
-    // Every line exactly once, in order: the offsets made the catch-up exact.
-    expect(fake.stdoutLines(job.id)).toEqual(numbered(1, 540));
-    expect(fake.entries(job.id)).toMatchObject([{ key: 'step.lines', exitCode: 0 }]);
-    expect(fake.job(job.id).attempt).toBe(1);
-    expect(fake.protocolErrors).toEqual([]);
-  });
+      const report = await fake.until(() => fake.report(job.id));
+      expect(report).toMatchObject({ attempt: 1, kind: 'complete', state: 'completed' });
+      // Every line exactly once, in order: the offsets made the catch-up exact.
+      expect(fake.stdoutLines(job.id)).toEqual(numbered(1, 540));
+      expect(fake.entries(job.id)).toMatchObject([{ key: 'step.lines', exitCode: 0 }]);
+      expect(fake.job(job.id).attempt).toBe(1);
+      expect(fake.protocolErrors).toEqual([]);
+    },
+  );
 
   it('abandons a reset attempt: stops its step, sends nothing more for it, and runs the new attempt', async () => {
     const { fake, file } = await setup();
@@ -224,13 +256,20 @@ describe('agent against a fake coordinator', () => {
     // A long flush interval: no output leaves before the jobs end, so their first calls meet the missing route together.
     const { fake, file, open } = await setup({ batchRoute: false }, { maxJobs: 4, logFlushIntervalMs: 10_000 });
     const jobs = Array.from({ length: 4 }, () =>
-      fake.enqueue({ steps: [{ key: 'lines', run: `${EMIT}\n${waitFor('GATE')}\nemit 200`, env: { GATE: file('gate') } }] }),
+      fake.enqueue({
+        steps: [{ key: 'lines', run: `${EMIT}\n${waitFor('GATE')}\nemit 200`, env: { GATE: file('gate') } }],
+      }),
     );
     await fake.until(() => fake.heartbeats.some((h) => h.jobs.length === 4), { what: 'the agent runs all four jobs' });
     await open('gate');
 
     for (const job of jobs) {
-      expect(await fake.until(() => fake.report(job.id))).toMatchObject({ attempt: 1, kind: 'complete', state: 'completed', via: 'single' });
+      expect(await fake.until(() => fake.report(job.id))).toMatchObject({
+        attempt: 1,
+        kind: 'complete',
+        state: 'completed',
+        via: 'single',
+      });
       expect(fake.stdoutLines(job.id)).toEqual(numbered(1, 200));
       expect(fake.entries(job.id)).toMatchObject([{ key: 'step.lines', exitCode: 0 }]);
       const calls = fake.callsFor(job.id, 1);
@@ -247,48 +286,70 @@ describe('agent against a fake coordinator', () => {
   it.each([
     { step: 'exits on SIGTERM', trap: '', exitCode: 143 },
     { step: 'ignores SIGTERM', trap: "trap '' TERM", exitCode: 137 },
-  ])('cancels through the held heartbeat: the step ($step) stops within 2 s and the job is reported canceled', async ({ trap, exitCode }) => {
-    const { fake, file } = await setup();
-    const script = ['echo $$ > "$PIDFILE"', trap, EMIT, 'while :; do emit 1; sleep 0.02; done'].join('\n');
-    const job = fake.enqueue({ steps: [{ key: 'forever', run: script, env: { PIDFILE: file('pid') } }] });
-    await fake.until(() => fake.stdoutLines(job.id).length >= 3);
-    const pid = await fake.until(() => pidIn(file('pid')));
+  ])(
+    'cancels through the held heartbeat: the step ($step) stops within 2 s and the job is reported canceled',
+    async ({ trap, exitCode }) => {
+      const { fake, file } = await setup();
+      const script = ['echo $$ > "$PIDFILE"', trap, EMIT, 'while :; do emit 1; sleep 0.02; done'].join('\n');
+      const job = fake.enqueue({ steps: [{ key: 'forever', run: script, env: { PIDFILE: file('pid') } }] });
+      await fake.until(() => fake.stdoutLines(job.id).length >= 3);
+      const pid = await fake.until(() => pidIn(file('pid')));
 
-    const canceledAt = Date.now();
-    const cancelSeq = fake.seq;
-    fake.cancel(job.id);
-    // The cancel reaches the agent in the heartbeat it is holding open (or, had none been waiting at that instant,
-    // in the next one, answered at once).
-    const told = await fake.until(() =>
-      fake.heartbeats.find((h) => h.answeredSeq !== undefined && h.answeredSeq > cancelSeq && h.jobs.some((j) => j.id === job.id)),
-    );
-    expect(told.answer).toEqual({ knownIds: [job.id], cancelIds: [job.id] });
-    expect(told.early || told.receivedAt >= canceledAt).toBe(true);
+      const canceledAt = Date.now();
+      const cancelSeq = fake.seq;
+      fake.cancel(job.id);
+      // The cancel reaches the agent in the heartbeat it is holding open (or, had none been waiting at that instant,
+      // in the next one, answered at once).
+      const told = await fake.until(() =>
+        fake.heartbeats.find(
+          (h) => h.answeredSeq !== undefined && h.answeredSeq > cancelSeq && h.jobs.some((j) => j.id === job.id),
+        ),
+      );
+      expect(told.answer).toEqual({ knownIds: [job.id], cancelIds: [job.id] });
+      expect(told.early || told.receivedAt >= canceledAt).toBe(true);
 
-    const report = await fake.until(() => fake.report(job.id));
-    expect(report).toMatchObject({ kind: 'fail', canceled: true, message: 'canceled by a user', reason: 'canceled', state: 'canceled' });
-    await fake.until(() => !groupAlive(pid), { what: 'the step has stopped' });
-    const [entry] = fake.entries(job.id);
-    expect(entry.exitCode).toBe(exitCode);
-    // The agent and the fake share a clock: the step ended (its entry's start plus its duration) within 2 s of the
-    // answer that told the agent to cancel.
-    const stoppedAt = entry.startTime + entry.durationMs!;
-    expect(stoppedAt - told.answeredAt!).toBeLessThan(2_000);
-    const lines = fake.stdoutLines(job.id);
-    expect(lines).toEqual(numbered(1, lines.length));
-    expect(fake.protocolErrors).toEqual([]);
-  });
+      const report = await fake.until(() => fake.report(job.id));
+      expect(report).toMatchObject({
+        kind: 'fail',
+        canceled: true,
+        message: 'canceled by a user',
+        reason: 'canceled',
+        state: 'canceled',
+      });
+      await fake.until(() => !groupAlive(pid), { what: 'the step has stopped' });
+      const [entry] = fake.entries(job.id);
+      expect(entry.exitCode).toBe(exitCode);
+      // The agent and the fake share a clock: the step ended (its entry's start plus its duration) within 2 s of the
+      // answer that told the agent to cancel.
+      const stoppedAt = entry.startTime + entry.durationMs!;
+      expect(stoppedAt - told.answeredAt!).toBeLessThan(2_000);
+      const lines = fake.stdoutLines(job.id);
+      expect(lines).toEqual(numbered(1, lines.length));
+      expect(fake.protocolErrors).toEqual([]);
+    },
+  );
 
   it('reports a job stopped by a hard abort as a retryable error', async () => {
     const { fake, agent, file } = await setup();
-    const job = fake.enqueue({ steps: [{ key: 'long', run: 'echo $$ > "$PIDFILE"\necho started\nwhile :; do sleep 0.02; done', env: { PIDFILE: file('pid') } }] });
+    const job = fake.enqueue({
+      steps: [
+        {
+          key: 'long',
+          run: 'echo $$ > "$PIDFILE"\necho started\nwhile :; do sleep 0.02; done',
+          env: { PIDFILE: file('pid') },
+        },
+      ],
+    });
     await fake.until(() => fake.stdoutLines(job.id).includes('started'));
     const pid = await fake.until(() => pidIn(file('pid')));
 
     await agent.agent.abort(10_000);
     // abort() gives delivery its grace: the report is in when it returns.
     expect(fake.report(job.id)).toMatchObject({
-      kind: 'error', message: 'the executor was shut down while the job was running', reason: 'executor_shutdown', state: 'queued',
+      kind: 'error',
+      message: 'the executor was shut down while the job was running',
+      reason: 'executor_shutdown',
+      state: 'queued',
     });
     await fake.until(() => !groupAlive(pid), { what: 'the step has stopped' });
     expect(fake.entries(job.id)).toMatchObject([{ key: 'step.long', exitCode: 143 }]);

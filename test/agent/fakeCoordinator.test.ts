@@ -44,9 +44,15 @@ async function fakeBackend(): Promise<Backend> {
     resetAll: async () => {
       for (const job of fake.jobs.values()) if (job.state === 'processing') fake.resetAttempt(job.id);
     },
-    heldHeartbeats: () => fake.heartbeats.filter((h) => h.answeredAt === undefined && h.waitMs > 0 && h.jobs.length > 0).length,
+    heldHeartbeats: () =>
+      fake.heartbeats.filter((h) => h.answeredAt === undefined && h.waitMs > 0 && h.jobs.length > 0).length,
     storedLog: async (jobId, attempt) =>
-      fake.entries(jobId, attempt).map(({ text, exitCode, durationMs, ...rest }) => ({ ...rest, exitCode: exitCode ?? null, durationMs: durationMs ?? null, text })),
+      fake.entries(jobId, attempt).map(({ text, exitCode, durationMs, ...rest }) => ({
+        ...rest,
+        exitCode: exitCode ?? null,
+        durationMs: durationMs ?? null,
+        text,
+      })),
     close: () => fake.close(),
   };
 }
@@ -80,10 +86,18 @@ async function realBackend(): Promise<Backend> {
   await store.accounts.createToken(admin.id, 'admin', hashToken(adminToken), Date.now());
   const log = pino({ level: 'silent' });
   const events = new CountingBus();
-  const config = { executorsAccessToken: FAKE_EXECUTOR_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 100 };
+  const config = {
+    executorsAccessToken: FAKE_EXECUTOR_TOKEN,
+    stalledJobTimeoutMs: 25_000,
+    maxJobResets: 3,
+    retryBackoffMs: 100,
+  };
   const { app } = buildApp(
     {
-      store, events, metrics: new ServerMetrics(store), config,
+      store,
+      events,
+      metrics: new ServerMetrics(store),
+      config,
       secrets: new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, '')),
       storage: new StorageHealth({ store, log, minFreeBytes: 0 }),
     },
@@ -92,7 +106,9 @@ async function realBackend(): Promise<Backend> {
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   const client = async (route: string, body: unknown): Promise<Record<string, any>> => {
     const res = await fetch(`${url}${CLIENT_API_PREFIX}${route}`, {
-      method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
     });
     if (!res.ok) throw new Error(`${route}: HTTP ${res.status}: ${await res.text()}`);
     return (await res.json()) as Record<string, any>;
@@ -113,7 +129,11 @@ async function realBackend(): Promise<Backend> {
     storedLog: async (jobId, attempt) => {
       const chunks = await store.readLogChunks(jobId, attempt, 0, 10_000);
       return (await store.listLogEntries(jobId, attempt)).map(({ length: _length, ...entry }) => ({
-        ...entry, text: chunks.filter((c) => c.index === entry.index).map((c) => c.data).join(''),
+        ...entry,
+        text: chunks
+          .filter((c) => c.index === entry.index)
+          .map((c) => c.data)
+          .join(''),
       }));
     },
     close: async () => {
@@ -132,7 +152,9 @@ interface Answer {
 /** A POST to the executor API; the body as parsed JSON (null for none), every job token replaced by a placeholder. */
 async function post(base: string, route: string, body: unknown, auth?: string): Promise<Answer & { raw: any }> {
   const res = await fetch(`${base}${EXECUTOR_API_PREFIX}${route}`, {
-    method: 'POST', headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) }, body: JSON.stringify(body),
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
+    body: JSON.stringify(body),
   });
   const text = await res.text();
   const raw = text ? JSON.parse(text) : null;
@@ -140,12 +162,32 @@ async function post(base: string, route: string, body: unknown, auth?: string): 
 }
 
 const EXECUTOR = `token-executor ${FAKE_EXECUTOR_TOKEN}`;
-const dequeue = (extra: Record<string, unknown> = {}) => ({ executorName: 'contract-1', version: '0.0.0-test', queues: ['default'], waitMs: 0, ...extra });
+const dequeue = (extra: Record<string, unknown> = {}) => ({
+  executorName: 'contract-1',
+  version: '0.0.0-test',
+  queues: ['default'],
+  waitMs: 0,
+  ...extra,
+});
 const heartbeat = (jobs: { id: number; attempt: number }[], waitMs = 0, executorName = 'contract-1') => ({
-  executorName, hostname: 'contract-host', os: 'linux', arch: 'x64', version: '0.0.0-test', runtime: 'shell', queues: ['default'], jobs, waitMs,
+  executorName,
+  hostname: 'contract-host',
+  os: 'linux',
+  arch: 'x64',
+  version: '0.0.0-test',
+  runtime: 'shell',
+  queues: ['default'],
+  jobs,
+  waitMs,
 });
 const entry = (offset: number, out: string, extra: Record<string, unknown> = {}) => ({
-  index: 0, key: 'step.a', command: ['/bin/sh', '-e', 'step-1.sh'], startTime: 1_700_000_000_000, offset, out, ...extra,
+  index: 0,
+  key: 'step.a',
+  command: ['/bin/sh', '-e', 'step-1.sh'],
+  startTime: 1_700_000_000_000,
+  offset,
+  out,
+  ...extra,
 });
 
 /** The scripted conversation; returns what each call was answered, by label. */
@@ -171,7 +213,15 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   const jobB = batchB.jobs[0];
   const tokenB = `Bearer ${jobB.token}`;
 
-  await say('heartbeat: both known', '/heartbeat', heartbeat([{ id: a, attempt: 1 }, { id: b, attempt: 1 }]), EXECUTOR);
+  await say(
+    'heartbeat: both known',
+    '/heartbeat',
+    heartbeat([
+      { id: a, attempt: 1 },
+      { id: b, attempt: 1 },
+    ]),
+    EXECUTOR,
+  );
   await say('heartbeat: another executor', '/heartbeat', heartbeat([{ id: a, attempt: 1 }], 0, 'contract-2'), EXECUTOR);
   await say('heartbeat: a wrong attempt', '/heartbeat', heartbeat([{ id: a, attempt: 2 }]), EXECUTOR);
   await say('heartbeat: invalid', '/heartbeat', { ...heartbeat([]), waitMs: -1, executorName: '-bad' }, EXECUTOR);
@@ -183,7 +233,12 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   await say('logs: no entries', `/jobs/${a}/logs`, { entries: [] }, tokenA);
   await say('logs: first append', `/jobs/${a}/logs`, { entries: [entry(0, 'abc')] }, tokenA);
   await say('logs: overlapping retry', `/jobs/${a}/logs`, { entries: [entry(1, 'bcdef')] }, tokenA);
-  await say('logs: a gap', `/jobs/${a}/logs`, { entries: [entry(10, 'g'), entry(0, 'second', { index: 1, key: 'step.b' })] }, tokenA);
+  await say(
+    'logs: a gap',
+    `/jobs/${a}/logs`,
+    { entries: [entry(10, 'g'), entry(0, 'second', { index: 1, key: 'step.b' })] },
+    tokenA,
+  );
   await say('logs: exit code', `/jobs/${a}/logs`, { entries: [entry(7, '', { exitCode: 0, durationMs: 5 })] }, tokenA);
 
   // A held heartbeat is answered as soon as one of its jobs is canceled.
@@ -192,25 +247,55 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   await backend.cancel(a);
   const answered = await held;
   transcript['heartbeat: held, then a cancel'] = { status: answered.status, body: answered.body };
-  await say('heartbeat: a cancel is answered at once', '/heartbeat', heartbeat([{ id: a, attempt: 1 }], 20_000), EXECUTOR);
+  await say(
+    'heartbeat: a cancel is answered at once',
+    '/heartbeat',
+    heartbeat([{ id: a, attempt: 1 }], 20_000),
+    EXECUTOR,
+  );
   await say('logs: still accepted while canceling', `/jobs/${a}/logs`, { entries: [entry(7, 'h')] }, tokenA);
   await say('fail: invalid body', `/jobs/${a}/fail`, { message: 3 }, tokenA);
-  await say('fail: canceled', `/jobs/${a}/fail`, { message: 'canceled by a user', reason: 'canceled', canceled: true }, tokenA);
-  await say('fail: repeated', `/jobs/${a}/fail`, { message: 'canceled by a user', reason: 'canceled', canceled: true }, tokenA);
+  await say(
+    'fail: canceled',
+    `/jobs/${a}/fail`,
+    { message: 'canceled by a user', reason: 'canceled', canceled: true },
+    tokenA,
+  );
+  await say(
+    'fail: repeated',
+    `/jobs/${a}/fail`,
+    { message: 'canceled by a user', reason: 'canceled', canceled: true },
+    tokenA,
+  );
   await say('complete: after a cancel', `/jobs/${a}/complete`, {}, tokenA);
   await say('logs: after the report', `/jobs/${a}/logs`, { entries: [entry(8, 'i')] }, tokenA);
 
   // Two items for one job (taken in order), an unknown token, another job's token.
-  await say('batch: items for one job', '/jobs/batch', {
-    items: [
-      { id: b, token: jobB.token, logs: [entry(0, 'b1\n')] },
-      { id: b, token: jobB.token, logs: [entry(0, 'b1\nb2\n', { exitCode: 0, durationMs: 1 })], report: { kind: 'complete' } },
-      { id: b, token: 'dhj_unknown' },
-      { id: b, token: jobA.token, report: { kind: 'complete' } },
-    ],
-  }, EXECUTOR);
+  await say(
+    'batch: items for one job',
+    '/jobs/batch',
+    {
+      items: [
+        { id: b, token: jobB.token, logs: [entry(0, 'b1\n')] },
+        {
+          id: b,
+          token: jobB.token,
+          logs: [entry(0, 'b1\nb2\n', { exitCode: 0, durationMs: 1 })],
+          report: { kind: 'complete' },
+        },
+        { id: b, token: 'dhj_unknown' },
+        { id: b, token: jobA.token, report: { kind: 'complete' } },
+      ],
+    },
+    EXECUTOR,
+  );
   await say('batch: job token instead', '/jobs/batch', { items: [{ id: b, token: jobB.token }] }, tokenB);
-  await say('batch: invalid', '/jobs/batch', { items: [{ id: b, token: jobB.token, report: { kind: 'done' } }] }, EXECUTOR);
+  await say(
+    'batch: invalid',
+    '/jobs/batch',
+    { items: [{ id: b, token: jobB.token, report: { kind: 'done' } }] },
+    EXECUTOR,
+  );
   await say('complete: repeated', `/jobs/${b}/complete`, {}, tokenB);
   await say('error: after complete', `/jobs/${b}/error`, { message: 'late', reason: 'system_failure' }, tokenB);
 
@@ -227,27 +312,59 @@ async function converse(backend: Backend): Promise<Record<string, Answer>> {
   await say('complete: reset attempt', `/jobs/${e}/complete`, {}, `Bearer ${jobE.token}`);
   await say('dequeue: job e again', '/dequeue', dequeue({ maxJobs: 3, waitMs: 5_000 }), EXECUTOR);
   await say('logs: the old attempt still', `/jobs/${e}/logs`, { entries: [entry(0, 'e')] }, `Bearer ${jobE.token}`);
-  await say('heartbeat: the old attempt', '/heartbeat', heartbeat([{ id: e, attempt: 1 }, { id: e, attempt: 2 }]), EXECUTOR);
+  await say(
+    'heartbeat: the old attempt',
+    '/heartbeat',
+    heartbeat([
+      { id: e, attempt: 1 },
+      { id: e, attempt: 2 },
+    ]),
+    EXECUTOR,
+  );
 
   // Items for different jobs: all appends, then all reports; a refused append keeps its item's report from being tried.
   const c = await backend.submit([{ key: 'c', run: 'echo c' }]);
   const d = await backend.submit([{ key: 'd', run: 'echo d' }]);
   const [jobC, jobD] = (await say('dequeue: two jobs', '/dequeue', dequeue({ maxJobs: 2 }), EXECUTOR)).jobs;
-  await say('batch: several jobs', '/jobs/batch', {
-    items: [
-      { id: c, token: jobC.token, logs: [entry(0, 'c\n', { exitCode: 1, durationMs: 2 })], report: { kind: 'fail', message: 'step c failed with exit code 1', reason: 'script_failure' } },
-      { id: d, token: jobD.token, logs: [entry(0, 'd\n')], report: { kind: 'error', message: 'step d could not be started', reason: 'runtime_unavailable' } },
-      { id: a, token: jobA.token, logs: [entry(9, 'j')], report: { kind: 'complete' } },
-    ],
-  }, EXECUTOR);
+  await say(
+    'batch: several jobs',
+    '/jobs/batch',
+    {
+      items: [
+        {
+          id: c,
+          token: jobC.token,
+          logs: [entry(0, 'c\n', { exitCode: 1, durationMs: 2 })],
+          report: { kind: 'fail', message: 'step c failed with exit code 1', reason: 'script_failure' },
+        },
+        {
+          id: d,
+          token: jobD.token,
+          logs: [entry(0, 'd\n')],
+          report: { kind: 'error', message: 'step d could not be started', reason: 'runtime_unavailable' },
+        },
+        { id: a, token: jobA.token, logs: [entry(9, 'j')], report: { kind: 'complete' } },
+      ],
+    },
+    EXECUTOR,
+  );
 
   // Job d's error was retried after its backoff: it comes back as attempt 2 (the wait covers the backoff, however long
   // the calls above took).
   await say('dequeue: job d after its backoff', '/dequeue', dequeue({ waitMs: 5_000 }), EXECUTOR);
 
   // What was stored of each attempt's log, through all of the above.
-  for (const [job, attempt] of [[a, 1], [b, 1], [c, 1], [d, 1], [e, 1]]) {
-    transcript[`stored log of job ${job}, attempt ${attempt}`] = { status: 0, body: await backend.storedLog(job, attempt) };
+  for (const [job, attempt] of [
+    [a, 1],
+    [b, 1],
+    [c, 1],
+    [d, 1],
+    [e, 1],
+  ]) {
+    transcript[`stored log of job ${job}, attempt ${attempt}`] = {
+      status: 0,
+      body: await backend.storedLog(job, attempt),
+    };
   }
   return transcript;
 }
@@ -266,6 +383,7 @@ describe('the fake coordinator', () => {
     const expected = await converse(real);
     const actual = await converse(fake);
     expect(Object.keys(actual)).toEqual(Object.keys(expected));
-    for (const label of Object.keys(expected)) expect({ label, ...actual[label] }).toEqual({ label, ...expected[label] });
+    for (const label of Object.keys(expected))
+      expect({ label, ...actual[label] }).toEqual({ label, ...expected[label] });
   });
 });

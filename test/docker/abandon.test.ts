@@ -33,8 +33,18 @@ const gated = {
  * test files run side by side, so the executor's label is part of the match.
  */
 async function containersOf(executorName: string, jobId: number, attempt: number): Promise<string[]> {
-  const labels = [`dev.dockhand.executor=${executorName}`, `dev.dockhand.job=${jobId}`, `dev.dockhand.attempt=${attempt}`];
-  const { stdout } = await docker(['ps', '--all', '--quiet', '--no-trunc', ...labels.flatMap((l) => ['--filter', `label=${l}`])]);
+  const labels = [
+    `dev.dockhand.executor=${executorName}`,
+    `dev.dockhand.job=${jobId}`,
+    `dev.dockhand.attempt=${attempt}`,
+  ];
+  const { stdout } = await docker([
+    'ps',
+    '--all',
+    '--quiet',
+    '--no-trunc',
+    ...labels.flatMap((l) => ['--filter', `label=${l}`]),
+  ]);
   return stdout.split('\n').filter(Boolean);
 }
 
@@ -43,11 +53,18 @@ async function running(id: string): Promise<boolean> {
 }
 
 /** Waits until the attempt's step runs in its container; returns the container and its workspace on this host. */
-async function stepRunning(executorName: string, jobId: number, attempt: number): Promise<{ id: string; workspace: string }> {
+async function stepRunning(
+  executorName: string,
+  jobId: number,
+  attempt: number,
+): Promise<{ id: string; workspace: string }> {
   return until(`attempt ${attempt} of job ${jobId} runs on ${executorName}`, async () => {
     const [id] = await containersOf(executorName, jobId, attempt);
     if (!id || !(await running(id))) return undefined;
-    const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as { Source: string; Destination: string }[];
+    const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as {
+      Source: string;
+      Destination: string;
+    }[];
     const workspace = mounts.find((m) => m.Destination === '/data')!.Source;
     return existsSync(path.join(workspace, 'started')) ? { id, workspace } : undefined;
   });
@@ -75,7 +92,10 @@ describe.each(['runc', 'runsc'])('a network cut between a docker executor and th
 
   /** A server that resets a job after 4 s without word of it, and an executor that reaches it only through a cuttable link. */
   async function setup(name: string) {
-    const server: ServerHandle = await startServer({ name: `${name}-server`, env: { DOCKHAND_STALLED_JOB_TIMEOUT: '4s' } });
+    const server: ServerHandle = await startServer({
+      name: `${name}-server`,
+      env: { DOCKHAND_STALLED_JOB_TIMEOUT: '4s' },
+    });
     cleanup.push(() => server.stop());
     const link = await startBalancer([{ host: '127.0.0.1', port: server.port }]);
     cleanup.push(() => link.close());
@@ -94,55 +114,90 @@ describe.each(['runc', 'runsc'])('a network cut between a docker executor and th
     return { server, link, cutOff, start, client: new TestClient(server.url) };
   }
 
-  it('a short cut while a container step runs changes nothing: the same attempt runs to its end', { timeout: 90_000 }, async () => {
-    const { link, cutOff, client } = await setup(`abandon-short-${oci}`);
-    const job = await client.submit({ queue, steps: [gated] });
-    const step = await stepRunning(cutOff.name, job.id, 1);
+  it(
+    'a short cut while a container step runs changes nothing: the same attempt runs to its end',
+    { timeout: 90_000 },
+    async () => {
+      const { link, cutOff, client } = await setup(`abandon-short-${oci}`);
+      const job = await client.submit({ queue, steps: [gated] });
+      const step = await stepRunning(cutOff.name, job.id, 1);
 
-    // Cut until the executor has felt it (two heartbeats failed), well within the stall timeout, then restore.
-    const before = cutOff.proc.output.length;
-    await link.cut();
-    await until('two heartbeats fail', async () => (cutOff.proc.output.slice(before).match(/heartbeat failed/g)?.length ?? 0) >= 2, 10_000);
-    await link.start();
+      // Cut until the executor has felt it (two heartbeats failed), well within the stall timeout, then restore.
+      const before = cutOff.proc.output.length;
+      await link.cut();
+      await until(
+        'two heartbeats fail',
+        async () => (cutOff.proc.output.slice(before).match(/heartbeat failed/g)?.length ?? 0) >= 2,
+        10_000,
+      );
+      await link.start();
 
-    expect(await running(step.id)).toBe(true);
-    openGate(step.workspace);
-    const done = await client.waitForState(job.id, 'completed', 30_000);
-    expect(done.numResets).toBe(0);
-    expect((await client.job(job.id)).attempts.map((a) => [a.attempt, a.executorName, a.outcome])).toEqual([[1, cutOff.name, 'completed']]);
-    const { entries } = await client.logs(job.id);
-    expect(entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([['step.gated', 0, 'stdout: attempt 1 done\n']]);
-    expect(logged(cutOff, 'abandoning job', job.id)).toEqual([]);
-    await until('the finished container is removed', async () => (await containersOf(cutOff.name, job.id, 1)).length === 0, 10_000);
-  });
+      expect(await running(step.id)).toBe(true);
+      openGate(step.workspace);
+      const done = await client.waitForState(job.id, 'completed', 30_000);
+      expect(done.numResets).toBe(0);
+      expect((await client.job(job.id)).attempts.map((a) => [a.attempt, a.executorName, a.outcome])).toEqual([
+        [1, cutOff.name, 'completed'],
+      ]);
+      const { entries } = await client.logs(job.id);
+      expect(entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([['step.gated', 0, 'stdout: attempt 1 done\n']]);
+      expect(logged(cutOff, 'abandoning job', job.id)).toEqual([]);
+      await until(
+        'the finished container is removed',
+        async () => (await containersOf(cutOff.name, job.id, 1)).length === 0,
+        10_000,
+      );
+    },
+  );
 
-  it('a cut past the stall timeout: attempt 2 runs elsewhere; the cut-off executor stops and removes attempt 1\'s container and reports nothing for it', { timeout: 120_000 }, async () => {
-    const { server, link, cutOff, start, client } = await setup(`abandon-long-${oci}`);
-    const job = await client.submit({ queue, steps: [gated] });
-    const first = await stepRunning(cutOff.name, job.id, 1);
+  it(
+    "a cut past the stall timeout: attempt 2 runs elsewhere; the cut-off executor stops and removes attempt 1's container and reports nothing for it",
+    { timeout: 120_000 },
+    async () => {
+      const { server, link, cutOff, start, client } = await setup(`abandon-long-${oci}`);
+      const job = await client.submit({ queue, steps: [gated] });
+      const first = await stepRunning(cutOff.name, job.id, 1);
 
-    await link.cut();
-    await client.waitFor(job.id, (j) => j.state === 'queued' && j.numResets === 1, 30_000);
-    const other = await start(`abandon-long-${oci}-b`, server.url);
-    const second = await stepRunning(other.name, job.id, 2);
-    // Cut off, the executor cannot know its attempt is gone, and failed heartbeats alone never stop a step.
-    expect(await running(first.id)).toBe(true);
+      await link.cut();
+      await client.waitFor(job.id, (j) => j.state === 'queued' && j.numResets === 1, 30_000);
+      const other = await start(`abandon-long-${oci}-b`, server.url);
+      const second = await stepRunning(other.name, job.id, 2);
+      // Cut off, the executor cannot know its attempt is gone, and failed heartbeats alone never stop a step.
+      expect(await running(first.id)).toBe(true);
 
-    await link.start();
-    await until("the cut-off executor removes attempt 1's container", async () => (await containersOf(cutOff.name, job.id, 1)).length === 0, 30_000);
-    // Logged once the attempt's run has ended: past this line the executor has nothing left to send for it.
-    await until('the cut-off executor has let attempt 1 go', async () => logged(cutOff, 'job abandoned', job.id).length > 0, 10_000);
-    expect(logged(cutOff, 'abandoning job', job.id).map((e) => e.attempt)).toEqual([1]);
-    expect(logged(cutOff, 'job finished', job.id)).toEqual([]);
+      await link.start();
+      await until(
+        "the cut-off executor removes attempt 1's container",
+        async () => (await containersOf(cutOff.name, job.id, 1)).length === 0,
+        30_000,
+      );
+      // Logged once the attempt's run has ended: past this line the executor has nothing left to send for it.
+      await until(
+        'the cut-off executor has let attempt 1 go',
+        async () => logged(cutOff, 'job abandoned', job.id).length > 0,
+        10_000,
+      );
+      expect(logged(cutOff, 'abandoning job', job.id).map((e) => e.attempt)).toEqual([1]);
+      expect(logged(cutOff, 'job finished', job.id)).toEqual([]);
 
-    openGate(second.workspace);
-    const done = await client.waitForState(job.id, 'completed', 30_000);
-    expect(done.executorName).toBe(other.name);
-    const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => [a.attempt, a.executorName, a.outcome])).toEqual([[1, cutOff.name, 'reset'], [2, other.name, 'completed']]);
-    expect((await client.logs(job.id)).entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([['step.gated', 0, 'stdout: attempt 2 done\n']]);
-    // Attempt 1's step never ended as far as the server knows.
-    expect((await client.logs(job.id, 1)).entries.filter((e) => e.exitCode !== null)).toEqual([]);
-    await until("attempt 2's finished container is removed", async () => (await containersOf(other.name, job.id, 2)).length === 0, 10_000);
-  });
+      openGate(second.workspace);
+      const done = await client.waitForState(job.id, 'completed', 30_000);
+      expect(done.executorName).toBe(other.name);
+      const { attempts } = await client.job(job.id);
+      expect(attempts.map((a) => [a.attempt, a.executorName, a.outcome])).toEqual([
+        [1, cutOff.name, 'reset'],
+        [2, other.name, 'completed'],
+      ]);
+      expect((await client.logs(job.id)).entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([
+        ['step.gated', 0, 'stdout: attempt 2 done\n'],
+      ]);
+      // Attempt 1's step never ended as far as the server knows.
+      expect((await client.logs(job.id, 1)).entries.filter((e) => e.exitCode !== null)).toEqual([]);
+      await until(
+        "attempt 2's finished container is removed",
+        async () => (await containersOf(other.name, job.id, 2)).length === 0,
+        10_000,
+      );
+    },
+  );
 });

@@ -7,7 +7,13 @@ import type { JobSpecInput } from '../../src/core/jobSpec.js';
 import { TestClient } from '../support/api.js';
 import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker, dockerExecutorEnv } from '../support/docker.js';
 import { startFakeMetadataServer } from '../support/metadata.js';
-import { spawnExecutor, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import {
+  spawnExecutor,
+  startExecutor,
+  startServer,
+  type ExecutorHandle,
+  type ServerHandle,
+} from '../support/processes.js';
 import { until } from '../support/wait.js';
 
 const MiB = 2 ** 20;
@@ -17,19 +23,39 @@ const MiB = 2 ** 20;
  * side, so the executor's label is part of the match.
  */
 async function jobContainers(executorName: string, jobId: number): Promise<string[]> {
-  const { stdout } = await docker(['ps', '-aq', '--no-trunc', '--filter', `label=dev.dockhand.job=${jobId}`, '--filter', `label=dev.dockhand.executor=${executorName}`]);
+  const { stdout } = await docker([
+    'ps',
+    '-aq',
+    '--no-trunc',
+    '--filter',
+    `label=dev.dockhand.job=${jobId}`,
+    '--filter',
+    `label=dev.dockhand.executor=${executorName}`,
+  ]);
   return stdout.split('\n').filter(Boolean);
 }
 
 async function waitForContainer(executorName: string, jobId: number, timeoutMs = 20_000): Promise<string> {
-  return until(`a container of job ${jobId} runs`, async () => {
-    const [id] = await jobContainers(executorName, jobId);
-    return id && (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true' ? id : undefined;
-  }, timeoutMs);
+  return until(
+    `a container of job ${jobId} runs`,
+    async () => {
+      const [id] = await jobContainers(executorName, jobId);
+      return id &&
+        (await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true })).stdout.trim() === 'true'
+        ? id
+        : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 async function waitUntilGone(executorName: string, jobId: number, timeoutMs = 10_000): Promise<void> {
-  await until(`the containers of job ${jobId} are gone`, async () => (await jobContainers(executorName, jobId)).length === 0, timeoutMs, 100);
+  await until(
+    `the containers of job ${jobId} are gone`,
+    async () => (await jobContainers(executorName, jobId)).length === 0,
+    timeoutMs,
+    100,
+  );
 }
 
 describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
@@ -56,8 +82,16 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const job = await submit({
       files: { 'in.txt': 'from files\n' },
       steps: [
-        { key: 'write', run: 'cat in.txt\necho "$HOSTNAME" > host1\necho made-by-step-1 > shared.txt\necho to-stderr >&2\npwd' },
-        { key: 'read', image: DOCKER_TEST_IMAGE, dir: 'sub', run: 'pwd\ncat ../shared.txt\n[ "$(cat ../host1)" != "$HOSTNAME" ] && echo other-container' },
+        {
+          key: 'write',
+          run: 'cat in.txt\necho "$HOSTNAME" > host1\necho made-by-step-1 > shared.txt\necho to-stderr >&2\npwd',
+        },
+        {
+          key: 'read',
+          image: DOCKER_TEST_IMAGE,
+          dir: 'sub',
+          run: 'pwd\ncat ../shared.txt\n[ "$(cat ../host1)" != "$HOSTNAME" ] && echo other-container',
+        },
       ],
     });
     await client.waitForState(job.id, 'completed');
@@ -67,17 +101,31 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     expect(step1).toContain('stderr: to-stderr');
     expect(step1).toContain('stdout: /data');
     const step2 = entries.find((e) => e.key === 'step.read')!.out;
-    expect(step2.split('\n').filter((l) => l.startsWith('stdout: '))).toEqual(['stdout: /data/sub', 'stdout: made-by-step-1', 'stdout: other-container']);
+    expect(step2.split('\n').filter((l) => l.startsWith('stdout: '))).toEqual([
+      'stdout: /data/sub',
+      'stdout: made-by-step-1',
+      'stdout: other-container',
+    ]);
     await waitUntilGone(executor.name, job.id);
   });
 
   it('streams output while the step is still running', async () => {
-    const job = await submit({ steps: [{ key: 'live', run: 'echo first\nwhile [ ! -e go ]; do sleep 0.05; done\necho second' }] });
+    const job = await submit({
+      steps: [{ key: 'live', run: 'echo first\nwhile [ ! -e go ]; do sleep 0.05; done\necho second' }],
+    });
     const id = await waitForContainer(executor.name, job.id);
     // The step waits for a file that is made only once its first line has reached the server.
-    await until('the first line arrives while the step runs', async () =>
-      ((await client.logs(job.id)).entries.find((e) => e.key === 'step.live')?.out ?? '').includes('stdout: first'), 10_000, 20);
-    const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as { Source: string; Destination: string }[];
+    await until(
+      'the first line arrives while the step runs',
+      async () =>
+        ((await client.logs(job.id)).entries.find((e) => e.key === 'step.live')?.out ?? '').includes('stdout: first'),
+      10_000,
+      20,
+    );
+    const mounts = JSON.parse((await docker(['inspect', '-f', '{{json .Mounts}}', id])).stdout) as {
+      Source: string;
+      Destination: string;
+    }[];
     writeFileSync(`${mounts.find((m) => m.Destination === '/data')!.Source}/go`, '');
     await client.waitForState(job.id, 'completed');
     expect((await client.logs(job.id)).entries[0].out).toContain('stdout: first\nstdout: second');
@@ -86,7 +134,10 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   it('runs jobs side by side, each in its own containers, and leaves none behind', async () => {
     const jobs = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
-        submit({ files: { 'n.txt': `${i}\n` }, steps: [{ run: 'echo "job $(cat n.txt)" > out.txt' }, { run: 'cat out.txt; echo "$DOCKHAND_JOB_ID"' }] }),
+        submit({
+          files: { 'n.txt': `${i}\n` },
+          steps: [{ run: 'echo "job $(cat n.txt)" > out.txt' }, { run: 'cat out.txt; echo "$DOCKHAND_JOB_ID"' }],
+        }),
       ),
     );
     for (const [i, job] of jobs.entries()) {
@@ -98,7 +149,12 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   });
 
   it('propagates exit codes: the failing step fails the job and the rest do not run', async () => {
-    const job = await submit({ steps: [{ key: 'boom', run: 'echo before\nexit 3' }, { key: 'never', run: 'echo never' }] });
+    const job = await submit({
+      steps: [
+        { key: 'boom', run: 'echo before\nexit 3' },
+        { key: 'never', run: 'echo never' },
+      ],
+    });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.failureMessage).toBe('step boom failed with exit code 3');
     const { entries } = await client.logs(job.id);
@@ -108,7 +164,9 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   it('reports a step that exceeds its memory as killed: out of memory', async () => {
     const job = await submit({
       resources: { memory: '32M' },
-      steps: [{ key: 'hog', run: 'echo start\nhead -c 200000000 /dev/zero | tail -c 150000000 > /dev/null\necho survived' }],
+      steps: [
+        { key: 'hog', run: 'echo start\nhead -c 200000000 /dev/zero | tail -c 150000000 > /dev/null\necho survived' },
+      ],
     });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.failureMessage).toBe('step hog failed with exit code 137 (killed: out of memory)');
@@ -120,18 +178,23 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   it('applies the CPU and memory limits to the container (and shows them inside where the runtime can)', async () => {
     const job = await submit({
       resources: { cpus: 0.5, memory: '64M' },
-      steps: [{
-        key: 'limits',
-        run: 'cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || echo no-cgroupfs\n' +
-          'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || grep MemTotal /proc/meminfo\nsleep 3',
-      }],
+      steps: [
+        {
+          key: 'limits',
+          run:
+            'cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || echo no-cgroupfs\n' +
+            'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || grep MemTotal /proc/meminfo\nsleep 3',
+        },
+      ],
     });
     const id = await waitForContainer(executor.name, job.id);
     // The host's view of the container's cgroup: what the kernel enforces, whatever the sandbox shows inside.
     const quota = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_quota_us`, 'utf8').trim();
     const period = readFileSync(`/sys/fs/cgroup/cpu/docker/${id}/cpu.cfs_period_us`, 'utf8').trim();
     expect(Number(quota) / Number(period)).toBe(0.5);
-    expect(readFileSync(`/sys/fs/cgroup/memory/docker/${id}/memory.limit_in_bytes`, 'utf8').trim()).toBe(String(64 * MiB));
+    expect(readFileSync(`/sys/fs/cgroup/memory/docker/${id}/memory.limit_in_bytes`, 'utf8').trim()).toBe(
+      String(64 * MiB),
+    );
     await client.waitForState(job.id, 'completed');
     const out = (await client.logs(job.id)).entries[0].out.split('\n').filter((l) => l.startsWith('stdout: '));
     if (oci === 'runc') {
@@ -143,13 +206,26 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   });
 
   it('refuses at submit a job asking for more than the executors of its queue allow', async () => {
-    const answer = await client.call('POST', '/jobs', { queue, resources: { cpus: 2, memory: '1G', disk: '1T' }, steps: [{ run: 'true' }] });
+    const answer = await client.call('POST', '/jobs', {
+      queue,
+      resources: { cpus: 2, memory: '1G', disk: '1T' },
+      steps: [{ run: 'true' }],
+    });
     expect(answer.status).toBe(400);
     expect(answer.body.issues).toEqual([
-      { field: 'resources.cpus', message: `asks for 2 CPUs but the executors of queue "${queue}" allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)` },
-      { field: 'resources.memory', message: `asks for 1Gi but the executors of queue "${queue}" allow at most 256Mi per job (EXECUTOR_JOB_MEMORY)` },
+      {
+        field: 'resources.cpus',
+        message: `asks for 2 CPUs but the executors of queue "${queue}" allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)`,
+      },
+      {
+        field: 'resources.memory',
+        message: `asks for 1Gi but the executors of queue "${queue}" allow at most 256Mi per job (EXECUTOR_JOB_MEMORY)`,
+      },
       // The default EXECUTOR_JOB_DISK, as the executor's heartbeats report it.
-      { field: 'resources.disk', message: `asks for 1Ti but the executors of queue "${queue}" allow at most 20Gi per job (EXECUTOR_JOB_DISK)` },
+      {
+        field: 'resources.disk',
+        message: `asks for 1Ti but the executors of queue "${queue}" allow at most 20Gi per job (EXECUTOR_JOB_DISK)`,
+      },
     ]);
     // Disk alone is refused too, before any executor takes the job.
     const disk = await client.call('POST', '/jobs', { queue, resources: { disk: '1T' }, steps: [{ run: 'true' }] });
@@ -175,7 +251,9 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const job = await client.submit({ queue, maxAttempts: 3, steps: [{ key: 'who', user: 'nosuchuser', run: 'id' }] });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.attempt).toBe(1);
-    expect(done.failureMessage).toMatch(/^step who: could not run the step: cannot start the step container: .*nosuchuser/);
+    expect(done.failureMessage).toMatch(
+      /^step who: could not run the step: cannot start the step container: .*nosuchuser/,
+    );
   });
 
   it('keeps the cloud metadata address unreachable from a step', async () => {
@@ -184,7 +262,9 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
       // The host itself reaches it, so a step that cannot is blocked, not merely without a server to talk to.
       expect(await (await fetch(metadata.url)).text()).toBe('fake-metadata\n');
       const job = await submit({
-        steps: [{ key: 'probe', run: 'if echo | nc -w 3 169.254.169.254 80; then echo REACHABLE; else echo blocked; fi' }],
+        steps: [
+          { key: 'probe', run: 'if echo | nc -w 3 169.254.169.254 80; then echo REACHABLE; else echo blocked; fi' },
+        ],
       });
       await client.waitForState(job.id, 'completed');
       const out = (await client.logs(job.id)).entries[0].out;
@@ -195,13 +275,18 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     }
   });
 
-  it('fetches a repository on the job\'s network, so the checkout cannot reach the metadata address either', async () => {
+  it("fetches a repository on the job's network, so the checkout cannot reach the metadata address either", async () => {
     const metadata = await startFakeMetadataServer();
     try {
       // The executor's host reaches it: a checkout that ran there would be answered.
-      expect(await (await fetch(`${metadata.url}/computeMetadata/v1/repo.git/info/refs`)).text()).toBe('fake-metadata\n');
+      expect(await (await fetch(`${metadata.url}/computeMetadata/v1/repo.git/info/refs`)).text()).toBe(
+        'fake-metadata\n',
+      );
       const seen = metadata.requests();
-      const job = await submit({ repository: { url: `${metadata.url}/computeMetadata/v1/repo.git` }, steps: [{ run: 'true' }] });
+      const job = await submit({
+        repository: { url: `${metadata.url}/computeMetadata/v1/repo.git` },
+        steps: [{ run: 'true' }],
+      });
       const done = await client.waitForState(job.id, 'failed');
       expect(done.failureReason).toBe('checkout_failure');
       const fetchLog = (await client.logs(job.id)).entries.find((e) => e.key === 'setup.git.fetch')!.out;
@@ -213,7 +298,10 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
   });
 
   it('runs a job with network: none without any network interface but loopback', async () => {
-    const job = await submit({ network: 'none', steps: [{ run: 'ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2' }] });
+    const job = await submit({
+      network: 'none',
+      steps: [{ run: 'ls /sys/class/net 2>/dev/null || ip -o link | cut -d: -f2' }],
+    });
     await client.waitForState(job.id, 'completed');
     const lines = (await client.logs(job.id)).entries[0].out.split('\n').filter((l) => l.startsWith('stdout: '));
     expect(lines.map((l) => l.replace('stdout: ', '').trim())).toEqual(['lo']);
@@ -225,10 +313,15 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const asked = Date.now();
     expect((await client.call('POST', `/jobs/${job.id}/cancel`)).status).toBe(200);
     await client.waitForState(job.id, 'canceled', 10_000);
-    await until('the container stops', async () => {
-      const state = await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true });
-      return state.code !== 0 || state.stdout.trim() === 'false';
-    }, 10_000, 20);
+    await until(
+      'the container stops',
+      async () => {
+        const state = await docker(['inspect', '-f', '{{.State.Running}}', id], { allowFail: true });
+        return state.code !== 0 || state.stdout.trim() === 'false';
+      },
+      10_000,
+      20,
+    );
     expect(Date.now() - asked).toBeLessThan(2_000);
     await waitUntilGone(executor.name, job.id);
   });
@@ -237,14 +330,18 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const timed = await submit({ steps: [{ key: 'slow', timeout: '1s', run: 'sleep 30' }] });
     expect((await client.waitForState(timed.id, 'failed', 15_000)).failureMessage).toBe('step slow timed out after 1s');
     const long = await submit({ maxRuntime: '2s', steps: [{ run: 'sleep 1' }, { run: 'sleep 30' }] });
-    expect((await client.waitForState(long.id, 'failed', 15_000)).failureMessage).toBe('job exceeded its maximum runtime of 2s');
+    expect((await client.waitForState(long.id, 'failed', 15_000)).failureMessage).toBe(
+      'job exceeded its maximum runtime of 2s',
+    );
     await waitUntilGone(executor.name, timed.id);
     await waitUntilGone(executor.name, long.id);
   });
 
-  it('never writes a step\'s secret-like environment values to the executor\'s own log', async () => {
+  it("never writes a step's secret-like environment values to the executor's own log", async () => {
     const secret = `s3cr3t-${oci}-${Date.now()}`;
-    const job = await submit({ steps: [{ key: 'env', env: { API_TOKEN: secret }, run: 'echo "token has ${#API_TOKEN} characters"' }] });
+    const job = await submit({
+      steps: [{ key: 'env', env: { API_TOKEN: secret }, run: 'echo "token has ${#API_TOKEN} characters"' }],
+    });
     await client.waitForState(job.id, 'completed');
     expect((await client.logs(job.id)).entries[0].out).toContain(`stdout: token has ${secret.length} characters`);
     expect(executor.proc.output).toContain(`"jobId":${job.id}`);
@@ -257,8 +354,22 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     const env = { ...executorEnv, EXECUTOR_CLEANUP_TASK_INTERVAL: '1s' };
     const first = await startExecutor(server.url, { name, queues: [orphanQueue], env });
     // A container that is not Dockhand's and one that belongs to another executor: neither may be touched.
-    const foreign = (await docker(['run', '-d', '--network', 'none', '--runtime', oci, DOCKER_TEST_IMAGE, 'sleep', '120'])).stdout.trim();
-    const sibling = (await docker(['run', '-d', '--network', 'none', '--label', 'dev.dockhand.executor=someone-else', DOCKER_TEST_IMAGE, 'sleep', '120'])).stdout.trim();
+    const foreign = (
+      await docker(['run', '-d', '--network', 'none', '--runtime', oci, DOCKER_TEST_IMAGE, 'sleep', '120'])
+    ).stdout.trim();
+    const sibling = (
+      await docker([
+        'run',
+        '-d',
+        '--network',
+        'none',
+        '--label',
+        'dev.dockhand.executor=someone-else',
+        DOCKER_TEST_IMAGE,
+        'sleep',
+        '120',
+      ])
+    ).stdout.trim();
     try {
       const job = await client.submit({ queue: orphanQueue, maxAttempts: 1, steps: [{ run: 'sleep 120' }] });
       const orphan = await waitForContainer(name, job.id);
@@ -274,7 +385,7 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
         const alive = await docker(['inspect', '-f', '{{.State.Running}}', foreign, sibling]);
         expect(alive.stdout.trim().split('\n')).toEqual(['true', 'true']);
       } finally {
-            await second.stop();
+        await second.stop();
       }
     } finally {
       await docker(['rm', '-f', foreign, sibling], { allowFail: true });
@@ -317,13 +428,21 @@ describe('docker runtime limits without a known executor', () => {
     server = await startServer({ name: 'docker-limits-server' });
     const client = new TestClient(server.url);
     // No executor has been heard from on this queue yet, so the server cannot refuse the job at submit.
-    const job = await client.submit({ queue: 'limits', maxAttempts: 3, resources: { cpus: 2 }, steps: [{ run: 'true' }] });
+    const job = await client.submit({
+      queue: 'limits',
+      maxAttempts: 3,
+      resources: { cpus: 2 },
+      steps: [{ run: 'true' }],
+    });
     executor = await startExecutor(server.url, {
-      name: 'docker-limits-exec', queues: ['limits'],
+      name: 'docker-limits-exec',
+      queues: ['limits'],
       env: { EXECUTOR_RUNTIME: 'docker', EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE, EXECUTOR_JOB_NUM_CPUS: '1' },
     });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.attempt).toBe(1);
-    expect(done.failureMessage).toBe("resources.cpus asks for 2 CPUs but this executor's limits allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)");
+    expect(done.failureMessage).toBe(
+      "resources.cpus asks for 2 CPUs but this executor's limits allow at most 1 per job (EXECUTOR_JOB_NUM_CPUS)",
+    );
   });
 });

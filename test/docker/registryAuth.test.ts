@@ -19,7 +19,9 @@ let client: TestClient;
 let image: string;
 const executors: ExecutorHandle[] = [];
 
-const auths = (password: string) => ({ auths: { [registry.host]: { auth: Buffer.from(`${USER}:${password}`).toString('base64') } } });
+const auths = (password: string) => ({
+  auths: { [registry.host]: { auth: Buffer.from(`${USER}:${password}`).toString('base64') } },
+});
 
 /** An executor whose own credentials (environment and ~/.docker/config.json) are as given. */
 async function executorWith(queue: string, own: { env?: string; home?: string }): Promise<void> {
@@ -39,7 +41,12 @@ async function executorWith(queue: string, own: { env?: string; home?: string })
 async function pull(queue: string, extra: Partial<JobSpecInput> = {}) {
   await removeImage(image);
   expect(await imageExists(image)).toBe(false);
-  const job = await client.submit({ queue, maxAttempts: 1, steps: [{ key: 'private', image, run: 'echo from the private image' }], ...extra });
+  const job = await client.submit({
+    queue,
+    maxAttempts: 1,
+    steps: [{ key: 'private', image, run: 'echo from the private image' }],
+    ...extra,
+  });
   const done = await client.waitFor(job.id, (j) => j.state === 'completed' || j.state === 'failed', 60_000);
   return { done, log: (await client.logs(job.id)).entries[0]?.out ?? '' };
 }
@@ -92,11 +99,21 @@ describe('private registry credentials', () => {
     await client.addOrg('registry-team');
     await client.setSecret('DOCKER_AUTH_CONFIG', JSON.stringify(auths(PASSWORD)), 'org:registry-team');
     try {
-      const { done, log } = await pull('wrong-below', { namespace: 'org:registry-team', dockerAuthConfig: auths(WRONG) });
+      const { done, log } = await pull('wrong-below', {
+        namespace: 'org:registry-team',
+        dockerAuthConfig: auths(WRONG),
+      });
       expect(done.state).toBe('completed');
       expect(log).toContain("with the job's DOCKER_AUTH_CONFIG");
       const access = (await client.call('GET', `/secrets/access-log?jobId=${done.id}`)).body.entries;
-      expect(access).toEqual([expect.objectContaining({ namespace: 'org:registry-team', name: 'DOCKER_AUTH_CONFIG', jobId: done.id, executorName: 'registry-wrong-below' })]);
+      expect(access).toEqual([
+        expect.objectContaining({
+          namespace: 'org:registry-team',
+          name: 'DOCKER_AUTH_CONFIG',
+          jobId: done.id,
+          executorName: 'registry-wrong-below',
+        }),
+      ]);
     } finally {
       await client.call('DELETE', '/secrets/DOCKER_AUTH_CONFIG?namespace=org:registry-team');
     }
@@ -118,7 +135,11 @@ describe('private registry credentials', () => {
     const { done, log } = await pull('env-right', { dockerAuthConfig: auths(WRONG), maxAttempts: 3 });
     expect(done.state).toBe('failed');
     expect(done.attempt).toBe(1);
-    expect(done.failureMessage).toMatch(new RegExp(`^step private: could not run the step: cannot pull image ${image}: .*(unauthorized|authentication required)`));
+    expect(done.failureMessage).toMatch(
+      new RegExp(
+        `^step private: could not run the step: cannot pull image ${image}: .*(unauthorized|authentication required)`,
+      ),
+    );
     expect(log).toContain("with the job's DOCKER_AUTH_CONFIG");
     const below = await pull('wrong-below');
     expect(below.done.state).toBe('failed');
@@ -164,8 +185,16 @@ describe('private registry credentials', () => {
   });
 
   it('fail a job whose image is not in the registry, without retrying it', async () => {
-    const job = await client.submit({ queue: 'env-right', maxAttempts: 3, steps: [{ key: 'missing', image: `${registry.host}/team/nothing-here:1`, run: 'true' }] });
-    const done = await client.waitFor(job.id, (j) => j.state === 'failed' || j.state === 'queued' && j.attempt > 0, 30_000);
+    const job = await client.submit({
+      queue: 'env-right',
+      maxAttempts: 3,
+      steps: [{ key: 'missing', image: `${registry.host}/team/nothing-here:1`, run: 'true' }],
+    });
+    const done = await client.waitFor(
+      job.id,
+      (j) => j.state === 'failed' || (j.state === 'queued' && j.attempt > 0),
+      30_000,
+    );
     expect(done.state).toBe('failed');
     expect(done.failureMessage).toMatch(/cannot pull image .*nothing-here:1: .*(not found|manifest unknown)/);
   });

@@ -21,7 +21,8 @@ const GLOBAL_SECRET = 'global-secret-value-789';
 
 function call(who: string, method: string, url: string, payload?: unknown): Promise<LightMyRequestResponse> {
   return server.app.inject({
-    method: method as 'GET', url: `${CLIENT_API_PREFIX}${url}`,
+    method: method as 'GET',
+    url: `${CLIENT_API_PREFIX}${url}`,
     headers: { authorization: `Bearer ${who === 'admin' ? ADMIN_TOKEN : tokens[who]}` },
     ...(payload === undefined ? {} : { payload: payload as object }),
   });
@@ -43,14 +44,28 @@ beforeAll(async () => {
     return res.json().job;
   };
   aliceJob = await submit('alice', { queue: 'access', secrets: ['TOKEN'], steps: [{ run: 'echo alice-output' }] });
-  acmeJob = await submit('alice', { queue: 'access', namespace: 'org:acme', secrets: ['TOKEN'], steps: [{ run: 'echo acme-output' }] });
+  acmeJob = await submit('alice', {
+    queue: 'access',
+    namespace: 'org:acme',
+    secrets: ['TOKEN'],
+    steps: [{ run: 'echo acme-output' }],
+  });
   // Alice's job runs far enough to have a log.
   const executor = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
-  const dequeued = await server.app.inject({ method: 'POST', url: '/api/executor/v1/dequeue', headers: executor, payload: { executorName: 'e1', version: 't', queues: ['access'], waitMs: 0 } });
+  const dequeued = await server.app.inject({
+    method: 'POST',
+    url: '/api/executor/v1/dequeue',
+    headers: executor,
+    payload: { executorName: 'e1', version: 't', queues: ['access'], waitMs: 0 },
+  });
   expect(dequeued.json().id).toBe(aliceJob.id);
   await server.app.inject({
-    method: 'POST', url: `/api/executor/v1/jobs/${aliceJob.id}/logs`, headers: { authorization: `Bearer ${dequeued.json().token}` },
-    payload: { entries: [{ index: 0, key: 'step-1', command: ['sh'], startTime: 1, offset: 0, out: 'stdout: alice-output\n' }] },
+    method: 'POST',
+    url: `/api/executor/v1/jobs/${aliceJob.id}/logs`,
+    headers: { authorization: `Bearer ${dequeued.json().token}` },
+    payload: {
+      entries: [{ index: 0, key: 'step-1', command: ['sh'], startTime: 1, offset: 0, out: 'stdout: alice-output\n' }],
+    },
   });
 });
 
@@ -61,32 +76,50 @@ afterAll(async () => {
 /** What a route must do when bob (member of nothing) and carol (member of acme, not alice) reach for alice's things. */
 type Probe = () => Promise<void>;
 
-const hidesAliceJob = (method: string, suffix = ''): Probe => async () => {
-  for (const [who, job] of [['bob', aliceJob], ['bob', acmeJob], ['carol', aliceJob]] as const) {
-    const res = await call(who, method, `/jobs/${job.id}${suffix}`, method === 'POST' ? {} : undefined);
-    expect(res.statusCode, `${who} ${method} job ${job.id}${suffix}`).toBe(404);
-    expect(res.json().error).toBe(`no job ${job.id}`);
-    expect(res.body).not.toMatch(/alice-output|acme-output/);
-  }
-  // A fellow org member does reach the org's job.
-  if (method === 'GET') expect((await call('carol', 'GET', `/jobs/${acmeJob.id}${suffix}`)).statusCode).toBe(200);
-};
+const hidesAliceJob =
+  (method: string, suffix = ''): Probe =>
+  async () => {
+    for (const [who, job] of [
+      ['bob', aliceJob],
+      ['bob', acmeJob],
+      ['carol', aliceJob],
+    ] as const) {
+      const res = await call(who, method, `/jobs/${job.id}${suffix}`, method === 'POST' ? {} : undefined);
+      expect(res.statusCode, `${who} ${method} job ${job.id}${suffix}`).toBe(404);
+      expect(res.json().error).toBe(`no job ${job.id}`);
+      expect(res.body).not.toMatch(/alice-output|acme-output/);
+    }
+    // A fellow org member does reach the org's job.
+    if (method === 'GET') expect((await call('carol', 'GET', `/jobs/${acmeJob.id}${suffix}`)).statusCode).toBe(200);
+  };
 
-const siteAdminsOnly = (method: string, url: string, payload?: unknown): Probe => async () => {
-  for (const who of ['bob', 'alice']) {
-    const res = await call(who, method, url, payload);
-    expect(res.statusCode, `${who} ${method} ${url}`).toBe(403);
-    expect(res.json().error).toMatch(/only site admins can/);
-  }
-};
+const siteAdminsOnly =
+  (method: string, url: string, payload?: unknown): Probe =>
+  async () => {
+    for (const who of ['bob', 'alice']) {
+      const res = await call(who, method, url, payload);
+      expect(res.statusCode, `${who} ${method} ${url}`).toBe(403);
+      expect(res.json().error).toMatch(/only site admins can/);
+    }
+  };
 
 const PROBES: Record<string, Probe> = {
   'POST /jobs': async () => {
-    const res = await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'user:alice', steps: [{ run: 'true' }] });
+    const res = await call('bob', 'POST', '/jobs', {
+      queue: 'access',
+      namespace: 'user:alice',
+      steps: [{ run: 'true' }],
+    });
     expect(res.statusCode).toBe(403);
     expect(res.json().issues).toEqual([{ field: 'namespace', message: expect.stringContaining('"user:bob"') }]);
-    expect((await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'org:acme', steps: [{ run: 'true' }] })).statusCode).toBe(403);
-    expect((await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'global', steps: [{ run: 'true' }] })).statusCode).toBe(403);
+    expect(
+      (await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'org:acme', steps: [{ run: 'true' }] }))
+        .statusCode,
+    ).toBe(403);
+    expect(
+      (await call('bob', 'POST', '/jobs', { queue: 'access', namespace: 'global', steps: [{ run: 'true' }] }))
+        .statusCode,
+    ).toBe(403);
   },
   'POST /jobs/batch': async () => {
     const own = { queue: 'access', steps: [{ run: 'true' }] };
@@ -97,7 +130,8 @@ const PROBES: Record<string, Probe> = {
     expect((await call('bob', 'GET', '/jobs')).json().jobs).toEqual([]);
   },
   'GET /jobs': async () => {
-    const ids = async (who: string, query = ''): Promise<number[]> => (await call(who, 'GET', `/jobs${query}`)).json().jobs.map((j: JobRecord) => j.id);
+    const ids = async (who: string, query = ''): Promise<number[]> =>
+      (await call(who, 'GET', `/jobs${query}`)).json().jobs.map((j: JobRecord) => j.id);
     expect(await ids('bob')).toEqual([]);
     expect(await ids('bob', '?namespace=user:alice')).toEqual([]);
     expect(await ids('carol')).toEqual([acmeJob.id]);
@@ -120,11 +154,20 @@ const PROBES: Record<string, Probe> = {
     // Counts per queue only: nothing of anyone's jobs.
     const res = await call('bob', 'GET', '/queues');
     expect(res.statusCode).toBe(200);
-    expect(Object.keys(res.json().queues[0]).sort()).toEqual(['completedLastHour', 'failedLastHour', 'oldestQueuedAt', 'processing', 'queue', 'queued']);
+    expect(Object.keys(res.json().queues[0]).sort()).toEqual([
+      'completedLastHour',
+      'failedLastHour',
+      'oldestQueuedAt',
+      'processing',
+      'queue',
+      'queued',
+    ]);
   },
   'GET /me': async () => {
     expect((await call('carol', 'GET', '/me')).json()).toEqual({
-      user: { name: 'carol', siteAdmin: false, createdAt: expect.any(Number) }, orgs: ['acme'], namespaces: ['user:carol', 'org:acme'],
+      user: { name: 'carol', siteAdmin: false, createdAt: expect.any(Number) },
+      orgs: ['acme'],
+      namespaces: ['user:carol', 'org:acme'],
     });
   },
   'GET /users': siteAdminsOnly('GET', '/users'),
@@ -145,7 +188,9 @@ const PROBES: Record<string, Probe> = {
   },
   'GET /orgs/:name/members': async () => {
     expect((await call('bob', 'GET', '/orgs/acme/members')).statusCode).toBe(404);
-    expect((await call('carol', 'GET', '/orgs/acme/members')).json().members.map((m: { name: string }) => m.name)).toEqual(['alice', 'carol']);
+    expect(
+      (await call('carol', 'GET', '/orgs/acme/members')).json().members.map((m: { name: string }) => m.name),
+    ).toEqual(['alice', 'carol']);
   },
   'POST /orgs/:name/members': async () => {
     expect((await call('bob', 'POST', '/orgs/acme/members', { user: 'bob' })).statusCode).toBe(404);
@@ -168,9 +213,19 @@ const PROBES: Record<string, Probe> = {
   },
   'POST /secrets': async () => {
     for (const namespace of ['user:alice', 'org:acme', 'global']) {
-      expect((await call('bob', 'POST', '/secrets', { name: 'TOKEN', value: 'overwritten-by-bob', namespace })).statusCode).toBe(403);
+      expect(
+        (await call('bob', 'POST', '/secrets', { name: 'TOKEN', value: 'overwritten-by-bob', namespace })).statusCode,
+      ).toBe(403);
     }
-    expect((await call('carol', 'POST', '/secrets', { name: 'TOKEN', value: 'overwritten-by-carol', namespace: 'user:alice' })).statusCode).toBe(403);
+    expect(
+      (
+        await call('carol', 'POST', '/secrets', {
+          name: 'TOKEN',
+          value: 'overwritten-by-carol',
+          namespace: 'user:alice',
+        })
+      ).statusCode,
+    ).toBe(403);
   },
   'GET /secrets': async () => {
     const seen = async (who: string, query = ''): Promise<string[]> =>
@@ -193,45 +248,86 @@ describe('access control on every client route', () => {
   const keyOf = (r: RouteDef<any, any>): string => `${r.method} ${r.url.slice(CLIENT_API_PREFIX.length)}`;
 
   it('has a rule for every client route in the route table', () => {
-    expect(clientRoutes().map(keyOf).filter((k) => !(k in PROBES)), 'routes without an access rule in this test').toEqual([]);
+    expect(
+      clientRoutes()
+        .map(keyOf)
+        .filter((k) => !(k in PROBES)),
+      'routes without an access rule in this test',
+    ).toEqual([]);
   });
 
-  it("keeps every user to their own namespaces, and site-admin routes to site admins", async () => {
+  it('keeps every user to their own namespaces, and site-admin routes to site admins', async () => {
     for (const route of clientRoutes()) await PROBES[keyOf(route)]();
   });
 
   it('never answers with a secret value, on any GET route, even to a site admin', async () => {
-    for (const route of server.routes.filter((r) => r.method === 'GET' && r.auth === 'client' && !r.url.endsWith('/stream'))) {
+    for (const route of server.routes.filter(
+      (r) => r.method === 'GET' && r.auth === 'client' && !r.url.endsWith('/stream'),
+    )) {
       for (const job of [aliceJob, acmeJob]) {
-        const res = await call('admin', 'GET', route.url.slice(CLIENT_API_PREFIX.length).replace(':id', String(job.id)).replace(':name', 'acme'));
-        for (const value of [ALICE_SECRET, ACME_SECRET, GLOBAL_SECRET]) expect(res.body, route.url).not.toContain(value);
+        const res = await call(
+          'admin',
+          'GET',
+          route.url.slice(CLIENT_API_PREFIX.length).replace(':id', String(job.id)).replace(':name', 'acme'),
+        );
+        for (const value of [ALICE_SECRET, ACME_SECRET, GLOBAL_SECRET])
+          expect(res.body, route.url).not.toContain(value);
       }
     }
   });
 
-  it('resolves a job\'s secrets in its namespace over global, with one access-log row per resolution', async () => {
+  it("resolves a job's secrets in its namespace over global, with one access-log row per resolution", async () => {
     const log = (await call('admin', 'GET', `/secrets/access-log?jobId=${aliceJob.id}`)).json().entries;
-    expect(log).toEqual([{ namespace: 'user:alice', name: 'TOKEN', jobId: aliceJob.id, attempt: 1, executorName: 'e1', accessedAt: expect.any(Number) }]);
+    expect(log).toEqual([
+      {
+        namespace: 'user:alice',
+        name: 'TOKEN',
+        jobId: aliceJob.id,
+        attempt: 1,
+        executorName: 'e1',
+        accessedAt: expect.any(Number),
+      },
+    ]);
   });
 });
 
 describe('submitting with secrets', () => {
   it('refuses a job naming a secret its namespace and global lack, naming the field and the fix', async () => {
-    const res = await call('bob', 'POST', '/jobs', { queue: 'access', secrets: ['TOKEN', 'NOPE'], steps: [{ run: 'true' }] });
+    const res = await call('bob', 'POST', '/jobs', {
+      queue: 'access',
+      secrets: ['TOKEN', 'NOPE'],
+      steps: [{ run: 'true' }],
+    });
     expect(res.statusCode).toBe(400);
-    expect(res.json().issues).toEqual([{ field: 'secrets[1]', message: 'no secret "NOPE" in user:bob or global; create it with: dockhand secret set NOPE --namespace user:bob' }]);
+    expect(res.json().issues).toEqual([
+      {
+        field: 'secrets[1]',
+        message:
+          'no secret "NOPE" in user:bob or global; create it with: dockhand secret set NOPE --namespace user:bob',
+      },
+    ]);
   });
 
   it('refuses a namespace of a user or org that does not exist', async () => {
-    const res = await call('admin', 'POST', '/jobs', { queue: 'access', namespace: 'org:acmee', steps: [{ run: 'true' }] });
+    const res = await call('admin', 'POST', '/jobs', {
+      queue: 'access',
+      namespace: 'org:acmee',
+      steps: [{ run: 'true' }],
+    });
     expect(res.statusCode).toBe(400);
-    expect(res.json().issues[0]).toEqual({ field: 'namespace', message: 'no org "acmee"; create it with: dockhand org create acmee' });
+    expect(res.json().issues[0]).toEqual({
+      field: 'namespace',
+      message: 'no org "acmee"; create it with: dockhand org create acmee',
+    });
   });
 
   it('refuses secret values under 8 characters, and DOCKER_AUTH_CONFIG values that are not a docker config', async () => {
     const short = await call('admin', 'POST', '/secrets', { name: 'PIN', value: '1234' });
     expect(short.statusCode).toBe(400);
-    expect(short.json().issues[0]).toEqual({ field: 'value', message: expect.stringMatching(/at least 8 characters: shorter values would be masked/) });
+    expect(short.json().issues[0]).toEqual({
+      field: 'value',
+      message: expect.stringMatching(/at least 8 characters: shorter values would be masked/),
+    });
     const docker = await call('admin', 'POST', '/secrets', { name: 'DOCKER_AUTH_CONFIG', value: 'not json at all' });
     expect(docker.statusCode).toBe(400);
     expect(docker.json().issues[0].field).toBe('value');
@@ -241,19 +337,32 @@ describe('submitting with secrets', () => {
   it('fails a job at dequeue, saying why, when its secret was deleted after it was submitted', async () => {
     const bob = tokens.bob;
     expect(bob).toBeDefined();
-    await server.secrets.set({ namespace: 'user:bob', name: 'SHORT_LIVED', value: 'short-lived-value', updatedBy: 'bob' });
-    const job = (await call('bob', 'POST', '/jobs', { queue: 'gone', secrets: ['SHORT_LIVED'], steps: [{ run: 'true' }] })).json().job;
+    await server.secrets.set({
+      namespace: 'user:bob',
+      name: 'SHORT_LIVED',
+      value: 'short-lived-value',
+      updatedBy: 'bob',
+    });
+    const job = (
+      await call('bob', 'POST', '/jobs', { queue: 'gone', secrets: ['SHORT_LIVED'], steps: [{ run: 'true' }] })
+    ).json().job;
     await server.store.accounts.deleteSecret('user:bob', 'SHORT_LIVED');
     const res = await server.app.inject({
-      method: 'POST', url: '/api/executor/v1/dequeue', headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` },
+      method: 'POST',
+      url: '/api/executor/v1/dequeue',
+      headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` },
       payload: { executorName: 'e1', version: 't', queues: ['gone'], waitMs: 0 },
     });
     expect(res.statusCode).toBe(204);
     const { job: failed, attempts } = (await call('bob', 'GET', `/jobs/${job.id}`)).json();
     expect(failed.state).toBe('failed');
-    expect(failed.failureMessage).toBe('cannot run: secret SHORT_LIVED no longer exists in user:bob or global (deleted after the job was submitted)');
+    expect(failed.failureMessage).toBe(
+      'cannot run: secret SHORT_LIVED no longer exists in user:bob or global (deleted after the job was submitted)',
+    );
     expect(failed.failureReason).toBe('secret_unavailable');
-    expect(attempts.map((a: { outcome: string; failureReason: string }) => [a.outcome, a.failureReason])).toEqual([['failed', 'secret_unavailable']]);
+    expect(attempts.map((a: { outcome: string; failureReason: string }) => [a.outcome, a.failureReason])).toEqual([
+      ['failed', 'secret_unavailable'],
+    ]);
   });
 
   it('keeps the spec the client gets back free of values, with the submitter recorded', async () => {

@@ -3,7 +3,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, CLI, OUTPUT_DIR, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle, runCli, type CliResult } from '../support/processes.js';
+import {
+  ADMIN_TOKEN,
+  CLI,
+  OUTPUT_DIR,
+  startExecutor,
+  startServer,
+  tempDir,
+  type ExecutorHandle,
+  type ServerHandle,
+  runCli,
+  type CliResult,
+} from '../support/processes.js';
 
 /** Every stdout and stderr any command printed: no secret value may appear in any of them. */
 const outputs: string[] = [];
@@ -52,7 +63,11 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
   const as = (token: string): NodeJS.ProcessEnv => ({ ...base, DOCKHAND_TOKEN: token });
 
   /** Submits a job on the test queue and follows it; `checks` are shell lines run in one step. */
-  function runJob(env: NodeJS.ProcessEnv, fields: { namespace?: string; secrets: string[] }, checks: string[]): Promise<CliResult> {
+  function runJob(
+    env: NodeJS.ProcessEnv,
+    fields: { namespace?: string; secrets: string[] },
+    checks: string[],
+  ): Promise<CliResult> {
     const file = path.join(dir, `job-${++specs}.yaml`);
     const lines = ['queue: accounts', `secrets: [${fields.secrets.join(', ')}]`];
     if (fields.namespace) lines.push(`namespace: "${fields.namespace}"`);
@@ -84,8 +99,12 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
   it('lists the new commands in --help', async () => {
     const help = await ok(['--help'], base);
     for (const command of ['whoami', 'user', 'org', 'token', 'secret']) expect(help.stdout).toContain(command);
-    expect((await ok(['user', '--help'], base)).stdout).toMatch(/create[\s\S]*list[\s\S]*delete[\s\S]*set-admin[\s\S]*unset-admin/);
-    expect((await ok(['org', '--help'], base)).stdout).toMatch(/create[\s\S]*list[\s\S]*delete[\s\S]*members[\s\S]*add-member[\s\S]*remove-member/);
+    expect((await ok(['user', '--help'], base)).stdout).toMatch(
+      /create[\s\S]*list[\s\S]*delete[\s\S]*set-admin[\s\S]*unset-admin/,
+    );
+    expect((await ok(['org', '--help'], base)).stdout).toMatch(
+      /create[\s\S]*list[\s\S]*delete[\s\S]*members[\s\S]*add-member[\s\S]*remove-member/,
+    );
     expect((await ok(['token', '--help'], base)).stdout).toMatch(/create[\s\S]*list[\s\S]*revoke/);
     expect((await ok(['secret', '--help'], base)).stdout).toMatch(/set[\s\S]*list[\s\S]*delete[\s\S]*access-log/);
   });
@@ -96,7 +115,9 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     expect(me.stdout).toMatch(/^site admin: +yes$/m);
 
     expect((await ok(['user', 'create', 'alice'], admin)).stdout).toContain('created user alice');
-    expect((await ok(['user', 'create', 'bob', '--json'], admin)).stdout).toSatisfy((s: string) => JSON.parse(s).name === 'bob');
+    expect((await ok(['user', 'create', 'bob', '--json'], admin)).stdout).toSatisfy(
+      (s: string) => JSON.parse(s).name === 'bob',
+    );
     const again = await fails(['user', 'create', 'alice'], admin);
     expect(again.stderr).toContain('alice');
 
@@ -137,7 +158,11 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     const orgs = await ok(['org', 'list'], bob);
     expect(orgs.stdout).toMatch(/^acme\s+2\s/m);
 
-    const bobMe = JSON.parse((await ok(['whoami', '--json'], bob)).stdout) as { user: { name: string; siteAdmin: boolean }; orgs: string[]; namespaces: string[] };
+    const bobMe = JSON.parse((await ok(['whoami', '--json'], bob)).stdout) as {
+      user: { name: string; siteAdmin: boolean };
+      orgs: string[];
+      namespaces: string[];
+    };
     expect(bobMe.user).toMatchObject({ name: 'bob', siteAdmin: false });
     expect(bobMe.orgs).toEqual(['acme']);
     expect(bobMe.namespaces).toEqual(expect.arrayContaining(['user:bob', 'org:acme']));
@@ -158,7 +183,9 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     writeFileSync(file, `${FILE_VALUE}\n`);
     await ok(['secret', 'set', 'FILE_KEY', '--namespace', 'user:alice', '--from-file', file], alice);
     // Setting it again updates it.
-    expect((await ok(['secret', 'set', 'FILE_KEY', '--namespace', 'user:alice', '--from-file', file], alice)).stdout).toBe('updated secret FILE_KEY in user:alice\n');
+    expect(
+      (await ok(['secret', 'set', 'FILE_KEY', '--namespace', 'user:alice', '--from-file', file], alice)).stdout,
+    ).toBe('updated secret FILE_KEY in user:alice\n');
 
     await ok(['secret', 'set', 'SHARED'], admin, GLOBAL_SHARED); // no newline at all: nothing stripped
     await ok(['secret', 'set', 'SHARED', '--namespace', 'user:alice'], alice, `${ALICE_SHARED}\n`);
@@ -171,7 +198,10 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     expect(list.stdout).toMatch(/^SHARED\s+global\s+admin\s/m);
     expect(list.stdout).toMatch(/^SHARED\s+user:alice\s+alice\s/m);
     expect(list.stdout).toMatch(/^ORG_KEY\s+org:acme\s+bob\s/m);
-    const json = JSON.parse((await ok(['secret', 'list', '--namespace', 'user:alice', '--json'], alice)).stdout) as { name: string; namespace: string }[];
+    const json = JSON.parse((await ok(['secret', 'list', '--namespace', 'user:alice', '--json'], alice)).stdout) as {
+      name: string;
+      namespace: string;
+    }[];
     expect(json.map((s) => s.name).sort()).toEqual(['FILE_KEY', 'SHARED', 'STDIN_KEY', 'TWO_NEWLINES']);
     for (const s of json) {
       expect(s.namespace).toBe('user:alice');
@@ -188,10 +218,17 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     expect(short.stderr).toContain('at least 8 characters');
     const empty = await fails(['secret', 'set', 'EMPTY_KEY', '--namespace', 'user:alice'], alice, '');
     expect(empty.stderr).toContain('stdin was empty');
-    const missingFile = await fails(['secret', 'set', 'NO_FILE', '--namespace', 'user:alice', '--from-file', path.join(dir, 'nope')], alice);
+    const missingFile = await fails(
+      ['secret', 'set', 'NO_FILE', '--namespace', 'user:alice', '--from-file', path.join(dir, 'nope')],
+      alice,
+    );
     expect(missingFile.stderr).toContain('cannot read');
 
-    const intruder = await fails(['secret', 'set', 'STDIN_KEY', '--namespace', 'user:alice'], bob, 'bob-was-here-123\n');
+    const intruder = await fails(
+      ['secret', 'set', 'STDIN_KEY', '--namespace', 'user:alice'],
+      bob,
+      'bob-was-here-123\n',
+    );
     expect(intruder.stderr).toMatch(/not that user/);
     await fails(['secret', 'set', 'GLOBAL_KEY'], bob, 'not-an-admin-123\n');
     await fails(['secret', 'delete', 'SHARED'], alice);
@@ -227,13 +264,18 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     expect(intruder.code).not.toBe(0);
 
     // Deleting alice's SHARED lets the global one through again.
-    expect((await ok(['secret', 'delete', 'SHARED', '--namespace', 'user:alice'], alice)).stdout).toBe('deleted secret SHARED from user:alice\n');
+    expect((await ok(['secret', 'delete', 'SHARED', '--namespace', 'user:alice'], alice)).stdout).toBe(
+      'deleted secret SHARED from user:alice\n',
+    );
     const fallback = await runJob(alice, { secrets: ['SHARED'] }, [hasLength('SHARED', GLOBAL_SHARED.length)]);
     expect(fallback.code, fallback.stdout + fallback.stderr).toBe(0);
   });
 
   it("a step that prints a secret does not get the value into the job's log", async () => {
-    const printed = await runJob(alice, { secrets: ['STDIN_KEY'] }, ['echo "the key is $STDIN_KEY"', 'printf %s "$STDIN_KEY" | base64']);
+    const printed = await runJob(alice, { secrets: ['STDIN_KEY'] }, [
+      'echo "the key is $STDIN_KEY"',
+      'printf %s "$STDIN_KEY" | base64',
+    ]);
     expect(printed.code, printed.stdout + printed.stderr).toBe(0);
     const id = /submitted job (\d+)/.exec(printed.stderr)![1];
     const logs = await ok(['job', 'logs', id], alice);
@@ -243,21 +285,32 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
   });
 
   it('the access log records which job received which secret, for site admins', async () => {
-    const jobs = JSON.parse((await ok(['job', 'list', '--namespace', 'org:acme', '--json'], alice)).stdout) as { jobs: { id: number }[] };
+    const jobs = JSON.parse((await ok(['job', 'list', '--namespace', 'org:acme', '--json'], alice)).stdout) as {
+      jobs: { id: number }[];
+    };
     const orgJob = jobs.jobs[0].id;
     const log = JSON.parse((await ok(['secret', 'access-log', '--job', String(orgJob), '--json'], admin)).stdout) as {
-      name: string; namespace: string; jobId: number; attempt: number; executorName: string;
+      name: string;
+      namespace: string;
+      jobId: number;
+      attempt: number;
+      executorName: string;
     }[];
     expect(log.map((e) => `${e.namespace}/${e.name}`).sort()).toEqual(['global/SHARED', 'org:acme/ORG_KEY']);
     expect(log[0]).toMatchObject({ jobId: orgJob, attempt: 1, executorName: 'accounts-exec' });
 
-    const table = await ok(['secret', 'access-log', '--namespace', 'user:alice', '--name', 'STDIN_KEY', '--limit', '1'], admin);
+    const table = await ok(
+      ['secret', 'access-log', '--namespace', 'user:alice', '--name', 'STDIN_KEY', '--limit', '1'],
+      admin,
+    );
     expect(table.stdout).toMatch(/^ACCESSED\s+NAME\s+NAMESPACE\s+JOB\s+ATTEMPT\s+EXECUTOR$/m);
     expect(table.stdout.trim().split('\n')).toHaveLength(2);
     expect(table.stdout).toMatch(/^\S+ ago\s+STDIN_KEY\s+user:alice\s+\d+\s+1\s+accounts-exec$/m);
 
     await fails(['secret', 'access-log'], alice);
-    expect((await fails(['secret', 'access-log', '--limit', 'lots'], admin)).stderr).toContain('--limit "lots" must be a positive whole number');
+    expect((await fails(['secret', 'access-log', '--limit', 'lots'], admin)).stderr).toContain(
+      '--limit "lots" must be a positive whole number',
+    );
   });
 
   it('tokens: list shows no values, and a revoked token stops working', async () => {
@@ -275,7 +328,10 @@ describe('users, organizations, tokens and secrets through the CLI', () => {
     expect(bobsTokens.stdout).toMatch(/^\S+\s+bob-laptop\s+bob\s/m);
     await fails(['token', 'list', '--user', 'bob'], alice);
 
-    const tokens = JSON.parse((await ok(['token', 'list', '--json'], alice)).stdout) as { id: number | string; name: string }[];
+    const tokens = JSON.parse((await ok(['token', 'list', '--json'], alice)).stdout) as {
+      id: number | string;
+      name: string;
+    }[];
     const id = String(tokens.find((t) => t.name === 'alice-ci')!.id);
     await fails(['token', 'revoke', id], bob);
     expect((await ok(['token', 'revoke', id], alice)).stdout).toBe(`revoked API token ${id}\n`);

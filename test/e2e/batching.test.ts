@@ -15,7 +15,12 @@ const EXECUTOR_AUTH = `token-executor ${EXECUTORS_TOKEN}`;
 
 /** A dequeue as a raw executor; waitMs 0 unless given. */
 function dequeue(url: string, body: Record<string, unknown>): Promise<HttpAnswer> {
-  return call(`${url}/api/executor/v1/dequeue`, 'POST', EXECUTOR_AUTH, { executorName: 'batch-raw', version: 'test', waitMs: 0, ...body });
+  return call(`${url}/api/executor/v1/dequeue`, 'POST', EXECUTOR_AUTH, {
+    executorName: 'batch-raw',
+    version: 'test',
+    waitMs: 0,
+    ...body,
+  });
 }
 
 /** Dequeues with maxJobs and expects jobs. */
@@ -41,7 +46,11 @@ function entry(out: string, extra: Partial<LogEntryUpdate> = {}): LogEntryUpdate
 
 /** A request body sent as it is, with its own Content-Type (YAML). */
 async function rawPost(url: string, route: string, contentType: string, text: string): Promise<HttpAnswer> {
-  const res = await fetch(`${url}${route}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': contentType }, body: text });
+  const res = await fetch(`${url}${route}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': contentType },
+    body: text,
+  });
   const body = await res.text();
   return { status: res.status, body: body ? JSON.parse(body) : undefined, headers: res.headers };
 }
@@ -77,7 +86,9 @@ describe.each(STORES)('batched calls on %s', (store) => {
 
   /** Submits `count` jobs to `queue` with the bulk route, in order. */
   async function submitMany(queue: string, count: number, extra: Record<string, unknown> = {}): Promise<JobRecord[]> {
-    const answer = await client.call('POST', '/jobs/batch', { jobs: Array.from({ length: count }, () => ({ queue, steps: [], ...extra })) });
+    const answer = await client.call('POST', '/jobs/batch', {
+      jobs: Array.from({ length: count }, () => ({ queue, steps: [], ...extra })),
+    });
     expect(answer.status, JSON.stringify(answer.body)).toBe(201);
     return answer.body.jobs;
   }
@@ -89,7 +100,13 @@ describe.each(STORES)('batched calls on %s', (store) => {
       const answer = await dequeue(url, { queues: [queue] });
       expect(answer.status).toBe(200);
       expect(answer.body).not.toHaveProperty('jobs');
-      expect(answer.body).toMatchObject({ id: first.id, attempt: 1, queue, namespace: 'user:admin', spec: { queue, steps: [] } });
+      expect(answer.body).toMatchObject({
+        id: first.id,
+        attempt: 1,
+        queue,
+        namespace: 'user:admin',
+        spec: { queue, steps: [] },
+      });
       expect(answer.body.token).toMatch(/^dhj_[0-9a-f]{48}$/);
       expect((await dequeue(url, { queues: [queue] })).body).toMatchObject({ id: second.id, attempt: 1 });
       const empty = await dequeue(url, { queues: [queue] });
@@ -117,7 +134,8 @@ describe.each(STORES)('batched calls on %s', (store) => {
         expect(attempts.map((a) => [a.attempt, a.executorName, a.outcome])).toEqual([[1, 'batch-raw', null]]);
       }
       // Each token is its own job's: it completes that job and no other.
-      for (const job of all) expect((await single(url, job.id, 'complete', job.token, {})).body).toEqual({ state: 'completed' });
+      for (const job of all)
+        expect((await single(url, job.id, 'complete', job.token, {})).body).toEqual({ state: 'completed' });
 
       const empty = await dequeue(url, { queues: [queue], maxJobs: 5 });
       expect(empty.status).toBe(204);
@@ -138,7 +156,9 @@ describe.each(STORES)('batched calls on %s', (store) => {
       const queue = freshQueue();
       const [job] = await submitMany(queue, 1, { maxAttempts: 2 });
       const [first] = await take(url, queue, 2);
-      expect((await single(url, job.id, 'error', first.token, { message: 'try again' })).body).toEqual({ state: 'queued' });
+      expect((await single(url, job.id, 'error', first.token, { message: 'try again' })).body).toEqual({
+        state: 'queued',
+      });
       // The dequeue waits out the retry backoff (200 ms here).
       const again = await dequeue(url, { queues: [queue], maxJobs: 2, waitMs: 15_000 });
       expect(again.status).toBe(200);
@@ -180,10 +200,12 @@ describe.each(STORES)('batched calls on %s', (store) => {
           { id: d.id, status: 200, state: 'canceled' },
         ],
       });
-      const outcomes = await Promise.all(submitted.map(async (j) => {
-        const { job, attempts } = await client.job(j.id);
-        return [job.state, job.numFailures, job.failureMessage, attempts.map((t) => [t.outcome, t.message])];
-      }));
+      const outcomes = await Promise.all(
+        submitted.map(async (j) => {
+          const { job, attempts } = await client.job(j.id);
+          return [job.state, job.numFailures, job.failureMessage, attempts.map((t) => [t.outcome, t.message])];
+        }),
+      );
       expect(outcomes).toEqual([
         ['completed', 0, null, [['completed', null]]],
         ['queued', 1, 'network hiccup', [['errored', 'network hiccup']]],
@@ -210,12 +232,20 @@ describe.each(STORES)('batched calls on %s', (store) => {
       expect(answer.status).toBe(200);
       const results = answer.body.items;
       expect(results.map((r: { id: number; status: number }) => [r.id, r.status])).toEqual([
-        [a.id, 200], [b.id, 401], [b.id, 403], [done.id, 409], [done.id, 409], [c.id, 200],
+        [a.id, 200],
+        [b.id, 401],
+        [b.id, 403],
+        [done.id, 409],
+        [done.id, 409],
+        [c.id, 200],
       ]);
       expect(results[0]).toEqual({ id: a.id, status: 200, entries: [{ index: 0, length: 15 }] });
       expect(results[1].error).toMatch(/^invalid job token/);
       expect(results[2].error).toBe(`this job token belongs to job ${c.id}, not job ${b.id}`);
-      expect(results[3]).toMatchObject({ code: 'stale_attempt', error: `attempt 1 of job ${done.id} is no longer current (job is completed); stop working on it` });
+      expect(results[3]).toMatchObject({
+        code: 'stale_attempt',
+        error: `attempt 1 of job ${done.id} is no longer current (job is completed); stop working on it`,
+      });
       expect(results[4].code).toBe('stale_attempt');
       expect(results[5]).toEqual({ id: c.id, status: 200, state: 'completed' });
 
@@ -226,8 +256,9 @@ describe.each(STORES)('batched calls on %s', (store) => {
         await single(url, done.id, 'logs', done.token, { entries: [entry('stdout: too late\n')] }),
         await single(url, done.id, 'fail', done.token, { message: 'changed my mind' }),
       ];
-      expect(alone.map((r) => ({ status: r.status, error: r.body.error, ...(r.body.code ? { code: r.body.code } : {}) })))
-        .toEqual(results.slice(1, 5).map(({ id: _id, ...rest }: { id: number }) => rest));
+      expect(
+        alone.map((r) => ({ status: r.status, error: r.body.error, ...(r.body.code ? { code: r.body.code } : {}) })),
+      ).toEqual(results.slice(1, 5).map(({ id: _id, ...rest }: { id: number }) => rest));
 
       // The refused items changed nothing; the others were applied.
       expect((await client.job(a.id)).job.state).toBe('processing');
@@ -238,7 +269,7 @@ describe.each(STORES)('batched calls on %s', (store) => {
       expect((await client.logs(done.id)).entries).toEqual([]);
     });
 
-    it('stores an item\'s logs before its report: the entry is there with its exit code', async () => {
+    it("stores an item's logs before its report: the entry is there with its exit code", async () => {
       const queue = freshQueue();
       await submitMany(queue, 2);
       const [job, other] = await take(url, queue, 2);
@@ -246,10 +277,29 @@ describe.each(STORES)('batched calls on %s', (store) => {
       const answer = await batch(url, {
         items: [
           {
-            id: job.id, token: job.token,
+            id: job.id,
+            token: job.token,
             logs: [
-              { index: 0, key: 'setup.files', command: ['write', '0 file(s)'], startTime, offset: 0, out: '', exitCode: 0, durationMs: 1 },
-              { index: 1, key: 'step.build', command: ['/bin/sh', '-e', 'build.sh'], startTime, offset: 0, out: 'stdout: built\nstderr: warned\n', exitCode: 3, durationMs: 42 },
+              {
+                index: 0,
+                key: 'setup.files',
+                command: ['write', '0 file(s)'],
+                startTime,
+                offset: 0,
+                out: '',
+                exitCode: 0,
+                durationMs: 1,
+              },
+              {
+                index: 1,
+                key: 'step.build',
+                command: ['/bin/sh', '-e', 'build.sh'],
+                startTime,
+                offset: 0,
+                out: 'stdout: built\nstderr: warned\n',
+                exitCode: 3,
+                durationMs: 42,
+              },
             ],
             report: { kind: 'fail', message: 'step build failed with exit code 3' },
           },
@@ -259,19 +309,39 @@ describe.each(STORES)('batched calls on %s', (store) => {
       });
       expect(answer.body).toEqual({
         items: [
-          { id: job.id, status: 200, entries: [{ index: 0, length: 0 }, { index: 1, length: 29 }], state: 'failed' },
+          {
+            id: job.id,
+            status: 200,
+            entries: [
+              { index: 0, length: 0 },
+              { index: 1, length: 29 },
+            ],
+            state: 'failed',
+          },
           { id: other.id, status: 200, entries: [{ index: 0, length: 17 }] },
         ],
       });
       const { entries } = await client.logs(job.id);
       expect(entries).toEqual([
         expect.objectContaining({ index: 0, key: 'setup.files', exitCode: 0, durationMs: 1, out: '' }),
-        expect.objectContaining({ index: 1, key: 'step.build', command: ['/bin/sh', '-e', 'build.sh'], exitCode: 3, durationMs: 42, out: 'stdout: built\nstderr: warned\n' }),
+        expect.objectContaining({
+          index: 1,
+          key: 'step.build',
+          command: ['/bin/sh', '-e', 'build.sh'],
+          exitCode: 3,
+          durationMs: 42,
+          out: 'stdout: built\nstderr: warned\n',
+        }),
       ]);
-      expect((await client.job(job.id)).job).toMatchObject({ state: 'failed', failureMessage: 'step build failed with exit code 3' });
+      expect((await client.job(job.id)).job).toMatchObject({
+        state: 'failed',
+        failureMessage: 'step build failed with exit code 3',
+      });
       expect((await client.job(other.id)).job.state).toBe('processing');
       // An item with a report after its logs were refused: neither is applied.
-      const late = await batch(url, { items: [{ id: job.id, token: job.token, logs: [entry('x\n', { index: 2 })], report: { kind: 'complete' } }] });
+      const late = await batch(url, {
+        items: [{ id: job.id, token: job.token, logs: [entry('x\n', { index: 2 })], report: { kind: 'complete' } }],
+      });
       expect(late.body.items[0]).toMatchObject({ status: 409, code: 'stale_attempt' });
       expect((await client.job(job.id)).job.state).toBe('failed');
     });
@@ -294,7 +364,13 @@ describe.each(STORES)('batched calls on %s', (store) => {
         ],
       });
       expect(answer.status).toBe(200);
-      expect(answer.body.items.map((r: { id: number; status: number; code?: string; state?: string }) => [r.id, r.status, r.state ?? r.code ?? null])).toEqual([
+      expect(
+        answer.body.items.map((r: { id: number; status: number; code?: string; state?: string }) => [
+          r.id,
+          r.status,
+          r.state ?? r.code ?? null,
+        ]),
+      ).toEqual([
         [job.id, 200, null],
         [other.id, 200, 'completed'],
         [job.id, 200, null],
@@ -323,7 +399,11 @@ describe.each(STORES)('batched calls on %s', (store) => {
         ['error without message', { items: [good, { ...good, report: { kind: 'error' } }] }, 'items[1].report.message'],
         ['no token', { items: [good, { id: job.id, report: { kind: 'complete' } }] }, 'items[1].token'],
         ['bad id', { items: [{ ...good, id: 0 }] }, 'items[0].id'],
-        ['bad log entry', { items: [good, { ...good, logs: [entry('x', { offset: -1 })] }] }, 'items[1].logs[0].offset'],
+        [
+          'bad log entry',
+          { items: [good, { ...good, logs: [entry('x', { offset: -1 })] }] },
+          'items[1].logs[0].offset',
+        ],
         ['more than 500 items', { items: Array.from({ length: 501 }, () => good) }, 'items'],
       ];
       for (const [name, body, field] of cases) {
@@ -336,7 +416,9 @@ describe.each(STORES)('batched calls on %s', (store) => {
       // 500 items is the most, and fine (the same job's report, then 499 repeats of it).
       const most = await batch(url, { items: Array.from({ length: 500 }, () => good) });
       expect(most.status).toBe(200);
-      expect(new Set(most.body.items.map((r: { status: number; state: string }) => `${r.status} ${r.state}`))).toEqual(new Set(['200 completed']));
+      expect(new Set(most.body.items.map((r: { status: number; state: string }) => `${r.status} ${r.state}`))).toEqual(
+        new Set(['200 completed']),
+      );
     });
 
     it('needs the executor token', async () => {
@@ -344,7 +426,13 @@ describe.each(STORES)('batched calls on %s', (store) => {
       await submitMany(queue, 1);
       const [job] = await take(url, queue, 1);
       const body = { items: [{ id: job.id, token: job.token, report: { kind: 'complete' } }] };
-      for (const auth of [null, `Bearer ${job.token}`, `Bearer ${ADMIN_TOKEN}`, `token-executor ${job.token}`, 'token-executor wrong-executors-token-0123456789']) {
+      for (const auth of [
+        null,
+        `Bearer ${job.token}`,
+        `Bearer ${ADMIN_TOKEN}`,
+        `token-executor ${job.token}`,
+        'token-executor wrong-executors-token-0123456789',
+      ]) {
         const answer = await batch(url, body, auth);
         expect(answer.status, String(auth)).toBe(401);
         expect(answer.body.error).toMatch(/token-executor/);
@@ -360,7 +448,12 @@ describe.each(STORES)('batched calls on %s', (store) => {
       await client.addOrg(`${store}-acme`);
       const specs = [
         { queue: q1, steps: [{ run: 'echo one' }] },
-        { queue: q2, namespace: 'global', steps: [{ key: 'build', run: 'make' }, { run: 'make test' }], maxAttempts: 5 },
+        {
+          queue: q2,
+          namespace: 'global',
+          steps: [{ key: 'build', run: 'make' }, { run: 'make test' }],
+          maxAttempts: 5,
+        },
         { queue: q1, namespace: `org:${store}-acme`, steps: [], maxRuntime: '5m', files: { 'a.txt': 'hi' } },
       ];
       const answer = await client.call('POST', '/jobs/batch', { jobs: specs });
@@ -391,9 +484,24 @@ describe.each(STORES)('batched calls on %s', (store) => {
       const cases: [string, TestClient, unknown[], number, string][] = [
         ['an invalid spec', client, [ok, ok, { queue, steps: [{ run: '' }] }], 400, 'jobs[2].steps[0].run'],
         ['an unknown field', client, [ok, { ...ok, stpes: [] }], 400, 'jobs[1].stpes'],
-        ['a namespace that does not exist', client, [ok, { ...ok, namespace: 'org:nowhere' }], 400, 'jobs[1].namespace'],
+        [
+          'a namespace that does not exist',
+          client,
+          [ok, { ...ok, namespace: 'org:nowhere' }],
+          400,
+          'jobs[1].namespace',
+        ],
         ['a namespace that is not theirs', bob, [ok, ok, { ...ok, namespace: 'global' }], 403, 'jobs[2].namespace'],
-        ['a secret that does not exist', client, [{ ...ok, secrets: [] }, { ...ok, secrets: ['NO_SUCH_SECRET'] }], 400, 'jobs[1].secrets[0]'],
+        [
+          'a secret that does not exist',
+          client,
+          [
+            { ...ok, secrets: [] },
+            { ...ok, secrets: ['NO_SUCH_SECRET'] },
+          ],
+          400,
+          'jobs[1].secrets[0]',
+        ],
       ];
       for (const [name, who, jobs, status, field] of cases) {
         const answer = await who.call('POST', '/jobs/batch', { jobs });
@@ -403,11 +511,20 @@ describe.each(STORES)('batched calls on %s', (store) => {
       }
       // More than an executor of the queue allows one job.
       const heartbeat = await call(`${url}/api/executor/v1/heartbeat`, 'POST', EXECUTOR_AUTH, {
-        executorName: `${store}-small`, hostname: 'h', os: 'linux', arch: 'x64', version: 'test', runtime: 'docker', queues: [queue],
-        resources: { cpus: 2, memoryBytes: 1 << 30 }, jobs: [],
+        executorName: `${store}-small`,
+        hostname: 'h',
+        os: 'linux',
+        arch: 'x64',
+        version: 'test',
+        runtime: 'docker',
+        queues: [queue],
+        resources: { cpus: 2, memoryBytes: 1 << 30 },
+        jobs: [],
       });
       expect(heartbeat.status).toBe(200);
-      const big = await client.call('POST', '/jobs/batch', { jobs: [ok, { ...ok, resources: { cpus: 1 } }, { ...ok, resources: { cpus: 8 } }] });
+      const big = await client.call('POST', '/jobs/batch', {
+        jobs: [ok, { ...ok, resources: { cpus: 1 } }, { ...ok, resources: { cpus: 8 } }],
+      });
       expect(big.status).toBe(400);
       expect(fields(big.body)).toEqual(['jobs[2].resources.cpus']);
 
@@ -417,22 +534,32 @@ describe.each(STORES)('batched calls on %s', (store) => {
 
     it('takes at most 1000 jobs, and says so', async () => {
       const queue = freshQueue();
-      const tooMany = await client.call('POST', '/jobs/batch', { jobs: Array.from({ length: 1001 }, () => ({ queue, steps: [] })) });
+      const tooMany = await client.call('POST', '/jobs/batch', {
+        jobs: Array.from({ length: 1001 }, () => ({ queue, steps: [] })),
+      });
       expect(tooMany.status).toBe(400);
       expect(tooMany.body.error).toBe('invalid job batch');
-      expect(tooMany.body.issues).toEqual([{ field: 'jobs', message: 'at most 1000 jobs per request; send more requests' }]);
+      expect(tooMany.body.issues).toEqual([
+        { field: 'jobs', message: 'at most 1000 jobs per request; send more requests' },
+      ]);
       const none = await client.call('POST', '/jobs/batch', { jobs: [] });
       expect(none.status).toBe(400);
       expect(none.body.issues).toEqual([{ field: 'jobs', message: 'name at least one job' }]);
       expect((await client.call('POST', '/jobs/batch', { job: [{ queue, steps: [] }] })).status).toBe(400);
       expect((await client.call('GET', `/jobs?queue=${queue}`)).body.jobs).toEqual([]);
 
-      const most = await client.call('POST', '/jobs/batch', { jobs: Array.from({ length: 1000 }, (_, i) => ({ queue, steps: [{ key: `s${i}`, run: 'true' }] })) });
+      const most = await client.call('POST', '/jobs/batch', {
+        jobs: Array.from({ length: 1000 }, (_, i) => ({ queue, steps: [{ key: `s${i}`, run: 'true' }] })),
+      });
       expect(most.status).toBe(201);
-      expect(most.body.jobs.map((j: JobRecord) => j.spec.steps[0].key)).toEqual(Array.from({ length: 1000 }, (_, i) => `s${i}`));
+      expect(most.body.jobs.map((j: JobRecord) => j.spec.steps[0].key)).toEqual(
+        Array.from({ length: 1000 }, (_, i) => `s${i}`),
+      );
       const ids = most.body.jobs.map((j: JobRecord) => j.id);
       expect(ids).toEqual([...ids].sort((x, y) => x - y));
-      expect((await client.call('GET', '/queues')).body.queues).toContainEqual(expect.objectContaining({ queue, queued: 1000 }));
+      expect((await client.call('GET', '/queues')).body.queues).toContainEqual(
+        expect.objectContaining({ queue, queued: 1000 }),
+      );
     });
 
     it('accepts YAML, as the single submit does', async () => {
@@ -440,8 +567,16 @@ describe.each(STORES)('batched calls on %s', (store) => {
       const yaml = `jobs:\n  - queue: ${queue}\n    steps:\n      - run: echo one\n  - queue: ${queue}\n    maxAttempts: 1\n    steps: []\n`;
       const answer = await rawPost(url, '/api/v1/jobs/batch', 'application/yaml', yaml);
       expect(answer.status, JSON.stringify(answer.body)).toBe(201);
-      expect(answer.body.jobs.map((j: JobRecord) => [j.queue, j.maxAttempts, j.spec.steps.length])).toEqual([[queue, 3, 1], [queue, 1, 0]]);
-      const bad = await rawPost(url, '/api/v1/jobs/batch', 'text/yaml', `jobs:\n  - queue: ${queue}\n    steps: [{run: ''}]\n`);
+      expect(answer.body.jobs.map((j: JobRecord) => [j.queue, j.maxAttempts, j.spec.steps.length])).toEqual([
+        [queue, 3, 1],
+        [queue, 1, 0],
+      ]);
+      const bad = await rawPost(
+        url,
+        '/api/v1/jobs/batch',
+        'text/yaml',
+        `jobs:\n  - queue: ${queue}\n    steps: [{run: ''}]\n`,
+      );
       expect(bad.status).toBe(400);
       expect(fields(bad.body)).toEqual(['jobs[0].steps[0].run']);
     });
@@ -474,20 +609,28 @@ async function protocolProxy(target: string, old: boolean) {
         }
         if (old && route === '/api/executor/v1/jobs/batch') {
           await new Promise((r) => setTimeout(r, 500));
-          res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: `no route POST ${req.url}` }));
+          res
+            .writeHead(404, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ error: `no route POST ${req.url}` }));
           return;
         }
         try {
           const headers: Record<string, string> = {};
           if (req.headers.authorization) headers.authorization = req.headers.authorization;
           if (req.headers['content-type']) headers['content-type'] = req.headers['content-type'];
-          const answer = await fetch(`${target}${req.url}`, { method: req.method, headers, body: req.method === 'GET' ? undefined : body });
+          const answer = await fetch(`${target}${req.url}`, {
+            method: req.method,
+            headers,
+            body: req.method === 'GET' ? undefined : body,
+          });
           const text = await answer.text();
           if (route === '/api/executor/v1/dequeue' && answer.status === 200) {
             const parsed = JSON.parse(text);
             dequeued.push(parsed.jobs ? parsed.jobs.length : 1);
           }
-          res.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' }).end(text);
+          res
+            .writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/json' })
+            .end(text);
         } catch {
           res.destroy();
         }
@@ -524,13 +667,19 @@ describe('a real executor', () => {
 
   it('runs 200 jobs submitted in one request, each exactly once, taking several per dequeue and reporting in batches', async () => {
     const queue = 'bulk-200';
-    const answer = await client.call('POST', '/jobs/batch', { jobs: Array.from({ length: 200 }, () => ({ queue, steps: [] })) });
+    const answer = await client.call('POST', '/jobs/batch', {
+      jobs: Array.from({ length: 200 }, () => ({ queue, steps: [] })),
+    });
     expect(answer.status).toBe(201);
     const ids: number[] = answer.body.jobs.map((j: JobRecord) => j.id);
     const proxy = await protocolProxy(server.url, false);
     stops.push(() => proxy.close());
     // Submitted before the executor starts, so its first dequeue finds a backlog.
-    const executor = await startExecutor(proxy.url, { name: 'batching-exec', queues: [queue], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '8' } });
+    const executor = await startExecutor(proxy.url, {
+      name: 'batching-exec',
+      queues: [queue],
+      env: { EXECUTOR_MAXIMUM_NUM_JOBS: '8' },
+    });
     stops.push(() => executor.stop());
 
     await until(
@@ -538,7 +687,10 @@ describe('a real executor', () => {
       async () => (await client.call('GET', `/jobs?queue=${queue}&state=completed&limit=500`)).body.jobs.length === 200,
       90_000,
       250,
-      () => (executor.proc.child.exitCode !== null ? `the executor exited:\n${executor.proc.output.slice(-3000)}` : undefined),
+      () =>
+        executor.proc.child.exitCode !== null
+          ? `the executor exited:\n${executor.proc.output.slice(-3000)}`
+          : undefined,
     );
     for (const id of ids) {
       const { job, attempts } = await client.job(id);
@@ -551,7 +703,8 @@ describe('a real executor', () => {
     expect(proxy.dequeued.reduce((a, b) => a + b, 0)).toBe(200);
     expect(proxy.count('/api/executor/v1/jobs/batch')).toBeGreaterThan(0);
     expect(proxy.count('/api/executor/v1/jobs/batch')).toBeLessThanOrEqual(400);
-    for (const kind of ['complete', 'error', 'fail', 'logs']) expect(proxy.count(`/api/executor/v1/jobs/{id}/${kind}`), kind).toBe(0);
+    for (const kind of ['complete', 'error', 'fail', 'logs'])
+      expect(proxy.count(`/api/executor/v1/jobs/{id}/${kind}`), kind).toBe(0);
     expect(executor.proc.output).not.toMatch(/"level":(50|60)/);
   });
 
@@ -559,10 +712,17 @@ describe('a real executor', () => {
     const queue = 'old-server';
     const proxy = await protocolProxy(server.url, true);
     stops.push(() => proxy.close());
-    const executor = await startExecutor(proxy.url, { name: 'batching-old', queues: [queue], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '4' } });
+    const executor = await startExecutor(proxy.url, {
+      name: 'batching-old',
+      queues: [queue],
+      env: { EXECUTOR_MAXIMUM_NUM_JOBS: '4' },
+    });
     stops.push(() => executor.stop());
     const answer = await client.call('POST', '/jobs/batch', {
-      jobs: Array.from({ length: 12 }, (_, i) => ({ queue, steps: [{ key: 'hello', run: `echo "hello ${i} from $DOCKHAND_JOB_ID"` }] })),
+      jobs: Array.from({ length: 12 }, (_, i) => ({
+        queue,
+        steps: [{ key: 'hello', run: `echo "hello ${i} from $DOCKHAND_JOB_ID"` }],
+      })),
     });
     expect(answer.status).toBe(201);
     const jobs: JobRecord[] = answer.body.jobs;
@@ -571,7 +731,9 @@ describe('a real executor', () => {
       const { attempts } = await client.job(job.id);
       expect(attempts.map((a) => [a.executorName, a.outcome])).toEqual([['batching-old', 'completed']]);
       const { entries } = await client.logs(job.id);
-      expect(entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([['step.hello', 0, `stdout: hello ${i} from ${job.id}\n`]]);
+      expect(entries.map((e) => [e.key, e.exitCode, e.out])).toEqual([
+        ['step.hello', 0, `stdout: hello ${i} from ${job.id}\n`],
+      ]);
     }
     expect(proxy.maxJobsAsked.every((n) => n >= 1 && n <= 4)).toBe(true);
     expect(proxy.dequeued.every((n) => n === 1)).toBe(true);

@@ -3,7 +3,19 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DOCKER_TEST_IMAGE } from '../support/docker.js';
-import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, startExecutor, startServer, tempDir, type ExecutorHandle, type ServerHandle, runCli, type CliResult } from '../support/processes.js';
+import {
+  ADMIN_TOKEN,
+  CLI,
+  EXECUTORS_TOKEN,
+  Proc,
+  startExecutor,
+  startServer,
+  tempDir,
+  type ExecutorHandle,
+  type ServerHandle,
+  runCli,
+  type CliResult,
+} from '../support/processes.js';
 
 describe('dockhand CLI against a server', () => {
   let server: ServerHandle;
@@ -34,7 +46,10 @@ describe('dockhand CLI against a server', () => {
   it('submits with --follow: logs stream live and the exit code tells the outcome', async () => {
     const gate = path.join(dir, 'gate');
     const spec = path.join(dir, 'gated.yaml');
-    writeFileSync(spec, `queue: default\nsteps:\n  - key: wait\n    run: |\n      echo first\n      while [ ! -f ${gate} ]; do sleep 0.05; done\n      echo second\n`);
+    writeFileSync(
+      spec,
+      `queue: default\nsteps:\n  - key: wait\n    run: |\n      echo first\n      while [ ! -f ${gate} ]; do sleep 0.05; done\n      echo second\n`,
+    );
     const follow = new Proc(['job', 'submit', spec, '--follow'], env, 'cli-follow');
     await follow.waitFor(/first/);
     expect(follow.output).not.toContain('second');
@@ -67,8 +82,12 @@ describe('dockhand CLI against a server', () => {
     // job show gives the reason with the message, and per attempt.
     const failedId = /submitted job (\d+)/.exec(failed.stderr)![1];
     const shown = await runCli(['job', 'show', failedId], env);
-    expect(shown.stdout).toContain('reason:     script_failure (a step exited with a non-zero code)\nmessage:    step step-1 failed with exit code 7\n');
-    expect(shown.stdout).toMatch(/#1 on cli-exec: failed \(\S+\) \[script_failure\] step step-1 failed with exit code 7$/m);
+    expect(shown.stdout).toContain(
+      'reason:     script_failure (a step exited with a non-zero code)\nmessage:    step step-1 failed with exit code 7\n',
+    );
+    expect(shown.stdout).toMatch(
+      /#1 on cli-exec: failed \(\S+\) \[script_failure\] step step-1 failed with exit code 7$/m,
+    );
     const shownJson = JSON.parse((await runCli(['job', 'show', failedId, '--json'], env)).stdout);
     expect(shownJson.job.failureReason).toBe('script_failure');
     expect(shownJson.attempts[0].failureReason).toBe('script_failure');
@@ -106,7 +125,9 @@ describe('dockhand CLI against a server', () => {
     expect(await follow.exit()).toBe(2);
     const shown = JSON.parse((await runCli(['job', 'show', String(submitted.id), '--json'], env)).stdout);
     expect(shown.job).toMatchObject({ state: 'canceled', failureReason: 'canceled' });
-    expect((await runCli(['job', 'show', String(submitted.id)], env)).stdout).toContain('reason:     canceled (a user canceled the job)\n');
+    expect((await runCli(['job', 'show', String(submitted.id)], env)).stdout).toContain(
+      'reason:     canceled (a user canceled the job)\n',
+    );
 
     const logs = await runCli(['job', 'logs', String(submitted.id)], env);
     expect(logs.stdout).toBe('napping\n');
@@ -136,7 +157,14 @@ describe('dockhand CLI against a server', () => {
   });
 
   it('lists queues with the jobs done and failed in the last hour', async () => {
-    type Row = { queue: string; queued: number; processing: number; oldestQueuedAt: number | null; completedLastHour: number; failedLastHour: number };
+    type Row = {
+      queue: string;
+      queued: number;
+      processing: number;
+      oldestQueuedAt: number | null;
+      completedLastHour: number;
+      failedLastHour: number;
+    };
     const stats = async (): Promise<Row | undefined> =>
       (JSON.parse((await runCli(['queues', '--json'], env)).stdout) as Row[]).find((q) => q.queue === 'default');
     const before = (await stats()) ?? { completedLastHour: 0, failedLastHour: 0 };
@@ -148,10 +176,15 @@ describe('dockhand CLI against a server', () => {
     expect((await runCli(['job', 'submit', bad, '--follow'], env)).code).toBe(1);
 
     const after = (await stats())!;
-    expect(after).toMatchObject({ completedLastHour: before.completedLastHour + 1, failedLastHour: before.failedLastHour + 1 });
+    expect(after).toMatchObject({
+      completedLastHour: before.completedLastHour + 1,
+      failedLastHour: before.failedLastHour + 1,
+    });
     const table = (await runCli(['queues'], env)).stdout;
     expect(table).toMatch(/^QUEUE\s+QUEUED\s+RUNNING\s+OLDEST QUEUED\s+DONE 1H\s+FAILED 1H$/m);
-    expect(table).toMatch(new RegExp(`^default\\s+\\d+\\s+\\d+\\s+.+?\\s+${after.completedLastHour}\\s+${after.failedLastHour}$`, 'm'));
+    expect(table).toMatch(
+      new RegExp(`^default\\s+\\d+\\s+\\d+\\s+.+?\\s+${after.completedLastHour}\\s+${after.failedLastHour}$`, 'm'),
+    );
   });
 
   it('shows whether each executor suits the server', async () => {
@@ -159,7 +192,16 @@ describe('dockhand CLI against a server', () => {
       fetch(`${server.url}/api/executor/v1/heartbeat`, {
         method: 'POST',
         headers: { authorization: `token-executor ${EXECUTORS_TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ executorName, hostname: 'h', os: 'linux', arch: 'x64', version, runtime: 'shell', queues: ['fake'], jobs: [] }),
+        body: JSON.stringify({
+          executorName,
+          hostname: 'h',
+          os: 'linux',
+          arch: 'x64',
+          version,
+          runtime: 'shell',
+          queues: ['fake'],
+          jobs: [],
+        }),
       });
     expect((await beat('from-the-future', '99.0.0')).status).toBe(200);
     expect((await beat('dev-build', '0.0.0-dev')).status).toBe(200);
@@ -167,7 +209,10 @@ describe('dockhand CLI against a server', () => {
     const { stdout } = await runCli(['executors'], env);
     expect(stdout).toMatch(/^from-the-future\s.*\s99\.0\.0\s.*\syes\s+AHEAD \(server \d+\.\d+\.\d+\S*\)$/m);
     expect(stdout).toMatch(/^dev-build\s.*\syes\s+-$/m);
-    const json = JSON.parse((await runCli(['executors', '--json'], env)).stdout) as { name: string; compatibility: string | null }[];
+    const json = JSON.parse((await runCli(['executors', '--json'], env)).stdout) as {
+      name: string;
+      compatibility: string | null;
+    }[];
     expect(json.find((e) => e.name === 'from-the-future')?.compatibility).toBe('version_ahead');
     expect(json.find((e) => e.name === 'dev-build')?.compatibility).toBeNull();
   });
@@ -181,21 +226,34 @@ describe('starting Dockhand', () => {
     expect(missing.stderr).toContain('openssl rand -hex 32');
     const short = await runCli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: 'short' });
     expect(short.stderr).toContain('only 5 characters');
-    const badDatabase = await runCli(['server', '--port', '0'], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_DATABASE_URL: 'mysql://app:hunter2@db/app' });
+    const badDatabase = await runCli(['server', '--port', '0'], {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_DATABASE_URL: 'mysql://app:hunter2@db/app',
+    });
     expect(badDatabase.code).toBe(2);
-    expect(badDatabase.stderr).toContain('DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE');
+    expect(badDatabase.stderr).toContain(
+      'DOCKHAND_DATABASE_URL must be a PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE',
+    );
     expect(badDatabase.stderr).not.toContain('hunter2');
   });
 
   it('server prints an admin token once, on the first start only', async () => {
     const dataDir = await tempDir('bootstrap');
-    const first = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-1');
+    const first = new Proc(
+      ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir],
+      { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' },
+      'bootstrap-1',
+    );
     const [, token] = await first.waitFor(/Admin API token[^\n]*\n\n\s+(dha_\w+)/);
     const url = (await first.waitFor(/listening on (\S+)/))[1];
     const list = await runCli(['job', 'list'], { DOCKHAND_URL: url, DOCKHAND_TOKEN: token });
     expect(list.code).toBe(0);
     await first.stop();
-    const second = new Proc(['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir], { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' }, 'bootstrap-2');
+    const second = new Proc(
+      ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir],
+      { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: '' },
+      'bootstrap-2',
+    );
     await second.waitFor(/listening on/);
     await new Promise((r) => setTimeout(r, 200));
     expect(second.output).not.toContain('Admin API token');
@@ -203,23 +261,57 @@ describe('starting Dockhand', () => {
   });
 
   it('executor refuses a bad configuration with a message naming the variable', async () => {
-    const noUrl = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: '', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q' });
+    const noUrl = await runCli(['executor'], {
+      EXECUTOR_FRONTEND_URL: '',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: 'q',
+    });
     expect(noUrl.stderr).toContain('EXECUTOR_FRONTEND_URL');
-    const noQueue = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: '', EXECUTOR_QUEUE_NAMES: '' });
+    const noQueue = await runCli(['executor'], {
+      EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: '',
+      EXECUTOR_QUEUE_NAMES: '',
+    });
     expect(noQueue.stderr).toContain('EXECUTOR_QUEUE_NAME');
-    const badJobs = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_MAXIMUM_NUM_JOBS: 'many' });
+    const badJobs = await runCli(['executor'], {
+      EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: 'q',
+      EXECUTOR_MAXIMUM_NUM_JOBS: 'many',
+    });
     expect(badJobs.stderr).toContain('EXECUTOR_MAXIMUM_NUM_JOBS="many" must be a whole number');
-    const badRuntime = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'magic' });
+    const badRuntime = await runCli(['executor'], {
+      EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: 'q',
+      EXECUTOR_RUNTIME: 'magic',
+    });
     expect(badRuntime.stderr).toContain('EXECUTOR_RUNTIME must be one of: shell, docker');
-    const slowBeat = await runCli(['executor'], { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_HEARTBEAT_INTERVAL: '60s' });
+    const slowBeat = await runCli(['executor'], {
+      EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: 'q',
+      EXECUTOR_HEARTBEAT_INTERVAL: '60s',
+    });
     expect(slowBeat.stderr).toContain('EXECUTOR_HEARTBEAT_INTERVAL="60s" must be from 100ms to 20s');
-    const base = { EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1', EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, EXECUTOR_QUEUE_NAME: 'q', EXECUTOR_RUNTIME: 'docker' };
+    const base = {
+      EXECUTOR_FRONTEND_URL: 'http://127.0.0.1:1',
+      EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+      EXECUTOR_QUEUE_NAME: 'q',
+      EXECUTOR_RUNTIME: 'docker',
+    };
     const badCpus = await runCli(['executor'], { ...base, EXECUTOR_JOB_NUM_CPUS: '-1' });
     expect(badCpus.stderr).toContain('EXECUTOR_JOB_NUM_CPUS="-1" must be a number from 0 to 1024');
     const badNetwork = await runCli(['executor'], { ...base, EXECUTOR_DOCKER_NETWORK: 'host' });
-    expect(badNetwork.stderr).toContain('EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"');
+    expect(badNetwork.stderr).toContain(
+      'EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"',
+    );
     // Registry credentials are named, never repeated, when they are wrong.
-    const badAuth = await runCli(['executor'], { ...base, EXECUTOR_DOCKER_AUTH_CONFIG: '{"auths": {"r.example.com": {"pasword": "hunter2"}}}' });
+    const badAuth = await runCli(['executor'], {
+      ...base,
+      EXECUTOR_DOCKER_AUTH_CONFIG: '{"auths": {"r.example.com": {"pasword": "hunter2"}}}',
+    });
     expect(badAuth.stderr).toContain('EXECUTOR_DOCKER_AUTH_CONFIG auths.r.example.com: needs "auth"');
     expect(badAuth.stderr).not.toContain('hunter2');
     expect(badAuth.code).not.toBe(0);
@@ -228,8 +320,15 @@ describe('starting Dockhand', () => {
   it('`dockhand up` runs a server and a local executor; the CLI on the machine just works', async () => {
     const home = await tempDir('up-home');
     const upEnv = {
-      HOME: home, XDG_CONFIG_HOME: '', XDG_DATA_HOME: '', DOCKHAND_URL: '', DOCKHAND_TOKEN: '', DOCKHAND_EXECUTORS_ACCESS_TOKEN: '', DOCKHAND_DATA_DIR: '',
-      EXECUTOR_RUNTIME: '', EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
+      HOME: home,
+      XDG_CONFIG_HOME: '',
+      XDG_DATA_HOME: '',
+      DOCKHAND_URL: '',
+      DOCKHAND_TOKEN: '',
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: '',
+      DOCKHAND_DATA_DIR: '',
+      EXECUTOR_RUNTIME: '',
+      EXECUTOR_DOCKER_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
     };
     const up = new Proc(['up', '--port', '0'], upEnv, 'up');
     try {
@@ -244,7 +343,12 @@ describe('starting Dockhand', () => {
       const executors = JSON.parse((await runCli(['executors', '--json'], upEnv)).stdout);
       expect(executors).toHaveLength(1);
       // The docker runtime enforces per-job limits and says so: 4 CPUs capped at this host's, 12 GiB, a 20 GiB disk.
-      expect(executors[0]).toMatchObject({ runtime: 'docker', jobCpus: expect.any(Number), jobMemoryBytes: 12 * 2 ** 30, jobDiskBytes: 20 * 2 ** 30 });
+      expect(executors[0]).toMatchObject({
+        runtime: 'docker',
+        jobCpus: expect.any(Number),
+        jobMemoryBytes: 12 * 2 ** 30,
+        jobDiskBytes: 20 * 2 ** 30,
+      });
       expect((await runCli(['executors'], upEnv)).stdout).toMatch(/PER JOB[\s\S]*docker\s+\d+ CPUs, 12Gi, 20Gi disk\s/);
       expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     } finally {
@@ -252,10 +356,16 @@ describe('starting Dockhand', () => {
       expect(await up.exit()).toBe(0);
     }
     // A second start keeps the data and mints a new token the CLI picks up; without an engine it says it uses shell.
-    const again = new Proc(['up', '--port', '0'], { ...upEnv, DOCKER_HOST: `unix://${home}/no-docker.sock` }, 'up-again');
+    const again = new Proc(
+      ['up', '--port', '0'],
+      { ...upEnv, DOCKER_HOST: `unix://${home}/no-docker.sock` },
+      'up-again',
+    );
     try {
       await again.waitFor(/Dockhand is up/);
-      expect(again.output).toMatch(/runtime: {3}shell: no usable Docker engine \(the Docker engine at unix:\/\/.*no-docker\.sock is not reachable/);
+      expect(again.output).toMatch(
+        /runtime: {3}shell: no usable Docker engine \(the Docker engine at unix:\/\/.*no-docker\.sock is not reachable/,
+      );
       expect(again.output).toMatch(/NO isolation/);
       const list = JSON.parse((await runCli(['job', 'list', '--json'], upEnv)).stdout);
       expect(list.jobs.map((j: { state: string }) => j.state)).toEqual(['completed']);
@@ -265,4 +375,3 @@ describe('starting Dockhand', () => {
     }
   });
 });
-

@@ -6,13 +6,22 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateKey, writeKeyFile } from '../../src/server/secrets/keyring.js';
 import { TestClient } from '../support/api.js';
-import { EXECUTORS_TOKEN, startExecutor, startServer, type ExecutorHandle, type ServerHandle, runCli } from '../support/processes.js';
+import {
+  EXECUTORS_TOKEN,
+  startExecutor,
+  startServer,
+  type ExecutorHandle,
+  type ServerHandle,
+  runCli,
+} from '../support/processes.js';
 
 const VALUE = 'rotate-me-please-0123456789';
 
 /** Every byte the server keeps in its data directory (database, WAL, key file). */
 function dataDirBytes(dir: string): string {
-  return readdirSync(dir).map((f) => readFileSync(path.join(dir, f)).toString('latin1')).join('\n');
+  return readdirSync(dir)
+    .map((f) => readFileSync(path.join(dir, f)).toString('latin1'))
+    .join('\n');
 }
 
 let server: ServerHandle;
@@ -31,7 +40,12 @@ afterAll(async () => {
 });
 
 async function runJobChecking(expected: string): Promise<void> {
-  const job = await client.submit({ queue: 'encryption', namespace: 'global', secrets: ['API_KEY'], steps: [{ run: `[ "$API_KEY" = '${expected}' ]` }] });
+  const job = await client.submit({
+    queue: 'encryption',
+    namespace: 'global',
+    secrets: ['API_KEY'],
+    steps: [{ run: `[ "$API_KEY" = '${expected}' ]` }],
+  });
   const done = await client.waitFor(job.id, (j) => j.state === 'completed' || j.state === 'failed', 30_000);
   expect(done.state, JSON.stringify(done)).toBe('completed');
 }
@@ -51,7 +65,9 @@ describe('secrets at rest', () => {
     const rotated = await runCli(['secret', 'rotate-key', '--data-dir', server.dataDir]);
     expect(rotated.stderr).toBe('');
     expect(rotated.code).toBe(0);
-    expect(rotated.stdout).toMatch(/^re-encrypted 1 secret\(s\) and 0 job credential\(s\); every stored value now uses key [0-9a-f]{8}\n/);
+    expect(rotated.stdout).toMatch(
+      /^re-encrypted 1 secret\(s\) and 0 job credential\(s\); every stored value now uses key [0-9a-f]{8}\n/,
+    );
     const after = readFileSync(keyFile, 'utf8');
     expect(after).not.toBe(before);
     const keyLines = (text: string): string[] => text.split('\n').filter((l) => l && !l.startsWith('#'));
@@ -72,7 +88,9 @@ describe('secrets at rest', () => {
       DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
     });
     expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/stored secrets were encrypted with key [0-9a-f]{8}, which .*encryption\.key does not hold\. Give this server the same keys/);
+    expect(refused.stderr).toMatch(
+      /stored secrets were encrypted with key [0-9a-f]{8}, which .*encryption\.key does not hold\. Give this server the same keys/,
+    );
     // With its key back, the server starts and jobs get the value again.
     const envKey = kept.split('\n').filter((l) => l && !l.startsWith('#'))[0];
     writeKeyFile(keyFile, [envKey]);

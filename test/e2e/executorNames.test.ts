@@ -7,7 +7,14 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
 import { startServerOn, type StoreKind } from '../support/storeServer.js';
-import { onHost, spawnExecutor, startExecutor, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import {
+  onHost,
+  spawnExecutor,
+  startExecutor,
+  tempDir,
+  type ExecutorHandle,
+  type ServerHandle,
+} from '../support/processes.js';
 
 const QUEUE = 'names';
 /** Heartbeats every second: each process holds its name for 3 s after its last call. */
@@ -23,8 +30,17 @@ function server(name: string, store: StoreKind): Promise<ServerHandle> {
   return startServerOn(store, name, { DOCKHAND_STALLED_JOB_TIMEOUT: '10s' }, cleanup);
 }
 
-async function executor(url: string, name: string, opts: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<ExecutorHandle> {
-  const e = await startExecutor(url, { name, queues: [QUEUE], env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1', ...opts.env }, prefix: opts.prefix });
+async function executor(
+  url: string,
+  name: string,
+  opts: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {},
+): Promise<ExecutorHandle> {
+  const e = await startExecutor(url, {
+    name,
+    queues: [QUEUE],
+    env: { EXECUTOR_MAXIMUM_NUM_JOBS: '1', ...opts.env },
+    prefix: opts.prefix,
+  });
   cleanup.push(() => e.stop());
   return e;
 }
@@ -37,7 +53,10 @@ function otherHost(): { prefix?: string[]; hostname: string } {
 
 function refusal(name: string, holderHost: string, thisHost: string): RegExp {
   const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const here = thisHost === holderHost ? `this one runs on host ${escape(thisHost)} too` : `this one runs on host ${escape(thisHost)}`;
+  const here =
+    thisHost === holderHost
+      ? `this one runs on host ${escape(thisHost)} too`
+      : `this one runs on host ${escape(thisHost)}`;
   return new RegExp(
     `^dockhand: executor name "${escape(name)}" is in use by another executor on host ${escape(holderHost)} \\(last seen [\\d.]+m?s ago\\); ` +
       `${here}\\. Give each executor its own name with EXECUTOR_NAME=`,
@@ -46,7 +65,10 @@ function refusal(name: string, holderHost: string, thisHost: string): RegExp {
 }
 
 async function listed(client: TestClient, name: string): Promise<{ hostname: string; active: boolean } | undefined> {
-  const { body } = await client.call<{ executors: { name: string; hostname: string; active: boolean }[] }>('GET', '/executors');
+  const { body } = await client.call<{ executors: { name: string; hostname: string; active: boolean }[] }>(
+    'GET',
+    '/executors',
+  );
   return body.executors.find((e) => e.name === name);
 }
 
@@ -58,7 +80,10 @@ describe.each(['sqlite', 'postgres'] as const)('executor names, on %s', (store) 
     const first = await executor(s.url, name);
     const dir = await tempDir('names-dup');
     const gate = path.join(dir, 'gate');
-    const running = await client.submit({ queue: QUEUE, steps: [{ run: `while [ ! -f ${gate} ]; do sleep 0.05; done; echo done` }] });
+    const running = await client.submit({
+      queue: QUEUE,
+      steps: [{ run: `while [ ! -f ${gate} ]; do sleep 0.05; done; echo done` }],
+    });
     await client.waitFor(running.id, (j) => j.state === 'processing');
 
     const other = otherHost();
@@ -92,7 +117,9 @@ describe.each(['sqlite', 'postgres'] as const)('executor names, on %s', (store) 
 
     const restarted = await executor(s.url, name);
     // Refused at first (the killed process had called within its window), then let in when the window ran out.
-    expect(restarted.proc.output).toMatch(/another process holds this executor name; waiting to see whether it is still running/);
+    expect(restarted.proc.output).toMatch(
+      /another process holds this executor name; waiting to see whether it is still running/,
+    );
     expect(Date.now() - killedAt).toBeLessThan(WINDOW_MS + 2_000);
     const after = await client.submit({ queue: QUEUE, steps: [{ run: 'echo after' }] });
     expect(await client.waitForState(after.id, 'completed')).toMatchObject({ executorName: name });

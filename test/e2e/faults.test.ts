@@ -5,7 +5,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawExecutor, TestClient } from '../support/api.js';
 import { startServerOn, type StoreKind } from '../support/storeServer.js';
-import { ADMIN_TOKEN, Proc, startExecutor, tempDir, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import {
+  ADMIN_TOKEN,
+  Proc,
+  startExecutor,
+  tempDir,
+  type ExecutorHandle,
+  type ServerHandle,
+} from '../support/processes.js';
 
 const STALL = { DOCKHAND_STALLED_JOB_TIMEOUT: '2s' };
 let cleanup: (() => Promise<void>)[] = [];
@@ -36,7 +43,10 @@ function fileHas(file: string, text: string): boolean {
 
 /** A step that records which executor ran it, then waits for a file the test creates. */
 function gatedStep(dir: string, gate: string) {
-  return { key: 'gated', run: `echo "attempt $DOCKHAND_JOB_ATTEMPT started" \necho "$DOCKHAND_JOB_ATTEMPT" >> ${dir}/runs\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\necho "attempt $DOCKHAND_JOB_ATTEMPT done"` };
+  return {
+    key: 'gated',
+    run: `echo "attempt $DOCKHAND_JOB_ATTEMPT started" \necho "$DOCKHAND_JOB_ATTEMPT" >> ${dir}/runs\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\necho "attempt $DOCKHAND_JOB_ATTEMPT done"`,
+  };
 }
 
 // The reset and the fencing are the store's work: both stores.
@@ -57,7 +67,10 @@ describe.each(['sqlite', 'postgres'] as const)('executor faults, on %s', (store)
     const done = await client.waitForState(job.id, 'completed', 20_000);
     expect(done.executorName).toBe(survivor.name);
     const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => [a.executorName, a.outcome])).toEqual([['kill9-doomed', 'reset'], ['kill9-survivor', 'completed']]);
+    expect(attempts.map((a) => [a.executorName, a.outcome])).toEqual([
+      ['kill9-doomed', 'reset'],
+      ['kill9-survivor', 'completed'],
+    ]);
     expect(attempts[0].message).toMatch(/no heartbeat from executor kill9-doomed/);
     expect((await client.logs(job.id)).entries[0].out).toBe('stdout: attempt 2 started\nstdout: attempt 2 done\n');
   });
@@ -107,7 +120,10 @@ describe.each(['sqlite', 'postgres'] as const)('executor faults, on %s', (store)
     const final = await client.job(job2.id);
     expect(final.job.state).toBe('completed');
     expect(final.job.executorName).toBe(other.name);
-    expect(final.attempts.map((a) => [a.executorName, a.outcome])).toEqual([['fence-frozen', 'reset'], ['fence-other', 'completed']]);
+    expect(final.attempts.map((a) => [a.executorName, a.outcome])).toEqual([
+      ['fence-frozen', 'reset'],
+      ['fence-other', 'completed'],
+    ]);
     expect((await client.logs(job2.id)).entries[0].out).toBe('stdout: attempt 2 started\nstdout: attempt 2 done\n');
   });
 });
@@ -121,10 +137,18 @@ describe('faults', () => {
     const gate = path.join(dir, 'gate');
     const job = await client.submit({
       queue: 'work',
-      steps: [{ run: `echo before\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\ni=1; while [ $i -le 100 ]; do echo "during $i"; i=$((i+1)); done\necho after` }],
+      steps: [
+        {
+          run: `echo before\nwhile [ ! -f ${gate} ]; do sleep 0.05; done\ni=1; while [ $i -le 100 ]; do echo "during $i"; i=$((i+1)); done\necho after`,
+        },
+      ],
     });
     // A user follows the job with the CLI across the restart: it reconnects without repeating lines.
-    const follower = new Proc(['job', 'logs', String(job.id), '--follow'], { DOCKHAND_URL: s.url, DOCKHAND_TOKEN: ADMIN_TOKEN }, 'restart-follow');
+    const follower = new Proc(
+      ['job', 'logs', String(job.id), '--follow'],
+      { DOCKHAND_URL: s.url, DOCKHAND_TOKEN: ADMIN_TOKEN },
+      'restart-follow',
+    );
     await follower.waitFor(/^before$/m);
     await s.proc.stop(); // kill -9
     writeFileSync(gate, '');
@@ -134,11 +158,18 @@ describe('faults', () => {
     await s.restart();
     const done = await client.waitForState(job.id, 'completed', 30_000);
     expect(done.attempt).toBe(1);
-    const expected = ['stdout: before', ...Array.from({ length: 100 }, (_, i) => `stdout: during ${i + 1}`), 'stdout: after', ''].join('\n');
+    const expected = [
+      'stdout: before',
+      ...Array.from({ length: 100 }, (_, i) => `stdout: during ${i + 1}`),
+      'stdout: after',
+      '',
+    ].join('\n');
     expect((await client.logs(job.id)).entries[0].out).toBe(expected);
     expect(ex.proc.output).toMatch(/cannot deliver the result yet/);
     expect(await follower.exit()).toBe(0);
-    const followed = follower.output.split('\n').filter((l) => !l.startsWith('==>') && !l.startsWith('<==') && !l.startsWith('job '));
+    const followed = follower.output
+      .split('\n')
+      .filter((l) => !l.startsWith('==>') && !l.startsWith('<==') && !l.startsWith('job '));
     expect(followed.join('\n')).toBe(expected.replace(/stdout: /g, ''));
   });
 
@@ -189,6 +220,8 @@ describe('faults', () => {
     expect(failed.numResets).toBe(2);
     expect(failed.failureMessage).toMatch(/reset 2 times because its executor stopped sending heartbeats/);
     expect(failed.failureReason).toBe('executor_lost');
-    expect((await client.job(job.id)).attempts.map((a) => [a.outcome, a.failureReason])).toEqual(Array(3).fill(['reset', 'executor_lost']));
+    expect((await client.job(job.id)).attempts.map((a) => [a.outcome, a.failureReason])).toEqual(
+      Array(3).fill(['reset', 'executor_lost']),
+    );
   });
 });

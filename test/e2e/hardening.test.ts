@@ -11,7 +11,16 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { logRedact } from '../../src/core/logRedact.js';
-import { ADMIN_TOKEN, CLI, EXECUTORS_TOKEN, Proc, startExecutor, tempDir, type ExecutorHandle, runCli } from '../support/processes.js';
+import {
+  ADMIN_TOKEN,
+  CLI,
+  EXECUTORS_TOKEN,
+  Proc,
+  startExecutor,
+  tempDir,
+  type ExecutorHandle,
+  runCli,
+} from '../support/processes.js';
 
 interface Answer {
   status: number;
@@ -27,14 +36,27 @@ interface Answer {
  */
 function request(
   url: string,
-  opts: { method?: string; headers?: Record<string, string>; body?: string | Buffer; localAddress?: string; ca?: Buffer; declaredLength?: number } = {},
+  opts: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    localAddress?: string;
+    ca?: Buffer;
+    declaredLength?: number;
+  } = {},
 ): Promise<Answer> {
   const target = new URL(url);
   const lib = target.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(
       target,
-      { method: opts.method ?? 'GET', headers: opts.headers, localAddress: opts.localAddress, ca: opts.ca, agent: false },
+      {
+        method: opts.method ?? 'GET',
+        headers: opts.headers,
+        localAddress: opts.localAddress,
+        ca: opts.ca,
+        agent: false,
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -60,22 +82,35 @@ function request(
 }
 
 /** A `dockhand server` started by hand (the shared helper speaks plain HTTP on 127.0.0.1 only). */
-async function launchServer(name: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ proc: Proc; port: number; url: string }> {
+async function launchServer(
+  name: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ proc: Proc; port: number; url: string }> {
   const dataDir = await tempDir(name);
-  const proc = new Proc(['server', '--port', '0', '--data-dir', dataDir, ...args], {
-    DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
-    DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
-    // As much logging as there is, so the check that no credential is logged means something.
-    DOCKHAND_LOG_LEVEL: 'debug',
-    ...env,
-  }, name);
+  const proc = new Proc(
+    ['server', '--port', '0', '--data-dir', dataDir, ...args],
+    {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+      // As much logging as there is, so the check that no credential is logged means something.
+      DOCKHAND_LOG_LEVEL: 'debug',
+      ...env,
+    },
+    name,
+  );
   const match = await proc.waitFor(/listening on (https?):\/\/127\.0\.0\.1:(\d+)/);
   return { proc, port: Number(match[2]), url: `${match[1]}://127.0.0.1:${match[2]}` };
 }
 
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
-const BAD_TOKENS = ['dha_wrong_token_guess_0001', 'dha_wrong_token_guess_0002', 'dha_wrong_token_guess_0003', 'dha_wrong_token_guess_0004'];
+const BAD_TOKENS = [
+  'dha_wrong_token_guess_0001',
+  'dha_wrong_token_guess_0002',
+  'dha_wrong_token_guess_0003',
+  'dha_wrong_token_guess_0004',
+];
 const jobTokens: string[] = [];
 const procs: Proc[] = [];
 
@@ -85,7 +120,10 @@ describe('a plain-HTTP server', () => {
 
   beforeAll(async () => {
     // On every address, so a second loopback address (127.0.0.2) is a second client.
-    server = await launchServer('hardening-server', ['--host', '0.0.0.0'], { DOCKHAND_AUTH_FAILURE_LIMIT: String(LIMIT), DOCKHAND_AUTH_FAILURE_WINDOW: '3s' });
+    server = await launchServer('hardening-server', ['--host', '0.0.0.0'], {
+      DOCKHAND_AUTH_FAILURE_LIMIT: String(LIMIT),
+      DOCKHAND_AUTH_FAILURE_WINDOW: '3s',
+    });
     procs.push(server.proc);
   });
 
@@ -95,8 +133,10 @@ describe('a plain-HTTP server', () => {
 
   it('refuses a body over the route limit with 413 naming the limit and what to do', async () => {
     const small = await request(`${server.url}/api/executor/v1/dequeue`, {
-      method: 'POST', headers: { ...executorAuth, 'content-type': 'application/json' },
-      body: '{"executorName": "x", "pad": "xxxx', declaredLength: 1.5 * 1024 * 1024,
+      method: 'POST',
+      headers: { ...executorAuth, 'content-type': 'application/json' },
+      body: '{"executorName": "x", "pad": "xxxx',
+      declaredLength: 1.5 * 1024 * 1024,
     });
     expect(small.status).toBe(413);
     expect(small.json.error).toMatch(/at most 1MiB \(1048576 bytes\)/);
@@ -106,13 +146,16 @@ describe('a plain-HTTP server', () => {
     // Job submission takes up to 16 MiB (a spec may carry 8 MiB of files): 2 MiB of files is fine, 17 MiB is not.
     const files = { 'big.txt': 'x'.repeat(2 * 1024 * 1024) };
     const accepted = await request(`${server.url}/api/v1/jobs`, {
-      method: 'POST', headers: { ...admin, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
       body: JSON.stringify({ queue: 'nobody-listens', namespace: 'global', files, steps: [{ run: 'true' }] }),
     });
     expect(accepted.status, accepted.text).toBe(201);
     const huge = await request(`${server.url}/api/v1/jobs`, {
-      method: 'POST', headers: { ...admin, 'content-type': 'application/json' },
-      body: '{"queue": "q", "files": {"huge.txt": "xxxx', declaredLength: 17 * 1024 * 1024,
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
+      body: '{"queue": "q", "files": {"huge.txt": "xxxx',
+      declaredLength: 17 * 1024 * 1024,
     });
     expect(huge.status).toBe(413);
     expect(huge.json.error).toMatch(/at most 16MiB/);
@@ -122,7 +165,13 @@ describe('a plain-HTTP server', () => {
   it('refuses deeply nested YAML with 400 instead of crashing (the second such document of 20 kB used to kill the process)', async () => {
     const answers: Answer[] = [];
     for (const body of ['{'.repeat(20_000), '{'.repeat(20_000), '- '.repeat(20_000) + 'x', '['.repeat(100_000)]) {
-      answers.push(await request(`${server.url}/api/v1/jobs`, { method: 'POST', headers: { ...admin, 'content-type': 'application/yaml' }, body }));
+      answers.push(
+        await request(`${server.url}/api/v1/jobs`, {
+          method: 'POST',
+          headers: { ...admin, 'content-type': 'application/yaml' },
+          body,
+        }),
+      );
     }
     for (const answer of answers) {
       expect(answer.status).toBe(400);
@@ -131,7 +180,10 @@ describe('a plain-HTTP server', () => {
     // Without credentials the body is not even read.
     // (From an address of its own: 127.0.0.1 must stay under the auth-failure limit for the test below.)
     const anonymous = await request(`${server.url.replace('127.0.0.1', '127.0.0.3')}/api/v1/jobs`, {
-      method: 'POST', headers: { 'content-type': 'application/yaml' }, body: '{'.repeat(20_000), localAddress: '127.0.0.3',
+      method: 'POST',
+      headers: { 'content-type': 'application/yaml' },
+      body: '{'.repeat(20_000),
+      localAddress: '127.0.0.3',
     });
     expect(anonymous.status).toBe(401);
     expect((await request(`${server.url}/healthz`)).status).toBe(200);
@@ -158,12 +210,14 @@ describe('a plain-HTTP server', () => {
 
   it('runs a job through the executor protocol (its job token must not be logged either)', async () => {
     const submitted = await request(`${server.url}/api/v1/jobs`, {
-      method: 'POST', headers: { ...admin, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { ...admin, 'content-type': 'application/json' },
       body: JSON.stringify({ queue: 'raw', namespace: 'global', steps: [{ run: 'true' }] }),
     });
     expect(submitted.status).toBe(201);
     const dequeued = await request(`${server.url}/api/executor/v1/dequeue`, {
-      method: 'POST', headers: { ...executorAuth, 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { ...executorAuth, 'content-type': 'application/json' },
       body: JSON.stringify({ executorName: 'raw-executor', version: 'test', queues: ['raw'], waitMs: 0 }),
     });
     expect(dequeued.status).toBe(200);
@@ -171,14 +225,25 @@ describe('a plain-HTTP server', () => {
     jobTokens.push(job.token);
     const jobAuth = { authorization: `Bearer ${job.token}`, 'content-type': 'application/json' };
     const append = await request(`${server.url}/api/executor/v1/jobs/${job.id}/logs`, {
-      method: 'POST', headers: jobAuth,
-      body: JSON.stringify({ entries: [{ index: 0, key: 'step.0', command: ['true'], startTime: Date.now(), offset: 0, out: 'hi\n' }] }),
+      method: 'POST',
+      headers: jobAuth,
+      body: JSON.stringify({
+        entries: [{ index: 0, key: 'step.0', command: ['true'], startTime: Date.now(), offset: 0, out: 'hi\n' }],
+      }),
     });
     expect(append.status).toBe(200);
     // A job token is good for its own job only.
-    const other = await request(`${server.url}/api/executor/v1/jobs/${job.id + 1000}/complete`, { method: 'POST', headers: jobAuth, body: '{}' });
+    const other = await request(`${server.url}/api/executor/v1/jobs/${job.id + 1000}/complete`, {
+      method: 'POST',
+      headers: jobAuth,
+      body: '{}',
+    });
     expect(other.status).toBe(403);
-    const complete = await request(`${server.url}/api/executor/v1/jobs/${job.id}/complete`, { method: 'POST', headers: jobAuth, body: '{}' });
+    const complete = await request(`${server.url}/api/executor/v1/jobs/${job.id}/complete`, {
+      method: 'POST',
+      headers: jobAuth,
+      body: '{}',
+    });
     expect(complete.status).toBe(200);
   });
 
@@ -186,7 +251,10 @@ describe('a plain-HTTP server', () => {
     const from = '127.0.0.2';
     const url = `${server.url.replace('127.0.0.1', from)}/api/v1/jobs`;
     for (let i = 0; i < LIMIT; i++) {
-      const answer = await request(url, { headers: { authorization: `Bearer ${BAD_TOKENS[i % BAD_TOKENS.length]}` }, localAddress: from });
+      const answer = await request(url, {
+        headers: { authorization: `Bearer ${BAD_TOKENS[i % BAD_TOKENS.length]}` },
+        localAddress: from,
+      });
       expect(answer.status).toBe(401);
     }
     const blocked = await request(url, { headers: { authorization: `Bearer ${BAD_TOKENS[0]}` }, localAddress: from });
@@ -201,12 +269,19 @@ describe('a plain-HTTP server', () => {
     const right = await request(url, { headers: admin, localAddress: from });
     expect(right.status).toBe(429);
     const executorCall = await request(`${server.url.replace('127.0.0.1', from)}/api/executor/v1/heartbeat`, {
-      method: 'POST', headers: { ...executorAuth, 'content-type': 'application/json' }, body: '{}', localAddress: from,
+      method: 'POST',
+      headers: { ...executorAuth, 'content-type': 'application/json' },
+      body: '{}',
+      localAddress: from,
     });
     expect(executorCall.status).toBe(429);
     // Public routes stay reachable from the blocked address, and another address is unaffected.
-    expect((await request(`${server.url.replace('127.0.0.1', from)}/healthz`, { localAddress: from })).status).toBe(200);
-    expect((await request(`${server.url.replace('127.0.0.1', from)}/metrics`, { localAddress: from })).status).toBe(200);
+    expect((await request(`${server.url.replace('127.0.0.1', from)}/healthz`, { localAddress: from })).status).toBe(
+      200,
+    );
+    expect((await request(`${server.url.replace('127.0.0.1', from)}/metrics`, { localAddress: from })).status).toBe(
+      200,
+    );
     const elsewhere = await request(url.replace(from, '127.0.0.1'), { headers: admin, localAddress: '127.0.0.1' });
     expect(elsewhere.status).toBe(200);
     // Once the window has passed, the address is heard again.
@@ -236,13 +311,34 @@ describe('an HTTPS server with a self-signed certificate', () => {
     await new Promise<void>((resolve, reject) => {
       execFile(
         'openssl',
-        ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
-          '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-keyout',
+          key,
+          '-out',
+          cert,
+          '-days',
+          '2',
+          '-subj',
+          '/CN=localhost',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        ],
         (err, _stdout, stderr) => (err ? reject(new Error(`openssl failed: ${stderr}`)) : resolve()),
       );
     });
     ca = readFileSync(cert);
-    server = await launchServer('hardening-tls-server', ['--host', '127.0.0.1', '--tls-cert', cert, '--tls-key', key], {});
+    server = await launchServer(
+      'hardening-tls-server',
+      ['--host', '127.0.0.1', '--tls-cert', cert, '--tls-key', key],
+      {},
+    );
     procs.push(server.proc);
   });
 
@@ -265,7 +361,11 @@ describe('an HTTPS server with a self-signed certificate', () => {
   });
 
   it('is reached by an executor and the CLI that trust the certificate through NODE_EXTRA_CA_CERTS: a job runs', async () => {
-    executor = await startExecutor(server.url, { name: 'tls-exec', queues: ['tls'], env: { NODE_EXTRA_CA_CERTS: cert } });
+    executor = await startExecutor(server.url, {
+      name: 'tls-exec',
+      queues: ['tls'],
+      env: { NODE_EXTRA_CA_CERTS: cert },
+    });
     procs.push(executor.proc);
     const spec = path.join(dir, 'job.yaml');
     writeFileSync(spec, 'queue: tls\nnamespace: global\nsteps:\n  - run: echo over-tls\n');
@@ -280,7 +380,12 @@ describe('an HTTPS server with a self-signed certificate', () => {
   });
 
   it('refuses half a TLS configuration or an unreadable file with an error naming the flag', async () => {
-    const env = { DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN, DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN, DOCKHAND_TLS_CERT: '', DOCKHAND_TLS_KEY: '' };
+    const env = {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+      DOCKHAND_TLS_CERT: '',
+      DOCKHAND_TLS_KEY: '',
+    };
     const data = ['--port', '0', '--data-dir', dir];
     const onlyCert = await runCli(['server', ...data, '--tls-cert', cert], env);
     expect(onlyCert.code).toBe(2);
@@ -288,13 +393,18 @@ describe('an HTTPS server with a self-signed certificate', () => {
     const onlyKeyEnv = await runCli(['server', ...data], { ...env, DOCKHAND_TLS_KEY: key });
     expect(onlyKeyEnv.code).toBe(2);
     expect(onlyKeyEnv.stderr).toMatch(/DOCKHAND_TLS_KEY is set but --tls-cert \(DOCKHAND_TLS_CERT\) is missing/);
-    const unreadable = await runCli(['server', ...data, '--tls-cert', cert, '--tls-key', path.join(dir, 'missing.pem')], env);
+    const unreadable = await runCli(
+      ['server', ...data, '--tls-cert', cert, '--tls-key', path.join(dir, 'missing.pem')],
+      env,
+    );
     expect(unreadable.code).toBe(2);
     expect(unreadable.stderr).toMatch(/--tls-key .*missing\.pem: cannot read the private key \(ENOENT\)/);
     const swapped = await runCli(['server', ...data, '--tls-cert', key, '--tls-key', cert], env);
     expect(swapped.code).toBe(2);
     expect(swapped.stderr).toMatch(/not a usable PEM certificate and matching private key/);
-    expect(`${onlyCert.stderr}${unreadable.stderr}${swapped.stderr}`).not.toContain(readFileSync(key, 'utf8').split('\n')[1]);
+    expect(`${onlyCert.stderr}${unreadable.stderr}${swapped.stderr}`).not.toContain(
+      readFileSync(key, 'utf8').split('\n')[1],
+    );
   });
 });
 
@@ -303,21 +413,50 @@ describe('the logs', () => {
     expect(jobTokens.length).toBeGreaterThan(0);
     expect(procs.length).toBeGreaterThanOrEqual(2);
     for (const proc of procs) {
-      for (const token of [EXECUTORS_TOKEN, ADMIN_TOKEN, ...BAD_TOKENS, ...jobTokens]) expect(proc.output).not.toContain(token);
+      for (const token of [EXECUTORS_TOKEN, ADMIN_TOKEN, ...BAD_TOKENS, ...jobTokens])
+        expect(proc.output).not.toContain(token);
       expect(proc.output).not.toMatch(/"authorization":"(?!\[redacted\])/i);
     }
   });
 
   it('redact credentials wherever request data or configuration is handed to a logger', () => {
     const lines: string[] = [];
-    const sink = new Writable({ write: (chunk: Buffer, _enc, done) => { lines.push(chunk.toString()); done(); } });
+    const sink = new Writable({
+      write: (chunk: Buffer, _enc, done) => {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
     const log = pino({ level: 'info', ...logRedact }, sink);
-    log.error({ req: { method: 'GET', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, cookie: 'session=s3cr3t', 'proxy-authorization': 'Basic czNjcjN0' } } }, 'request');
+    log.error(
+      {
+        req: {
+          method: 'GET',
+          headers: {
+            authorization: `Bearer ${ADMIN_TOKEN}`,
+            cookie: 'session=s3cr3t',
+            'proxy-authorization': 'Basic czNjcjN0',
+          },
+        },
+      },
+      'request',
+    );
     log.warn({ headers: { authorization: `token-executor ${EXECUTORS_TOKEN}` }, authorization: 'x' }, 'raw headers');
     log.info({ job: { id: 1, token: 'dhj_job_token_value' }, token: 'dha_top_level_token' }, 'a dequeued job');
-    log.info({ config: { executorsAccessToken: EXECUTORS_TOKEN, adminToken: ADMIN_TOKEN, frontendPassword: EXECUTORS_TOKEN } }, 'configuration');
+    log.info(
+      { config: { executorsAccessToken: EXECUTORS_TOKEN, adminToken: ADMIN_TOKEN, frontendPassword: EXECUTORS_TOKEN } },
+      'configuration',
+    );
     const all = lines.join('');
-    for (const secret of [ADMIN_TOKEN, EXECUTORS_TOKEN, 's3cr3t', 'czNjcjN0', 'dhj_job_token_value', 'dha_top_level_token']) expect(all).not.toContain(secret);
+    for (const secret of [
+      ADMIN_TOKEN,
+      EXECUTORS_TOKEN,
+      's3cr3t',
+      'czNjcjN0',
+      'dhj_job_token_value',
+      'dha_top_level_token',
+    ])
+      expect(all).not.toContain(secret);
     expect(all.match(/\[redacted\]/g)?.length).toBeGreaterThanOrEqual(9);
     expect(all).toContain('"method":"GET"');
   });

@@ -43,7 +43,10 @@ describe('jobs on two executors', () => {
         client.submit({
           queue: i % 2 ? 'alpha' : 'beta',
           steps: [
-            { key: 'count', run: `echo "$DOCKHAND_JOB_ID" >> ${runs}\ni=1\nwhile [ $i -le ${lines} ]; do echo "job $DOCKHAND_JOB_ID line $i"; echo "err $i" >&2; i=$((i+1)); done` },
+            {
+              key: 'count',
+              run: `echo "$DOCKHAND_JOB_ID" >> ${runs}\ni=1\nwhile [ $i -le ${lines} ]; do echo "job $DOCKHAND_JOB_ID line $i"; echo "err $i" >&2; i=$((i+1)); done`,
+            },
             { key: 'second', run: 'echo second step' },
           ],
         }),
@@ -51,7 +54,11 @@ describe('jobs on two executors', () => {
     );
     for (const job of jobs) await client.waitForState(job.id, 'completed', 60_000);
 
-    const ran = readFileSync(runs, 'utf8').trim().split('\n').map(Number).sort((a, b) => a - b);
+    const ran = readFileSync(runs, 'utf8')
+      .trim()
+      .split('\n')
+      .map(Number)
+      .sort((a, b) => a - b);
     expect(ran).toEqual(jobs.map((j) => j.id).sort((a, b) => a - b));
 
     for (const job of jobs) {
@@ -72,7 +79,9 @@ describe('jobs on two executors', () => {
     await client.addOrg('batch');
     await client.addOrg('alone');
     const batch = await Promise.all(
-      Array.from({ length: 40 }, () => client.submit({ queue: 'alpha', namespace: 'org:batch', steps: [{ run: 'sleep 0.2' }] })),
+      Array.from({ length: 40 }, () =>
+        client.submit({ queue: 'alpha', namespace: 'org:batch', steps: [{ run: 'sleep 0.2' }] }),
+      ),
     );
     await client.waitFor(batch[0].id, (j) => j.state !== 'queued');
     const single = await client.submit({ queue: 'alpha', namespace: 'org:alone', steps: [{ run: 'true' }] });
@@ -86,12 +95,20 @@ describe('jobs on two executors', () => {
 
   it('streams output while the step is still running', async () => {
     const go = path.join(scratch, 'go-live');
-    const job = await client.submit({ queue: 'alpha', steps: [{ run: `echo first\nwhile [ ! -f ${go} ]; do sleep 0.05; done\necho second` }] });
+    const job = await client.submit({
+      queue: 'alpha',
+      steps: [{ run: `echo first\nwhile [ ! -f ${go} ]; do sleep 0.05; done\necho second` }],
+    });
     // The step cannot finish until the test sees "first" arrive and creates the go file.
-    const live = await until('the first line arrives', async () => {
-      const [entry] = (await client.logs(job.id)).entries;
-      return entry?.out.includes('stdout: first') ? entry : undefined;
-    }, 20_000, 25);
+    const live = await until(
+      'the first line arrives',
+      async () => {
+        const [entry] = (await client.logs(job.id)).entries;
+        return entry?.out.includes('stdout: first') ? entry : undefined;
+      },
+      20_000,
+      25,
+    );
     expect(live.out).not.toContain('second');
     expect(live.exitCode).toBeNull();
     writeFileSync(go, '');
@@ -123,12 +140,21 @@ describe('jobs on two executors', () => {
       queue: 'alpha',
       repository: { url: git.url('versions'), commit: first, dir: 'src' },
       files: { 'src/extra/note.txt': 'written by the job spec' },
-      steps: [{ dir: 'src', run: 'cat version.txt; cat extra/note.txt; echo; git rev-parse HEAD; git rev-list --count HEAD' }],
+      steps: [
+        { dir: 'src', run: 'cat version.txt; cat extra/note.txt; echo; git rev-parse HEAD; git rev-list --count HEAD' },
+      ],
     });
     const done = await client.waitFor(job.id, (j) => ['completed', 'failed'].includes(j.state));
     const { entries } = await client.logs(job.id);
     expect(done.state, JSON.stringify(entries, null, 1)).toBe('completed');
-    expect(entries.map((e) => e.key)).toEqual(['setup.git.init', 'setup.git.add-remote', 'setup.git.fetch', 'setup.git.checkout', 'setup.files', 'step.step-1']);
+    expect(entries.map((e) => e.key)).toEqual([
+      'setup.git.init',
+      'setup.git.add-remote',
+      'setup.git.fetch',
+      'setup.git.checkout',
+      'setup.files',
+      'step.step-1',
+    ]);
     expect(entries.at(-1)!.out).toBe(`stdout: one\nstdout: written by the job spec\nstdout: ${first}\nstdout: 1\n`);
   });
 
@@ -139,13 +165,18 @@ describe('jobs on two executors', () => {
     const refused = await client.call('POST', '/jobs', { queue: 'alpha', repository, steps: [{ run: 'true' }] });
     expect(refused.status).toBe(400);
     expect(JSON.stringify(refused.body)).toContain('repository.passwordSecret');
-    const job = await client.submit({ queue: 'alpha', secrets: ['REPO_TOKEN'], repository, steps: [{ run: 'cat readme.txt; echo "$REPO_TOKEN"' }] });
+    const job = await client.submit({
+      queue: 'alpha',
+      secrets: ['REPO_TOKEN'],
+      repository,
+      steps: [{ run: 'cat readme.txt; echo "$REPO_TOKEN"' }],
+    });
     const done = await client.waitFor(job.id, (j) => ['completed', 'failed'].includes(j.state));
     const { entries } = await client.logs(job.id);
     expect(done.state, JSON.stringify(entries, null, 1)).toBe('completed');
     expect(entries.find((e) => e.key === 'setup.git.fetch')!.out).toContain('password in secret REPO_TOKEN');
     expect(JSON.stringify(entries)).not.toContain('private-pa55');
-    expect(entries.at(-1)!.out).toBe("stdout: private readme\nstdout: ${{ secrets.REPO_TOKEN }}\nstdout: \n"); // the secret ends with a line break
+    expect(entries.at(-1)!.out).toBe('stdout: private readme\nstdout: ${{ secrets.REPO_TOKEN }}\nstdout: \n'); // the secret ends with a line break
   });
 
   it('creates a missing step dir, and refuses one that leads out of the workspace through a symlink', async () => {
@@ -154,7 +185,11 @@ describe('jobs on two executors', () => {
     const created = await client.submit({ queue: 'alpha', steps: [{ dir: 'build/output', run: 'pwd' }] });
     await client.waitForState(created.id, 'completed');
     expect((await client.logs(created.id)).entries[0].out).toMatch(/\/workspace\/build\/output\n$/);
-    const escaping = await client.submit({ queue: 'alpha', repository: { url: git.url('symlink-repo') }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
+    const escaping = await client.submit({
+      queue: 'alpha',
+      repository: { url: git.url('symlink-repo') },
+      steps: [{ dir: 'out/deeper', run: 'touch escaped' }],
+    });
     const failed = await client.waitForState(escaping.id, 'failed');
     expect(failed.failureMessage).toBe('step step-1: dir out/deeper leads outside the workspace through a symlink');
     expect(failed.failureReason).toBe('invalid_workspace');
@@ -162,50 +197,94 @@ describe('jobs on two executors', () => {
   });
 
   it("refuses a file:// repository, which would be the executor host's own files", async () => {
-    const job = await client.submit({ queue: 'alpha', repository: { url: 'file:///etc' }, steps: [{ run: 'cat passwd' }] });
+    const job = await client.submit({
+      queue: 'alpha',
+      repository: { url: 'file:///etc' },
+      steps: [{ run: 'cat passwd' }],
+    });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.failureReason).toBe('repository_refused');
     expect(done.attempt).toBe(1);
-    expect(done.failureMessage).toMatch(/does not check out file:\/\/ repositories.*EXECUTOR_ALLOW_LOCAL_REPOSITORIES=true/);
+    expect(done.failureMessage).toMatch(
+      /does not check out file:\/\/ repositories.*EXECUTOR_ALLOW_LOCAL_REPOSITORIES=true/,
+    );
     expect((await client.logs(job.id)).entries.map((e) => e.key)).toEqual([]);
   });
 
   it('stops at the first failing step and reports its exit code', async () => {
-    const job = await client.submit({ queue: 'beta', steps: [{ key: 'ok', run: 'true' }, { key: 'boom', run: 'echo about to fail; exit 3' }, { key: 'never', run: 'echo unreachable' }] });
+    const job = await client.submit({
+      queue: 'beta',
+      steps: [
+        { key: 'ok', run: 'true' },
+        { key: 'boom', run: 'echo about to fail; exit 3' },
+        { key: 'never', run: 'echo unreachable' },
+      ],
+    });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.failureMessage).toBe('step boom failed with exit code 3');
     expect(done.failureReason).toBe('script_failure');
     expect(done.attempt).toBe(1);
-    expect((await client.job(job.id)).attempts).toEqual([expect.objectContaining({ outcome: 'failed', failureReason: 'script_failure' })]);
+    expect((await client.job(job.id)).attempts).toEqual([
+      expect.objectContaining({ outcome: 'failed', failureReason: 'script_failure' }),
+    ]);
     const { entries } = await client.logs(job.id);
-    expect(entries.map((e) => [e.key, e.exitCode])).toEqual([['step.ok', 0], ['step.boom', 3]]);
+    expect(entries.map((e) => [e.key, e.exitCode])).toEqual([
+      ['step.ok', 0],
+      ['step.boom', 3],
+    ]);
   });
 
   it('enforces step timeouts and the job maximum runtime', async () => {
-    const slowStep = await client.submit({ queue: 'alpha', steps: [{ key: 'slow', run: 'sleep 30', timeout: '500ms' }] });
+    const slowStep = await client.submit({
+      queue: 'alpha',
+      steps: [{ key: 'slow', run: 'sleep 30', timeout: '500ms' }],
+    });
     const slowJob = await client.submit({ queue: 'alpha', maxRuntime: '700ms', steps: [{ run: 'sleep 30' }] });
-    expect(await client.waitForState(slowStep.id, 'failed')).toMatchObject({ failureMessage: 'step slow timed out after 500ms', failureReason: 'step_timeout' });
-    expect(await client.waitForState(slowJob.id, 'failed')).toMatchObject({ failureMessage: 'job exceeded its maximum runtime of 700ms', failureReason: 'job_timeout' });
+    expect(await client.waitForState(slowStep.id, 'failed')).toMatchObject({
+      failureMessage: 'step slow timed out after 500ms',
+      failureReason: 'step_timeout',
+    });
+    expect(await client.waitForState(slowJob.id, 'failed')).toMatchObject({
+      failureMessage: 'job exceeded its maximum runtime of 700ms',
+      failureReason: 'job_timeout',
+    });
     expect((await client.job(slowStep.id)).attempts[0].failureReason).toBe('step_timeout');
     // A step that shrugs off SIGTERM and exits 0 still timed out.
-    const stubborn = await client.submit({ queue: 'alpha', steps: [{ key: 'stubborn', run: "trap 'exit 0' TERM\nwhile true; do sleep 0.05; done", timeout: '300ms' }] });
-    expect(await client.waitForState(stubborn.id, 'failed')).toMatchObject({ failureMessage: 'step stubborn timed out after 300ms', failureReason: 'step_timeout' });
+    const stubborn = await client.submit({
+      queue: 'alpha',
+      steps: [{ key: 'stubborn', run: "trap 'exit 0' TERM\nwhile true; do sleep 0.05; done", timeout: '300ms' }],
+    });
+    expect(await client.waitForState(stubborn.id, 'failed')).toMatchObject({
+      failureMessage: 'step stubborn timed out after 300ms',
+      failureReason: 'step_timeout',
+    });
   });
 
   it('retries retryable errors with backoff until attempts run out', async () => {
-    const job = await client.submit({ queue: 'beta', maxAttempts: 2, repository: { url: git.url('no-such-repo') }, steps: [{ run: 'true' }] });
+    const job = await client.submit({
+      queue: 'beta',
+      maxAttempts: 2,
+      repository: { url: git.url('no-such-repo') },
+      steps: [{ run: 'true' }],
+    });
     const done = await client.waitForState(job.id, 'failed');
     expect(done.attempt).toBe(2);
     expect(done.numFailures).toBe(2);
     expect(done.failureMessage).toContain('setup.git.fetch failed');
     expect(done.failureReason).toBe('checkout_failure');
     const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => [a.outcome, a.failureReason])).toEqual([['errored', 'checkout_failure'], ['errored', 'checkout_failure']]);
+    expect(attempts.map((a) => [a.outcome, a.failureReason])).toEqual([
+      ['errored', 'checkout_failure'],
+      ['errored', 'checkout_failure'],
+    ]);
   });
 
   it('retries a finished job on request', async () => {
     const marker = path.join(scratch, 'retry-marker');
-    const job = await client.submit({ queue: 'alpha', steps: [{ run: `if [ -f ${marker} ]; then echo second time; else touch ${marker}; exit 1; fi` }] });
+    const job = await client.submit({
+      queue: 'alpha',
+      steps: [{ run: `if [ -f ${marker} ]; then echo second time; else touch ${marker}; exit 1; fi` }],
+    });
     expect((await client.waitForState(job.id, 'failed')).failureReason).toBe('script_failure');
     const retried = await client.call('POST', `/jobs/${job.id}/retry`);
     expect(retried.status).toBe(200);

@@ -13,7 +13,9 @@ beforeAll(async () => {
   database = await createTestDatabase('replicas');
   // A password in the URL (the test server trusts every connection) shows that it never reaches the output.
   const url = database.url.replace('postgres://postgres@', 'postgres://postgres:s3cret-db-password@');
-  replicas = await Promise.all(['a', 'b'].map((name) => startServer({ name: `replica-${name}`, env: { DOCKHAND_DATABASE_URL: url } })));
+  replicas = await Promise.all(
+    ['a', 'b'].map((name) => startServer({ name: `replica-${name}`, env: { DOCKHAND_DATABASE_URL: url } })),
+  );
   executor = await startExecutor(replicas[1].url, { name: 'replica-exec', queues: ['shared'] });
   await executor.proc.waitFor(/executor registered/);
 });

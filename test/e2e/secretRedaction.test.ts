@@ -6,7 +6,13 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redactionForms } from '../../src/executor/redactor.js';
 import { TestClient } from '../support/api.js';
-import { EXECUTORS_TOKEN, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import {
+  EXECUTORS_TOKEN,
+  startExecutor,
+  startServer,
+  type ExecutorHandle,
+  type ServerHandle,
+} from '../support/processes.js';
 
 const NAME = 'DEPLOY_PASSWORD';
 // Characters that URL and JSON encoding change, and bytes whose base64 holds "+" and "/".
@@ -21,7 +27,11 @@ let client: TestClient;
 beforeAll(async () => {
   server = await startServer({ name: 'secret-redaction-server' });
   client = new TestClient(server.url);
-  executor = await startExecutor(server.url, { name: 'secret-redaction-exec', queues: [QUEUE], env: { EXECUTOR_LOG_FLUSH_INTERVAL: '100ms' } });
+  executor = await startExecutor(server.url, {
+    name: 'secret-redaction-exec',
+    queues: [QUEUE],
+    env: { EXECUTOR_LOG_FLUSH_INTERVAL: '100ms' },
+  });
   const created = await client.call('POST', '/secrets', { name: NAME, value: VALUE, namespace: 'global' });
   expect(created.status, JSON.stringify(created.body)).toBe(201);
 });
@@ -39,7 +49,7 @@ function leaked(text: string): string[] {
 const node = (expression: string): string => `node -e 'process.stdout.write(${expression} + "\\n")'`;
 
 describe('secret redaction', () => {
-  it('sets the secret in the steps\' env and masks every form of it in the stored log', async () => {
+  it("sets the secret in the steps' env and masks every form of it in the stored log", async () => {
     const sha = createHash('sha256').update(VALUE).digest('hex');
     const job = await client.submit({
       queue: QUEUE,
@@ -70,7 +80,9 @@ describe('secret redaction', () => {
           run: [
             node(`"url: " + encodeURIComponent(process.env.${NAME})`),
             node(`"form: " + new URLSearchParams({ password: process.env.${NAME} })`),
-            node(`"lower: " + encodeURIComponent(process.env.${NAME}).replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase())`),
+            node(
+              `"lower: " + encodeURIComponent(process.env.${NAME}).replace(/%[0-9A-F]{2}/g, (h) => h.toLowerCase())`,
+            ),
           ].join('\n'),
         },
         { key: 'json', run: node(`"json: " + JSON.stringify({ password: process.env.${NAME} })`) },
@@ -79,7 +91,10 @@ describe('secret redaction', () => {
           // One character at a time, with pauses longer than the log flush interval, on one line.
           run: `i=1\nprintf 'chars: '\nwhile [ $i -le \${#${NAME}} ]; do printf '%s' "$(printf '%s' "$${NAME}" | cut -c$i)"; sleep 0.05; i=$((i+1)); done\necho ' end'`,
         },
-        { key: 'split', run: `printf 'split: %s' "\${${NAME}%????}"\nsleep 0.3\nprintf '%s end\\n' "\${${NAME}#"\${${NAME}%????}"}"` },
+        {
+          key: 'split',
+          run: `printf 'split: %s' "\${${NAME}%????}"\nsleep 0.3\nprintf '%s end\\n' "\${${NAME}#"\${${NAME}%????}"}"`,
+        },
         { key: 'stderr', run: `echo "err: $${NAME}" >&2` },
       ],
     });
@@ -105,7 +120,7 @@ describe('secret redaction', () => {
     expect(out['step.base64']).toContain(`stdout: ${MASK}\n`);
   });
 
-  it('masks the secret in a failing step\'s last line and in the failure message', async () => {
+  it("masks the secret in a failing step's last line and in the failure message", async () => {
     const job = await client.submit({
       queue: QUEUE,
       secrets: [NAME],
@@ -122,20 +137,25 @@ describe('secret redaction', () => {
   });
 
   it('masks each line of a multi-line secret', async () => {
-    const key = '-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7o4qne60TB3wo\n-----END TEST KEY-----\n';
+    const key =
+      '-----BEGIN TEST KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7o4qne60TB3wo\n-----END TEST KEY-----\n';
     const created = await client.call('POST', '/secrets', { name: 'TEST_KEY', value: key, namespace: 'global' });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     const job = await client.submit({
       queue: QUEUE,
       secrets: ['TEST_KEY'],
-      steps: [{ key: 'key', run: 'printf %s "$TEST_KEY" | sed "s/^/line: /"\nprintf %s "$TEST_KEY" | base64 -w0; echo' }],
+      steps: [
+        { key: 'key', run: 'printf %s "$TEST_KEY" | sed "s/^/line: /"\nprintf %s "$TEST_KEY" | base64 -w0; echo' },
+      ],
     });
     await client.waitForState(job.id, 'completed', 60_000);
     const { entries } = await client.logs(job.id);
-    expect(entries[0].out).toBe(`${'stdout: line: ${{ secrets.TEST_KEY }}\n'.repeat(4)}stdout: \${{ secrets.TEST_KEY }}\n`);
+    expect(entries[0].out).toBe(
+      `${'stdout: line: ${{ secrets.TEST_KEY }}\n'.repeat(4)}stdout: \${{ secrets.TEST_KEY }}\n`,
+    );
   });
 
-  it('keeps the value and the tokens out of the executor\'s own output', () => {
+  it("keeps the value and the tokens out of the executor's own output", () => {
     const output = executor.proc.output;
     expect(output).toContain('job finished');
     expect(leaked(output)).toEqual([]);

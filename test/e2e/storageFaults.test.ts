@@ -27,11 +27,17 @@ const admin = (sql: string): Promise<unknown> => withAdmin(inject('postgresUrl')
 
 /** A server (stopped after the test) on queue "disk", with one executor heartbeating every 500 ms unless `executorEnv` says otherwise. */
 async function serverWithExecutor(
-  name: string, server: { dataDir?: string; env: NodeJS.ProcessEnv }, executorEnv: NodeJS.ProcessEnv = {},
+  name: string,
+  server: { dataDir?: string; env: NodeJS.ProcessEnv },
+  executorEnv: NodeJS.ProcessEnv = {},
 ): Promise<{ server: ServerHandle; executor: ExecutorHandle; client: TestClient }> {
   const started = await startServer({ name: `${name}-server`, ...server });
   cleanup.push(() => started.stop());
-  const executor = await startExecutor(started.url, { name: `${name}-executor`, queues: ['disk'], env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms', ...executorEnv } });
+  const executor = await startExecutor(started.url, {
+    name: `${name}-executor`,
+    queues: ['disk'],
+    env: { EXECUTOR_HEARTBEAT_INTERVAL: '500ms', ...executorEnv },
+  });
   cleanup.push(() => executor.stop());
   return { server: started, executor, client: new TestClient(started.url) };
 }
@@ -69,7 +75,9 @@ async function expectNewWorkRefused(client: TestClient, storage: string): Promis
   expect(refused.body.code).toBe('STORAGE_UNAVAILABLE');
   expect(refused.headers.get('retry-after')).toBe('5');
   expect(refused.body.storage).toBe(storage);
-  expect(refused.body.error).toMatch(/takes no new work now: .+ Nothing was stored; try again once GET \/healthz answers 200/);
+  expect(refused.body.error).toMatch(
+    /takes no new work now: .+ Nothing was stored; try again once GET \/healthz answers 200/,
+  );
   const batch = await client.call('POST', '/jobs/batch', { jobs: [{ queue: 'disk', steps: [{ run: 'true' }] }] });
   expect(batch.status).toBe(503);
   expect((await client.call('GET', '/jobs?queue=disk')).body.jobs.length).toBe(before);
@@ -89,15 +97,23 @@ function integrityOf(file: string): string {
  * report the disk full, refuse new work, and not reset the job while its heartbeats cannot be stored; once the disk
  * is grown, the job completes on its first attempt with every line once and in order, and new work runs.
  */
-async function floodPastFullDisk(name: string, serverOptions: { dataDir?: string; env: NodeJS.ProcessEnv }, disk: Tmpfs, reason: RegExp): Promise<ServerHandle> {
+async function floodPastFullDisk(
+  name: string,
+  serverOptions: { dataDir?: string; env: NodeJS.ProcessEnv },
+  disk: Tmpfs,
+  reason: RegExp,
+): Promise<ServerHandle> {
   const { server, client } = await serverWithExecutor(name, serverOptions);
   const LINES = 20_000;
   const job = await client.submit({
     // Random hex: PostgreSQL compresses what it stores, and a log of zeros would fit in a few kilobytes.
-    queue: 'disk', steps: [{
-      key: 'flood',
-      run: `seq 1 ${LINES} | awk 'BEGIN { srand(1) } { s = ""; for (i = 0; i < 61; i++) s = s sprintf("%08x", int(rand() * 4294967295)); printf "%06d %s\\n", $1, s }'`,
-    }],
+    queue: 'disk',
+    steps: [
+      {
+        key: 'flood',
+        run: `seq 1 ${LINES} | awk 'BEGIN { srand(1) } { s = ""; for (i = 0; i < 61; i++) s = s sprintf("%08x", int(rand() * 4294967295)); printf "%06d %s\\n", $1, s }'`,
+      },
+    ],
   });
   const full = await until('the server reports the disk full', unhealthy(server, 'disk-full'), 60_000, 100);
   expect(full.body.reason).toMatch(reason);
@@ -113,87 +129,122 @@ async function floodPastFullDisk(name: string, serverOptions: { dataDir?: string
   expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
   const out = (await client.logs(job.id)).entries[0].out.split('\n').filter(Boolean);
   expect(out.length).toBe(LINES);
-  out.forEach((line, i) => expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`));
+  out.forEach((line, i) =>
+    expect(line.slice(0, 14), `line ${i + 1}`).toBe(`stdout: ${String(i + 1).padStart(6, '0')}`),
+  );
   const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
   await client.waitForState(after.id, 'completed', 30_000);
   return server;
 }
 
 describe('the SQLite data directory runs out of space', () => {
-  it('a full disk: writes fail cleanly, new work is refused, the running job waits and then finishes whole when space returns', { timeout: 180_000 }, async () => {
-    const disk = await mountTmpfs(6 * MiB);
-    cleanup.push(() => disk.unmount());
-    // No free-space margin: the database itself meets the full disk.
-    const server = await floodPastFullDisk('diskfull', { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } }, disk, /the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/);
-    await server.stop();
-    expect(integrityOf(path.join(disk.dir, 'dockhand.db'))).toBe('ok');
-  });
+  it(
+    'a full disk: writes fail cleanly, new work is refused, the running job waits and then finishes whole when space returns',
+    { timeout: 180_000 },
+    async () => {
+      const disk = await mountTmpfs(6 * MiB);
+      cleanup.push(() => disk.unmount());
+      // No free-space margin: the database itself meets the full disk.
+      const server = await floodPastFullDisk(
+        'diskfull',
+        { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '0', DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } },
+        disk,
+        /the database cannot take writes \(disk-full: SQLITE_FULL: .+\); free space on the database disk/,
+      );
+      await server.stop();
+      expect(integrityOf(path.join(disk.dir, 'dockhand.db'))).toBe('ok');
+    },
+  );
 
-  it('under DOCKHAND_MIN_FREE_DISK: no new work is taken or handed out, running jobs finish, and work resumes when space is freed', { timeout: 120_000 }, async () => {
-    const disk = await mountTmpfs(32 * MiB);
-    cleanup.push(() => disk.unmount());
-    const { server, client } = await serverWithExecutor('lowdisk', { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '16M' } }, { EXECUTOR_MAXIMUM_NUM_JOBS: '1' });
-    const dir = await tempDir('lowdisk');
+  it(
+    'under DOCKHAND_MIN_FREE_DISK: no new work is taken or handed out, running jobs finish, and work resumes when space is freed',
+    { timeout: 120_000 },
+    async () => {
+      const disk = await mountTmpfs(32 * MiB);
+      cleanup.push(() => disk.unmount());
+      const { server, client } = await serverWithExecutor(
+        'lowdisk',
+        { dataDir: disk.dir, env: { DOCKHAND_MIN_FREE_DISK: '16M' } },
+        { EXECUTOR_MAXIMUM_NUM_JOBS: '1' },
+      );
+      const dir = await tempDir('lowdisk');
 
-    const running = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
-    await until('the first job runs', () => existsSync(path.join(dir, `running-${running.id}`)));
-    // Waits behind the first: the executor has one slot.
-    const waiting = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+      const running = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+      await until('the first job runs', () => existsSync(path.join(dir, `running-${running.id}`)));
+      // Waits behind the first: the executor has one slot.
+      const waiting = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
 
-    const ballast = path.join(disk.dir, 'ballast');
-    await writeFile(ballast, Buffer.alloc(20 * MiB));
-    const low = await until('the server reports low disk space', unhealthy(server, 'low-disk'), 30_000, 100);
-    expect(low.body.reason).toMatch(new RegExp(`only .+ free on the disk of the data directory ${disk.dir}, under DOCKHAND_MIN_FREE_DISK \\(16Mi\\)`));
-    await expectNewWorkRefused(client, 'low-disk');
+      const ballast = path.join(disk.dir, 'ballast');
+      await writeFile(ballast, Buffer.alloc(20 * MiB));
+      const low = await until('the server reports low disk space', unhealthy(server, 'low-disk'), 30_000, 100);
+      expect(low.body.reason).toMatch(
+        new RegExp(
+          `only .+ free on the disk of the data directory ${disk.dir}, under DOCKHAND_MIN_FREE_DISK \\(16Mi\\)`,
+        ),
+      );
+      await expectNewWorkRefused(client, 'low-disk');
 
-    // The running job still reports; the waiting one is not handed out while space is short.
-    writeFileSync(path.join(dir, `gate-${running.id}`), '');
-    await client.waitForState(running.id, 'completed', 30_000);
-    await new Promise((r) => setTimeout(r, 2_000));
-    expect((await client.job(waiting.id)).job.state).toBe('queued');
+      // The running job still reports; the waiting one is not handed out while space is short.
+      writeFileSync(path.join(dir, `gate-${running.id}`), '');
+      await client.waitForState(running.id, 'completed', 30_000);
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect((await client.job(waiting.id)).job.state).toBe('queued');
 
-    await rm(ballast);
-    await until('the server is healthy again', healthy(server), 30_000, 100);
-    await until('the waiting job runs', () => existsSync(path.join(dir, `running-${waiting.id}`)), 30_000);
-    writeFileSync(path.join(dir, `gate-${waiting.id}`), '');
-    await client.waitForState(waiting.id, 'completed', 30_000);
-  });
+      await rm(ballast);
+      await until('the server is healthy again', healthy(server), 30_000, 100);
+      await until('the waiting job runs', () => existsSync(path.join(dir, `running-${waiting.id}`)), 30_000);
+      writeFileSync(path.join(dir, `gate-${waiting.id}`), '');
+      await client.waitForState(waiting.id, 'completed', 30_000);
+    },
+  );
 });
 
 describe('the SQLite data directory turns read-only', () => {
-  it('the kernel remounts the disk read-only: the server says so and takes no work; after fsck and a restart, the held result lands', { timeout: 120_000 }, async () => {
-    const disk = await mountExt4(64 * MiB);
-    cleanup.push(() => disk.unmount());
-    const dataDir = path.join(disk.dir, 'data');
-    const { server, executor, client } = await serverWithExecutor('readonly', { dataDir, env: { DOCKHAND_STALLED_JOB_TIMEOUT: '3s', DOCKHAND_MIN_FREE_DISK: '1M' } });
-    const dir = await tempDir('readonly');
+  it(
+    'the kernel remounts the disk read-only: the server says so and takes no work; after fsck and a restart, the held result lands',
+    { timeout: 120_000 },
+    async () => {
+      const disk = await mountExt4(64 * MiB);
+      cleanup.push(() => disk.unmount());
+      const dataDir = path.join(disk.dir, 'data');
+      const { server, executor, client } = await serverWithExecutor('readonly', {
+        dataDir,
+        env: { DOCKHAND_STALLED_JOB_TIMEOUT: '3s', DOCKHAND_MIN_FREE_DISK: '1M' },
+      });
+      const dir = await tempDir('readonly');
 
-    const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
-    await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
-    await disk.fail();
-    const broken = await until('the server reports the database unwritable', async () => {
-      const h = await health(server);
-      return h.status === 503 ? h : undefined;
-    }, 30_000, 100);
-    expect(broken.body.reason).toContain(`the data directory ${dataDir} is on a read-only file system (EROFS)`);
-    await expectNewWorkRefused(client, broken.body.storage!);
-    // The step ends; its result cannot be stored, so the executor keeps it.
-    writeFileSync(path.join(dir, `gate-${job.id}`), '');
-    await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
+      const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+      await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
+      await disk.fail();
+      const broken = await until(
+        'the server reports the database unwritable',
+        async () => {
+          const h = await health(server);
+          return h.status === 503 ? h : undefined;
+        },
+        30_000,
+        100,
+      );
+      expect(broken.body.reason).toContain(`the data directory ${dataDir} is on a read-only file system (EROFS)`);
+      await expectNewWorkRefused(client, broken.body.storage!);
+      // The step ends; its result cannot be stored, so the executor keeps it.
+      writeFileSync(path.join(dir, `gate-${job.id}`), '');
+      await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
 
-    // What an operator does: stop the server, repair the disk, start the server again.
-    await server.stop();
-    await disk.repair();
-    await server.restart();
-    await client.waitForState(job.id, 'completed', 30_000);
-    const { attempts } = await client.job(job.id);
-    expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
-    expect((await client.logs(job.id)).entries[0].out).toBe(`stdout: job ${job.id} done\n`);
-    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
-    await client.waitForState(after.id, 'completed', 30_000);
-    await server.stop();
-    expect(integrityOf(path.join(dataDir, 'dockhand.db'))).toBe('ok');
-  });
+      // What an operator does: stop the server, repair the disk, start the server again.
+      await server.stop();
+      await disk.repair();
+      await server.restart();
+      await client.waitForState(job.id, 'completed', 30_000);
+      const { attempts } = await client.job(job.id);
+      expect(attempts.map((a) => a.outcome)).toEqual(['completed']);
+      expect((await client.logs(job.id)).entries[0].out).toBe(`stdout: job ${job.id} done\n`);
+      const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+      await client.waitForState(after.id, 'completed', 30_000);
+      await server.stop();
+      expect(integrityOf(path.join(dataDir, 'dockhand.db'))).toBe('ok');
+    },
+  );
 
   it('a server started on a read-only data directory refuses to start, saying why', { timeout: 60_000 }, async () => {
     const disk = await mountExt4(16 * MiB);
@@ -204,28 +255,40 @@ describe('the SQLite data directory turns read-only', () => {
     await first.stop();
     await disk.fail();
     await expect(startServer({ name: 'readonly-start-server', dataDir, env })).rejects.toThrow(
-      new RegExp(`cannot open the database ${dataDir}/dockhand.db for writing \\(SQLITE_\\w+: .+\\): the data directory ${dataDir} is on a read-only file system \\(EROFS\\)\\. Give --data-dir`),
+      new RegExp(
+        `cannot open the database ${dataDir}/dockhand.db for writing \\(SQLITE_\\w+: .+\\): the data directory ${dataDir} is on a read-only file system \\(EROFS\\)\\. Give --data-dir`,
+      ),
     );
   });
 });
 
 describe('the PostgreSQL database runs out of space', () => {
-  it('its tablespace fills up: the same as on SQLite, and it recovers without a restart when space returns', { timeout: 180_000 }, async () => {
-    const owner = postgresUser();
-    if (!owner) throw new Error('no postgres user on this machine: the tablespace must belong to the user PostgreSQL runs as');
-    const disk = await mountTmpfs(64 * MiB, owner);
-    cleanup.push(() => disk.unmount());
-    const database = await createTestDatabase('diskfull');
-    const name = new URL(database.url).pathname.slice(1);
-    // The database's tables live on the small disk; PostgreSQL's own WAL stays where it was.
-    await admin(`CREATE TABLESPACE "${name}" LOCATION '${disk.dir}'`);
-    cleanup.push(() => admin(`DROP TABLESPACE IF EXISTS "${name}"`).then(() => undefined));
-    cleanup.push(() => database.drop());
-    await admin(`ALTER DATABASE "${name}" SET TABLESPACE "${name}"`);
-    // Room for the schema and a few MB more, not for the 10 MB log to come.
-    await disk.resize((await disk.usedBytes()) + 4 * MiB);
-    await floodPastFullDisk('pg-diskfull', { env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } }, disk, /the database cannot take writes \(disk-full: 53100: could not extend file .+\); free space on the database disk/);
-  });
+  it(
+    'its tablespace fills up: the same as on SQLite, and it recovers without a restart when space returns',
+    { timeout: 180_000 },
+    async () => {
+      const owner = postgresUser();
+      if (!owner)
+        throw new Error('no postgres user on this machine: the tablespace must belong to the user PostgreSQL runs as');
+      const disk = await mountTmpfs(64 * MiB, owner);
+      cleanup.push(() => disk.unmount());
+      const database = await createTestDatabase('diskfull');
+      const name = new URL(database.url).pathname.slice(1);
+      // The database's tables live on the small disk; PostgreSQL's own WAL stays where it was.
+      await admin(`CREATE TABLESPACE "${name}" LOCATION '${disk.dir}'`);
+      cleanup.push(() => admin(`DROP TABLESPACE IF EXISTS "${name}"`).then(() => undefined));
+      cleanup.push(() => database.drop());
+      await admin(`ALTER DATABASE "${name}" SET TABLESPACE "${name}"`);
+      // Room for the schema and a few MB more, not for the 10 MB log to come.
+      await disk.resize((await disk.usedBytes()) + 4 * MiB);
+      await floodPastFullDisk(
+        'pg-diskfull',
+        { env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } },
+        disk,
+        /the database cannot take writes \(disk-full: 53100: could not extend file .+\); free space on the database disk/,
+      );
+    },
+  );
 });
 
 describe('the PostgreSQL database turns read-only', () => {
@@ -242,32 +305,45 @@ describe('the PostgreSQL database turns read-only', () => {
     );
   });
 
-  it('after a failover to a read-only database: unhealthy with the reason, no new work, results kept; writable again, it recovers by itself', { timeout: 120_000 }, async () => {
-    const database = await createTestDatabase('readonly');
-    cleanup.push(() => database.drop());
-    const name = new URL(database.url).pathname.slice(1);
-    const { server, executor, client } = await serverWithExecutor('pg-readonly', { env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' } });
-    const dir = await tempDir('pg-readonly');
+  it(
+    'after a failover to a read-only database: unhealthy with the reason, no new work, results kept; writable again, it recovers by itself',
+    { timeout: 120_000 },
+    async () => {
+      const database = await createTestDatabase('readonly');
+      cleanup.push(() => database.drop());
+      const name = new URL(database.url).pathname.slice(1);
+      const { server, executor, client } = await serverWithExecutor('pg-readonly', {
+        env: { DOCKHAND_DATABASE_URL: database.url, DOCKHAND_STALLED_JOB_TIMEOUT: '3s' },
+      });
+      const dir = await tempDir('pg-readonly');
 
-    const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
-    await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
-    // As after a failover to a standby: every new session is read-only, and the open ones are gone.
-    await admin(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`);
-    await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`);
-    const readOnly = await until('the server reports the database read-only', unhealthy(server, 'read-only'), 30_000, 100);
-    expect(readOnly.body.reason).toMatch(/the database cannot take writes \(read-only: 25006: cannot execute .+ in a read-only transaction\); make the database writable again/);
-    await expectNewWorkRefused(client, 'read-only');
-    writeFileSync(path.join(dir, `gate-${job.id}`), '');
-    await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
-    await new Promise((r) => setTimeout(r, 4_000));
-    expect((await client.job(job.id)).job.state).toBe('processing');
+      const job = await client.submit({ queue: 'disk', steps: [gatedStep(dir)] });
+      await until('the job runs', () => existsSync(path.join(dir, `running-${job.id}`)));
+      // As after a failover to a standby: every new session is read-only, and the open ones are gone.
+      await admin(`ALTER DATABASE "${name}" SET default_transaction_read_only = on`);
+      await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`);
+      const readOnly = await until(
+        'the server reports the database read-only',
+        unhealthy(server, 'read-only'),
+        30_000,
+        100,
+      );
+      expect(readOnly.body.reason).toMatch(
+        /the database cannot take writes \(read-only: 25006: cannot execute .+ in a read-only transaction\); make the database writable again/,
+      );
+      await expectNewWorkRefused(client, 'read-only');
+      writeFileSync(path.join(dir, `gate-${job.id}`), '');
+      await executor.proc.waitFor(/cannot deliver the result yet; keeping it and retrying/, 30_000);
+      await new Promise((r) => setTimeout(r, 4_000));
+      expect((await client.job(job.id)).job.state).toBe('processing');
 
-    // Writable again, with no restart: connections that met the fault are replaced by fresh ones.
-    await admin(`ALTER DATABASE "${name}" RESET default_transaction_read_only`);
-    await until('the server is healthy again', healthy(server), 30_000, 100);
-    await client.waitForState(job.id, 'completed', 30_000);
-    expect((await client.job(job.id)).attempts.map((a) => a.outcome)).toEqual(['completed']);
-    const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
-    await client.waitForState(after.id, 'completed', 30_000);
-  });
+      // Writable again, with no restart: connections that met the fault are replaced by fresh ones.
+      await admin(`ALTER DATABASE "${name}" RESET default_transaction_read_only`);
+      await until('the server is healthy again', healthy(server), 30_000, 100);
+      await client.waitForState(job.id, 'completed', 30_000);
+      expect((await client.job(job.id)).attempts.map((a) => a.outcome)).toEqual(['completed']);
+      const after = await client.submit({ queue: 'disk', steps: [{ run: 'echo after' }] });
+      await client.waitForState(after.id, 'completed', 30_000);
+    },
+  );
 });

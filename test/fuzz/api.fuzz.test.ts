@@ -24,14 +24,25 @@ describe('HTTP API fuzzing', () => {
     const stats = await fuzzRoutes(target, {
       requests: REQUESTS,
       seed: SEED,
-      progress: process.env.FUZZ_PROGRESS ? (done, route) => process.stdout.write(`fuzz: ${done} requests at ${((Date.now() - started) / 1000).toFixed(1)} s, done with ${route}\n`) : undefined,
+      progress: process.env.FUZZ_PROGRESS
+        ? (done, route) =>
+            process.stdout.write(
+              `fuzz: ${done} requests at ${((Date.now() - started) / 1000).toFixed(1)} s, done with ${route}\n`,
+            )
+        : undefined,
     });
-    const summary = Object.entries(stats.byStatus).map(([status, n]) => `${status}: ${n}`).join(', ');
-    process.stdout.write(`fuzz: ${stats.requests} requests over ${target.routes.length} routes in ${(stats.elapsedMs / 1000).toFixed(1)} s (${summary})\n`);
+    const summary = Object.entries(stats.byStatus)
+      .map(([status, n]) => `${status}: ${n}`)
+      .join(', ');
+    process.stdout.write(
+      `fuzz: ${stats.requests} requests over ${target.routes.length} routes in ${(stats.elapsedMs / 1000).toFixed(1)} s (${summary})\n`,
+    );
     expect(stats.requests).toBeGreaterThanOrEqual(REQUESTS);
     // Every route was reached, and enough requests got past validation to exercise the handlers.
     expect(Object.keys(stats.byRoute)).toHaveLength(target.routes.length);
-    const succeeded = Object.entries(stats.byStatus).filter(([s]) => Number(s) < 300).reduce((n, [, c]) => n + c, 0);
+    const succeeded = Object.entries(stats.byStatus)
+      .filter(([s]) => Number(s) < 300)
+      .reduce((n, [, c]) => n + c, 0);
     expect(succeeded).toBeGreaterThan(REQUESTS * 0.05);
   }, 180_000);
 });

@@ -94,18 +94,43 @@ export async function createFuzzTarget(): Promise<FuzzTarget> {
     },
   });
   const logger = pino({ level: 'warn', ...logRedact }, sink);
-  const config = { executorsAccessToken: FUZZ_EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
-  const { app, routes } = buildApp({ store, events: new EventBus(), metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log: logger, minFreeBytes: 0 }), config }, logger, {
-    // The production limit, with a short window so that blocked addresses come back within the run.
-    authFailures: { limit: 30, windowMs: 2_000 },
-  });
+  const config = {
+    executorsAccessToken: FUZZ_EXECUTORS_TOKEN,
+    stalledJobTimeoutMs: 25_000,
+    maxJobResets: 3,
+    retryBackoffMs: 5_000,
+  };
+  const { app, routes } = buildApp(
+    {
+      store,
+      events: new EventBus(),
+      metrics: new ServerMetrics(store),
+      secrets,
+      storage: new StorageHealth({ store, log: logger, minFreeBytes: 0 }),
+      config,
+    },
+    logger,
+    {
+      // The production limit, with a short window so that blocked addresses come back within the run.
+      authFailures: { limit: 30, windowMs: 2_000 },
+    },
+  );
   await app.ready();
 
   const state: FuzzState = {
-    jobIds: [], attempts: [], reservedJobId: 0, secrets: new Set([FUZZ_ADMIN_TOKEN, FUZZ_EXECUTORS_TOKEN]), adminToken: FUZZ_ADMIN_TOKEN,
+    jobIds: [],
+    attempts: [],
+    reservedJobId: 0,
+    secrets: new Set([FUZZ_ADMIN_TOKEN, FUZZ_EXECUTORS_TOKEN]),
+    adminToken: FUZZ_ADMIN_TOKEN,
   };
   const reserved = (await submitJob(app, state, 'fuzz-reserved'))!;
-  const cancel = await app.inject({ method: 'POST', url: `/api/v1/jobs/${reserved}/cancel`, headers: { authorization: `Bearer ${state.adminToken}` }, remoteAddress: HARNESS_ADDRESS });
+  const cancel = await app.inject({
+    method: 'POST',
+    url: `/api/v1/jobs/${reserved}/cancel`,
+    headers: { authorization: `Bearer ${state.adminToken}` },
+    remoteAddress: HARNESS_ADDRESS,
+  });
   if (cancel.statusCode !== 200) throw new Error(`fuzz setup: cancel answered ${cancel.statusCode} ${cancel.body}`);
   state.reservedJobId = reserved;
   const target: FuzzTarget = {
@@ -127,7 +152,10 @@ export async function createFuzzTarget(): Promise<FuzzTarget> {
 /** Submits a job as the admin; undefined when the admin token no longer works (401/403). */
 async function submitJob(app: FastifyInstance, state: FuzzState, queue: string): Promise<number | undefined> {
   const res = await app.inject({
-    method: 'POST', url: '/api/v1/jobs', headers: { authorization: `Bearer ${state.adminToken}` }, remoteAddress: HARNESS_ADDRESS,
+    method: 'POST',
+    url: '/api/v1/jobs',
+    headers: { authorization: `Bearer ${state.adminToken}` },
+    remoteAddress: HARNESS_ADDRESS,
     payload: { queue, namespace: 'global', steps: [{ run: 'echo fuzz' }] },
   });
   if (res.statusCode === 401 || res.statusCode === 403) return undefined;
@@ -140,7 +168,8 @@ let adminCount = 0;
 /** The fuzzed account routes may demote or delete the admin, or delete its token: make a new site admin. */
 async function newAdmin(target: FuzzTarget): Promise<void> {
   const name = `fuzz-admin-${++adminCount}`;
-  const user = (await target.store.accounts.createUser(name, true, Date.now())) ?? (await target.store.accounts.getUser(name))!;
+  const user =
+    (await target.store.accounts.createUser(name, true, Date.now())) ?? (await target.store.accounts.getUser(name))!;
   const token = `dha_fuzz_admin_${adminCount}_token_0123456789abcdef0123`;
   await target.store.accounts.createToken(user.id, 'fuzz', hashToken(token), Date.now());
   target.state.adminToken = token;
@@ -159,7 +188,10 @@ async function replenish(target: FuzzTarget): Promise<void> {
   }
   state.jobIds.push(id);
   const res = await app.inject({
-    method: 'POST', url: '/api/executor/v1/dequeue', headers: { authorization: `token-executor ${FUZZ_EXECUTORS_TOKEN}` }, remoteAddress: HARNESS_ADDRESS,
+    method: 'POST',
+    url: '/api/executor/v1/dequeue',
+    headers: { authorization: `token-executor ${FUZZ_EXECUTORS_TOKEN}` },
+    remoteAddress: HARNESS_ADDRESS,
     payload: { executorName: 'fuzz-executor', version: 'fuzz', queues: [FUZZ_QUEUE], waitMs: 0 },
   });
   if (res.statusCode === 200) remember(state, res.json());
@@ -177,7 +209,11 @@ function remember(state: FuzzState, job: { id?: unknown; attempt?: unknown; toke
 // Generated requests: plain data (so fast-check can shrink them), resolved against the state when sent
 
 type ParamPlan = { kind: 'job'; pick: number } | { kind: 'literal'; value: string } | { kind: 'raw'; value: string };
-type AuthPlan = { kind: 'valid' } | { kind: 'none' } | { kind: 'header'; value: string } | { kind: 'other'; which: 'admin' | 'executor' | 'job' };
+type AuthPlan =
+  | { kind: 'valid' }
+  | { kind: 'none' }
+  | { kind: 'header'; value: string }
+  | { kind: 'other'; which: 'admin' | 'executor' | 'job' };
 type BodyPlan =
   | { kind: 'none' }
   | { kind: 'value'; value: unknown; as: 'json' | 'yaml'; contentType: string }
@@ -208,12 +244,64 @@ export interface RequestPlan {
 }
 
 const WEIRD_STRINGS = [
-  '', ' ', '\u0000', '\t\n', '..', '../../etc/passwd', '%00', '%', '__proto__', 'constructor', 'prototype', 'toString',
-  'hasOwnProperty', '😀', '\ud800', '\udfff', 'a'.repeat(5000), '${HOME}', '$(id)', '`id`', "'; DROP TABLE jobs; --",
-  'null', 'undefined', 'NaN', 'Infinity', '1e309', '-0', '0x10', '0b1', '1_000', ' 1', '1 ', 'true', '[]', '{}',
-  '<script>alert(1)</script>', '\r\nX-Injected: 1', 'user:', 'org:', 'global', 'user:admin', 'org:x/../y',
+  '',
+  ' ',
+  '\u0000',
+  '\t\n',
+  '..',
+  '../../etc/passwd',
+  '%00',
+  '%',
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  '😀',
+  '\ud800',
+  '\udfff',
+  'a'.repeat(5000),
+  '${HOME}',
+  '$(id)',
+  '`id`',
+  "'; DROP TABLE jobs; --",
+  'null',
+  'undefined',
+  'NaN',
+  'Infinity',
+  '1e309',
+  '-0',
+  '0x10',
+  '0b1',
+  '1_000',
+  ' 1',
+  '1 ',
+  'true',
+  '[]',
+  '{}',
+  '<script>alert(1)</script>',
+  '\r\nX-Injected: 1',
+  'user:',
+  'org:',
+  'global',
+  'user:admin',
+  'org:x/../y',
 ];
-const SPECIAL_NUMBERS = [0, -0, -1, 1, 1.5, 2 ** 31, 2 ** 32, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER + 2, 1e21, 1e308, -1e308, 5e-324];
+const SPECIAL_NUMBERS = [
+  0,
+  -0,
+  -1,
+  1,
+  1.5,
+  2 ** 31,
+  2 ** 32,
+  Number.MAX_SAFE_INTEGER,
+  Number.MAX_SAFE_INTEGER + 2,
+  1e21,
+  1e308,
+  -1e308,
+  5e-324,
+];
 
 const weirdString = fc.constantFrom(...WEIRD_STRINGS);
 const anyString = fc.oneof(
@@ -222,7 +310,11 @@ const anyString = fc.oneof(
   { arbitrary: fc.string({ unit: 'binary', maxLength: 20 }), weight: 1 },
   { arbitrary: weirdString, weight: 3 },
 );
-const anyNumber = fc.oneof(fc.constantFrom(...SPECIAL_NUMBERS), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }));
+const anyNumber = fc.oneof(
+  fc.constantFrom(...SPECIAL_NUMBERS),
+  fc.integer(),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+);
 const anyJson: fc.Arbitrary<unknown> = fc.oneof(
   { arbitrary: fc.jsonValue({ maxDepth: 3 }), weight: 4 },
   { arbitrary: anyString, weight: 3 },
@@ -255,14 +347,16 @@ function patternArb(pattern: string): fc.Arbitrary<string> {
 
 /** Values that mostly satisfy `schema` (lengths capped), for bodies that get past validation into handlers. */
 export function fromSchema(schema: JsonSchema, root: Record<string, any>, depth = 0): fc.Arbitrary<unknown> {
-  if (schema === undefined || schema === true || (typeof schema === 'object' && Object.keys(schema).length === 0)) return anyJson;
+  if (schema === undefined || schema === true || (typeof schema === 'object' && Object.keys(schema).length === 0))
+    return anyJson;
   if (schema === false) return anyJson;
   if (depth > 6) return fc.constant(null);
   if (typeof schema.$ref === 'string') return fromSchema(resolveRef(schema.$ref, root), root, depth + 1);
   if ('const' in schema) return fc.constant(schema.const);
   if (Array.isArray(schema.enum)) return fc.constantFrom(...(schema.enum as unknown[]));
   for (const key of ['anyOf', 'oneOf'] as const) {
-    if (Array.isArray(schema[key]) && schema[key].length) return fc.oneof(...(schema[key] as JsonSchema[]).map((s) => fromSchema(s, root, depth + 1)));
+    if (Array.isArray(schema[key]) && schema[key].length)
+      return fc.oneof(...(schema[key] as JsonSchema[]).map((s) => fromSchema(s, root, depth + 1)));
   }
   if (Array.isArray(schema.allOf) && schema.allOf.length) return fromSchema(schema.allOf[0], root, depth + 1);
   const type = schema.type as string | string[] | undefined;
@@ -277,9 +371,10 @@ export function fromSchema(schema: JsonSchema, root: Record<string, any>, depth 
         return fc.record(model, { requiredKeys: required });
       }
       const valueSchema = typeof schema.additionalProperties === 'object' ? schema.additionalProperties : undefined;
-      const keySchema = typeof schema.propertyNames === 'object' && typeof schema.propertyNames.pattern === 'string'
-        ? patternArb(schema.propertyNames.pattern)
-        : fc.string({ minLength: 1, maxLength: 12 });
+      const keySchema =
+        typeof schema.propertyNames === 'object' && typeof schema.propertyNames.pattern === 'string'
+          ? patternArb(schema.propertyNames.pattern)
+          : fc.string({ minLength: 1, maxLength: 12 });
       return fc.dictionary(keySchema, fromSchema(valueSchema, root, depth + 1), { maxKeys: 3 });
     }
     case 'array': {
@@ -301,7 +396,11 @@ export function fromSchema(schema: JsonSchema, root: Record<string, any>, depth 
       let max = typeof schema.maximum === 'number' ? schema.maximum : 1_000_000;
       if (typeof schema.exclusiveMinimum === 'number') min = schema.exclusiveMinimum + (type === 'integer' ? 1 : 1e-9);
       if (typeof schema.exclusiveMaximum === 'number') max = schema.exclusiveMaximum - (type === 'integer' ? 1 : 1e-9);
-      if (type === 'integer') return fc.integer({ min: Math.max(Math.ceil(min), Number.MIN_SAFE_INTEGER), max: Math.min(Math.floor(max), Number.MAX_SAFE_INTEGER) });
+      if (type === 'integer')
+        return fc.integer({
+          min: Math.max(Math.ceil(min), Number.MIN_SAFE_INTEGER),
+          max: Math.min(Math.floor(max), Number.MAX_SAFE_INTEGER),
+        });
       return fc.double({ min, max, noNaN: true, noDefaultInfinity: true });
     }
     case 'boolean':
@@ -344,9 +443,17 @@ function knownSeeds(def: AnyRoute): unknown[] {
     return [
       { queue: FUZZ_QUEUE, steps: [{ run: 'echo hi' }] },
       {
-        queue: FUZZ_QUEUE, namespace: 'global', files: { 'a/b.txt': 'hello', 'run.sh': '#!/bin/sh\necho hi\n' },
-        steps: [{ key: 'one', run: 'sh run.sh', dir: 'a', env: { A: '1', B: true, C: 3 }, timeout: '5m' }, { run: 'true', image: 'alpine:3' }],
-        resources: { cpus: 1, memory: '512M', disk: '1G' }, maxRuntime: '1h', maxAttempts: 2, network: 'none',
+        queue: FUZZ_QUEUE,
+        namespace: 'global',
+        files: { 'a/b.txt': 'hello', 'run.sh': '#!/bin/sh\necho hi\n' },
+        steps: [
+          { key: 'one', run: 'sh run.sh', dir: 'a', env: { A: '1', B: true, C: 3 }, timeout: '5m' },
+          { run: 'true', image: 'alpine:3' },
+        ],
+        resources: { cpus: 1, memory: '512M', disk: '1G' },
+        maxRuntime: '1h',
+        maxAttempts: 2,
+        network: 'none',
         repository: { url: 'https://example.com/repo.git', commit: 'main', shallow: true },
       },
     ];
@@ -354,16 +461,40 @@ function knownSeeds(def: AnyRoute): unknown[] {
   if (def.url.endsWith('/dequeue')) {
     return [
       { executorName: 'fuzz-executor', version: '1', queues: [FUZZ_QUEUE], waitMs: 0, weights: { fuzz: 2 } },
-      { executorName: 'fuzz-executor', version: '1', queues: [FUZZ_QUEUE], waitMs: 0, instanceId: 'fuzz-instance-1', heartbeatIntervalMs: 1_000, hostname: 'h' },
+      {
+        executorName: 'fuzz-executor',
+        version: '1',
+        queues: [FUZZ_QUEUE],
+        waitMs: 0,
+        instanceId: 'fuzz-instance-1',
+        heartbeatIntervalMs: 1_000,
+        hostname: 'h',
+      },
     ];
   }
   if (def.url.endsWith('/heartbeat')) {
-    const beat = { executorName: 'fuzz-executor', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'shell', queues: [FUZZ_QUEUE], jobs: [{ id: 1, attempt: 1 }], waitMs: 0 };
+    const beat = {
+      executorName: 'fuzz-executor',
+      hostname: 'h',
+      os: 'linux',
+      arch: 'x64',
+      version: '1',
+      runtime: 'shell',
+      queues: [FUZZ_QUEUE],
+      jobs: [{ id: 1, attempt: 1 }],
+      waitMs: 0,
+    };
     return [beat, { ...beat, instanceId: 'fuzz-instance-2', heartbeatIntervalMs: 5_000 }];
   }
   if (def.url.endsWith('/release')) return [{ executorName: 'fuzz-executor', instanceId: 'fuzz-instance-2' }];
   if (def.url.endsWith('/:id/logs') && def.method === 'POST') {
-    return [{ entries: [{ index: 0, key: 'step.0', command: ['sh', '-c', 'echo'], startTime: now, offset: 0, out: 'hello\n' }] }];
+    return [
+      {
+        entries: [
+          { index: 0, key: 'step.0', command: ['sh', '-c', 'echo'], startTime: now, offset: 0, out: 'hello\n' },
+        ],
+      },
+    ];
   }
   if (def.url.endsWith('/complete')) return [{}];
   if (def.url.endsWith('/error')) return [{ message: 'fetch failed' }];
@@ -410,7 +541,8 @@ function applyMutation(root: unknown, m: Mutation): unknown {
       parent[key] = m.value;
       break;
     case 'add':
-      if (node && typeof node === 'object' && !Array.isArray(node)) Object.defineProperty(node, m.key, { value: m.value, enumerable: true, writable: true, configurable: true });
+      if (node && typeof node === 'object' && !Array.isArray(node))
+        Object.defineProperty(node, m.key, { value: m.value, enumerable: true, writable: true, configurable: true });
       else if (Array.isArray(node)) node.push(m.value);
       else parent[key] = { [m.key]: m.value };
       break;
@@ -428,35 +560,93 @@ function applyMutation(root: unknown, m: Mutation): unknown {
 }
 
 function mutated(base: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
-  return fc.tuple(base, fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(([value, mutations]) => mutations.reduce(applyMutation, value));
+  return fc
+    .tuple(base, fc.array(mutationArb, { minLength: 1, maxLength: 3 }))
+    .map(([value, mutations]) => mutations.reduce(applyMutation, value));
 }
 
 const JSON_TYPES = ['application/json', 'application/json; charset=utf-8', 'APPLICATION/JSON'];
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml'];
 const WRONG_TYPES = [
-  'text/plain', 'application/xml', 'text/html', 'multipart/form-data; boundary=x', 'application/x-www-form-urlencoded',
-  'application/octet-stream', 'application/json; charset=utf-16', 'application/jsonp', 'application/yaml; charset=latin1',
-  '*/*', ';;;', 'application/', 'json', 'image/png',
+  'text/plain',
+  'application/xml',
+  'text/html',
+  'multipart/form-data; boundary=x',
+  'application/x-www-form-urlencoded',
+  'application/octet-stream',
+  'application/json; charset=utf-16',
+  'application/jsonp',
+  'application/yaml; charset=latin1',
+  '*/*',
+  ';;;',
+  'application/',
+  'json',
+  'image/png',
 ];
 
 const MALFORMED_TEXTS = [
-  '', '{', '}', '[', '{"queue": ', '{"a":1,}', "{'a': 1}", 'NaN', 'undefined', '\ufeff{}', '{"a": 1e999}', '1'.repeat(400),
-  '{"__proto__": {"polluted": true}}', '{"constructor": {"prototype": {"polluted": true}}}', '{"a":1}{"b":2}', 'null',
-  '"just a string"', '[]', '{"a":"\\ud800"}', '{"a":"\\u0000"}', '{"a": "x", "a": "y"}',
-  '['.repeat(5000) + ']'.repeat(5000), '{"a":'.repeat(3000) + '1' + '}'.repeat(3000), '['.repeat(100000),
+  '',
+  '{',
+  '}',
+  '[',
+  '{"queue": ',
+  '{"a":1,}',
+  "{'a': 1}",
+  'NaN',
+  'undefined',
+  '\ufeff{}',
+  '{"a": 1e999}',
+  '1'.repeat(400),
+  '{"__proto__": {"polluted": true}}',
+  '{"constructor": {"prototype": {"polluted": true}}}',
+  '{"a":1}{"b":2}',
+  'null',
+  '"just a string"',
+  '[]',
+  '{"a":"\\ud800"}',
+  '{"a":"\\u0000"}',
+  '{"a": "x", "a": "y"}',
+  '['.repeat(5000) + ']'.repeat(5000),
+  '{"a":'.repeat(3000) + '1' + '}'.repeat(3000),
+  '['.repeat(100000),
   // YAML: syntax errors, tabs, aliases (recursive and exponential), tags, complex keys, merges, several documents.
-  'queue: [', 'a:\tb', '\tqueue: x', 'a: &a [*a]', 'a: &x [1]\nb: *y', '? [a, b]\n: c', '<<: {queue: x}\nsteps: []',
-  '--- a\n--- b', '%YAML 1.1\n---\nqueue: x', 'a: !!binary aGk=', 'a: !!js/function "() => 1"', 'a: !custom x',
-  '__proto__: {polluted: true}\nqueue: x', 'queue: x\nsteps:\n  - run: |\n      echo hi\n    env: {A: [1,2]}',
-  [...'abcdefghij'].map((c, i) => `${c}: &${c} [${i === 0 ? '"lol"' : Array(9).fill(`*${String.fromCharCode(c.charCodeAt(0) - 1)}`).join(',')}]`).join('\n'),
-  '- '.repeat(2000) + 'x', '{'.repeat(3000),
+  'queue: [',
+  'a:\tb',
+  '\tqueue: x',
+  'a: &a [*a]',
+  'a: &x [1]\nb: *y',
+  '? [a, b]\n: c',
+  '<<: {queue: x}\nsteps: []',
+  '--- a\n--- b',
+  '%YAML 1.1\n---\nqueue: x',
+  'a: !!binary aGk=',
+  'a: !!js/function "() => 1"',
+  'a: !custom x',
+  '__proto__: {polluted: true}\nqueue: x',
+  'queue: x\nsteps:\n  - run: |\n      echo hi\n    env: {A: [1,2]}',
+  [...'abcdefghij']
+    .map(
+      (c, i) =>
+        `${c}: &${c} [${
+          i === 0
+            ? '"lol"'
+            : Array(9)
+                .fill(`*${String.fromCharCode(c.charCodeAt(0) - 1)}`)
+                .join(',')
+        }]`,
+    )
+    .join('\n'),
+  '- '.repeat(2000) + 'x',
+  '{'.repeat(3000),
 ];
 
 function bodyArb(def: AnyRoute): fc.Arbitrary<BodyPlan> {
   const schema = jsonSchemaOf(def.body);
   const seeds = knownSeeds(def);
   const shaped = schema ? fromSchema(schema, schema) : anyJson;
-  const valid = seeds.length ? fc.oneof({ arbitrary: fc.constantFrom(...seeds), weight: 2 }, { arbitrary: shaped, weight: 1 }) : shaped;
+  const valid = seeds.length
+    ? fc.oneof({ arbitrary: fc.constantFrom(...seeds), weight: 2 }, { arbitrary: shaped, weight: 1 })
+    : shaped;
   const keys = schema ? schemaKeys(schema) : [];
   const rightKeys = keys.length
     ? fc.dictionary(fc.constantFrom(...keys), anyJson, { maxKeys: Math.min(keys.length, 6) })
@@ -467,8 +657,18 @@ function bodyArb(def: AnyRoute): fc.Arbitrary<BodyPlan> {
     { arbitrary: rightKeys, weight: 3 },
     { arbitrary: anyJson, weight: 2 },
   );
-  const asJson = fc.record({ kind: fc.constant('value' as const), value, as: fc.constant('json' as const), contentType: fc.constantFrom(...JSON_TYPES) });
-  const asYaml = fc.record({ kind: fc.constant('value' as const), value, as: fc.constant('yaml' as const), contentType: fc.constantFrom(...YAML_TYPES) });
+  const asJson = fc.record({
+    kind: fc.constant('value' as const),
+    value,
+    as: fc.constant('json' as const),
+    contentType: fc.constantFrom(...JSON_TYPES),
+  });
+  const asYaml = fc.record({
+    kind: fc.constant('value' as const),
+    value,
+    as: fc.constant('yaml' as const),
+    contentType: fc.constantFrom(...YAML_TYPES),
+  });
   const truncated = fc.tuple(valid, fc.nat()).map(([v, cut]) => {
     const text = JSON.stringify(v) ?? '';
     return text.slice(0, text.length ? cut % text.length : 0);
@@ -476,7 +676,12 @@ function bodyArb(def: AnyRoute): fc.Arbitrary<BodyPlan> {
   const text = fc.record(
     {
       kind: fc.constant('text' as const),
-      text: fc.oneof(fc.constantFrom(...MALFORMED_TEXTS), truncated, fc.string({ maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 100 })),
+      text: fc.oneof(
+        fc.constantFrom(...MALFORMED_TEXTS),
+        truncated,
+        fc.string({ maxLength: 200 }),
+        fc.string({ unit: 'binary', maxLength: 100 }),
+      ),
       contentType: fc.oneof(fc.constantFrom(...JSON_TYPES, ...YAML_TYPES), fc.constant(undefined)),
     },
     { requiredKeys: ['kind', 'text'] },
@@ -490,7 +695,10 @@ function bodyArb(def: AnyRoute): fc.Arbitrary<BodyPlan> {
   const huge = fc.record({
     kind: fc.constant('huge' as const),
     // Around the 1 MiB default, past it, and (rarely) past the 16 MiB of the largest routes.
-    bytes: fc.oneof({ arbitrary: fc.constantFrom(200_000, 1_000_000, 1_100_000, 3_000_000), weight: 20 }, { arbitrary: fc.constant(17 * 1024 * 1024), weight: 1 }),
+    bytes: fc.oneof(
+      { arbitrary: fc.constantFrom(200_000, 1_000_000, 1_100_000, 3_000_000), weight: 20 },
+      { arbitrary: fc.constant(17 * 1024 * 1024), weight: 1 },
+    ),
     into: valid,
     contentType: fc.constantFrom('application/json', 'application/yaml'),
   });
@@ -517,10 +725,15 @@ function queryArb(def: AnyRoute): fc.Arbitrary<string> {
   const shaped = schema ? fromSchema(schema, schema) : fc.constant({});
   const keys = schema ? Object.keys(schema.properties ?? {}) : [];
   const keyArb = keys.length ? fc.oneof(fc.constantFrom(...keys), anyString) : anyString;
-  const valueArb = fc.oneof(anyString, anyNumber.map(String), fc.constantFrom('1', '0', '-1', '500', '501', '1e400', 'true'));
+  const valueArb = fc.oneof(
+    anyString,
+    anyNumber.map(String),
+    fc.constantFrom('1', '0', '-1', '500', '501', '1e400', 'true'),
+  );
   const fromObject = (obj: unknown): string => {
     const params = new URLSearchParams();
-    if (obj && typeof obj === 'object') for (const [k, v] of Object.entries(obj)) params.append(k, typeof v === 'string' ? v : JSON.stringify(v) ?? '');
+    if (obj && typeof obj === 'object')
+      for (const [k, v] of Object.entries(obj)) params.append(k, typeof v === 'string' ? v : (JSON.stringify(v) ?? ''));
     const s = params.toString();
     return s ? `?${s}` : '';
   };
@@ -530,7 +743,19 @@ function queryArb(def: AnyRoute): fc.Arbitrary<string> {
     const s = params.toString();
     return s ? `?${s}` : '';
   });
-  const raw = fc.constantFrom('?', '?%', '?a=%E0%A4%A', '?&&&', '?a[b]=1', '?__proto__[x]=1', '?limit=1e400&limit=2', '?attempt=', '?state=queued&state=failed', '?=x', '?%00=%00');
+  const raw = fc.constantFrom(
+    '?',
+    '?%',
+    '?a=%E0%A4%A',
+    '?&&&',
+    '?a[b]=1',
+    '?__proto__[x]=1',
+    '?limit=1e400&limit=2',
+    '?attempt=',
+    '?state=queued&state=failed',
+    '?=x',
+    '?%00=%00',
+  );
   return fc.oneof(
     { arbitrary: fc.constant(''), weight: 4 },
     { arbitrary: shaped.map(fromObject), weight: 4 },
@@ -547,22 +772,57 @@ function paramArb(): fc.Arbitrary<ParamPlan> {
         kind: fc.constant('literal' as const),
         value: fc.oneof(
           fc.integer({ min: -5, max: 100_000 }).map(String),
-          fc.constantFrom('0', '-1', '1.5', '1e3', '0x10', '99999999999999999999', 'NaN', 'admin', 'global', 'user:admin', 'org:acme', 'A_SECRET'),
+          fc.constantFrom(
+            '0',
+            '-1',
+            '1.5',
+            '1e3',
+            '0x10',
+            '99999999999999999999',
+            'NaN',
+            'admin',
+            'global',
+            'user:admin',
+            'org:acme',
+            'A_SECRET',
+          ),
           fc.stringMatching(/^[a-z][a-z0-9-]{0,20}$/),
           anyString,
         ),
       }),
       weight: 3,
     },
-    { arbitrary: fc.record({ kind: fc.constant('raw' as const), value: fc.constantFrom('%', '%zz', '%00', '..', '.', '%2e%2e', '%2F', 'a%20b', '🙂', 'x'.repeat(150)) }), weight: 1 },
+    {
+      arbitrary: fc.record({
+        kind: fc.constant('raw' as const),
+        value: fc.constantFrom('%', '%zz', '%00', '..', '.', '%2e%2e', '%2F', 'a%20b', '🙂', 'x'.repeat(150)),
+      }),
+      weight: 1,
+    },
   );
 }
 
 function authArb(): fc.Arbitrary<AuthPlan> {
   const garbage = fc.oneof(
-    fc.constantFrom('', 'Bearer', 'Bearer ', 'bearer', 'Basic dXNlcjpwYXNz', 'token-executor', 'token-executor wrong', 'Bearer dha_nope', 'Bearer null',
-      `Bearer ${FUZZ_ADMIN_TOKEN}x`, `Bearer ${FUZZ_ADMIN_TOKEN.slice(0, -1)}`, `token-executor ${FUZZ_EXECUTORS_TOKEN}0`, `Bearer ${'a'.repeat(10_000)}`,
-      `bearer ${FUZZ_ADMIN_TOKEN}`, `BEARER  ${FUZZ_ADMIN_TOKEN}  `, `Bearer ${FUZZ_EXECUTORS_TOKEN}`, `token-executor ${FUZZ_ADMIN_TOKEN}`),
+    fc.constantFrom(
+      '',
+      'Bearer',
+      'Bearer ',
+      'bearer',
+      'Basic dXNlcjpwYXNz',
+      'token-executor',
+      'token-executor wrong',
+      'Bearer dha_nope',
+      'Bearer null',
+      `Bearer ${FUZZ_ADMIN_TOKEN}x`,
+      `Bearer ${FUZZ_ADMIN_TOKEN.slice(0, -1)}`,
+      `token-executor ${FUZZ_EXECUTORS_TOKEN}0`,
+      `Bearer ${'a'.repeat(10_000)}`,
+      `bearer ${FUZZ_ADMIN_TOKEN}`,
+      `BEARER  ${FUZZ_ADMIN_TOKEN}  `,
+      `Bearer ${FUZZ_EXECUTORS_TOKEN}`,
+      `token-executor ${FUZZ_ADMIN_TOKEN}`,
+    ),
     headerText,
     headerText.map((s) => `Bearer ${s}`),
   );
@@ -570,15 +830,35 @@ function authArb(): fc.Arbitrary<AuthPlan> {
     { arbitrary: fc.constant({ kind: 'valid' as const }), weight: 85 },
     { arbitrary: fc.constant({ kind: 'none' as const }), weight: 4 },
     { arbitrary: fc.record({ kind: fc.constant('header' as const), value: garbage }), weight: 7 },
-    { arbitrary: fc.record({ kind: fc.constant('other' as const), which: fc.constantFrom('admin' as const, 'executor' as const, 'job' as const) }), weight: 4 },
+    {
+      arbitrary: fc.record({
+        kind: fc.constant('other' as const),
+        which: fc.constantFrom('admin' as const, 'executor' as const, 'job' as const),
+      }),
+      weight: 4,
+    },
   );
 }
 
 /** A few addresses send many requests (and get blocked now and then by the auth-failure limiter); most are rare. */
-const FREQUENT_REMOTES = ['10.1.0.1', '10.1.0.2', '127.0.0.1', '::1', '::ffff:10.1.0.1', '2001:db8::1', '2001:db8::2', '2001:db8:0:1::1'];
+const FREQUENT_REMOTES = [
+  '10.1.0.1',
+  '10.1.0.2',
+  '127.0.0.1',
+  '::1',
+  '::ffff:10.1.0.1',
+  '2001:db8::1',
+  '2001:db8::2',
+  '2001:db8:0:1::1',
+];
 const remoteArb = fc.oneof(
   { arbitrary: fc.constantFrom(...FREQUENT_REMOTES), weight: 1 },
-  { arbitrary: fc.tuple(fc.integer({ min: 2, max: 254 }), fc.integer({ min: 1, max: 254 })).map(([a, b]) => `10.2.${a}.${b}`), weight: 4 },
+  {
+    arbitrary: fc
+      .tuple(fc.integer({ min: 2, max: 254 }), fc.integer({ min: 1, max: 254 }))
+      .map(([a, b]) => `10.2.${a}.${b}`),
+    weight: 4,
+  },
   { arbitrary: fc.integer({ min: 1, max: 0xffff }).map((n) => `2001:db8:${n.toString(16)}::1`), weight: 1 },
 );
 
@@ -586,12 +866,21 @@ export function requestArb(def: AnyRoute): fc.Arbitrary<RequestPlan> {
   const paramCount = (def.url.match(/:[A-Za-z0-9_]+/g) ?? []).length;
   const otherMethods = ['GET', 'POST', 'DELETE', 'PUT', 'PATCH', 'HEAD', 'OPTIONS'].filter((m) => m !== def.method);
   return fc.record({
-    method: fc.oneof({ arbitrary: fc.constant(def.method as string), weight: 19 }, { arbitrary: fc.constantFrom(...otherMethods), weight: 1 }),
+    method: fc.oneof(
+      { arbitrary: fc.constant(def.method as string), weight: 19 },
+      { arbitrary: fc.constantFrom(...otherMethods), weight: 1 },
+    ),
     params: fc.array(paramArb(), { minLength: paramCount, maxLength: paramCount }),
     query: queryArb(def),
     auth: authArb(),
     attemptPick: fc.nat(),
-    body: def.body || def.method !== 'GET' ? bodyArb(def) : fc.oneof({ arbitrary: fc.constant({ kind: 'none' as const }), weight: 9 }, { arbitrary: bodyArb(def), weight: 1 }),
+    body:
+      def.body || def.method !== 'GET'
+        ? bodyArb(def)
+        : fc.oneof(
+            { arbitrary: fc.constant({ kind: 'none' as const }), weight: 9 },
+            { arbitrary: bodyArb(def), weight: 1 },
+          ),
     remote: remoteArb,
   });
 }
@@ -673,21 +962,27 @@ function resolve(def: AnyRoute, plan: RequestPlan, state: FuzzState): Sent {
     return String(state.jobIds.length ? state.jobIds[pick % state.jobIds.length] : 1);
   };
   let index = 0;
-  const url = def.url.replace(/:[A-Za-z0-9_]+/g, (name) => {
-    const p = plan.params[index++];
-    if (useAttempt && name === ':id') return String(attempt.id);
-    if (!p) return 'x';
-    if (p.kind === 'job') return existing(p.pick);
-    if (p.kind === 'raw') return p.value;
-    // A stream on a job still running would wait for it to finish: streams name only the finished reserved job.
-    const asNumber = Number(p.value);
-    if (Number.isFinite(asNumber) && p.value.trim() !== '') {
-      if (stream && asNumber !== state.reservedJobId) return String(10_000_000 + Math.abs(Math.trunc(asNumber) % 1000));
-      if (!stream && asNumber === state.reservedJobId) return String(state.reservedJobId + 10_000_000);
-    }
-    // encodeURIComponent throws on a lone surrogate, which no client could send in a URL anyway.
-    return encodeURIComponent(p.value.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd')) || 'x';
-  }) + plan.query;
+  const url =
+    def.url.replace(/:[A-Za-z0-9_]+/g, (name) => {
+      const p = plan.params[index++];
+      if (useAttempt && name === ':id') return String(attempt.id);
+      if (!p) return 'x';
+      if (p.kind === 'job') return existing(p.pick);
+      if (p.kind === 'raw') return p.value;
+      // A stream on a job still running would wait for it to finish: streams name only the finished reserved job.
+      const asNumber = Number(p.value);
+      if (Number.isFinite(asNumber) && p.value.trim() !== '') {
+        if (stream && asNumber !== state.reservedJobId)
+          return String(10_000_000 + Math.abs(Math.trunc(asNumber) % 1000));
+        if (!stream && asNumber === state.reservedJobId) return String(state.reservedJobId + 10_000_000);
+      }
+      // encodeURIComponent throws on a lone surrogate, which no client could send in a URL anyway.
+      return (
+        encodeURIComponent(
+          p.value.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd'),
+        ) || 'x'
+      );
+    }) + plan.query;
 
   const headers: Record<string, string> = {};
   const validFor: Record<string, string | undefined> = {
@@ -705,7 +1000,11 @@ function resolve(def: AnyRoute, plan: RequestPlan, state: FuzzState): Sent {
       headers.authorization = plan.auth.value;
       break;
     case 'other': {
-      const other = { admin: `Bearer ${state.adminToken}`, executor: `token-executor ${FUZZ_EXECUTORS_TOKEN}`, job: attempt && `Bearer ${attempt.token}` }[plan.auth.which];
+      const other = {
+        admin: `Bearer ${state.adminToken}`,
+        executor: `token-executor ${FUZZ_EXECUTORS_TOKEN}`,
+        job: attempt && `Bearer ${attempt.token}`,
+      }[plan.auth.which];
       if (other) headers.authorization = other;
       break;
     }
@@ -718,7 +1017,7 @@ function resolve(def: AnyRoute, plan: RequestPlan, state: FuzzState): Sent {
   const waits = routeWaits(def);
   if (body.kind === 'value') {
     const value = noWaiting(body.value, waits);
-    payload = body.as === 'json' ? JSON.stringify(value) ?? 'null' : YAML.stringify(value);
+    payload = body.as === 'json' ? (JSON.stringify(value) ?? 'null') : YAML.stringify(value);
     headers['content-type'] = body.contentType;
   } else if (body.kind === 'text') {
     payload = noWaitingText(body.text, waits);
@@ -728,7 +1027,10 @@ function resolve(def: AnyRoute, plan: RequestPlan, state: FuzzState): Sent {
     headers['content-type'] = body.contentType;
   } else if (body.kind === 'huge') {
     const into = noWaiting(body.into, waits);
-    const value = into && typeof into === 'object' && !Array.isArray(into) ? { ...into, huge: hugeString(body.bytes) } : { huge: hugeString(body.bytes), into };
+    const value =
+      into && typeof into === 'object' && !Array.isArray(into)
+        ? { ...into, huge: hugeString(body.bytes) }
+        : { huge: hugeString(body.bytes), into };
     payload = body.contentType === 'application/json' ? JSON.stringify(value) : YAML.stringify(value, { lineWidth: 0 });
     headers['content-type'] = body.contentType;
   }
@@ -736,7 +1038,12 @@ function resolve(def: AnyRoute, plan: RequestPlan, state: FuzzState): Sent {
 }
 
 function describeSent(sent: Sent): string {
-  const payload = sent.payload === undefined ? '(no body)' : sent.payload.length > 600 ? `${sent.payload.slice(0, 600)}... (${sent.payload.length} chars)` : sent.payload;
+  const payload =
+    sent.payload === undefined
+      ? '(no body)'
+      : sent.payload.length > 600
+        ? `${sent.payload.slice(0, 600)}... (${sent.payload.length} chars)`
+        : sent.payload;
   return `${sent.method} ${sent.url.slice(0, 300)} from ${sent.remoteAddress}\nheaders: ${JSON.stringify(sent.headers).slice(0, 300)}\nbody: ${payload}`;
 }
 
@@ -745,26 +1052,35 @@ class RequestTimeout extends FuzzFailure {}
 
 function check(def: AnyRoute, sent: Sent, status: number, headers: Record<string, unknown>, text: string): void {
   const fail = (why: string): never => {
-    throw new FuzzFailure(`${why}\nroute: ${def.method} ${def.url}\nrequest: ${describeSent(sent)}\nanswer: ${status} ${text.slice(0, 800)}`);
+    throw new FuzzFailure(
+      `${why}\nroute: ${def.method} ${def.url}\nrequest: ${describeSent(sent)}\nanswer: ${status} ${text.slice(0, 800)}`,
+    );
   };
   if (status >= 500) fail(`answered ${status}`);
   if (headers['x-content-type-options'] !== 'nosniff') fail('no X-Content-Type-Options: nosniff');
   if (!headers['content-security-policy']) fail('no Content-Security-Policy');
   if (!headers['cache-control']) fail('no Cache-Control');
   if (status >= 400 && sent.method !== 'HEAD') {
-    if (!String(headers['content-type'] ?? '').startsWith('application/json')) fail(`a ${status} answer that is not JSON`);
+    if (!String(headers['content-type'] ?? '').startsWith('application/json'))
+      fail(`a ${status} answer that is not JSON`);
     let body: any;
     try {
       body = JSON.parse(text);
     } catch {
       fail(`a ${status} answer whose body does not parse as JSON`);
     }
-    if (typeof body?.error !== 'string' || body.error.trim() === '') fail(`a ${status} answer without a non-empty "error" string`);
+    if (typeof body?.error !== 'string' || body.error.trim() === '')
+      fail(`a ${status} answer without a non-empty "error" string`);
     const validation = status === 400 && /^invalid /.test(body.error);
     if (validation || body.issues !== undefined) {
       if (!Array.isArray(body.issues) || body.issues.length === 0) fail('a validation 400 without "issues"');
       for (const issue of body.issues) {
-        if (typeof issue?.field !== 'string' || issue.field === '' || typeof issue?.message !== 'string' || issue.message === '') {
+        if (
+          typeof issue?.field !== 'string' ||
+          issue.field === '' ||
+          typeof issue?.message !== 'string' ||
+          issue.message === ''
+        ) {
           fail(`an issue that names no field or has no message: ${JSON.stringify(issue)}`);
         }
       }
@@ -803,11 +1119,25 @@ async function send(target: FuzzTarget, def: AnyRoute, plan: RequestPlan, stats:
   if (process.env.FUZZ_TRACE) writeSync(2, `fuzz> ${describeSent(sent).slice(0, 400)}\n`);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RequestTimeout(`no answer within ${REQUEST_TIMEOUT_MS} ms\nroute: ${def.method} ${def.url}\nrequest: ${describeSent(sent)}`)), REQUEST_TIMEOUT_MS);
+    timer = setTimeout(
+      () =>
+        reject(
+          new RequestTimeout(
+            `no answer within ${REQUEST_TIMEOUT_MS} ms\nroute: ${def.method} ${def.url}\nrequest: ${describeSent(sent)}`,
+          ),
+        ),
+      REQUEST_TIMEOUT_MS,
+    );
   });
   try {
     const res = await Promise.race([
-      target.app.inject({ method: sent.method as 'GET', url: sent.url, headers: sent.headers, payload: sent.payload, remoteAddress: sent.remoteAddress }),
+      target.app.inject({
+        method: sent.method as 'GET',
+        url: sent.url,
+        headers: sent.headers,
+        payload: sent.payload,
+        remoteAddress: sent.remoteAddress,
+      }),
       timeout,
     ]);
     stats.requests++;
@@ -871,7 +1201,10 @@ export async function fuzzRoutes(target: FuzzTarget, options: FuzzRunOptions): P
     process.off('uncaughtException', onCrash);
     stats.elapsedMs = Date.now() - started;
   }
-  if (crashes.length) throw new Error(`unhandled rejections or exceptions during the fuzz run:\n${crashes.map((c) => (c as Error)?.stack ?? String(c)).join('\n')}`);
+  if (crashes.length)
+    throw new Error(
+      `unhandled rejections or exceptions during the fuzz run:\n${crashes.map((c) => (c as Error)?.stack ?? String(c)).join('\n')}`,
+    );
   const errors = target.logLines.filter((line) => (JSON.parse(line) as { level: number }).level >= 50);
   if (errors.length) throw new Error(`errors were logged during the fuzz run:\n${errors.slice(0, 5).join('\n')}`);
   for (const secret of target.state.secrets) {

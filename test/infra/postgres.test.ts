@@ -81,36 +81,42 @@ describe('the run server', () => {
 });
 
 describe('startPostgres', () => {
-  const ours = (): string[] => readdirSync(os.tmpdir()).filter((n) => n.startsWith(`dockhand-test-postgres-${process.pid}-`));
+  const ours = (): string[] =>
+    readdirSync(os.tmpdir()).filter((n) => n.startsWith(`dockhand-test-postgres-${process.pid}-`));
 
-  it(process.env[POSTGRES_URL_ENV] ? `uses ${POSTGRES_URL_ENV} and stop() leaves it running` : 'starts a throwaway cluster tuned for tests, and stop() ends it and removes its directory', async () => {
-    const given = process.env[POSTGRES_URL_ENV];
-    const server = await startPostgres();
-    if (given) {
-      expect(server.url).toBe(given);
-      await server.stop();
-      expect(await query(given, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
-      return;
-    }
-    try {
-      expect(server.url).toMatch(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
-      expect(server.url).not.toBe(inject('postgresUrl'));
-      expect(ours()).toHaveLength(1);
-      const settings = await query<{ name: string; setting: string }>(
-        server.url,
-        "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'fsync', 'synchronous_commit', 'full_page_writes', 'max_connections') ORDER BY name",
-      );
-      expect(Object.fromEntries(settings.map((s) => [s.name, s.setting]))).toEqual({
-        fsync: 'off',
-        full_page_writes: 'off',
-        listen_addresses: '127.0.0.1',
-        max_connections: '200',
-        synchronous_commit: 'off',
-      });
-    } finally {
-      await server.stop();
-    }
-    expect(ours()).toEqual([]);
-    await expect(query(server.url, 'SELECT 1')).rejects.toThrow(/ECONNREFUSED/);
-  });
+  it(
+    process.env[POSTGRES_URL_ENV]
+      ? `uses ${POSTGRES_URL_ENV} and stop() leaves it running`
+      : 'starts a throwaway cluster tuned for tests, and stop() ends it and removes its directory',
+    async () => {
+      const given = process.env[POSTGRES_URL_ENV];
+      const server = await startPostgres();
+      if (given) {
+        expect(server.url).toBe(given);
+        await server.stop();
+        expect(await query(given, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+        return;
+      }
+      try {
+        expect(server.url).toMatch(/^postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres$/);
+        expect(server.url).not.toBe(inject('postgresUrl'));
+        expect(ours()).toHaveLength(1);
+        const settings = await query<{ name: string; setting: string }>(
+          server.url,
+          "SELECT name, setting FROM pg_settings WHERE name IN ('listen_addresses', 'fsync', 'synchronous_commit', 'full_page_writes', 'max_connections') ORDER BY name",
+        );
+        expect(Object.fromEntries(settings.map((s) => [s.name, s.setting]))).toEqual({
+          fsync: 'off',
+          full_page_writes: 'off',
+          listen_addresses: '127.0.0.1',
+          max_connections: '200',
+          synchronous_commit: 'off',
+        });
+      } finally {
+        await server.stop();
+      }
+      expect(ours()).toEqual([]);
+      await expect(query(server.url, 'SELECT 1')).rejects.toThrow(/ECONNREFUSED/);
+    },
+  );
 });

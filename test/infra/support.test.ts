@@ -6,7 +6,8 @@ import { DOCKER_TEST_IMAGE, DOCKER_TEST_USER_IMAGE, docker, ensureTestImages, im
 import { METADATA_IP, startFakeMetadataServer } from '../support/metadata.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 
-const imageId = async (ref: string): Promise<string> => (await docker(['image', 'inspect', '--format', '{{.Id}}', ref])).stdout.trim();
+const imageId = async (ref: string): Promise<string> =>
+  (await docker(['image', 'inspect', '--format', '{{.Id}}', ref])).stdout.trim();
 
 describe('test images', () => {
   it('ensureTestImages is idempotent', async () => {
@@ -25,14 +26,35 @@ describe('test images', () => {
 
   it('has a user app (1000:1000, home /home/app owned by it) and runs as root by default', async () => {
     const script = 'id -u; id -g; echo $HOME; stat -c %u:%g /home/app';
-    const asApp = await docker(['run', '--rm', '--network', 'none', '--user', 'app', DOCKER_TEST_USER_IMAGE, 'sh', '-c', script]);
+    const asApp = await docker([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      '--user',
+      'app',
+      DOCKER_TEST_USER_IMAGE,
+      'sh',
+      '-c',
+      script,
+    ]);
     expect(asApp.stdout).toBe('1000\n1000\n/home/app\n1000:1000\n');
     const byDefault = await docker(['run', '--rm', '--network', 'none', DOCKER_TEST_USER_IMAGE, 'id', '-u']);
     expect(byDefault.stdout).toBe('0\n');
   });
 
   it('runs under gVisor with runsc (its own kernel, not the host one)', async () => {
-    const r = await docker(['run', '--rm', '--runtime', 'runsc', '--network', 'none', DOCKER_TEST_IMAGE, 'cat', '/proc/version']);
+    const r = await docker([
+      'run',
+      '--rm',
+      '--runtime',
+      'runsc',
+      '--network',
+      'none',
+      DOCKER_TEST_IMAGE,
+      'cat',
+      '/proc/version',
+    ]);
     const host = await readFile('/proc/version', 'utf8');
     expect(r.stdout.trim()).not.toBe('');
     expect(r.stdout).not.toBe(host);
@@ -49,7 +71,9 @@ describe('registry', () => {
     registry = await startRegistry({ user: 'tester', password: 's3cret-pass' });
     expect(registry.host).toMatch(/^127\.0\.0\.1:\d+$/);
     expect((await fetch(`http://${registry.host}/v2/`)).status).toBe(401);
-    const wrong = await fetch(`http://${registry.host}/v2/`, { headers: { authorization: `Basic ${Buffer.from('tester:wrong').toString('base64')}` } });
+    const wrong = await fetch(`http://${registry.host}/v2/`, {
+      headers: { authorization: `Basic ${Buffer.from('tester:wrong').toString('base64')}` },
+    });
     expect(wrong.status).toBe(401);
 
     const ref = await registry.push(DOCKER_TEST_IMAGE, 'dockhand/busybox:pushed');
@@ -65,7 +89,8 @@ describe('registry', () => {
 });
 
 describe('fake metadata server', () => {
-  const onLo = (): boolean => execFileSync('ip', ['-o', '-4', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).includes(` ${METADATA_IP}/`);
+  const onLo = (): boolean =>
+    execFileSync('ip', ['-o', '-4', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }).includes(` ${METADATA_IP}/`);
 
   it('answers on 169.254.169.254 from this machine, for the host and for containers', async () => {
     const hadAddress = onLo();
@@ -77,7 +102,18 @@ describe('fake metadata server', () => {
       expect(await res.text()).toBe('fake-metadata\n');
       // A container on Docker's default bridge is answered by the host too: the address is local.
       // (`timeout`, not wget -T, which crashes this busybox's wget.)
-      const r = await docker(['run', '--rm', DOCKER_TEST_IMAGE, 'timeout', '5', 'wget', '-q', '-O', '-', `${server.url}/`]);
+      const r = await docker([
+        'run',
+        '--rm',
+        DOCKER_TEST_IMAGE,
+        'timeout',
+        '5',
+        'wget',
+        '-q',
+        '-O',
+        '-',
+        `${server.url}/`,
+      ]);
       expect(r.stdout).toBe('fake-metadata\n');
     } finally {
       await server.stop();

@@ -12,7 +12,13 @@ import { parseJobSpec, type JobSpecInput, type StepSpec } from '../../src/core/j
 import { effectiveLimits } from '../../src/core/resources.js';
 import type { EntryHandle, Stream } from '../../src/executor/jobLog.js';
 import { jobView } from '../../src/executor/jobRunner.js';
-import { JobFailure, stepEnv, type JobSession, type Runtime, type StepResult } from '../../src/executor/runtimes/runtime.js';
+import {
+  JobFailure,
+  stepEnv,
+  type JobSession,
+  type Runtime,
+  type StepResult,
+} from '../../src/executor/runtimes/runtime.js';
 import { startGitServer, type GitServer } from '../support/gitServer.js';
 import { tempDir } from '../support/processes.js';
 import { startSshServer, type SshServer } from '../support/sshServer.js';
@@ -31,7 +37,8 @@ export interface ContractOptions {
 
 /** A job's log as the session wrote it: entries and their output, in order. */
 class RecordedLog {
-  readonly entries: { key: string; command: string[]; out: { stream: Stream; text: string }[]; exitCode?: number }[] = [];
+  readonly entries: { key: string; command: string[]; out: { stream: Stream; text: string }[]; exitCode?: number }[] =
+    [];
 
   startEntry(key: string, command: string[]): EntryHandle {
     const entry: RecordedLog['entries'][number] = { key, command, out: [] };
@@ -81,19 +88,34 @@ class StepOutput {
   }
 
   of(stream: Stream): string {
-    return this.chunks.filter((c) => c.stream === stream).map((c) => c.text).join('');
+    return this.chunks
+      .filter((c) => c.stream === stream)
+      .map((c) => c.text)
+      .join('');
   }
 }
 
 let nextJobId = 1;
 
 /** One job on the runtime under test: its session, prepared, ready to run steps. */
-async function openJob(runtime: Runtime, input: Omit<JobSpecInput, 'queue'>, opts: { prepare?: boolean; secrets?: Record<string, string> } = {}) {
+async function openJob(
+  runtime: Runtime,
+  input: Omit<JobSpecInput, 'queue'>,
+  opts: { prepare?: boolean; secrets?: Record<string, string> } = {},
+) {
   const parsed = parseJobSpec({ queue: 'contract', ...input });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
   const spec = parsed.value;
   const job = jobView(
-    { id: nextJobId++, attempt: 1, token: 'dhj_never-given-to-a-runtime', queue: 'contract', namespace: 'default', spec, secrets: opts.secrets ?? { API_KEY: 's3cret-value' } },
+    {
+      id: nextJobId++,
+      attempt: 1,
+      token: 'dhj_never-given-to-a-runtime',
+      queue: 'contract',
+      namespace: 'default',
+      spec,
+      secrets: opts.secrets ?? { API_KEY: 's3cret-value' },
+    },
     effectiveLimits(spec.resources, runtime.limits?.() ?? { cpus: 0, memoryBytes: 0, diskBytes: 0 }),
   );
   expect(JSON.stringify(job)).not.toContain('dhj_never-given-to-a-runtime');
@@ -109,7 +131,9 @@ async function openJob(runtime: Runtime, input: Omit<JobSpecInput, 'queue'>, opt
     }
   }
   return {
-    job, session, log,
+    job,
+    session,
+    log,
     /** Runs step `index` with its output recorded; `signal` stops it. */
     run(index: number, out = new StepOutput(), signal = new AbortController().signal): Promise<StepResult> {
       const step = spec.steps[index];
@@ -131,7 +155,9 @@ async function failureOf(promise: Promise<unknown>): Promise<JobFailure> {
 
 function git(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) =>
-    execFile('git', args, { env: { ...process.env, ...env } }, (err, _out, stderr) => resolve({ code: err ? 1 : 0, stderr })),
+    execFile('git', args, { env: { ...process.env, ...env } }, (err, _out, stderr) =>
+      resolve({ code: err ? 1 : 0, stderr }),
+    ),
   );
 }
 
@@ -153,7 +179,10 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       runtime = await opts.make();
       await runtime.cleanupOrphans?.();
       [gitServer, authServer, ssh, host] = await Promise.all([
-        startGitServer(), startGitServer({ credentials: { user: 'deploy', password: 'pa55-word' } }), startSshServer(), opts.hostAddress(),
+        startGitServer(),
+        startGitServer({ credentials: { user: 'deploy', password: 'pa55-word' } }),
+        startSshServer(),
+        opts.hostAddress(),
       ]);
     });
 
@@ -168,7 +197,10 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const out = new StepOutput();
       let settled = false;
       const result = job.run(0, out).finally(() => (settled = true));
-      await until('the first lines arrive', () => out.of('stdout').includes('out-1') && out.of('stderr').includes('err-1'));
+      await until(
+        'the first lines arrive',
+        () => out.of('stdout').includes('out-1') && out.of('stderr').includes('err-1'),
+      );
       // Two seconds of sleep are still to go: the lines came while the step ran.
       expect(settled).toBe(false);
       expect(await result).toMatchObject({ exitCode: 7 });
@@ -178,18 +210,25 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
 
     it('applies backpressure: a held log stops the step until it can take more, and loses nothing', async () => {
       const total = 32 * 2 ** 20;
-      const job = await open(runtime, { steps: [{ run: `yes 0123456789abcdef0123456789abcdef | head -c ${total}; echo; echo end` }] });
+      const job = await open(runtime, {
+        steps: [{ run: `yes 0123456789abcdef0123456789abcdef | head -c ${total}; echo; echo end` }],
+      });
       const out = new StepOutput();
       out.hold();
       let settled = false;
       const result = job.run(0, out).finally(() => (settled = true));
       // The step is blocked once what was delivered stops growing (a pipe's worth or so, not the 32 MiB).
       let last = -1;
-      await until('delivered output stops growing', () => {
-        const stable = out.bytes > 0 && out.bytes === last;
-        last = out.bytes;
-        return stable;
-      }, 60_000, 500);
+      await until(
+        'delivered output stops growing',
+        () => {
+          const stable = out.bytes > 0 && out.bytes === last;
+          last = out.bytes;
+          return stable;
+        },
+        60_000,
+        500,
+      );
       expect(settled).toBe(false);
       expect(out.bytes).toBeLessThan(total / 2);
       out.release();
@@ -214,7 +253,14 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
 
     it("gives each step its env (Dockhand's, its own, the secrets) and its working dir", async () => {
       const job = await open(runtime, {
-        steps: [{ key: 'env', dir: 'a/b', env: { GREETING: 'hello there' }, run: 'echo "$GREETING|$DOCKHAND_JOB_ID|$DOCKHAND_STEP_KEY|$API_KEY|$CI"; pwd' }],
+        steps: [
+          {
+            key: 'env',
+            dir: 'a/b',
+            env: { GREETING: 'hello there' },
+            run: 'echo "$GREETING|$DOCKHAND_JOB_ID|$DOCKHAND_STEP_KEY|$API_KEY|$CI"; pwd',
+          },
+        ],
       });
       const out = new StepOutput();
       expect((await job.run(0, out)).exitCode).toBe(0);
@@ -239,7 +285,11 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       for (let round = 1; round <= 3; round++) {
         const job = await open(runtime, {
           files: { [`mine-${round}.txt`]: 'x' },
-          steps: [{ run: `ls -A | sort | tr '\\n' ' '; echo; mkdir -p left/behind; echo secret > left/behind/file-${round}; head -c 3000000 /dev/zero > big-${round}` }],
+          steps: [
+            {
+              run: `ls -A | sort | tr '\\n' ' '; echo; mkdir -p left/behind; echo secret > left/behind/file-${round}; head -c 3000000 /dev/zero > big-${round}`,
+            },
+          ],
         });
         const out = new StepOutput();
         expect((await job.run(0, out)).exitCode).toBe(0);
@@ -256,7 +306,11 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
         steps: [{ dir: 'src', run: 'cat version.txt extra.txt; echo; ls -a .git >/dev/null && echo has-git' }],
       });
       expect(job.log.entries.map((e) => [e.key, e.exitCode])).toEqual([
-        ['setup.git.init', 0], ['setup.git.add-remote', 0], ['setup.git.fetch', 0], ['setup.git.checkout', 0], ['setup.files', 0],
+        ['setup.git.init', 0],
+        ['setup.git.add-remote', 0],
+        ['setup.git.fetch', 0],
+        ['setup.git.checkout', 0],
+        ['setup.files', 0],
       ]);
       const out = new StepOutput();
       expect((await job.run(0, out)).exitCode).toBe(0);
@@ -269,9 +323,13 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
         repository: { url: authServer.url('private', { host, user: 'deploy', password: 'pa55-word' }) },
         steps: [{ run: 'cat secret.txt' }],
       });
-      expect(withCredentials.log.entries.find((e) => e.key === 'setup.git.add-remote')!.command.join(' ')).toContain('deploy:***@');
+      expect(withCredentials.log.entries.find((e) => e.key === 'setup.git.add-remote')!.command.join(' ')).toContain(
+        'deploy:***@',
+      );
       expect(JSON.stringify(withCredentials.log.entries.map((e) => e.command))).not.toContain('pa55-word');
-      const anonymous = await failureOf(open(runtime, { repository: { url: authServer.url('private', { host }) }, steps: [{ run: 'true' }] }));
+      const anonymous = await failureOf(
+        open(runtime, { repository: { url: authServer.url('private', { host }) }, steps: [{ run: 'true' }] }),
+      );
       expect(anonymous.reason).toBe('checkout_failure');
       expect(anonymous.message).toMatch(/setup\.git\.fetch failed/);
     });
@@ -282,7 +340,11 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
         runtime,
         {
           secrets: ['GIT_TOKEN'],
-          repository: { url: authServer.url('private-by-secret', { host }), username: 'deploy', passwordSecret: 'GIT_TOKEN' },
+          repository: {
+            url: authServer.url('private-by-secret', { host }),
+            username: 'deploy',
+            passwordSecret: 'GIT_TOKEN',
+          },
           steps: [{ run: 'cat secret.txt' }],
         },
         // A secret made from a file ends with a line break, which is not part of the password.
@@ -296,7 +358,15 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const wrong = await failureOf(
         open(
           runtime,
-          { secrets: ['GIT_TOKEN'], repository: { url: authServer.url('private-by-secret', { host }), username: 'deploy', passwordSecret: 'GIT_TOKEN' }, steps: [{ run: 'true' }] },
+          {
+            secrets: ['GIT_TOKEN'],
+            repository: {
+              url: authServer.url('private-by-secret', { host }),
+              username: 'deploy',
+              passwordSecret: 'GIT_TOKEN',
+            },
+            steps: [{ run: 'true' }],
+          },
           { secrets: { GIT_TOKEN: 'not-the-password' } },
         ),
       );
@@ -308,7 +378,11 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const url = ssh.url(gitServer.path('ssh-by-key'), host);
       const job = await open(
         runtime,
-        { secrets: ['DEPLOY_KEY'], repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.knownHosts(host) }, steps: [{ run: 'cat d.txt' }] },
+        {
+          secrets: ['DEPLOY_KEY'],
+          repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.knownHosts(host) },
+          steps: [{ run: 'cat d.txt' }],
+        },
         { secrets: { DEPLOY_KEY: ssh.userKey } },
       );
       const out = new StepOutput();
@@ -316,7 +390,15 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       expect(out.of('stdout')).toBe('over ssh\n');
       // The same key, but the server's host key is not the one the job pinned: no fetch.
       const pinned = await failureOf(
-        open(runtime, { secrets: ['DEPLOY_KEY'], repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.strangerKnownHosts(host) }, steps: [{ run: 'true' }] }, { secrets: { DEPLOY_KEY: ssh.userKey } }),
+        open(
+          runtime,
+          {
+            secrets: ['DEPLOY_KEY'],
+            repository: { url, sshKeySecret: 'DEPLOY_KEY', knownHosts: ssh.strangerKnownHosts(host) },
+            steps: [{ run: 'true' }],
+          },
+          { secrets: { DEPLOY_KEY: ssh.userKey } },
+        ),
       );
       expect(pinned.reason).toBe('checkout_failure');
     });
@@ -325,7 +407,10 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       authServer.makeRepo('helper-bait', [{ 'a.txt': 'a' }]);
       // A git user whose global config answers any credential prompt: a checkout that read it would get in.
       const home = await tempDir('executor-home');
-      await writeFile(path.join(home, '.gitconfig'), '[credential]\n\thelper = "!f() { echo username=deploy; echo password=pa55-word; }; f"\n');
+      await writeFile(
+        path.join(home, '.gitconfig'),
+        '[credential]\n\thelper = "!f() { echo username=deploy; echo password=pa55-word; }; f"\n',
+      );
       const url = authServer.url('helper-bait', { host });
       expect((await git(['ls-remote', url], { HOME: home, GIT_TERMINAL_PROMPT: '0' })).code).toBe(0);
       const before = { HOME: process.env.HOME, XDG_CONFIG_HOME: process.env.XDG_CONFIG_HOME };
@@ -347,7 +432,8 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const url = ssh.url(gitServer.path('over-ssh'), host);
       // The executor's agent holds a key the server accepts: with it, a plain git gets in.
       const control = await git(['ls-remote', ssh.url(gitServer.path('over-ssh'))], {
-        SSH_AUTH_SOCK: ssh.agentSocket, GIT_SSH_COMMAND: 'ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null',
+        SSH_AUTH_SOCK: ssh.agentSocket,
+        GIT_SSH_COMMAND: 'ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null',
       });
       expect(control.code, control.stderr).toBe(0);
       const before = process.env.SSH_AUTH_SOCK;
@@ -383,11 +469,20 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
     it('refuses a step dir that leads out of the workspace through a symlink: invalid_workspace', async () => {
       const outside = await tempDir('outside-workspace');
       gitServer.makeRepo('escape', [{}], { symlinks: { out: outside } });
-      const job = await open(runtime, { repository: { url: gitServer.url('escape', { host }) }, steps: [{ dir: 'out/deeper', run: 'touch escaped' }] });
+      const job = await open(runtime, {
+        repository: { url: gitServer.url('escape', { host }) },
+        steps: [{ dir: 'out/deeper', run: 'touch escaped' }],
+      });
       const failed = await failureOf(job.run(0));
       expect(failed.reason).toBe('invalid_workspace');
       expect(failed.message).toBe('dir out/deeper leads outside the workspace through a symlink');
-      const escaping = await failureOf(open(runtime, { repository: { url: gitServer.url('escape', { host }) }, files: { 'out/pwned.txt': 'x' }, steps: [] }));
+      const escaping = await failureOf(
+        open(runtime, {
+          repository: { url: gitServer.url('escape', { host }) },
+          files: { 'out/pwned.txt': 'x' },
+          steps: [],
+        }),
+      );
       expect(escaping.reason).toBe('invalid_workspace');
     });
 
@@ -401,17 +496,23 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
     it('reports a step killed for memory as out_of_memory, or says it enforces no memory limit', async () => {
       const limits = runtime.limits?.();
       if (!limits) return expect(limits).toBeUndefined();
-      const job = await open(runtime, { resources: { memory: '32M' }, steps: [{ run: 'head -c 200000000 /dev/zero | tail -c 150000000 > /dev/null; echo survived' }] });
+      const job = await open(runtime, {
+        resources: { memory: '32M' },
+        steps: [{ run: 'head -c 200000000 /dev/zero | tail -c 150000000 > /dev/null; echo survived' }],
+      });
       const out = new StepOutput();
       const result = await job.run(0, out);
       expect(result).toMatchObject({ exitCode: 137, failure: 'out_of_memory' });
       expect(out.of('stdout')).not.toContain('survived');
     });
 
-    it("fails a job that fills its disk as out_of_disk, alone, or says it enforces no disk limit", async () => {
+    it('fails a job that fills its disk as out_of_disk, alone, or says it enforces no disk limit', async () => {
       const limits = runtime.limits?.();
       if (!limits?.diskBytes) return expect(limits?.diskBytes ?? 0).toBe(0);
-      const job = await open(runtime, { resources: { disk: '16M' }, steps: [{ run: 'head -c 64000000 /dev/zero > big; echo survived' }] });
+      const job = await open(runtime, {
+        resources: { disk: '16M' },
+        steps: [{ run: 'head -c 64000000 /dev/zero > big; echo survived' }],
+      });
       const out = new StepOutput();
       const result = await job.run(0, out);
       expect(result.failure).toBe('out_of_disk');
@@ -435,7 +536,10 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       const running = job.run(0, out);
       const neighbourAbort = new AbortController();
       const neighbourRunning = neighbour.run(0, neighbourOut, neighbourAbort.signal);
-      await until('both steps run', () => out.of('stdout').includes('started') && neighbourOut.of('stdout').includes('started'));
+      await until(
+        'both steps run',
+        () => out.of('stdout').includes('started') && neighbourOut.of('stdout').includes('started'),
+      );
       const crashedLeft = await opts.leftovers(executorName);
       expect(crashedLeft).not.toEqual([]);
       // The executor dies without closing anything; its successor starts under the same name.

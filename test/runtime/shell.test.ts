@@ -12,9 +12,19 @@ const log = pino({ level: 'silent' });
 
 runtimeContract('shell', {
   make: async (env = {}) =>
-    create(loadRuntimeSettings({ EXECUTOR_RUNTIME: 'shell', EXECUTOR_NAME: 'contract-shell', EXECUTOR_WORKSPACE_ROOT: root, ...env }), {}, log),
+    create(
+      loadRuntimeSettings({
+        EXECUTOR_RUNTIME: 'shell',
+        EXECUTOR_NAME: 'contract-shell',
+        EXECUTOR_WORKSPACE_ROOT: root,
+        ...env,
+      }),
+      {},
+      log,
+    ),
   hostAddress: async () => '127.0.0.1',
   // Steps are host processes: nothing about a step keeps it from starting but its own dir (in the common part).
   startErrors: [],
-  leftovers: async (executorName) => (await readdir(path.join(root, `dockhand-${executorName}`)).catch(() => [])).filter((n) => n.startsWith('job-')),
+  leftovers: async (executorName) =>
+    (await readdir(path.join(root, `dockhand-${executorName}`)).catch(() => [])).filter((n) => n.startsWith('job-')),
 });

@@ -4,7 +4,14 @@ import { afterEach, beforeEach, describe, it, expect } from 'vitest';
 import { parseJobSpec, type JobSpec, type JobSpecInput } from '../../src/core/jobSpec.js';
 import { canTransition, stallFailureMessage, type JobState } from '../../src/core/jobState.js';
 import type { LogEntryUpdate } from '../../src/core/protocol.js';
-import { QUEUE_STATS_WINDOW_MS, type ExecutorInfo, type FinishRequest, type FinishResult, type JobRecord, type Store } from '../../src/store/store.js';
+import {
+  QUEUE_STATS_WINDOW_MS,
+  type ExecutorInfo,
+  type FinishRequest,
+  type FinishResult,
+  type JobRecord,
+  type Store,
+} from '../../src/store/store.js';
 
 /** A fixed clock; tests pass `now` explicitly, so nothing depends on real time. */
 const T0 = 1_700_000_000_000;
@@ -18,13 +25,33 @@ function makeSpec(overrides: Partial<JobSpecInput> = {}): JobSpec {
 
 function executorInfo(name: string, overrides: Partial<ExecutorInfo> = {}): ExecutorInfo {
   return {
-    name, hostname: `${name}.local`, os: 'linux', arch: 'x64', version: '0.1.0', runtime: 'shell',
-    runtimeVersion: null, queues: ['default'], maxJobs: 2, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null, ...overrides,
+    name,
+    hostname: `${name}.local`,
+    os: 'linux',
+    arch: 'x64',
+    version: '0.1.0',
+    runtime: 'shell',
+    runtimeVersion: null,
+    queues: ['default'],
+    maxJobs: 2,
+    runningJobs: 0,
+    jobCpus: null,
+    jobMemoryBytes: null,
+    jobDiskBytes: null,
+    ...overrides,
   };
 }
 
 function entry(index: number, offset: number, out: string, extra: Partial<LogEntryUpdate> = {}): LogEntryUpdate {
-  return { index, key: `step-${index + 1}`, command: ['bash', `step-${index + 1}.sh`], startTime: T0 + index, offset, out, ...extra };
+  return {
+    index,
+    key: `step-${index + 1}`,
+    command: ['bash', `step-${index + 1}.sh`],
+    startTime: T0 + index,
+    offset,
+    out,
+    ...extra,
+  };
 }
 
 function expectOk(result: FinishResult): JobRecord & { changed: boolean } {
@@ -62,9 +89,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     }
 
     /** Finishes an attempt and checks that the state change is one the state machine allows. */
-    async function finish(job: JobRecord, kind: FinishRequest['kind'], extra: Partial<FinishRequest> = {}): Promise<FinishResult> {
+    async function finish(
+      job: JobRecord,
+      kind: FinishRequest['kind'],
+      extra: Partial<FinishRequest> = {},
+    ): Promise<FinishResult> {
       const before = (await store.getJob(job.id))!.state;
-      const result = await store.finish({ jobId: job.id, attempt: job.attempt, kind, now: T0 + 1_000, retryBackoffMs: BACKOFF, ...extra });
+      const result = await store.finish({
+        jobId: job.id,
+        attempt: job.attempt,
+        kind,
+        now: T0 + 1_000,
+        retryBackoffMs: BACKOFF,
+        ...extra,
+      });
       if (result.ok && result.changed) {
         expect(canTransition(before, result.job.state), `${before} -> ${result.job.state}`).toBe(true);
       }
@@ -80,7 +118,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await store.probeWrite(T0);
         await store.probeWrite(T0 + 1);
         // A refused statement is the caller's business, not the storage's.
-        const refused = await store.accounts.addMember(999_999, 999_999, T0).then(() => undefined, (err: unknown) => err);
+        const refused = await store.accounts.addMember(999_999, 999_999, T0).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
         expect(refused, 'a membership of no org must be refused').toBeInstanceOf(Error);
         expect(store.storageFault(refused)).toBeUndefined();
         expect(store.storageFault(new Error('boom'))).toBeUndefined();
@@ -109,7 +150,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(await store.accounts.setSiteAdmin('admin', false)).toBe('ok');
         expect(await store.accounts.setSiteAdmin('nobody', true)).toBe('missing');
         expect(await store.accounts.deleteUser('nobody')).toBe('missing');
-        expect((await store.accounts.listUsers()).map((u) => [u.name, u.siteAdmin])).toEqual([['admin', false], ['alice', true]]);
+        expect((await store.accounts.listUsers()).map((u) => [u.name, u.siteAdmin])).toEqual([
+          ['admin', false],
+          ['alice', true],
+        ]);
       });
 
       it('keeps org memberships, and a user lists only their orgs', async () => {
@@ -124,7 +168,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect((await store.accounts.listMembers(acme.id)).map((u) => u.name)).toEqual(['alice', 'bob']);
         expect(await store.accounts.orgsOf(bob.id)).toEqual(['acme']);
         expect((await store.accounts.listOrgs(bob.id)).map((o) => o.name)).toEqual(['acme']);
-        expect((await store.accounts.listOrgs()).map((o) => [o.name, o.members])).toEqual([['acme', 2], ['zeta', 0]]);
+        expect((await store.accounts.listOrgs()).map((o) => [o.name, o.members])).toEqual([
+          ['acme', 2],
+          ['zeta', 0],
+        ]);
         expect((await store.accounts.listUsers()).find((u) => u.name === 'bob')?.orgs).toEqual(['acme']);
         expect(await store.accounts.removeMember(acme.id, bob.id)).toBe(true);
         expect(await store.accounts.removeMember(acme.id, bob.id)).toBe(false);
@@ -135,7 +182,13 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const alice = (await store.accounts.createUser('alice', false, T0))!;
         expect(await store.accounts.countTokens()).toBe(0);
         const made = await store.accounts.createToken(alice.id, 'laptop', 'hash-a', T0);
-        expect(made).toEqual({ id: expect.any(Number), name: 'laptop', user: 'alice', createdAt: T0, lastUsedAt: null });
+        expect(made).toEqual({
+          id: expect.any(Number),
+          name: 'laptop',
+          user: 'alice',
+          createdAt: T0,
+          lastUsedAt: null,
+        });
         // Two replicas bootstrapping the same token: the second insert changes nothing.
         await store.accounts.createToken(alice.id, 'again', 'hash-a', T0 + 1);
         expect(await store.accounts.countTokens()).toBe(1);
@@ -165,8 +218,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const alice = (await store.accounts.createUser('alice', false, T0))!;
         const acme = (await store.accounts.createOrg('acme', alice.id, T0))!;
         await store.accounts.createToken(alice.id, 't', 'h-alice', T0);
-        await store.accounts.putSecret({ namespace: 'user:alice', name: 'TOKEN', ciphertext: 'c1', updatedBy: 'alice', now: T0 });
-        await store.accounts.putSecret({ namespace: 'org:acme', name: 'TOKEN', ciphertext: 'c2', updatedBy: 'alice', now: T0 });
+        await store.accounts.putSecret({
+          namespace: 'user:alice',
+          name: 'TOKEN',
+          ciphertext: 'c1',
+          updatedBy: 'alice',
+          now: T0,
+        });
+        await store.accounts.putSecret({
+          namespace: 'org:acme',
+          name: 'TOKEN',
+          ciphertext: 'c2',
+          updatedBy: 'alice',
+          now: T0,
+        });
         expect(await store.accounts.deleteUser('alice')).toBe('ok');
         expect(await store.accounts.findToken('h-alice', T0)).toBeUndefined();
         expect(await store.accounts.listMembers(acme.id)).toEqual([]);
@@ -183,14 +248,30 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
       it('creates, then replaces, a secret per namespace and name, and never lists values', async () => {
         expect((await put('global', 'TOKEN', 'c1')).created).toBe(true);
-        const replaced = await store.accounts.putSecret({ namespace: 'global', name: 'TOKEN', ciphertext: 'c2', updatedBy: 'alice', now: T0 + 5 });
-        expect(replaced).toEqual({ created: false, secret: { namespace: 'global', name: 'TOKEN', updatedBy: 'alice', createdAt: T0, updatedAt: T0 + 5 } });
+        const replaced = await store.accounts.putSecret({
+          namespace: 'global',
+          name: 'TOKEN',
+          ciphertext: 'c2',
+          updatedBy: 'alice',
+          now: T0 + 5,
+        });
+        expect(replaced).toEqual({
+          created: false,
+          secret: { namespace: 'global', name: 'TOKEN', updatedBy: 'alice', createdAt: T0, updatedAt: T0 + 5 },
+        });
         await put('user:alice', 'TOKEN', 'c3');
         await put('org:acme', 'KEY', 'c4');
         const listed = await store.accounts.listSecrets();
-        expect(listed.map((s) => `${s.namespace}/${s.name}`)).toEqual(['global/TOKEN', 'org:acme/KEY', 'user:alice/TOKEN']);
+        expect(listed.map((s) => `${s.namespace}/${s.name}`)).toEqual([
+          'global/TOKEN',
+          'org:acme/KEY',
+          'user:alice/TOKEN',
+        ]);
         expect(JSON.stringify(listed)).not.toMatch(/c[1-4]/);
-        expect((await store.accounts.listSecrets(['global', 'user:alice'])).map((s) => s.namespace)).toEqual(['global', 'user:alice']);
+        expect((await store.accounts.listSecrets(['global', 'user:alice'])).map((s) => s.namespace)).toEqual([
+          'global',
+          'user:alice',
+        ]);
       });
 
       it("finds a job's secrets in its namespace and in global only", async () => {
@@ -199,7 +280,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await put('user:alice', 'TOKEN', 'alice-token');
         await put('user:bob', 'TOKEN', 'bob-token');
         const found = await store.accounts.findSecrets('user:alice', ['TOKEN', 'MISSING']);
-        expect(found.map((s) => `${s.namespace}=${s.ciphertext}`).sort()).toEqual(['global=global-token', 'user:alice=alice-token']);
+        expect(found.map((s) => `${s.namespace}=${s.ciphertext}`).sort()).toEqual([
+          'global=global-token',
+          'user:alice=alice-token',
+        ]);
         expect(await store.accounts.findSecrets('user:alice', [])).toEqual([]);
         expect(await store.accounts.deleteSecret('user:alice', 'TOKEN')).toBe(true);
         expect(await store.accounts.deleteSecret('user:alice', 'TOKEN')).toBe(false);
@@ -211,7 +295,13 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           { namespace: 'user:alice', name: 'B', jobId: 2, attempt: 1, executorName: 'e2', accessedAt: T0 + 1 },
           { namespace: 'global', name: 'A', jobId: 2, attempt: 2, executorName: 'e1', accessedAt: T0 + 2 },
         ]);
-        expect((await store.accounts.listSecretAccess({ limit: 10 })).map((e) => [e.name, e.jobId, e.attempt])).toEqual([['A', 2, 2], ['B', 2, 1], ['A', 1, 1]]);
+        expect((await store.accounts.listSecretAccess({ limit: 10 })).map((e) => [e.name, e.jobId, e.attempt])).toEqual(
+          [
+            ['A', 2, 2],
+            ['B', 2, 1],
+            ['A', 1, 1],
+          ],
+        );
         expect(await store.accounts.listSecretAccess({ name: 'A', jobId: 1, limit: 10 })).toEqual([
           { namespace: 'global', name: 'A', jobId: 1, attempt: 1, executorName: 'e1', accessedAt: T0 },
         ]);
@@ -238,9 +328,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
     describe('enqueue, getJob and listJobs', () => {
       it('stores a batch of jobs in the order given, each as enqueue would, and hands them out in that order', async () => {
-        const specs = [makeSpec({ queue: 'a' }), makeSpec({ queue: 'b', maxAttempts: 2 }), makeSpec({ queue: 'a', namespace: 'org:acme' })];
+        const specs = [
+          makeSpec({ queue: 'a' }),
+          makeSpec({ queue: 'b', maxAttempts: 2 }),
+          makeSpec({ queue: 'a', namespace: 'org:acme' }),
+        ];
         const jobs = await store.enqueueMany(
-          specs.map((spec, i) => ({ spec, submittedBy: `user-${i}`, ...(i === 1 ? { dockerAuthConfig: 'dh1:aaaaaaaa:x' } : {}) })),
+          specs.map((spec, i) => ({
+            spec,
+            submittedBy: `user-${i}`,
+            ...(i === 1 ? { dockerAuthConfig: 'dh1:aaaaaaaa:x' } : {}),
+          })),
           T0,
         );
         expect(jobs.map((j) => [j.queue, j.namespace, j.maxAttempts, j.submittedBy, j.state, j.createdAt])).toEqual([
@@ -255,7 +353,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(await store.getDockerAuthConfig(jobs[1].id)).toBe('dh1:aaaaaaaa:x');
         expect(await store.getDockerAuthConfig(jobs[0].id)).toBeUndefined();
         // A claim carries the job's sealed registry credentials, as getDockerAuthConfig gives them.
-        const [claimed] = await store.dequeueMany({ executorName: 'exec-1', queues: ['b'], tokenHashes: ['h-1', 'h-2'], now: T0 });
+        const [claimed] = await store.dequeueMany({
+          executorName: 'exec-1',
+          queues: ['b'],
+          tokenHashes: ['h-1', 'h-2'],
+          now: T0,
+        });
         expect(claimed.job.id).toBe(jobs[1].id);
         expect(claimed.dockerAuthConfig).toBe('dh1:aaaaaaaa:x');
         expect((await claimOrFail(['a'])).job.id).toBe(jobs[0].id);
@@ -263,15 +366,34 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
       it('stores a queued job with its spec', async () => {
         const spec = makeSpec({
-          queue: 'build', namespace: 'org:acme', maxAttempts: 5,
-          repository: { url: 'https://example.com/r.git' }, files: { 'a.txt': 'A' },
+          queue: 'build',
+          namespace: 'org:acme',
+          maxAttempts: 5,
+          repository: { url: 'https://example.com/r.git' },
+          files: { 'a.txt': 'A' },
           steps: [{ run: 'make', timeout: '5m', env: { CI: true } }],
         });
         const job = await store.enqueue(spec, T0, { submittedBy: 'alice' });
         expect(job).toEqual({
-          id: expect.any(Number), queue: 'build', namespace: 'org:acme', spec, submittedBy: 'alice', state: 'queued', attempt: 0,
-          maxAttempts: 5, numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null, failureReason: null,
-          executorName: null, createdAt: T0, queuedAt: T0, availableAt: T0, startedAt: null, finishedAt: null,
+          id: expect.any(Number),
+          queue: 'build',
+          namespace: 'org:acme',
+          spec,
+          submittedBy: 'alice',
+          state: 'queued',
+          attempt: 0,
+          maxAttempts: 5,
+          numFailures: 0,
+          numResets: 0,
+          cancelRequested: false,
+          failureMessage: null,
+          failureReason: null,
+          executorName: null,
+          createdAt: T0,
+          queuedAt: T0,
+          availableAt: T0,
+          startedAt: null,
+          finishedAt: null,
           lastHeartbeatAt: null,
         });
         expect(job.id).toBeGreaterThan(0);
@@ -313,7 +435,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(ids(await store.listJobs({ namespace: 'user:alice', limit: 100 }))).toEqual([c.id, b.id]);
         expect(ids(await store.listJobs({ namespaces: ['user:alice', 'org:none'], limit: 100 }))).toEqual([c.id, b.id]);
         expect(ids(await store.listJobs({ namespaces: [], limit: 100 }))).toEqual([]);
-        expect(ids(await store.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 }))).toEqual([c.id]);
+        expect(
+          ids(await store.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 })),
+        ).toEqual([c.id]);
         expect(await store.listJobs({ queue: 'nothing-here', limit: 100 })).toEqual([]);
         expect(ids(await store.listJobs({ limit: 2 }))).toEqual([d.id, c.id]);
         const listed = (await store.listJobs({ queue: 'test', limit: 1 }))[0];
@@ -411,9 +535,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('claims a batch in one call exactly as the same number of dequeues one after another would', async () => {
         // Two queues, namespaces with different backlogs and a turn already taken, a job not yet available.
         const specs: [Partial<JobSpecInput>, number][] = [
-          [{ queue: 'x', namespace: 'org:a' }, T0], [{ queue: 'x', namespace: 'org:a' }, T0 + 1], [{ queue: 'x', namespace: 'org:a' }, T0 + 2],
-          [{ queue: 'x', namespace: 'org:b' }, T0 + 3], [{ queue: 'x', namespace: 'org:c' }, T0 + 4], [{ queue: 'x', namespace: 'org:c' }, T0 + 5],
-          [{ queue: 'y', namespace: 'org:a' }, T0 + 6], [{ queue: 'y', namespace: 'org:b' }, T0 + 7], [{ queue: 'y', namespace: 'org:b' }, T0 + 8],
+          [{ queue: 'x', namespace: 'org:a' }, T0],
+          [{ queue: 'x', namespace: 'org:a' }, T0 + 1],
+          [{ queue: 'x', namespace: 'org:a' }, T0 + 2],
+          [{ queue: 'x', namespace: 'org:b' }, T0 + 3],
+          [{ queue: 'x', namespace: 'org:c' }, T0 + 4],
+          [{ queue: 'x', namespace: 'org:c' }, T0 + 5],
+          [{ queue: 'y', namespace: 'org:a' }, T0 + 6],
+          [{ queue: 'y', namespace: 'org:b' }, T0 + 7],
+          [{ queue: 'y', namespace: 'org:b' }, T0 + 8],
           [{ queue: 'x', namespace: 'org:b' }, T0 + 500],
         ];
         // The same alternating queue order for each claim, in both runs.
@@ -424,12 +554,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           // A turn taken before: org:c was served in x.
           await store.enqueue(makeSpec({ queue: 'x', namespace: 'org:c' }), T0 - 10);
           await claimOrFail(['x'], T0 + 100);
-          const names = (jobs: JobRecord[]): string[] => jobs.map((j) => `${j.queue}/${j.namespace}/${ids.indexOf(j.id)}`);
+          const names = (jobs: JobRecord[]): string[] =>
+            jobs.map((j) => `${j.queue}/${j.namespace}/${ids.indexOf(j.id)}`);
           if (batch) {
             let call = 0;
             const hashes = Array.from({ length: 12 }, (_, i) => `batch-hash-${i}`);
-            const claimed = await store.dequeueMany({ executorName: 'exec-1', queues: ['x', 'y'], tokenHashes: hashes, now: T0 + 100, order: () => orderAt(call++) });
-            for (const [i, { job }] of claimed.entries()) expect((await store.findAttemptByToken(hashes[i]))?.jobId).toBe(job.id);
+            const claimed = await store.dequeueMany({
+              executorName: 'exec-1',
+              queues: ['x', 'y'],
+              tokenHashes: hashes,
+              now: T0 + 100,
+              order: () => orderAt(call++),
+            });
+            for (const [i, { job }] of claimed.entries())
+              expect((await store.findAttemptByToken(hashes[i]))?.jobId).toBe(job.id);
             return names(claimed.map((c) => c.job));
           }
           const jobs: JobRecord[] = [];
@@ -454,20 +592,42 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const [a, b, c, d] = claimed.map((x) => x.job);
         await finish(d, 'complete');
         const now = T0 + 1_000;
-        const req = (job: JobRecord, kind: FinishRequest['kind'], extra: Partial<FinishRequest> = {}): FinishRequest =>
-          ({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: BACKOFF, ...extra });
+        const req = (
+          job: JobRecord,
+          kind: FinishRequest['kind'],
+          extra: Partial<FinishRequest> = {},
+        ): FinishRequest => ({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: BACKOFF, ...extra });
         const results = await store.finishMany([
-          req(a, 'complete'), req(b, 'error', { message: 'flaky', reason: 'checkout_failure' }), req(c, 'fail', { attempt: 99, message: 'x' }),
-          req(d, 'complete'), req(d, 'fail', { message: 'late' }), req({ ...a, id: 999_999 }, 'complete'),
+          req(a, 'complete'),
+          req(b, 'error', { message: 'flaky', reason: 'checkout_failure' }),
+          req(c, 'fail', { attempt: 99, message: 'x' }),
+          req(d, 'complete'),
+          req(d, 'fail', { message: 'late' }),
+          req({ ...a, id: 999_999 }, 'complete'),
         ]);
         expect(results.map((r) => (r.ok ? `${r.job.state}${r.changed ? '' : ' (repeat)'}` : r.reason))).toEqual([
-          'completed', 'queued', 'unknown_job', 'completed (repeat)', 'stale_attempt', 'unknown_job',
+          'completed',
+          'queued',
+          'unknown_job',
+          'completed (repeat)',
+          'stale_attempt',
+          'unknown_job',
         ]);
         expect(await store.getJob(a.id)).toMatchObject({ state: 'completed', finishedAt: now, failureReason: null });
         expect(await store.getJob(b.id)).toMatchObject({
-          state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null, failureReason: 'checkout_failure',
+          state: 'queued',
+          numFailures: 1,
+          availableAt: now + BACKOFF,
+          queuedAt: now,
+          finishedAt: null,
+          failureReason: 'checkout_failure',
         });
-        expect((await store.listAttempts(b.id))[0]).toMatchObject({ outcome: 'errored', message: 'flaky', failureReason: 'checkout_failure', finishedAt: now });
+        expect((await store.listAttempts(b.id))[0]).toMatchObject({
+          outcome: 'errored',
+          message: 'flaky',
+          failureReason: 'checkout_failure',
+          finishedAt: now,
+        });
         expect(await store.getJob(c.id)).toMatchObject({ state: 'processing' });
         expect(await store.finishMany([])).toEqual([]);
 
@@ -481,7 +641,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           req(more[2], 'fail', { message: 'old executor', now: now + BACKOFF }),
         ]);
         expect(reasons.map((r) => r.ok && [r.job.state, r.job.failureReason])).toEqual([
-          ['failed', 'out_of_memory'], ['failed', 'script_failure'], ['failed', 'script_failure'],
+          ['failed', 'out_of_memory'],
+          ['failed', 'script_failure'],
+          ['failed', 'script_failure'],
         ]);
         for (const job of more) {
           const attempt = (await store.listAttempts(job.id)).at(-1)!;
@@ -522,12 +684,24 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const now = T0 + 500;
         const { job, tokenHash } = await claimOrFail(['default'], now, 'exec-7');
         expect(job).toEqual({
-          ...queued, state: 'processing', attempt: 1, executorName: 'exec-7', startedAt: now, lastHeartbeatAt: now,
+          ...queued,
+          state: 'processing',
+          attempt: 1,
+          executorName: 'exec-7',
+          startedAt: now,
+          lastHeartbeatAt: now,
         });
         expect(await store.getJob(job.id)).toEqual(job);
 
         const attempt = {
-          jobId: job.id, attempt: 1, executorName: 'exec-7', startedAt: now, finishedAt: null, outcome: null, message: null, failureReason: null,
+          jobId: job.id,
+          attempt: 1,
+          executorName: 'exec-7',
+          startedAt: now,
+          finishedAt: null,
+          outcome: null,
+          message: null,
+          failureReason: null,
         };
         expect(await store.listAttempts(job.id)).toEqual([attempt]);
         expect(await store.findAttemptByToken(tokenHash)).toEqual(attempt);
@@ -542,8 +716,18 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(again.job.id).toBe(queued.id);
         expect(again.job.attempt).toBe(2);
         expect(again.job.executorName).toBe('exec-2');
-        expect((await store.findAttemptByToken(first.tokenHash))).toMatchObject({ jobId: queued.id, attempt: 1, executorName: 'exec-1', outcome: 'errored' });
-        expect((await store.findAttemptByToken(again.tokenHash))).toMatchObject({ jobId: queued.id, attempt: 2, executorName: 'exec-2', outcome: null });
+        expect(await store.findAttemptByToken(first.tokenHash)).toMatchObject({
+          jobId: queued.id,
+          attempt: 1,
+          executorName: 'exec-1',
+          outcome: 'errored',
+        });
+        expect(await store.findAttemptByToken(again.tokenHash)).toMatchObject({
+          jobId: queued.id,
+          attempt: 2,
+          executorName: 'exec-2',
+          outcome: null,
+        });
         expect((await store.listAttempts(queued.id)).map((a) => a.attempt)).toEqual([1, 2]);
       });
     });
@@ -572,12 +756,22 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect((await store.getJob(mine.id))!.lastHeartbeatAt).toBe(now);
         expect((await store.getJob(theirs.id))!.lastHeartbeatAt).toBe(T0);
 
-        const other = await store.heartbeat({ executorName: 'exec-2', now, jobs: [{ id: theirs.id, attempt: 1 }, { id: mine.id, attempt: 1 }] });
+        const other = await store.heartbeat({
+          executorName: 'exec-2',
+          now,
+          jobs: [
+            { id: theirs.id, attempt: 1 },
+            { id: mine.id, attempt: 1 },
+          ],
+        });
         expect(other).toEqual({ knownIds: [theirs.id], cancelIds: [] });
       });
 
       it('answers an empty list with empty lists', async () => {
-        expect(await store.heartbeat({ executorName: 'exec-1', now: T0, jobs: [] })).toEqual({ knownIds: [], cancelIds: [] });
+        expect(await store.heartbeat({ executorName: 'exec-1', now: T0, jobs: [] })).toEqual({
+          knownIds: [],
+          cancelIds: [],
+        });
       });
 
       it('names the jobs a user asked to cancel', async () => {
@@ -586,7 +780,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const a = (await claimOrFail()).job;
         const b = (await claimOrFail()).job;
         await store.requestCancel(b.id, T0 + 5);
-        const answer = await store.heartbeat({ executorName: 'exec-1', now: T0 + 10, jobs: [{ id: a.id, attempt: 1 }, { id: b.id, attempt: 1 }] });
+        const answer = await store.heartbeat({
+          executorName: 'exec-1',
+          now: T0 + 10,
+          jobs: [
+            { id: a.id, attempt: 1 },
+            { id: b.id, attempt: 1 },
+          ],
+        });
         expect(answer.knownIds.sort()).toEqual([a.id, b.id].sort());
         expect(answer.cancelIds).toEqual([b.id]);
       });
@@ -595,7 +796,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         expectOk(await finish(job, 'complete'));
-        expect(await store.heartbeat({ executorName: 'exec-1', now: T0 + 2_000, jobs: [{ id: job.id, attempt: 1 }] })).toEqual({ knownIds: [], cancelIds: [] });
+        expect(
+          await store.heartbeat({ executorName: 'exec-1', now: T0 + 2_000, jobs: [{ id: job.id, attempt: 1 }] }),
+        ).toEqual({ knownIds: [], cancelIds: [] });
       });
     });
 
@@ -604,10 +807,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job, tokenHash } = await claimOrFail();
         const done = expectOk(await finish(job, 'complete', { now: T0 + 7_000 }));
-        expect(done).toMatchObject({ id: job.id, state: 'completed', finishedAt: T0 + 7_000, failureMessage: null, attempt: 1, changed: true });
+        expect(done).toMatchObject({
+          id: job.id,
+          state: 'completed',
+          finishedAt: T0 + 7_000,
+          failureMessage: null,
+          attempt: 1,
+          changed: true,
+        });
         const { changed: _changed, ...record } = done;
         expect(await store.getJob(job.id)).toEqual(record);
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'completed', finishedAt: T0 + 7_000 });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+          outcome: 'completed',
+          finishedAt: T0 + 7_000,
+        });
       });
 
       it('repeating the same report changes nothing', async () => {
@@ -626,9 +839,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job, tokenHash } = await claimOrFail();
         const now = T0 + 2_000;
         const errored = expectOk(await finish(job, 'error', { message: 'network unreachable', now }));
-        expect(errored).toMatchObject({ state: 'queued', numFailures: 1, availableAt: now + BACKOFF, queuedAt: now, finishedAt: null, changed: true });
+        expect(errored).toMatchObject({
+          state: 'queued',
+          numFailures: 1,
+          availableAt: now + BACKOFF,
+          queuedAt: now,
+          finishedAt: null,
+          changed: true,
+        });
         expect(errored.availableAt).toBeGreaterThan(now);
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'errored', message: 'network unreachable', finishedAt: now });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+          outcome: 'errored',
+          message: 'network unreachable',
+          finishedAt: now,
+        });
         expect(await store.nextAvailableAt(['default'])).toBe(now + BACKOFF);
         expect(await store.nextAvailableAt(['other'])).toBeUndefined();
 
@@ -648,7 +872,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail();
         expectOk(await finish(job, 'error', { message: 'boom', now: T0 + 10 }));
         const again = expectOk(await finish(job, 'error', { message: 'boom', now: T0 + 20 }));
-        expect(again).toMatchObject({ changed: false, numFailures: 1, state: 'queued', availableAt: T0 + 10 + BACKOFF });
+        expect(again).toMatchObject({
+          changed: false,
+          numFailures: 1,
+          state: 'queued',
+          availableAt: T0 + 10 + BACKOFF,
+        });
       });
 
       it('fails an errored job when its attempts are used up', async () => {
@@ -657,7 +886,13 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expectOk(await finish(job, 'error', { message: 'first', now: T0 + 10 }));
         job = (await claimOrFail(['default'], T0 + 10 + BACKOFF)).job;
         const failed = expectOk(await finish(job, 'error', { message: 'second', now: T0 + 20_000 }));
-        expect(failed).toMatchObject({ state: 'failed', numFailures: 2, failureMessage: 'second', finishedAt: T0 + 20_000, attempt: 2 });
+        expect(failed).toMatchObject({
+          state: 'failed',
+          numFailures: 2,
+          failureMessage: 'second',
+          finishedAt: T0 + 20_000,
+          attempt: 2,
+        });
         expect((await store.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['errored', 'errored']);
         expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
       });
@@ -666,25 +901,43 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue({ maxAttempts: 3 });
         const { job, tokenHash } = await claimOrFail();
         const failed = expectOk(await finish(job, 'fail', { message: 'exit code 2', now: T0 + 3_000 }));
-        expect(failed).toMatchObject({ state: 'failed', failureMessage: 'exit code 2', finishedAt: T0 + 3_000, numFailures: 0, changed: true });
+        expect(failed).toMatchObject({
+          state: 'failed',
+          failureMessage: 'exit code 2',
+          finishedAt: T0 + 3_000,
+          numFailures: 0,
+          changed: true,
+        });
         expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'failed', message: 'exit code 2' });
         const again = expectOk(await finish(job, 'fail', { message: 'exit code 2', now: T0 + 4_000 }));
         expect(again).toMatchObject({ changed: false, state: 'failed', finishedAt: T0 + 3_000 });
       });
 
-      it('records why an attempt ended on the attempt and the job, and clears the job\'s reason when it completes', async () => {
+      it("records why an attempt ended on the attempt and the job, and clears the job's reason when it completes", async () => {
         await enqueue({ maxAttempts: 3 });
         let { job, tokenHash } = await claimOrFail();
-        const errored = expectOk(await finish(job, 'error', { message: 'git fetch failed', reason: 'checkout_failure', now: T0 + 10 }));
-        expect(errored).toMatchObject({ state: 'queued', failureMessage: 'git fetch failed', failureReason: 'checkout_failure' });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'errored', failureReason: 'checkout_failure' });
+        const errored = expectOk(
+          await finish(job, 'error', { message: 'git fetch failed', reason: 'checkout_failure', now: T0 + 10 }),
+        );
+        expect(errored).toMatchObject({
+          state: 'queued',
+          failureMessage: 'git fetch failed',
+          failureReason: 'checkout_failure',
+        });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+          outcome: 'errored',
+          failureReason: 'checkout_failure',
+        });
         // A running attempt has no reason of its own; the job keeps the last one meanwhile, as it keeps the message.
         ({ job, tokenHash } = await claimOrFail(['default'], T0 + 10 + BACKOFF));
         expect(job).toMatchObject({ state: 'processing', failureReason: 'checkout_failure' });
         expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: null, failureReason: null });
         const done = expectOk(await finish(job, 'complete', { now: T0 + 20_000 }));
         expect(done).toMatchObject({ state: 'completed', failureMessage: null, failureReason: null });
-        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([['errored', 'checkout_failure'], ['completed', null]]);
+        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
+          ['errored', 'checkout_failure'],
+          ['completed', null],
+        ]);
       });
 
       it('fails with the reason of a final report, and lets the reason decide over the kind', async () => {
@@ -692,13 +945,24 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue({ maxAttempts: 3 });
         const timedOut = (await claimOrFail()).job;
         const misrouted = (await claimOrFail()).job;
-        const failed = expectOk(await finish(timedOut, 'fail', { message: 'step slow timed out after 1s', reason: 'step_timeout' }));
-        expect(failed).toMatchObject({ state: 'failed', failureMessage: 'step slow timed out after 1s', failureReason: 'step_timeout' });
-        expect((await store.listAttempts(timedOut.id))[0]).toMatchObject({ outcome: 'failed', failureReason: 'step_timeout' });
+        const failed = expectOk(
+          await finish(timedOut, 'fail', { message: 'step slow timed out after 1s', reason: 'step_timeout' }),
+        );
+        expect(failed).toMatchObject({
+          state: 'failed',
+          failureMessage: 'step slow timed out after 1s',
+          failureReason: 'step_timeout',
+        });
+        expect((await store.listAttempts(timedOut.id))[0]).toMatchObject({
+          outcome: 'failed',
+          failureReason: 'step_timeout',
+        });
         // A script failure sent as an error is still final: the table, not the route, decides.
         const final = expectOk(await finish(misrouted, 'error', { message: 'exit 1', reason: 'script_failure' }));
         expect(final).toMatchObject({ state: 'failed', numFailures: 0, failureReason: 'script_failure' });
-        expect(expectOk(await finish(misrouted, 'error', { message: 'exit 1', reason: 'script_failure' })).changed).toBe(false);
+        expect(
+          expectOk(await finish(misrouted, 'error', { message: 'exit 1', reason: 'script_failure' })).changed,
+        ).toBe(false);
       });
 
       it('stores an untyped report (an older executor) with the reason it most likely meant', async () => {
@@ -706,8 +970,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue({ maxAttempts: 2 });
         const a = (await claimOrFail()).job;
         const b = (await claimOrFail()).job;
-        expect(expectOk(await finish(a, 'error', { message: 'boom' }))).toMatchObject({ state: 'queued', failureReason: 'system_failure' });
-        expect(expectOk(await finish(b, 'fail', { message: 'exit 1' }))).toMatchObject({ state: 'failed', failureReason: 'script_failure' });
+        expect(expectOk(await finish(a, 'error', { message: 'boom' }))).toMatchObject({
+          state: 'queued',
+          failureReason: 'system_failure',
+        });
+        expect(expectOk(await finish(b, 'fail', { message: 'exit 1' }))).toMatchObject({
+          state: 'failed',
+          failureReason: 'script_failure',
+        });
         expect((await store.listAttempts(a.id))[0].failureReason).toBe('system_failure');
         expect((await store.listAttempts(b.id))[0].failureReason).toBe('script_failure');
       });
@@ -722,11 +992,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it('answers unknown_job for an unknown job or attempt', async () => {
-        expect(await store.finish({ jobId: 987_654, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        expect(
+          await store.finish({ jobId: 987_654, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+        ).toMatchObject({ ok: false, reason: 'unknown_job' });
         const queued = await enqueue();
-        expect(await store.finish({ jobId: queued.id, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        expect(
+          await store.finish({ jobId: queued.id, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+        ).toMatchObject({ ok: false, reason: 'unknown_job' });
         const { job } = await claimOrFail();
-        expect(await store.finish({ jobId: job.id, attempt: 2, kind: 'complete', now: T0, retryBackoffMs: BACKOFF })).toMatchObject({ ok: false, reason: 'unknown_job' });
+        expect(
+          await store.finish({ jobId: job.id, attempt: 2, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+        ).toMatchObject({ ok: false, reason: 'unknown_job' });
         expect((await store.getJob(job.id))!.state).toBe('processing');
       });
 
@@ -744,7 +1020,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
         const second = (await claimOrFail(['default'], T0 + 130_000, 'exec-2')).job;
         expect(second.attempt).toBe(2);
-        expect(await finish(job, 'complete', { now: T0 + 131_000 })).toMatchObject({ ok: false, reason: 'stale_attempt' });
+        expect(await finish(job, 'complete', { now: T0 + 131_000 })).toMatchObject({
+          ok: false,
+          reason: 'stale_attempt',
+        });
         expect((await store.getJob(job.id))!.state).toBe('processing');
         expect(expectOk(await finish(second, 'complete', { now: T0 + 132_000 })).state).toBe('completed');
       });
@@ -754,7 +1033,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('cancels a queued job at once', async () => {
         const queued = await enqueue();
         const canceled = await store.requestCancel(queued.id, T0 + 100);
-        expect(canceled).toMatchObject({ id: queued.id, state: 'canceled', cancelRequested: true, finishedAt: T0 + 100 });
+        expect(canceled).toMatchObject({
+          id: queued.id,
+          state: 'canceled',
+          cancelRequested: true,
+          finishedAt: T0 + 100,
+        });
         expect(canceled!.failureMessage).toMatch(/cancel/);
         expect(canceled!.failureReason).toBe('canceled');
         expect(await store.getJob(queued.id)).toEqual(canceled);
@@ -767,17 +1051,31 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const requested = await store.requestCancel(job.id, T0 + 100);
         expect(requested).toMatchObject({ state: 'processing', cancelRequested: true, finishedAt: null });
         const done = expectOk(await finish(job, 'complete', { now: T0 + 200 }));
-        expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, changed: true, failureReason: 'canceled' });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'canceled', failureReason: 'canceled' });
+        expect(done).toMatchObject({
+          state: 'canceled',
+          finishedAt: T0 + 200,
+          changed: true,
+          failureReason: 'canceled',
+        });
+        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+          outcome: 'canceled',
+          failureReason: 'canceled',
+        });
       });
 
       it('cancels instead of retrying when a canceled job reports an error', async () => {
         await enqueue({ maxAttempts: 3 });
         const { job } = await claimOrFail();
         await store.requestCancel(job.id, T0 + 100);
-        const done = expectOk(await finish(job, 'error', { message: 'killed', reason: 'runtime_unavailable', now: T0 + 200 }));
+        const done = expectOk(
+          await finish(job, 'error', { message: 'killed', reason: 'runtime_unavailable', now: T0 + 200 }),
+        );
         expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, failureReason: 'canceled' });
-        expect((await store.listAttempts(job.id))[0]).toMatchObject({ outcome: 'canceled', message: 'killed', failureReason: 'canceled' });
+        expect((await store.listAttempts(job.id))[0]).toMatchObject({
+          outcome: 'canceled',
+          message: 'killed',
+          failureReason: 'canceled',
+        });
         expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
       });
 
@@ -785,9 +1083,13 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         await store.requestCancel(job.id, T0 + 100);
-        const done = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 200 }));
+        const done = expectOk(
+          await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 200 }),
+        );
         expect(done).toMatchObject({ state: 'canceled', failureReason: 'canceled' });
-        const again = expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 300 }));
+        const again = expectOk(
+          await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 300 }),
+        );
         expect(again).toMatchObject({ state: 'canceled', changed: false });
       });
 
@@ -822,22 +1124,33 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
             expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true }));
           }
           expect((await store.getJob(job.id))!).toMatchObject({
-            state: end, failureReason: { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
+            state: end,
+            failureReason: { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
           });
           expect(canTransition(end, 'queued')).toBe(true);
 
           const now = T0 + 50_000;
           const retried = await store.retry(job.id, now);
           expect(retried).toMatchObject({
-            id: job.id, state: 'queued', numFailures: 0, numResets: 0, cancelRequested: false, failureMessage: null, failureReason: null,
-            finishedAt: null, queuedAt: now, availableAt: now,
+            id: job.id,
+            state: 'queued',
+            numFailures: 0,
+            numResets: 0,
+            cancelRequested: false,
+            failureMessage: null,
+            failureReason: null,
+            finishedAt: null,
+            queuedAt: now,
+            availableAt: now,
           });
           const again = (await claimOrFail(['default'], now)).job;
           expect(again).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
           expect(expectOk(await finish(again, 'complete', { now: now + 1 })).state).toBe('completed');
           expect((await store.listAttempts(job.id)).map((a) => a.attempt)).toEqual([1, 2]);
           // The history keeps why the first attempt ended.
-          expect((await store.listAttempts(job.id))[0].failureReason).toBe({ completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end]);
+          expect((await store.listAttempts(job.id))[0].failureReason).toBe(
+            { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
+          );
         });
       }
 
@@ -867,14 +1180,24 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('resets a job whose executor went silent for longer than the timeout', async () => {
         await enqueue();
         const { job, tokenHash } = await claimOrFail(['default'], T0, 'exec-silent');
-        expect(await store.resetStalled({ now: T0 + TIMEOUT - 1, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 })).toEqual({ reset: [], failed: [] });
+        expect(
+          await store.resetStalled({ now: T0 + TIMEOUT - 1, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 }),
+        ).toEqual({ reset: [], failed: [] });
         expect((await store.getJob(job.id))!.state).toBe('processing');
 
         const now = T0 + TIMEOUT + 1_000;
         const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.failed).toEqual([]);
         expect(result.reset).toHaveLength(1);
-        expect(result.reset[0]).toMatchObject({ id: job.id, state: 'queued', numResets: 1, numFailures: 0, queuedAt: now, availableAt: now, failureReason: null });
+        expect(result.reset[0]).toMatchObject({
+          id: job.id,
+          state: 'queued',
+          numResets: 1,
+          numFailures: 0,
+          queuedAt: now,
+          availableAt: now,
+          failureReason: null,
+        });
         expect(await store.getJob(job.id)).toEqual(result.reset[0]);
         const attempt = await store.findAttemptByToken(tokenHash);
         expect(attempt).toMatchObject({ outcome: 'reset', finishedAt: now, failureReason: 'executor_lost' });
@@ -898,9 +1221,16 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail(['default'], T0);
         const now = T0 + 10 * TIMEOUT;
         // The server came up less than a timeout ago: it cannot know whether the executor is silent.
-        expect(await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT + 1 })).toEqual({ reset: [], failed: [] });
+        expect(
+          await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT + 1 }),
+        ).toEqual({ reset: [], failed: [] });
         expect((await store.getJob(job.id))!.state).toBe('processing');
-        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT - 1 });
+        const result = await store.resetStalled({
+          now,
+          timeoutMs: TIMEOUT,
+          maxResets: 3,
+          notBefore: now - TIMEOUT - 1,
+        });
         expect(result.reset.map((j) => j.id)).toEqual([job.id]);
       });
 
@@ -924,7 +1254,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(result.failed[0].failureMessage).toBe(stallFailureMessage(maxResets, 'exec-last', TIMEOUT));
         expect(result.failed[0].failureReason).toBe('executor_lost');
         expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
-          ['reset', 'executor_lost'], ['reset', 'executor_lost'], ['reset', 'executor_lost'],
+          ['reset', 'executor_lost'],
+          ['reset', 'executor_lost'],
+          ['reset', 'executor_lost'],
         ]);
         expect((await claim(['default'], now + 1)).job).toBeUndefined();
       });
@@ -936,8 +1268,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const now = T0 + TIMEOUT + 1_000;
         const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.reset).toEqual([]);
-        expect((await store.getJob(job.id))!).toMatchObject({ state: 'canceled', finishedAt: now, failureReason: 'canceled' });
-        expect((await store.listAttempts(job.id))[0]).toMatchObject({ outcome: 'reset', failureReason: 'executor_lost' });
+        expect((await store.getJob(job.id))!).toMatchObject({
+          state: 'canceled',
+          finishedAt: now,
+          failureReason: 'canceled',
+        });
+        expect((await store.listAttempts(job.id))[0]).toMatchObject({
+          outcome: 'reset',
+          failureReason: 'executor_lost',
+        });
         expect((await claim(['default'], now + 1)).job).toBeUndefined();
       });
 
@@ -946,7 +1285,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue({}, T0);
         const { job } = await claimOrFail(['default'], T0);
         expectOk(await finish(job, 'complete', { now: T0 + 1 }));
-        const result = await store.resetStalled({ now: T0 + 10 * TIMEOUT, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        const result = await store.resetStalled({
+          now: T0 + 10 * TIMEOUT,
+          timeoutMs: TIMEOUT,
+          maxResets: 3,
+          notBefore: 0,
+        });
         expect(result).toEqual({ reset: [], failed: [] });
         expect(await store.getJob(queued.id)).toEqual(queued);
         expect((await store.getJob(job.id))!.state).toBe('completed');
@@ -974,7 +1318,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         // A full duplicate adds nothing.
         const before = await store.readLogChunks(job.id, 1, 0, 100);
         expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello world\nmore\n')])).toEqual([
+          { index: 0, length: 17 },
+        ]);
         expect(await store.readLogChunks(job.id, 1, 0, 100)).toEqual(before);
         expect((await readAll(job.id, 1)).get(0)).toBe('hello world\nmore\n');
       });
@@ -984,15 +1330,39 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail();
         await store.appendLogs(job.id, 1, [entry(0, 0, '')]);
         expect(await store.listLogEntries(job.id, 1)).toEqual([
-          { index: 0, key: 'step-1', command: ['bash', 'step-1.sh'], startTime: T0, exitCode: null, durationMs: null, length: 0 },
+          {
+            index: 0,
+            key: 'step-1',
+            command: ['bash', 'step-1.sh'],
+            startTime: T0,
+            exitCode: null,
+            durationMs: null,
+            length: 0,
+          },
         ]);
         await store.appendLogs(job.id, 1, [entry(0, 0, 'abc\n', { exitCode: 0, durationMs: 1_500 }), entry(1, 0, 'x')]);
         await store.appendLogs(job.id, 1, [entry(1, 1, 'yz\n', { exitCode: 2, durationMs: 10 })]);
         // A later update without an exit code keeps the one recorded.
         await store.appendLogs(job.id, 1, [entry(1, 4, '')]);
         expect(await store.listLogEntries(job.id, 1)).toEqual([
-          { index: 0, key: 'step-1', command: ['bash', 'step-1.sh'], startTime: T0, exitCode: 0, durationMs: 1_500, length: 4 },
-          { index: 1, key: 'step-2', command: ['bash', 'step-2.sh'], startTime: T0 + 1, exitCode: 2, durationMs: 10, length: 4 },
+          {
+            index: 0,
+            key: 'step-1',
+            command: ['bash', 'step-1.sh'],
+            startTime: T0,
+            exitCode: 0,
+            durationMs: 1_500,
+            length: 4,
+          },
+          {
+            index: 1,
+            key: 'step-2',
+            command: ['bash', 'step-2.sh'],
+            startTime: T0 + 1,
+            exitCode: 2,
+            durationMs: 10,
+            length: 4,
+          },
         ]);
         const texts = await readAll(job.id, 1);
         expect([texts.get(0), texts.get(1)]).toEqual(['abc\n', 'xyz\n']);
@@ -1003,7 +1373,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail();
         const text = 'héllo 🚀 wörld\n';
         expect(await store.appendLogs(job.id, 1, [entry(0, 0, text)])).toEqual([{ index: 0, length: text.length }]);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, `${text}ünï\n`)])).toEqual([{ index: 0, length: text.length + 4 }]);
+        expect(await store.appendLogs(job.id, 1, [entry(0, 0, `${text}ünï\n`)])).toEqual([
+          { index: 0, length: text.length + 4 },
+        ]);
         expect((await readAll(job.id, 1)).get(0)).toBe(`${text}ünï\n`);
       });
 
@@ -1027,7 +1399,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         const writes: [number, number, string][] = [
-          [0, 0, 'one\n'], [1, 0, 'uno\n'], [0, 4, 'two\n'], [1, 4, 'dos\n'], [0, 8, 'three\n'], [2, 0, 'eins\n'],
+          [0, 0, 'one\n'],
+          [1, 0, 'uno\n'],
+          [0, 4, 'two\n'],
+          [1, 4, 'dos\n'],
+          [0, 8, 'three\n'],
+          [2, 0, 'eins\n'],
         ];
         for (const [index, offset, out] of writes) await store.appendLogs(job.id, 1, [entry(index, offset, out)]);
         const all = await store.readLogChunks(job.id, 1, 0, 100);
@@ -1076,20 +1453,56 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         const answer = await store.appendLogs(job.id, 1, [entry(0, 0, 'a\n'), entry(1, 0, 'bb\n'), entry(2, 0, '')]);
-        expect(answer).toEqual([{ index: 0, length: 2 }, { index: 1, length: 3 }, { index: 2, length: 0 }]);
-        expect((await store.listLogEntries(job.id, 1)).map((e) => [e.index, e.length])).toEqual([[0, 2], [1, 3], [2, 0]]);
+        expect(answer).toEqual([
+          { index: 0, length: 2 },
+          { index: 1, length: 3 },
+          { index: 2, length: 0 },
+        ]);
+        expect((await store.listLogEntries(job.id, 1)).map((e) => [e.index, e.length])).toEqual([
+          [0, 2],
+          [1, 3],
+          [2, 0],
+        ]);
       });
     });
 
     describe('executors and stats', () => {
       it('upserts executors, keeping firstSeenAt', async () => {
         await store.upsertExecutor(executorInfo('exec-a'), T0);
-        await store.upsertExecutor(executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }), T0 + 10);
-        await store.upsertExecutor(executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), T0 + 5_000);
+        await store.upsertExecutor(
+          executorInfo('exec-b', {
+            queues: ['gpu', 'default'],
+            runtimeVersion: '24.0.7',
+            maxJobs: null,
+            jobCpus: 1.5,
+            jobMemoryBytes: 2 ** 30,
+            jobDiskBytes: 20 * 2 ** 30,
+          }),
+          T0 + 10,
+        );
+        await store.upsertExecutor(
+          executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
+          T0 + 5_000,
+        );
         const executors = (await store.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
         expect(executors).toEqual([
-          { ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
-          { ...executorInfo('exec-b', { queues: ['gpu', 'default'], runtimeVersion: '24.0.7', maxJobs: null, jobCpus: 1.5, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }), firstSeenAt: T0 + 10, lastSeenAt: T0 + 10 },
+          {
+            ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
+            firstSeenAt: T0,
+            lastSeenAt: T0 + 5_000,
+          },
+          {
+            ...executorInfo('exec-b', {
+              queues: ['gpu', 'default'],
+              runtimeVersion: '24.0.7',
+              maxJobs: null,
+              jobCpus: 1.5,
+              jobMemoryBytes: 2 ** 30,
+              jobDiskBytes: 20 * 2 ** 30,
+            }),
+            firstSeenAt: T0 + 10,
+            lastSeenAt: T0 + 10,
+          },
         ]);
       });
 
@@ -1102,7 +1515,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(await diskOf()).toBe(0);
         // An executor from before disk limits: its CPU and memory stay, the disk limit is unknown again.
         await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: null }), T0 + 2);
-        expect((await store.listExecutors()).find((e) => e.name === 'exec-disk')).toMatchObject({ ...limits, jobDiskBytes: null });
+        expect((await store.listExecutors()).find((e) => e.name === 'exec-disk')).toMatchObject({
+          ...limits,
+          jobDiskBytes: null,
+        });
       });
 
       it('gives an executor name to one process at a time: the holder keeps it while it calls, another takes it after its window', async () => {
@@ -1110,25 +1526,46 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const b = { id: 'instance-b', windowMs: 6_000 };
         expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a)).toEqual({ ok: true });
         // A second process within the holder's window is refused, told who holds the name, and changes nothing.
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b', runningJobs: 3 }), T0 + 1_000, b)).toEqual({
-          ok: false, holder: { id: 'instance-a', hostname: 'host-a', seenAt: T0, windowMs: 3_000 },
+        expect(
+          await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b', runningJobs: 3 }), T0 + 1_000, b),
+        ).toEqual({
+          ok: false,
+          holder: { id: 'instance-a', hostname: 'host-a', seenAt: T0, windowMs: 3_000 },
         });
-        expect(await store.listExecutors()).toEqual([{ ...executorInfo('shared', { hostname: 'host-a' }), firstSeenAt: T0, lastSeenAt: T0 }]);
+        expect(await store.listExecutors()).toEqual([
+          { ...executorInfo('shared', { hostname: 'host-a' }), firstSeenAt: T0, lastSeenAt: T0 },
+        ]);
         // Each call of the holder renews its window.
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a', runningJobs: 1 }), T0 + 2_000, a)).toEqual({ ok: true });
-        expect(await store.executorInstance('shared')).toEqual({ id: 'instance-a', hostname: 'host-a', seenAt: T0 + 2_000, windowMs: 3_000 });
-        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 4_999, b)).ok).toBe(false);
-        // Silent for its whole window: the name goes to the next process that calls, with that one's window.
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 5_000, b)).toEqual({ ok: true });
-        expect(await store.listExecutors()).toEqual([{ ...executorInfo('shared', { hostname: 'host-b' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 }]);
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 10_999, a)).toEqual({
-          ok: false, holder: { id: 'instance-b', hostname: 'host-b', seenAt: T0 + 5_000, windowMs: 6_000 },
+        expect(
+          await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a', runningJobs: 1 }), T0 + 2_000, a),
+        ).toEqual({ ok: true });
+        expect(await store.executorInstance('shared')).toEqual({
+          id: 'instance-a',
+          hostname: 'host-a',
+          seenAt: T0 + 2_000,
+          windowMs: 3_000,
         });
-        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 11_000, a)).ok).toBe(true);
+        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 4_999, b)).ok).toBe(
+          false,
+        );
+        // Silent for its whole window: the name goes to the next process that calls, with that one's window.
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 5_000, b)).toEqual({
+          ok: true,
+        });
+        expect(await store.listExecutors()).toEqual([
+          { ...executorInfo('shared', { hostname: 'host-b' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
+        ]);
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 10_999, a)).toEqual({
+          ok: false,
+          holder: { id: 'instance-b', hostname: 'host-b', seenAt: T0 + 5_000, windowMs: 6_000 },
+        });
+        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 11_000, a)).ok).toBe(
+          true,
+        );
         expect(await store.executorInstance('unknown')).toBeUndefined();
       });
 
-      it('hands a name over at once when its holder lets go; a call without an instance id is never refused, and leaves a live holder\'s row alone', async () => {
+      it("hands a name over at once when its holder lets go; a call without an instance id is never refused, and leaves a live holder's row alone", async () => {
         const a = { id: 'instance-a', windowMs: 3_000 };
         const b = { id: 'instance-b', windowMs: 3_000 };
         await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a);
@@ -1136,18 +1573,29 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await store.releaseExecutorName('shared', 'instance-b');
         expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 1, b)).ok).toBe(false);
         // An executor from before instance ids keeps working, but the list goes on showing the live holder.
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host', version: '0.1.0-old' }), T0 + 2)).toEqual({ ok: true });
+        expect(
+          await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host', version: '0.1.0-old' }), T0 + 2),
+        ).toEqual({ ok: true });
         expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'host-a', lastSeenAt: T0 });
         await store.releaseExecutorName('shared', 'instance-a');
         expect(await store.executorInstance('shared')).toBeUndefined();
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 3, b)).toEqual({ ok: true });
-        expect(await store.executorInstance('shared')).toEqual({ id: 'instance-b', hostname: 'host-b', seenAt: T0 + 3, windowMs: 3_000 });
+        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 3, b)).toEqual({
+          ok: true,
+        });
+        expect(await store.executorInstance('shared')).toEqual({
+          id: 'instance-b',
+          hostname: 'host-b',
+          seenAt: T0 + 3,
+          windowMs: 3_000,
+        });
         // Once the holder is silent, the old executor's calls show again.
         await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host' }), T0 + 3_003);
         expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'old-host', lastSeenAt: T0 + 3_003 });
         // A name first used by an old executor is free for a process with an instance id.
         await store.upsertExecutor(executorInfo('old-only', { hostname: 'old-host' }), T0);
-        expect(await store.upsertExecutor(executorInfo('old-only', { hostname: 'host-a' }), T0 + 1, a)).toEqual({ ok: true });
+        expect(await store.upsertExecutor(executorInfo('old-only', { hostname: 'host-a' }), T0 + 1, a)).toEqual({
+          ok: true,
+        });
       });
 
       it('lists no executors at first', async () => {
@@ -1176,14 +1624,19 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('counts the jobs completed and failed in the hour before now, not canceled ones', async () => {
         const HOUR = QUEUE_STATS_WINDOW_MS;
         /** Runs a job in `queue` to its end at `at`. */
-        const endJob = async (queue: string, at: number, ending: 'complete' | 'fail' | 'error' | 'cancel' | 'canceledByExecutor') => {
+        const endJob = async (
+          queue: string,
+          at: number,
+          ending: 'complete' | 'fail' | 'error' | 'cancel' | 'canceledByExecutor',
+        ) => {
           await enqueue({ queue, maxAttempts: 1 }, at - 100);
           const { job } = await claimOrFail([queue], at - 50);
           if (ending === 'cancel') {
             await store.requestCancel(job.id, at - 10);
             return expectOk(await finish(job, 'complete', { now: at }));
           }
-          if (ending === 'canceledByExecutor') return expectOk(await finish(job, 'fail', { now: at, canceledByExecutor: true }));
+          if (ending === 'canceledByExecutor')
+            return expectOk(await finish(job, 'fail', { now: at, canceledByExecutor: true }));
           return expectOk(await finish(job, ending, { now: at }));
         };
         const now = T0 + 10 * HOUR;
@@ -1211,13 +1664,41 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
         expect(await store.queueStats(now)).toEqual([
           { queue: 'done', queued: 0, processing: 0, oldestQueuedAt: null, completedLastHour: 3, failedLastHour: 2 },
-          { queue: 'mixed', queued: 1, processing: 0, oldestQueuedAt: now - 300, completedLastHour: 0, failedLastHour: 1 },
-          { queue: 'retried', queued: 1, processing: 0, oldestQueuedAt: now - 500, completedLastHour: 0, failedLastHour: 0 },
+          {
+            queue: 'mixed',
+            queued: 1,
+            processing: 0,
+            oldestQueuedAt: now - 300,
+            completedLastHour: 0,
+            failedLastHour: 1,
+          },
+          {
+            queue: 'retried',
+            queued: 1,
+            processing: 0,
+            oldestQueuedAt: now - 500,
+            completedLastHour: 0,
+            failedLastHour: 0,
+          },
         ]);
         // An hour later all of it has left the window but the queued jobs.
         expect(await store.queueStats(now + HOUR)).toEqual([
-          { queue: 'mixed', queued: 1, processing: 0, oldestQueuedAt: now - 300, completedLastHour: 0, failedLastHour: 0 },
-          { queue: 'retried', queued: 1, processing: 0, oldestQueuedAt: now - 500, completedLastHour: 0, failedLastHour: 0 },
+          {
+            queue: 'mixed',
+            queued: 1,
+            processing: 0,
+            oldestQueuedAt: now - 300,
+            completedLastHour: 0,
+            failedLastHour: 0,
+          },
+          {
+            queue: 'retried',
+            queued: 1,
+            processing: 0,
+            oldestQueuedAt: now - 500,
+            completedLastHour: 0,
+            failedLastHour: 0,
+          },
         ]);
       });
     });
@@ -1238,7 +1719,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         states.push(job.state);
         states.push(expectOk(await finish(job, 'complete', { now: T0 + 100_001 })).state);
         expect(states).toEqual(['processing', 'queued', 'processing', 'failed', 'queued', 'processing', 'completed']);
-        for (let i = 1; i < states.length; i++) expect(canTransition(states[i - 1], states[i]), `${states[i - 1]} -> ${states[i]}`).toBe(true);
+        for (let i = 1; i < states.length; i++)
+          expect(canTransition(states[i - 1], states[i]), `${states[i - 1]} -> ${states[i]}`).toBe(true);
       });
     });
   });

@@ -26,34 +26,90 @@ function spec(input: Partial<JobSpecInput>) {
 async function populate(store: Store): Promise<number[]> {
   const ids: number[] = [];
   for (let i = 0; i < 30; i++) {
-    const job = await store.enqueue(spec({ namespace: i % 3 ? 'org:a' : 'user:b', queue: i % 2 ? 'q' : 'r' }), 1_000 + i, i === 0 ? { dockerAuthConfig: '{"auths":{}}' } : {});
+    const job = await store.enqueue(
+      spec({ namespace: i % 3 ? 'org:a' : 'user:b', queue: i % 2 ? 'q' : 'r' }),
+      1_000 + i,
+      i === 0 ? { dockerAuthConfig: '{"auths":{}}' } : {},
+    );
     ids.push(job.id);
   }
   for (let i = 0; i < 12; i++) {
-    const job = await store.dequeue({ executorName: 'exec-1', queues: ['q', 'r'], tokenHash: `hash-${i}`, now: 5_000 + i });
-    await store.appendLogs(job!.id, 1, [{ index: 0, key: 'step.a', command: ['sh', '-c', 'x'], startTime: 5_000, offset: 0, out: `out ${i}\n`, exitCode: 0, durationMs: 3 }]);
+    const job = await store.dequeue({
+      executorName: 'exec-1',
+      queues: ['q', 'r'],
+      tokenHash: `hash-${i}`,
+      now: 5_000 + i,
+    });
+    await store.appendLogs(job!.id, 1, [
+      {
+        index: 0,
+        key: 'step.a',
+        command: ['sh', '-c', 'x'],
+        startTime: 5_000,
+        offset: 0,
+        out: `out ${i}\n`,
+        exitCode: 0,
+        durationMs: 3,
+      },
+    ]);
     if (i % 2) await store.finish({ jobId: job!.id, attempt: 1, kind: 'complete', now: 6_000, retryBackoffMs: 1_000 });
-    else if (i % 4 === 0) await store.finish({ jobId: job!.id, attempt: 1, kind: 'fail', reason: 'out_of_memory', message: 'oom', now: 6_000, retryBackoffMs: 1_000 });
+    else if (i % 4 === 0)
+      await store.finish({
+        jobId: job!.id,
+        attempt: 1,
+        kind: 'fail',
+        reason: 'out_of_memory',
+        message: 'oom',
+        now: 6_000,
+        retryBackoffMs: 1_000,
+      });
   }
   await store.requestCancel(ids[29], 7_000);
-  await store.upsertExecutor({ name: 'exec-1', hostname: 'h', os: 'linux', arch: 'x64', version: '1', runtime: 'docker', runtimeVersion: 'Docker 20', queues: ['q', 'r'], maxJobs: 4, runningJobs: 6, jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: 20 * 2 ** 30 }, 8_000);
+  await store.upsertExecutor(
+    {
+      name: 'exec-1',
+      hostname: 'h',
+      os: 'linux',
+      arch: 'x64',
+      version: '1',
+      runtime: 'docker',
+      runtimeVersion: 'Docker 20',
+      queues: ['q', 'r'],
+      maxJobs: 4,
+      runningJobs: 6,
+      jobCpus: 2,
+      jobMemoryBytes: 2 ** 30,
+      jobDiskBytes: 20 * 2 ** 30,
+    },
+    8_000,
+  );
   const admin = (await store.accounts.createUser('admin', true, 9_000))!;
   const acme = (await store.accounts.createOrg('acme', admin.id, 9_000))!;
   await store.accounts.createToken(admin.id, 'admin', 'token-hash-1', 9_000);
-  await store.accounts.putSecret({ namespace: 'org:acme', name: 'TOKEN', ciphertext: 'dh1:aaaaaaaa:x', updatedBy: 'admin', now: 9_000 });
-  await store.accounts.recordSecretAccess([{ namespace: 'org:acme', name: 'TOKEN', jobId: ids[0], attempt: 1, executorName: 'exec-1', accessedAt: 9_001 }]);
+  await store.accounts.putSecret({
+    namespace: 'org:acme',
+    name: 'TOKEN',
+    ciphertext: 'dh1:aaaaaaaa:x',
+    updatedBy: 'admin',
+    now: 9_000,
+  });
+  await store.accounts.recordSecretAccess([
+    { namespace: 'org:acme', name: 'TOKEN', jobId: ids[0], attempt: 1, executorName: 'exec-1', accessedAt: 9_001 },
+  ]);
   void acme;
   return ids;
 }
 
 async function snapshot(store: Store, ids: number[]) {
-  return Promise.all(ids.map(async (id) => ({
-    job: await store.getJob(id),
-    attempts: await store.listAttempts(id),
-    entries: await store.listLogEntries(id, 1),
-    chunks: await store.readLogChunks(id, 1, 0, 100),
-    auth: await store.getDockerAuthConfig(id),
-  })));
+  return Promise.all(
+    ids.map(async (id) => ({
+      job: await store.getJob(id),
+      attempts: await store.listAttempts(id),
+      entries: await store.listLogEntries(id, 1),
+      chunks: await store.readLogChunks(id, 1, 0, 100),
+      auth: await store.getDockerAuthConfig(id),
+    })),
+  );
 }
 
 describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
@@ -70,21 +126,40 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     databases.push(db);
     const reports = await importSqlite(file, db.url);
     expect(Object.fromEntries(reports.map((r) => [r.table, r.rows]))).toEqual({
-      users: 1, orgs: 1, org_members: 1, jobs: 30, job_attempts: 12, log_entries: 12, log_chunks: 12, executors: 1, api_tokens: 1,
-      secrets: 1, secret_access_log: 1, namespace_turns: 2,
+      users: 1,
+      orgs: 1,
+      org_members: 1,
+      jobs: 30,
+      job_attempts: 12,
+      log_entries: 12,
+      log_chunks: 12,
+      executors: 1,
+      api_tokens: 1,
+      secrets: 1,
+      secret_access_log: 1,
+      namespace_turns: 2,
     });
 
     const postgres = new PostgresStore(db.url);
     expect(await snapshot(postgres, ids)).toEqual(before);
     expect(await postgres.listExecutors()).toEqual(executors);
-    expect((await postgres.accounts.findToken('token-hash-1', 9_500))?.user).toMatchObject({ id: 1, name: 'admin', siteAdmin: true });
+    expect((await postgres.accounts.findToken('token-hash-1', 9_500))?.user).toMatchObject({
+      id: 1,
+      name: 'admin',
+      siteAdmin: true,
+    });
     expect((await postgres.accounts.findSecrets('org:acme', ['TOKEN']))[0]?.ciphertext).toBe('dh1:aaaaaaaa:x');
     expect(await postgres.accounts.listSecretAccess({ limit: 10 })).toHaveLength(1);
     expect(await postgres.accounts.orgsOf(1)).toEqual(['acme']);
     // Ids and sequences continue after the copied ones; namespaces keep their turns.
     const next = await postgres.enqueue(spec({}), 10_000);
     expect(next.id).toBe(ids[ids.length - 1] + 1);
-    const claimed = await postgres.dequeue({ executorName: 'exec-2', queues: ['q', 'r'], tokenHash: 'hash-new', now: 11_000 });
+    const claimed = await postgres.dequeue({
+      executorName: 'exec-2',
+      queues: ['q', 'r'],
+      tokenHash: 'hash-new',
+      now: 11_000,
+    });
     expect(claimed).toBeDefined();
     await postgres.appendLogs(claimed!.id, 1, [{ index: 0, key: 'k', command: [], startTime: 0, offset: 0, out: 'x' }]);
     expect((await postgres.readLogChunks(claimed!.id, 1, 0, 10))[0].seq).toBe(13);
@@ -114,8 +189,11 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     const url = db.url.replace('postgres://postgres@', 'postgres://postgres:pw-never-shown@');
     const cli = path.resolve(import.meta.dirname, '../../dist/cli/main.js');
     const result = await new Promise<{ code: number; out: string }>((resolve) =>
-      execFile(process.execPath, [cli, 'db', 'migrate', '--from', `sqlite:${dir}`, '--to', url], (err, stdout, stderr) =>
-        resolve({ code: err ? 1 : 0, out: stdout + stderr })),
+      execFile(
+        process.execPath,
+        [cli, 'db', 'migrate', '--from', `sqlite:${dir}`, '--to', url],
+        (err, stdout, stderr) => resolve({ code: err ? 1 : 0, out: stdout + stderr }),
+      ),
     );
     expect(result.out).toContain('jobs: 30 rows');
     expect(result.out).toContain('migrated 75 rows; row counts match in every table');

@@ -62,7 +62,12 @@ describe('PostgresStore with several replicas', () => {
     const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
       const got: number[] = [];
       for (;;) {
-        const job = await store.dequeue({ executorName: name, queues: ['race'], tokenHash: `${name}-${++token}`, now: 2_000 });
+        const job = await store.dequeue({
+          executorName: name,
+          queues: ['race'],
+          tokenHash: `${name}-${++token}`,
+          now: 2_000,
+        });
         if (!job) return got;
         got.push(job.id);
       }
@@ -82,7 +87,8 @@ describe('PostgresStore with several replicas', () => {
     await a.migrate();
     const ids: number[] = [];
     // Interleaved namespaces, so that every batch claims from several and writes several turn rows.
-    for (let i = 0; i < 240; i++) ids.push((await a.enqueue({ ...spec('race'), namespace: `org:n${i % 4}` }, 1_000 + i)).id);
+    for (let i = 0; i < 240; i++)
+      ids.push((await a.enqueue({ ...spec('race'), namespace: `org:n${i % 4}` }, 1_000 + i)).id);
     let token = 0;
     const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
       const got: number[] = [];
@@ -106,18 +112,39 @@ describe('PostgresStore with several replicas', () => {
     const b = new PostgresStore(url);
     await a.migrate();
     const info = (hostname: string) => ({
-      name: 'contested', hostname, os: 'linux', arch: 'x64', version: '1', runtime: 'shell', runtimeVersion: null, queues: ['q'],
-      maxJobs: 1, runningJobs: 0, jobCpus: null, jobMemoryBytes: null, jobDiskBytes: null,
+      name: 'contested',
+      hostname,
+      os: 'linux',
+      arch: 'x64',
+      version: '1',
+      runtime: 'shell',
+      runtimeVersion: null,
+      queues: ['q'],
+      maxJobs: 1,
+      runningJobs: 0,
+      jobCpus: null,
+      jobMemoryBytes: null,
+      jobDiskBytes: null,
     });
     for (let round = 0; round < 10; round++) {
       // Each round the name is free again (its holder fell silent), and eight new processes race for it.
       const now = 1_000_000 + round * 10_000;
       const answers = await Promise.all(
-        Array.from({ length: 8 }, (_, i) => (i % 2 ? a : b).upsertExecutor(info(`host-${round}-${i}`), now, { id: `instance-${round}-${i}`, windowMs: 5_000 })),
+        Array.from({ length: 8 }, (_, i) =>
+          (i % 2 ? a : b).upsertExecutor(info(`host-${round}-${i}`), now, {
+            id: `instance-${round}-${i}`,
+            windowMs: 5_000,
+          }),
+        ),
       );
       const winners = answers.flatMap((answer, i) => (answer.ok ? [i] : []));
       expect(winners).toHaveLength(1);
-      for (const answer of answers) if (!answer.ok) expect(answer.holder).toMatchObject({ id: `instance-${round}-${winners[0]}`, hostname: `host-${round}-${winners[0]}` });
+      for (const answer of answers)
+        if (!answer.ok)
+          expect(answer.holder).toMatchObject({
+            id: `instance-${round}-${winners[0]}`,
+            hostname: `host-${round}-${winners[0]}`,
+          });
     }
     await a.close();
     await b.close();
@@ -136,14 +163,26 @@ describe('PostgresStore with several replicas', () => {
     const observer = new pg.Client({ connectionString: url });
     await Promise.all([holder.connect(), observer.connect()]);
     const waiting = async (): Promise<number> =>
-      Number((await observer.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rows[0].n);
+      Number(
+        (
+          await observer.query<{ n: string }>(
+            `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          )
+        ).rows[0].n,
+      );
     try {
       await holder.query('BEGIN');
       await holder.query('SELECT * FROM job_attempts WHERE job_id = $1 FOR UPDATE', [job.id]);
       const reset = b.resetStalled({ now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 });
       await until('the reset waits for the held attempt', async () => (await waiting()) === 1);
       let settled = false;
-      const append = a.appendLogsMany([{ jobId: job.id, attempt: 1, entries: [{ index: 0, key: 'step-1', command: ['sh'], startTime: 1_000, offset: 0, out: 'late output\n' }] }]);
+      const append = a.appendLogsMany([
+        {
+          jobId: job.id,
+          attempt: 1,
+          entries: [{ index: 0, key: 'step-1', command: ['sh'], startTime: 1_000, offset: 0, out: 'late output\n' }],
+        },
+      ]);
       void append.finally(() => (settled = true));
       // Either the append waits for the reset (a second backend waiting on a lock), or it went ahead on its own.
       await until('the append waits for the reset, or finishes', async () => settled || (await waiting()) === 2);

@@ -31,10 +31,20 @@ describe('dockhand secret rotate-key', () => {
     const { dir, store, secrets, jobs } = await setup((d) => Keyring.load({}, d));
     const oldId = secrets.keyring.primaryId;
     const report = await rotateKey(store.accounts, Keyring.load({}, dir));
-    expect(report).toEqual({ keyId: expect.any(String), secrets: 2, jobs: 2, retired: [oldId], file: path.join(dir, KEY_FILE_NAME) });
+    expect(report).toEqual({
+      keyId: expect.any(String),
+      secrets: 2,
+      jobs: 2,
+      retired: [oldId],
+      file: path.join(dir, KEY_FILE_NAME),
+    });
     expect(report.keyId).not.toBe(oldId);
     expect(await store.accounts.ciphertextPrefixes(13)).toEqual([`dh1:${report.keyId}:`]);
-    expect(readFileSync(path.join(dir, KEY_FILE_NAME), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'))).toHaveLength(1);
+    expect(
+      readFileSync(path.join(dir, KEY_FILE_NAME), 'utf8')
+        .split('\n')
+        .filter((l) => l && !l.startsWith('#')),
+    ).toHaveLength(1);
     // The running server's keyring (loaded before) still resolves everything: it rereads the file.
     for (const job of jobs) {
       const resolved = await secrets.resolveForJob(job, 'exec', await store.getDockerAuthConfig(job.id));
@@ -56,7 +66,9 @@ describe('dockhand secret rotate-key', () => {
     expect(report.file).toBeUndefined();
     const onlyNew = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: newKey }, ''));
     expect(await onlyNew.missingKeys()).toEqual([]);
-    expect((await onlyNew.resolveForJob(jobs[0], 'exec', await store.getDockerAuthConfig(jobs[0].id))).env.API_KEY).toBe('acme-api-key-1');
+    expect(
+      (await onlyNew.resolveForJob(jobs[0], 'exec', await store.getDockerAuthConfig(jobs[0].id))).env.API_KEY,
+    ).toBe('acme-api-key-1');
     // Running it again changes nothing.
     expect(await rotateKey(store.accounts, both)).toMatchObject({ secrets: 0, jobs: 0 });
     await store.close();

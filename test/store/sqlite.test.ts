@@ -36,7 +36,12 @@ describe('SqliteStore', () => {
     const first = new SqliteStore(file);
     await first.migrate();
     const job = await first.enqueue(spec.value, 1_000);
-    await first.accounts.createToken((await first.accounts.createUser('admin', true, 1_000))!.id, 'admin', 'hash', 1_000);
+    await first.accounts.createToken(
+      (await first.accounts.createUser('admin', true, 1_000))!.id,
+      'admin',
+      'hash',
+      1_000,
+    );
     await first.close();
 
     const second = new SqliteStore(file);
@@ -62,14 +67,21 @@ describe('SqliteStore upgrade to users', () => {
       old.exec(m.sql);
       old.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(m.version);
     }
-    old.prepare("INSERT INTO api_tokens (name, token_hash, created_at) VALUES ('admin', 'h-old-1', 500), ('ci', 'h-old-2', 700)").run();
+    old
+      .prepare(
+        "INSERT INTO api_tokens (name, token_hash, created_at) VALUES ('admin', 'h-old-1', 500), ('ci', 'h-old-2', 700)",
+      )
+      .run();
     old.close();
 
     const store = new SqliteStore(file);
     await store.migrate();
     const found = await store.accounts.findToken('h-old-2', 1_000);
     expect(found?.user).toEqual({ id: expect.any(Number), name: 'admin', siteAdmin: true, createdAt: 500 });
-    expect((await store.accounts.listTokens()).map((t) => [t.name, t.user])).toEqual([['admin', 'admin'], ['ci', 'admin']]);
+    expect((await store.accounts.listTokens()).map((t) => [t.name, t.user])).toEqual([
+      ['admin', 'admin'],
+      ['ci', 'admin'],
+    ]);
     await store.close();
   });
 });
@@ -87,13 +99,19 @@ describe('SqliteStore upgrade to disk limits', () => {
       old.exec(m.sql);
       old.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(m.version);
     }
-    old.prepare(`INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-      job_cpus, job_memory_bytes, first_seen_at, last_seen_at) VALUES ('old', 'h', 'linux', 'x64', '0.2.0', 'docker', null, '["q"]', 1, 0, 2, 1073741824, 5, 6)`).run();
+    old
+      .prepare(
+        `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
+      job_cpus, job_memory_bytes, first_seen_at, last_seen_at) VALUES ('old', 'h', 'linux', 'x64', '0.2.0', 'docker', null, '["q"]', 1, 0, 2, 1073741824, 5, 6)`,
+      )
+      .run();
     old.close();
 
     const store = new SqliteStore(file);
     await store.migrate();
-    expect(await store.listExecutors()).toEqual([expect.objectContaining({ name: 'old', jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: null })]);
+    expect(await store.listExecutors()).toEqual([
+      expect.objectContaining({ name: 'old', jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: null }),
+    ]);
     await store.close();
   });
 });
@@ -108,7 +126,9 @@ describe('SQLite storage faults', () => {
     capped.pragma(`max_page_count = ${pages}`);
     const full = (() => {
       try {
-        capped.exec(`INSERT INTO storage_probe (id, written_at) SELECT value, 0 FROM json_each('[${Array.from({ length: 5000 }, (_, i) => i + 10).join(',')}]')`);
+        capped.exec(
+          `INSERT INTO storage_probe (id, written_at) SELECT value, 0 FROM json_each('[${Array.from({ length: 5000 }, (_, i) => i + 10).join(',')}]')`,
+        );
       } catch (err) {
         return err;
       }
@@ -125,7 +145,10 @@ describe('SQLite storage faults', () => {
       }
     })();
     readOnly.close();
-    expect(store.storageFault(refused)).toMatchObject({ kind: 'read-only', detail: expect.stringMatching(/^SQLITE_READONLY/) });
+    expect(store.storageFault(refused)).toMatchObject({
+      kind: 'read-only',
+      detail: expect.stringMatching(/^SQLITE_READONLY/),
+    });
     await store.close();
   });
 });

@@ -11,10 +11,18 @@ export interface HttpAnswer<T = any> {
   headers: Headers;
 }
 
-export async function http<T = any>(url: string, method: string, auth: string | undefined, body?: unknown): Promise<HttpAnswer<T>> {
+export async function http<T = any>(
+  url: string,
+  method: string,
+  auth: string | undefined,
+  body?: unknown,
+): Promise<HttpAnswer<T>> {
   const res = await fetch(url, {
     method,
-    headers: { ...(auth ? { authorization: auth } : {}), ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      ...(auth ? { authorization: auth } : {}),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -28,7 +36,10 @@ export async function http<T = any>(url: string, method: string, auth: string | 
 }
 
 export class TestClient {
-  constructor(readonly url: string, private readonly token = ADMIN_TOKEN) {}
+  constructor(
+    readonly url: string,
+    private readonly token = ADMIN_TOKEN,
+  ) {}
 
   call<T = any>(method: string, route: string, body?: unknown): Promise<HttpAnswer<T>> {
     return http<T>(`${this.url}/api/v1${route}`, method, `Bearer ${this.token}`, body);
@@ -52,7 +63,8 @@ export class TestClient {
   /** Sets a secret (default namespace global). */
   async setSecret(name: string, value: string, namespace = 'global'): Promise<void> {
     const answer = await this.call('POST', '/secrets', { name, value, namespace });
-    if (answer.status !== 201 && answer.status !== 200) throw new Error(`set secret ${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
+    if (answer.status !== 201 && answer.status !== 200)
+      throw new Error(`set secret ${name}: ${answer.status} ${JSON.stringify(answer.body)}`);
   }
 
   async submit(spec: JobSpecInput): Promise<JobRecord> {
@@ -67,7 +79,10 @@ export class TestClient {
     return answer.body;
   }
 
-  async logs(id: number, attempt?: number): Promise<{ attempt: number; entries: { key: string; exitCode: number | null; out: string }[] }> {
+  async logs(
+    id: number,
+    attempt?: number,
+  ): Promise<{ attempt: number; entries: { key: string; exitCode: number | null; out: string }[] }> {
     return (await this.call('GET', `/jobs/${id}/logs${attempt ? `?attempt=${attempt}` : ''}`)).body;
   }
 
@@ -89,15 +104,34 @@ export class TestClient {
 
 /** Speaks the executor protocol directly, to play an executor the tests fully control. */
 export class RawExecutor {
-  constructor(readonly url: string, readonly name: string) {}
+  constructor(
+    readonly url: string,
+    readonly name: string,
+  ) {}
 
   dequeue(queues: string[], waitMs = 0): Promise<HttpAnswer<DequeuedJob>> {
-    return http(`${this.url}/api/executor/v1/dequeue`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, { executorName: this.name, version: 'test', queues, waitMs });
+    return http(`${this.url}/api/executor/v1/dequeue`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, {
+      executorName: this.name,
+      version: 'test',
+      queues,
+      waitMs,
+    });
   }
 
-  heartbeat(jobs: { id: number; attempt: number }[], waitMs = 0): Promise<HttpAnswer<{ knownIds: number[]; cancelIds: number[] }>> {
+  heartbeat(
+    jobs: { id: number; attempt: number }[],
+    waitMs = 0,
+  ): Promise<HttpAnswer<{ knownIds: number[]; cancelIds: number[] }>> {
     return http(`${this.url}/api/executor/v1/heartbeat`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, {
-      executorName: this.name, hostname: 'test', os: 'linux', arch: 'x64', version: 'test', runtime: 'none', queues: [], jobs, waitMs,
+      executorName: this.name,
+      hostname: 'test',
+      os: 'linux',
+      arch: 'x64',
+      version: 'test',
+      runtime: 'none',
+      queues: [],
+      jobs,
+      waitMs,
     });
   }
 
@@ -106,6 +140,8 @@ export class RawExecutor {
   }
 
   appendLog(job: DequeuedJob, out: string, offset = 0): Promise<HttpAnswer> {
-    return this.jobCall(job, 'logs', { entries: [{ index: 0, key: 'step.raw', command: ['raw'], startTime: Date.now(), offset, out }] });
+    return this.jobCall(job, 'logs', {
+      entries: [{ index: 0, key: 'step.raw', command: ['raw'], startTime: Date.now(), offset, out }],
+    });
   }
 }

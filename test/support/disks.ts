@@ -15,7 +15,9 @@ async function sh(command: string, args: string[]): Promise<string> {
     return (await run(command, args)).stdout;
   } catch (err) {
     const e = err as { stderr?: string; message: string };
-    throw new Error(`${command} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()} (these tests mount file systems: run them as root)`);
+    throw new Error(
+      `${command} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()} (these tests mount file systems: run them as root)`,
+    );
   }
 }
 
@@ -77,7 +79,11 @@ export async function mountExt4(bytes: number): Promise<Ext4> {
       // The file system lives on until its last open file is released (a killed process's may still be), and a
       // mount of the same image meanwhile gets that same read-only file system back: wait until its loop device
       // is let go.
-      await until(`the loop device of ${image} is released`, async () => (await sh('losetup', ['-j', image])).trim() === '', 30_000);
+      await until(
+        `the loop device of ${image} is released`,
+        async () => (await sh('losetup', ['-j', image])).trim() === '',
+        30_000,
+      );
       // e2fsck exits 1 when it fixed something, which is what it is here for.
       await run('e2fsck', ['-fy', image]).catch((err: { code?: number }) => {
         if (err.code !== 1) throw err;

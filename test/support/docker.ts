@@ -32,7 +32,10 @@ export interface DockerResult {
 }
 
 /** Runs the docker CLI; throws with its stderr on a non-zero exit unless `allowFail`. */
-export function docker(args: string[], opts: { input?: string | Buffer; allowFail?: boolean } = {}): Promise<DockerResult> {
+export function docker(
+  args: string[],
+  opts: { input?: string | Buffer; allowFail?: boolean } = {},
+): Promise<DockerResult> {
   return new Promise((resolve, reject) => {
     const child = execFile('docker', args, { maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (err, stdout, stderr) => {
       if (err && typeof err.code === 'string') {
@@ -60,7 +63,8 @@ export async function removeImage(ref: string, opts: { force?: boolean } = {}): 
   for (let tries = 0; ; tries++) {
     const r = await docker(['image', 'rm', ...(opts.force ? ['--force'] : []), ref], { allowFail: true });
     if (r.code === 0 || /no such image/i.test(r.stderr)) return;
-    if (!/is using its referenced image/.test(r.stderr) || tries === 50) throw new Error(`docker image rm ${ref}: ${r.stderr.trim()}`);
+    if (!/is using its referenced image/.test(r.stderr) || tries === 50)
+      throw new Error(`docker image rm ${ref}: ${r.stderr.trim()}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -115,14 +119,26 @@ async function buildImages(which: { base: boolean; user: boolean }): Promise<voi
 
     // Owners are set in the archive, so the files' owners on this machine (and who runs the tests) do not matter.
     const tar = (archive: string, owner: number, members: string[], append = false): Promise<string> =>
-      run('tar', ['--numeric-owner', `--owner=${owner}`, `--group=${owner}`, '-C', rootfs, append ? '-rf' : '-cf', archive, ...members]);
+      run('tar', [
+        '--numeric-owner',
+        `--owner=${owner}`,
+        `--group=${owner}`,
+        '-C',
+        rootfs,
+        append ? '-rf' : '-cf',
+        archive,
+        ...members,
+      ]);
 
     if (which.base) {
       await tar(path.join(work, 'base.tar'), 0, ['.']);
       await importImage(path.join(work, 'base.tar'), DOCKER_TEST_IMAGE);
     }
     if (which.user) {
-      await writeFile(path.join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n');
+      await writeFile(
+        path.join(rootfs, 'etc/passwd'),
+        'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n',
+      );
       await writeFile(path.join(rootfs, 'etc/group'), 'root:x:0:\napp:x:1000:\n');
       await mkdir(path.join(rootfs, 'home'));
       await tar(path.join(work, 'user.tar'), 0, ['.']);
@@ -139,7 +155,17 @@ async function buildImages(which: { base: boolean; user: boolean }): Promise<voi
 /** Imports under a unique tag, then moves the real tag onto it in one step: nobody ever sees a half-made image. */
 async function importImage(archive: string, ref: string): Promise<void> {
   const temp = `${ref.split(':')[0]}:building-${process.pid}-${Date.now()}`;
-  await docker(['import', '--change', 'ENV PATH=/bin', '--change', 'CMD ["/bin/sh"]', '--message', 'dockhand test image', archive, temp]);
+  await docker([
+    'import',
+    '--change',
+    'ENV PATH=/bin',
+    '--change',
+    'CMD ["/bin/sh"]',
+    '--message',
+    'dockhand test image',
+    archive,
+    temp,
+  ]);
   try {
     await docker(['tag', temp, ref]);
   } finally {
@@ -150,10 +176,14 @@ async function importImage(archive: string, ref: string): Promise<void> {
 async function assertStaticBusybox(): Promise<void> {
   // A dynamic busybox would not run in an image without a libc.
   const r = await new Promise<string>((resolve) =>
-    execFile('ldd', [BUSYBOX], { encoding: 'utf8' }, (err, stdout, stderr) => resolve(err && typeof err.code === 'string' ? err.message : stdout + stderr)),
+    execFile('ldd', [BUSYBOX], { encoding: 'utf8' }, (err, stdout, stderr) =>
+      resolve(err && typeof err.code === 'string' ? err.message : stdout + stderr),
+    ),
   );
   if (!/not a dynamic executable|statically linked/.test(r)) {
-    throw new Error(`${BUSYBOX} is missing or not static (${r.trim()}): run scripts/provision.sh as root (installs busybox-static)`);
+    throw new Error(
+      `${BUSYBOX} is missing or not static (${r.trim()}): run scripts/provision.sh as root (installs busybox-static)`,
+    );
   }
 }
 
@@ -185,7 +215,8 @@ async function withLock<T>(name: string, fn: () => Promise<T>, timeoutMs = 180_0
       await rm(file, { force: true });
       continue;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for the lock ${file}; remove it if no test run is building images`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for the lock ${file}; remove it if no test run is building images`);
     await new Promise((r) => setTimeout(r, 100));
   }
   try {
@@ -199,7 +230,10 @@ async function lockIsStale(file: string): Promise<boolean> {
   const pid = Number(await readFile(file, 'utf8').catch(() => ''));
   if (!pid) {
     // Just created and not yet written, or written by something odd: stale only if old.
-    const mtime = await stat(file).then((s) => s.mtimeMs, () => Date.now());
+    const mtime = await stat(file).then(
+      (s) => s.mtimeMs,
+      () => Date.now(),
+    );
     return Date.now() - mtime > 10_000;
   }
   try {

@@ -19,10 +19,29 @@ import { readFileSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import { parseJobSpec, issuesOf, type JobSpec, type JobSpecInput } from '../../src/core/jobSpec.js';
-import { decideFinish, decideAfterStall, stallFailureMessage, type AttemptOutcome, type JobState } from '../../src/core/jobState.js';
 import {
-  EXECUTOR_API_PREFIX, STALE_ATTEMPT, appendLogsRequest, batchRequest, completeRequest, dequeueRequest, errorRequest, failRequest,
-  heartbeatRequest, releaseRequest, type AppendLogsResponse, type BatchItemResult, type DequeuedJob, type HeartbeatResponse, type LogEntryUpdate,
+  decideFinish,
+  decideAfterStall,
+  stallFailureMessage,
+  type AttemptOutcome,
+  type JobState,
+} from '../../src/core/jobState.js';
+import {
+  EXECUTOR_API_PREFIX,
+  STALE_ATTEMPT,
+  appendLogsRequest,
+  batchRequest,
+  completeRequest,
+  dequeueRequest,
+  errorRequest,
+  failRequest,
+  heartbeatRequest,
+  releaseRequest,
+  type AppendLogsResponse,
+  type BatchItemResult,
+  type DequeuedJob,
+  type HeartbeatResponse,
+  type LogEntryUpdate,
 } from '../../src/core/protocol.js';
 import { JOB_TOKEN_PREFIX, newToken, tokensEqual } from '../../src/core/tokens.js';
 import { Agent } from '../../src/executor/agent.js';
@@ -36,7 +55,8 @@ export const FAKE_EXECUTOR_TOKEN = 'fake-coordinator-executor-token-0123456789';
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
 const LARGE_BODY_LIMIT = 16 * 1024 * 1024;
 
-export type RouteName = 'dequeue' | 'heartbeat' | 'release' | 'logs' | 'complete' | 'error' | 'fail' | 'batch' | 'unknown';
+export type RouteName =
+  'dequeue' | 'heartbeat' | 'release' | 'logs' | 'complete' | 'error' | 'fail' | 'batch' | 'unknown';
 type ReportKind = 'complete' | 'error' | 'fail';
 
 export interface FakeCoordinatorOptions {
@@ -144,16 +164,24 @@ export interface ReceivedDequeue {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly extra: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
     super(message);
   }
 }
 
 function staleAttempt(jobId: number, attempt: number, state?: string): HttpError {
   // The real server's words (executorRoutes.ts), so the agent's messages read the same.
-  return new HttpError(409, `attempt ${attempt} of job ${jobId} is no longer current${state ? ` (job is ${state})` : ''}; stop working on it`, {
-    code: STALE_ATTEMPT,
-  });
+  return new HttpError(
+    409,
+    `attempt ${attempt} of job ${jobId} is no longer current${state ? ` (job is ${state})` : ''}; stop working on it`,
+    {
+      code: STALE_ATTEMPT,
+    },
+  );
 }
 
 function parse<T>(schema: z.ZodType<T>, value: unknown): T {
@@ -183,7 +211,17 @@ export class FakeCoordinator {
   readonly jobs = new Map<number, FakeJob>();
   readonly attempts: FakeAttempt[] = [];
   /** Requests that reached the fake, by route (counted on arrival, before authentication). */
-  readonly requests: Record<RouteName, number> = { dequeue: 0, heartbeat: 0, release: 0, logs: 0, complete: 0, error: 0, fail: 0, batch: 0, unknown: 0 };
+  readonly requests: Record<RouteName, number> = {
+    dequeue: 0,
+    heartbeat: 0,
+    release: 0,
+    logs: 0,
+    complete: 0,
+    error: 0,
+    fail: 0,
+    batch: 0,
+    unknown: 0,
+  };
   readonly heartbeats: ReceivedHeartbeat[] = [];
   readonly dequeues: ReceivedDequeue[] = [];
   readonly reports: ReceivedReport[] = [];
@@ -213,7 +251,10 @@ export class FakeCoordinator {
       maxJobResets: options.maxJobResets ?? 3,
     };
     // Held requests stay open as long as a real server holds them; idle sockets as long as its keep-alive.
-    this.server = http.createServer({ keepAliveTimeout: 65_000, requestTimeout: 0 }, (req, res) => void this.handle(req, res));
+    this.server = http.createServer(
+      { keepAliveTimeout: 65_000, requestTimeout: 0 },
+      (req, res) => void this.handle(req, res),
+    );
     this.server.on('connection', (socket) => {
       if (this.away === 'reset') {
         this.resetConnections++;
@@ -261,14 +302,27 @@ export class FakeCoordinator {
   // ---- scripting ------------------------------------------------------------------------------------------------
 
   /** Submits a job (the spec as a client writes it; normalized as the server does). */
-  enqueue(input: Omit<JobSpecInput, 'queue'> & { queue?: string }, opts: { secrets?: Record<string, string> } = {}): FakeJob {
+  enqueue(
+    input: Omit<JobSpecInput, 'queue'> & { queue?: string },
+    opts: { secrets?: Record<string, string> } = {},
+  ): FakeJob {
     const parsed = parseJobSpec({ queue: 'default', ...input });
     if (!parsed.ok) throw new Error(`invalid job spec: ${JSON.stringify(parsed.issues)}`);
     // The server stores the spec with its namespace filled in (here always global: the fake has no users).
     const spec = { ...parsed.value, namespace: parsed.value.namespace ?? 'global' };
     const job: FakeJob = {
-      id: this.nextId++, queue: spec.queue, namespace: spec.namespace, spec, secrets: opts.secrets, state: 'queued', attempt: 0,
-      cancelRequested: false, numFailures: 0, numResets: 0, availableAt: Date.now(), failureMessage: null,
+      id: this.nextId++,
+      queue: spec.queue,
+      namespace: spec.namespace,
+      spec,
+      secrets: opts.secrets,
+      state: 'queued',
+      attempt: 0,
+      cancelRequested: false,
+      numFailures: 0,
+      numResets: 0,
+      availableAt: Date.now(),
+      failureMessage: null,
     };
     this.jobs.set(job.id, job);
     this.wakeQueue(job.queue);
@@ -303,11 +357,18 @@ export class FakeCoordinator {
     if (job.state !== 'processing') throw new Error(`job ${id} is ${job.state}, not processing`);
     const attempt = this.attemptOf(id, job.attempt);
     const silentFor = Math.round((Date.now() - (job.lastHeartbeatAt ?? Date.now())) / 1000);
-    Object.assign(attempt, { outcome: 'reset', message: `no heartbeat from executor ${job.executorName} for ${silentFor}s` });
+    Object.assign(attempt, {
+      outcome: 'reset',
+      message: `no heartbeat from executor ${job.executorName} for ${silentFor}s`,
+    });
     const requeue = !job.cancelRequested && decideAfterStall(job, this.options.maxJobResets) === 'queued';
     if (job.cancelRequested) Object.assign(job, { state: 'canceled', failureMessage: 'canceled by a user' });
     else if (requeue) Object.assign(job, { state: 'queued', numResets: job.numResets + 1, availableAt: Date.now() });
-    else Object.assign(job, { state: 'failed', failureMessage: stallFailureMessage(this.options.maxJobResets, job.executorName ?? null, 25_000) });
+    else
+      Object.assign(job, {
+        state: 'failed',
+        failureMessage: stallFailureMessage(this.options.maxJobResets, job.executorName ?? null, 25_000),
+      });
     this.bus.emit(`interrupt:${id}`);
     if (requeue) this.wakeQueue(job.queue);
     this.changed();
@@ -360,7 +421,9 @@ export class FakeCoordinator {
 
   /** An attempt's stored output, every entry in order. */
   output(jobId: number, attempt?: number): string {
-    return this.entries(jobId, attempt).map((e) => e.text).join('');
+    return this.entries(jobId, attempt)
+      .map((e) => e.text)
+      .join('');
   }
 
   /** The stdout lines of an attempt's step entries, without their "stdout: " prefix. */
@@ -402,7 +465,9 @@ export class FakeCoordinator {
       const value = check();
       if (value) return value as NonNullable<T>;
       if (Date.now() > deadline) {
-        throw new Error(`timed out after ${timeoutMs} ms waiting until ${opts.what ?? check.toString()}\n${this.describe()}`);
+        throw new Error(
+          `timed out after ${timeoutMs} ms waiting until ${opts.what ?? check.toString()}\n${this.describe()}`,
+        );
       }
       await new Promise<void>((resolve) => {
         const done = (): void => {
@@ -418,7 +483,9 @@ export class FakeCoordinator {
 
   /** A summary for failure messages. */
   describe(): string {
-    const jobs = [...this.jobs.values()].map((j) => `job ${j.id}: ${j.state}, attempt ${j.attempt}${j.cancelRequested ? ', cancel requested' : ''}`);
+    const jobs = [...this.jobs.values()].map(
+      (j) => `job ${j.id}: ${j.state}, attempt ${j.attempt}${j.cancelRequested ? ', cancel requested' : ''}`,
+    );
     return [
       `requests: ${JSON.stringify(this.requests)}`,
       ...jobs,
@@ -494,7 +561,10 @@ export class FakeCoordinator {
       // Credentials first, as the real server checks them before it reads the body.
       const executorRoute = route === 'dequeue' || route === 'heartbeat' || route === 'release' || route === 'batch';
       const attempt = executorRoute ? this.executorAuth(req) : this.jobAuth(req, jobId!);
-      const body = await this.readBody(req, route === 'logs' || route === 'batch' ? LARGE_BODY_LIMIT : DEFAULT_BODY_LIMIT);
+      const body = await this.readBody(
+        req,
+        route === 'logs' || route === 'batch' ? LARGE_BODY_LIMIT : DEFAULT_BODY_LIMIT,
+      );
       let answer: unknown;
       switch (route) {
         case 'dequeue':
@@ -512,12 +582,17 @@ export class FakeCoordinator {
           answer = {};
           break;
         case 'logs':
-          answer = this.call(attempt!, 'logs', 'single', () => this.appendLogs(attempt!, parse(appendLogsRequest, body).entries));
+          answer = this.call(attempt!, 'logs', 'single', () =>
+            this.appendLogs(attempt!, parse(appendLogsRequest, body).entries),
+          );
           break;
         default: {
           const kind = route as ReportKind;
           const schema = kind === 'complete' ? completeRequest : kind === 'error' ? errorRequest : failRequest;
-          const report = { kind, ...(parse(schema as z.ZodType<{ message?: string; reason?: string; canceled?: boolean }>, body)) };
+          const report = {
+            kind,
+            ...parse(schema as z.ZodType<{ message?: string; reason?: string; canceled?: boolean }>, body),
+          };
           answer = this.call(attempt!, 'report', 'single', () => this.finish(attempt!, report, 'single'));
         }
       }
@@ -526,8 +601,10 @@ export class FakeCoordinator {
     } catch (err) {
       // A body cut off by a lost connection: nobody is there to answer.
       if (gone.signal.aborted) return;
-      const failure = err instanceof HttpError ? err : new HttpError(500, `the fake coordinator failed: ${(err as Error).stack}`);
-      const expected = failure.status === 409 || (failure.status === 404 && route === 'batch' && !this.options.batchRoute);
+      const failure =
+        err instanceof HttpError ? err : new HttpError(500, `the fake coordinator failed: ${(err as Error).stack}`);
+      const expected =
+        failure.status === 409 || (failure.status === 404 && route === 'batch' && !this.options.batchRoute);
       if (!expected) this.protocolErrors.push({ route, status: failure.status, error: failure.message });
       this.send(res, failure.status, { error: failure.message, ...failure.extra });
     }
@@ -536,7 +613,12 @@ export class FakeCoordinator {
   private send(res: http.ServerResponse, status: number, body: unknown): void {
     if (res.destroyed) return;
     const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) }).end(text);
+    res
+      .writeHead(status, {
+        'content-type': 'application/json; charset=utf-8',
+        'content-length': Buffer.byteLength(text),
+      })
+      .end(text);
   }
 
   private readBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
@@ -574,7 +656,8 @@ export class FakeCoordinator {
     const { scheme, credential } = this.authorization(req);
     const hint = "send 'Authorization: token-executor <DOCKHAND_EXECUTORS_ACCESS_TOKEN>'";
     if (!credential) throw new HttpError(401, `missing credentials: ${hint}`);
-    if (scheme !== 'token-executor' || !tokensEqual(credential, this.executorToken)) throw new HttpError(401, `invalid executor token: ${hint}`);
+    if (scheme !== 'token-executor' || !tokensEqual(credential, this.executorToken))
+      throw new HttpError(401, `invalid executor token: ${hint}`);
     return undefined;
   }
 
@@ -589,21 +672,34 @@ export class FakeCoordinator {
 
   private attemptOfToken(token: string, jobId: string | number): FakeAttempt {
     const attempt = this.attempts.find((a) => a.token === token);
-    if (!attempt) throw new HttpError(401, "invalid job token: send 'Authorization: Bearer <job token>' as received from dequeue");
-    if (String(attempt.jobId) !== String(jobId)) throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${jobId}`);
+    if (!attempt)
+      throw new HttpError(401, "invalid job token: send 'Authorization: Bearer <job token>' as received from dequeue");
+    if (String(attempt.jobId) !== String(jobId))
+      throw new HttpError(403, `this job token belongs to job ${attempt.jobId}, not job ${jobId}`);
     return attempt;
   }
 
   private authorization(req: http.IncomingMessage): { scheme: string; credential: string } {
     const header = req.headers.authorization ?? '';
     const space = header.indexOf(' ');
-    return { scheme: space > 0 ? header.slice(0, space).toLowerCase() : '', credential: space > 0 ? header.slice(space + 1).trim() : '' };
+    return {
+      scheme: space > 0 ? header.slice(0, space).toLowerCase() : '',
+      credential: space > 0 ? header.slice(space + 1).trim() : '',
+    };
   }
 
   /** Runs one job-token call and records it with its answer's status. */
   private call<T>(attempt: FakeAttempt, route: JobCall['route'], via: JobCall['via'], run: () => T): T {
     const record = (status: number): void => {
-      this.jobCalls.push({ seq: ++this.seq, at: Date.now(), jobId: attempt.jobId, attempt: attempt.attempt, route, via, status });
+      this.jobCalls.push({
+        seq: ++this.seq,
+        at: Date.now(),
+        jobId: attempt.jobId,
+        attempt: attempt.attempt,
+        route,
+        via,
+        status,
+      });
       this.bus.emit('change');
     };
     try {
@@ -616,8 +712,17 @@ export class FakeCoordinator {
     }
   }
 
-  private async dequeue(body: z.output<typeof dequeueRequest>, gone: AbortSignal): Promise<DequeuedJob | { jobs: DequeuedJob[] } | undefined> {
-    const record: ReceivedDequeue = { seq: ++this.seq, receivedAt: Date.now(), maxJobs: body.maxJobs, waitMs: body.waitMs, jobIds: [] };
+  private async dequeue(
+    body: z.output<typeof dequeueRequest>,
+    gone: AbortSignal,
+  ): Promise<DequeuedJob | { jobs: DequeuedJob[] } | undefined> {
+    const record: ReceivedDequeue = {
+      seq: ++this.seq,
+      receivedAt: Date.now(),
+      maxJobs: body.maxJobs,
+      waitMs: body.waitMs,
+      jobIds: [],
+    };
     this.dequeues.push(record);
     this.bus.emit('change');
     const single = body.maxJobs === undefined || this.options.ignoreMaxJobs;
@@ -634,8 +739,16 @@ export class FakeCoordinator {
       }
       const now = Date.now();
       if (deadline <= now) break;
-      const nextAt = Math.min(...[...this.jobs.values()].filter((j) => j.state === 'queued' && body.queues.includes(j.queue)).map((j) => j.availableAt));
-      await this.waitFor(body.queues.map((q) => `queue:${q}`), Math.min(deadline - now, Math.max(0, nextAt - now)), gone);
+      const nextAt = Math.min(
+        ...[...this.jobs.values()]
+          .filter((j) => j.state === 'queued' && body.queues.includes(j.queue))
+          .map((j) => j.availableAt),
+      );
+      await this.waitFor(
+        body.queues.map((q) => `queue:${q}`),
+        Math.min(deadline - now, Math.max(0, nextAt - now)),
+        gone,
+      );
       if (this.closed) break;
     }
     end(gone.aborted ? 'closed' : 'empty');
@@ -652,17 +765,36 @@ export class FakeCoordinator {
     return ready.map((job) => {
       const token = newToken(JOB_TOKEN_PREFIX);
       Object.assign(job, { state: 'processing', attempt: job.attempt + 1, executorName, lastHeartbeatAt: now });
-      this.attempts.push({ jobId: job.id, attempt: job.attempt, token, executorName, startedAt: now, outcome: null, message: null });
+      this.attempts.push({
+        jobId: job.id,
+        attempt: job.attempt,
+        token,
+        executorName,
+        startedAt: now,
+        outcome: null,
+        message: null,
+      });
       const { dockerAuthConfig: _omitted, ...spec } = job.spec;
       return {
-        id: job.id, attempt: job.attempt, token, queue: job.queue, namespace: job.namespace, spec,
+        id: job.id,
+        attempt: job.attempt,
+        token,
+        queue: job.queue,
+        namespace: job.namespace,
+        spec,
         ...(job.secrets && Object.keys(job.secrets).length ? { secrets: job.secrets } : {}),
       };
     });
   }
 
   private async heartbeat(body: z.output<typeof heartbeatRequest>, gone: AbortSignal): Promise<HeartbeatResponse> {
-    const record: ReceivedHeartbeat = { seq: ++this.seq, receivedAt: Date.now(), executorName: body.executorName, jobs: body.jobs, waitMs: body.waitMs };
+    const record: ReceivedHeartbeat = {
+      seq: ++this.seq,
+      receivedAt: Date.now(),
+      executorName: body.executorName,
+      jobs: body.jobs,
+      waitMs: body.waitMs,
+    };
     this.heartbeats.push(record);
     this.bus.emit('change');
     // store.heartbeat: a job is known when its named attempt is current, processing, and this executor's.
@@ -671,7 +803,8 @@ export class FakeCoordinator {
       const cancelIds: number[] = [];
       for (const ref of body.jobs) {
         const job = this.jobs.get(ref.id);
-        if (!job || job.state !== 'processing' || job.attempt !== ref.attempt || job.executorName !== body.executorName) continue;
+        if (!job || job.state !== 'processing' || job.attempt !== ref.attempt || job.executorName !== body.executorName)
+          continue;
         job.lastHeartbeatAt = Date.now();
         knownIds.push(ref.id);
         if (job.cancelRequested) cancelIds.push(ref.id);
@@ -682,7 +815,11 @@ export class FakeCoordinator {
     let early = false;
     if (body.waitMs > 0 && body.jobs.length > 0 && answer.cancelIds.length === 0) {
       // Held until one of the jobs is canceled or reset (log appends and reports do not end the wait).
-      early = await this.waitFor(body.jobs.map((j) => `interrupt:${j.id}`), body.waitMs, gone);
+      early = await this.waitFor(
+        body.jobs.map((j) => `interrupt:${j.id}`),
+        body.waitMs,
+        gone,
+      );
       if (early) answer = look();
     }
     if (!gone.aborted) Object.assign(record, { answeredAt: Date.now(), answeredSeq: ++this.seq, answer, early });
@@ -693,7 +830,8 @@ export class FakeCoordinator {
   /** store.appendLogs: the first append of an index creates the entry; output it already has is dropped. */
   private appendLogs(attempt: FakeAttempt, entries: LogEntryUpdate[]): AppendLogsResponse {
     const job = this.job(attempt.jobId);
-    if (job.state !== 'processing' || job.attempt !== attempt.attempt) throw staleAttempt(attempt.jobId, attempt.attempt, job.state);
+    if (job.state !== 'processing' || job.attempt !== attempt.attempt)
+      throw staleAttempt(attempt.jobId, attempt.attempt, job.state);
     const key = `${attempt.jobId}.${attempt.attempt}`;
     let log = this.logs.get(key);
     if (!log) this.logs.set(key, (log = new Map()));
@@ -701,7 +839,13 @@ export class FakeCoordinator {
       entries: entries.map((update) => {
         let entry = log.get(update.index);
         if (!entry) {
-          entry = { index: update.index, key: update.key, command: update.command, startTime: update.startTime, text: '' };
+          entry = {
+            index: update.index,
+            key: update.key,
+            command: update.command,
+            startTime: update.startTime,
+            text: '',
+          };
           log.set(update.index, entry);
         }
         const length = entry.text.length;
@@ -715,22 +859,42 @@ export class FakeCoordinator {
 
   /** store.finish with core/jobState's decideFinish, the rules every real store applies. */
   private finish(
-    attempt: FakeAttempt, report: { kind: ReportKind; message?: string; reason?: string; canceled?: boolean }, via: 'single' | 'batch',
+    attempt: FakeAttempt,
+    report: { kind: ReportKind; message?: string; reason?: string; canceled?: boolean },
+    via: 'single' | 'batch',
   ): { state: string } {
     const job = this.job(attempt.jobId);
     const now = Date.now();
     const decision = decideFinish({ ...job, maxAttempts: job.spec.maxAttempts }, attempt, {
-      kind: report.kind, message: report.message, canceledByExecutor: report.canceled, now, retryBackoffMs: this.options.retryBackoffMs,
+      kind: report.kind,
+      message: report.message,
+      canceledByExecutor: report.canceled,
+      now,
+      retryBackoffMs: this.options.retryBackoffMs,
     });
     const received: ReceivedReport = {
-      seq: ++this.seq, at: now, jobId: job.id, attempt: attempt.attempt, kind: report.kind, message: report.message, reason: report.reason,
-      canceled: report.canceled, via, status: decision.kind === 'stale' ? 409 : 200, applied: decision.kind === 'apply',
+      seq: ++this.seq,
+      at: now,
+      jobId: job.id,
+      attempt: attempt.attempt,
+      kind: report.kind,
+      message: report.message,
+      reason: report.reason,
+      canceled: report.canceled,
+      via,
+      status: decision.kind === 'stale' ? 409 : 200,
+      applied: decision.kind === 'apply',
     };
     this.reports.push(received);
     this.bus.emit('change');
     if (decision.kind === 'stale') throw staleAttempt(job.id, attempt.attempt, job.state);
     if (decision.kind === 'apply') {
-      Object.assign(job, { state: decision.state, numFailures: decision.numFailures, failureMessage: decision.failureMessage, availableAt: decision.availableAt });
+      Object.assign(job, {
+        state: decision.state,
+        numFailures: decision.numFailures,
+        failureMessage: decision.failureMessage,
+        availableAt: decision.availableAt,
+      });
       Object.assign(attempt, { outcome: decision.attemptOutcome, message: report.message ?? null });
       if (job.state === 'queued') {
         // Wakes waiting dequeues when the backoff ends, as the real server's nextAvailableAt does.
@@ -753,7 +917,12 @@ export class FakeCoordinator {
     const results: BatchItemResult[] = items.map((item) => ({ id: item.id, status: 200 }));
     const refuse = (i: number, err: unknown): void => {
       if (!(err instanceof HttpError)) throw err;
-      results[i] = { id: items[i].id, status: err.status, error: err.message, ...(err.extra.code ? { code: String(err.extra.code) } : {}) };
+      results[i] = {
+        id: items[i].id,
+        status: err.status,
+        error: err.message,
+        ...(err.extra.code ? { code: String(err.extra.code) } : {}),
+      };
     };
     const attempts = items.map((item, i): FakeAttempt | undefined => {
       try {
@@ -766,7 +935,10 @@ export class FakeCoordinator {
     items.forEach((item, i) => {
       if (!item.logs || !attempts[i]) return;
       try {
-        results[i] = { ...results[i], ...this.call(attempts[i]!, 'logs', 'batch', () => this.appendLogs(attempts[i]!, item.logs!)) } as BatchItemResult;
+        results[i] = {
+          ...results[i],
+          ...this.call(attempts[i]!, 'logs', 'batch', () => this.appendLogs(attempts[i]!, item.logs!)),
+        } as BatchItemResult;
       } catch (err) {
         refuse(i, err);
       }
@@ -775,7 +947,10 @@ export class FakeCoordinator {
       // An item whose logs were refused does not get its report tried either.
       if (!item.report || !attempts[i] || results[i].status !== 200) return;
       try {
-        results[i] = { ...results[i], ...this.call(attempts[i]!, 'report', 'batch', () => this.finish(attempts[i]!, item.report!, 'batch')) } as BatchItemResult;
+        results[i] = {
+          ...results[i],
+          ...this.call(attempts[i]!, 'report', 'batch', () => this.finish(attempts[i]!, item.report!, 'batch')),
+        } as BatchItemResult;
       } catch (err) {
         refuse(i, err);
       }
@@ -823,7 +998,11 @@ export async function startTestAgent(fake: FakeCoordinator, overrides: TestAgent
     heartbeatIntervalMs: overrides.heartbeatIntervalMs ?? 1_000,
     logFlushIntervalMs: overrides.logFlushIntervalMs ?? 50,
     maxLogSize: overrides.maxLogSize ?? 100 * 2 ** 20,
-    runtime: loadRuntimeSettings({ EXECUTOR_RUNTIME: 'shell', EXECUTOR_NAME: overrides.name ?? 'agent-under-test', EXECUTOR_WORKSPACE_ROOT: workspaceRoot }),
+    runtime: loadRuntimeSettings({
+      EXECUTOR_RUNTIME: 'shell',
+      EXECUTOR_NAME: overrides.name ?? 'agent-under-test',
+      EXECUTOR_WORKSPACE_ROOT: workspaceRoot,
+    }),
   };
   const logLines: string[] = [];
   const log: Logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line.trimEnd()) });

@@ -30,13 +30,17 @@ export interface GitServer {
 
 const GIT_ID = ['-c', 'user.email=test@example.com', '-c', 'user.name=test'];
 
-export async function startGitServer(opts: { credentials?: { user: string; password: string } } = {}): Promise<GitServer> {
+export async function startGitServer(
+  opts: { credentials?: { user: string; password: string } } = {},
+): Promise<GitServer> {
   const root = await tempDir('git-server');
   const requests: GitRequest[] = [];
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
     const auth = req.headers.authorization;
-    const [user, password] = auth?.startsWith('Basic ') ? Buffer.from(auth.slice(6), 'base64').toString().split(':') : [];
+    const [user, password] = auth?.startsWith('Basic ')
+      ? Buffer.from(auth.slice(6), 'base64').toString().split(':')
+      : [];
     const record = (status: number): void => void requests.push({ path: url.pathname, user, status });
     if (opts.credentials && (user !== opts.credentials.user || password !== opts.credentials.password)) {
       record(401);
@@ -98,7 +102,9 @@ export async function startGitServer(opts: { credentials?: { user: string; passw
           mkdirSync(path.dirname(path.join(work, file)), { recursive: true });
           writeFileSync(path.join(work, file), content);
         }
-        if (i === 0) for (const [link, target] of Object.entries(extra.symlinks ?? {})) execFileSync('ln', ['-s', target, path.join(work, link)]);
+        if (i === 0)
+          for (const [link, target] of Object.entries(extra.symlinks ?? {}))
+            execFileSync('ln', ['-s', target, path.join(work, link)]);
         execFileSync('git', ['-C', work, ...GIT_ID, 'add', '-A']);
         execFileSync('git', ['-C', work, ...GIT_ID, 'commit', '-qm', `commit ${i + 1}`, '--allow-empty']);
         shas.push(execFileSync('git', ['-C', work, 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim());

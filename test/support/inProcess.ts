@@ -32,18 +32,36 @@ export async function inProcessServer(): Promise<InProcessServer> {
   await store.accounts.createToken(admin.id, 'admin', hashToken(ADMIN_TOKEN), Date.now());
   const secrets = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, ''));
   const log = pino({ level: 'silent' });
-  const config = { executorsAccessToken: EXECUTORS_TOKEN, stalledJobTimeoutMs: 25_000, maxJobResets: 3, retryBackoffMs: 5_000 };
+  const config = {
+    executorsAccessToken: EXECUTORS_TOKEN,
+    stalledJobTimeoutMs: 25_000,
+    maxJobResets: 3,
+    retryBackoffMs: 5_000,
+  };
   const events = new EventBus();
   const { app, routes } = buildApp(
-    { store, events, metrics: new ServerMetrics(store), secrets, storage: new StorageHealth({ store, log, minFreeBytes: 0 }), config }, log,
+    {
+      store,
+      events,
+      metrics: new ServerMetrics(store),
+      secrets,
+      storage: new StorageHealth({ store, log, minFreeBytes: 0 }),
+      config,
+    },
+    log,
   );
   await app.ready();
   return {
-    app, routes, store, secrets, events,
+    app,
+    routes,
+    store,
+    secrets,
+    events,
     async addUser(name, opts = {}) {
       const user = (await store.accounts.createUser(name, opts.siteAdmin ?? false, Date.now()))!;
       for (const orgName of opts.orgs ?? []) {
-        const org = (await store.accounts.getOrg(orgName)) ?? (await store.accounts.createOrg(orgName, undefined, Date.now()))!;
+        const org =
+          (await store.accounts.getOrg(orgName)) ?? (await store.accounts.createOrg(orgName, undefined, Date.now()))!;
         await store.accounts.addMember(org.id, user.id, Date.now());
       }
       const token = newToken(API_TOKEN_PREFIX);

@@ -17,7 +17,8 @@ export interface FakeMetadataServer {
 }
 
 export async function startFakeMetadataServer(): Promise<FakeMetadataServer> {
-  if (process.getuid?.() !== 0) throw new Error('the fake metadata server needs root (it adds 169.254.169.254 to lo and listens on port 80)');
+  if (process.getuid?.() !== 0)
+    throw new Error('the fake metadata server needs root (it adds 169.254.169.254 to lo and listens on port 80)');
 
   const added = !(await onLoopback());
   if (added) await ip(['addr', 'add', `${METADATA_IP}/32`, 'dev', 'lo']);
@@ -38,7 +39,9 @@ export async function startFakeMetadataServer(): Promise<FakeMetadataServer> {
       server.once('error', (e: NodeJS.ErrnoException) =>
         reject(
           e.code === 'EADDRINUSE'
-            ? new Error(`${METADATA_IP}:80 is taken: another fake metadata server runs (only one test file at a time may use it)`)
+            ? new Error(
+                `${METADATA_IP}:80 is taken: another fake metadata server runs (only one test file at a time may use it)`,
+              )
             : e,
         ),
       );
@@ -48,7 +51,8 @@ export async function startFakeMetadataServer(): Promise<FakeMetadataServer> {
     // Proves the address is local: the answer comes from this server, not from anything on a network.
     const res = await fetch(`${url}/`, { signal: AbortSignal.timeout(5_000) });
     const body = await res.text();
-    if (res.status !== 200 || body !== FAKE_METADATA_BODY) throw new Error(`the fake metadata server answered ${res.status} ${JSON.stringify(body)}`);
+    if (res.status !== 200 || body !== FAKE_METADATA_BODY)
+      throw new Error(`the fake metadata server answered ${res.status} ${JSON.stringify(body)}`);
     if ((server.address() as AddressInfo).port !== 80) throw new Error('the fake metadata server is not on port 80');
     return {
       url,

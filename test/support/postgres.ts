@@ -3,7 +3,17 @@
 // of your own instead; its user must be allowed to create and drop databases.
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+} from 'node:fs';
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,7 +77,9 @@ function asPgUser(cmd: string, args: string[]): [string, string[]] {
 
 /** The bin directory of the newest PostgreSQL installed the Debian way (/usr/lib/postgresql/VERSION/bin). */
 function findPgBin(): string {
-  const versions = existsSync(PG_ROOT) ? readdirSync(PG_ROOT).filter((v) => existsSync(path.join(PG_ROOT, v, 'bin/initdb'))) : [];
+  const versions = existsSync(PG_ROOT)
+    ? readdirSync(PG_ROOT).filter((v) => existsSync(path.join(PG_ROOT, v, 'bin/initdb')))
+    : [];
   if (versions.length === 0) throw new Error(`PostgreSQL is not installed (no ${PG_ROOT}/*/bin/initdb): ${HINT}`);
   versions.sort((a, b) => Number.parseFloat(b) - Number.parseFloat(a));
   return path.join(PG_ROOT, versions[0], 'bin');
@@ -95,12 +107,15 @@ async function reapAbandonedClusters(bin: string): Promise<void> {
     if (!Number.isInteger(owner) || owner <= 0 || owner === process.pid || pidAlive(owner)) continue;
     const dir = path.join(os.tmpdir(), name);
     if (existsSync(path.join(dir, 'data/postmaster.pid'))) {
-      await runPg(path.join(bin, 'pg_ctl'), ['stop', '-D', path.join(dir, 'data'), '-m', 'immediate', '-w', '-t', '30'], dir);
+      await runPg(
+        path.join(bin, 'pg_ctl'),
+        ['stop', '-D', path.join(dir, 'data'), '-m', 'immediate', '-w', '-t', '30'],
+        dir,
+      );
     }
     await rm(dir, { recursive: true, force: true }).catch(() => {});
   }
 }
-
 
 /** Connects and runs SELECT 1, retrying until `timeoutMs` or until `gone()`; throws the last error. */
 async function waitForConnection(url: string, timeoutMs: number, gone: () => boolean = () => false): Promise<void> {
@@ -179,7 +194,8 @@ export async function startPostgres(): Promise<PostgresHandle> {
 
   const bin = findPgBin();
   const owner = isRoot() ? postgresUser() : undefined;
-  if (isRoot() && !owner) throw new Error(`there is no postgres user to run PostgreSQL as (it refuses to run as root): ${HINT}`);
+  if (isRoot() && !owner)
+    throw new Error(`there is no postgres user to run PostgreSQL as (it refuses to run as root): ${HINT}`);
   await reapAbandonedClusters(bin);
   mkdirSync(OUTPUT_DIR, { recursive: true });
 
@@ -189,7 +205,11 @@ export async function startPostgres(): Promise<PostgresHandle> {
   try {
     if (owner) chownSync(dir, owner.uid, owner.gid);
     // C locale: the same collation everywhere, whatever the caller's LANG says.
-    const init = await runPg(path.join(bin, 'initdb'), ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'], dir);
+    const init = await runPg(
+      path.join(bin, 'initdb'),
+      ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '--no-sync'],
+      dir,
+    );
     if (init.code !== 0) throw new Error(`initdb failed (exit ${init.code}): ${init.output}`);
     // In the config file, so the temp path needs no quoting on a command line.
     await appendFile(
@@ -211,7 +231,10 @@ export async function startPostgres(): Promise<PostgresHandle> {
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
       const logStart = existsSync(LOG_FILE) ? statSync(LOG_FILE).size : 0;
-      appendFileSync(LOG_FILE, `--- ${new Date().toISOString()} starting ${bin}/postgres in ${dataDir} on 127.0.0.1:${port}\n`);
+      appendFileSync(
+        LOG_FILE,
+        `--- ${new Date().toISOString()} starting ${bin}/postgres in ${dataDir} on 127.0.0.1:${port}\n`,
+      );
       const server = spawnServer(bin, dataDir, port, dir);
       const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
       try {
@@ -220,7 +243,9 @@ export async function startPostgres(): Promise<PostgresHandle> {
         if (server.exitCode !== undefined) {
           const tail = logTail(logStart);
           if (attempt < 3 && /could not bind|already in use|could not create any TCP\/IP sockets/i.test(tail)) continue;
-          throw new Error(`PostgreSQL exited (${server.exitCode}) before accepting connections; from ${LOG_FILE}:\n${tail}`);
+          throw new Error(
+            `PostgreSQL exited (${server.exitCode}) before accepting connections; from ${LOG_FILE}:\n${tail}`,
+          );
         }
         await pgCtlStop(bin, dataDir, dir);
         await server.exited;
@@ -274,7 +299,8 @@ function pgCtlStop(bin: string, dataDir: string, cwd: string): Promise<RunResult
 /** The uid and gid of the postgres user, or undefined when there is none. */
 export function postgresUser(): { uid: number; gid: number } | undefined {
   try {
-    const id = (flag: string): number => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
+    const id = (flag: string): number =>
+      Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim());
     return { uid: id('-u'), gid: id('-g') };
   } catch {
     return undefined;
@@ -285,7 +311,10 @@ let dbCounter = 0;
 
 /** A valid, unquoted-safe database name: lower case, [a-z0-9_], at most 63 bytes (NAMEDATALEN - 1). */
 function databaseName(prefix: string): string {
-  let p = prefix.toLowerCase().replace(/[^a-z0-9_]+/g, '_').slice(0, 30);
+  let p = prefix
+    .toLowerCase()
+    .replace(/[^a-z0-9_]+/g, '_')
+    .slice(0, 30);
   if (!/^[a-z_]/.test(p)) p = `t_${p}`;
   return `${p}_${process.pid}_${++dbCounter}_${randomBytes(4).toString('hex')}`.slice(0, 63);
 }
@@ -308,7 +337,10 @@ export async function withAdmin<T>(adminUrl: string, fn: (client: pg.Client) => 
  */
 export async function createTestDatabase(prefix: string): Promise<TestDatabase> {
   const adminUrl = inject('postgresUrl');
-  if (!adminUrl) throw new Error('no PostgreSQL URL was provided to this worker: the globalSetup in vitest.config.ts (test/support/globalSetup.ts) starts it');
+  if (!adminUrl)
+    throw new Error(
+      'no PostgreSQL URL was provided to this worker: the globalSetup in vitest.config.ts (test/support/globalSetup.ts) starts it',
+    );
   const name = databaseName(prefix);
   await withAdmin(adminUrl, (c) => c.query(`CREATE DATABASE "${name}"`));
   const url = new URL(adminUrl);
@@ -316,7 +348,10 @@ export async function createTestDatabase(prefix: string): Promise<TestDatabase> 
   let dropping: Promise<void> | undefined;
   const drop = (): Promise<void> => {
     dropping ??= withAdmin(adminUrl, async (c) => {
-      await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+      await c.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+        [name],
+      );
       // DROP DATABASE itself waits a few seconds for terminated backends to exit.
       await c.query(`DROP DATABASE IF EXISTS "${name}"`);
     }).catch((err: unknown) => {

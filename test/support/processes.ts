@@ -24,9 +24,14 @@ export interface CliResult {
 /** Runs the `dockhand` CLI to its end; stdin gets `input`, or is closed at once (so nothing waits on a terminal). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, input = ''): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
+    const child = execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { ...process.env, ...env }, cwd: ROOT, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+      },
+    );
     child.stdin!.end(input);
   });
 }
@@ -53,7 +58,12 @@ export class Proc {
     };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
-    this.exited = new Promise((resolve) => this.child.on('exit', (code) => { file.end(); resolve(code); }));
+    this.exited = new Promise((resolve) =>
+      this.child.on('exit', (code) => {
+        file.end();
+        resolve(code);
+      }),
+    );
   }
 
   get pid(): number {
@@ -66,7 +76,8 @@ export class Proc {
     for (;;) {
       const match = this.output.match(pattern);
       if (match) return match;
-      if (this.child.exitCode !== null) throw new Error(`process exited (${this.child.exitCode}) before printing ${pattern}:\n${this.output}`);
+      if (this.child.exitCode !== null)
+        throw new Error(`process exited (${this.child.exitCode}) before printing ${pattern}:\n${this.output}`);
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${this.output.slice(-4000)}`);
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -96,7 +107,9 @@ export interface ServerHandle {
   stop(): Promise<void>;
 }
 
-export async function startServer(opts: { env?: NodeJS.ProcessEnv; name?: string; port?: number; dataDir?: string } = {}): Promise<ServerHandle> {
+export async function startServer(
+  opts: { env?: NodeJS.ProcessEnv; name?: string; port?: number; dataDir?: string } = {},
+): Promise<ServerHandle> {
   const dataDir = opts.dataDir ?? (await tempDir('server'));
   const env = {
     DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
@@ -105,7 +118,11 @@ export async function startServer(opts: { env?: NodeJS.ProcessEnv; name?: string
     ...opts.env,
   };
   const launch = async (port: number): Promise<{ proc: Proc; port: number }> => {
-    const proc = new Proc(['server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir], env, opts.name ?? 'server');
+    const proc = new Proc(
+      ['server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir],
+      env,
+      opts.name ?? 'server',
+    );
     const match = await proc.waitFor(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
     return { proc, port: Number(match[1]) };
   };
@@ -174,8 +191,14 @@ let hostPrefix: ((hostname: string) => string[]) | null | undefined;
 export function onHost(hostname: string): string[] | null {
   if (hostPrefix === undefined) {
     hostPrefix = null;
-    for (const unshare of [['unshare', '--uts'], ['unshare', '--user', '--map-root-user', '--uts']]) {
-      if (spawnSync(unshare[0], [...unshare.slice(1), '--', 'sh', '-c', 'hostname dockhand-probe'], { stdio: 'ignore' }).status === 0) {
+    for (const unshare of [
+      ['unshare', '--uts'],
+      ['unshare', '--user', '--map-root-user', '--uts'],
+    ]) {
+      if (
+        spawnSync(unshare[0], [...unshare.slice(1), '--', 'sh', '-c', 'hostname dockhand-probe'], { stdio: 'ignore' })
+          .status === 0
+      ) {
         hostPrefix = (name) => [...unshare, '--', 'sh', '-c', 'hostname "$0" && exec "$@"', name];
         break;
       }

@@ -46,7 +46,12 @@ export async function startRegistry(opts: { user: string; password: string }): P
   }
 }
 
-function handle(host: string, dir: string, child: ChildProcess, creds: { user: string; password: string }): RegistryHandle {
+function handle(
+  host: string,
+  dir: string,
+  child: ChildProcess,
+  creds: { user: string; password: string },
+): RegistryHandle {
   let pushes = 0;
   return {
     host,
@@ -57,7 +62,9 @@ function handle(host: string, dir: string, child: ChildProcess, creds: { user: s
       mkdirSync(clientConfig);
       await docker(['tag', localImage, ref]);
       try {
-        await docker(['--config', clientConfig, 'login', '--username', creds.user, '--password-stdin', host], { input: creds.password });
+        await docker(['--config', clientConfig, 'login', '--username', creds.user, '--password-stdin', host], {
+          input: creds.password,
+        });
         await docker(['--config', clientConfig, 'push', ref]);
       } finally {
         // So a later pull of `ref` really goes to the registry.
@@ -75,7 +82,10 @@ function handle(host: string, dir: string, child: ChildProcess, creds: { user: s
   };
 }
 
-async function launch(dir: string, port: number): Promise<{ child: ChildProcess; spawnError: () => Error | undefined }> {
+async function launch(
+  dir: string,
+  port: number,
+): Promise<{ child: ChildProcess; spawnError: () => Error | undefined }> {
   const config = [
     'version: 0.1',
     'log: {level: info}',
@@ -101,14 +111,21 @@ async function launch(dir: string, port: number): Promise<{ child: ChildProcess;
 }
 
 /** Waits until GET /v2/ answers 401: the registry is up and asks for credentials. */
-async function waitForAuth(host: string, child: ChildProcess, spawnError: () => Error | undefined, timeoutMs = 15_000): Promise<void> {
+async function waitForAuth(
+  host: string,
+  child: ChildProcess,
+  spawnError: () => Error | undefined,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
   for (;;) {
     const failed = spawnError();
     if (failed) throw new Error(`cannot start docker-registry (run scripts/provision.sh as root): ${failed.message}`);
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`docker-registry on ${host} exited (${child.exitCode ?? child.signalCode}); see ${path.join(OUTPUT_DIR, `registry-${host.split(':')[1]}.log`)}`);
+      throw new Error(
+        `docker-registry on ${host} exited (${child.exitCode ?? child.signalCode}); see ${path.join(OUTPUT_DIR, `registry-${host.split(':')[1]}.log`)}`,
+      );
     }
     try {
       const res = await fetch(`http://${host}/v2/`, { signal: AbortSignal.timeout(1_000) });
@@ -118,7 +135,8 @@ async function waitForAuth(host: string, child: ChildProcess, spawnError: () => 
     } catch (e) {
       last = (e as Error).message;
     }
-    if (Date.now() > deadline) throw new Error(`docker-registry on ${host} did not answer /v2/ with 401 within ${timeoutMs} ms (last: ${last})`);
+    if (Date.now() > deadline)
+      throw new Error(`docker-registry on ${host} did not answer /v2/ with 401 within ${timeoutMs} ms (last: ${last})`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -132,7 +150,6 @@ async function kill(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-
 /** A bcrypt htpasswd line (the only hash distribution accepts); the password goes on stdin, not argv. */
 function htpasswdLine(user: string, password: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -141,8 +158,12 @@ function htpasswdLine(user: string, password: string): Promise<string> {
     let err = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.once('error', (e) => reject(new Error(`htpasswd: ${e.message} (run scripts/provision.sh as root; it installs apache2-utils)`)));
-    child.once('close', (code) => (code === 0 ? resolve(out.trim() + '\n') : reject(new Error(`htpasswd exited with ${code}: ${err.trim()}`))));
+    child.once('error', (e) =>
+      reject(new Error(`htpasswd: ${e.message} (run scripts/provision.sh as root; it installs apache2-utils)`)),
+    );
+    child.once('close', (code) =>
+      code === 0 ? resolve(out.trim() + '\n') : reject(new Error(`htpasswd exited with ${code}: ${err.trim()}`)),
+    );
     child.stdin.end(password);
   });
 }

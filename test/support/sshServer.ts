@@ -35,24 +35,38 @@ export async function startSshServer(): Promise<SshServer> {
   await writeFile(
     path.join(dir, 'sshd_config'),
     [
-      `Port ${port}`, 'ListenAddress 0.0.0.0', `HostKey ${dir}/host_key`, `AuthorizedKeysFile ${dir}/authorized_keys`,
-      'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', `PidFile ${dir}/sshd.pid`,
+      `Port ${port}`,
+      'ListenAddress 0.0.0.0',
+      `HostKey ${dir}/host_key`,
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      'StrictModes no',
+      `PidFile ${dir}/sshd.pid`,
       'PermitRootLogin prohibit-password',
     ].join('\n') + '\n',
   );
   // -D: stays in the foreground, so it ends with this handle; -e: its log on stderr.
-  const sshd: ChildProcess = spawn(SSHD, ['-D', '-e', '-f', path.join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const sshd: ChildProcess = spawn(SSHD, ['-D', '-e', '-f', path.join(dir, 'sshd_config')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let log = '';
   sshd.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   await until('sshd listens', () => /Server listening on 0\.0\.0\.0/.test(log) || sshd.exitCode !== null, 10_000);
   if (sshd.exitCode !== null) throw new Error(`sshd exited: ${log}`);
   const agentSocket = path.join(dir, 'agent.sock');
   const agent = spawn('ssh-agent', ['-D', '-a', agentSocket], { stdio: 'ignore' });
-  await until('ssh-agent takes the key', async () => (await run('ssh-add', [path.join(dir, 'user_key')], { SSH_AUTH_SOCK: agentSocket })) === 0, 10_000);
+  await until(
+    'ssh-agent takes the key',
+    async () => (await run('ssh-add', [path.join(dir, 'user_key')], { SSH_AUTH_SOCK: agentSocket })) === 0,
+    10_000,
+  );
   const [userKey, hostKey, strangerKey] = await Promise.all(
     ['user_key', 'host_key.pub', 'stranger_key.pub'].map((file) => readFile(path.join(dir, file), 'utf8')),
   );
-  const knownHostsLine = (host: string, publicKey: string): string => `[${host}]:${port} ${publicKey.split(' ').slice(0, 2).join(' ')}`;
+  const knownHostsLine = (host: string, publicKey: string): string =>
+    `[${host}]:${port} ${publicKey.split(' ').slice(0, 2).join(' ')}`;
   return {
     port,
     agentSocket,
@@ -68,5 +82,7 @@ export async function startSshServer(): Promise<SshServer> {
 }
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return new Promise((resolve) => execFile(command, args, { env: { ...process.env, ...env } }, (err) => resolve(err ? 1 : 0)));
+  return new Promise((resolve) =>
+    execFile(command, args, { env: { ...process.env, ...env } }, (err) => resolve(err ? 1 : 0)),
+  );
 }

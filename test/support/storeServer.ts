@@ -5,7 +5,12 @@ import { startServer, type ServerHandle } from './processes.js';
 export type StoreKind = 'sqlite' | 'postgres';
 
 /** Starts a server on `store`; what to undo afterwards (stop it, drop its database) goes onto `cleanup`. */
-export async function startServerOn(store: StoreKind, name: string, env: NodeJS.ProcessEnv, cleanup: (() => Promise<void>)[]): Promise<ServerHandle> {
+export async function startServerOn(
+  store: StoreKind,
+  name: string,
+  env: NodeJS.ProcessEnv,
+  cleanup: (() => Promise<void>)[],
+): Promise<ServerHandle> {
   let serverEnv = env;
   if (store === 'postgres') {
     const database = await createTestDatabase(name);

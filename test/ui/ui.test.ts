@@ -7,7 +7,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient, http } from '../support/api.js';
-import { ADMIN_TOKEN, EXECUTORS_TOKEN, OUTPUT_DIR, startExecutor, startServer, type ExecutorHandle, type ServerHandle } from '../support/processes.js';
+import {
+  ADMIN_TOKEN,
+  EXECUTORS_TOKEN,
+  OUTPUT_DIR,
+  startExecutor,
+  startServer,
+  type ExecutorHandle,
+  type ServerHandle,
+} from '../support/processes.js';
 
 const CHROMIUM = process.env.DOCKHAND_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = path.join(OUTPUT_DIR, 'ui');
@@ -35,8 +43,18 @@ async function fakeHeartbeat(): Promise<void> {
     ['ui-old', '0.0.9', 'old.internal', { cpus: 1, memoryBytes: 2 * GiB }],
   ] as const) {
     const answer = await http(`${server.url}/api/executor/v1/heartbeat`, 'POST', `token-executor ${EXECUTORS_TOKEN}`, {
-      executorName, hostname, os: 'linux', arch: 'arm64', version, runtime: 'docker',
-      runtimeVersion: 'docker 28.0.1', queues: ['gpu'], maxJobs: 2, resources, jobs: [], waitMs: 0,
+      executorName,
+      hostname,
+      os: 'linux',
+      arch: 'arm64',
+      version,
+      runtime: 'docker',
+      runtimeVersion: 'docker 28.0.1',
+      queues: ['gpu'],
+      maxJobs: 2,
+      resources,
+      jobs: [],
+      waitMs: 0,
     });
     if (answer.status !== 200) throw new Error(`fake heartbeat: ${answer.status} ${JSON.stringify(answer.body)}`);
   }
@@ -51,9 +69,18 @@ beforeAll(async () => {
     executablePath: CHROMIUM,
     headless: true,
     args: [
-      '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-default-apps', '--disable-sync', '--disable-extensions',
-      '--metrics-recording-only', '--disable-domain-reliability', '--disable-breakpad',
+      '--no-sandbox',
+      '--disable-dev-shm-usage',
+      '--disable-gpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-default-apps',
+      '--disable-sync',
+      '--disable-extensions',
+      '--metrics-recording-only',
+      '--disable-domain-reliability',
+      '--disable-breakpad',
     ],
   });
   page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
@@ -172,7 +199,10 @@ describe('web UI', () => {
   });
 
   it('cancels a running job from its page and shows the state change', async () => {
-    const job = await client.submit({ queue: 'ui', steps: [{ key: 'forever', run: 'echo started\nwhile true; do sleep 1; echo tick; done' }] });
+    const job = await client.submit({
+      queue: 'ui',
+      steps: [{ key: 'forever', run: 'echo started\nwhile true; do sleep 1; echo tick; done' }],
+    });
     await page.goto(`${server.url}/jobs/${job.id}`);
     await page.getByTestId('log').getByText('started').waitFor({ timeout: 20_000 });
     await expect.poll(() => page.getByTestId('job-state').textContent()).toBe('processing');
@@ -198,19 +228,25 @@ describe('web UI', () => {
     expect(await reason.getAttribute('title')).toBe('a step exited with a non-zero code');
     expect(await page.getByTestId('failure').textContent()).toContain('a step exited with a non-zero code');
     expect(await page.getByTestId('failure-message').textContent()).toBe('step boom failed with exit code 3');
-    await expect.poll(() => page.getByTestId('attempt-reason').allTextContents()).toEqual(['script failure (script_failure)']);
+    await expect
+      .poll(() => page.getByTestId('attempt-reason').allTextContents())
+      .toEqual(['script failure (script_failure)']);
     await shot('job-failed');
     // A retry clears the job's reason; the first attempt keeps its own.
     await page.getByTestId('retry').click();
     await expect.poll(() => page.getByTestId('failure-reason').count(), { timeout: 15_000 }).toBe(0);
-    await expect.poll(() => page.getByTestId('attempt-reason').allTextContents(), { timeout: 15_000 }).toContain('script failure (script_failure)');
+    await expect
+      .poll(() => page.getByTestId('attempt-reason').allTextContents(), { timeout: 15_000 })
+      .toContain('script failure (script_failure)');
     await expect.poll(() => page.getByTestId('job-state').textContent(), { timeout: 15_000 }).toBe('failed');
   });
 
   it('lists the executors and flags one whose version does not match the server', async () => {
     await fakeHeartbeat();
     fakeBeat = setInterval(() => void fakeHeartbeat().catch(() => {}), 3000);
-    const api = (await client.call('GET', '/executors')).body as { executors: { name: string; compatibility?: string | null }[] };
+    const api = (await client.call('GET', '/executors')).body as {
+      executors: { name: string; compatibility?: string | null }[];
+    };
     expect(api.executors.find((e) => e.name === 'ui-future')?.compatibility).toBe('version_ahead');
     expect(api.executors.find((e) => e.name === 'ui-old')?.compatibility).toBe('outdated');
     await page.goto(`${server.url}/executors`);

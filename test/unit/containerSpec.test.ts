@@ -1,12 +1,28 @@
 // The exact container a step becomes, and the `docker run` line its log shows.
 import { describe, expect, it } from 'vitest';
-import { containerOptions, describeContainer, type StepContainer } from '../../src/executor/runtimes/docker/containerSpec.js';
+import {
+  containerOptions,
+  describeContainer,
+  type StepContainer,
+} from '../../src/executor/runtimes/docker/containerSpec.js';
 
 const step: StepContainer = {
-  name: 'dockhand-7-1-2-abc123', image: 'registry.example.com/tools/build:1.4', executorName: 'exec-a', jobId: 7, attempt: 1,
-  stepKey: 'compile', workspace: '/var/tmp/job-7/workspace', scripts: '/var/tmp/job-7/scripts', scriptName: 'step-2.sh', dir: 'src/app',
-  env: { CI: 'true', API_KEY: 'sup3r-s3cret' }, user: '1000:1000', limits: { cpus: 1.5, memoryBytes: 512 * 2 ** 20, diskBytes: 0 }, pidsLimit: 4096,
-  network: 'dockhand', ociRuntime: 'runsc',
+  name: 'dockhand-7-1-2-abc123',
+  image: 'registry.example.com/tools/build:1.4',
+  executorName: 'exec-a',
+  jobId: 7,
+  attempt: 1,
+  stepKey: 'compile',
+  workspace: '/var/tmp/job-7/workspace',
+  scripts: '/var/tmp/job-7/scripts',
+  scriptName: 'step-2.sh',
+  dir: 'src/app',
+  env: { CI: 'true', API_KEY: 'sup3r-s3cret' },
+  user: '1000:1000',
+  limits: { cpus: 1.5, memoryBytes: 512 * 2 ** 20, diskBytes: 0 },
+  pidsLimit: 4096,
+  network: 'dockhand',
+  ociRuntime: 'runsc',
 };
 
 describe('step containers', () => {
@@ -19,8 +35,17 @@ describe('step containers', () => {
       WorkingDir: '/data/src/app',
       Env: ['CI=true', 'API_KEY=sup3r-s3cret'],
       User: '1000:1000',
-      Labels: { 'dev.dockhand.executor': 'exec-a', 'dev.dockhand.job': '7', 'dev.dockhand.attempt': '1', 'dev.dockhand.step': 'compile' },
-      AttachStdin: false, AttachStdout: true, AttachStderr: true, Tty: false, OpenStdin: false,
+      Labels: {
+        'dev.dockhand.executor': 'exec-a',
+        'dev.dockhand.job': '7',
+        'dev.dockhand.attempt': '1',
+        'dev.dockhand.step': 'compile',
+      },
+      AttachStdin: false,
+      AttachStdout: true,
+      AttachStderr: true,
+      Tty: false,
+      OpenStdin: false,
       HostConfig: {
         Mounts: [
           { Type: 'bind', Source: '/var/tmp/job-7/workspace', Target: '/data' },
@@ -42,7 +67,14 @@ describe('step containers', () => {
   });
 
   it('leave CPU and memory unbounded at 0, and the image user and engine runtime at their defaults', () => {
-    const o = containerOptions({ ...step, limits: { cpus: 0, memoryBytes: 0, diskBytes: 0 }, user: undefined, ociRuntime: '', dir: '.', network: 'none' });
+    const o = containerOptions({
+      ...step,
+      limits: { cpus: 0, memoryBytes: 0, diskBytes: 0 },
+      user: undefined,
+      ociRuntime: '',
+      dir: '.',
+      network: 'none',
+    });
     expect(o.HostConfig).toMatchObject({ NanoCpus: 0, Memory: 0, MemorySwap: 0, NetworkMode: 'none' });
     expect(o.HostConfig).not.toHaveProperty('Runtime');
     expect(o.User).toBe('');

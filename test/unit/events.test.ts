@@ -142,7 +142,11 @@ describe('EventBus', () => {
     bus.relay = (event) => relayed.push(event);
     bus.queueChanged('build');
     bus.jobInterrupted(3);
-    expect(relayed).toEqual([{ type: 'queue', queue: 'build' }, { type: 'interrupt', id: 3 }, { type: 'job', id: 3 }]);
+    expect(relayed).toEqual([
+      { type: 'queue', queue: 'build' },
+      { type: 'interrupt', id: 3 },
+      { type: 'job', id: 3 },
+    ]);
     const woken = track(bus.watchInterruptions([9]).wait(10_000));
     bus.receive({ type: 'interrupt', id: 9 });
     await settle();

@@ -23,7 +23,9 @@ describe('executor names', () => {
       'executor name "builder-1" is in use by another executor on host host-a (last seen 2s ago); this one runs on host host-b. ' +
         'Give each executor its own name with EXECUTOR_NAME=... (e.g. EXECUTOR_NAME=builder-1-2).',
     );
-    expect(nameInUseMessage('builder-1', holder, 'host-a', 10_250)).toContain('(last seen 250ms ago); this one runs on host host-a too.');
+    expect(nameInUseMessage('builder-1', holder, 'host-a', 10_250)).toContain(
+      '(last seen 250ms ago); this one runs on host host-a too.',
+    );
     expect(nameInUseMessage('builder-1', holder, undefined, 10_000)).toContain('; this one is another process.');
   });
 });

@@ -22,7 +22,8 @@ describe('weightedOrder', () => {
   it('puts a queue first in proportion to its weight (3:1 gives about three in four)', () => {
     const random = seeded(42);
     const firsts = { builds: 0, tests: 0 };
-    for (let i = 0; i < 10_000; i++) firsts[weightedOrder(['builds', 'tests'], { builds: 3, tests: 1 }, random)[0] as 'builds' | 'tests']++;
+    for (let i = 0; i < 10_000; i++)
+      firsts[weightedOrder(['builds', 'tests'], { builds: 3, tests: 1 }, random)[0] as 'builds' | 'tests']++;
     expect(firsts.builds / 10_000).toBeCloseTo(0.75, 1);
   });
 
@@ -30,7 +31,8 @@ describe('weightedOrder', () => {
     const random = seeded(7);
     const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
     // When "a" is empty the store serves the next queue in the order: b and c should then split 1:1.
-    for (let i = 0; i < 10_000; i++) counts[weightedOrder(['a', 'b', 'c'], { a: 8 }, random).filter((q) => q !== 'a')[0]]++;
+    for (let i = 0; i < 10_000; i++)
+      counts[weightedOrder(['a', 'b', 'c'], { a: 8 }, random).filter((q) => q !== 'a')[0]]++;
     expect(counts.b / 10_000).toBeCloseTo(0.5, 1);
   });
 });

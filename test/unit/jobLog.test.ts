@@ -233,7 +233,11 @@ describe('JobLog', () => {
     await log.flush();
     const last = server.requests.at(-1)![0];
     expect(last).toMatchObject({ exitCode: 3, durationMs: 1234, out: 'stdout: partial\n' });
-    expect(server.entries.get(0)).toMatchObject({ exitCode: 3, durationMs: 1234, textAtExit: 'stdout: done\nstdout: partial\n' });
+    expect(server.entries.get(0)).toMatchObject({
+      exitCode: 3,
+      durationMs: 1234,
+      textAtExit: 'stdout: done\nstdout: partial\n',
+    });
     expect(log.dirty).toBe(false);
     await log.flush();
     expect(server.requests).toHaveLength(2);
@@ -295,7 +299,11 @@ describe('JobLog', () => {
       [1, 'stdout: b1\n'.length],
       [2, 0],
     ]);
-    expect([server.text(0), server.text(1), server.text(2)]).toEqual(['stdout: a1\n', 'stdout: b1\nstdout: b2\n', 'stderr: c1\n']);
+    expect([server.text(0), server.text(1), server.text(2)]).toEqual([
+      'stdout: a1\n',
+      'stdout: b1\nstdout: b2\n',
+      'stderr: c1\n',
+    ]);
   });
 
   // Output buffered while the server was away is more than one request may carry (the server takes bodies up to
@@ -488,7 +496,9 @@ describe('JobLog sending and backpressure', () => {
     e.write('stdout', 'plain\n10%\r100%\ntoken dhj_supersecret\nend\n');
     e.write('stderr', 'a\nb\n');
     await log.flush();
-    expect(server.text(0)).toBe('stdout: plain\nstdout: 100%\nstdout: token [job token]\nstdout: end\nstderr: a\nstderr: b\n');
+    expect(server.text(0)).toBe(
+      'stdout: plain\nstdout: 100%\nstdout: token [job token]\nstdout: end\nstderr: a\nstderr: b\n',
+    );
   });
 
   it('truncates inside a large write at the last line that fits', async () => {

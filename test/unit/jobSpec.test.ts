@@ -5,7 +5,8 @@ const minimal = { queue: 'default', steps: [{ run: 'echo hi' }] };
 
 function issuesFor(input: unknown): FieldIssue[] {
   const result = parseJobSpec(input);
-  if (result.ok) throw new Error(`expected ${JSON.stringify(input)} to be rejected, got ${JSON.stringify(result.value)}`);
+  if (result.ok)
+    throw new Error(`expected ${JSON.stringify(input)} to be rejected, got ${JSON.stringify(result.value)}`);
   return result.issues;
 }
 
@@ -42,26 +43,56 @@ describe('parseJobSpec: valid specs', () => {
 
   it('defaults the repository to HEAD, shallow, without tags', () => {
     const spec = valid({ ...minimal, repository: { url: 'https://github.com/example/repo.git' } });
-    expect(spec.repository).toEqual({ url: 'https://github.com/example/repo.git', commit: 'HEAD', shallow: true, fetchTags: false });
+    expect(spec.repository).toEqual({
+      url: 'https://github.com/example/repo.git',
+      commit: 'HEAD',
+      shallow: true,
+      fetchTags: false,
+    });
   });
 
   it("takes repository credentials from the job's secrets, each for its transport", () => {
-    const https = valid({ ...minimal, secrets: ['GIT_TOKEN'], repository: { url: 'https://h/r.git', username: 'deploy', passwordSecret: 'GIT_TOKEN' } });
+    const https = valid({
+      ...minimal,
+      secrets: ['GIT_TOKEN'],
+      repository: { url: 'https://h/r.git', username: 'deploy', passwordSecret: 'GIT_TOKEN' },
+    });
     expect(https.repository).toMatchObject({ username: 'deploy', passwordSecret: 'GIT_TOKEN' });
-    const ssh = valid({ ...minimal, secrets: ['DEPLOY_KEY'], repository: { url: 'ssh://git@h:2222/r.git', sshKeySecret: 'DEPLOY_KEY', knownHosts: '[h]:2222 ssh-ed25519 AAAA' } });
+    const ssh = valid({
+      ...minimal,
+      secrets: ['DEPLOY_KEY'],
+      repository: {
+        url: 'ssh://git@h:2222/r.git',
+        sshKeySecret: 'DEPLOY_KEY',
+        knownHosts: '[h]:2222 ssh-ed25519 AAAA',
+      },
+    });
     expect(ssh.repository).toMatchObject({ sshKeySecret: 'DEPLOY_KEY' });
   });
 
   it('accepts scp-style git URLs and explicit repository options', () => {
     const spec = valid({
       ...minimal,
-      repository: { url: 'git@github.com:example/repo.git', commit: 'refs/heads/main', shallow: false, fetchTags: true, dir: 'src' },
+      repository: {
+        url: 'git@github.com:example/repo.git',
+        commit: 'refs/heads/main',
+        shallow: false,
+        fetchTags: true,
+        dir: 'src',
+      },
     });
     expect(spec.repository).toMatchObject({ commit: 'refs/heads/main', shallow: false, fetchTags: true, dir: 'src' });
   });
 
   it('converts durations to milliseconds', () => {
-    const spec = valid({ ...minimal, maxRuntime: '1h30m', steps: [{ run: 'a', timeout: '90s' }, { run: 'b', timeout: 45 }] });
+    const spec = valid({
+      ...minimal,
+      maxRuntime: '1h30m',
+      steps: [
+        { run: 'a', timeout: '90s' },
+        { run: 'b', timeout: 45 },
+      ],
+    });
     expect(spec.maxRuntime).toBe(90 * 60_000);
     expect(spec.steps[0].timeout).toBe(90_000);
     expect(spec.steps[1].timeout).toBe(45_000);
@@ -90,7 +121,16 @@ describe('parseJobSpec: valid specs', () => {
 
 describe('parseSpecText', () => {
   it('parses YAML', () => {
-    const text = ['queue: build', 'maxAttempts: 2', 'steps:', '  - key: test', '    run: |', '      npm ci', '      npm test', ''].join('\n');
+    const text = [
+      'queue: build',
+      'maxAttempts: 2',
+      'steps:',
+      '  - key: test',
+      '    run: |',
+      '      npm ci',
+      '      npm test',
+      '',
+    ].join('\n');
     const parsed = parseSpecText(text);
     expect(parsed.ok).toBe(true);
     const spec = valid(parsed.ok ? parsed.value : undefined);
@@ -128,64 +168,202 @@ describe('parseJobSpec: invalid specs name the field', () => {
     { name: 'spec is an array', input: [minimal], field: '(root)', message: /object/ },
     { name: 'steps missing', input: { queue: 'q' }, field: 'steps', message: /array/ },
     { name: 'queue missing', input: { steps: [{ run: 'x' }] }, field: 'queue' },
-    { name: 'queue with a space', input: { ...minimal, queue: 'my queue' }, field: 'queue', message: /letters, digits/ },
+    {
+      name: 'queue with a space',
+      input: { ...minimal, queue: 'my queue' },
+      field: 'queue',
+      message: /letters, digits/,
+    },
     { name: 'empty run', input: { queue: 'q', steps: [{ run: '' }] }, field: 'steps[0].run', message: /non-empty/ },
-    { name: 'run missing in second step', input: { queue: 'q', steps: [{ run: 'a' }, { key: 'b' }] }, field: 'steps[1].run' },
-    { name: 'invalid step key', input: { queue: 'q', steps: [{ run: 'a' }, { key: 'has space', run: 'b' }] }, field: 'steps[1].key' },
+    {
+      name: 'run missing in second step',
+      input: { queue: 'q', steps: [{ run: 'a' }, { key: 'b' }] },
+      field: 'steps[1].run',
+    },
+    {
+      name: 'invalid step key',
+      input: { queue: 'q', steps: [{ run: 'a' }, { key: 'has space', run: 'b' }] },
+      field: 'steps[1].key',
+    },
     {
       name: 'duplicate step keys',
       input: { queue: 'q', steps: [{ key: 'k', run: 'a' }, { run: 'b' }, { key: 'k', run: 'c' }] },
       field: 'steps[2].key',
       message: /duplicates the key of steps\[0\]/,
     },
-    { name: 'step dir with ..', input: { queue: 'q', steps: [{ run: 'a', dir: 'sub/../../etc' }] }, field: 'steps[0].dir', message: /inside the workspace/ },
-    { name: 'absolute step dir', input: { queue: 'q', steps: [{ run: 'a', dir: '/etc' }] }, field: 'steps[0].dir', message: /relative path/ },
-    { name: 'repository dir with ..', input: { ...minimal, repository: { url: 'https://h/r.git', dir: '../x' } }, field: 'repository.dir' },
-    { name: 'ext:: transport', input: { ...minimal, repository: { url: 'ext::sh -c touch% /tmp/pwned' } }, field: 'repository.url', message: /git URL/ },
-    { name: 'url with whitespace', input: { ...minimal, repository: { url: 'https://host/repo --upload-pack=x' } }, field: 'repository.url' },
-    { name: 'commit that is an option', input: { ...minimal, repository: { url: 'https://h/r.git', commit: '--upload-pack=touch /tmp/x' } }, field: 'repository.commit', message: /not starting with "-"/ },
-    { name: 'sparse checkout option', input: { ...minimal, repository: { url: 'https://h/r.git', sparseCheckout: ['--stdin'] } }, field: 'repository.sparseCheckout[0]' },
-    { name: 'typo at the top level', input: { queue: 'q', stpes: [{ run: 'a' }], steps: [{ run: 'a' }] }, field: 'stpes', message: /unknown field/ },
-    { name: 'typo in a step', input: { queue: 'q', steps: [{ run: 'a', tiemout: '5m' }] }, field: 'steps[0].tiemout', message: /unknown field/ },
-    { name: 'typo in the repository', input: { ...minimal, repository: { url: 'https://h/r.git', branch: 'main' } }, field: 'repository.branch', message: /unknown field/ },
+    {
+      name: 'step dir with ..',
+      input: { queue: 'q', steps: [{ run: 'a', dir: 'sub/../../etc' }] },
+      field: 'steps[0].dir',
+      message: /inside the workspace/,
+    },
+    {
+      name: 'absolute step dir',
+      input: { queue: 'q', steps: [{ run: 'a', dir: '/etc' }] },
+      field: 'steps[0].dir',
+      message: /relative path/,
+    },
+    {
+      name: 'repository dir with ..',
+      input: { ...minimal, repository: { url: 'https://h/r.git', dir: '../x' } },
+      field: 'repository.dir',
+    },
+    {
+      name: 'ext:: transport',
+      input: { ...minimal, repository: { url: 'ext::sh -c touch% /tmp/pwned' } },
+      field: 'repository.url',
+      message: /git URL/,
+    },
+    {
+      name: 'url with whitespace',
+      input: { ...minimal, repository: { url: 'https://host/repo --upload-pack=x' } },
+      field: 'repository.url',
+    },
+    {
+      name: 'commit that is an option',
+      input: { ...minimal, repository: { url: 'https://h/r.git', commit: '--upload-pack=touch /tmp/x' } },
+      field: 'repository.commit',
+      message: /not starting with "-"/,
+    },
+    {
+      name: 'sparse checkout option',
+      input: { ...minimal, repository: { url: 'https://h/r.git', sparseCheckout: ['--stdin'] } },
+      field: 'repository.sparseCheckout[0]',
+    },
+    {
+      name: 'typo at the top level',
+      input: { queue: 'q', stpes: [{ run: 'a' }], steps: [{ run: 'a' }] },
+      field: 'stpes',
+      message: /unknown field/,
+    },
+    {
+      name: 'typo in a step',
+      input: { queue: 'q', steps: [{ run: 'a', tiemout: '5m' }] },
+      field: 'steps[0].tiemout',
+      message: /unknown field/,
+    },
+    {
+      name: 'typo in the repository',
+      input: { ...minimal, repository: { url: 'https://h/r.git', branch: 'main' } },
+      field: 'repository.branch',
+      message: /unknown field/,
+    },
     { name: 'maxAttempts 0', input: { ...minimal, maxAttempts: 0 }, field: 'maxAttempts' },
     { name: 'maxAttempts 1.5', input: { ...minimal, maxAttempts: 1.5 }, field: 'maxAttempts', message: /whole number/ },
     { name: 'maxAttempts 11', input: { ...minimal, maxAttempts: 11 }, field: 'maxAttempts' },
-    { name: 'step timeout "soon"', input: { queue: 'q', steps: [{ run: 'a', timeout: 'soon' }] }, field: 'steps[0].timeout', message: /duration/ },
-    { name: 'step timeout beyond what a timer can wait', input: { queue: 'q', steps: [{ run: 'a', timeout: '30d' }] }, field: 'steps[0].timeout', message: /at most 7 days/ },
-    { name: 'maxRuntime beyond a week', input: { queue: 'q', steps: [], maxRuntime: '200h' }, field: 'maxRuntime', message: /at most 7 days/ },
-    { name: 'maxRuntime 0', input: { ...minimal, maxRuntime: '0s' }, field: 'maxRuntime', message: /positive duration/ },
-    { name: 'memory "lots"', input: { ...minimal, resources: { memory: 'lots' } }, field: 'resources.memory', message: /size/ },
-    { name: 'negative cpus', input: { ...minimal, resources: { cpus: -1 } }, field: 'resources.cpus', message: /positive/ },
-    { name: 'namespace "bob"', input: { ...minimal, namespace: 'bob' }, field: 'namespace', message: /"global", "user:NAME" or "org:NAME"/ },
+    {
+      name: 'step timeout "soon"',
+      input: { queue: 'q', steps: [{ run: 'a', timeout: 'soon' }] },
+      field: 'steps[0].timeout',
+      message: /duration/,
+    },
+    {
+      name: 'step timeout beyond what a timer can wait',
+      input: { queue: 'q', steps: [{ run: 'a', timeout: '30d' }] },
+      field: 'steps[0].timeout',
+      message: /at most 7 days/,
+    },
+    {
+      name: 'maxRuntime beyond a week',
+      input: { queue: 'q', steps: [], maxRuntime: '200h' },
+      field: 'maxRuntime',
+      message: /at most 7 days/,
+    },
+    {
+      name: 'maxRuntime 0',
+      input: { ...minimal, maxRuntime: '0s' },
+      field: 'maxRuntime',
+      message: /positive duration/,
+    },
+    {
+      name: 'memory "lots"',
+      input: { ...minimal, resources: { memory: 'lots' } },
+      field: 'resources.memory',
+      message: /size/,
+    },
+    {
+      name: 'negative cpus',
+      input: { ...minimal, resources: { cpus: -1 } },
+      field: 'resources.cpus',
+      message: /positive/,
+    },
+    {
+      name: 'namespace "bob"',
+      input: { ...minimal, namespace: 'bob' },
+      field: 'namespace',
+      message: /"global", "user:NAME" or "org:NAME"/,
+    },
     { name: 'secret name "1X"', input: { ...minimal, secrets: ['1X'] }, field: 'secrets[0]', message: /secret name/ },
-    { name: 'a secret named PATH', input: { ...minimal, secrets: ['PATH'] }, field: 'secrets[0]', message: /executor sets for every step/ },
-    { name: 'a secret named DOCKHAND_JOB_ID', input: { ...minimal, secrets: ['DOCKHAND_JOB_ID'] }, field: 'secrets[0]', message: /DOCKHAND_\*/ },
-    { name: 'a secret named twice', input: { ...minimal, secrets: ['TOKEN', 'TOKEN'] }, field: 'secrets[1]', message: /repeats secrets\[0\]/ },
     {
-      name: 'a step env that a secret also sets', input: { queue: 'q', secrets: ['TOKEN'], steps: [{ run: 'a', env: { TOKEN: 'x' } }] },
-      field: 'steps[0].env.TOKEN', message: /also a secret/,
+      name: 'a secret named PATH',
+      input: { ...minimal, secrets: ['PATH'] },
+      field: 'secrets[0]',
+      message: /executor sets for every step/,
     },
     {
-      name: 'a password secret the job does not have', input: { ...minimal, repository: { url: 'https://h/r.git', passwordSecret: 'GIT_TOKEN' } },
-      field: 'repository.passwordSecret', message: /not in the job's secrets; add it to secrets/,
+      name: 'a secret named DOCKHAND_JOB_ID',
+      input: { ...minimal, secrets: ['DOCKHAND_JOB_ID'] },
+      field: 'secrets[0]',
+      message: /DOCKHAND_\*/,
     },
     {
-      name: 'a password secret for an ssh URL', input: { ...minimal, secrets: ['K'], repository: { url: 'git@h:r.git', passwordSecret: 'K' } },
-      field: 'repository.passwordSecret', message: /https:\/\/ URLs; use sshKeySecret/,
+      name: 'a secret named twice',
+      input: { ...minimal, secrets: ['TOKEN', 'TOKEN'] },
+      field: 'secrets[1]',
+      message: /repeats secrets\[0\]/,
     },
     {
-      name: 'a password secret beside credentials in the URL', input: { ...minimal, secrets: ['K'], repository: { url: 'https://u:p@h/r.git', passwordSecret: 'K' } },
-      field: 'repository.passwordSecret', message: /remove them from url/,
+      name: 'a step env that a secret also sets',
+      input: { queue: 'q', secrets: ['TOKEN'], steps: [{ run: 'a', env: { TOKEN: 'x' } }] },
+      field: 'steps[0].env.TOKEN',
+      message: /also a secret/,
     },
-    { name: 'a username without a password secret', input: { ...minimal, repository: { url: 'https://h/r.git', username: 'deploy' } }, field: 'repository.username', message: /only with passwordSecret/ },
-    { name: 'a username with a colon', input: { ...minimal, repository: { url: 'https://h/r.git', username: 'a:b' } }, field: 'repository.username' },
     {
-      name: 'an SSH key secret for an https URL', input: { ...minimal, secrets: ['K'], repository: { url: 'https://h/r.git', sshKeySecret: 'K' } },
-      field: 'repository.sshKeySecret', message: /ssh:\/\/ or user@host:path URLs; use passwordSecret/,
+      name: 'a password secret the job does not have',
+      input: { ...minimal, repository: { url: 'https://h/r.git', passwordSecret: 'GIT_TOKEN' } },
+      field: 'repository.passwordSecret',
+      message: /not in the job's secrets; add it to secrets/,
     },
-    { name: 'known hosts for an https URL', input: { ...minimal, repository: { url: 'https://h/r.git', knownHosts: 'h ssh-ed25519 AAAA' } }, field: 'repository.knownHosts' },
-    { name: 'too many steps', input: { queue: 'q', steps: Array.from({ length: 101 }, () => ({ run: 'x' })) }, field: 'steps', message: /100/ },
+    {
+      name: 'a password secret for an ssh URL',
+      input: { ...minimal, secrets: ['K'], repository: { url: 'git@h:r.git', passwordSecret: 'K' } },
+      field: 'repository.passwordSecret',
+      message: /https:\/\/ URLs; use sshKeySecret/,
+    },
+    {
+      name: 'a password secret beside credentials in the URL',
+      input: { ...minimal, secrets: ['K'], repository: { url: 'https://u:p@h/r.git', passwordSecret: 'K' } },
+      field: 'repository.passwordSecret',
+      message: /remove them from url/,
+    },
+    {
+      name: 'a username without a password secret',
+      input: { ...minimal, repository: { url: 'https://h/r.git', username: 'deploy' } },
+      field: 'repository.username',
+      message: /only with passwordSecret/,
+    },
+    {
+      name: 'a username with a colon',
+      input: { ...minimal, repository: { url: 'https://h/r.git', username: 'a:b' } },
+      field: 'repository.username',
+    },
+    {
+      name: 'an SSH key secret for an https URL',
+      input: { ...minimal, secrets: ['K'], repository: { url: 'https://h/r.git', sshKeySecret: 'K' } },
+      field: 'repository.sshKeySecret',
+      message: /ssh:\/\/ or user@host:path URLs; use passwordSecret/,
+    },
+    {
+      name: 'known hosts for an https URL',
+      input: { ...minimal, repository: { url: 'https://h/r.git', knownHosts: 'h ssh-ed25519 AAAA' } },
+      field: 'repository.knownHosts',
+    },
+    {
+      name: 'too many steps',
+      input: { queue: 'q', steps: Array.from({ length: 101 }, () => ({ run: 'x' })) },
+      field: 'steps',
+      message: /100/,
+    },
   ];
 
   for (const c of cases) {
@@ -248,6 +426,11 @@ describe('formatPath and describeIssues', () => {
   });
 
   it('lists one issue per line', () => {
-    expect(describeIssues([{ field: 'queue', message: 'bad' }, { field: 'steps', message: 'missing' }])).toBe('  queue: bad\n  steps: missing');
+    expect(
+      describeIssues([
+        { field: 'queue', message: 'bad' },
+        { field: 'steps', message: 'missing' },
+      ]),
+    ).toBe('  queue: bad\n  steps: missing');
   });
 });

@@ -1,7 +1,14 @@
 import { describe, it, expect } from 'vitest';
 import {
-  JOB_STATES, canTransition, decideAfterError, decideAfterFail, decideAfterStall, isTerminal, retryBackoffMs,
-  stallFailureMessage, type JobState,
+  JOB_STATES,
+  canTransition,
+  decideAfterError,
+  decideAfterFail,
+  decideAfterStall,
+  isTerminal,
+  retryBackoffMs,
+  stallFailureMessage,
+  type JobState,
 } from '../../src/core/jobState.js';
 
 describe('canTransition', () => {
@@ -35,16 +42,32 @@ describe('decideAfterError', () => {
   const base = 5000;
 
   it('a cancel request wins over a retry', () => {
-    expect(decideAfterError({ numFailures: 0, maxAttempts: 3, cancelRequested: true }, base)).toEqual({ state: 'canceled', numFailures: 0, backoffMs: 0 });
+    expect(decideAfterError({ numFailures: 0, maxAttempts: 3, cancelRequested: true }, base)).toEqual({
+      state: 'canceled',
+      numFailures: 0,
+      backoffMs: 0,
+    });
   });
 
   it('retries while attempts remain, counting the failure', () => {
-    expect(decideAfterError({ numFailures: 0, maxAttempts: 3, cancelRequested: false }, base)).toEqual({ state: 'queued', numFailures: 1, backoffMs: base });
-    expect(decideAfterError({ numFailures: 1, maxAttempts: 3, cancelRequested: false }, base)).toEqual({ state: 'queued', numFailures: 2, backoffMs: 2 * base });
+    expect(decideAfterError({ numFailures: 0, maxAttempts: 3, cancelRequested: false }, base)).toEqual({
+      state: 'queued',
+      numFailures: 1,
+      backoffMs: base,
+    });
+    expect(decideAfterError({ numFailures: 1, maxAttempts: 3, cancelRequested: false }, base)).toEqual({
+      state: 'queued',
+      numFailures: 2,
+      backoffMs: 2 * base,
+    });
   });
 
   it('fails when the attempts are used up', () => {
-    expect(decideAfterError({ numFailures: 2, maxAttempts: 3, cancelRequested: false }, base)).toEqual({ state: 'failed', numFailures: 3, backoffMs: 0 });
+    expect(decideAfterError({ numFailures: 2, maxAttempts: 3, cancelRequested: false }, base)).toEqual({
+      state: 'failed',
+      numFailures: 3,
+      backoffMs: 0,
+    });
   });
 
   it('fails at once when only one attempt is allowed', () => {

@@ -35,7 +35,9 @@ describe('Keyring', () => {
     expect(both.ids).toEqual([expect.any(String), old.primaryId]);
     expect(both.decrypt(sealed, 'ctx')).toBe('value-under-old-key');
     expect(both.encrypt('x-value-x', 'ctx')).toMatch(new RegExp(`^dh1:${both.primaryId}:`));
-    expect(() => envKeyring(hexKey).decrypt(sealed, 'ctx')).toThrow(new RegExp(`key ${old.primaryId}, which DOCKHAND_ENCRYPTION_KEY does not hold`));
+    expect(() => envKeyring(hexKey).decrypt(sealed, 'ctx')).toThrow(
+      new RegExp(`key ${old.primaryId}, which DOCKHAND_ENCRYPTION_KEY does not hold`),
+    );
     expect(both.reencrypt(sealed, 'ctx')).toMatch(new RegExp(`^dh1:${both.primaryId}:`));
     expect(both.missingKeys([`dh1:${old.primaryId}:`, 'dh1:ffffffff:'])).toEqual(['ffffffff']);
   });

@@ -12,14 +12,23 @@ function logged(obj: Record<string, unknown>): Record<string, unknown> {
 describe('log redaction', () => {
   it('masks secret keys at the top of a log object and one or two levels down', () => {
     const out = logged({
-      token: 'T', password: 'P', jobId: 7,
+      token: 'T',
+      password: 'P',
+      jobId: 7,
       req: { headers: { authorization: 'Bearer A', 'proxy-authorization': 'Basic B', cookie: 'C', host: 'h' } },
       config: { executorsAccessToken: 'E', adminToken: 'D', frontendPassword: 'F', tls: { key: 'K', cert: 'public' } },
     });
     expect(out).toMatchObject({
-      token: REDACTED, password: REDACTED, jobId: 7,
+      token: REDACTED,
+      password: REDACTED,
+      jobId: 7,
       req: { headers: { authorization: REDACTED, 'proxy-authorization': REDACTED, cookie: REDACTED, host: 'h' } },
-      config: { executorsAccessToken: REDACTED, adminToken: REDACTED, frontendPassword: REDACTED, tls: { key: REDACTED, cert: 'public' } },
+      config: {
+        executorsAccessToken: REDACTED,
+        adminToken: REDACTED,
+        frontendPassword: REDACTED,
+        tls: { key: REDACTED, cert: 'public' },
+      },
     });
     expect(JSON.stringify(out)).not.toMatch(/Bearer A|Basic B|"[TPCEDFK]"/);
   });
@@ -33,6 +42,9 @@ describe('log redaction', () => {
   });
 
   it('leaves objects without secrets as they are', () => {
-    expect(logged({ jobId: 1, nested: { queue: 'q', deeper: { state: 'done' } } })).toMatchObject({ jobId: 1, nested: { queue: 'q', deeper: { state: 'done' } } });
+    expect(logged({ jobId: 1, nested: { queue: 'q', deeper: { state: 'done' } } })).toMatchObject({
+      jobId: 1,
+      nested: { queue: 'q', deeper: { state: 'done' } },
+    });
   });
 });

@@ -21,7 +21,10 @@ describe('runProcess with a job log that applies backpressure', () => {
     let given = 0;
     let maxHeld = 0;
     const result = await runProcess(['sh', '-c', 'yes | head -c 10000000'], {
-      cwd: os.tmpdir(), env, signal: new AbortController().signal, outputWritable: entry.whenWritable,
+      cwd: os.tmpdir(),
+      env,
+      signal: new AbortController().signal,
+      outputWritable: entry.whenWritable,
       output: (stream, text) => {
         given += text.length;
         maxHeld = Math.max(maxHeld, given - stored / 5);
@@ -41,7 +44,13 @@ describe('runProcess with a job log that applies backpressure', () => {
     const log = new JobLog(send, new Redactor(), 1e9, { highWaterMark: 10_000, eagerFlushChars: 1_000 });
     const entry = log.startEntry('k', []);
     const stop = new AbortController();
-    const running = runProcess(['sh', '-c', 'yes'], { cwd: os.tmpdir(), env, signal: stop.signal, output: entry.write, outputWritable: entry.whenWritable });
+    const running = runProcess(['sh', '-c', 'yes'], {
+      cwd: os.tmpdir(),
+      env,
+      signal: stop.signal,
+      output: entry.write,
+      outputWritable: entry.whenWritable,
+    });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(log.writable).toBe(false);
     stop.abort();

@@ -60,7 +60,9 @@ describe('Redactor: the forms of a value', () => {
           const out = redactor().redact(encoded);
           expect(out).toContain(MASK);
           // Only the characters the value shares with its neighbours are left: at most 3 on each side.
-          expect(out.length - MASK.length).toBeLessThanOrEqual(Math.ceil((prefix.length * 4) / 3) + 3 + Math.ceil((suffix.length * 4) / 3) + 4);
+          expect(out.length - MASK.length).toBeLessThanOrEqual(
+            Math.ceil((prefix.length * 4) / 3) + 3 + Math.ceil((suffix.length * 4) / 3) + 4,
+          );
           // The middle of the value's bytes can no longer be decoded from what is left.
           expect(Buffer.from(out.replace(MASK, ''), 'base64').toString('latin1')).not.toContain('w0rd');
         }
@@ -79,7 +81,8 @@ describe('Redactor: the forms of a value', () => {
       component.replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`),
     ];
     expect(new Set(forms).size).toBeGreaterThan(3);
-    for (const form of forms) expect(redactor().redact(`GET /login?password=${form}&x=1`)).toBe(`GET /login?password=${MASK}&x=1`);
+    for (const form of forms)
+      expect(redactor().redact(`GET /login?password=${form}&x=1`)).toBe(`GET /login?password=${MASK}&x=1`);
   });
 
   it('masks its JSON-escaped forms', () => {
@@ -95,7 +98,8 @@ describe('Redactor: the forms of a value', () => {
   });
 
   it('masks each line of a multi-line value that is at least 8 characters long', () => {
-    const key = '-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nshort\nAASCBKcwggSjAgEAAoIBAQC7\n-----END KEY-----\n';
+    const key =
+      '-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nshort\nAASCBKcwggSjAgEAAoIBAQC7\n-----END KEY-----\n';
     const r = new Redactor().add(key, '[key]');
     expect(r.redact(key)).toBe('[key]');
     expect(r.redact('MIIEvQIBADANBgkqhkiG9w0BAQEF')).toBe('[key]');
@@ -107,7 +111,9 @@ describe('Redactor: the forms of a value', () => {
   });
 
   it('handles the largest values (a 64 KiB key) quickly', () => {
-    const body = Buffer.alloc(48 * 1024, 'key material 0123456789 ').toString('base64').match(/.{1,64}/g)!;
+    const body = Buffer.alloc(48 * 1024, 'key material 0123456789 ')
+      .toString('base64')
+      .match(/.{1,64}/g)!;
     const key = `-----BEGIN KEY-----\n${body.join('\n')}\n-----END KEY-----\n`;
     const started = performance.now();
     const r = new Redactor().add(key, '[key]');
@@ -279,10 +285,13 @@ describe('the executor log redactor', () => {
     return { log, output: () => lines.join('') };
   }
 
-  it('masks the executor token, and a job\'s values while they are registered, in every line pino writes', () => {
+  it("masks the executor token, and a job's values while they are registered, in every line pino writes", () => {
     const { log, output } = logger();
     executorLogRedactor.add(SECRET, MASK).add('dhj_job_token_abcdef', 'JOB_TOKEN_REMOVED');
-    log.info({ err: `bad request: ${SECRET}`, token: 'dhj_job_token_abcdef' }, `oops executor-shared-token-0123456789 ${SECRET}`);
+    log.info(
+      { err: `bad request: ${SECRET}`, token: 'dhj_job_token_abcdef' },
+      `oops executor-shared-token-0123456789 ${SECRET}`,
+    );
     executorLogRedactor.remove(SECRET).remove('dhj_job_token_abcdef');
     const masked = output();
     expect(masked).not.toContain('executor-shared-token-0123456789');
@@ -304,7 +313,10 @@ describe('the executor log redactor', () => {
     log.info('one job done: shared-secret-value');
     executorLogRedactor.remove('shared-secret-value');
     log.info('both done: shared-secret-value');
-    const [first, second] = output().trim().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg);
+    const [first, second] = output()
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { msg: string }).msg);
     expect(first).toBe('one job done: ${{ secrets.A }}');
     expect(second).toBe('both done: shared-secret-value');
   });

@@ -1,6 +1,18 @@
 import { execFile } from 'node:child_process';
 import { afterEach, beforeEach, describe, it, expect } from 'vitest';
-import { chown, lstat, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  chown,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  realpath,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseJobSpec, type JobSpec } from '../../src/core/jobSpec.js';
@@ -9,9 +21,16 @@ import { JobLog } from '../../src/executor/jobLog.js';
 import { Redactor } from '../../src/executor/redactor.js';
 import { gitEnvironment, redactUrl } from '../../src/executor/workspace/checkout.js';
 import { RuntimeSetupError } from '../../src/executor/runtimes/runtime.js';
-import { WorkspaceEscape, createHostDirs, executorRoot, writeFiles as writeHostFiles, type HostDirs } from '../../src/executor/workspace/hostWorkspace.js';
+import {
+  WorkspaceEscape,
+  createHostDirs,
+  executorRoot,
+  writeFiles as writeHostFiles,
+  type HostDirs,
+} from '../../src/executor/workspace/hostWorkspace.js';
 
-const writeFiles = (spec: JobSpec, dirs: HostDirs, log: JobLog): Promise<void> => writeHostFiles(spec.files, dirs.workspace, log);
+const writeFiles = (spec: JobSpec, dirs: HostDirs, log: JobLog): Promise<void> =>
+  writeHostFiles(spec.files, dirs.workspace, log);
 
 describe('redactUrl', () => {
   it.each([
@@ -46,12 +65,20 @@ describe("a repository's password from the job's secrets", () => {
   /** What `git credential fill` answers for `request` in the checkout's environment (a real git, no other config). */
   async function fill(request: string, secrets: Record<string, string>): Promise<string> {
     const parsed = parseJobSpec({
-      queue: 'q', secrets: ['GIT_TOKEN'], steps: [],
+      queue: 'q',
+      secrets: ['GIT_TOKEN'],
+      steps: [],
       repository: { url: 'https://git.example.com:8443/team/app.git', username: 'deploy', passwordSecret: 'GIT_TOKEN' },
     });
     if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
     const home = await mkdtemp(path.join(os.tmpdir(), 'dockhand-credential-'));
-    const env = gitEnvironment({ home, path: process.env.PATH ?? '/usr/bin:/bin', allowLocal: false, repository: parsed.value.repository, secrets });
+    const env = gitEnvironment({
+      home,
+      path: process.env.PATH ?? '/usr/bin:/bin',
+      allowLocal: false,
+      repository: parsed.value.repository,
+      secrets,
+    });
     try {
       return await new Promise((resolve) => {
         const child = execFile('git', ['credential', 'fill'], { env }, (_err, stdout) => resolve(stdout));
@@ -63,7 +90,9 @@ describe("a repository's password from the job's secrets", () => {
   }
 
   it("is given to the repository's own protocol and host, without the secret's closing line break", async () => {
-    const answer = await fill('protocol=https\nhost=git.example.com:8443\npath=team/app.git\n\n', { GIT_TOKEN: 'tok-123\n' });
+    const answer = await fill('protocol=https\nhost=git.example.com:8443\npath=team/app.git\n\n', {
+      GIT_TOKEN: 'tok-123\n',
+    });
     expect(answer).toContain('username=deploy\n');
     expect(answer).toContain('password=tok-123\n');
   });
@@ -127,7 +156,11 @@ function recordingLog(): { log: JobLog; updates: LogEntryUpdate[] } {
 }
 
 const noopLog = () =>
-  new JobLog(async (entries) => ({ entries: entries.map((e) => ({ index: e.index, length: e.offset + e.out.length })) }), new Redactor(), 1_000_000);
+  new JobLog(
+    async (entries) => ({ entries: entries.map((e) => ({ index: e.index, length: e.offset + e.out.length })) }),
+    new Redactor(),
+    1_000_000,
+  );
 
 async function exists(p: string): Promise<boolean> {
   return lstat(p).then(
@@ -163,7 +196,11 @@ describe('writeFiles', () => {
 
   it('writes nested files and logs each one', async () => {
     const { log, updates } = recordingLog();
-    await writeFiles(specWithFiles({ 'a.txt': 'A', 'deep/er/b.json': '{"b":1}', 'deep/c.sh': 'echo c\n', 'ünï/çødé.txt': 'ü' }), dirs, log);
+    await writeFiles(
+      specWithFiles({ 'a.txt': 'A', 'deep/er/b.json': '{"b":1}', 'deep/c.sh': 'echo c\n', 'ünï/çødé.txt': 'ü' }),
+      dirs,
+      log,
+    );
     expect(await readFile(path.join(dirs.workspace, 'a.txt'), 'utf8')).toBe('A');
     expect(await readFile(path.join(dirs.workspace, 'deep/er/b.json'), 'utf8')).toBe('{"b":1}');
     expect(await readFile(path.join(dirs.workspace, 'deep/c.sh'), 'utf8')).toBe('echo c\n');
@@ -191,7 +228,9 @@ describe('writeFiles', () => {
   it('refuses a path whose parent is a symlink pointing outside the workspace', async () => {
     await symlink(outside, path.join(dirs.workspace, 'evil'));
     const { log, updates } = recordingLog();
-    const error: unknown = await writeFiles(specWithFiles({ 'evil/pwned.txt': 'x' }), dirs, log).catch((err: unknown) => err);
+    const error: unknown = await writeFiles(specWithFiles({ 'evil/pwned.txt': 'x' }), dirs, log).catch(
+      (err: unknown) => err,
+    );
     expect(error).toBeInstanceOf(WorkspaceEscape);
     expect((error as Error).message).toMatch(/evil\/pwned\.txt: evil leads outside the workspace through a symlink/);
     expect(await readdir(outside)).toEqual([]);
@@ -209,7 +248,9 @@ describe('writeFiles', () => {
   // link are created outside the workspace even though the write itself is then refused.
   it('creates nothing outside the workspace through a symlinked parent', async () => {
     await symlink(outside, path.join(dirs.workspace, 'evil'));
-    await expect(writeFiles(specWithFiles({ 'evil/made/by/job/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(WorkspaceEscape);
+    await expect(writeFiles(specWithFiles({ 'evil/made/by/job/pwned.txt': 'x' }), dirs, noopLog())).rejects.toThrow(
+      WorkspaceEscape,
+    );
     expect(await readdir(outside)).toEqual([]);
   });
 
@@ -219,7 +260,11 @@ describe('writeFiles', () => {
     await symlink(secret, path.join(dirs.workspace, 'link.txt'));
     await mkdir(path.join(dirs.workspace, 'sub'));
     await symlink(secret, path.join(dirs.workspace, 'sub', 'nested-link.txt'));
-    await writeFiles(specWithFiles({ 'link.txt': 'replaced', 'sub/nested-link.txt': 'also replaced' }), dirs, noopLog());
+    await writeFiles(
+      specWithFiles({ 'link.txt': 'replaced', 'sub/nested-link.txt': 'also replaced' }),
+      dirs,
+      noopLog(),
+    );
     expect(await readFile(secret, 'utf8')).toBe('original');
     const stat = await lstat(path.join(dirs.workspace, 'link.txt'));
     expect(stat.isSymbolicLink()).toBe(false);

@@ -16,7 +16,8 @@ async function tree(): Promise<string> {
 
 describe('workspace access for a step user', () => {
   it('gives the whole tree to a numeric uid:gid, symlinks themselves and not what they point at', async () => {
-    if (process.getuid?.() !== 0) throw new Error('this test chowns files: run the suite as root (scripts/test.sh does on CI)');
+    if (process.getuid?.() !== 0)
+      throw new Error('this test chowns files: run the suite as root (scripts/test.sh does on CI)');
     const root = await tree();
     const before = await lstat('/etc/passwd');
     await makeAccessible(root, '1000:1001');

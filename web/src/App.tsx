@@ -31,7 +31,11 @@ export function App() {
       .catch((e: Error) => {
         saveToken(null);
         setToken(null);
-        setError(e instanceof ApiError && e.status === 401 ? 'That token was not accepted.' : `Could not sign in: ${e.message}`);
+        setError(
+          e instanceof ApiError && e.status === 401
+            ? 'That token was not accepted.'
+            : `Could not sign in: ${e.message}`,
+        );
       });
   }, [token, me]);
 
@@ -60,12 +64,32 @@ function SignIn({ error, onToken }: { error?: string; onToken: (token: string) =
   return (
     <div className="center">
       <form className="signin card" onSubmit={submit}>
-        <h1><span className="logo" aria-hidden="true" /> Dockhand</h1>
-        <p className="muted">Sign in with an API token (it starts with <code>dha_</code>). Create one with <code>dockhand token create NAME</code>; it is kept in this tab only.</p>
+        <h1>
+          <span className="logo" aria-hidden="true" /> Dockhand
+        </h1>
+        <p className="muted">
+          Sign in with an API token (it starts with <code>dha_</code>). Create one with{' '}
+          <code>dockhand token create NAME</code>; it is kept in this tab only.
+        </p>
         <label htmlFor="token">API token</label>
-        <input id="token" name="token" type="password" autoComplete="off" autoFocus value={value} onChange={(e) => setValue(e.target.value)} placeholder="dha_…" />
-        {error && <p className="error" role="alert">{error}</p>}
-        <button type="submit" className="primary" disabled={!value.trim()}>Sign in</button>
+        <input
+          id="token"
+          name="token"
+          type="password"
+          autoComplete="off"
+          autoFocus
+          value={value}
+          onChange={(e) => setValue(e.target.value)}
+          placeholder="dha_…"
+        />
+        {error && (
+          <p className="error" role="alert">
+            {error}
+          </p>
+        )}
+        <button type="submit" className="primary" disabled={!value.trim()}>
+          Sign in
+        </button>
       </form>
     </div>
   );
@@ -88,7 +112,15 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   else if (path === '/jobs' || path === '/') page = <JobsPage me={me} />;
   else if (path === '/queues') page = <QueuesPage />;
   else if (path === '/executors') page = <ExecutorsPage me={me} />;
-  else page = <div className="card"><h2>Not found</h2><p>There is no page at <code>{path}</code>. <Link to="/jobs">Go to the jobs</Link>.</p></div>;
+  else
+    page = (
+      <div className="card">
+        <h2>Not found</h2>
+        <p>
+          There is no page at <code>{path}</code>. <Link to="/jobs">Go to the jobs</Link>.
+        </p>
+      </div>
+    );
 
   useEffect(() => {
     const section = job ? `Job ${job[1]}` : NAV.find((n) => n.to === path)?.label;
@@ -98,16 +130,24 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
   return (
     <div className="app">
       <header className="topbar">
-        <Link to="/jobs" className="brand"><span className="logo" aria-hidden="true" /> Dockhand</Link>
+        <Link to="/jobs" className="brand">
+          <span className="logo" aria-hidden="true" /> Dockhand
+        </Link>
         <nav>
           {NAV.map((n) => (
-            <Link key={n.to} to={n.to} className={path === n.to || path.startsWith(`${n.to}/`) ? 'active' : ''}>{n.label}</Link>
+            <Link key={n.to} to={n.to} className={path === n.to || path.startsWith(`${n.to}/`) ? 'active' : ''}>
+              {n.label}
+            </Link>
           ))}
         </nav>
         <div className="user">
-          <span className="username" data-testid="user">{me.user.name}</span>
+          <span className="username" data-testid="user">
+            {me.user.name}
+          </span>
           {me.user.siteAdmin && <span className="badge">site admin</span>}
-          <button type="button" className="link" onClick={onSignOut}>Sign out</button>
+          <button type="button" className="link" onClick={onSignOut}>
+            Sign out
+          </button>
         </div>
       </header>
       <main>{page}</main>

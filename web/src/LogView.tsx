@@ -24,7 +24,13 @@ function Styled({ line }: { line: StyledLine }) {
     <>
       {line.map((s, i) =>
         s.className || s.color || s.background ? (
-          <span key={i} className={s.className || undefined} style={s.color || s.background ? { color: s.color, backgroundColor: s.background } : undefined}>{s.text}</span>
+          <span
+            key={i}
+            className={s.className || undefined}
+            style={s.color || s.background ? { color: s.color, backgroundColor: s.background } : undefined}
+          >
+            {s.text}
+          </span>
         ) : (
           <span key={i}>{s.text}</span>
         ),
@@ -37,13 +43,32 @@ function EntryHeader({ entry, collapsed, onToggle }: { entry: LogEntry; collapse
   const running = entry.exitCode === null;
   const ok = entry.exitCode === 0;
   return (
-    <button type="button" className={`log-header ${running ? 'running' : ok ? 'ok' : 'bad'}`} onClick={onToggle} aria-expanded={!collapsed} data-testid="log-step" data-step={entry.key}>
+    <button
+      type="button"
+      className={`log-header ${running ? 'running' : ok ? 'ok' : 'bad'}`}
+      onClick={onToggle}
+      aria-expanded={!collapsed}
+      data-testid="log-step"
+      data-step={entry.key}
+    >
       <span className="chevron">{collapsed ? '▸' : '▾'}</span>
       <span className="step-key">{entry.key}</span>
-      <span className="step-command" title={entry.command.join(' ')}>{entry.command.join(' ')}</span>
-      <span className="step-lines">{entry.lines.length} line{entry.lines.length === 1 ? '' : 's'}</span>
+      <span className="step-command" title={entry.command.join(' ')}>
+        {entry.command.join(' ')}
+      </span>
+      <span className="step-lines">
+        {entry.lines.length} line{entry.lines.length === 1 ? '' : 's'}
+      </span>
       <span className="step-result" data-testid="step-result">
-        {running ? <><span className="spinner small" /> running</> : <>exit {entry.exitCode} · {duration(entry.durationMs)}</>}
+        {running ? (
+          <>
+            <span className="spinner small" /> running
+          </>
+        ) : (
+          <>
+            exit {entry.exitCode} · {duration(entry.durationMs)}
+          </>
+        )}
       </span>
     </button>
   );
@@ -54,7 +79,9 @@ const LineRow = memo(function LineRow({ entry, n }: { entry: LogEntry; n: number
   return (
     <div className={`log-line${line.stream === 'e' ? ' stderr' : ''}`} data-line={n + 1}>
       <span className="gutter">{n + 1}</span>
-      <span className="text"><Styled line={line.line} /></span>
+      <span className="text">
+        <Styled line={line.line} />
+      </span>
     </div>
   );
 });
@@ -123,13 +150,40 @@ export function LogView({ model, version, running }: Props) {
   return (
     <div className="log">
       <div className="log-toolbar">
-        <span className="muted" data-testid="line-count">{model.lineCount.toLocaleString()} lines</span>
+        <span className="muted" data-testid="line-count">
+          {model.lineCount.toLocaleString()} lines
+        </span>
         <div className="spacer" />
         {running && <span className={`follow ${follow ? 'on' : ''}`}>{follow ? '● following' : 'paused'}</span>}
-        <button type="button" onClick={() => { virtualizer.scrollToOffset(0); setFollow(false); }}>Top</button>
-        <button type="button" data-testid="log-end" onClick={() => { setFollow(true); scrollToEnd(); }}>End ↓</button>
+        <button
+          type="button"
+          onClick={() => {
+            virtualizer.scrollToOffset(0);
+            setFollow(false);
+          }}
+        >
+          Top
+        </button>
+        <button
+          type="button"
+          data-testid="log-end"
+          onClick={() => {
+            setFollow(true);
+            scrollToEnd();
+          }}
+        >
+          End ↓
+        </button>
       </div>
-      <div className="log-scroll" ref={scroller} onScroll={onScroll} data-testid="log" style={{ ['--gutter' as string]: `${String(Math.max(...model.entries.map((e) => e.lines.length), 1)).length + 3}ch` }}>
+      <div
+        className="log-scroll"
+        ref={scroller}
+        onScroll={onScroll}
+        data-testid="log"
+        style={{
+          ['--gutter' as string]: `${String(Math.max(...model.entries.map((e) => e.lines.length), 1)).length + 3}ch`,
+        }}
+      >
         {count === 0 ? (
           <div className="log-empty">{running ? 'Waiting for output…' : 'No output.'}</div>
         ) : (
@@ -139,7 +193,11 @@ export function LogView({ model, version, running }: Props) {
               return (
                 <div key={v.key} className="log-row" style={{ transform: `translateY(${v.start}px)`, height: v.size }}>
                   {row.kind === 'header' ? (
-                    <EntryHeader entry={row.entry} collapsed={collapsed.has(row.entry.index)} onToggle={() => toggle(row.entry.index)} />
+                    <EntryHeader
+                      entry={row.entry}
+                      collapsed={collapsed.has(row.entry.index)}
+                      onToggle={() => toggle(row.entry.index)}
+                    />
                   ) : (
                     <LineRow entry={row.entry} n={row.n} />
                   )}

@@ -22,7 +22,15 @@ export interface Span {
 /** A parsed line: plain text when it had no styling, spans otherwise. */
 export type StyledLine = string | Span[];
 
-export const PLAIN: AnsiState = Object.freeze({ fg: null, bg: null, bold: false, dim: false, italic: false, underline: false, inverse: false });
+export const PLAIN: AnsiState = Object.freeze({
+  fg: null,
+  bg: null,
+  bold: false,
+  dim: false,
+  italic: false,
+  underline: false,
+  inverse: false,
+});
 
 const ESCAPE = /\x1b(?:\[([0-9;:?]*)([@-~])|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])/g;
 

@@ -19,7 +19,10 @@ export function saveToken(token: string | null): void {
 }
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -34,10 +37,16 @@ export function authHeaders(token = savedToken()): Record<string, string> {
   return token ? { authorization: `Bearer ${token}` } : {};
 }
 
-export async function api<T>(route: string, init: { method?: string; body?: unknown; token?: string; signal?: AbortSignal } = {}): Promise<T> {
+export async function api<T>(
+  route: string,
+  init: { method?: string; body?: unknown; token?: string; signal?: AbortSignal } = {},
+): Promise<T> {
   const res = await fetch(`/api/v1${route}`, {
     method: init.method ?? 'GET',
-    headers: { ...authHeaders(init.token ?? savedToken()), ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: {
+      ...authHeaders(init.token ?? savedToken()),
+      ...(init.body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     body: init.body === undefined ? undefined : JSON.stringify(init.body),
     signal: init.signal,
   });
@@ -59,7 +68,9 @@ export async function api<T>(route: string, init: { method?: string; body?: unkn
 export const JOB_STATES: JobState[] = ['queued', 'processing', 'completed', 'failed', 'canceled'];
 
 /** A job as the API answers it (the server's own record type; only types cross over, no code). */
-export type Job = Omit<JobRecord, 'spec'> & { spec: Record<string, unknown> & { steps?: { key?: string; run?: string }[] } };
+export type Job = Omit<JobRecord, 'spec'> & {
+  spec: Record<string, unknown> & { steps?: { key?: string; run?: string }[] };
+};
 
 export type Attempt = AttemptRecord;
 

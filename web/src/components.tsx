@@ -3,7 +3,11 @@ import { ApiError, type JobState } from './api';
 import { absoluteTime, relativeTime } from './time';
 
 export function Ago({ ms, now }: { ms: number | null | undefined; now?: number }) {
-  return <time dateTime={ms ? new Date(ms).toISOString() : undefined} title={absoluteTime(ms)}>{relativeTime(ms, now)}</time>;
+  return (
+    <time dateTime={ms ? new Date(ms).toISOString() : undefined} title={absoluteTime(ms)}>
+      {relativeTime(ms, now)}
+    </time>
+  );
 }
 
 export function StateBadge({ state, cancelRequested }: { state: JobState; cancelRequested?: boolean }) {
@@ -15,7 +19,15 @@ export function StateBadge({ state, cancelRequested }: { state: JobState; cancel
   );
 }
 
-export function PageHeader({ title, children, loading }: { title: ReactNode; children?: ReactNode; loading?: boolean }) {
+export function PageHeader({
+  title,
+  children,
+  loading,
+}: {
+  title: ReactNode;
+  children?: ReactNode;
+  loading?: boolean;
+}) {
   return (
     <div className="page-header">
       <h1>{title}</h1>

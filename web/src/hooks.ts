@@ -30,7 +30,12 @@ export function usePolled<T>(route: string | null, refreshMs = 5000): Loaded<T> 
       })
       .finally(() => setLoading(false));
     // A hidden tab skips its refreshes; the visibilitychange handler below catches up when it is shown again.
-    const timer = refreshMs > 0 ? setTimeout(() => { if (!document.hidden) reload(); }, refreshMs) : undefined;
+    const timer =
+      refreshMs > 0
+        ? setTimeout(() => {
+            if (!document.hidden) reload();
+          }, refreshMs)
+        : undefined;
     return () => {
       ctl.abort();
       if (timer) clearTimeout(timer);
@@ -38,7 +43,9 @@ export function usePolled<T>(route: string | null, refreshMs = 5000): Loaded<T> 
   }, [route, tick, refreshMs, reload]);
 
   useEffect(() => {
-    const onVisible = (): void => { if (!document.hidden) reload(); };
+    const onVisible = (): void => {
+      if (!document.hidden) reload();
+    };
     document.addEventListener('visibilitychange', onVisible);
     return () => document.removeEventListener('visibilitychange', onVisible);
   }, [reload]);

@@ -41,7 +41,13 @@ export class LogModel {
       this.entries.push(entry);
       this.entries.sort((a, b) => a.index - b.index);
     } else {
-      Object.assign(entry, { key: e.key, command: e.command, startTime: e.startTime, exitCode: e.exitCode, durationMs: e.durationMs });
+      Object.assign(entry, {
+        key: e.key,
+        command: e.command,
+        startTime: e.startTime,
+        exitCode: e.exitCode,
+        durationMs: e.durationMs,
+      });
       // A finished entry's unterminated last line will not be completed any more.
       if (e.exitCode !== null && entry.partial) {
         this.addLine(entry, entry.partial);
@@ -52,7 +58,10 @@ export class LogModel {
   }
 
   output(index: number, offset: number, data: string): void {
-    const entry = this.byIndex.get(index) ?? (this.entry({ index, key: `entry ${index}`, command: [], startTime: 0, exitCode: null, durationMs: null }), this.byIndex.get(index)!);
+    const entry =
+      this.byIndex.get(index) ??
+      (this.entry({ index, key: `entry ${index}`, command: [], startTime: 0, exitCode: null, durationMs: null }),
+      this.byIndex.get(index)!);
     if (offset + data.length <= entry.received) return; // already have it (a reconnect sends everything again)
     if (offset < entry.received) data = data.slice(entry.received - offset);
     entry.received = Math.max(entry.received, offset) + data.length;
@@ -82,7 +91,9 @@ export class LogModel {
   /** The plain text of the whole log, for copying or downloading. */
   text(): string {
     return this.entries
-      .map((e) => e.lines.map((l) => (typeof l.line === 'string' ? l.line : l.line.map((s) => s.text).join(''))).join('\n'))
+      .map((e) =>
+        e.lines.map((l) => (typeof l.line === 'string' ? l.line : l.line.map((s) => s.text).join(''))).join('\n'),
+      )
       .join('\n');
   }
 }

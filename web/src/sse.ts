@@ -46,7 +46,12 @@ export class SseParser {
  * Reads an SSE stream until it ends or `signal` aborts. Resolves when the server closes it; rejects on an HTTP
  * error (with the API's message) or a network failure.
  */
-export async function readSse(url: string, headers: Record<string, string>, signal: AbortSignal, onEvent: (e: SseEvent) => void): Promise<void> {
+export async function readSse(
+  url: string,
+  headers: Record<string, string>,
+  signal: AbortSignal,
+  onEvent: (e: SseEvent) => void,
+): Promise<void> {
   const res = await fetch(url, { headers: { ...headers, accept: 'text/event-stream' }, signal, cache: 'no-store' });
   if (!res.ok || !res.body) {
     let message = `HTTP ${res.status}`;

@@ -61,9 +61,15 @@ export function registerAccountCommands(program: Command): void {
     .option('--site-admin', 'make the user a site admin: they see and manage everything')
     .option('--json', 'machine-readable output')
     .action(async (name: string, opts: { siteAdmin?: boolean; json?: boolean }) => {
-      const { user: created } = await new ClientApi().request<{ user: User }>('POST', '/users', { name, siteAdmin: opts.siteAdmin ?? false });
-      print(opts.json ?? false, created, () =>
-        `created user ${created.name}${created.siteAdmin ? ' (site admin)' : ''}\n` +
+      const { user: created } = await new ClientApi().request<{ user: User }>('POST', '/users', {
+        name,
+        siteAdmin: opts.siteAdmin ?? false,
+      });
+      print(
+        opts.json ?? false,
+        created,
+        () =>
+          `created user ${created.name}${created.siteAdmin ? ' (site admin)' : ''}\n` +
           `Give them an API token with: dockhand token create NAME --user ${created.name}`,
       );
     });
@@ -77,7 +83,10 @@ export function registerAccountCommands(program: Command): void {
       print(opts.json ?? false, users, () =>
         users.length === 0
           ? 'no users'
-          : table([['NAME', 'SITE ADMIN', 'ORGS', 'CREATED'], ...users.map((u) => [u.name, yesNo(u.siteAdmin), list(u.orgs), ago(u.createdAt)])]),
+          : table([
+              ['NAME', 'SITE ADMIN', 'ORGS', 'CREATED'],
+              ...users.map((u) => [u.name, yesNo(u.siteAdmin), list(u.orgs), ago(u.createdAt)]),
+            ]),
       );
     });
 
@@ -99,8 +108,16 @@ export function registerAccountCommands(program: Command): void {
       .description(verb)
       .option('--json', 'machine-readable output')
       .action(async (name: string, opts: { json?: boolean }) => {
-        const { user: changed } = await new ClientApi().request<{ user: User }>('POST', `/users/${seg(name)}/site-admin`, { siteAdmin });
-        print(opts.json ?? false, changed, () => `${changed.name} is ${changed.siteAdmin ? 'now' : 'no longer'} a site admin`);
+        const { user: changed } = await new ClientApi().request<{ user: User }>(
+          'POST',
+          `/users/${seg(name)}/site-admin`,
+          { siteAdmin },
+        );
+        print(
+          opts.json ?? false,
+          changed,
+          () => `${changed.name} is ${changed.siteAdmin ? 'now' : 'no longer'} a site admin`,
+        );
       });
   }
 
@@ -122,7 +139,9 @@ export function registerAccountCommands(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       const { orgs } = await new ClientApi().request<{ orgs: Org[] }>('GET', '/orgs');
       print(opts.json ?? false, orgs, () =>
-        orgs.length === 0 ? 'no organizations' : table([['NAME', 'MEMBERS', 'CREATED'], ...orgs.map((o) => [o.name, String(o.members), ago(o.createdAt)])]),
+        orgs.length === 0
+          ? 'no organizations'
+          : table([['NAME', 'MEMBERS', 'CREATED'], ...orgs.map((o) => [o.name, String(o.members), ago(o.createdAt)])]),
       );
     });
 
@@ -142,7 +161,9 @@ export function registerAccountCommands(program: Command): void {
     .action(async (name: string, opts: { json?: boolean }) => {
       const { members } = await new ClientApi().request<{ members: Member[] }>('GET', `/orgs/${seg(name)}/members`);
       print(opts.json ?? false, members, () =>
-        members.length === 0 ? 'no members' : table([['NAME', 'SITE ADMIN'], ...members.map((m) => [m.name, yesNo(m.siteAdmin)])]),
+        members.length === 0
+          ? 'no members'
+          : table([['NAME', 'SITE ADMIN'], ...members.map((m) => [m.name, yesNo(m.siteAdmin)])]),
       );
     });
 
@@ -151,7 +172,9 @@ export function registerAccountCommands(program: Command): void {
     .description('Add a user to an organization')
     .option('--json', 'machine-readable output')
     .action(async (name: string, member: string, opts: { json?: boolean }) => {
-      const data = await new ClientApi().request<{ org: string; user: string }>('POST', `/orgs/${seg(name)}/members`, { user: member });
+      const data = await new ClientApi().request<{ org: string; user: string }>('POST', `/orgs/${seg(name)}/members`, {
+        user: member,
+      });
       print(opts.json ?? false, data, () => `added ${member} to ${name}`);
     });
 
@@ -160,7 +183,10 @@ export function registerAccountCommands(program: Command): void {
     .description('Remove a user from an organization')
     .option('--json', 'machine-readable output')
     .action(async (name: string, member: string, opts: { json?: boolean }) => {
-      const data = await new ClientApi().request<{ org: string; user: string }>('DELETE', `/orgs/${seg(name)}/members/${seg(member)}`);
+      const data = await new ClientApi().request<{ org: string; user: string }>(
+        'DELETE',
+        `/orgs/${seg(name)}/members/${seg(member)}`,
+      );
       print(opts.json ?? false, data, () => `removed ${member} from ${name}`);
     });
 
@@ -172,7 +198,10 @@ export function registerAccountCommands(program: Command): void {
     .option('--user <user>', 'for this user instead of yourself (site admins)')
     .option('--json', 'machine-readable output, the token included')
     .action(async (name: string, opts: { user?: string; json?: boolean }) => {
-      const data = await new ClientApi().request<{ token: ApiToken; secret: string }>('POST', '/tokens', { name, ...(opts.user ? { user: opts.user } : {}) });
+      const data = await new ClientApi().request<{ token: ApiToken; secret: string }>('POST', '/tokens', {
+        name,
+        ...(opts.user ? { user: opts.user } : {}),
+      });
       print(opts.json ?? false, data, () => data.secret);
       process.stderr.write(
         `API token ${data.token.id} "${data.token.name}" for user ${data.token.user}: it is shown only this once and stored hashed, so keep it now ` +
@@ -191,7 +220,10 @@ export function registerAccountCommands(program: Command): void {
       print(opts.json ?? false, tokens, () =>
         tokens.length === 0
           ? 'no API tokens'
-          : table([['ID', 'NAME', 'USER', 'CREATED', 'LAST USED'], ...tokens.map((t) => [String(t.id), t.name, t.user, ago(t.createdAt), ago(t.lastUsedAt)])]),
+          : table([
+              ['ID', 'NAME', 'USER', 'CREATED', 'LAST USED'],
+              ...tokens.map((t) => [String(t.id), t.name, t.user, ago(t.createdAt), ago(t.lastUsedAt)]),
+            ]),
       );
     });
 

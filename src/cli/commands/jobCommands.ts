@@ -20,17 +20,22 @@ export const FOLLOW_EXIT: Record<string, number> = { completed: 0, failed: 1, ca
  */
 function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes'>): string {
   if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
-  const disk = e.jobDiskBytes === null ? 'disk not reported' : e.jobDiskBytes ? `${formatSize(e.jobDiskBytes)} disk` : 'any disk';
+  const disk =
+    e.jobDiskBytes === null ? 'disk not reported' : e.jobDiskBytes ? `${formatSize(e.jobDiskBytes)} disk` : 'any disk';
   return `${e.jobCpus ? `${e.jobCpus} CPUs` : 'any CPUs'}, ${e.jobMemoryBytes ? formatSize(e.jobMemoryBytes) : 'any memory'}, ${disk}`;
 }
 
 /** The COMPAT column: "ok", "OUTDATED (server 0.3.0)", "AHEAD (server 0.1.0)"; "-" when unknown or inactive. */
 function compatLabel(compatibility: ExecutorCompatibility | null, serverVersion: string): string {
   switch (compatibility) {
-    case 'up_to_date': return 'ok';
-    case 'outdated': return `OUTDATED (server ${serverVersion})`;
-    case 'version_ahead': return `AHEAD (server ${serverVersion})`;
-    default: return '-';
+    case 'up_to_date':
+      return 'ok';
+    case 'outdated':
+      return `OUTDATED (server ${serverVersion})`;
+    case 'version_ahead':
+      return `AHEAD (server ${serverVersion})`;
+    default:
+      return '-';
   }
 }
 
@@ -42,7 +47,15 @@ function parseIdArg(raw: string): number {
 
 function jobLine(job: JobRecord): string[] {
   const steps = job.spec.steps.length;
-  return [String(job.id), job.queue, job.state, String(job.attempt), `${steps} step${steps === 1 ? '' : 's'}`, ago(job.createdAt), job.executorName ?? '-'];
+  return [
+    String(job.id),
+    job.queue,
+    job.state,
+    String(job.attempt),
+    `${steps} step${steps === 1 ? '' : 's'}`,
+    ago(job.createdAt),
+    job.executorName ?? '-',
+  ];
 }
 
 async function finishFollow(api: ClientApi, id: number, json: boolean, attempt?: number): Promise<void> {
@@ -89,21 +102,40 @@ export function registerJobCommands(program: Command): void {
     .option('--limit <n>', 'how many', '50')
     .option('--before <id>', 'page: jobs older than this id')
     .option('--json')
-    .action(async (opts: { queue?: string; state?: JobState; namespace?: string; limit: string; before?: string; json?: boolean }) => {
-      const params = new URLSearchParams({ limit: opts.limit });
-      for (const key of ['queue', 'state', 'namespace', 'before'] as const) if (opts[key]) params.set(key, opts[key]!);
-      const { jobs, nextBefore } = await new ClientApi().request<{ jobs: JobRecord[]; nextBefore: number | null }>('GET', `/jobs?${params}`);
-      print(opts.json ?? false, { jobs, nextBefore }, () =>
-        jobs.length === 0 ? 'no jobs' : table([['ID', 'QUEUE', 'STATE', 'ATTEMPT', 'STEPS', 'CREATED', 'EXECUTOR'], ...jobs.map(jobLine)]) + (nextBefore ? `\nmore: --before ${nextBefore}` : ''),
-      );
-    });
+    .action(
+      async (opts: {
+        queue?: string;
+        state?: JobState;
+        namespace?: string;
+        limit: string;
+        before?: string;
+        json?: boolean;
+      }) => {
+        const params = new URLSearchParams({ limit: opts.limit });
+        for (const key of ['queue', 'state', 'namespace', 'before'] as const)
+          if (opts[key]) params.set(key, opts[key]!);
+        const { jobs, nextBefore } = await new ClientApi().request<{ jobs: JobRecord[]; nextBefore: number | null }>(
+          'GET',
+          `/jobs?${params}`,
+        );
+        print(opts.json ?? false, { jobs, nextBefore }, () =>
+          jobs.length === 0
+            ? 'no jobs'
+            : table([['ID', 'QUEUE', 'STATE', 'ATTEMPT', 'STEPS', 'CREATED', 'EXECUTOR'], ...jobs.map(jobLine)]) +
+              (nextBefore ? `\nmore: --before ${nextBefore}` : ''),
+        );
+      },
+    );
 
   job
     .command('show <id>')
     .description('Show a job, its spec and attempts')
     .option('--json')
     .action(async (rawId: string, opts: { json?: boolean }) => {
-      const data = await new ClientApi().request<{ job: JobRecord; attempts: AttemptRecord[] }>('GET', `/jobs/${parseIdArg(rawId)}`);
+      const data = await new ClientApi().request<{ job: JobRecord; attempts: AttemptRecord[] }>(
+        'GET',
+        `/jobs/${parseIdArg(rawId)}`,
+      );
       print(opts.json ?? false, data, () => {
         const { job: j, attempts } = data;
         const lines = [
@@ -113,13 +145,18 @@ export function registerJobCommands(program: Command): void {
           `attempts:   ${j.attempt} (failures ${j.numFailures}/${j.maxAttempts}, resets ${j.numResets})`,
         ];
         // The reason's name, as the API gives it (to search for), then what it means.
-        if (j.failureReason) lines.push(`reason:     ${j.failureReason}${reasonSummary(j.failureReason) ? ` (${reasonSummary(j.failureReason)})` : ''}`);
+        if (j.failureReason)
+          lines.push(
+            `reason:     ${j.failureReason}${reasonSummary(j.failureReason) ? ` (${reasonSummary(j.failureReason)})` : ''}`,
+          );
         if (j.failureMessage) lines.push(`message:    ${j.failureMessage}`);
         lines.push(`steps:      ${j.spec.steps.map((s) => s.key).join(', ') || '(none)'}`);
         for (const a of attempts) {
           const took = a.finishedAt ? formatDuration(a.finishedAt - a.startedAt) : 'running';
           const why = [a.failureReason && `[${a.failureReason}]`, a.message].filter(Boolean).join(' ');
-          lines.push(`  #${a.attempt} on ${a.executorName}: ${a.outcome ?? 'running'} (${took})${why ? ` ${why}` : ''}`);
+          lines.push(
+            `  #${a.attempt} on ${a.executorName}: ${a.outcome ?? 'running'} (${took})${why ? ` ${why}` : ''}`,
+          );
         }
         return lines.join('\n');
       });
@@ -136,9 +173,10 @@ export function registerJobCommands(program: Command): void {
       const attempt = opts.attempt ? parseIdArg(opts.attempt) : undefined;
       const api = new ClientApi();
       if (opts.follow) return finishFollow(api, id, opts.json ?? false, attempt);
-      const data = await api.request<{ attempt: number; entries: { key: string; command: string[]; exitCode: number | null; durationMs: number | null; out: string }[] }>(
-        'GET', `/jobs/${id}/logs${attempt ? `?attempt=${attempt}` : ''}`,
-      );
+      const data = await api.request<{
+        attempt: number;
+        entries: { key: string; command: string[]; exitCode: number | null; durationMs: number | null; out: string }[];
+      }>('GET', `/jobs/${id}/logs${attempt ? `?attempt=${attempt}` : ''}`);
       if (opts.json) return print(true, data, () => '');
       for (const entry of data.entries) {
         process.stderr.write(`==> ${entry.key}: ${entry.command.join(' ')}\n`);
@@ -147,26 +185,39 @@ export function registerJobCommands(program: Command): void {
           if (line.startsWith('stderr: ')) process.stderr.write(`${line.slice(8)}\n`);
           else process.stdout.write(`${line.replace(/^stdout: /, '')}\n`);
         }
-        if (entry.exitCode !== null) process.stderr.write(`<== ${entry.key}: exit ${entry.exitCode} in ${formatDuration(entry.durationMs ?? 0)}\n`);
+        if (entry.exitCode !== null)
+          process.stderr.write(
+            `<== ${entry.key}: exit ${entry.exitCode} in ${formatDuration(entry.durationMs ?? 0)}\n`,
+          );
       }
     });
 
-  for (const [name, verb] of [['cancel', 'Cancel a queued or running job'], ['retry', 'Queue a finished job again']] as const) {
+  for (const [name, verb] of [
+    ['cancel', 'Cancel a queued or running job'],
+    ['retry', 'Queue a finished job again'],
+  ] as const) {
     job
       .command(`${name} <id>`)
       .description(verb)
       .option('--json')
       .action(async (rawId: string, opts: { json?: boolean }) => {
-        const { job: j } = await new ClientApi().request<{ job: JobRecord }>('POST', `/jobs/${parseIdArg(rawId)}/${name}`);
+        const { job: j } = await new ClientApi().request<{ job: JobRecord }>(
+          'POST',
+          `/jobs/${parseIdArg(rawId)}/${name}`,
+        );
         print(opts.json ?? false, j, () =>
-          name === 'cancel' && j.state === 'processing' ? `job ${j.id}: cancel requested; its executor is stopping it` : `job ${j.id}: ${j.state}`,
+          name === 'cancel' && j.state === 'processing'
+            ? `job ${j.id}: cancel requested; its executor is stopping it`
+            : `job ${j.id}: ${j.state}`,
         );
       });
   }
 
   program
     .command('executors')
-    .description('List executors: name, hostname, queues, version and whether it suits the server, runtime, per-job limits, last seen')
+    .description(
+      'List executors: name, hostname, queues, version and whether it suits the server, runtime, per-job limits, last seen',
+    )
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
       const { executors, serverVersion } = await new ClientApi().request<{
@@ -180,8 +231,16 @@ export function registerJobCommands(program: Command): void {
               // COMPAT goes last, after ACTIVE (an inactive executor's is "-"), so the earlier columns keep their places.
               ['NAME', 'HOSTNAME', 'QUEUES', 'VERSION', 'RUNTIME', 'PER JOB', 'JOBS', 'LAST SEEN', 'ACTIVE', 'COMPAT'],
               ...executors.map((e) => [
-                e.name, e.hostname, e.queues.join(','), e.version, e.runtime, jobLimits(e), `${e.runningJobs}/${e.maxJobs ?? '?'}`,
-                ago(e.lastSeenAt), e.active ? 'yes' : 'no', compatLabel(e.compatibility, serverVersion),
+                e.name,
+                e.hostname,
+                e.queues.join(','),
+                e.version,
+                e.runtime,
+                jobLimits(e),
+                `${e.runningJobs}/${e.maxJobs ?? '?'}`,
+                ago(e.lastSeenAt),
+                e.active ? 'yes' : 'no',
+                compatLabel(e.compatibility, serverVersion),
               ]),
             ]),
       );
@@ -199,7 +258,12 @@ export function registerJobCommands(program: Command): void {
           : table([
               ['QUEUE', 'QUEUED', 'RUNNING', 'OLDEST QUEUED', 'DONE 1H', 'FAILED 1H'],
               ...queues.map((q) => [
-                q.queue, String(q.queued), String(q.processing), ago(q.oldestQueuedAt), String(q.completedLastHour), String(q.failedLastHour),
+                q.queue,
+                String(q.queued),
+                String(q.processing),
+                ago(q.oldestQueuedAt),
+                String(q.completedLastHour),
+                String(q.failedLastHour),
               ]),
             ]),
       );

@@ -31,7 +31,8 @@ export function stripOneNewline(text: string): string {
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  for await (const chunk of process.stdin)
+    chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
   return Buffer.concat(chunks).toString('utf8');
 }
 
@@ -55,7 +56,8 @@ function promptHidden(question: string): Promise<string> {
         if (ch === '\u0003') return finish(new CliError('canceled; nothing was set', 130)); // Ctrl-C
         if (ch === '\u0004') return value ? finish() : finish(new CliError('canceled; nothing was set', 130)); // Ctrl-D
         if (ch === '\u007f' || ch === '\b') value = Array.from(value).slice(0, -1).join('');
-        else if (ch === '\u0015') value = ''; // Ctrl-U
+        else if (ch === '\u0015')
+          value = ''; // Ctrl-U
         else if (ch >= ' ') value += ch;
       }
     };
@@ -78,12 +80,15 @@ async function readValue(name: string, fromFile: string | undefined): Promise<st
   if (process.stdin.isTTY) {
     const value = await promptHidden(`Value of ${name} (not shown): `);
     if (!value) throw new CliError('no value typed; nothing was set');
-    if ((await promptHidden('Again, to confirm: ')) !== value) throw new CliError('the two values differ; nothing was set');
+    if ((await promptHidden('Again, to confirm: ')) !== value)
+      throw new CliError('the two values differ; nothing was set');
     return value;
   }
   const value = stripOneNewline(await readStdin());
   if (!value) {
-    throw new CliError(`stdin was empty; nothing was set. Pipe the value in (printf '%s' "$VALUE" | dockhand secret set ${name}) or use --from-file FILE`);
+    throw new CliError(
+      `stdin was empty; nothing was set. Pipe the value in (printf '%s' "$VALUE" | dockhand secret set ${name}) or use --from-file FILE`,
+    );
   }
   return value;
 }
@@ -113,8 +118,16 @@ export function registerSecretCommands(program: Command): Command {
     .action(async (name: string, opts: { namespace: string; fromFile?: string; json?: boolean }) => {
       const api = new ClientApi();
       const value = await readValue(name, opts.fromFile);
-      const { status, data } = await api.send<{ secret: Secret }>('POST', '/secrets', { name, value, namespace: opts.namespace });
-      print(opts.json ?? false, data.secret, () => `${status === 201 ? 'created' : 'updated'} secret ${data.secret.name} in ${data.secret.namespace}`);
+      const { status, data } = await api.send<{ secret: Secret }>('POST', '/secrets', {
+        name,
+        value,
+        namespace: opts.namespace,
+      });
+      print(
+        opts.json ?? false,
+        data.secret,
+        () => `${status === 201 ? 'created' : 'updated'} secret ${data.secret.name} in ${data.secret.namespace}`,
+      );
     });
 
   secret
@@ -123,11 +136,17 @@ export function registerSecretCommands(program: Command): Command {
     .option('--namespace <namespace>', 'only this namespace: global, user:NAME or org:NAME')
     .option('--json', 'machine-readable output')
     .action(async (opts: { namespace?: string; json?: boolean }) => {
-      const { secrets } = await new ClientApi().request<{ secrets: Secret[] }>('GET', `/secrets${namespaceQuery({ namespace: opts.namespace })}`);
+      const { secrets } = await new ClientApi().request<{ secrets: Secret[] }>(
+        'GET',
+        `/secrets${namespaceQuery({ namespace: opts.namespace })}`,
+      );
       print(opts.json ?? false, secrets, () =>
         secrets.length === 0
           ? 'no secrets'
-          : table([['NAME', 'NAMESPACE', 'UPDATED BY', 'UPDATED'], ...secrets.map((s) => [s.name, s.namespace, s.updatedBy, ago(s.updatedAt)])]),
+          : table([
+              ['NAME', 'NAMESPACE', 'UPDATED BY', 'UPDATED'],
+              ...secrets.map((s) => [s.name, s.namespace, s.updatedBy, ago(s.updatedAt)]),
+            ]),
       );
     });
 
@@ -153,17 +172,31 @@ export function registerSecretCommands(program: Command): Command {
     .option('--limit <n>', 'how many entries')
     .option('--json', 'machine-readable output')
     .action(async (opts: { namespace?: string; name?: string; job?: string; limit?: string; json?: boolean }) => {
-      for (const [flag, raw] of [['--job', opts.job], ['--limit', opts.limit]] as const) {
-        if (raw !== undefined && !(Number.isInteger(Number(raw)) && Number(raw) > 0)) throw new CliError(`${flag} "${raw}" must be a positive whole number`);
+      for (const [flag, raw] of [
+        ['--job', opts.job],
+        ['--limit', opts.limit],
+      ] as const) {
+        if (raw !== undefined && !(Number.isInteger(Number(raw)) && Number(raw) > 0))
+          throw new CliError(`${flag} "${raw}" must be a positive whole number`);
       }
       const query = namespaceQuery({ namespace: opts.namespace, name: opts.name, jobId: opts.job, limit: opts.limit });
-      const { entries } = await new ClientApi().request<{ entries: AccessLogEntry[] }>('GET', `/secrets/access-log${query}`);
+      const { entries } = await new ClientApi().request<{ entries: AccessLogEntry[] }>(
+        'GET',
+        `/secrets/access-log${query}`,
+      );
       print(opts.json ?? false, entries, () =>
         entries.length === 0
           ? 'no entries'
           : table([
               ['ACCESSED', 'NAME', 'NAMESPACE', 'JOB', 'ATTEMPT', 'EXECUTOR'],
-              ...entries.map((e) => [ago(e.accessedAt), e.name, e.namespace, String(e.jobId), String(e.attempt), e.executorName]),
+              ...entries.map((e) => [
+                ago(e.accessedAt),
+                e.name,
+                e.namespace,
+                String(e.jobId),
+                String(e.attempt),
+                e.executorName,
+              ]),
             ]),
       );
     });

@@ -28,14 +28,18 @@ export interface RuntimeSettings {
 /** The executor's name (EXECUTOR_NAME, default the hostname). */
 export function executorName(env: NodeJS.ProcessEnv): string {
   const name = env.EXECUTOR_NAME || os.hostname();
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new ConfigError(`EXECUTOR_NAME=${JSON.stringify(name)} must be letters, digits, ".", "_" or "-".`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name))
+    throw new ConfigError(`EXECUTOR_NAME=${JSON.stringify(name)} must be letters, digits, ".", "_" or "-".`);
   return name;
 }
 
 export function loadRuntimeSettings(env: NodeJS.ProcessEnv = process.env): RuntimeSettings {
   const runtime = readEnv<RuntimeName>(
-    env, 'EXECUTOR_RUNTIME',
-    z.enum(RUNTIME_NAMES as [RuntimeName, ...RuntimeName[]], { error: () => `EXECUTOR_RUNTIME must be one of: ${RUNTIME_NAMES.join(', ')}` }),
+    env,
+    'EXECUTOR_RUNTIME',
+    z.enum(RUNTIME_NAMES as [RuntimeName, ...RuntimeName[]], {
+      error: () => `EXECUTOR_RUNTIME must be one of: ${RUNTIME_NAMES.join(', ')}`,
+    }),
     'shell',
   );
   return {
@@ -46,7 +50,12 @@ export function loadRuntimeSettings(env: NodeJS.ProcessEnv = process.env): Runti
     jobDiskBytes: readEnv(env, 'EXECUTOR_JOB_DISK', envSize('EXECUTOR_JOB_DISK'), 20 * 2 ** 30),
     keepWorkspaces: readEnv(env, 'EXECUTOR_KEEP_WORKSPACES', envBool('EXECUTOR_KEEP_WORKSPACES'), false),
     workspaceRoot: env.EXECUTOR_WORKSPACE_ROOT || os.tmpdir(),
-    cleanupIntervalMs: readEnv(env, 'EXECUTOR_CLEANUP_TASK_INTERVAL', envDuration('EXECUTOR_CLEANUP_TASK_INTERVAL', { min: 1_000, max: 24 * 3_600_000 }), 60_000),
+    cleanupIntervalMs: readEnv(
+      env,
+      'EXECUTOR_CLEANUP_TASK_INTERVAL',
+      envDuration('EXECUTOR_CLEANUP_TASK_INTERVAL', { min: 1_000, max: 24 * 3_600_000 }),
+      60_000,
+    ),
     allowLocalRepositories: readEnv(env, ALLOW_LOCAL_REPOSITORIES, envBool(ALLOW_LOCAL_REPOSITORIES), false),
     options: RUNTIMES[runtime].options(env),
   };

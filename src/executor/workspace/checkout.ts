@@ -66,12 +66,26 @@ const PINNED_HOSTS_FILE = '"$HOME/pinned_hosts"';
  */
 export function sshCommand(opts: { key: boolean; pinnedHosts: boolean }): string {
   const ssh = [
-    'ssh', '-F', '/dev/null', '-o', 'IdentityAgent=none', '-o', 'IdentitiesOnly=yes',
-    '-o', `IdentityFile=${opts.key ? SSH_KEY_FILE : 'none'}`, '-o', 'BatchMode=yes',
+    'ssh',
+    '-F',
+    '/dev/null',
+    '-o',
+    'IdentityAgent=none',
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `IdentityFile=${opts.key ? SSH_KEY_FILE : 'none'}`,
+    '-o',
+    'BatchMode=yes',
     ...(opts.pinnedHosts
       ? ['-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${PINNED_HOSTS_FILE}`]
       : ['-o', 'StrictHostKeyChecking=accept-new', '-o', 'UserKnownHostsFile="$HOME/known_hosts"']),
-    '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ControlMaster=no', '-o', 'ControlPath=none',
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    'ControlMaster=no',
+    '-o',
+    'ControlPath=none',
   ].join(' ');
   if (!opts.key && !opts.pinnedHosts) return ssh;
   const writes = [
@@ -91,7 +105,7 @@ export function sshCommand(opts: { key: boolean; pinnedHosts: boolean }): string
 const CREDENTIAL_HELPER =
   '!f() { test "$1" = get || exit 0; h=; p=; while IFS= read -r l && test -n "$l"; do case "$l" in host=*) h="${l#host=}";; ' +
   'protocol=*) p="${l#protocol=}";; esac; done; test "$h" = "$DOCKHAND_GIT_HOST" && test "$p" = "$DOCKHAND_GIT_PROTOCOL" || exit 0; ' +
-  "printf 'username=%s\\npassword=%s\\n' \"$DOCKHAND_GIT_USERNAME\" \"$DOCKHAND_GIT_PASSWORD\"; }; f";
+  'printf \'username=%s\\npassword=%s\\n\' "$DOCKHAND_GIT_USERNAME" "$DOCKHAND_GIT_PASSWORD"; }; f';
 
 /** A secret's value as a credential: the line break a file-made secret ends with is not part of it. */
 const credentialValue = (value: string): string => value.replace(/\r?\n$/, '');
@@ -106,7 +120,11 @@ export function gitCredentials(repo: Repository | undefined, secrets: Record<str
   const secret = (name: string): string => {
     const value = secrets[name];
     // The server resolves every secret a spec names before it hands the job out; a missing one is a bug, said plainly.
-    if (value === undefined) throw new JobFailure('system_failure', `the job's secret ${name} (named by its repository) did not arrive with the job`);
+    if (value === undefined)
+      throw new JobFailure(
+        'system_failure',
+        `the job's secret ${name} (named by its repository) did not arrive with the job`,
+      );
     return credentialValue(value);
   };
   if (repo.passwordSecret && repositoryTransport(repo.url) === 'http') {
@@ -114,22 +132,28 @@ export function gitCredentials(repo: Repository | undefined, secrets: Record<str
     Object.assign(env, {
       GIT_CONFIG_COUNT: '2',
       // The empty value first clears any helper list, then ours is the only one.
-      GIT_CONFIG_KEY_0: 'credential.helper', GIT_CONFIG_VALUE_0: '',
-      GIT_CONFIG_KEY_1: 'credential.helper', GIT_CONFIG_VALUE_1: CREDENTIAL_HELPER,
-      DOCKHAND_GIT_PROTOCOL: url.protocol.replace(/:$/, ''), DOCKHAND_GIT_HOST: url.host,
-      DOCKHAND_GIT_USERNAME: repo.username ?? PUBLIC_GIT_USER, DOCKHAND_GIT_PASSWORD: secret(repo.passwordSecret),
+      GIT_CONFIG_KEY_0: 'credential.helper',
+      GIT_CONFIG_VALUE_0: '',
+      GIT_CONFIG_KEY_1: 'credential.helper',
+      GIT_CONFIG_VALUE_1: CREDENTIAL_HELPER,
+      DOCKHAND_GIT_PROTOCOL: url.protocol.replace(/:$/, ''),
+      DOCKHAND_GIT_HOST: url.host,
+      DOCKHAND_GIT_USERNAME: repo.username ?? PUBLIC_GIT_USER,
+      DOCKHAND_GIT_PASSWORD: secret(repo.passwordSecret),
     });
   }
   if (repo.sshKeySecret) env.DOCKHAND_GIT_SSH_KEY = secret(repo.sshKeySecret);
   if (repo.knownHosts) env.DOCKHAND_GIT_KNOWN_HOSTS = repo.knownHosts;
-  if (repo.sshKeySecret || repo.knownHosts) env.GIT_SSH_COMMAND = sshCommand({ key: !!repo.sshKeySecret, pinnedHosts: !!repo.knownHosts });
+  if (repo.sshKeySecret || repo.knownHosts)
+    env.GIT_SSH_COMMAND = sshCommand({ key: !!repo.sshKeySecret, pinnedHosts: !!repo.knownHosts });
   return env;
 }
 
 /** How the fetch authenticates, for the log: which secret, never its value. */
 export function describeCredentials(repo: Repository): string | undefined {
   const parts = [
-    repo.passwordSecret && `user ${repo.username ?? PUBLIC_GIT_USER} with the password in secret ${repo.passwordSecret}, for ${new URL(repo.url).origin} only`,
+    repo.passwordSecret &&
+      `user ${repo.username ?? PUBLIC_GIT_USER} with the password in secret ${repo.passwordSecret}, for ${new URL(repo.url).origin} only`,
     repo.sshKeySecret && `the SSH key in secret ${repo.sshKeySecret}`,
     repo.knownHosts && 'host keys checked against repository.knownHosts',
   ].filter(Boolean);
@@ -177,25 +201,39 @@ export interface GitCommand {
 
 /** The git commands that check `repo` out in the current directory, in order. */
 export function checkoutCommands(repo: Repository): GitCommand[] {
-  const command = (key: string, args: string[], shown: string[] = args): GitCommand => ({ key: `setup.git.${key}`, args, shown });
+  const command = (key: string, args: string[], shown: string[] = args): GitCommand => ({
+    key: `setup.git.${key}`,
+    args,
+    shown,
+  });
   const fetchArgs = [
-    '-c', 'protocol.version=2', 'fetch', '--progress', '--no-recurse-submodules',
+    '-c',
+    'protocol.version=2',
+    'fetch',
+    '--progress',
+    '--no-recurse-submodules',
     repo.fetchTags ? '--tags' : '--no-tags',
     ...(repo.shallow ? ['--depth=1'] : []),
     ...(repo.sparseCheckout ? ['--filter=blob:none'] : []),
-    'origin', repo.commit,
+    'origin',
+    repo.commit,
   ];
   return [
     command('init', ['init', '--quiet', '.']),
     command('add-remote', ['remote', 'add', 'origin', repo.url], ['remote', 'add', 'origin', redactUrl(repo.url)]),
     command('fetch', fetchArgs),
-    ...(repo.sparseCheckout ? [command('sparse-checkout', ['sparse-checkout', 'set', '--no-cone', '--', ...repo.sparseCheckout])] : []),
+    ...(repo.sparseCheckout
+      ? [command('sparse-checkout', ['sparse-checkout', 'set', '--no-cone', '--', ...repo.sparseCheckout])]
+      : []),
     command('checkout', ['-c', 'advice.detachedHead=false', 'checkout', '--progress', '--force', 'FETCH_HEAD']),
   ];
 }
 
 /** Runs one git command where the runtime runs git (in the checkout directory); resolves to its exit code. */
-export type GitRunner = (args: string[], io: { output(stream: Stream, text: string): void; signal: AbortSignal }) => Promise<number>;
+export type GitRunner = (
+  args: string[],
+  io: { output(stream: Stream, text: string): void; signal: AbortSignal },
+) => Promise<number>;
 
 /**
  * Checks `repo` out with `git`, one log entry per command. A command that fails ends the checkout with a retryable
@@ -217,6 +255,7 @@ export async function checkout(repo: Repository, git: GitRunner, log: SetupLog, 
       throw new JobFailure('checkout_failure', `${key} failed: could not run git (${(err as Error).message})`);
     }
     entry.finish(exitCode, Date.now() - started);
-    if (exitCode !== 0) throw new JobFailure('checkout_failure', `${key} failed with exit code ${exitCode}; see its log`);
+    if (exitCode !== 0)
+      throw new JobFailure('checkout_failure', `${key} failed with exit code ${exitCode}; see its log`);
   }
 }

@@ -101,7 +101,11 @@ export async function confinedDirectory(root: string, rel: string): Promise<stri
     if (resolved === undefined) {
       // A dangling symlink: following it with mkdir would create its target, wherever that is.
       const target = path.resolve(path.dirname(next), await readlink(next));
-      throw new WorkspaceEscape(inside(root, target) ? `${rel}: ${part} is a broken symlink` : `${rel} leads outside the workspace through a symlink`);
+      throw new WorkspaceEscape(
+        inside(root, target)
+          ? `${rel}: ${part} is a broken symlink`
+          : `${rel} leads outside the workspace through a symlink`,
+      );
     }
     if (!inside(root, resolved)) throw new WorkspaceEscape(`${rel} leads outside the workspace through a symlink`);
     current = resolved;
@@ -110,7 +114,11 @@ export async function confinedDirectory(root: string, rel: string): Promise<stri
 }
 
 /** Writes the job's files, refusing any path that resolves (through `..` or a symlink) outside the workspace. */
-export async function writeFiles(files: JobSpec['files'], workspace: string, log: PrepareContext['log']): Promise<void> {
+export async function writeFiles(
+  files: JobSpec['files'],
+  workspace: string,
+  log: PrepareContext['log'],
+): Promise<void> {
   const list = Object.entries(files ?? {});
   if (list.length === 0) return;
   const entry = log.startEntry('setup.files', ['write', `${list.length} file(s)`]);

@@ -9,14 +9,17 @@ import type { Principal } from '../access.js';
 import type { ServerContext } from '../context.js';
 import { HttpError, defineRoute, principal, type RouteDef } from '../http.js';
 
-const accountName = z.string().regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+const accountName = z
+  .string()
+  .regex(NAME_PATTERN, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
 
 const userView = (u: UserRecord) => ({ name: u.name, siteAdmin: u.siteAdmin, createdAt: u.createdAt });
 const orgView = (o: OrgRecord) => ({ name: o.name, createdAt: o.createdAt, members: o.members });
 
 function refuseUserChange(result: UserChange, name: string): void {
   if (result === 'missing') throw new HttpError(404, `no user ${name}`);
-  if (result === 'last_admin') throw new HttpError(409, `${name} is the last site admin; make another user a site admin first`);
+  if (result === 'last_admin')
+    throw new HttpError(409, `${name} is the last site admin; make another user a site admin first`);
 }
 
 export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
@@ -37,7 +40,10 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
 
   return [
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/me`, auth: 'client', summary: 'Who the token belongs to, their orgs and namespaces',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/me`,
+      auth: 'client',
+      summary: 'Who the token belongs to, their orgs and namespaces',
       response: '{ user: { name, siteAdmin, createdAt }, orgs, namespaces }',
       async handler({ auth }) {
         const me = principal(auth);
@@ -47,7 +53,10 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
 
     // Users (site admins)
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/users`, auth: 'client', summary: 'Every user with their orgs (site admins)',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/users`,
+      auth: 'client',
+      summary: 'Every user with their orgs (site admins)',
       response: '{ users: [{ name, siteAdmin, createdAt, orgs }] }',
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list users');
@@ -55,8 +64,13 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/users`, auth: 'client', summary: 'Create a user (site admins)',
-      body: z.strictObject({ name: accountName, siteAdmin: z.boolean().default(false) }), response: '{ user }', status: 201,
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/users`,
+      auth: 'client',
+      summary: 'Create a user (site admins)',
+      body: z.strictObject({ name: accountName, siteAdmin: z.boolean().default(false) }),
+      response: '{ user }',
+      status: 201,
       otherResponses: { 409: 'A user of that name exists' },
       async handler({ auth, body, reply }) {
         principal(auth).requireSiteAdmin('create users');
@@ -66,8 +80,13 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/users/:name/site-admin`, auth: 'client', summary: 'Make a user a site admin or not (site admins)',
-      body: z.strictObject({ siteAdmin: z.boolean() }), response: '{ user }', otherResponses: { 409: 'It would leave no site admin' },
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/users/:name/site-admin`,
+      auth: 'client',
+      summary: 'Make a user a site admin or not (site admins)',
+      body: z.strictObject({ siteAdmin: z.boolean() }),
+      response: '{ user }',
+      otherResponses: { 409: 'It would leave no site admin' },
       async handler({ auth, body, params }) {
         principal(auth).requireSiteAdmin('change site admins');
         refuseUserChange(await accounts.setSiteAdmin(params.name, body.siteAdmin), params.name);
@@ -75,9 +94,12 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/users/:name`, auth: 'client',
+      method: 'DELETE',
+      url: `${CLIENT_API_PREFIX}/users/:name`,
+      auth: 'client',
       summary: 'Delete a user with their tokens, memberships and user secrets; their jobs stay (site admins)',
-      response: '{ deleted }', otherResponses: { 409: 'The last site admin cannot be deleted' },
+      response: '{ deleted }',
+      otherResponses: { 409: 'The last site admin cannot be deleted' },
       async handler({ auth, params }) {
         principal(auth).requireSiteAdmin('delete users');
         refuseUserChange(await accounts.deleteUser(params.name), params.name);
@@ -87,7 +109,10 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
 
     // Organizations
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/orgs`, auth: 'client', summary: 'Your orgs (site admins: all)',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/orgs`,
+      auth: 'client',
+      summary: 'Your orgs (site admins: all)',
       response: '{ orgs: [{ name, createdAt, members }] }',
       async handler({ auth }) {
         const me = principal(auth);
@@ -95,8 +120,14 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/orgs`, auth: 'client', summary: 'Create an org; you become its first member',
-      body: z.strictObject({ name: accountName }), response: '{ org }', status: 201, otherResponses: { 409: 'An org of that name exists' },
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/orgs`,
+      auth: 'client',
+      summary: 'Create an org; you become its first member',
+      body: z.strictObject({ name: accountName }),
+      response: '{ org }',
+      status: 201,
+      otherResponses: { 409: 'An org of that name exists' },
       async handler({ auth, body, reply }) {
         const org = await accounts.createOrg(body.name, principal(auth).user.id, Date.now());
         if (!org) throw new HttpError(409, `org ${body.name} already exists`);
@@ -104,8 +135,11 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/orgs/:name`, auth: 'client',
-      summary: 'Delete an org with its memberships and secrets; its jobs stay (members, site admins)', response: '{ deleted }',
+      method: 'DELETE',
+      url: `${CLIENT_API_PREFIX}/orgs/:name`,
+      auth: 'client',
+      summary: 'Delete an org with its memberships and secrets; its jobs stay (members, site admins)',
+      response: '{ deleted }',
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
         await accounts.deleteOrg(org.name);
@@ -113,7 +147,10 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/orgs/:name/members`, auth: 'client', summary: "An org's members (members, site admins)",
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/orgs/:name/members`,
+      auth: 'client',
+      summary: "An org's members (members, site admins)",
       response: '{ members: [{ name, siteAdmin }] }',
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
@@ -121,32 +158,46 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/orgs/:name/members`, auth: 'client', summary: 'Add a user to an org (members, site admins)',
-      body: z.strictObject({ user: accountName }), response: '{ org, user }', status: 201, otherResponses: { 409: 'Already a member' },
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/orgs/:name/members`,
+      auth: 'client',
+      summary: 'Add a user to an org (members, site admins)',
+      body: z.strictObject({ user: accountName }),
+      response: '{ org, user }',
+      status: 201,
+      otherResponses: { 409: 'Already a member' },
       async handler({ auth, params, body, reply }) {
         const org = await requireOrg(principal(auth), params.name);
         const user = await requireUser(body.user);
-        if (!(await accounts.addMember(org.id, user.id, Date.now()))) throw new HttpError(409, `${user.name} is already a member of ${org.name}`);
+        if (!(await accounts.addMember(org.id, user.id, Date.now())))
+          throw new HttpError(409, `${user.name} is already a member of ${org.name}`);
         return reply.code(201).send({ org: org.name, user: user.name });
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/orgs/:name/members/:user`, auth: 'client', summary: 'Remove a user from an org (members, site admins)',
+      method: 'DELETE',
+      url: `${CLIENT_API_PREFIX}/orgs/:name/members/:user`,
+      auth: 'client',
+      summary: 'Remove a user from an org (members, site admins)',
       response: '{ org, user }',
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
         const user = await requireUser(params.user);
-        if (!(await accounts.removeMember(org.id, user.id))) throw new HttpError(404, `${user.name} is not a member of ${org.name}`);
+        if (!(await accounts.removeMember(org.id, user.id)))
+          throw new HttpError(404, `${user.name} is not a member of ${org.name}`);
         return { org: org.name, user: user.name };
       },
     }),
 
     // API tokens
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/tokens`, auth: 'client',
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/tokens`,
+      auth: 'client',
       summary: 'Create an API token for yourself (site admins: for anyone); the secret is shown only in this answer',
       body: z.strictObject({ name: z.string().min(1).max(100), user: accountName.optional() }),
-      response: '{ token: { id, name, user, createdAt, lastUsedAt }, secret }', status: 201,
+      response: '{ token: { id, name, user, createdAt, lastUsedAt }, secret }',
+      status: 201,
       async handler({ auth, body, reply }) {
         const me = principal(auth);
         if (body.user !== undefined && body.user !== me.name) me.requireSiteAdmin("create other users' tokens");
@@ -157,8 +208,12 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/tokens`, auth: 'client', summary: "Your API tokens (site admins: another user's with ?user=)",
-      query: z.strictObject({ user: accountName.optional() }), response: '{ tokens: [{ id, name, user, createdAt, lastUsedAt }] }',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/tokens`,
+      auth: 'client',
+      summary: "Your API tokens (site admins: another user's with ?user=)",
+      query: z.strictObject({ user: accountName.optional() }),
+      response: '{ tokens: [{ id, name, user, createdAt, lastUsedAt }] }',
       async handler({ auth, query }) {
         const me = principal(auth);
         if (query.user !== undefined && query.user !== me.name) me.requireSiteAdmin("list other users' tokens");
@@ -167,13 +222,17 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/tokens/:id`, auth: 'client', summary: 'Revoke an API token (yours; site admins: any)',
+      method: 'DELETE',
+      url: `${CLIENT_API_PREFIX}/tokens/:id`,
+      auth: 'client',
+      summary: 'Revoke an API token (yours; site admins: any)',
       response: '{ deleted }',
       async handler({ auth, params }) {
         const me = principal(auth);
         const id = Number(params.id);
         const token = Number.isSafeInteger(id) && id > 0 ? await accounts.getToken(id) : undefined;
-        if (!token || (token.user !== me.name && !me.siteAdmin)) throw new HttpError(404, `no token ${params.id} of yours`);
+        if (!token || (token.user !== me.name && !me.siteAdmin))
+          throw new HttpError(404, `no token ${params.id} of yours`);
         await accounts.deleteToken(token.id);
         return { deleted: token.id };
       },

@@ -11,7 +11,16 @@ import { VERSION } from '../../core/version.js';
 import type { ExecutorRecord, JobRecord, LogChunk, LogEntryRecord, NewJob, Store } from '../../store/store.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { requireNamespaceExists, type Principal } from '../access.js';
-import { HttpError, LARGE_BODY_LIMIT, badRequest, defineRoute, heldRequestSignal, parseId, principal, type RouteDef } from '../http.js';
+import {
+  HttpError,
+  LARGE_BODY_LIMIT,
+  badRequest,
+  defineRoute,
+  heldRequestSignal,
+  parseId,
+  principal,
+  type RouteDef,
+} from '../http.js';
 import type { Secrets } from '../secrets/secrets.js';
 import type { ServerContext } from '../context.js';
 
@@ -36,12 +45,22 @@ async function requireJob(store: Store, rawId: string | undefined, me: Principal
 }
 
 /** Every secret a job names must exist in its namespace or in global when it is submitted. */
-async function requireSecrets(secrets: Secrets, namespace: string, names: string[], fieldPrefix: string): Promise<void> {
+async function requireSecrets(
+  secrets: Secrets,
+  namespace: string,
+  names: string[],
+  fieldPrefix: string,
+): Promise<void> {
   const missing = new Set(await secrets.missing(namespace, names));
   if (!missing.size) return;
   const issues = names.flatMap((name, index) =>
     missing.has(name)
-      ? [{ field: `${fieldPrefix}secrets[${index}]`, message: `no secret "${name}" in ${namespace} or global; create it with: dockhand secret set ${name} --namespace ${namespace}` }]
+      ? [
+          {
+            field: `${fieldPrefix}secrets[${index}]`,
+            message: `no secret "${name}" in ${namespace} or global; create it with: dockhand secret set ${name} --namespace ${namespace}`,
+          },
+        ]
       : [],
   );
   throw badRequest('invalid job spec', issues);
@@ -55,7 +74,12 @@ const SSE_KEEPALIVE_MS = 15_000;
 const CHUNKS_PER_PAGE = 16;
 
 /** The stored chunks of an attempt's log after `afterSeq`, a page at a time, grouped by entry in order. */
-async function* chunkPages(store: Store, jobId: number, attempt: number, afterSeq: number): AsyncGenerator<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
+async function* chunkPages(
+  store: Store,
+  jobId: number,
+  attempt: number,
+  afterSeq: number,
+): AsyncGenerator<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
   let lastSeq = afterSeq;
   for (;;) {
     const batch = await store.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_PAGE);
@@ -88,7 +112,10 @@ async function* logsBody(store: Store, jobId: number, attempt: number): AsyncGen
     while (written < entry.length) {
       const page = await store.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_PAGE, entry.index);
       for (const chunk of page) {
-        const data = chunk.offset + chunk.data.length > entry.length ? chunk.data.slice(0, entry.length - chunk.offset) : chunk.data;
+        const data =
+          chunk.offset + chunk.data.length > entry.length
+            ? chunk.data.slice(0, entry.length - chunk.offset)
+            : chunk.data;
         if (data) yield JSON.stringify(data).slice(1, -1);
         written = chunk.offset + data.length;
       }
@@ -111,14 +138,21 @@ async function refuseUnrunnable(lookups: Lookups, spec: JobSpec, fieldPrefix: st
   const limits = loosestLimits(executors);
   if (!limits) return;
   const issues = resourceIssues(spec.resources, limits, `the executors of queue "${spec.queue}"`);
-  if (issues.length) throw badRequest('invalid job spec', issues.map((i) => ({ ...i, field: fieldPrefix + i.field })));
+  if (issues.length)
+    throw badRequest(
+      'invalid job spec',
+      issues.map((i) => ({ ...i, field: fieldPrefix + i.field })),
+    );
 }
 
 /** Most jobs one `POST /jobs/batch` submits. */
 const MAX_SUBMIT_BATCH = 1000;
 
 const submitBatch = z.strictObject({
-  jobs: z.array(jobSpec).min(1, 'name at least one job').max(MAX_SUBMIT_BATCH, `at most ${MAX_SUBMIT_BATCH} jobs per request; send more requests`),
+  jobs: z
+    .array(jobSpec)
+    .min(1, 'name at least one job')
+    .max(MAX_SUBMIT_BATCH, `at most ${MAX_SUBMIT_BATCH} jobs per request; send more requests`),
 });
 
 /** What one submit request looks up in the store, each once however many jobs it carries. */
@@ -139,13 +173,18 @@ function lookupsFor(store: Store): Lookups {
  * places errors in a batch ("jobs[3].").
  */
 async function prepareSubmission(
-  ctx: ServerContext, me: Principal, body: z.output<typeof jobSpec>, fieldPrefix: string, lookups: Lookups,
+  ctx: ServerContext,
+  me: Principal,
+  body: z.output<typeof jobSpec>,
+  fieldPrefix: string,
+  lookups: Lookups,
 ): Promise<NewJob> {
   const { store, secrets } = ctx;
   const { dockerAuthConfig, ...given } = body;
   const spec = { ...given, namespace: given.namespace ?? `user:${me.name}` };
   me.requireNamespace(spec.namespace, `${fieldPrefix}namespace`);
-  if (!lookups.namespaces.has(spec.namespace)) await requireNamespaceExists(store.accounts, spec.namespace, `${fieldPrefix}namespace`);
+  if (!lookups.namespaces.has(spec.namespace))
+    await requireNamespaceExists(store.accounts, spec.namespace, `${fieldPrefix}namespace`);
   lookups.namespaces.add(spec.namespace);
   await requireSecrets(secrets, spec.namespace, spec.secrets ?? [], fieldPrefix);
   await refuseUnrunnable(lookups, spec, fieldPrefix);
@@ -160,9 +199,15 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
   const { store, events, secrets } = ctx;
   return [
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', body: jobSpec, bodyName: 'job spec',
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/jobs`,
+      auth: 'client',
+      body: jobSpec,
+      bodyName: 'job spec',
       bodyLimit: LARGE_BODY_LIMIT,
-      summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md', response: '{ job }: the queued job', status: 201,
+      summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md',
+      response: '{ job }: the queued job',
+      status: 201,
       async handler({ body, reply, auth }) {
         ctx.storage.refuseNewWork();
         const { spec, ...extra } = await prepareSubmission(ctx, principal(auth), body, '', lookupsFor(store));
@@ -172,53 +217,80 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/batch`, auth: 'client', body: submitBatch, bodyName: 'job batch',
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/jobs/batch`,
+      auth: 'client',
+      body: submitBatch,
+      bodyName: 'job batch',
       bodyLimit: LARGE_BODY_LIMIT,
       summary: `Submit up to ${MAX_SUBMIT_BATCH} jobs at once, all or none (JSON or YAML: { jobs: [spec, ...] })`,
-      response: '{ jobs }: the queued jobs, in the order given', status: 201,
+      response: '{ jobs }: the queued jobs, in the order given',
+      status: 201,
       async handler({ body, reply, auth }) {
         ctx.storage.refuseNewWork();
         const me = principal(auth);
         const jobs: NewJob[] = [];
         const lookups = lookupsFor(store);
         // Every job is checked before any is stored: one bad job refuses the request, naming it (jobs[i].field).
-        for (const [i, spec] of body.jobs.entries()) jobs.push(await prepareSubmission(ctx, me, spec, `jobs[${i}].`, lookups));
+        for (const [i, spec] of body.jobs.entries())
+          jobs.push(await prepareSubmission(ctx, me, spec, `jobs[${i}].`, lookups));
         const queued = await store.enqueueMany(jobs, Date.now());
         for (const queue of new Set(queued.map((j) => j.queue))) events.queueChanged(queue);
         return reply.code(201).send({ jobs: queued });
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs`, auth: 'client', query: listQuery,
-      summary: 'List the jobs of your namespaces (site admins: all), newest first', response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/jobs`,
+      auth: 'client',
+      query: listQuery,
+      summary: 'List the jobs of your namespaces (site admins: all), newest first',
+      response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
       async handler({ query, auth }) {
         const jobs = await store.listJobs({
-          queue: query.queue, state: query.state, namespace: query.namespace, namespaces: principal(auth).visibleNamespaces(),
-          beforeId: query.before, limit: query.limit,
+          queue: query.queue,
+          state: query.state,
+          namespace: query.namespace,
+          namespaces: principal(auth).visibleNamespaces(),
+          beforeId: query.before,
+          limit: query.limit,
         });
         return { jobs, nextBefore: jobs.length === query.limit ? jobs[jobs.length - 1].id : null };
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id`, auth: 'client', summary: 'A job with its attempts',
-      response: '{ job, attempts }: job.failureReason and each attempt\'s failureReason say why it did not complete (null when it did, or still runs; docs/api.md)',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/jobs/:id`,
+      auth: 'client',
+      summary: 'A job with its attempts',
+      response:
+        "{ job, attempts }: job.failureReason and each attempt's failureReason say why it did not complete (null when it did, or still runs; docs/api.md)",
       async handler({ params, auth }) {
         const job = await requireJob(store, params.id, principal(auth));
         return { job, attempts: await store.listAttempts(job.id) };
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs`, auth: 'client', query: attemptQuery,
-      summary: "An attempt's log entries with their whole output", response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/jobs/:id/logs`,
+      auth: 'client',
+      query: attemptQuery,
+      summary: "An attempt's log entries with their whole output",
+      response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
       async handler({ params, query, reply, auth }) {
         const job = await requireJob(store, params.id, principal(auth));
         const attempt = query.attempt ?? job.attempt;
         // Streamed (the same JSON as one object would give): a long log is never whole in the server's memory.
-        return reply.type('application/json; charset=utf-8').send(Readable.from(logsBody(store, job.id, attempt), { objectMode: false }));
+        return reply
+          .type('application/json; charset=utf-8')
+          .send(Readable.from(logsBody(store, job.id, attempt), { objectMode: false }));
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/jobs/:id/logs/stream`, auth: 'client', query: attemptQuery,
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/jobs/:id/logs/stream`,
+      auth: 'client',
+      query: attemptQuery,
       summary: 'Follow a job live (Server-Sent Events): attempt, entry, output, state and end events',
       response: 'text/event-stream',
       async handler({ params, query, reply, auth }) {
@@ -227,26 +299,35 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`, auth: 'client',
-      summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them', response: '{ job }',
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`,
+      auth: 'client',
+      summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them',
+      response: '{ job }',
       otherResponses: { 409: 'The job already finished' },
       async handler({ params, auth }) {
         const current = await requireJob(store, params.id, principal(auth));
-        if (isTerminal(current.state)) throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
+        if (isTerminal(current.state))
+          throw new HttpError(409, `job ${current.id} already ${current.state}; nothing to cancel`);
         const job = (await store.requestCancel(current.id, Date.now()))!;
         // It may have finished between the look above and the cancel: then there was nothing to cancel either.
-        if (isTerminal(job.state) && job.state !== 'canceled') throw new HttpError(409, `job ${job.id} already ${job.state}; nothing to cancel`);
+        if (isTerminal(job.state) && job.state !== 'canceled')
+          throw new HttpError(409, `job ${job.id} already ${job.state}; nothing to cancel`);
         events.jobInterrupted(job.id);
         return { job: job };
       },
     }),
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/jobs/:id/retry`, auth: 'client',
-      summary: 'Queue a finished job again (its attempts history is kept)', response: '{ job }',
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/jobs/:id/retry`,
+      auth: 'client',
+      summary: 'Queue a finished job again (its attempts history is kept)',
+      response: '{ job }',
       otherResponses: { 409: 'The job has not finished' },
       async handler({ params, auth }) {
         const current = await requireJob(store, params.id, principal(auth));
-        if (!isTerminal(current.state)) throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
+        if (!isTerminal(current.state))
+          throw new HttpError(409, `job ${current.id} is ${current.state}; only finished jobs can be retried`);
         ctx.storage.refuseNewWork();
         const job = (await store.retry(current.id, Date.now()))!;
         events.queueChanged(job.queue);
@@ -255,8 +336,12 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/executors`, auth: 'client', summary: 'Executors that have registered by heartbeat (site admins)',
-      response: '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, compatibility, ... }], serverVersion }',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/executors`,
+      auth: 'client',
+      summary: 'Executors that have registered by heartbeat (site admins)',
+      response:
+        '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, compatibility, ... }], serverVersion }',
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list executors');
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
@@ -269,7 +354,9 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/queues`, auth: 'client',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/queues`,
+      auth: 'client',
       summary: 'Queued and running jobs per queue, and the jobs that completed or failed in the last hour',
       response: '{ queues: [{ queue, queued, processing, oldestQueuedAt, completedLastHour, failedLastHour }] }',
       async handler() {
@@ -283,18 +370,30 @@ export function jobRoutes(ctx: ServerContext): RouteDef<any, any>[] {
  * Streams a job as Server-Sent Events until it is finished and its whole log has been sent. Without an explicit
  * attempt the stream follows the job across attempts (a reset or retried job starts a new one).
  */
-async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number | undefined, reply: FastifyReply): Promise<void> {
+async function streamJob(
+  ctx: ServerContext,
+  jobId: number,
+  fixedAttempt: number | undefined,
+  reply: FastifyReply,
+): Promise<void> {
   const { store, events } = ctx;
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  res.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
   const closed = heldRequestSignal(reply, ctx.closing);
   const send = (event: string, data: unknown): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
   // The hot event, written without an object to walk: only the text needs escaping.
   const sendOutput = (chunk: LogChunk): void => {
-    res.write(`event: output\ndata: {"index":${chunk.index},"offset":${chunk.offset},"data":${JSON.stringify(chunk.data)}}\n\n`);
+    res.write(
+      `event: output\ndata: {"index":${chunk.index},"offset":${chunk.offset},"data":${JSON.stringify(chunk.data)}}\n\n`,
+    );
   };
   /** Waits while the client is slower than the log: what is read from the store is never more than a page ahead. */
   const drained = async (): Promise<void> => {
@@ -316,8 +415,14 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
   const sentLength = new Map<number, number>();
   const announced = new Map<number, string>();
   const announce = (entry: LogEntryRecord, withResult: boolean): void => {
-    const view = { index: entry.index, key: entry.key, command: entry.command, startTime: entry.startTime,
-      exitCode: withResult ? entry.exitCode : null, durationMs: withResult ? entry.durationMs : null };
+    const view = {
+      index: entry.index,
+      key: entry.key,
+      command: entry.command,
+      startTime: entry.startTime,
+      exitCode: withResult ? entry.exitCode : null,
+      durationMs: withResult ? entry.durationMs : null,
+    };
     const text = JSON.stringify(view);
     if (announced.get(entry.index) !== text) {
       announced.set(entry.index, text);
@@ -359,15 +464,27 @@ async function streamJob(ctx: ServerContext, jobId: number, fixedAttempt: number
         }
         if (closed.aborted) break;
       }
-      const stateView = JSON.stringify({ state: job.state, failureMessage: job.failureMessage, failureReason: job.failureReason, attempt: job.attempt, cancel: job.cancelRequested });
+      const stateView = JSON.stringify({
+        state: job.state,
+        failureMessage: job.failureMessage,
+        failureReason: job.failureReason,
+        attempt: job.attempt,
+        cancel: job.cancelRequested,
+      });
       if (stateView !== lastState) {
         lastState = stateView;
         send('state', {
-          state: job.state, queue: job.queue, attempt: job.attempt, executorName: job.executorName, failureMessage: job.failureMessage,
-          failureReason: job.failureReason, cancelRequested: job.cancelRequested,
+          state: job.state,
+          queue: job.queue,
+          attempt: job.attempt,
+          executorName: job.executorName,
+          failureMessage: job.failureMessage,
+          failureReason: job.failureReason,
+          cancelRequested: job.cancelRequested,
         });
       }
-      const done = fixedAttempt !== undefined ? job.attempt !== fixedAttempt || isTerminal(job.state) : isTerminal(job.state);
+      const done =
+        fixedAttempt !== undefined ? job.attempt !== fixedAttempt || isTerminal(job.state) : isTerminal(job.state);
       if (done) {
         waiter.cancel();
         send('end', { state: job.state });

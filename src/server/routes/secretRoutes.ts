@@ -8,7 +8,6 @@ import type { ServerContext } from '../context.js';
 import { HttpError, defineRoute, principal, type RouteDef } from '../http.js';
 import { DOCKER_AUTH_CONFIG, dockerAuthConfigProblem, secretValue } from '../secrets/secrets.js';
 
-
 const setBody = z
   .strictObject({ name: secretName, value: secretValue, namespace: namespaceName.default('global') })
   .superRefine((body, ctx) => {
@@ -23,19 +22,34 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
 
   return [
     defineRoute({
-      method: 'POST', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', body: setBody, bodyName: 'secret',
-      summary: 'Create or replace a secret (global: site admins; user:NAME: that user; org:NAME: its members). The value is never shown again.',
-      response: '{ secret: { name, namespace, updatedBy, createdAt, updatedAt } }', status: 201, otherResponses: { 200: 'An existing secret was replaced' },
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/secrets`,
+      auth: 'client',
+      body: setBody,
+      bodyName: 'secret',
+      summary:
+        'Create or replace a secret (global: site admins; user:NAME: that user; org:NAME: its members). The value is never shown again.',
+      response: '{ secret: { name, namespace, updatedBy, createdAt, updatedAt } }',
+      status: 201,
+      otherResponses: { 200: 'An existing secret was replaced' },
       async handler({ auth, body, reply }) {
         const me = principal(auth);
         me.requireNamespace(body.namespace, 'namespace');
         await requireNamespaceExists(accounts, body.namespace, 'namespace');
-        const result = await secrets.set({ namespace: body.namespace, name: body.name, value: body.value, updatedBy: me.name });
+        const result = await secrets.set({
+          namespace: body.namespace,
+          name: body.name,
+          value: body.value,
+          updatedBy: me.name,
+        });
         return reply.code(result.created ? 201 : 200).send({ secret: result.secret });
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets`, auth: 'client', query: z.strictObject({ namespace: namespaceName.optional() }),
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/secrets`,
+      auth: 'client',
+      query: z.strictObject({ namespace: namespaceName.optional() }),
       summary: 'Secrets you can use: names, scope and who changed them when, never values (site admins: all)',
       response: '{ secrets: [{ name, namespace, updatedBy, createdAt, updatedAt }] }',
       async handler({ auth, query }) {
@@ -46,16 +60,23 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       },
     }),
     defineRoute({
-      method: 'DELETE', url: `${CLIENT_API_PREFIX}/secrets/:name`, auth: 'client', query: z.strictObject({ namespace: namespaceName.default('global') }),
-      summary: 'Delete a secret (?namespace=, default global)', response: '{ deleted: { name, namespace } }',
+      method: 'DELETE',
+      url: `${CLIENT_API_PREFIX}/secrets/:name`,
+      auth: 'client',
+      query: z.strictObject({ namespace: namespaceName.default('global') }),
+      summary: 'Delete a secret (?namespace=, default global)',
+      response: '{ deleted: { name, namespace } }',
       async handler({ auth, params, query }) {
         principal(auth).requireNamespace(query.namespace, 'namespace');
-        if (!(await accounts.deleteSecret(query.namespace, params.name))) throw new HttpError(404, `no secret ${params.name} in ${query.namespace}`);
+        if (!(await accounts.deleteSecret(query.namespace, params.name)))
+          throw new HttpError(404, `no secret ${params.name} in ${query.namespace}`);
         return { deleted: { name: params.name, namespace: query.namespace } };
       },
     }),
     defineRoute({
-      method: 'GET', url: `${CLIENT_API_PREFIX}/secrets/access-log`, auth: 'client',
+      method: 'GET',
+      url: `${CLIENT_API_PREFIX}/secrets/access-log`,
+      auth: 'client',
       query: z.strictObject({
         namespace: namespaceName.optional(),
         name: secretName.optional(),

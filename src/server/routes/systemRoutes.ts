@@ -6,10 +6,19 @@ import type { ServerContext } from '../context.js';
 export function systemRoutes(ctx: ServerContext, openApi: () => unknown): RouteDef<any, any>[] {
   return [
     defineRoute({
-      method: 'GET', url: '/healthz', auth: 'public', summary: 'Health: 200 when the database answers and takes writes, 503 with the reason otherwise',
+      method: 'GET',
+      url: '/healthz',
+      auth: 'public',
+      summary: 'Health: 200 when the database answers and takes writes, 503 with the reason otherwise',
       async handler({ reply }) {
         const problem = ctx.storage.current;
-        if (problem) return reply.code(503).send({ status: 'unhealthy', reason: problem.reason, storage: problem.kind, since: new Date(problem.since).toISOString() });
+        if (problem)
+          return reply.code(503).send({
+            status: 'unhealthy',
+            reason: problem.reason,
+            storage: problem.kind,
+            since: new Date(problem.since).toISOString(),
+          });
         try {
           await ctx.store.ping();
           return { status: 'ok', version: VERSION, store: ctx.store.kind };
@@ -19,14 +28,20 @@ export function systemRoutes(ctx: ServerContext, openApi: () => unknown): RouteD
       },
     }),
     defineRoute({
-      method: 'GET', url: '/metrics', auth: 'public', summary: 'Prometheus metrics',
+      method: 'GET',
+      url: '/metrics',
+      auth: 'public',
+      summary: 'Prometheus metrics',
       async handler({ reply }) {
         const body = await ctx.metrics.registry.metrics();
         return reply.type(ctx.metrics.registry.contentType).send(body);
       },
     }),
     defineRoute({
-      method: 'GET', url: '/api/openapi.json', auth: 'public', summary: 'This API, as OpenAPI 3.1',
+      method: 'GET',
+      url: '/api/openapi.json',
+      auth: 'public',
+      summary: 'This API, as OpenAPI 3.1',
       async handler() {
         return openApi();
       },

@@ -6,7 +6,18 @@
 // ciphertext names the key that made it ("dh1:<key id>:<base64 nonce|tag|ciphertext>"), so old keys keep
 // opening old values until `dockhand secret rotate-key` has re-encrypted them.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../../core/envConfig.js';
 
@@ -29,7 +40,10 @@ function keyId(key: Buffer): string {
 function parseKey(text: string, source: string): Buffer {
   const trimmed = text.trim();
   const key = /^[0-9a-fA-F]{64}$/.test(trimmed) ? Buffer.from(trimmed, 'hex') : Buffer.from(trimmed, 'base64');
-  if (key.length !== KEY_BYTES || (!/^[0-9a-fA-F]{64}$/.test(trimmed) && key.toString('base64').replace(/=+$/, '') !== trimmed.replace(/=+$/, ''))) {
+  if (
+    key.length !== KEY_BYTES ||
+    (!/^[0-9a-fA-F]{64}$/.test(trimmed) && key.toString('base64').replace(/=+$/, '') !== trimmed.replace(/=+$/, ''))
+  ) {
     // Never repeat the value: it is a key.
     throw new ConfigError(`${source} holds a key that is not 32 bytes of base64 or hex. ${KEY_HELP}`);
   }
@@ -121,7 +135,8 @@ export class Keyring {
       this.refresh();
       entry = this.keys.find((k) => k.id === id);
     }
-    if (!entry) throw new DecryptError(`the value was encrypted with key ${id}, which ${this.source.describe} does not hold`);
+    if (!entry)
+      throw new DecryptError(`the value was encrypted with key ${id}, which ${this.source.describe} does not hold`);
     const raw = Buffer.from(payload, 'base64');
     try {
       const decipher = createDecipheriv('aes-256-gcm', entry.key, raw.subarray(0, NONCE_BYTES));
@@ -157,7 +172,9 @@ export function readKeyFile(file: string): Buffer[] {
   if (mode & 0o077) {
     throw new ConfigError(`${file} can be read by other users (mode ${mode.toString(8)}); run: chmod 600 ${file}`);
   }
-  const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  const lines = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim() && !l.startsWith('#'));
   return lines.map((line, i) => parseKey(line, `${file} (line ${i + 1})`));
 }
 
@@ -169,7 +186,10 @@ export function writeKeyFile(file: string, keys: string[]): void {
   const temp = `${file}.${process.pid}.tmp`;
   const fd = openSync(temp, 'w', 0o600);
   try {
-    writeFileSync(fd, `# Dockhand encryption keys: the first one encrypts. Keep this file; without it secrets are lost.\n${keys.join('\n')}\n`);
+    writeFileSync(
+      fd,
+      `# Dockhand encryption keys: the first one encrypts. Keep this file; without it secrets are lost.\n${keys.join('\n')}\n`,
+    );
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -34,9 +34,14 @@ export async function rotateKey(accounts: Accounts, current: Keyring): Promise<R
     );
     totals.secrets += counts.secrets;
     totals.jobs += counts.jobs;
-    const others = (await accounts.ciphertextPrefixes(CIPHERTEXT_PREFIX_LENGTH)).filter((p) => !p.includes(`:${keyring.primaryId}:`));
+    const others = (await accounts.ciphertextPrefixes(CIPHERTEXT_PREFIX_LENGTH)).filter(
+      (p) => !p.includes(`:${keyring.primaryId}:`),
+    );
     if (!others.length) break;
-    if (pass === MAX_PASSES) throw new Error(`values keep appearing under old keys (${others.join(', ')}); stop the servers and run this again`);
+    if (pass === MAX_PASSES)
+      throw new Error(
+        `values keep appearing under old keys (${others.join(', ')}); stop the servers and run this again`,
+      );
   }
   const retired = keyring.ids.slice(1);
   if (file) writeKeyFile(file, keyring.exportKeys().slice(0, 1));

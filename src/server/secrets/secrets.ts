@@ -2,7 +2,13 @@
 // overrides a global one of the same name), each resolution written to the access log.
 import { z } from 'zod';
 import { dockerAuthConfig, staticDockerAuthConfigInput, type DockerAuthConfig } from '../../core/dockerAuthConfig.js';
-import { JOB_CREDENTIALS_CONTEXT, secretContext, type Accounts, type SecretRecord, type StoredSecret } from '../../store/accounts.js';
+import {
+  JOB_CREDENTIALS_CONTEXT,
+  secretContext,
+  type Accounts,
+  type SecretRecord,
+  type StoredSecret,
+} from '../../store/accounts.js';
 import type { JobRecord } from '../../store/store.js';
 import { CIPHERTEXT_PREFIX_LENGTH, type Keyring } from './keyring.js';
 
@@ -15,13 +21,19 @@ export const MAX_SECRET_LENGTH = 64 * 1024;
 
 export const secretValue = z
   .string()
-  .min(MIN_SECRET_LENGTH, `must be at least ${MIN_SECRET_LENGTH} characters: shorter values would be masked wherever they happen to appear in ordinary log text`)
+  .min(
+    MIN_SECRET_LENGTH,
+    `must be at least ${MIN_SECRET_LENGTH} characters: shorter values would be masked wherever they happen to appear in ordinary log text`,
+  )
   .max(MAX_SECRET_LENGTH, `must be at most ${MAX_SECRET_LENGTH} characters`);
 
 /** Checks a DOCKER_AUTH_CONFIG value; returns the problem, if any. */
 export function dockerAuthConfigProblem(value: string): string | undefined {
   const parsed = staticDockerAuthConfigInput.safeParse(value);
-  if (parsed.success) return parsed.data.auths && Object.keys(parsed.data.auths).length ? undefined : 'must hold at least one registry in "auths"';
+  if (parsed.success)
+    return parsed.data.auths && Object.keys(parsed.data.auths).length
+      ? undefined
+      : 'must hold at least one registry in "auths"';
   return `must be docker config.json JSON, {"auths": {"registry.example.com": {"auth": "<base64 user:password>"}}}: ${parsed.error.issues[0]?.message ?? 'invalid'}`;
 }
 
@@ -41,9 +53,20 @@ export class Secrets {
     readonly keyring: Keyring,
   ) {}
 
-  async set(s: { namespace: string; name: string; value: string; updatedBy: string }): Promise<{ created: boolean; secret: SecretRecord }> {
+  async set(s: {
+    namespace: string;
+    name: string;
+    value: string;
+    updatedBy: string;
+  }): Promise<{ created: boolean; secret: SecretRecord }> {
     const ciphertext = this.keyring.encrypt(s.value, secretContext(s.namespace, s.name));
-    return this.accounts.putSecret({ namespace: s.namespace, name: s.name, ciphertext, updatedBy: s.updatedBy, now: Date.now() });
+    return this.accounts.putSecret({
+      namespace: s.namespace,
+      name: s.name,
+      ciphertext,
+      updatedBy: s.updatedBy,
+      now: Date.now(),
+    });
   }
 
   /** The names in `names` found neither in `namespace` nor in global. */
@@ -58,7 +81,9 @@ export class Secrets {
    * whenever its namespace or global has one (as Sourcegraph does, so registry logins need no mention in specs).
    */
   async resolveForJob(
-    job: JobRecord, executorName: string, storedCredentials: string | undefined,
+    job: JobRecord,
+    executorName: string,
+    storedCredentials: string | undefined,
     /** Lookups already made for other jobs of the same dequeue, by namespace and names: each is made once. */
     lookups = new Map<string, Promise<StoredSecret[]>>(),
   ): Promise<ResolvedSecrets> {
@@ -73,7 +98,9 @@ export class Secrets {
     }
     const lost = (job.spec.secrets ?? []).filter((n) => !chosen.has(n));
     if (lost.length) {
-      throw new MissingSecretError(`secret${lost.length > 1 ? 's' : ''} ${lost.join(', ')} no longer exist${lost.length > 1 ? '' : 's'} in ${job.namespace} or global (deleted after the job was submitted)`);
+      throw new MissingSecretError(
+        `secret${lost.length > 1 ? 's' : ''} ${lost.join(', ')} no longer exist${lost.length > 1 ? '' : 's'} in ${job.namespace} or global (deleted after the job was submitted)`,
+      );
     }
     const env: Record<string, string> = {};
     let fromSecret: DockerAuthConfig | undefined;
@@ -84,7 +111,14 @@ export class Secrets {
     }
     const now = Date.now();
     await this.accounts.recordSecretAccess(
-      [...chosen.values()].map((s) => ({ namespace: s.namespace, name: s.name, jobId: job.id, attempt: job.attempt, executorName, accessedAt: now })),
+      [...chosen.values()].map((s) => ({
+        namespace: s.namespace,
+        name: s.name,
+        jobId: job.id,
+        attempt: job.attempt,
+        executorName,
+        accessedAt: now,
+      })),
     );
     const given = this.openJobCredentials(storedCredentials);
     const auths = { ...given?.auths, ...fromSecret?.auths };

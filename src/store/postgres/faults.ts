@@ -10,17 +10,31 @@ const BY_SQLSTATE: Record<string, StorageFault['kind']> = {
   '57P02': 'unreachable', // crash_shutdown
   '57P03': 'unreachable', // cannot_connect_now
 };
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+]);
 
 export function postgresFault(err: unknown): StorageFault | undefined {
   if (!(err instanceof Error)) return undefined;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string') {
-    const kind = BY_SQLSTATE[code] ?? (code.startsWith('08') ? 'unreachable' : NETWORK_CODES.has(code) ? 'unreachable' : undefined);
+    const kind =
+      BY_SQLSTATE[code] ??
+      (code.startsWith('08') ? 'unreachable' : NETWORK_CODES.has(code) ? 'unreachable' : undefined);
     if (kind) return { kind, detail: `${code}: ${err.message}` };
   }
   // node-postgres reports a dropped connection and a pool that could not connect in time by message only.
-  if (/Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(err.message)) {
+  if (
+    /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+      err.message,
+    )
+  ) {
     return { kind: 'unreachable', detail: err.message };
   }
   return undefined;

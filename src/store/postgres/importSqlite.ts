@@ -27,14 +27,46 @@ const TABLES: TableCopy[] = [
   { table: 'org_members', columns: ['org_id', 'user_id', 'created_at'], orderBy: 'org_id, user_id' },
   {
     table: 'jobs',
-    columns: ['id', 'queue', 'namespace', 'spec', 'state', 'attempt', 'max_attempts', 'num_failures', 'num_resets', 'cancel_requested',
-      'failure_message', 'executor_name', 'created_at', 'queued_at', 'available_at', 'started_at', 'finished_at', 'last_heartbeat_at',
-      'docker_auth_config', 'submitted_by', 'failure_reason'],
-    orderBy: 'id', convert: { cancel_requested: asBoolean }, identity: 'id',
+    columns: [
+      'id',
+      'queue',
+      'namespace',
+      'spec',
+      'state',
+      'attempt',
+      'max_attempts',
+      'num_failures',
+      'num_resets',
+      'cancel_requested',
+      'failure_message',
+      'executor_name',
+      'created_at',
+      'queued_at',
+      'available_at',
+      'started_at',
+      'finished_at',
+      'last_heartbeat_at',
+      'docker_auth_config',
+      'submitted_by',
+      'failure_reason',
+    ],
+    orderBy: 'id',
+    convert: { cancel_requested: asBoolean },
+    identity: 'id',
   },
   {
     table: 'job_attempts',
-    columns: ['job_id', 'attempt', 'executor_name', 'token_hash', 'started_at', 'finished_at', 'outcome', 'message', 'failure_reason'],
+    columns: [
+      'job_id',
+      'attempt',
+      'executor_name',
+      'token_hash',
+      'started_at',
+      'finished_at',
+      'outcome',
+      'message',
+      'failure_reason',
+    ],
     orderBy: 'job_id, attempt',
   },
   {
@@ -42,18 +74,54 @@ const TABLES: TableCopy[] = [
     columns: ['job_id', 'attempt', 'idx', 'key', 'command', 'start_time', 'exit_code', 'duration_ms', 'length'],
     orderBy: 'job_id, attempt, idx',
   },
-  { table: 'log_chunks', columns: ['seq', 'job_id', 'attempt', 'idx', 'offset', 'data'], orderBy: 'seq', identity: 'seq' },
+  {
+    table: 'log_chunks',
+    columns: ['seq', 'job_id', 'attempt', 'idx', 'offset', 'data'],
+    orderBy: 'seq',
+    identity: 'seq',
+  },
   {
     table: 'executors',
-    columns: ['name', 'hostname', 'os', 'arch', 'version', 'runtime', 'runtime_version', 'queues', 'max_jobs', 'running_jobs',
-      'job_cpus', 'job_memory_bytes', 'job_disk_bytes', 'first_seen_at', 'last_seen_at', 'instance_id', 'instance_seen_at', 'instance_window_ms'],
-    orderBy: 'name', convert: { queues: jsonArrayToTextArray },
+    columns: [
+      'name',
+      'hostname',
+      'os',
+      'arch',
+      'version',
+      'runtime',
+      'runtime_version',
+      'queues',
+      'max_jobs',
+      'running_jobs',
+      'job_cpus',
+      'job_memory_bytes',
+      'job_disk_bytes',
+      'first_seen_at',
+      'last_seen_at',
+      'instance_id',
+      'instance_seen_at',
+      'instance_window_ms',
+    ],
+    orderBy: 'name',
+    convert: { queues: jsonArrayToTextArray },
   },
-  { table: 'api_tokens', columns: ['id', 'user_id', 'name', 'token_hash', 'created_at', 'last_used_at'], orderBy: 'id', identity: 'id' },
-  { table: 'secrets', columns: ['id', 'namespace', 'name', 'value', 'updated_by', 'created_at', 'updated_at'], orderBy: 'id', identity: 'id' },
   {
-    table: 'secret_access_log', columns: ['id', 'namespace', 'name', 'job_id', 'attempt', 'executor_name', 'accessed_at'],
-    orderBy: 'id', identity: 'id',
+    table: 'api_tokens',
+    columns: ['id', 'user_id', 'name', 'token_hash', 'created_at', 'last_used_at'],
+    orderBy: 'id',
+    identity: 'id',
+  },
+  {
+    table: 'secrets',
+    columns: ['id', 'namespace', 'name', 'value', 'updated_by', 'created_at', 'updated_at'],
+    orderBy: 'id',
+    identity: 'id',
+  },
+  {
+    table: 'secret_access_log',
+    columns: ['id', 'namespace', 'name', 'job_id', 'attempt', 'executor_name', 'accessed_at'],
+    orderBy: 'id',
+    identity: 'id',
   },
   { table: 'namespace_turns', columns: ['queue', 'namespace', 'served_seq'], orderBy: 'queue, namespace' },
 ];
@@ -68,7 +136,11 @@ export interface CopyReport {
 
 export class MigrationError extends Error {}
 
-export async function importSqlite(sqliteFile: string, postgresUrl: string, progress: (line: string) => void = () => undefined): Promise<CopyReport[]> {
+export async function importSqlite(
+  sqliteFile: string,
+  postgresUrl: string,
+  progress: (line: string) => void = () => undefined,
+): Promise<CopyReport[]> {
   // Both sides at the current schema first: the source may come from an older version.
   const source = new SqliteStore(sqliteFile);
   await source.migrate();
@@ -89,7 +161,9 @@ export async function importSqlite(sqliteFile: string, postgresUrl: string, prog
       if (rows[0].n > 0) nonEmpty.push(`${table} (${rows[0].n} rows)`);
     }
     if (nonEmpty.length) {
-      throw new MigrationError(`the target database is not empty: ${nonEmpty.join(', ')}. Migrate into a new, empty database.`);
+      throw new MigrationError(
+        `the target database is not empty: ${nonEmpty.join(', ')}. Migrate into a new, empty database.`,
+      );
     }
     await client.query('BEGIN');
     const reports: CopyReport[] = [];
@@ -103,7 +177,10 @@ export async function importSqlite(sqliteFile: string, postgresUrl: string, prog
         const params: unknown[] = [];
         const tuples = batch.map((row) => `(${row.map((value) => `$${params.push(value)}`).join(', ')})`);
         const overriding = copy.identity ? ' OVERRIDING SYSTEM VALUE' : '';
-        await client.query(`INSERT INTO ${copy.table} (${quoted.join(', ')})${overriding} VALUES ${tuples.join(', ')}`, params);
+        await client.query(
+          `INSERT INTO ${copy.table} (${quoted.join(', ')})${overriding} VALUES ${tuples.join(', ')}`,
+          params,
+        );
         rows += batch.length;
         batch = [];
       };
@@ -120,13 +197,17 @@ export async function importSqlite(sqliteFile: string, postgresUrl: string, prog
       progress(`${copy.table}: ${rows} rows`);
       reports.push({ table: copy.table, rows });
     }
-    await client.query(`SELECT setval('namespace_turn_seq', coalesce((SELECT max(served_seq) FROM namespace_turns), 0) + 1, false)`);
+    await client.query(
+      `SELECT setval('namespace_turn_seq', coalesce((SELECT max(served_seq) FROM namespace_turns), 0) + 1, false)`,
+    );
     // The check: as many rows on both sides, read back inside the same transaction.
     for (const { table, rows } of reports) {
       const sourceRows = (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
       const { rows: counted } = await client.query(`SELECT count(*)::int AS n FROM ${table}`);
       if (sourceRows !== rows || counted[0].n !== rows) {
-        throw new MigrationError(`row counts differ for ${table}: ${sourceRows} in SQLite, ${counted[0].n} copied; nothing was changed`);
+        throw new MigrationError(
+          `row counts differ for ${table}: ${sourceRows} in SQLite, ${counted[0].n} copied; nothing was changed`,
+        );
       }
     }
     await client.query('COMMIT');

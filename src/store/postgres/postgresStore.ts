@@ -7,15 +7,46 @@ import { decideFinish, decideStalled, type FinishDecision } from '../../core/job
 import type { JobRef, LogEntryUpdate } from '../../core/protocol.js';
 import { mayUseName, type ExecutorInstance } from '../../core/executorNames.js';
 import type {
-  AttemptRecord, ClaimedJob, ExecutorClaim, ExecutorInfo, ExecutorRecord, InstanceClaim, FinishRequest, FinishResult, JobFilter, JobRecord, LogChunk,
-  DequeueManyArgs, LogAppend, LogAppendResult, LogEntryRecord, NewJob, QueueStats, StallResult, StallSweep, Store,
+  AttemptRecord,
+  ClaimedJob,
+  ExecutorClaim,
+  ExecutorInfo,
+  ExecutorRecord,
+  InstanceClaim,
+  FinishRequest,
+  FinishResult,
+  JobFilter,
+  JobRecord,
+  LogChunk,
+  DequeueManyArgs,
+  LogAppend,
+  LogAppendResult,
+  LogEntryRecord,
+  NewJob,
+  QueueStats,
+  StallResult,
+  StallSweep,
+  Store,
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
 import { pgTransaction, postgresSql } from '../sql.js';
 import {
-  EXECUTOR_UPDATE_SQL, INSTANCE_UPDATE_SQL, MAY_USE_NAME_SQL, NO_LIVE_HOLDER_SQL, claimedJob, namespaceOf, planClaims, toAttempt, toExecutor,
-  toInstance, toJob, type AttemptRow, type CandidateRow, type InstanceRow, type JobRow,
+  EXECUTOR_UPDATE_SQL,
+  INSTANCE_UPDATE_SQL,
+  MAY_USE_NAME_SQL,
+  NO_LIVE_HOLDER_SQL,
+  claimedJob,
+  namespaceOf,
+  planClaims,
+  toAttempt,
+  toExecutor,
+  toInstance,
+  toJob,
+  type AttemptRow,
+  type CandidateRow,
+  type InstanceRow,
+  type JobRow,
 } from '../rows.js';
 import { postgresFault } from './faults.js';
 import { MIGRATIONS } from './migrations.js';
@@ -24,7 +55,9 @@ const INT8_OID = 20;
 /** Epoch-millisecond times and ids are BIGINT; as JavaScript numbers they are exact up to 2^53. */
 const types = {
   getTypeParser: ((oid: number, format?: string) =>
-    oid === INT8_OID ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
+    oid === INT8_OID
+      ? (value: string) => Number(value)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
 const PING_TIMEOUT_MS = 2_000;
@@ -69,7 +102,12 @@ export class PostgresStore implements Store {
     private readonly connectionString: string,
     opts: { maxConnections?: number } = {},
   ) {
-    this.pool = new pg.Pool({ connectionString, types, max: opts.maxConnections ?? 10, connectionTimeoutMillis: 5_000 });
+    this.pool = new pg.Pool({
+      connectionString,
+      types,
+      max: opts.maxConnections ?? 10,
+      connectionTimeoutMillis: 5_000,
+    });
     // An idle connection the server dropped (restart, network) must not crash the process; the pool replaces it.
     this.pool.on('error', () => undefined);
     this.accounts = new Accounts(postgresSql(this.pool));
@@ -88,7 +126,9 @@ export class PostgresStore implements Store {
     await this.tx(async (q) => {
       await q('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
       await q('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
-      const applied = new Set((await q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version));
+      const applied = new Set(
+        (await q<{ version: number }>('SELECT version FROM schema_migrations')).map((r) => r.version),
+      );
       for (const migration of MIGRATIONS) {
         if (applied.has(migration.version)) continue;
         await q(migration.sql);
@@ -164,14 +204,21 @@ export class PostgresStore implements Store {
   }
 
   async probeWrite(now: number): Promise<void> {
-    await this.query('INSERT INTO storage_probe (id, written_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at', [now]);
+    await this.query(
+      'INSERT INTO storage_probe (id, written_at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at',
+      [now],
+    );
   }
 
   storageFault(err: unknown): StorageFault | undefined {
     return postgresFault(err);
   }
 
-  async enqueue(spec: JobSpec, now: number, extra: { dockerAuthConfig?: string; submittedBy?: string } = {}): Promise<JobRecord> {
+  async enqueue(
+    spec: JobSpec,
+    now: number,
+    extra: { dockerAuthConfig?: string; submittedBy?: string } = {},
+  ): Promise<JobRecord> {
     const [job] = await this.insertJobs([{ spec, ...extra }], now);
     return job;
   }
@@ -190,8 +237,13 @@ export class PostgresStore implements Store {
        ORDER BY n
        RETURNING *`,
       [
-        now, jobs.map((j) => j.spec.queue), jobs.map((j) => namespaceOf(j.spec)), jobs.map((j) => JSON.stringify(j.spec)),
-        jobs.map((j) => j.spec.maxAttempts), jobs.map((j) => j.dockerAuthConfig ?? null), jobs.map((j) => j.submittedBy ?? null),
+        now,
+        jobs.map((j) => j.spec.queue),
+        jobs.map((j) => namespaceOf(j.spec)),
+        jobs.map((j) => JSON.stringify(j.spec)),
+        jobs.map((j) => j.spec.maxAttempts),
+        jobs.map((j) => j.dockerAuthConfig ?? null),
+        jobs.map((j) => j.submittedBy ?? null),
       ],
     );
     // RETURNING follows the insert order in practice but not by contract: order by id, which follows ORDER BY n.
@@ -199,7 +251,10 @@ export class PostgresStore implements Store {
   }
 
   async getDockerAuthConfig(jobId: number): Promise<string | undefined> {
-    const [row] = await this.query<{ docker_auth_config: string | null }>('SELECT docker_auth_config FROM jobs WHERE id = $1', [jobId]);
+    const [row] = await this.query<{ docker_auth_config: string | null }>(
+      'SELECT docker_auth_config FROM jobs WHERE id = $1',
+      [jobId],
+    );
     return row?.docker_auth_config ?? undefined;
   }
 
@@ -226,10 +281,17 @@ export class PostgresStore implements Store {
   }
 
   async listAttempts(jobId: number): Promise<AttemptRecord[]> {
-    return (await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt', [jobId])).map(toAttempt);
+    return (await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt', [jobId])).map(
+      toAttempt,
+    );
   }
 
-  async dequeue(args: { executorName: string; queues: string[]; tokenHash: string; now: number }): Promise<JobRecord | undefined> {
+  async dequeue(args: {
+    executorName: string;
+    queues: string[];
+    tokenHash: string;
+    now: number;
+  }): Promise<JobRecord | undefined> {
     const [claimed] = await this.dequeueMany({ ...args, tokenHashes: [args.tokenHash] });
     return claimed?.job;
   }
@@ -241,8 +303,11 @@ export class PostgresStore implements Store {
       // Every claim of the batch is worked out from one look at each queue, then written in three statements: the
       // same jobs, in the same order, as n dequeues one after another would take.
       const candidates = new Map<string, CandidateRow[]>();
-      for (const queue of args.queues) candidates.set(queue, await q<CandidateRow>(CANDIDATES_SQL, [queue, args.now, n]));
-      const seqs = (await q<{ v: number }>("SELECT nextval('namespace_turn_seq') AS v FROM generate_series(1, $1)", [n])).map((r) => r.v);
+      for (const queue of args.queues)
+        candidates.set(queue, await q<CandidateRow>(CANDIDATES_SQL, [queue, args.now, n]));
+      const seqs = (
+        await q<{ v: number }>("SELECT nextval('namespace_turn_seq') AS v FROM generate_series(1, $1)", [n])
+      ).map((r) => r.v);
       const { claims, turns } = planClaims(candidates, orders, () => seqs.shift()!);
       if (claims.length === 0) return [];
       const rows = await q<JobRow>(
@@ -256,11 +321,29 @@ export class PostgresStore implements Store {
       await q(
         `INSERT INTO job_attempts (job_id, attempt, executor_name, token_hash, started_at)
          SELECT job_id, attempt, $1, token_hash, $2 FROM unnest($3::bigint[], $4::int[], $5::text[]) AS a(job_id, attempt, token_hash)`,
-        [args.executorName, args.now, claimed.map((r) => r.id), claimed.map((r) => r.attempt), args.tokenHashes.slice(0, claimed.length)],
+        [
+          args.executorName,
+          args.now,
+          claimed.map((r) => r.id),
+          claimed.map((r) => r.attempt),
+          args.tokenHashes.slice(0, claimed.length),
+        ],
       );
       // Turn rows are written in (queue, namespace) order, so two batches lock them in the same order and never deadlock.
-      const served = [...turns].flatMap(([queue, ns]) => [...ns].map(([namespace, seq]) => ({ queue, namespace, seq })));
-      served.sort((a, b) => (a.queue < b.queue ? -1 : a.queue > b.queue ? 1 : a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : 0));
+      const served = [...turns].flatMap(([queue, ns]) =>
+        [...ns].map(([namespace, seq]) => ({ queue, namespace, seq })),
+      );
+      served.sort((a, b) =>
+        a.queue < b.queue
+          ? -1
+          : a.queue > b.queue
+            ? 1
+            : a.namespace < b.namespace
+              ? -1
+              : a.namespace > b.namespace
+                ? 1
+                : 0,
+      );
       await q(
         `INSERT INTO namespace_turns (queue, namespace, served_seq)
          SELECT queue, namespace, seq FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS t(queue, namespace, seq, n) ORDER BY n
@@ -279,7 +362,11 @@ export class PostgresStore implements Store {
     return row.at ?? undefined;
   }
 
-  async heartbeat(args: { executorName: string; jobs: JobRef[]; now: number }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
+  async heartbeat(args: {
+    executorName: string;
+    jobs: JobRef[];
+    now: number;
+  }): Promise<{ knownIds: number[]; cancelIds: number[] }> {
     if (args.jobs.length === 0) return { knownIds: [], cancelIds: [] };
     const rows = await this.query<{ id: number; attempt: number; cancel_requested: boolean }>(
       // Rows are locked in id order: two overlapping heartbeats of one executor would otherwise deadlock.
@@ -294,7 +381,10 @@ export class PostgresStore implements Store {
     const found = new Map(rows.map((r) => [`${r.id}.${r.attempt}`, r.cancel_requested]));
     // In the order the executor named them; only the attempt that is current counts.
     const known = args.jobs.filter((j) => found.has(`${j.id}.${j.attempt}`));
-    return { knownIds: known.map((j) => j.id), cancelIds: known.filter((j) => found.get(`${j.id}.${j.attempt}`)).map((j) => j.id) };
+    return {
+      knownIds: known.map((j) => j.id),
+      cancelIds: known.filter((j) => found.get(`${j.id}.${j.attempt}`)).map((j) => j.id),
+    };
   }
 
   async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
@@ -303,7 +393,10 @@ export class PostgresStore implements Store {
   }
 
   async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
-    const rows = await this.query<AttemptRow & { token_hash: string }>('SELECT * FROM job_attempts WHERE token_hash = ANY($1::text[])', [tokenHashes]);
+    const rows = await this.query<AttemptRow & { token_hash: string }>(
+      'SELECT * FROM job_attempts WHERE token_hash = ANY($1::text[])',
+      [tokenHashes],
+    );
     const byHash = new Map(rows.map((r) => [r.token_hash, toAttempt(r)]));
     return tokenHashes.map((h) => byHash.get(h));
   }
@@ -328,12 +421,19 @@ export class PostgresStore implements Store {
     // Set-based: four statements however many reports. Rows are locked in id order, as heartbeats lock them, so
     // that two batches never wait on each other in a cycle.
     return this.tx(async (q) => {
-      const jobs = new Map((await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [ids])).map((r) => [r.id, toJob(r)]));
+      const jobs = new Map(
+        (await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE', [ids])).map((r) => [
+          r.id,
+          toJob(r),
+        ]),
+      );
       const attempts = new Map(
-        (await q<AttemptRow>(
-          'SELECT a.* FROM job_attempts a JOIN unnest($1::bigint[], $2::int[]) AS r(job_id, attempt) ON a.job_id = r.job_id AND a.attempt = r.attempt',
-          [requests.map((r) => r.jobId), requests.map((r) => r.attempt)],
-        )).map((a) => [`${a.job_id}.${a.attempt}`, a]),
+        (
+          await q<AttemptRow>(
+            'SELECT a.* FROM job_attempts a JOIN unnest($1::bigint[], $2::int[]) AS r(job_id, attempt) ON a.job_id = r.job_id AND a.attempt = r.attempt',
+            [requests.map((r) => r.jobId), requests.map((r) => r.attempt)],
+          )
+        ).map((a) => [`${a.job_id}.${a.attempt}`, a]),
       );
       const results: FinishResult[] = [];
       const applied: { i: number; request: FinishRequest; decision: Extract<FinishDecision, { kind: 'apply' }> }[] = [];
@@ -361,9 +461,14 @@ export class PostgresStore implements Store {
            AS u(id, state, num_failures, failure_message, failure_reason, available_at, terminal, now)
          WHERE jobs.id = u.id RETURNING jobs.*`,
         [
-          applied.map((a) => a.request.jobId), applied.map((a) => a.decision.state), applied.map((a) => a.decision.numFailures),
-          applied.map((a) => a.decision.failureMessage), applied.map((a) => a.decision.failureReason),
-          applied.map((a) => a.decision.availableAt), applied.map((a) => a.decision.terminal), applied.map((a) => a.request.now),
+          applied.map((a) => a.request.jobId),
+          applied.map((a) => a.decision.state),
+          applied.map((a) => a.decision.numFailures),
+          applied.map((a) => a.decision.failureMessage),
+          applied.map((a) => a.decision.failureReason),
+          applied.map((a) => a.decision.availableAt),
+          applied.map((a) => a.decision.terminal),
+          applied.map((a) => a.request.now),
         ],
       );
       await q(
@@ -372,8 +477,12 @@ export class PostgresStore implements Store {
            AS u(job_id, attempt, outcome, message, failure_reason, now)
          WHERE job_attempts.job_id = u.job_id AND job_attempts.attempt = u.attempt`,
         [
-          applied.map((a) => a.request.jobId), applied.map((a) => a.request.attempt), applied.map((a) => a.decision.attemptOutcome),
-          applied.map((a) => a.request.message ?? null), applied.map((a) => a.decision.failureReason), applied.map((a) => a.request.now),
+          applied.map((a) => a.request.jobId),
+          applied.map((a) => a.request.attempt),
+          applied.map((a) => a.decision.attemptOutcome),
+          applied.map((a) => a.request.message ?? null),
+          applied.map((a) => a.decision.failureReason),
+          applied.map((a) => a.request.now),
         ],
       );
       const byId = new Map(updated.map((r) => [r.id, toJob(r)]));
@@ -388,7 +497,12 @@ export class PostgresStore implements Store {
       // The fence is read with the job rows locked (FOR SHARE, in id order as every batch locks them) and holds
       // until the appends commit: a reset or finish of the attempt waits for them, or comes first and is seen here.
       const ids = [...new Set(items.map((i) => i.jobId))];
-      const rows = new Map((await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE', [ids])).map((r) => [r.id, r]));
+      const rows = new Map(
+        (await q<JobRow>('SELECT * FROM jobs WHERE id = ANY($1::bigint[]) ORDER BY id FOR SHARE', [ids])).map((r) => [
+          r.id,
+          r,
+        ]),
+      );
       const current = (item: LogAppend): boolean => {
         const row = rows.get(item.jobId);
         return !!row && row.state === 'processing' && row.attempt === item.attempt;
@@ -409,15 +523,21 @@ export class PostgresStore implements Store {
    * advisory lock, taken in one order (job, attempt) so that two batches never wait on each other in a cycle.
    */
   private async lockAttempts(q: Query, items: { jobId: number; attempt: number }[]): Promise<void> {
-    const keys = [...new Map(items.map((i) => [`${i.jobId}.${i.attempt}`, i])).values()].sort((a, b) => a.jobId - b.jobId || a.attempt - b.attempt);
-    for (const { jobId, attempt } of keys) await q('SELECT pg_advisory_xact_lock($1, $2)', [Number(BigInt.asIntN(32, BigInt(jobId))), attempt]);
+    const keys = [...new Map(items.map((i) => [`${i.jobId}.${i.attempt}`, i])).values()].sort(
+      (a, b) => a.jobId - b.jobId || a.attempt - b.attempt,
+    );
+    for (const { jobId, attempt } of keys)
+      await q('SELECT pg_advisory_xact_lock($1, $2)', [Number(BigInt.asIntN(32, BigInt(jobId))), attempt]);
   }
 
   /** Inside a transaction: records an attempt's final report, as the state machine decides. */
   private async finishIn(q: Query, request: FinishRequest): Promise<FinishResult> {
     const [row] = await q<JobRow>('SELECT * FROM jobs WHERE id = $1 FOR UPDATE', [request.jobId]);
     if (!row) return { ok: false, reason: 'unknown_job' };
-    const [attempt] = await q<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 AND attempt = $2', [request.jobId, request.attempt]);
+    const [attempt] = await q<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 AND attempt = $2', [
+      request.jobId,
+      request.attempt,
+    ]);
     if (!attempt) return { ok: false, reason: 'unknown_job' };
     const job = toJob(row);
     const decision = decideFinish(job, attempt, request);
@@ -427,8 +547,17 @@ export class PostgresStore implements Store {
       `UPDATE jobs SET state = $1, num_failures = $2, failure_message = $3, failure_reason = $4, available_at = $5,
          queued_at = CASE WHEN $6 THEN queued_at ELSE $7 END, finished_at = $8
        WHERE id = $9 RETURNING *`,
-      [decision.state, decision.numFailures, decision.failureMessage, decision.failureReason, decision.availableAt, decision.terminal,
-        request.now, decision.terminal ? request.now : null, job.id],
+      [
+        decision.state,
+        decision.numFailures,
+        decision.failureMessage,
+        decision.failureReason,
+        decision.availableAt,
+        decision.terminal,
+        request.now,
+        decision.terminal ? request.now : null,
+        job.id,
+      ],
     );
     await q(
       'UPDATE job_attempts SET outcome = $1, message = $2, failure_reason = $3, finished_at = $4 WHERE job_id = $5 AND attempt = $6',
@@ -450,7 +579,8 @@ export class PostgresStore implements Store {
         );
         return toJob(updated);
       }
-      if (row.state === 'processing') return toJob((await q<JobRow>('UPDATE jobs SET cancel_requested = true WHERE id = $1 RETURNING *', [id]))[0]);
+      if (row.state === 'processing')
+        return toJob((await q<JobRow>('UPDATE jobs SET cancel_requested = true WHERE id = $1 RETURNING *', [id]))[0]);
       return toJob(row);
     });
   }
@@ -505,7 +635,11 @@ export class PostgresStore implements Store {
     });
   }
 
-  async appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
+  async appendLogs(
+    jobId: number,
+    attempt: number,
+    entries: LogEntryUpdate[],
+  ): Promise<{ index: number; length: number }[]> {
     return this.tx(async (q) => {
       await this.lockAttempts(q, [{ jobId, attempt }]);
       return this.appendIn(q, jobId, attempt, entries);
@@ -513,7 +647,12 @@ export class PostgresStore implements Store {
   }
 
   /** Inside a transaction holding the attempt's advisory lock: stores the entries' new output. */
-  private async appendIn(q: Query, jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]> {
+  private async appendIn(
+    q: Query,
+    jobId: number,
+    attempt: number,
+    entries: LogEntryUpdate[],
+  ): Promise<{ index: number; length: number }[]> {
     const out: { index: number; length: number }[] = [];
     for (const entry of entries) {
       const [existing] = await q<{ length: number }>(
@@ -531,7 +670,13 @@ export class PostgresStore implements Store {
       // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
       const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
       if (fresh.length > 0) {
-        await q('INSERT INTO log_chunks (job_id, attempt, idx, "offset", data) VALUES ($1, $2, $3, $4, $5)', [jobId, attempt, entry.index, length, fresh]);
+        await q('INSERT INTO log_chunks (job_id, attempt, idx, "offset", data) VALUES ($1, $2, $3, $4, $5)', [
+          jobId,
+          attempt,
+          entry.index,
+          length,
+          fresh,
+        ]);
       }
       length += fresh.length;
       await q(
@@ -546,14 +691,32 @@ export class PostgresStore implements Store {
 
   async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
     const rows = await this.query<{
-      idx: number; key: string; command: string[]; start_time: number; exit_code: number | null; duration_ms: number | null; length: number;
+      idx: number;
+      key: string;
+      command: string[];
+      start_time: number;
+      exit_code: number | null;
+      duration_ms: number | null;
+      length: number;
     }>('SELECT * FROM log_entries WHERE job_id = $1 AND attempt = $2 ORDER BY idx', [jobId, attempt]);
     return rows.map((r) => ({
-      index: r.idx, key: r.key, command: r.command, startTime: r.start_time, exitCode: r.exit_code, durationMs: r.duration_ms, length: r.length,
+      index: r.idx,
+      key: r.key,
+      command: r.command,
+      startTime: r.start_time,
+      exitCode: r.exit_code,
+      durationMs: r.duration_ms,
+      length: r.length,
     }));
   }
 
-  async readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]> {
+  async readLogChunks(
+    jobId: number,
+    attempt: number,
+    afterSeq: number,
+    limit: number,
+    index?: number,
+  ): Promise<LogChunk[]> {
     const rows = await this.query<{ seq: number; idx: number; offset: number; data: string }>(
       `SELECT seq, idx, "offset", data FROM log_chunks WHERE job_id = $1 AND attempt = $2 AND seq > $3
        AND ($5::int IS NULL OR idx = $5) ORDER BY seq LIMIT $4`,
@@ -573,25 +736,49 @@ export class PostgresStore implements Store {
          ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
          WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
          RETURNING name`,
-        [info.name, info.hostname, info.os, info.arch, info.version, info.runtime, info.runtimeVersion, info.queues, info.maxJobs,
-          info.runningJobs, info.jobCpus, info.jobMemoryBytes, info.jobDiskBytes, now, instance?.id ?? null, instance ? now : null, instance?.windowMs ?? null],
+        [
+          info.name,
+          info.hostname,
+          info.os,
+          info.arch,
+          info.version,
+          info.runtime,
+          info.runtimeVersion,
+          info.queues,
+          info.maxJobs,
+          info.runningJobs,
+          info.jobCpus,
+          info.jobMemoryBytes,
+          info.jobDiskBytes,
+          now,
+          instance?.id ?? null,
+          instance ? now : null,
+          instance?.windowMs ?? null,
+        ],
       );
       if (rows.length || !instance) return { ok: true };
       // Read after the refusal, for its message. The holder may have let go in between (it stopped): then try again
       // rather than name a holder that is gone.
       const holder = await this.executorInstance(info.name);
       if (holder && !mayUseName(holder, instance.id, now)) return { ok: false, holder };
-      if (tries === 3) return { ok: false, holder: holder ?? { id: '', hostname: 'unknown', seenAt: now, windowMs: 0 } };
+      if (tries === 3)
+        return { ok: false, holder: holder ?? { id: '', hostname: 'unknown', seenAt: now, windowMs: 0 } };
     }
   }
 
   async executorInstance(name: string): Promise<ExecutorInstance | undefined> {
-    const [row] = await this.query<InstanceRow>('SELECT instance_id, hostname, instance_seen_at, instance_window_ms FROM executors WHERE name = $1', [name]);
+    const [row] = await this.query<InstanceRow>(
+      'SELECT instance_id, hostname, instance_seen_at, instance_window_ms FROM executors WHERE name = $1',
+      [name],
+    );
     return toInstance(row);
   }
 
   async releaseExecutorName(name: string, instanceId: string): Promise<void> {
-    await this.query('UPDATE executors SET instance_id = NULL WHERE name = $1 AND instance_id = $2', [name, instanceId]);
+    await this.query('UPDATE executors SET instance_id = NULL WHERE name = $1 AND instance_id = $2', [
+      name,
+      instanceId,
+    ]);
   }
 
   async listExecutors(): Promise<ExecutorRecord[]> {

@@ -49,7 +49,12 @@ export function helperOptions(h: HelperSpec): Docker.ContainerCreateOptions {
     Entrypoint: ['/bin/sh', '-c', 'while :; do sleep 3600; done'],
     Cmd: [],
     WorkingDir: CONTAINER_WORKSPACE,
-    Labels: { [LABEL_EXECUTOR]: h.executorName, [LABEL_JOB]: String(h.jobId), [LABEL_ATTEMPT]: String(h.attempt), [LABEL_STEP]: 'setup.git' },
+    Labels: {
+      [LABEL_EXECUTOR]: h.executorName,
+      [LABEL_JOB]: String(h.jobId),
+      [LABEL_ATTEMPT]: String(h.attempt),
+      [LABEL_STEP]: 'setup.git',
+    },
     HostConfig: {
       Mounts: [
         { Type: 'bind', Source: h.workspace, Target: CONTAINER_WORKSPACE },
@@ -80,7 +85,11 @@ export class CheckoutHelper {
     private readonly env: Record<string, string>,
   ) {}
 
-  static async start(docker: Docker, spec: HelperSpec, git: Omit<GitEnvironmentOptions, 'home' | 'path'>): Promise<CheckoutHelper> {
+  static async start(
+    docker: Docker,
+    spec: HelperSpec,
+    git: Omit<GitEnvironmentOptions, 'home' | 'path'>,
+  ): Promise<CheckoutHelper> {
     const env = gitEnvironment({ ...git, home: HELPER_HOME, path: '/usr/local/bin:/usr/bin:/bin' });
     let container: Docker.Container | undefined;
     try {
@@ -100,8 +109,11 @@ export class CheckoutHelper {
     return async (args, io) => {
       if (io.signal.aborted) return 130;
       const exec = await this.container.exec({
-        Cmd: ['git', ...args], Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        WorkingDir: path.posix.join(CONTAINER_WORKSPACE, dir), AttachStdout: true, AttachStderr: true,
+        Cmd: ['git', ...args],
+        Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        WorkingDir: path.posix.join(CONTAINER_WORKSPACE, dir),
+        AttachStdout: true,
+        AttachStderr: true,
       });
       const stream = (await exec.start({ hijack: true, stdin: false })) as NodeJS.ReadableStream & { destroy(): void };
       // A stopped job removes the helper, which ends the exec's stream too.
@@ -140,7 +152,10 @@ export class CheckoutHelper {
 }
 
 /** Decodes a stream of output as UTF-8, never splitting a character across writes. */
-function textSink(stream: Stream, output: (stream: Stream, text: string) => void): { write(chunk: Buffer): boolean; end(): void } {
+function textSink(
+  stream: Stream,
+  output: (stream: Stream, text: string) => void,
+): { write(chunk: Buffer): boolean; end(): void } {
   const decoder = new StringDecoder('utf8');
   let ended = false;
   return {
@@ -187,19 +202,30 @@ async function librariesOf(program: string): Promise<string[]> {
   return libs;
 }
 
-const exists = (p: string): Promise<boolean> => access(p).then(() => true, () => false);
+const exists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Makes `ref` from this host's git (and ssh) with their libraries and a static busybox; throws saying what is missing. */
 export async function makeHelperImage(docker: Docker, ref: string): Promise<void> {
   for (const program of [...HOST_PROGRAMS, BUSYBOX]) {
     if (!(await exists(program))) {
-      throw new Error(`cannot make the checkout helper image ${ref}: ${program} is missing on this host (Debian: apt-get install git busybox-static)`);
+      throw new Error(
+        `cannot make the checkout helper image ${ref}: ${program} is missing on this host (Debian: apt-get install git busybox-static)`,
+      );
     }
   }
   const rootfs = await mkdtemp(path.join(os.tmpdir(), 'dockhand-helper-'));
   let tar: ChildProcess | undefined;
   try {
-    const programs = [...HOST_PROGRAMS, ...(await Promise.all(OPTIONAL_PROGRAMS.map(async (p) => ((await exists(p)) ? p : undefined)))).filter((p): p is string => !!p)];
+    const programs = [
+      ...HOST_PROGRAMS,
+      ...(await Promise.all(OPTIONAL_PROGRAMS.map(async (p) => ((await exists(p)) ? p : undefined)))).filter(
+        (p): p is string => !!p,
+      ),
+    ];
     const files = new Set<string>([...programs, BUSYBOX]);
     for (const program of [...programs, BUSYBOX]) for (const lib of await librariesOf(program)) files.add(lib);
     for (const file of files) {
@@ -231,12 +257,18 @@ export async function makeHelperImage(docker: Docker, ref: string): Promise<void
     tar.stderr!.on('data', (d: Buffer) => (tarError += d.toString()));
     const answer = (await docker.importImage(tar.stdout!, { repo, tag })) as NodeJS.ReadableStream;
     await new Promise<void>((resolve, reject) => {
-      docker.modem.followProgress(answer, (err: Error | null) => (err ? reject(err) : resolve()), (event: { error?: string }) => {
-        if (event.error) reject(new Error(event.error));
-      });
+      docker.modem.followProgress(
+        answer,
+        (err: Error | null) => (err ? reject(err) : resolve()),
+        (event: { error?: string }) => {
+          if (event.error) reject(new Error(event.error));
+        },
+      );
     });
     const done = tar;
-    const code = await new Promise<number | null>((resolve) => (done.exitCode !== null ? resolve(done.exitCode) : done.once('exit', resolve)));
+    const code = await new Promise<number | null>((resolve) =>
+      done.exitCode !== null ? resolve(done.exitCode) : done.once('exit', resolve),
+    );
     if (code !== 0) throw new Error(`cannot make the checkout helper image ${ref}: tar failed: ${tarError.trim()}`);
   } finally {
     // An import the engine refused leaves tar blocked on a pipe nobody reads.

@@ -94,11 +94,27 @@ export function describeContainer(c: StepContainer): string[] {
   const h = o.HostConfig!;
   const args = ['docker', 'run', '--rm', '--init'];
   if (h.Runtime) args.push('--runtime', h.Runtime);
-  args.push('--network', c.network, '--cap-drop', 'NET_RAW', '--security-opt', 'no-new-privileges', '--pids-limit', String(c.pidsLimit));
+  args.push(
+    '--network',
+    c.network,
+    '--cap-drop',
+    'NET_RAW',
+    '--security-opt',
+    'no-new-privileges',
+    '--pids-limit',
+    String(c.pidsLimit),
+  );
   if (c.limits.cpus) args.push('--cpus', String(c.limits.cpus));
   if (c.limits.memoryBytes) args.push('--memory', String(c.limits.memoryBytes));
   if (c.user) args.push('--user', c.user);
-  args.push('-v', `${c.workspace}:${CONTAINER_WORKSPACE}`, '-v', `${c.scripts}:${CONTAINER_SCRIPTS}:ro`, '-w', o.WorkingDir!);
+  args.push(
+    '-v',
+    `${c.workspace}:${CONTAINER_WORKSPACE}`,
+    '-v',
+    `${c.scripts}:${CONTAINER_SCRIPTS}:ro`,
+    '-w',
+    o.WorkingDir!,
+  );
   for (const key of Object.keys(c.env)) args.push('-e', key);
   args.push('--entrypoint', '/bin/sh', c.image, ...(o.Cmd as string[]));
   return args;

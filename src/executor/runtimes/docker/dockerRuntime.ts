@@ -18,16 +18,36 @@ import { BackgroundWork } from '../../background.js';
 import type { Stream } from '../../jobLog.js';
 import { KILL_GRACE_MS } from '../../process.js';
 import {
-  createHostDirs, executorRoot, prepareHostWorkspace, removeHostDirs, stepScriptPath, stepWorkdir, writeStepScript, type HostDirs,
+  createHostDirs,
+  executorRoot,
+  prepareHostWorkspace,
+  removeHostDirs,
+  stepScriptPath,
+  stepWorkdir,
+  writeStepScript,
+  type HostDirs,
 } from '../../workspace/hostWorkspace.js';
 import {
-  type CheckResult, JobFailure, type JobSession, type JobView, type PrepareContext, type Runtime, RuntimeSetupError, type StepIO,
-  type StepResult, type StepRun,
+  type CheckResult,
+  JobFailure,
+  type JobSession,
+  type JobView,
+  type PrepareContext,
+  type Runtime,
+  RuntimeSetupError,
+  type StepIO,
+  type StepResult,
+  type StepRun,
 } from '../runtime.js';
 import type { RuntimeSettings } from '../settings.js';
 import { CheckoutHelper, helperName, makeHelperImage } from './checkoutHelper.js';
 import {
-  CONTAINER_WORKSPACE, LABEL_EXECUTOR, NETWORK_NAME, containerOptions, describeContainer, type StepContainer,
+  CONTAINER_WORKSPACE,
+  LABEL_EXECUTOR,
+  NETWORK_NAME,
+  containerOptions,
+  describeContainer,
+  type StepContainer,
 } from './containerSpec.js';
 import { ImagePuller } from './imagePuller.js';
 import { JOB_DISK_FIX, JobDisks, type JobDisk } from './jobDisks.js';
@@ -37,7 +57,15 @@ import { chooseCredential } from './registryAuth.js';
 import { makeAccessible } from './workspaceOwner.js';
 
 type Settings = Pick<
-  RuntimeSettings, 'executorName' | 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes' | 'keepWorkspaces' | 'workspaceRoot' | 'cleanupIntervalMs' | 'allowLocalRepositories'
+  RuntimeSettings,
+  | 'executorName'
+  | 'jobCpus'
+  | 'jobMemoryBytes'
+  | 'jobDiskBytes'
+  | 'keepWorkspaces'
+  | 'workspaceRoot'
+  | 'cleanupIntervalMs'
+  | 'allowLocalRepositories'
 >;
 
 /** How long to wait for the engine at start before saying it is not there. */
@@ -87,9 +115,14 @@ export class DockerRuntime implements Runtime {
     this.stepNetwork = networkFor(options, engine);
     // The engine refuses --cpus above the host's CPU count; a larger setting means "all of them".
     const cpus = settings.jobCpus > engine.cpus ? engine.cpus : settings.jobCpus;
-    if (cpus !== settings.jobCpus) log.warn({ configured: settings.jobCpus, host: engine.cpus }, 'EXECUTOR_JOB_NUM_CPUS is above the host\'s CPU count; using the host\'s');
+    if (cpus !== settings.jobCpus)
+      log.warn(
+        { configured: settings.jobCpus, host: engine.cpus },
+        "EXECUTOR_JOB_NUM_CPUS is above the host's CPU count; using the host's",
+      );
     this.jobLimits = { cpus, memoryBytes: settings.jobMemoryBytes, diskBytes: settings.jobDiskBytes };
-    if (settings.jobDiskBytes > 0) this.disks = new JobDisks(settings.workspaceRoot, settings.executorName, settings.jobDiskBytes, log);
+    if (settings.jobDiskBytes > 0)
+      this.disks = new JobDisks(settings.workspaceRoot, settings.executorName, settings.jobDiskBytes, log);
   }
 
   /** Connects to the engine and checks what jobs depend on; throws a DockerSetupError saying what to fix. */
@@ -147,7 +180,10 @@ export class DockerRuntime implements Runtime {
       } else {
         this.openingDirs++;
         try {
-          dirs = await createHostDirs(await executorRoot(this.settings.workspaceRoot, this.settings.executorName), `job-${job.id}-`);
+          dirs = await createHostDirs(
+            await executorRoot(this.settings.workspaceRoot, this.settings.executorName),
+            `job-${job.id}-`,
+          );
           this.dirsInUse.add(dirs.root);
         } finally {
           this.openingDirs--;
@@ -161,7 +197,10 @@ export class DockerRuntime implements Runtime {
 
   /** Removes containers labelled with this executor's name that no running job of this process owns, and its spent disks. */
   async cleanupOrphans(): Promise<void> {
-    const containers = await this.docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL_EXECUTOR}=${this.settings.executorName}`] }) });
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: JSON.stringify({ label: [`${LABEL_EXECUTOR}=${this.settings.executorName}`] }),
+    });
     const orphans = containers.filter(
       (c) =>
         !c.Names.some((n) => this.inUse.has(n.replace(/^\//, ''))) &&
@@ -169,9 +208,13 @@ export class DockerRuntime implements Runtime {
         (!this.settings.keepWorkspaces || c.State === 'running'),
     );
     for (const orphan of orphans) {
-      await this.docker.getContainer(orphan.Id).remove({ force: true }).catch((err: Error) => {
-        if ((err as { statusCode?: number }).statusCode !== 404) this.log.warn({ container: orphan.Id, err: err.message }, 'could not remove an orphaned container');
-      });
+      await this.docker
+        .getContainer(orphan.Id)
+        .remove({ force: true })
+        .catch((err: Error) => {
+          if ((err as { statusCode?: number }).statusCode !== 404)
+            this.log.warn({ container: orphan.Id, err: err.message }, 'could not remove an orphaned container');
+        });
     }
     if (orphans.length) this.log.info({ removed: orphans.map((o) => o.Names[0]) }, 'removed orphaned containers');
     const disks = (await this.disks?.cleanupOrphans(this.settings.keepWorkspaces)) ?? [];
@@ -184,7 +227,10 @@ export class DockerRuntime implements Runtime {
           await rm(dir, { recursive: true, force: true, maxRetries: 3 });
           disks.push(dir);
         } catch (err) {
-          this.log.warn({ dir, err: (err as Error).message }, 'could not remove an orphaned job directory; the janitor will try again');
+          this.log.warn(
+            { dir, err: (err as Error).message },
+            'could not remove an orphaned job directory; the janitor will try again',
+          );
         }
       }
     }
@@ -197,22 +243,49 @@ export class DockerRuntime implements Runtime {
   async check(): Promise<CheckResult[]> {
     const results: CheckResult[] = [];
     const host = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
-    results.push({ name: 'engine', ok: true, detail: `Docker ${this.engine.version} (API ${this.engine.apiVersion}) at ${host}, ${this.engine.cpus} CPUs` });
+    results.push({
+      name: 'engine',
+      ok: true,
+      detail: `Docker ${this.engine.version} (API ${this.engine.apiVersion}) at ${host}, ${this.engine.cpus} CPUs`,
+    });
     const oci = this.options.ociRuntime || this.engine.defaultRuntime;
-    results.push({ name: 'OCI runtime', ok: true, detail: `${oci} is registered (engine runtimes: ${this.engine.runtimes.join(', ')})` });
-    if (this.options.network === 'none') results.push({ name: 'network', ok: true, detail: 'EXECUTOR_DOCKER_NETWORK=none: steps and checkouts have no network at all' });
+    results.push({
+      name: 'OCI runtime',
+      ok: true,
+      detail: `${oci} is registered (engine runtimes: ${this.engine.runtimes.join(', ')})`,
+    });
+    if (this.options.network === 'none')
+      results.push({
+        name: 'network',
+        ok: true,
+        detail: 'EXECUTOR_DOCKER_NETWORK=none: steps and checkouts have no network at all',
+      });
     else {
-      if (this.stepNetwork === 'none') results.push({ name: 'network', ok: true, detail: `${oci} runs with --network=none: steps have only loopback` });
+      if (this.stepNetwork === 'none')
+        results.push({
+          name: 'network',
+          ok: true,
+          detail: `${oci} runs with --network=none: steps have only loopback`,
+        });
       const blocked = await metadataBlocked();
       results.push({
-        name: 'metadata block', ok: blocked.ok, detail: blocked.detail,
-        fix: blocked.ok ? undefined : 'restart the executor as root (it installs the rules), or set EXECUTOR_DOCKER_NETWORK=none',
+        name: 'metadata block',
+        ok: blocked.ok,
+        detail: blocked.detail,
+        fix: blocked.ok
+          ? undefined
+          : 'restart the executor as root (it installs the rules), or set EXECUTOR_DOCKER_NETWORK=none',
       });
     }
     results.push(
       this.disks
         ? await this.disks.check()
-        : { name: 'job disks', ok: true, detail: 'EXECUTOR_JOB_DISK=0: workspaces are plain directories, unbounded (one job can fill the host\'s disk)' },
+        : {
+            name: 'job disks',
+            ok: true,
+            detail:
+              "EXECUTOR_JOB_DISK=0: workspaces are plain directories, unbounded (one job can fill the host's disk)",
+          },
     );
     results.push(await this.helperCheck());
     results.push(await this.probeContainer(oci));
@@ -229,11 +302,16 @@ export class DockerRuntime implements Runtime {
   ensureHelperImage(note: (line: string) => void, signal: AbortSignal): Promise<void> {
     const image = this.options.helperImage;
     if (image !== DEFAULT_HELPER_IMAGE) {
-      return this.puller.ensure(image, () => chooseCredential(image, { executor: this.options.authConfig }), note, signal);
+      return this.puller.ensure(
+        image,
+        () => chooseCredential(image, { executor: this.options.authConfig }),
+        note,
+        signal,
+      );
     }
     this.helperImage ??= (async () => {
       if (await this.puller.present(image)) return;
-      this.log.info({ image }, 'making the checkout helper image from this host\'s git');
+      this.log.info({ image }, "making the checkout helper image from this host's git");
       await makeHelperImage(this.docker, image);
     })();
     this.helperImage.catch(() => (this.helperImage = undefined));
@@ -332,7 +410,8 @@ export class DockerRuntime implements Runtime {
         (stream as unknown as { destroy?(): void }).destroy?.();
         // The OOM killer's SIGKILL makes 137; only then is it worth asking the engine why. A step stopped for its
         // abort (cancel, timeout) got our own SIGKILL: asking would only delay its stop.
-        if (StatusCode === 137 && !signal.aborted && (await oomKilled(container))) return { exitCode: StatusCode, reason: 'killed: out of memory', failure: 'out_of_memory' };
+        if (StatusCode === 137 && !signal.aborted && (await oomKilled(container)))
+          return { exitCode: StatusCode, reason: 'killed: out of memory', failure: 'out_of_memory' };
         return { exitCode: StatusCode };
       } finally {
         signal.removeEventListener('abort', onAbort);
@@ -396,11 +475,17 @@ export class DockerRuntime implements Runtime {
     const image = this.options.helperImage;
     try {
       if (await this.puller.present(image)) return { name, ok: true, detail: `checkouts run in ${image}` };
-      if (image !== DEFAULT_HELPER_IMAGE) return { name, ok: true, detail: `${image} will be pulled for the first checkout` };
+      if (image !== DEFAULT_HELPER_IMAGE)
+        return { name, ok: true, detail: `${image} will be pulled for the first checkout` };
       await this.ensureHelperImage(() => undefined, AbortSignal.timeout(120_000));
       return { name, ok: true, detail: `made ${image} from this host's git; checkouts run in it` };
     } catch (err) {
-      return { name, ok: false, detail: (err as Error).message, fix: 'install git and busybox-static on this host, or set EXECUTOR_DOCKER_HELPER_IMAGE to an image with git, sh and sleep' };
+      return {
+        name,
+        ok: false,
+        detail: (err as Error).message,
+        fix: 'install git and busybox-static on this host, or set EXECUTOR_DOCKER_HELPER_IMAGE to an image with git, sh and sleep',
+      };
     }
   }
 
@@ -411,13 +496,29 @@ export class DockerRuntime implements Runtime {
     try {
       await writeFile(path.join(dir, 'check.sh'), 'echo ok\n', { mode: 0o755 });
       const image = this.options.defaultImage;
-      await this.puller.ensure(image, () => chooseCredential(image, { executor: this.options.authConfig }), () => undefined, AbortSignal.timeout(120_000));
+      await this.puller.ensure(
+        image,
+        () => chooseCredential(image, { executor: this.options.authConfig }),
+        () => undefined,
+        AbortSignal.timeout(120_000),
+      );
       let out = '';
       const result = await this.runContainer(
         {
-          name: `dockhand-check-${randomBytes(3).toString('hex')}`, image, executorName: this.settings.executorName, jobId: 0, attempt: 0,
-          stepKey: 'check', workspace: dir, scripts: dir, scriptName: 'check.sh', dir: '.', env: {}, limits: this.jobLimits,
-          pidsLimit: this.options.pidsLimit, network: this.stepNetwork === 'none' ? 'none' : NETWORK_NAME,
+          name: `dockhand-check-${randomBytes(3).toString('hex')}`,
+          image,
+          executorName: this.settings.executorName,
+          jobId: 0,
+          attempt: 0,
+          stepKey: 'check',
+          workspace: dir,
+          scripts: dir,
+          scriptName: 'check.sh',
+          dir: '.',
+          env: {},
+          limits: this.jobLimits,
+          pidsLimit: this.options.pidsLimit,
+          network: this.stepNetwork === 'none' ? 'none' : NETWORK_NAME,
           ociRuntime: this.options.ociRuntime,
         },
         {
@@ -429,13 +530,18 @@ export class DockerRuntime implements Runtime {
       );
       const ok = result.exitCode === 0 && out.trim() === 'ok';
       return {
-        name, ok,
-        detail: ok ? `a step container ran under ${oci} from ${image}` : `the ${image} container under ${oci} exited ${result.exitCode}: ${out.trim().slice(0, 500)}`,
+        name,
+        ok,
+        detail: ok
+          ? `a step container ran under ${oci} from ${image}`
+          : `the ${image} container under ${oci} exited ${result.exitCode}: ${out.trim().slice(0, 500)}`,
         fix: ok ? undefined : `check that ${oci} works: docker run --rm --runtime ${oci} ${image} echo ok`,
       };
     } catch (err) {
       return {
-        name, ok: false, detail: (err as Error).message,
+        name,
+        ok: false,
+        detail: (err as Error).message,
         fix: `make the image available (docker pull ${this.options.defaultImage}) or set EXECUTOR_DOCKER_DEFAULT_IMAGE to one the engine has`,
       };
     } finally {
@@ -479,10 +585,16 @@ class DockerSession implements JobSession {
       return CheckoutHelper.start(
         runtime.docker,
         {
-          name: helperName_, image: runtime.options.helperImage, executorName: runtime.settings.executorName,
-          jobId: this.job.id, attempt: this.job.attempt, workspace: this.dirs.workspace,
-          network: runtime.options.network === 'bridge' ? NETWORK_NAME : 'none', ociRuntime: runtime.helperOciRuntime(),
-          memoryBytes: this.job.limits.memoryBytes, pidsLimit: runtime.options.pidsLimit,
+          name: helperName_,
+          image: runtime.options.helperImage,
+          executorName: runtime.settings.executorName,
+          jobId: this.job.id,
+          attempt: this.job.attempt,
+          workspace: this.dirs.workspace,
+          network: runtime.options.network === 'bridge' ? NETWORK_NAME : 'none',
+          ociRuntime: runtime.helperOciRuntime(),
+          memoryBytes: this.job.limits.memoryBytes,
+          pidsLimit: runtime.options.pidsLimit,
           localRepositories: runtime.settings.allowLocalRepositories ? localRepositoryDirs(spec.repository!.url) : [],
         },
         { allowLocal: runtime.settings.allowLocalRepositories, repository: spec.repository, secrets: this.job.secrets },
@@ -490,7 +602,8 @@ class DockerSession implements JobSession {
     };
     try {
       await prepareHostWorkspace(
-        spec, this.dirs,
+        spec,
+        this.dirs,
         (dir) => async (args, io) => {
           helper ??= await startHelper();
           return helper.git(path.relative(this.dirs.workspace, dir) || '.')(args, io);
@@ -519,8 +632,14 @@ class DockerSession implements JobSession {
     const { runtime, job } = this;
     await stepWorkdir(this.dirs, run.step.dir);
     await writeStepScript(this.dirs, run.index, run.step.run);
-    const spec = runtime.stepContainer(job, run, this.dirs, `dockhand-${job.id}-${job.attempt}-${run.index + 1}-${randomBytes(3).toString('hex')}`);
-    const credential = () => chooseCredential(spec.image, { job: job.dockerAuthConfig, executor: runtime.options.authConfig });
+    const spec = runtime.stepContainer(
+      job,
+      run,
+      this.dirs,
+      `dockhand-${job.id}-${job.attempt}-${run.index + 1}-${randomBytes(3).toString('hex')}`,
+    );
+    const credential = () =>
+      chooseCredential(spec.image, { job: job.dockerAuthConfig, executor: runtime.options.authConfig });
     await runtime.puller.ensure(spec.image, credential, io.note, io.signal);
     if (run.step.user && !this.openedFor.has(run.step.user)) {
       await makeAccessible(this.dirs.workspace, run.step.user);
@@ -536,7 +655,10 @@ class DockerSession implements JobSession {
   async close(): Promise<void> {
     if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces, this.helperGone);
     else if (this.runtime.settings.keepWorkspaces) this.runtime.dirsInUse.delete(this.dirs.root);
-    else this.runtime.later(`job directory ${this.dirs.root}`, () => removeHostDirs(this.dirs).finally(() => this.runtime.dirsInUse.delete(this.dirs.root)));
+    else
+      this.runtime.later(`job directory ${this.dirs.root}`, () =>
+        removeHostDirs(this.dirs).finally(() => this.runtime.dirsInUse.delete(this.dirs.root)),
+      );
   }
 }
 
@@ -557,7 +679,9 @@ function localRepositoryDirs(url: string): string[] {
 function networkFor(options: DockerOptions, engine: EngineInfo): 'bridge' | 'none' {
   if (options.network === 'none') return 'none';
   const args = engine.runtimeArgs[options.ociRuntime || engine.defaultRuntime] ?? [];
-  const networkless = args.some((arg, i) => arg === '--network=none' || (arg === '--network' && args[i + 1] === 'none'));
+  const networkless = args.some(
+    (arg, i) => arg === '--network=none' || (arg === '--network' && args[i + 1] === 'none'),
+  );
   return networkless ? 'none' : 'bridge';
 }
 
@@ -592,7 +716,10 @@ async function engineInfo(docker: Docker): Promise<EngineInfo> {
 /** Engine refusals caused by the step itself (a user missing from the image, a bad working directory) are final. */
 function engineError(what: string, err: Error): JobFailure {
   const message = (err as { json?: { message?: string } }).json?.message ?? err.message;
-  const jobsFault = /unable to find user|no matching entries in passwd|not a directory|no such file or directory|executable file not found|invalid/i.test(message);
+  const jobsFault =
+    /unable to find user|no matching entries in passwd|not a directory|no such file or directory|executable file not found|invalid/i.test(
+      message,
+    );
   return new JobFailure(jobsFault ? 'invalid_step' : 'runtime_unavailable', `${what}: ${message}`);
 }
 
@@ -602,7 +729,10 @@ function engineError(what: string, err: Error): JobFailure {
  */
 async function oomKilled(container: Docker.Container): Promise<boolean> {
   for (let tries = 1; ; tries++) {
-    const state = await container.inspect().then((c) => c.State, () => undefined);
+    const state = await container.inspect().then(
+      (c) => c.State,
+      () => undefined,
+    );
     if (!state) return false;
     if (state.OOMKilled) return true;
     if (tries === OOM_TRIES) return false;

@@ -39,14 +39,19 @@ export class ImagePuller {
 
   /** `chooseCredential` runs only when a pull is needed: an image the engine has costs no credential lookup. */
   async ensure(
-    image: string, chooseCredential: () => Promise<ChosenCredential>, note: (line: string) => void, signal: AbortSignal,
+    image: string,
+    chooseCredential: () => Promise<ChosenCredential>,
+    note: (line: string) => void,
+    signal: AbortSignal,
   ): Promise<void> {
     const ref = withDefaultTag(image);
     if (await this.present(ref)) return;
     const credential = await chooseCredential();
     note(`[dockhand] pulling ${ref} from ${credential.registry} with ${credential.source}`);
     // Shared only between pulls with the same credential: a job never gets an image through another job's rights.
-    const key = `${ref}\n${createHash('sha256').update(JSON.stringify(credential.auth ?? null)).digest('hex')}`;
+    const key = `${ref}\n${createHash('sha256')
+      .update(JSON.stringify(credential.auth ?? null))
+      .digest('hex')}`;
     for (;;) {
       const shared = this.inFlight.get(key);
       if (!shared) {
@@ -77,7 +82,12 @@ export class ImagePuller {
     }
   }
 
-  private async pull(ref: string, credential: ChosenCredential, note: (line: string) => void, signal: AbortSignal): Promise<void> {
+  private async pull(
+    ref: string,
+    credential: ChosenCredential,
+    note: (line: string) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
     let stream: NodeJS.ReadableStream;
     try {
       // The engine may answer only once the registry does: the signal also ends the wait for that answer.

@@ -34,7 +34,8 @@ function run(command: string, args: string[]): Promise<void> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { timeout: COMMAND_TIMEOUT_MS }, (err, _stdout, stderr) => {
       if (!err) return resolve();
-      const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${command} is not installed` : stderr.trim() || err.message;
+      const why =
+        (err as NodeJS.ErrnoException).code === 'ENOENT' ? `${command} is not installed` : stderr.trim() || err.message;
       reject(new Error(`${command} ${args.join(' ')}: ${why}`));
     });
   });
@@ -70,8 +71,7 @@ export class JobDisks {
     /** The executor's default per job (EXECUTOR_JOB_DISK): what a job that asks for no size gets. */
     private readonly defaultBytes: number,
     private readonly log: Logger,
-  ) {
-  }
+  ) {}
 
   /** A disk of `bytes` with an empty workspace on it, mounted; the ready one when it has that size. */
   async take(bytes: number): Promise<JobDisk> {
@@ -103,12 +103,14 @@ export class JobDisks {
    */
   release(disk: JobDisk, keep: boolean, idle: Promise<unknown> = Promise.resolve()): void {
     if (keep) {
-      this.log.info({ workspace: disk.dirs.workspace }, 'keeping the job\'s workspace (EXECUTOR_KEEP_WORKSPACES)');
+      this.log.info({ workspace: disk.dirs.workspace }, "keeping the job's workspace (EXECUTOR_KEEP_WORKSPACES)");
       this.held.delete(disk.dirs.root);
       return;
     }
     const reuse = !this.spare && !this.closed && disk.bytes === Math.max(this.defaultBytes, MIN_DISK_BYTES);
-    const done = idle.catch(() => undefined).then(() => (reuse ? this.empty(disk) : this.destroy(disk.dirs.root).then(() => undefined)));
+    const done = idle
+      .catch(() => undefined)
+      .then(() => (reuse ? this.empty(disk) : this.destroy(disk.dirs.root).then(() => undefined)));
     if (reuse) {
       this.spare = done.then(() => disk);
       // A disk that cannot be emptied is not reused: the next job makes its own.
@@ -116,7 +118,11 @@ export class JobDisks {
     }
     this.background.run(
       () => done,
-      (err) => this.log.warn({ disk: disk.dirs.root, err: err.message }, 'could not empty or remove a job disk; the janitor will try again'),
+      (err) =>
+        this.log.warn(
+          { disk: disk.dirs.root, err: err.message },
+          'could not empty or remove a job disk; the janitor will try again',
+        ),
     );
   }
 
@@ -146,7 +152,10 @@ export class JobDisks {
 
   /** The JobFailure for a full disk. */
   full(disk: JobDisk): JobFailure {
-    return new JobFailure('out_of_disk', `the job's disk is full (${formatSize(disk.bytes)}; ask for more with resources.disk, up to EXECUTOR_JOB_DISK)`);
+    return new JobFailure(
+      'out_of_disk',
+      `the job's disk is full (${formatSize(disk.bytes)}; ask for more with resources.disk, up to EXECUTOR_JOB_DISK)`,
+    );
   }
 
   /** Removes this executor's disks that no job of this process holds (left by a crash), unless they are kept. */
@@ -164,7 +173,10 @@ export class JobDisks {
         removed.push(dir);
       } catch (err) {
         // One that cannot go (a busy mount) must not keep the others, or the executor's start.
-        this.log.warn({ disk: dir, err: (err as Error).message }, 'could not remove an orphaned job disk; the janitor will try again');
+        this.log.warn(
+          { disk: dir, err: (err as Error).message },
+          'could not remove an orphaned job disk; the janitor will try again',
+        );
       }
     }
     return removed;
@@ -176,7 +188,11 @@ export class JobDisks {
     try {
       const disk = await this.make(MIN_DISK_BYTES);
       await this.destroy(disk.dirs.root);
-      return { name, ok: true, detail: `each job's workspace on its own ext4 file system under ${this.workspaceRoot}, ${formatSize(this.defaultBytes)} unless the job asks for less` };
+      return {
+        name,
+        ok: true,
+        detail: `each job's workspace on its own ext4 file system under ${this.workspaceRoot}, ${formatSize(this.defaultBytes)} unless the job asks for less`,
+      };
     } catch (err) {
       return { name, ok: false, detail: (err as Error).message, fix: JOB_DISK_FIX };
     }
@@ -218,7 +234,17 @@ export class JobDisks {
       await writeFile(image, '');
       await truncate(image, bytes);
       // No journal (the disk dies with the job), nothing reserved for root, inode tables left for later: ~35 ms.
-      await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-O', '^has_journal', '-E', 'lazy_itable_init=1,nodiscard', image]);
+      await run('mkfs.ext4', [
+        '-q',
+        '-F',
+        '-m',
+        '0',
+        '-O',
+        '^has_journal',
+        '-E',
+        'lazy_itable_init=1,nodiscard',
+        image,
+      ]);
       await mkdir(mount);
       // noinit_itable: the kernel must not zero the inode tables behind our back (it would fill the sparse file).
       await run('mount', ['-o', 'loop,noatime,nodev,nosuid,noinit_itable', image, mount]);
@@ -244,4 +270,4 @@ export class JobDisks {
 
 export const JOB_DISK_FIX =
   'run the executor as root on a host with mkfs.ext4 and mount (Debian: e2fsprogs, mount), so each job gets a disk of its own; ' +
-  'or set EXECUTOR_JOB_DISK=0 to leave job disks unbounded (one job can then fill the host\'s disk)';
+  "or set EXECUTOR_JOB_DISK=0 to leave job disks unbounded (one job can then fill the host's disk)";

@@ -22,7 +22,10 @@ const JUMPS = [
 ];
 
 export class NetworkSetupError extends Error {
-  constructor(message: string, readonly fix: string) {
+  constructor(
+    message: string,
+    readonly fix: string,
+  ) {
     super(message);
   }
 }
@@ -30,7 +33,8 @@ export class NetworkSetupError extends Error {
 function iptables(args: string[]): Promise<{ ok: boolean; stderr: string }> {
   return new Promise((resolve) => {
     execFile('iptables', ['-w', '5', ...args], { timeout: 15_000 }, (err, _stdout, stderr) => {
-      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT') resolve({ ok: false, stderr: 'iptables is not installed' });
+      if (err && (err as NodeJS.ErrnoException).code === 'ENOENT')
+        resolve({ ok: false, stderr: 'iptables is not installed' });
       else resolve({ ok: !err, stderr: stderr.trim() });
     });
   });
@@ -61,7 +65,8 @@ export async function ensureNetwork(docker: Docker): Promise<void> {
 export async function metadataBlocked(): Promise<{ ok: boolean; detail: string }> {
   for (const rule of [CHAIN_RULE, ...JUMPS]) {
     const r = await iptables(['-C', ...rule]);
-    if (!r.ok) return { ok: false, detail: `missing: iptables -A ${rule.join(' ')}${r.stderr ? ` (${r.stderr})` : ''}` };
+    if (!r.ok)
+      return { ok: false, detail: `missing: iptables -A ${rule.join(' ')}${r.stderr ? ` (${r.stderr})` : ''}` };
   }
   return { ok: true, detail: `${BLOCKED} (including ${METADATA_ADDRESS}) is rejected from ${BRIDGE_NAME}` };
 }

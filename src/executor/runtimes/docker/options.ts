@@ -24,13 +24,32 @@ export const DEFAULT_HELPER_IMAGE = `dockhand-helper:${VERSION}`;
 
 export function dockerOptions(env: NodeJS.ProcessEnv): DockerOptions {
   return {
-    ociRuntime: readEnv(env, 'EXECUTOR_DOCKER_RUNTIME', z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'must be the name of a runtime registered with dockerd, e.g. runc or runsc'), ''),
+    ociRuntime: readEnv(
+      env,
+      'EXECUTOR_DOCKER_RUNTIME',
+      z
+        .string()
+        .regex(
+          /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+          'must be the name of a runtime registered with dockerd, e.g. runc or runsc',
+        ),
+      '',
+    ),
     network: readEnv(
-      env, 'EXECUTOR_DOCKER_NETWORK',
-      z.enum(['bridge', 'none'], { error: () => 'EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"' }),
+      env,
+      'EXECUTOR_DOCKER_NETWORK',
+      z.enum(['bridge', 'none'], {
+        error: () => 'EXECUTOR_DOCKER_NETWORK must be "bridge" (network with the metadata address blocked) or "none"',
+      }),
       'bridge',
     ),
-    authConfig: readEnv<DockerAuthConfig | undefined>(env, 'EXECUTOR_DOCKER_AUTH_CONFIG', staticDockerAuthConfigInput, undefined, { secret: true }),
+    authConfig: readEnv<DockerAuthConfig | undefined>(
+      env,
+      'EXECUTOR_DOCKER_AUTH_CONFIG',
+      staticDockerAuthConfigInput,
+      undefined,
+      { secret: true },
+    ),
     defaultImage: env.EXECUTOR_DOCKER_DEFAULT_IMAGE || 'busybox:latest',
     pidsLimit: readEnv(env, 'EXECUTOR_DOCKER_PIDS_LIMIT', envInt('EXECUTOR_DOCKER_PIDS_LIMIT', 16, 1_000_000), 4096),
     helperImage: env.EXECUTOR_DOCKER_HELPER_IMAGE || DEFAULT_HELPER_IMAGE,

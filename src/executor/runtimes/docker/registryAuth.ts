@@ -6,7 +6,12 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  credentialFor, dockerAuthConfig, normalizeRegistry, registryOf, type DockerAuthConfig, type EngineAuth,
+  credentialFor,
+  dockerAuthConfig,
+  normalizeRegistry,
+  registryOf,
+  type DockerAuthConfig,
+  type EngineAuth,
 } from '../../../core/dockerAuthConfig.js';
 import { JobFailure } from '../runtime.js';
 
@@ -60,12 +65,17 @@ async function readUserConfig(file: string): Promise<DockerAuthConfig | undefine
   }
   // Other keys (proxies, plugins) are the docker CLI's business; only the credential parts matter here.
   const parsed = dockerAuthConfig.safeParse(json);
-  if (!parsed.success) throw new JobFailure('runtime_unavailable', `${file} has registry credentials in a form Docker does not use: fix or remove its "auths"`);
+  if (!parsed.success)
+    throw new JobFailure(
+      'runtime_unavailable',
+      `${file} has registry credentials in a form Docker does not use: fix or remove its "auths"`,
+    );
   return parsed.data;
 }
 
 function helperFor(config: DockerAuthConfig, registry: string): string | undefined {
-  for (const [key, helper] of Object.entries(config.credHelpers ?? {})) if (normalizeRegistry(key) === registry) return helper;
+  for (const [key, helper] of Object.entries(config.credHelpers ?? {}))
+    if (normalizeRegistry(key) === registry) return helper;
   return config.credsStore || undefined;
 }
 
@@ -79,7 +89,11 @@ function runCredentialHelper(helper: string, registry: string): Promise<EngineAu
         const { Username, Secret } = JSON.parse(stdout) as { Username?: string; Secret?: string };
         if (!Secret) return resolve(undefined);
         // By the helpers' convention, "<token>" as the user name means the secret is an identity token.
-        resolve(Username === '<token>' ? { identitytoken: Secret, serveraddress: registry } : { username: Username, password: Secret, serveraddress: registry });
+        resolve(
+          Username === '<token>'
+            ? { identitytoken: Secret, serveraddress: registry }
+            : { username: Username, password: Secret, serveraddress: registry },
+        );
       } catch {
         resolve(undefined);
       }

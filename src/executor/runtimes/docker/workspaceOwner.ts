@@ -26,7 +26,10 @@ export async function makeAccessible(root: string, user: string): Promise<void> 
   });
 }
 
-async function walk(dir: string, visit: (file: string, isDir: boolean, isLink: boolean) => Promise<void>): Promise<void> {
+async function walk(
+  dir: string,
+  visit: (file: string, isDir: boolean, isLink: boolean) => Promise<void>,
+): Promise<void> {
   await visit(dir, true, false);
   for await (const entry of await opendir(dir)) {
     const file = path.join(dir, entry.name);

@@ -9,13 +9,20 @@ import { BackgroundWork } from '../../background.js';
 import { processStartTime, runProcess } from '../../process.js';
 import { gitEnvironment, type GitRunner } from '../../workspace/checkout.js';
 import {
-  createHostDirs, executorRoot, prepareHostWorkspace, removeHostDirs, stepScriptPath, stepWorkdir, writeStepScript, type HostDirs,
+  createHostDirs,
+  executorRoot,
+  prepareHostWorkspace,
+  removeHostDirs,
+  stepScriptPath,
+  stepWorkdir,
+  writeStepScript,
+  type HostDirs,
 } from '../../workspace/hostWorkspace.js';
 import type { JobSession, JobView, PrepareContext, Runtime, StepIO, StepResult, StepRun } from '../runtime.js';
 import type { RuntimeSettings } from '../settings.js';
 
 export const SHELL_RUNTIME_WARNING =
-  'The shell runtime gives NO isolation: job steps run as host processes with this executor\'s user and permissions. ' +
+  "The shell runtime gives NO isolation: job steps run as host processes with this executor's user and permissions. " +
   'Use it for development and trusted jobs only.';
 
 /** What a host process needs from the executor's own environment; nothing else (no tokens) leaks into steps. */
@@ -104,11 +111,20 @@ class ShellSession implements JobSession {
     const home = path.join(this.dirs.root, 'git-home');
     await mkdir(home);
     const env = gitEnvironment({
-      home, path: process.env.PATH ?? '/usr/bin:/bin', allowLocal: this.settings.allowLocalRepositories,
-      repository: this.job.spec.repository, secrets: this.job.secrets,
+      home,
+      path: process.env.PATH ?? '/usr/bin:/bin',
+      allowLocal: this.settings.allowLocalRepositories,
+      repository: this.job.spec.repository,
+      secrets: this.job.secrets,
     });
-    const git = (cwd: string): GitRunner => async (args, io) => (await runProcess(['git', ...args], { cwd, env, output: io.output, signal: io.signal })).exitCode;
-    await prepareHostWorkspace(this.job.spec, this.dirs, git, { ...ctx, allowLocalRepositories: this.settings.allowLocalRepositories });
+    const git =
+      (cwd: string): GitRunner =>
+      async (args, io) =>
+        (await runProcess(['git', ...args], { cwd, env, output: io.output, signal: io.signal })).exitCode;
+    await prepareHostWorkspace(this.job.spec, this.dirs, git, {
+      ...ctx,
+      allowLocalRepositories: this.settings.allowLocalRepositories,
+    });
   }
 
   describeStep(run: StepRun): string[] {
@@ -124,9 +140,15 @@ class ShellSession implements JobSession {
     const pidFile = path.join(this.dirs.root, STEP_PID_FILE);
     let recorded: Promise<void> = Promise.resolve();
     const result = await runProcess(this.describeStep(run), {
-      cwd, env, output: io.output, outputWritable: io.outputWritable, signal: io.signal,
+      cwd,
+      env,
+      output: io.output,
+      outputWritable: io.outputWritable,
+      signal: io.signal,
       onSpawn: (pid) => {
-        recorded = processStartTime(pid).then((started) => (started ? writeFile(pidFile, `${pid} ${started}`) : undefined));
+        recorded = processStartTime(pid).then((started) =>
+          started ? writeFile(pidFile, `${pid} ${started}`) : undefined,
+        );
       },
     });
     await recorded.then(() => rm(pidFile, { force: true })).catch(() => undefined);
