@@ -4,7 +4,25 @@
 import type { Logger } from 'pino';
 import { dockerOptions } from './docker/options.js';
 import type { Runtime } from './runtime.js';
-import type { RuntimeSettings } from './settings.js';
+
+/** The settings every runtime gets (settings.ts reads them from the environment), its own among them. */
+export interface RuntimeSettings {
+  runtime: RuntimeName;
+  /** EXECUTOR_NAME: labels what the runtime makes, so a restarted executor finds its own leftovers. */
+  executorName: string;
+  /** What one job may use (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY, EXECUTOR_JOB_DISK); 0 = unbounded. */
+  jobCpus: number;
+  jobMemoryBytes: number;
+  jobDiskBytes: number;
+  keepWorkspaces: boolean;
+  workspaceRoot: string;
+  /** How often the janitor looks for leftovers (EXECUTOR_CLEANUP_TASK_INTERVAL). */
+  cleanupIntervalMs: number;
+  /** file:// repositories are checked out only with this on (a development setting). */
+  allowLocalRepositories: boolean;
+  /** The runtime's own settings, as its table entry read them. */
+  options: unknown;
+}
 
 /** What a runtime's folder exports from its index.ts. */
 export interface RuntimeModule<O> {

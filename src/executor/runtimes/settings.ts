@@ -5,25 +5,10 @@ import os from 'node:os';
 import { z } from 'zod';
 import { ConfigError, envBool, envDuration, envNumber, envSize, readEnv } from '../../core/envConfig.js';
 import { ALLOW_LOCAL_REPOSITORIES } from '../workspace/checkout.js';
-import { RUNTIMES, RUNTIME_NAMES, type RuntimeName } from './index.js';
+import { RUNTIMES, RUNTIME_NAMES, type RuntimeName, type RuntimeSettings } from './index.js';
 
-export interface RuntimeSettings {
-  runtime: RuntimeName;
-  /** EXECUTOR_NAME: labels what the runtime makes, so a restarted executor finds its own leftovers. */
-  executorName: string;
-  /** What one job may use (EXECUTOR_JOB_NUM_CPUS, EXECUTOR_JOB_MEMORY, EXECUTOR_JOB_DISK); 0 = unbounded. */
-  jobCpus: number;
-  jobMemoryBytes: number;
-  jobDiskBytes: number;
-  keepWorkspaces: boolean;
-  workspaceRoot: string;
-  /** How often the janitor looks for leftovers (EXECUTOR_CLEANUP_TASK_INTERVAL). */
-  cleanupIntervalMs: number;
-  /** file:// repositories are checked out only with this on (a development setting). */
-  allowLocalRepositories: boolean;
-  /** The runtime's own settings, as its table entry read them. */
-  options: unknown;
-}
+// The interface lives with the table (index.ts), which needs it and must not import this file back.
+export type { RuntimeSettings } from './index.js';
 
 /** The executor's name (EXECUTOR_NAME, default the hostname). */
 export function executorName(env: NodeJS.ProcessEnv): string {

@@ -30,7 +30,7 @@ import type {
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
-import { pgTransaction, postgresSql } from '../sql.js';
+import { pgTransaction, postgresSql } from './sql.js';
 import {
   EXECUTOR_UPDATE_SQL,
   INSTANCE_UPDATE_SQL,

@@ -29,7 +29,7 @@ import type {
 } from '../store.js';
 import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
 import { Accounts } from '../accounts.js';
-import { sqliteSql } from '../sql.js';
+import { sqliteSql } from './sql.js';
 import {
   EXECUTOR_UPDATE_SQL,
   INSTANCE_UPDATE_SQL,
