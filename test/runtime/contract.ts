@@ -336,26 +336,7 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
 
     it("fetches with a password from the job's secrets, naming the secret in the log and never its value", async () => {
       authServer.makeRepo('private-by-secret', [{ 'secret.txt': 'by secret\n' }]);
-      const job = await open(
-        runtime,
-        {
-          secrets: ['GIT_TOKEN'],
-          repository: {
-            url: authServer.url('private-by-secret', { host }),
-            username: 'deploy',
-            passwordSecret: 'GIT_TOKEN',
-          },
-          steps: [{ run: 'cat secret.txt' }],
-        },
-        // A secret made from a file ends with a line break, which is not part of the password.
-        { secrets: { GIT_TOKEN: 'pa55-word\n' } },
-      );
-      expect(job.log.text('setup.git.fetch')).toContain('password in secret GIT_TOKEN');
-      expect(JSON.stringify(job.log.entries)).not.toContain('pa55-word');
-      const out = new StepOutput();
-      expect((await job.run(0, out)).exitCode).toBe(0);
-      expect(out.of('stdout')).toBe('by secret\n');
-      const wrong = await failureOf(
+      const withPassword = (password: string, run: string) =>
         open(
           runtime,
           {
@@ -365,11 +346,18 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
               username: 'deploy',
               passwordSecret: 'GIT_TOKEN',
             },
-            steps: [{ run: 'true' }],
+            steps: [{ run }],
           },
-          { secrets: { GIT_TOKEN: 'not-the-password' } },
-        ),
-      );
+          { secrets: { GIT_TOKEN: password } },
+        );
+      // A secret made from a file ends with a line break, which is not part of the password.
+      const job = await withPassword('pa55-word\n', 'cat secret.txt');
+      expect(job.log.text('setup.git.fetch')).toContain('password in secret GIT_TOKEN');
+      expect(JSON.stringify(job.log.entries)).not.toContain('pa55-word');
+      const out = new StepOutput();
+      expect((await job.run(0, out)).exitCode).toBe(0);
+      expect(out.of('stdout')).toBe('by secret\n');
+      const wrong = await failureOf(withPassword('not-the-password', 'true'));
       expect(wrong.reason).toBe('checkout_failure');
     });
 
