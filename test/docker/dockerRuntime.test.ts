@@ -375,13 +375,32 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
       const orphan = await waitForContainer(name, job.id);
       first.proc.signal('SIGKILL');
       await first.proc.exit();
-      await sleep(500);
       expect(await jobContainers(name, job.id)).toEqual([orphan]);
       const second = await startExecutor(server.url, { name, queues: [orphanQueue], env });
       try {
         await second.proc.waitFor(/executor registered/);
         await waitUntilGone(name, job.id, 5_000);
-        await sleep(1_500); // a janitor round or more
+        // A leftover of this executor's made after its start: once the janitor has removed it, a janitor round has
+        // passed, and the containers that are not this executor's must still be running.
+        const marker = (
+          await docker([
+            'run',
+            '-d',
+            '--network',
+            'none',
+            '--label',
+            `dev.dockhand.executor=${name}`,
+            DOCKER_TEST_IMAGE,
+            'sleep',
+            '120',
+          ])
+        ).stdout.trim();
+        await until(
+          'a janitor round removes the marker',
+          async () => (await docker(['inspect', marker], { allowFail: true })).code !== 0,
+          10_000,
+          100,
+        );
         const alive = await docker(['inspect', '-f', '{{.State.Running}}', foreign, sibling]);
         expect(alive.stdout.trim().split('\n')).toEqual(['true', 'true']);
       } finally {
