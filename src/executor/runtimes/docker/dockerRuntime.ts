@@ -27,6 +27,7 @@ import {
   writeStepScript,
   type HostDirs,
 } from '../../workspace/hostWorkspace.js';
+import { OwnedDirs } from '../../workspace/ownedDirs.js';
 import {
   type CheckResult,
   JobFailure,
@@ -93,9 +94,7 @@ export class DockerRuntime implements Runtime {
   private readonly inUse = new Set<string>();
   private readonly background = new BackgroundWork();
   /** Plain job directories (EXECUTOR_JOB_DISK=0) of this process's sessions. */
-  readonly dirsInUse = new Set<string>();
-  /** Plain job directories being made, which exist before they are in dirsInUse: the janitor waits for them. */
-  private openingDirs = 0;
+  readonly plainDirs = new OwnedDirs();
   private janitor?: NodeJS.Timeout;
   private readonly jobLimits: JobLimits;
   /** What steps get: the dockhand bridge, or none (set so, or the OCI runtime has no network of its own anyway). */
@@ -178,16 +177,14 @@ export class DockerRuntime implements Runtime {
         disk = await this.disks.take(job.limits.diskBytes);
         dirs = disk.dirs;
       } else {
-        this.openingDirs++;
-        try {
-          dirs = await createHostDirs(
-            await executorRoot(this.settings.workspaceRoot, this.settings.executorName),
-            `job-${job.id}-`,
-          );
-          this.dirsInUse.add(dirs.root);
-        } finally {
-          this.openingDirs--;
-        }
+        dirs = await this.plainDirs.make(
+          async () =>
+            createHostDirs(
+              await executorRoot(this.settings.workspaceRoot, this.settings.executorName),
+              `job-${job.id}-`,
+            ),
+          (d) => d.root,
+        );
       }
     } catch (err) {
       throw new JobFailure('runtime_unavailable', `cannot make the job's workspace: ${(err as Error).message}`);
@@ -222,7 +219,7 @@ export class DockerRuntime implements Runtime {
       const root = await executorRoot(this.settings.workspaceRoot, this.settings.executorName);
       for (const name of await readdir(root)) {
         const dir = path.join(root, name);
-        if (!name.startsWith('job-') || this.openingDirs > 0 || this.dirsInUse.has(dir)) continue;
+        if (!name.startsWith('job-') || this.plainDirs.spares(dir)) continue;
         try {
           await rm(dir, { recursive: true, force: true, maxRetries: 3 });
           disks.push(dir);
@@ -654,10 +651,10 @@ class DockerSession implements JobSession {
 
   async close(): Promise<void> {
     if (this.disk) this.runtime.disks!.release(this.disk, this.runtime.settings.keepWorkspaces, this.helperGone);
-    else if (this.runtime.settings.keepWorkspaces) this.runtime.dirsInUse.delete(this.dirs.root);
+    else if (this.runtime.settings.keepWorkspaces) this.runtime.plainDirs.release(this.dirs.root);
     else
       this.runtime.later(`job directory ${this.dirs.root}`, () =>
-        removeHostDirs(this.dirs).finally(() => this.runtime.dirsInUse.delete(this.dirs.root)),
+        removeHostDirs(this.dirs).finally(() => this.runtime.plainDirs.release(this.dirs.root)),
       );
   }
 }

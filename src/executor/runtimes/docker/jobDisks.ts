@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { formatSize } from '../../../core/units.js';
 import { BackgroundWork } from '../../background.js';
 import { executorRoot, hostDirsIn, type HostDirs } from '../../workspace/hostWorkspace.js';
+import { OwnedDirs } from '../../workspace/ownedDirs.js';
 import { JobFailure, type CheckResult } from '../runtime.js';
 
 /** ext4 needs room for its own structures; a smaller request gets this much. */
@@ -59,9 +60,7 @@ export class JobDisks {
   /** The disk the next job of the default size takes: made ahead, or the last one emptied. */
   private spare?: Promise<JobDisk>;
   /** Every disk this process made and has not removed (in use, ready, being emptied): the janitor leaves them be. */
-  private readonly held = new Set<string>();
-  /** Disks whose directory may exist before it is held: the janitor waits for them. */
-  private making = 0;
+  private readonly owned = new OwnedDirs();
   private prepared = false;
   private closed = false;
 
@@ -104,7 +103,7 @@ export class JobDisks {
   release(disk: JobDisk, keep: boolean, idle: Promise<unknown> = Promise.resolve()): void {
     if (keep) {
       this.log.info({ workspace: disk.dirs.workspace }, "keeping the job's workspace (EXECUTOR_KEEP_WORKSPACES)");
-      this.held.delete(disk.dirs.root);
+      this.owned.release(disk.dirs.root);
       return;
     }
     const reuse = !this.spare && !this.closed && disk.bytes === Math.max(this.defaultBytes, MIN_DISK_BYTES);
@@ -166,7 +165,7 @@ export class JobDisks {
     for (const name of names) {
       const dir = path.join(root, name);
       // Checked again for each one: disks are made and released while this loop waits.
-      if (this.making > 0 || this.held.has(dir)) continue;
+      if (this.owned.spares(dir)) continue;
       try {
         if (keep && (await mountsUnder(dir)).size) continue;
         await this.destroy(dir);
@@ -219,14 +218,10 @@ export class JobDisks {
   }
 
   private async make(bytes: number): Promise<JobDisk> {
-    this.making++;
-    let root: string;
-    try {
-      root = await mkdtemp(path.join(await this.root(), PREFIX));
-      this.held.add(root);
-    } finally {
-      this.making--;
-    }
+    const root = await this.owned.make(
+      async () => mkdtemp(path.join(await this.root(), PREFIX)),
+      (r) => r,
+    );
     const image = path.join(root, 'disk.img');
     const mount = path.join(root, 'mnt');
     try {
@@ -263,7 +258,7 @@ export class JobDisks {
       await rm(root, { recursive: true, force: true, maxRetries: 3 });
     } finally {
       // Gone, or left for the janitor to try again: no job holds it any more either way.
-      this.held.delete(root);
+      this.owned.release(root);
     }
   }
 }

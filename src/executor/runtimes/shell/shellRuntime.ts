@@ -18,6 +18,7 @@ import {
   writeStepScript,
   type HostDirs,
 } from '../../workspace/hostWorkspace.js';
+import { OwnedDirs } from '../../workspace/ownedDirs.js';
 import type { JobSession, JobView, PrepareContext, Runtime, StepIO, StepResult, StepRun } from '../runtime.js';
 import type { RuntimeSettings } from '../settings.js';
 
@@ -37,7 +38,7 @@ export class ShellRuntime implements Runtime {
   readonly name = 'shell';
   private readonly background = new BackgroundWork();
   /** Job directories of this process's sessions: the janitor leaves them alone. */
-  private readonly inUse = new Set<string>();
+  private readonly jobDirs = new OwnedDirs();
 
   constructor(
     private readonly settings: Settings,
@@ -54,12 +55,14 @@ export class ShellRuntime implements Runtime {
   }
 
   async open(job: JobView): Promise<JobSession> {
-    const dirs = await createHostDirs(await this.root(), `job-${job.id}-`);
-    this.inUse.add(dirs.root);
+    const dirs = await this.jobDirs.make(
+      async () => createHostDirs(await this.root(), `job-${job.id}-`),
+      (d) => d.root,
+    );
     return new ShellSession(job, dirs, this.settings, () => {
-      if (this.settings.keepWorkspaces) return void this.inUse.delete(dirs.root);
+      if (this.settings.keepWorkspaces) return void this.jobDirs.release(dirs.root);
       this.background.run(
-        () => removeHostDirs(dirs).finally(() => this.inUse.delete(dirs.root)),
+        () => removeHostDirs(dirs).finally(() => this.jobDirs.release(dirs.root)),
         (err) => this.log.warn({ jobId: job.id, err: err.message }, 'could not remove a job directory'),
       );
     });
@@ -75,7 +78,7 @@ export class ShellRuntime implements Runtime {
     const removed: string[] = [];
     for (const name of names) {
       const dir = path.join(root, name);
-      if (this.inUse.has(dir)) continue;
+      if (this.jobDirs.spares(dir)) continue;
       const [pid, started] = (await readFile(path.join(dir, STEP_PID_FILE), 'utf8').catch(() => '')).split(' ');
       // The same pid and start time: the very process the step was, not a later one that got its pid.
       if (pid && started && (await processStartTime(Number(pid))) === started.trim()) {
