@@ -1,7 +1,7 @@
 // Starts real `dockhand server` and `dockhand executor` processes from the built CLI, as a user would.
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile, realpath } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,6 +44,8 @@ export async function tempDir(prefix: string): Promise<string> {
 export class Proc {
   readonly child: ChildProcess;
   output = '';
+  /** Undoes what a killed process could not (an executor's mounted job disks). */
+  afterKill?: () => Promise<void>;
   private readonly exited: Promise<number | null>;
 
   /** `prefix` runs the CLI through another command (e.g. onHost's), which must exec it in the same process. */
@@ -95,6 +97,7 @@ export class Proc {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     this.child.kill('SIGKILL');
     await this.exited;
+    await this.afterKill?.();
   }
 }
 
@@ -159,7 +162,7 @@ export interface ExecutorOptions {
 
 /** An executor process, not waited for: see startExecutor. */
 export function spawnExecutor(url: string, opts: ExecutorOptions): Proc {
-  return new Proc(
+  const proc = new Proc(
     ['executor'],
     {
       EXECUTOR_FRONTEND_URL: url,
@@ -173,6 +176,25 @@ export function spawnExecutor(url: string, opts: ExecutorOptions): Proc {
     opts.name,
     opts.prefix,
   );
+  // A killed docker executor leaves its spare job disk mounted (its next start would remove it); loop devices are
+  // few, and a suite that leaks one per killed executor runs out of them.
+  proc.afterKill = () =>
+    unmountUnder(path.join(opts.env?.EXECUTOR_WORKSPACE_ROOT ?? os.tmpdir(), `dockhand-${opts.name}`));
+  return proc;
+}
+
+/** Unmounts whatever is mounted under `dir`, deepest first. */
+async function unmountUnder(dir: string): Promise<void> {
+  const root = await realpath(dir).catch(() => undefined);
+  if (!root) return;
+  const points = (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .map((line) =>
+      line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_m, octal: string) => String.fromCharCode(parseInt(octal, 8))),
+    )
+    .filter((point): point is string => !!point && point.startsWith(root + path.sep))
+    .sort((a, b) => b.length - a.length);
+  for (const point of points) spawnSync('umount', [point], { stdio: 'ignore' });
 }
 
 /** An executor process, once the server has accepted it. */

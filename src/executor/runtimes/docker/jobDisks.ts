@@ -7,13 +7,14 @@
 // punches them out of the sparse file), about 15 ms. Other sizes are made for their job and removed after it.
 //
 //   <workspace root>/dockhand-<executor>/disk-XXXXXX/   disk.img (sparse), mnt/ (the mount), mnt/workspace, scripts/
+//   <workspace root>/dockhand-disk-check-XXXXXX/        the start-up check's tiny disk, made and removed at once
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, statfs, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { formatSize } from '../../../core/units.js';
 import { BackgroundWork } from '../../background.js';
-import { executorRoot, hostDirsIn, type HostDirs } from '../../workspace/hostWorkspace.js';
+import { executorRoot, hostDirsIn, realRoot, type HostDirs } from '../../workspace/hostWorkspace.js';
 import { OwnedDirs } from '../../workspace/ownedDirs.js';
 import { JobFailure, type CheckResult } from '../runtime.js';
 
@@ -23,6 +24,7 @@ export const MIN_DISK_BYTES = 8 * 2 ** 20;
 const FULL_BELOW_BYTES = 2 ** 20;
 const COMMAND_TIMEOUT_MS = 30_000;
 const PREFIX = 'disk-';
+const CHECK_PREFIX = 'dockhand-disk-check-';
 
 export interface JobDisk {
   dirs: HostDirs;
@@ -185,7 +187,9 @@ export class JobDisks {
   async check(): Promise<CheckResult> {
     const name = 'job disks';
     try {
-      const disk = await this.make(MIN_DISK_BYTES);
+      // Outside the executor's own directory: before its name is registered, another process may hold that name,
+      // and its janitor would remove this disk half-made.
+      const disk = await this.make(MIN_DISK_BYTES, await realRoot(this.workspaceRoot), CHECK_PREFIX);
       await this.destroy(disk.dirs.root);
       return {
         name,
@@ -217,9 +221,9 @@ export class JobDisks {
     this.spare = spare;
   }
 
-  private async make(bytes: number): Promise<JobDisk> {
+  private async make(bytes: number, parent?: string, prefix = PREFIX): Promise<JobDisk> {
     const root = await this.owned.make(
-      async () => mkdtemp(path.join(await this.root(), PREFIX)),
+      async () => mkdtemp(path.join(parent ?? (await this.root()), prefix)),
       (r) => r,
     );
     const image = path.join(root, 'disk.img');
