@@ -1,4 +1,5 @@
-// The fastify app: the composition of the route groups, with one error format for every failure.
+// The fastify app for a coordinator's routes (coordinator.ts composes them): security headers, the auth-failure
+// limiter, YAML bodies, the web UI, and one error format for every failure.
 import helmet from '@fastify/helmet';
 import Fastify, {
   type FastifyBaseLogger,
@@ -9,24 +10,20 @@ import Fastify, {
 } from 'fastify';
 import { formatSize } from '../core/units.js';
 import { AuthFailureLimiter } from './authLimiter.js';
-import type { ServerContext } from './context.js';
-import { DEFAULT_BODY_LIMIT, HttpError, LARGE_BODY_LIMIT, registerRoutes, type RouteDef } from './http.js';
-import { openApiDocument } from './openapi.js';
-import { executorRoutes } from './routes/executorRoutes.js';
-import { accountRoutes } from './routes/accountRoutes.js';
-import { jobRoutes } from './routes/jobRoutes.js';
-import { secretRoutes } from './routes/secretRoutes.js';
-import { systemRoutes } from './routes/systemRoutes.js';
+import {
+  DEFAULT_BODY_LIMIT,
+  HttpError,
+  LARGE_BODY_LIMIT,
+  registerRoutes,
+  type AuthDeps,
+  type RouteDef,
+} from './http.js';
+import type { StorageHealth } from './storageHealth.js';
 import { parseYamlBody } from './yamlBody.js';
 import { webUi } from './webUi.js';
 
 /** The largest body any route accepts; each route has its own limit (RouteDef.bodyLimit, default 1 MiB). */
 export const BODY_LIMIT_BYTES = LARGE_BODY_LIMIT;
-
-export interface BuiltApp {
-  app: FastifyInstance;
-  routes: RouteDef<any, any>[];
-}
 
 export interface AppOptions {
   /** Serve HTTPS with this certificate and key (and send HSTS). */
@@ -115,10 +112,11 @@ function send(reply: FastifyReply, err: HttpError): FastifyReply {
 }
 
 export function buildApp(
-  ctx: Omit<ServerContext, 'log' | 'closing'>,
+  routes: RouteDef<any, any>[],
+  deps: AuthDeps & { storage: StorageHealth },
   logger: FastifyBaseLogger,
   options: AppOptions = {},
-): BuiltApp {
+): FastifyInstance {
   const common: FastifyServerOptions = {
     loggerInstance: logger,
     bodyLimit: DEFAULT_BODY_LIMIT,
@@ -146,10 +144,6 @@ export function buildApp(
   const app = Fastify(
     options.https ? ({ ...common, https: options.https } as FastifyServerOptions) : common,
   ) as unknown as FastifyInstance;
-  const closing = new AbortController();
-  const full: ServerContext = { ...ctx, log: logger, closing: closing.signal };
-  app.addHook('preClose', async () => closing.abort());
-
   // Registered first, so its headers are on every answer, including the limiter's 429 and errors.
   void app.register(helmet, securityHeaders(Boolean(options.https)));
   app.addHook('onSend', async (_req, reply, payload) => {
@@ -216,7 +210,7 @@ export function buildApp(
       return reply.code(status).send({ error: err.message || `request refused (HTTP ${status})`, code: err.code });
     // The database refused a write (disk full, read-only) or is out of reach: a 503 that says so, not a 500. Each
     // write is one transaction, so nothing of the request was kept; the caller can send it again.
-    const fault = ctx.storage.noteError(err);
+    const fault = deps.storage.noteError(err);
     if (fault) {
       return reply
         .code(503)
@@ -237,14 +231,6 @@ export function buildApp(
     return reply.code(404).send({ error: `no route ${req.method} ${req.url.split('?')[0]}` });
   });
 
-  const routes: RouteDef<any, any>[] = [];
-  routes.push(
-    ...executorRoutes(full),
-    ...jobRoutes(full),
-    ...accountRoutes(full),
-    ...secretRoutes(full),
-    ...systemRoutes(full, () => openApiDocument(routes)),
-  );
-  registerRoutes(app, routes, { store: ctx.store, executorsAccessToken: ctx.config.executorsAccessToken });
-  return { app, routes };
+  registerRoutes(app, routes, deps);
+  return app;
 }

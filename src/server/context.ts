@@ -1,15 +1,21 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { Store } from '../store/store.js';
 import type { ServerConfig } from './config.js';
-import type { EventBus } from './events.js';
+import type { DomainEvents } from './events/domainEvents.js';
+import type { Wakeups } from './events/wakeups.js';
+import type { JobLedger, StoreReads } from './jobs/jobLedger.js';
 import type { ServerMetrics } from './metrics.js';
 import type { Secrets } from './secrets/secrets.js';
 import type { StorageHealth } from './storageHealth.js';
 
 /** What route groups and background loops share. */
 export interface ServerContext {
-  store: Store;
-  events: EventBus;
+  /** Reads; every change goes through `ledger`. */
+  store: StoreReads;
+  /** Jobs and executors changed only here: each change emits its domain events. */
+  ledger: JobLedger;
+  events: DomainEvents;
+  /** Held requests wait on these; they follow `events`. */
+  wakeups: Wakeups;
   metrics: ServerMetrics;
   secrets: Secrets;
   /** Whether the database takes writes; new work is refused while it does not. */

@@ -5,7 +5,8 @@ import { z } from 'zod';
 import { issuesOf, type FieldIssue } from '../core/jobSpec.js';
 import { hashToken, tokensEqual } from '../core/tokens.js';
 import type { UserRecord } from '../store/accounts.js';
-import type { AttemptRecord, Store } from '../store/store.js';
+import type { AttemptRecord } from '../store/store.js';
+import type { StoreReads } from './jobs/jobLedger.js';
 import { Principal } from './access.js';
 import { HttpError, badRequest } from './httpError.js';
 
@@ -66,7 +67,7 @@ const AUTH_HINT: Record<Exclude<AuthKind, 'public'>, string> = {
 };
 
 export interface AuthDeps {
-  store: Store;
+  store: StoreReads;
   executorsAccessToken: string;
 }
 
@@ -93,7 +94,7 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
 }
 
 /** The attempt a job token belongs to, which must be one of job `jobId` (as given in the route). */
-async function attemptOfJobToken(store: Store, token: string, jobId: string): Promise<AttemptRecord> {
+async function attemptOfJobToken(store: StoreReads, token: string, jobId: string): Promise<AttemptRecord> {
   return jobTokenAttempt(await store.findAttemptByToken(hashToken(token)), jobId);
 }
 
@@ -105,7 +106,7 @@ export function jobTokenAttempt(attempt: AttemptRecord | undefined, jobId: strin
   return attempt;
 }
 
-async function principalOf(store: Store, user: UserRecord): Promise<Principal> {
+async function principalOf(store: StoreReads, user: UserRecord): Promise<Principal> {
   return new Principal(user, await store.accounts.orgsOf(user.id));
 }
 

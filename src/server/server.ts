@@ -1,4 +1,5 @@
-// Starting and stopping a coordinator: store, migrations, bootstrap token, HTTP, reaper.
+// Starting and stopping `dockhand server`: the store (migrated), the keys, the bootstrap token, then a coordinator
+// (coordinator.ts) on a socket.
 import path from 'node:path';
 import pino from 'pino';
 import { logRedact } from '../core/logRedact.js';
@@ -8,13 +9,9 @@ import { PostgresStore } from '../store/postgres/postgresStore.js';
 import { SqliteStore, sqliteFault } from '../store/sqlite/sqliteStore.js';
 import type { Accounts, UserRecord } from '../store/accounts.js';
 import type { Store } from '../store/store.js';
-import { buildApp } from './app.js';
 import { redactDatabaseUrl, type ServerConfig } from './config.js';
-import { CLUSTER_FALLBACK_POLL_MS, relayEvents } from './cluster.js';
-import { EventBus } from './events.js';
-import { ServerMetrics } from './metrics.js';
-import { startReaper } from './reaper.js';
-import { StorageHealth, unwritableReason } from './storageHealth.js';
+import { createCoordinator } from './coordinator.js';
+import { unwritableReason } from './storageHealth.js';
 import { Keyring } from './secrets/keyring.js';
 import { Secrets } from './secrets/secrets.js';
 import { ConfigError } from '../core/envConfig.js';
@@ -29,7 +26,6 @@ export interface RunningServer {
 }
 
 export const BOOTSTRAP_USER = 'admin';
-const CLOSE_GRACE_MS = 2_000;
 
 /** The first site admin, "admin", made on the first start (or found again). */
 export async function bootstrapAdminUser(accounts: Accounts): Promise<UserRecord> {
@@ -108,28 +104,30 @@ export async function startServer(
     );
   }
   const bootstrapToken = await bootstrapAdminToken(store.accounts, config.adminToken);
-  const events = new EventBus(store.listen ? { maxWaitMs: CLUSTER_FALLBACK_POLL_MS } : {});
-  const relay = await relayEvents(store, events, logger);
-  const metrics = new ServerMetrics(store);
-  const storage = new StorageHealth({
+  const coordinator = createCoordinator({
     store,
+    secrets,
+    config,
     log: logger,
-    dataDir: config.databaseUrl ? undefined : config.dataDir,
-    minFreeBytes: config.minFreeDiskBytes,
-    gauge: metrics.storageHealthy,
+    storage: { dataDir: config.databaseUrl ? undefined : config.dataDir, minFreeBytes: config.minFreeDiskBytes },
+    http: {
+      https: config.tls && { cert: config.tls.cert, key: config.tls.key },
+      trustProxy: config.trustProxy,
+      authFailures: { limit: config.authFailureLimit, windowMs: config.authFailureWindowMs },
+    },
   });
-  await storage.check();
-  storage.start();
-  const { app } = buildApp({ store, events, metrics, secrets, storage, config }, logger, {
-    https: config.tls && { cert: config.tls.cert, key: config.tls.key },
-    trustProxy: config.trustProxy,
-    authFailures: { limit: config.authFailureLimit, windowMs: config.authFailureWindowMs },
-  });
-  await app.listen({ host: config.host, port: config.port });
+  const { app } = coordinator;
+  try {
+    await coordinator.start();
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    await coordinator.stop().catch(() => undefined);
+    await store.close();
+    throw err;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const reaper = startReaper({ store, events, metrics, secrets, storage, config, log: logger }, Date.now());
   logger.info(
     { port, store: store.kind, where: describeStore(config), tls: Boolean(config.tls) },
     'dockhand server listening',
@@ -140,14 +138,7 @@ export async function startServer(
     store,
     bootstrapToken,
     async close() {
-      reaper.stop();
-      storage.stop();
-      // Held requests end at once (preClose); others get a moment. Connections a client opened without sending a
-      // request yet would otherwise keep the server up until the headers timeout.
-      const force = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
-      await app.close();
-      clearTimeout(force);
-      await relay?.close();
+      await coordinator.stop();
       await store.close();
     },
   };

@@ -8,12 +8,10 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLIENT_API_PREFIX, EXECUTOR_API_PREFIX } from '../../src/core/protocol.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../../src/core/tokens.js';
-import { buildApp } from '../../src/server/app.js';
-import { EventBus, type Waiter } from '../../src/server/events.js';
-import { ServerMetrics } from '../../src/server/metrics.js';
+import { createCoordinator } from '../../src/server/coordinator.js';
+import { Wakeups, type Waiter } from '../../src/server/events/wakeups.js';
 import { Keyring, generateKey } from '../../src/server/secrets/keyring.js';
 import { Secrets } from '../../src/server/secrets/secrets.js';
-import { StorageHealth } from '../../src/server/storageHealth.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
 import type { LogEntryRecord } from '../../src/store/store.js';
 import { FakeCoordinator, FAKE_EXECUTOR_TOKEN } from '../support/fakeCoordinator.js';
@@ -57,8 +55,8 @@ async function fakeBackend(): Promise<Backend> {
   };
 }
 
-/** Counts the heartbeats waiting on the bus, so the script can wait until one is held. */
-class CountingBus extends EventBus {
+/** Counts the heartbeats waiting for a wake-up, so the script can wait until one is held. */
+class CountingWakeups extends Wakeups {
   held = 0;
 
   override watchInterruptions(jobIds: number[]): Waiter {
@@ -85,24 +83,21 @@ async function realBackend(): Promise<Backend> {
   const adminToken = newToken(API_TOKEN_PREFIX);
   await store.accounts.createToken(admin.id, 'admin', hashToken(adminToken), Date.now());
   const log = pino({ level: 'silent' });
-  const events = new CountingBus();
+  const wakeups = new CountingWakeups();
   const config = {
     executorsAccessToken: FAKE_EXECUTOR_TOKEN,
     stalledJobTimeoutMs: 25_000,
     maxJobResets: 3,
     retryBackoffMs: 100,
   };
-  const { app } = buildApp(
-    {
-      store,
-      events,
-      metrics: new ServerMetrics(store),
-      config,
-      secrets: new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, '')),
-      storage: new StorageHealth({ store, log, minFreeBytes: 0 }),
-    },
+  const coordinator = createCoordinator({
+    store,
+    secrets: new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: generateKey() }, '')),
+    config,
     log,
-  );
+    wakeups,
+  });
+  const { app } = coordinator;
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   const client = async (route: string, body: unknown): Promise<Record<string, any>> => {
     const res = await fetch(`${url}${CLIENT_API_PREFIX}${route}`, {
@@ -118,14 +113,10 @@ async function realBackend(): Promise<Backend> {
     submit: async (steps) => (await client('/jobs', { queue: 'default', namespace: 'global', steps })).job.id as number,
     cancel: async (id) => void (await client(`/jobs/${id}/cancel`, {})),
     resetAll: async () => {
-      // A sweep as reaper.ts runs it, with its wake-ups, that finds every heartbeat too old.
-      const result = await store.resetStalled({ now: Date.now() + 1, timeoutMs: 0, maxResets: 3, notBefore: 0 });
-      for (const job of result.reset) {
-        events.queueChanged(job.queue);
-        events.jobInterrupted(job.id);
-      }
+      // A sweep as reaper.ts runs it (its events wake whom they concern), that finds every heartbeat too old.
+      await coordinator.context.ledger.resetStalled({ now: Date.now() + 1, timeoutMs: 0, maxResets: 3, notBefore: 0 });
     },
-    heldHeartbeats: () => events.held,
+    heldHeartbeats: () => wakeups.held,
     storedLog: async (jobId, attempt) => {
       const chunks = await store.readLogChunks(jobId, attempt, 0, 10_000);
       return (await store.listLogEntries(jobId, attempt)).map(({ length: _length, ...entry }) => ({

@@ -273,7 +273,7 @@ describe('held heartbeats', () => {
 
 describe('held requests', () => {
   it('leave no waiter on the event bus when the store fails under them', async () => {
-    const emitter = (server.events as unknown as { emitter: EventEmitter }).emitter;
+    const emitter = (server.coordinator.context.wakeups as unknown as { emitter: EventEmitter }).emitter;
     const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
     const { dequeueMany, heartbeat } = store;
     store.dequeueMany = async () => {

@@ -22,13 +22,10 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { logRedact } from '../../src/core/logRedact.js';
 import { hashToken } from '../../src/core/tokens.js';
-import { buildApp } from '../../src/server/app.js';
-import { EventBus } from '../../src/server/events.js';
+import { createCoordinator } from '../../src/server/coordinator.js';
 import type { RouteDef } from '../../src/server/http.js';
-import { ServerMetrics } from '../../src/server/metrics.js';
 import { Keyring } from '../../src/server/secrets/keyring.js';
 import { Secrets } from '../../src/server/secrets/secrets.js';
-import { StorageHealth } from '../../src/server/storageHealth.js';
 import { bootstrapAdminUser } from '../../src/server/server.js';
 import { yamlNestingProblem } from '../../src/server/yamlBody.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
@@ -100,21 +97,14 @@ export async function createFuzzTarget(): Promise<FuzzTarget> {
     maxJobResets: 3,
     retryBackoffMs: 5_000,
   };
-  const { app, routes } = buildApp(
-    {
-      store,
-      events: new EventBus(),
-      metrics: new ServerMetrics(store),
-      secrets,
-      storage: new StorageHealth({ store, log: logger, minFreeBytes: 0 }),
-      config,
-    },
-    logger,
-    {
-      // The production limit, with a short window so that blocked addresses come back within the run.
-      authFailures: { limit: 30, windowMs: 2_000 },
-    },
-  );
+  const { app, routes } = createCoordinator({
+    store,
+    secrets,
+    config,
+    log: logger,
+    // The production limit, with a short window so that blocked addresses come back within the run.
+    http: { authFailures: { limit: 30, windowMs: 2_000 } },
+  });
   await app.ready();
 
   const state: FuzzState = {

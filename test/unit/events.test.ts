@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, it, expect, vi } from 'vitest';
 import type { EventEmitter } from 'node:events';
-import { EventBus } from '../../src/server/events.js';
+import { DomainEvents, type DomainEvent, type EventOrigin } from '../../src/server/events/domainEvents.js';
+import { Wakeups, wakeupsOf } from '../../src/server/events/wakeups.js';
 
 /** Tracks a promise so a test can ask whether it has settled yet, without racing real time. */
 function track<T>(promise: Promise<T>): { readonly done: boolean; readonly value: T | undefined } {
@@ -15,7 +16,7 @@ function track<T>(promise: Promise<T>): { readonly done: boolean; readonly value
 /** Lets pending promise callbacks run; with fake timers no time passes. */
 const settle = () => vi.advanceTimersByTimeAsync(0);
 
-describe('EventBus', () => {
+describe('Wakeups', () => {
   beforeEach(() => {
     vi.useFakeTimers();
   });
@@ -24,41 +25,41 @@ describe('EventBus', () => {
   });
 
   it('does not lose an event that comes between watch and wait', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const waiter = bus.watchQueues(['build']);
-    bus.queueChanged('build'); // e.g. a job is submitted while the dequeue looks at the store
+    bus.wake({ type: 'queue', queue: 'build' }); // e.g. a job is submitted while the dequeue looks at the store
     const result = track(waiter.wait(10_000));
     await settle();
     expect(result).toEqual({ done: true, value: true });
   });
 
   it('wakes a waiting watcher as soon as the event comes', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const result = track(bus.watchJobs([7]).wait(10_000));
     await settle();
     expect(result.done).toBe(false);
-    bus.jobChanged(7);
+    bus.wake({ type: 'job', id: 7 });
     await settle();
     expect(result).toEqual({ done: true, value: true });
   });
 
   it('wakes on any of the watched names, and only on those', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const result = track(bus.watchQueues(['a', 'b']).wait(10_000));
-    bus.queueChanged('other');
-    bus.queueChanged('A');
-    bus.jobChanged(1);
+    bus.wake({ type: 'queue', queue: 'other' });
+    bus.wake({ type: 'queue', queue: 'A' });
+    bus.wake({ type: 'job', id: 1 });
     await settle();
     expect(result.done).toBe(false);
-    bus.queueChanged('b');
+    bus.wake({ type: 'queue', queue: 'b' });
     await settle();
     expect(result).toEqual({ done: true, value: true });
   });
 
   it('returns false when the timeout passes without an event', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const result = track(bus.watchQueues(['idle']).wait(100));
-    bus.queueChanged('busy');
+    bus.wake({ type: 'queue', queue: 'busy' });
     await vi.advanceTimersByTimeAsync(99);
     expect(result.done).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
@@ -66,7 +67,7 @@ describe('EventBus', () => {
   });
 
   it('returns false for a zero or negative timeout without an event', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const zero = track(bus.watchJobs([1]).wait(0));
     const negative = track(bus.watchJobs([1]).wait(-5));
     await settle();
@@ -75,7 +76,7 @@ describe('EventBus', () => {
   });
 
   it('ends the wait when the signal aborts', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const controller = new AbortController();
     const result = track(bus.watchJobs([1]).wait(60_000, controller.signal));
     await settle();
@@ -86,7 +87,7 @@ describe('EventBus', () => {
   });
 
   it('returns at once when the signal has already aborted', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const controller = new AbortController();
     controller.abort();
     const result = track(bus.watchJobs([1]).wait(60_000, controller.signal));
@@ -95,10 +96,10 @@ describe('EventBus', () => {
   });
 
   it('reports an event that came before the signal aborted', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const controller = new AbortController();
     const waiter = bus.watchJobs([1]);
-    bus.jobChanged(1);
+    bus.wake({ type: 'job', id: 1 });
     controller.abort();
     const result = track(waiter.wait(60_000, controller.signal));
     await settle();
@@ -106,12 +107,12 @@ describe('EventBus', () => {
   });
 
   it('unsubscribes after the wait and on cancel, and leaves no timer behind', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const emitter = (bus as unknown as { emitter: EventEmitter }).emitter;
     const waiter = bus.watchQueues(['q']);
     expect(emitter.listenerCount('queue:q')).toBe(1);
     const result = track(waiter.wait(10_000));
-    bus.queueChanged('q');
+    bus.wake({ type: 'queue', queue: 'q' });
     await settle();
     expect(result.value).toBe(true);
     expect(emitter.listenerCount('queue:q')).toBe(0);
@@ -124,38 +125,20 @@ describe('EventBus', () => {
   });
 
   it('removes its abort listener once the wait ends', async () => {
-    const bus = new EventBus();
+    const bus = new Wakeups();
     const controller = new AbortController();
     const add = vi.spyOn(controller.signal, 'addEventListener');
     const remove = vi.spyOn(controller.signal, 'removeEventListener');
     const result = track(bus.watchJobs([3]).wait(10_000, controller.signal));
-    bus.jobChanged(3);
+    bus.wake({ type: 'job', id: 3 });
     await settle();
     expect(result.value).toBe(true);
     expect(add).toHaveBeenCalledTimes(1);
     expect(remove).toHaveBeenCalledWith('abort', add.mock.calls[0][1]);
   });
 
-  it('relays what it publishes, and replays what it receives without relaying it back', async () => {
-    const bus = new EventBus();
-    const relayed: unknown[] = [];
-    bus.relay = (event) => relayed.push(event);
-    bus.queueChanged('build');
-    bus.jobInterrupted(3);
-    expect(relayed).toEqual([
-      { type: 'queue', queue: 'build' },
-      { type: 'interrupt', id: 3 },
-      { type: 'job', id: 3 },
-    ]);
-    const woken = track(bus.watchInterruptions([9]).wait(10_000));
-    bus.receive({ type: 'interrupt', id: 9 });
-    await settle();
-    expect(woken).toEqual({ done: true, value: true });
-    expect(relayed).toHaveLength(3);
-  });
-
   it('wakes every waiter on wakeAll, and caps waits at maxWaitMs', async () => {
-    const bus = new EventBus({ maxWaitMs: 5_000 });
+    const bus = new Wakeups({ maxWaitMs: 5_000 });
     const a = track(bus.watchQueues(['x']).wait(25_000));
     const b = track(bus.watchJobs([1]).wait(25_000));
     bus.wakeAll();
@@ -166,5 +149,84 @@ describe('EventBus', () => {
     expect(capped.done).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
     expect(capped).toEqual({ done: true, value: false });
+  });
+});
+
+const submitted: DomainEvent = { type: 'job.submitted', jobId: 1, queue: 'build', namespace: 'global' };
+const seen: DomainEvent = { type: 'executor.seen', name: 'e', hostname: 'h', runningJobs: 0 };
+
+describe('DomainEvents', () => {
+  it('calls subscribers in order, marks where the event happened, and stops after unsubscribe', () => {
+    const events = new DomainEvents();
+    const calls: [string, DomainEvent, EventOrigin][] = [];
+    const stopA = events.subscribe((event, origin) => calls.push(['a', event, origin]));
+    events.subscribe((event, origin) => calls.push(['b', event, origin]));
+    events.emit(submitted);
+    events.receive(submitted);
+    stopA();
+    events.emit(seen);
+    expect(calls).toEqual([
+      ['a', submitted, { local: true }],
+      ['b', submitted, { local: true }],
+      ['a', submitted, { local: false }],
+      ['b', submitted, { local: false }],
+      ['b', seen, { local: true }],
+    ]);
+  });
+
+  it('reports a subscriber that throws, and still calls the others', () => {
+    const failures: [unknown, DomainEvent][] = [];
+    const events = new DomainEvents((err, event) => failures.push([err, event]));
+    const after: DomainEvent[] = [];
+    events.subscribe(() => {
+      throw new Error('subscriber bug');
+    });
+    events.subscribe((event) => after.push(event));
+    expect(() => events.emit(submitted)).not.toThrow();
+    expect(after).toEqual([submitted]);
+    expect(failures).toEqual([[new Error('subscriber bug'), submitted]]);
+  });
+
+  it('relays local events other replicas should see, and never what it received', () => {
+    const events = new DomainEvents();
+    const relayed: DomainEvent[] = [];
+    events.relay = (event) => relayed.push(event);
+    events.emit(submitted);
+    events.emit(seen);
+    events.receive({ ...submitted, jobId: 2 });
+    expect(relayed).toEqual([submitted]);
+  });
+});
+
+describe('wakeupsOf', () => {
+  const job = { jobId: 5, queue: 'q', attempt: 2 };
+  it.each<[string, DomainEvent, string[]]>([
+    ['a submitted job wakes its queue', { ...submitted }, ['queue:build']],
+    ['a started job wakes its followers', { type: 'job.started', ...job, executorName: 'e' }, ['job:5']],
+    ['output wakes followers', { type: 'job.output', jobId: 5, attempt: 2 }, ['job:5']],
+    ['a cancel interrupts the executor', { type: 'job.cancelRequested', ...job }, ['interrupt:5', 'job:5']],
+    [
+      'a retryable error queues it again',
+      { type: 'job.requeued', ...job, cause: 'error', availableAt: 0 },
+      ['queue:q', 'job:5'],
+    ],
+    [
+      'a reset also interrupts the silent executor',
+      { type: 'job.requeued', ...job, cause: 'reset', availableAt: 0 },
+      ['queue:q', 'interrupt:5', 'job:5'],
+    ],
+    [
+      "the executor's own report interrupts nobody",
+      { type: 'job.finished', ...job, state: 'completed', reason: null, cause: 'report' },
+      ['job:5'],
+    ],
+    [
+      'a job failed by the reaper interrupts its executor',
+      { type: 'job.finished', ...job, state: 'failed', reason: 'executor_lost', cause: 'stalled' },
+      ['interrupt:5', 'job:5'],
+    ],
+    ['an executor heartbeat wakes nobody', seen, []],
+  ])('%s', (_what, event, names) => {
+    expect(wakeupsOf(event).map((w) => (w.type === 'queue' ? `queue:${w.queue}` : `${w.type}:${w.id}`))).toEqual(names);
   });
 });

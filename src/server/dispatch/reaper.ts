@@ -1,8 +1,9 @@
-// The reaper: jobs whose executor went silent are queued again (or failed after too many resets).
-import type { ServerContext } from './context.js';
+// The reaper: jobs whose executor went silent are queued again (or failed after too many resets). The ledger
+// emits the events that tell waiting executors and followers.
+import type { ServerContext } from '../context.js';
 
 export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: number): { stop(): void } {
-  const { store, events, metrics, config, log } = ctx;
+  const { ledger, metrics, config, log } = ctx;
   const interval = Math.max(200, Math.min(5_000, Math.floor(config.stalledJobTimeoutMs / 5)));
   let running = false;
   // Silence while this server was down, or while its database was unreachable (heartbeats could not be stored),
@@ -22,7 +23,7 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
         notBefore = Date.now();
         databaseFailed = false;
       }
-      const result = await store.resetStalled({
+      const result = await ledger.resetStalled({
         now: Date.now(),
         timeoutMs: config.stalledJobTimeoutMs,
         maxResets: config.maxJobResets,
@@ -34,15 +35,12 @@ export function startReaper(ctx: Omit<ServerContext, 'closing'>, startedAt: numb
           { jobId: job.id, attempt: job.attempt, executor: job.executorName },
           'job reset: its executor stopped sending heartbeats',
         );
-        events.queueChanged(job.queue);
-        events.jobInterrupted(job.id);
       }
       for (const job of result.failed) {
         log.warn(
           { jobId: job.id, state: job.state, reason: job.failureReason, message: job.failureMessage },
           'stalled job finished',
         );
-        events.jobInterrupted(job.id);
       }
     } catch (err) {
       databaseFailed = true;

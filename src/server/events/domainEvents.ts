@@ -1,0 +1,101 @@
+// Domain events: what changed, typed. The JobLedger (jobs/jobLedger.ts) emits them as each change is stored, so no
+// caller can change a job and forget to say so; wake-ups (wakeups.ts), other replicas (relay.ts) and any subsystem
+// that reacts to jobs (builds, rollouts) subscribe here.
+import type { FailureReason } from '../../core/failureReasons.js';
+
+export type FinishedState = 'completed' | 'failed' | 'canceled';
+
+export type DomainEvent =
+  | { type: 'job.submitted'; jobId: number; queue: string; namespace: string }
+  /** An executor claimed the job: attempt `attempt` runs. */
+  | { type: 'job.started'; jobId: number; queue: string; attempt: number; executorName: string }
+  /** The running attempt stored more output. */
+  | { type: 'job.output'; jobId: number; attempt: number }
+  /** A user asked to stop a running job; its executor stops it and reports (a queued job is finished at once). */
+  | { type: 'job.cancelRequested'; jobId: number; queue: string; attempt: number }
+  /**
+   * Queued again: after a retryable error (`error`), its executor's silence (`reset`: the attempt is void) or a
+   * user's retry (`retry`).
+   */
+  | {
+      type: 'job.requeued';
+      jobId: number;
+      queue: string;
+      attempt: number;
+      cause: 'error' | 'reset' | 'retry';
+      availableAt: number;
+    }
+  /**
+   * Reached a final state: by its executor's report (`report`), a user's cancel of a queued job (`cancel`), too many
+   * resets (`stalled`), or secrets that could not be had when it was claimed (`unrunnable`).
+   */
+  | {
+      type: 'job.finished';
+      jobId: number;
+      queue: string;
+      attempt: number;
+      state: FinishedState;
+      reason: FailureReason | null;
+      cause: 'report' | 'cancel' | 'stalled' | 'unrunnable';
+    }
+  /** An executor's heartbeat was recorded. Not relayed to other replicas (one a second per executor). */
+  | { type: 'executor.seen'; name: string; hostname: string; runningJobs: number };
+
+export type DomainEventType = DomainEvent['type'];
+
+/** Where an event happened: on this replica (`local`), or on another one and relayed here. */
+export interface EventOrigin {
+  local: boolean;
+}
+
+export type EventHandler = (event: DomainEvent, origin: EventOrigin) => void;
+
+/** Events that stay on the replica where they happened. */
+const LOCAL_ONLY: ReadonlySet<DomainEventType> = new Set(['executor.seen']);
+
+export function relayed(event: DomainEvent): boolean {
+  return !LOCAL_ONLY.has(event.type);
+}
+
+/**
+ * The coordinator's event bus. Handlers run synchronously, in the order they subscribed, right after the change is
+ * stored; one that throws is reported to `onError` and does not stop the others, nor the change's caller.
+ * A subsystem that acts on an event (not just looks) should act on local ones only: every replica sees relayed ones.
+ */
+export class DomainEvents {
+  private readonly handlers = new Set<EventHandler>();
+  /** Set by the cluster relay: called for every local event that other replicas should see. */
+  relay?: (event: DomainEvent) => void;
+
+  constructor(private readonly onError: (err: unknown, event: DomainEvent) => void = () => {}) {}
+
+  /** Calls `handler` for every event from now on; returns the unsubscribe. */
+  subscribe(handler: EventHandler): () => void {
+    this.handlers.add(handler);
+    return () => this.handlers.delete(handler);
+  }
+
+  /** An event that happened here. */
+  emit(event: DomainEvent): void {
+    this.dispatch(event, LOCAL);
+    if (this.relay && relayed(event)) this.relay(event);
+  }
+
+  /** An event from another replica: handlers see it, nothing is relayed back. */
+  receive(event: DomainEvent): void {
+    this.dispatch(event, REMOTE);
+  }
+
+  private dispatch(event: DomainEvent, origin: EventOrigin): void {
+    for (const handler of this.handlers) {
+      try {
+        handler(event, origin);
+      } catch (err) {
+        this.onError(err, event);
+      }
+    }
+  }
+}
+
+const LOCAL: EventOrigin = Object.freeze({ local: true });
+const REMOTE: EventOrigin = Object.freeze({ local: false });

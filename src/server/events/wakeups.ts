@@ -1,0 +1,122 @@
+// Wake-ups: held requests wait on these instead of polling the store. A submitted job wakes waiting dequeues at
+// once, stored output wakes log followers, a cancel wakes the executor's held heartbeat. They follow the domain
+// events (both this replica's and those relayed from others, see relay.ts); waits are capped (`maxWaitMs`) so an
+// event lost while a replica's connection was down costs a few seconds, not a held request's whole wait.
+import { EventEmitter } from 'node:events';
+import type { DomainEvent, DomainEvents } from './domainEvents.js';
+
+export interface Waiter {
+  /** Resolves on the first event, after `timeoutMs`, or when `signal` aborts; true when an event came. */
+  wait(timeoutMs: number, signal?: AbortSignal): Promise<boolean>;
+  cancel(): void;
+}
+
+/** One wake-up: a queue has a job to hand out, a job changed, a running job must stop (canceled or reset). */
+export type Wakeup = { type: 'queue'; queue: string } | { type: 'job'; id: number } | { type: 'interrupt'; id: number };
+
+/** Whom an event wakes. */
+export function wakeupsOf(event: DomainEvent): Wakeup[] {
+  switch (event.type) {
+    case 'job.submitted':
+      return [{ type: 'queue', queue: event.queue }];
+    case 'job.started':
+    case 'job.output':
+      return [{ type: 'job', id: event.jobId }];
+    case 'job.cancelRequested':
+      return [
+        { type: 'interrupt', id: event.jobId },
+        { type: 'job', id: event.jobId },
+      ];
+    case 'job.requeued':
+      return [
+        { type: 'queue', queue: event.queue },
+        ...(event.cause === 'reset' ? [{ type: 'interrupt' as const, id: event.jobId }] : []),
+        { type: 'job', id: event.jobId },
+      ];
+    case 'job.finished':
+      // Finished by anything but its executor's own report: the executor, if any, must hear of it now.
+      return [
+        ...(event.cause !== 'report' ? [{ type: 'interrupt' as const, id: event.jobId }] : []),
+        { type: 'job', id: event.jobId },
+      ];
+    case 'executor.seen':
+      return [];
+  }
+}
+
+const WAKE_ALL = 'wake-all';
+
+export class Wakeups {
+  private readonly emitter = new EventEmitter();
+
+  constructor(private readonly opts: { maxWaitMs?: number } = {}) {
+    this.emitter.setMaxListeners(0);
+  }
+
+  /** Wakes whom each of `events`' events concerns, local or relayed. */
+  follow(events: DomainEvents): () => void {
+    return events.subscribe((event) => {
+      for (const wakeup of wakeupsOf(event)) this.wake(wakeup);
+    });
+  }
+
+  wake(wakeup: Wakeup): void {
+    this.emitter.emit(nameOf(wakeup));
+  }
+
+  /** Wakes every waiter, e.g. after events may have been missed; each looks at the store again. */
+  wakeAll(): void {
+    this.emitter.emit(WAKE_ALL);
+  }
+
+  /** Subscribe before looking at the store, then wait: an event between the two is not lost. */
+  watchQueues(queues: string[]): Waiter {
+    return this.watch(queues.map((q) => `queue:${q}`));
+  }
+
+  watchJobs(jobIds: number[]): Waiter {
+    return this.watch(jobIds.map((id) => `job:${id}`));
+  }
+
+  watchInterruptions(jobIds: number[]): Waiter {
+    return this.watch(jobIds.map((id) => `interrupt:${id}`));
+  }
+
+  private watch(names: string[]): Waiter {
+    let fired = false;
+    let wake: (() => void) | undefined;
+    const onEvent = (): void => {
+      fired = true;
+      wake?.();
+    };
+    const all = [...names, WAKE_ALL];
+    for (const name of all) this.emitter.on(name, onEvent);
+    const cancel = (): void => {
+      for (const name of all) this.emitter.off(name, onEvent);
+    };
+    return {
+      cancel,
+      wait: (timeoutMs, signal) =>
+        new Promise<boolean>((resolve) => {
+          if (fired || signal?.aborted) {
+            cancel();
+            resolve(fired);
+            return;
+          }
+          const finish = (): void => {
+            clearTimeout(timer);
+            signal?.removeEventListener('abort', finish);
+            cancel();
+            resolve(fired);
+          };
+          const timer = setTimeout(finish, Math.max(0, Math.min(timeoutMs, this.opts.maxWaitMs ?? Infinity)));
+          signal?.addEventListener('abort', finish, { once: true });
+          wake = finish;
+        }),
+    };
+  }
+}
+
+function nameOf(wakeup: Wakeup): string {
+  return wakeup.type === 'queue' ? `queue:${wakeup.queue}` : `${wakeup.type}:${wakeup.id}`;
+}
