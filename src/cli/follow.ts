@@ -1,6 +1,8 @@
 // Following a job's live log over Server-Sent Events, reconnecting (without repeating lines) if the connection drops.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatDuration } from '../core/units.js';
+import type { JobStreamEvent, LogEntryView } from '../core/api.js';
+import { SseParser, jobStreamEvent } from '../core/sse.js';
 import type { ClientApi } from './client.js';
 
 export interface FollowOptions {
@@ -11,36 +13,17 @@ export interface FollowOptions {
   err?: NodeJS.WritableStream;
 }
 
-interface EntryView {
-  index: number;
-  key: string;
-  command: string[];
-  exitCode: number | null;
-  durationMs: number | null;
-}
-
-interface FollowEvent {
-  event: string;
-  data: any;
-}
-
-async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<FollowEvent> {
+/** The stream's messages, typed by the API contract, whatever the network's chunk boundaries. */
+async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<JobStreamEvent> {
   const decoder = new TextDecoder();
-  let buffer = '';
+  const parser = new SseParser();
+  const ready: JobStreamEvent[] = [];
   for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let event = 'message';
-      let data = '';
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event: ')) event = line.slice(7);
-        else if (line.startsWith('data: ')) data += line.slice(6);
-      }
-      if (data) yield { event, data: JSON.parse(data) };
-    }
+    parser.push(decoder.decode(chunk, { stream: true }), (message) => {
+      const event = jobStreamEvent(message);
+      if (event) ready.push(event);
+    });
+    yield* ready.splice(0);
   }
 }
 
@@ -52,7 +35,7 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
   /** Characters printed per entry of the current attempt, so a reconnect does not repeat lines. */
   const printed = new Map<number, number>();
   const partial = new Map<number, string>();
-  const entries = new Map<number, EntryView>();
+  const entries = new Map<number, LogEntryView>();
   let lastState = '';
   let failures = 0;
 
@@ -87,11 +70,12 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
     }
     failures = 0;
     try {
-      for await (const { event, data } of readEvents(res.body)) {
+      for await (const message of readEvents(res.body)) {
         if (opts.json) {
-          out.write(`${JSON.stringify({ event, ...data })}\n`);
+          out.write(`${JSON.stringify({ event: message.event, ...message.data })}\n`);
         }
-        if (event === 'attempt') {
+        if (message.event === 'attempt') {
+          const data = message.data;
           if (data.attempt !== attempt) {
             attempt = data.attempt;
             printed.clear();
@@ -99,8 +83,8 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
             entries.clear();
             if (attempt > 1 && !opts.json) err.write(`--- attempt ${attempt} ---\n`);
           }
-        } else if (event === 'entry') {
-          const entry = data as EntryView;
+        } else if (message.event === 'entry') {
+          const entry = message.data;
           const seen = entries.get(entry.index);
           entries.set(entry.index, entry);
           if (opts.json) continue;
@@ -110,14 +94,16 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
             if (rest) printLines(entry.index, '\n');
             err.write(`<== ${entry.key}: exit ${entry.exitCode} in ${formatDuration(entry.durationMs ?? 0)}\n`);
           }
-        } else if (event === 'output') {
+        } else if (message.event === 'output') {
+          const data = message.data;
           const done = printed.get(data.index) ?? 0;
           const end = data.offset + data.data.length;
           if (end <= done) continue;
           const fresh = data.offset < done ? data.data.slice(done - data.offset) : data.data;
           printed.set(data.index, end);
           if (!opts.json) printLines(data.index, fresh);
-        } else if (event === 'state') {
+        } else if (message.event === 'state') {
+          const data = message.data;
           if (!opts.json && data.state !== lastState) {
             // The reason, unless it only repeats the state (canceled); servers before reasons send none.
             const reason = data.failureReason && data.failureReason !== data.state ? data.failureReason : undefined;
@@ -137,8 +123,8 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
             }
           }
           lastState = data.state;
-        } else if (event === 'end') {
-          return data.state as string;
+        } else if (message.event === 'end') {
+          return message.data.state;
         }
       }
     } catch (e) {

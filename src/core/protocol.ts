@@ -2,9 +2,10 @@
 // API client, which builds them, so both ends agree by construction. Unknown fields are ignored (not refused)
 // so that an executor one version ahead of its server keeps working.
 import { z } from 'zod';
-import type { DockerAuthConfig } from './dockerAuthConfig.js';
+import { storedJobSpec } from './api.js';
+import { dockerAuthConfig } from './dockerAuthConfig.js';
 import { FAILURE_REASON_NAMES, isFailureReason } from './failureReasons.js';
-import { queueName, type JobSpec } from './jobSpec.js';
+import { queueName } from './jobSpec.js';
 
 export const EXECUTOR_API_PREFIX = '/api/executor/v1';
 export const CLIENT_API_PREFIX = '/api/v1';
@@ -92,22 +93,23 @@ export const dequeueRequest = z.object({
 export type DequeueRequest = z.input<typeof dequeueRequest>;
 
 /** What an executor receives for a job. `token` authorizes this attempt's calls and nothing else. */
-export interface DequeuedJob {
-  id: number;
-  attempt: number;
-  token: string;
-  queue: string;
-  namespace: string;
-  /** Without `dockerAuthConfig`, which travels apart: */
-  spec: Omit<JobSpec, 'dockerAuthConfig'>;
+export const dequeuedJob = z.object({
+  id: z.number().int().positive(),
+  attempt: z.number().int().positive(),
+  token: z.string(),
+  queue: z.string(),
+  namespace: z.string(),
+  /** Without `dockerAuthConfig`, which travels apart. */
+  spec: storedJobSpec,
   /**
    * The values of the secrets the job names, by name, resolved in its namespace. The executor sets each in every
    * step's env and redacts every form of each value from anything it sends or logs.
    */
-  secrets?: Record<string, string>;
+  secrets: z.record(z.string(), z.string()).optional(),
   /** Registry credentials given with the job or in its DOCKER_AUTH_CONFIG secret; the first source for its pulls. */
-  dockerAuthConfig?: DockerAuthConfig;
-}
+  dockerAuthConfig: dockerAuthConfig.optional(),
+});
+export type DequeuedJob = z.infer<typeof dequeuedJob>;
 
 export const jobRef = z.object({ id: z.number().int().positive(), attempt: z.number().int().positive() });
 export type JobRef = z.infer<typeof jobRef>;
@@ -145,12 +147,13 @@ export const releaseRequest = z.object({
 });
 export type ReleaseRequest = z.input<typeof releaseRequest>;
 
-export interface HeartbeatResponse {
+export const heartbeatResponse = z.object({
   /** Jobs (by id) whose attempt named in the request is still this executor's to run. */
-  knownIds: number[];
+  knownIds: z.array(z.number().int()),
   /** Known jobs a user asked to cancel: stop them and report them with `fail` and `canceled: true`. */
-  cancelIds: number[];
-}
+  cancelIds: z.array(z.number().int()),
+});
+export type HeartbeatResponse = z.infer<typeof heartbeatResponse>;
 
 export const logEntryUpdate = z.object({
   index: z.number().int().min(0).max(10_000),
@@ -166,10 +169,14 @@ export const logEntryUpdate = z.object({
 export type LogEntryUpdate = z.infer<typeof logEntryUpdate>;
 
 export const appendLogsRequest = z.object({ entries: z.array(logEntryUpdate).min(1).max(1000) });
-export interface AppendLogsResponse {
+export const appendLogsResponse = z.object({
   /** The stored length of each entry's output after the append; the next append starts there. */
-  entries: { index: number; length: number }[];
-}
+  entries: z.array(z.object({ index: z.number().int(), length: z.number().int() })),
+});
+export type AppendLogsResponse = z.infer<typeof appendLogsResponse>;
+
+/** The answer to a final report: the job's state after it. */
+export const reportResponse = z.object({ state: z.string() });
 
 export const completeRequest = z.object({});
 /** One of the reasons in core/failureReasons.ts. */
@@ -194,9 +201,8 @@ export const failRequest = z.object({
 });
 
 /** The answer to a dequeue that names `maxJobs`: one or more jobs, each a new attempt with its own token. */
-export interface DequeueBatchResponse {
-  jobs: DequeuedJob[];
-}
+export const dequeueBatchResponse = z.object({ jobs: z.array(dequeuedJob) });
+export type DequeueBatchResponse = z.infer<typeof dequeueBatchResponse>;
 
 /** A final report, as `/jobs/batch` carries it: the body of `/complete`, `/error` or `/fail` with its kind. */
 export const jobReport = z.discriminatedUnion('kind', [
@@ -226,13 +232,19 @@ export const batchRequest = z.object({
 export type BatchRequest = z.input<typeof batchRequest>;
 
 /** One item's answer: what the single-job routes would have answered, status and all. */
-export type BatchItemResult =
-  | { id: number; status: 200; entries?: AppendLogsResponse['entries']; state?: string }
-  | { id: number; status: number; error: string; code?: string };
+export const batchItemResult = z.union([
+  z.object({
+    id: z.number().int(),
+    status: z.literal(200),
+    entries: appendLogsResponse.shape.entries.optional(),
+    state: z.string().optional(),
+  }),
+  z.object({ id: z.number().int(), status: z.number().int(), error: z.string(), code: z.string().optional() }),
+]);
+export type BatchItemResult = z.infer<typeof batchItemResult>;
 
-export interface BatchResponse {
-  items: BatchItemResult[];
-}
+export const batchResponse = z.object({ items: z.array(batchItemResult) });
+export type BatchResponse = z.infer<typeof batchResponse>;
 
 /** Error codes in 409 answers to job-token calls. */
 export const STALE_ATTEMPT = 'stale_attempt';

@@ -29,7 +29,7 @@ export interface HandlerContext<B, Q> {
   auth: AuthContext;
 }
 
-export interface RouteDef<B = unknown, Q = unknown> {
+export interface RouteDef<B = unknown, Q = unknown, R = unknown> {
   method: 'GET' | 'POST' | 'DELETE';
   url: string;
   auth: AuthKind;
@@ -40,16 +40,22 @@ export interface RouteDef<B = unknown, Q = unknown> {
   query?: z.ZodType<Q>;
   /** Describes the success response for the OpenAPI document. */
   response?: string;
+  /**
+   * The success answer's schema (core/api.ts, core/protocol.ts): what the handler returns is serialized through it,
+   * so only the fields it names leave the server, and the OpenAPI document shows it. A handler that sends by
+   * itself (a stream, an empty 204) returns the reply instead.
+   */
+  responseSchema?: z.ZodType<R>;
   /** Success status for the OpenAPI document (default 200). */
   status?: number;
   /** Other documented answers, e.g. { 204: 'no job arrived in time' }. */
   otherResponses?: Record<number, string>;
   /** Largest request body accepted, in bytes (default DEFAULT_BODY_LIMIT); larger ones get 413. */
   bodyLimit?: number;
-  handler(ctx: HandlerContext<B, Q>): Promise<unknown>;
+  handler(ctx: HandlerContext<B, Q>): Promise<NoInfer<R> | FastifyReply>;
 }
 
-export function defineRoute<B = undefined, Q = undefined>(def: RouteDef<B, Q>): RouteDef<B, Q> {
+export function defineRoute<B = undefined, Q = undefined, R = unknown>(def: RouteDef<B, Q, R>): RouteDef<B, Q, R> {
   return def;
 }
 
@@ -121,7 +127,7 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 /** Job submissions (up to 8 MiB of files, JSON-escaped) and log appends (2M characters, escaped). */
 export const LARGE_BODY_LIMIT = 16 * 1024 * 1024;
 
-export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[], deps: AuthDeps): void {
+export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any, any>[], deps: AuthDeps): void {
   // Filled before the body is read, so requests without valid credentials never cost a body parse.
   const authOf = new WeakMap<FastifyRequest, AuthContext>();
   for (const def of routes) {
@@ -139,7 +145,16 @@ export function registerRoutes(app: FastifyInstance, routes: RouteDef<any, any>[
         const auth = authOf.get(req) ?? (await authenticate(req, def.auth, deps));
         const body = parseWith(def.body, req.body, def.bodyName ?? 'request body');
         const query = parseWith(def.query, req.query ?? {}, 'request query');
-        return def.handler({ req, reply, body, query, params: req.params as Record<string, string>, auth });
+        const result = await def.handler({
+          req,
+          reply,
+          body,
+          query,
+          params: req.params as Record<string, string>,
+          auth,
+        });
+        if (result === reply || reply.sent) return reply;
+        return def.responseSchema ? def.responseSchema.parse(result) : result;
       },
     });
   }

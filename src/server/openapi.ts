@@ -1,5 +1,6 @@
 // The OpenAPI document, generated from the same route table and zod schemas that validate requests.
 import { z } from 'zod';
+import { errorResponse } from '../core/api.js';
 import { VERSION } from '../core/version.js';
 import type { RouteDef } from './http.js';
 
@@ -10,11 +11,21 @@ const SECURITY: Record<string, { [scheme: string]: [] }[]> = {
   client: [{ apiToken: [] }],
 };
 
-function jsonSchema(schema: z.ZodType): unknown {
-  return z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' });
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output' = 'input'): unknown {
+  return z.toJSONSchema(schema, { io, unrepresentable: 'any' });
 }
 
-export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
+const ERROR_CONTENT = { 'application/json': { schema: jsonSchema(errorResponse, 'output') } };
+
+/** A documented answer: a success with its route's schema, any other status with the error body. */
+function answer(description: string, schema?: z.ZodType): unknown {
+  return {
+    description,
+    ...(schema ? { content: { 'application/json': { schema: jsonSchema(schema, 'output') } } } : {}),
+  };
+}
+
+export function openApiDocument(routes: RouteDef<any, any, any>[]): unknown {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const route of routes) {
     const path = route.url.replace(/:(\w+)/g, '{$1}');
@@ -37,23 +48,26 @@ export function openApiDocument(routes: RouteDef<any, any>[]): unknown {
       ...(route.body
         ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(route.body) } } } }
         : {}),
-      responses: {
-        [String(route.status ?? 200)]: { description: route.response ?? 'OK' },
-        ...Object.fromEntries(
-          Object.entries(route.otherResponses ?? {}).map(([code, description]) => [code, { description }]),
-        ),
-        ...(route.body || route.query
-          ? { '400': { description: 'Invalid input: { error, issues: [{ field, message }] }' } }
-          : {}),
-        ...(route.auth === 'public' ? {} : { '401': { description: 'Missing or invalid credentials' } }),
-        ...(route.auth === 'job'
-          ? {
-              '403': { description: 'The job token belongs to another job' },
-              '409': { description: 'The attempt is no longer current (code stale_attempt): stop working on it' },
-            }
-          : {}),
-        ...(route.url.includes(':id') && route.auth === 'client' ? { '404': { description: 'No such job' } } : {}),
-      },
+      responses: Object.fromEntries(
+        Object.entries({
+          [String(route.status ?? 200)]: route.response ?? 'OK',
+          ...route.otherResponses,
+          ...(route.body || route.query ? { '400': 'Invalid input: each bad field named in issues' } : {}),
+          ...(route.auth === 'public' ? {} : { '401': 'Missing or invalid credentials' }),
+          ...(route.auth === 'job'
+            ? {
+                '403': 'The job token belongs to another job',
+                '409': 'The attempt is no longer current (code stale_attempt): stop working on it',
+              }
+            : {}),
+          ...(route.url.includes(':id') && route.auth === 'client' ? { '404': 'No such job' } : {}),
+        }).map(([code, description]) => [
+          code,
+          Number(code) >= 400
+            ? { description, content: ERROR_CONTENT }
+            : answer(description, Number(code) === (route.status ?? 200) ? route.responseSchema : undefined),
+        ]),
+      ),
     };
   }
   return {

@@ -638,6 +638,43 @@ describe('OpenAPI and metrics', () => {
     );
   });
 
+  it('answers every JSON route through a response schema, and documents it', async () => {
+    // Not JSON: Prometheus text, an SSE stream, and the document itself.
+    const notJson = new Set(['GET /metrics', 'GET /api/v1/jobs/:id/logs/stream', 'GET /api/openapi.json']);
+    const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();
+    for (const route of routes) {
+      const name = `${route.method} ${route.url}`;
+      if (notJson.has(name)) continue;
+      expect(route.responseSchema, name).toBeDefined();
+      const op = doc.paths[route.url.replace(/:(\w+)/g, '{$1}')][route.method.toLowerCase()];
+      expect(op.responses[String(route.status ?? 200)].content['application/json'].schema, name).toBeTruthy();
+      expect(op.responses['500'], name).toBeUndefined();
+    }
+    const job = doc.paths['/api/v1/jobs/{id}'].get.responses['200'].content['application/json'].schema;
+    expect(job.properties.job.required).toEqual(expect.arrayContaining(['id', 'state', 'failureReason', 'spec']));
+    const refused = doc.paths['/api/v1/jobs/{id}/cancel'].post.responses['409'].content['application/json'].schema;
+    expect(refused.required).toEqual(['error']);
+  });
+
+  it('sends only the fields the response schema names', async () => {
+    const [route] = routes.filter((r) => r.method === 'GET' && r.url === '/api/v1/queues');
+    const schema = route.responseSchema!;
+    const withExtra = {
+      queues: [
+        {
+          queue: 'q',
+          queued: 1,
+          processing: 0,
+          oldestQueuedAt: null,
+          completedLastHour: 0,
+          failedLastHour: 0,
+          internal: 'x',
+        },
+      ],
+    };
+    expect(JSON.stringify(schema.parse(withExtra))).not.toContain('internal');
+  });
+
   it('exposes queue depth, oldest age, durations, dequeue wait and executors online', async () => {
     const text = (await app.inject({ method: 'GET', url: '/metrics' })).body;
     for (const name of [

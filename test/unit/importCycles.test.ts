@@ -1,10 +1,12 @@
 // No import circles in src/ (type imports included): a circle makes load order matter and hides which part depends
-// on which. Lazy `import()` calls are left out: loading a runtime only when chosen is what they are for.
+// on which. Lazy `import()` calls are left out: loading a runtime only when chosen is what they are for. And the
+// clients (the CLI, the web UI) know the server only by the API contract in core/: never its store or its code.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-const SRC = path.resolve(import.meta.dirname, '../../src');
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const SRC = path.join(ROOT, 'src');
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
@@ -14,13 +16,16 @@ function sourceFiles(dir: string): string[] {
   });
 }
 
-/** Each file's relative static imports and re-exports, as files. */
-function importGraph(): Map<string, string[]> {
+/** Each file's relative static imports and re-exports, as files (web/ leaves out the extension). */
+function importGraph(dir = SRC): Map<string, string[]> {
   const graph = new Map<string, string[]>();
-  for (const file of sourceFiles(SRC)) {
+  for (const file of sourceFiles(dir)) {
     const text = readFileSync(file, 'utf8');
     const deps = [...text.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+['"](\.[^'"]+)['"]/gms)].map((m) =>
-      path.resolve(path.dirname(file), m[1]).replace(/\.js$/, '.ts'),
+      path
+        .resolve(path.dirname(file), m[1])
+        .replace(/\.js$/, '.ts')
+        .replace(/^(?!.*\.tsx?$)(.*)$/, '$1.ts'),
     );
     graph.set(file, deps);
   }
@@ -65,5 +70,17 @@ describe('src/ imports', () => {
         ]),
       ).map((c) => c.sort()),
     ).toEqual([['a.ts', 'b.ts']]);
+  });
+});
+
+describe('the clients', () => {
+  it('import nothing of the server or its store: only core/, the API contract', () => {
+    const reaching = [...importGraph(path.join(SRC, 'cli')), ...importGraph(path.join(ROOT, 'web/src'))].flatMap(
+      ([file, deps]) =>
+        deps
+          .filter((dep) => /^src\/(store|server)\//.test(path.relative(ROOT, dep)))
+          .map((dep) => `${path.relative(ROOT, file)} -> ${path.relative(ROOT, dep)}`),
+    );
+    expect(reaching).toEqual([]);
   });
 });

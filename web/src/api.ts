@@ -1,9 +1,9 @@
-// The client API (/api/v1) with the signed-in token, and the types of what it answers (docs/api.md). Record types
-// come from the server's own sources (types only: nothing of the server's code is bundled, apart from the failure
-// reasons' table, core/failureReasons.ts, and the size formatter, core/units.ts, both with no imports).
+// The client API (/api/v1) with the signed-in token, and the types of what it answers: the API's contract,
+// src/core/api.ts (types only: nothing of the server's code is bundled, apart from the failure reasons' table,
+// core/failureReasons.ts, the size formatter, core/units.ts, and the SSE parser, core/sse.ts, none with imports).
+import type { AttemptView, ExecutorView, JobView, QueueStatsView, responses } from '../../src/core/api';
 import type { JobState } from '../../src/core/jobState';
-import type { ExecutorCompatibility } from '../../src/core/compatibility';
-import type { AttemptRecord, ExecutorRecord, JobRecord } from '../../src/store/store';
+import type { z } from 'zod';
 
 export type { JobState };
 
@@ -67,33 +67,9 @@ export async function api<T>(
 
 export const JOB_STATES: JobState[] = ['queued', 'processing', 'completed', 'failed', 'canceled'];
 
-/** A job as the API answers it (the server's own record type; only types cross over, no code). */
-export type Job = Omit<JobRecord, 'spec'> & {
-  spec: Record<string, unknown> & { steps?: { key?: string; run?: string }[] };
-};
-
-export type Attempt = AttemptRecord;
-
-export type Compatibility = ExecutorCompatibility | null;
-
-export interface Executor extends ExecutorRecord {
-  active: boolean;
-  /** Absent on servers from before it was added. */
-  compatibility?: Compatibility;
-}
-
-export interface QueueStats {
-  queue: string;
-  queued: number;
-  processing: number;
-  oldestQueuedAt: number | null;
-  /** Added to the API recently: absent on older servers. */
-  completedLastHour?: number;
-  failedLastHour?: number;
-}
-
-export interface Me {
-  user: { name: string; siteAdmin: boolean; createdAt: number };
-  orgs: string[];
-  namespaces: string[];
-}
+export type Job = JobView;
+export type Attempt = AttemptView;
+export type Executor = ExecutorView;
+export type Compatibility = ExecutorView['compatibility'];
+export type QueueStats = QueueStatsView;
+export type Me = z.infer<typeof responses.me>;

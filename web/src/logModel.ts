@@ -1,5 +1,5 @@
 // One attempt's log as the SSE stream delivers it: entries (steps) with their output parsed into styled lines.
-import type { LogEntryRecord } from '../../src/store/store';
+import type { LogEntryView } from '../../src/core/api';
 import { PLAIN, parseAnsiLine, type AnsiState, type StyledLine } from './ansi';
 
 export interface LogLine {
@@ -8,8 +8,8 @@ export interface LogLine {
   line: StyledLine;
 }
 
-/** A step's log entry as the stream announces it: the stored record without its length. */
-export type EntryEvent = Omit<LogEntryRecord, 'length'>;
+/** A step's log entry as the stream announces it. */
+export type EntryEvent = LogEntryView;
 
 export interface LogEntry extends EntryEvent {
   lines: LogLine[];

@@ -6,7 +6,15 @@ import { reasonSummary } from '../../core/failureReasons.js';
 import { describeIssues, parseJobSpec, parseSpecText } from '../../core/jobSpec.js';
 import type { JobState } from '../../core/jobState.js';
 import { formatDuration, formatSize } from '../../core/units.js';
-import type { AttemptRecord, ExecutorRecord, JobRecord, QueueStats } from '../../store/store.js';
+import type {
+  ExecutorsResponse,
+  JobPageResponse,
+  JobResponse,
+  JobWithAttemptsResponse,
+  QueuesResponse,
+  ExecutorView,
+  JobView,
+} from '../../core/api.js';
 import { ClientApi, CliError } from '../client.js';
 import { followJob } from '../follow.js';
 import { ago, print, table } from '../output.js';
@@ -18,7 +26,7 @@ export const FOLLOW_EXIT: Record<string, number> = { completed: 0, failed: 1, ca
  * "2 CPUs, 4Gi, 20Gi disk" for the limits an executor enforces per job; "-" when its runtime enforces none. An
  * executor from before disk limits reports none for disk ("disk not reported"; the server lets any size through).
  */
-function jobLimits(e: Pick<ExecutorRecord, 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes'>): string {
+function jobLimits(e: Pick<ExecutorView, 'jobCpus' | 'jobMemoryBytes' | 'jobDiskBytes'>): string {
   if (e.jobCpus === null || e.jobMemoryBytes === null) return '-';
   const disk =
     e.jobDiskBytes === null ? 'disk not reported' : e.jobDiskBytes ? `${formatSize(e.jobDiskBytes)} disk` : 'any disk';
@@ -45,7 +53,7 @@ function parseIdArg(raw: string): number {
   return id;
 }
 
-function jobLine(job: JobRecord): string[] {
+function jobLine(job: JobView): string[] {
   const steps = job.spec.steps.length;
   return [
     String(job.id),
@@ -87,7 +95,7 @@ export function registerJobCommands(program: Command): void {
       const checked = parseJobSpec(body);
       if (!checked.ok) throw new CliError(`${file} is not a valid job spec:\n${describeIssues(checked.issues)}`);
       const api = new ClientApi();
-      const { job: created } = await api.request<{ job: JobRecord }>('POST', '/jobs', body);
+      const { job: created } = await api.request<JobResponse>('POST', '/jobs', body);
       if (opts.json && !opts.follow) print(true, created, () => '');
       else if (!opts.json) process.stderr.write(`submitted job ${created.id} to queue ${created.queue}\n`);
       if (opts.follow) await finishFollow(api, created.id, opts.json ?? false);
@@ -114,10 +122,7 @@ export function registerJobCommands(program: Command): void {
         const params = new URLSearchParams({ limit: opts.limit });
         for (const key of ['queue', 'state', 'namespace', 'before'] as const)
           if (opts[key]) params.set(key, opts[key]!);
-        const { jobs, nextBefore } = await new ClientApi().request<{ jobs: JobRecord[]; nextBefore: number | null }>(
-          'GET',
-          `/jobs?${params}`,
-        );
+        const { jobs, nextBefore } = await new ClientApi().request<JobPageResponse>('GET', `/jobs?${params}`);
         print(opts.json ?? false, { jobs, nextBefore }, () =>
           jobs.length === 0
             ? 'no jobs'
@@ -132,10 +137,7 @@ export function registerJobCommands(program: Command): void {
     .description('Show a job, its spec and attempts')
     .option('--json')
     .action(async (rawId: string, opts: { json?: boolean }) => {
-      const data = await new ClientApi().request<{ job: JobRecord; attempts: AttemptRecord[] }>(
-        'GET',
-        `/jobs/${parseIdArg(rawId)}`,
-      );
+      const data = await new ClientApi().request<JobWithAttemptsResponse>('GET', `/jobs/${parseIdArg(rawId)}`);
       print(opts.json ?? false, data, () => {
         const { job: j, attempts } = data;
         const lines = [
@@ -201,10 +203,7 @@ export function registerJobCommands(program: Command): void {
       .description(verb)
       .option('--json')
       .action(async (rawId: string, opts: { json?: boolean }) => {
-        const { job: j } = await new ClientApi().request<{ job: JobRecord }>(
-          'POST',
-          `/jobs/${parseIdArg(rawId)}/${name}`,
-        );
+        const { job: j } = await new ClientApi().request<JobResponse>('POST', `/jobs/${parseIdArg(rawId)}/${name}`);
         print(opts.json ?? false, j, () =>
           name === 'cancel' && j.state === 'processing'
             ? `job ${j.id}: cancel requested; its executor is stopping it`
@@ -220,10 +219,7 @@ export function registerJobCommands(program: Command): void {
     )
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
-      const { executors, serverVersion } = await new ClientApi().request<{
-        executors: (ExecutorRecord & { active: boolean; compatibility: ExecutorCompatibility | null })[];
-        serverVersion: string;
-      }>('GET', '/executors');
+      const { executors, serverVersion } = await new ClientApi().request<ExecutorsResponse>('GET', '/executors');
       print(opts.json ?? false, executors, () =>
         executors.length === 0
           ? 'no executors have registered yet'
@@ -251,7 +247,7 @@ export function registerJobCommands(program: Command): void {
     .description('Queued and running jobs per queue, and the jobs done (completed) and failed in the last hour')
     .option('--json')
     .action(async (opts: { json?: boolean }) => {
-      const { queues } = await new ClientApi().request<{ queues: QueueStats[] }>('GET', '/queues');
+      const { queues } = await new ClientApi().request<QueuesResponse>('GET', '/queues');
       print(opts.json ?? false, queues, () =>
         queues.length === 0
           ? 'no queued or running jobs, none finished in the last hour'

@@ -1,6 +1,7 @@
 // Reading a job's log: the whole of an attempt's output as one JSON answer, or the job followed live as Server-Sent
 // Events. Both read the store a page at a time, so a log of any size costs the server a page of memory.
 import type { FastifyReply } from 'fastify';
+import type { JobStreamEvent } from '../../core/api.js';
 import { isTerminal } from '../../core/jobState.js';
 import type { LogChunk, LogEntryRecord } from '../../store/store.js';
 import type { ServerContext } from '../context.js';
@@ -88,7 +89,11 @@ export async function streamJob(
     'x-accel-buffering': 'no',
   });
   const closed = heldRequestSignal(reply, ctx.closing);
-  const send = (event: string, data: unknown): void => {
+  // Typed by the contract (core/api.ts jobStreamEvents); `output`, the hot one, is written by hand below.
+  const send = <K extends JobStreamEvent['event']>(
+    event: K,
+    data: Extract<JobStreamEvent, { event: K }>['data'],
+  ): void => {
     res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   };
   // The hot event, written without an object to walk: only the text needs escaping.

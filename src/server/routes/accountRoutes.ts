@@ -2,6 +2,7 @@
 // member), and members manage their org. Tokens are shown once and stored as SHA-256 digests.
 import { z } from 'zod';
 import { NAME_PATTERN } from '../../core/jobSpec.js';
+import { responses } from '../../core/api.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../../core/tokens.js';
 import type { OrgRecord, UserChange, UserRecord } from '../../store/accounts.js';
@@ -44,7 +45,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/me`,
       auth: 'client',
       summary: 'Who the token belongs to, their orgs and namespaces',
-      response: '{ user: { name, siteAdmin, createdAt }, orgs, namespaces }',
+      response: 'who you are: your user, orgs and namespaces',
+      responseSchema: responses.me,
       async handler({ auth }) {
         const me = principal(auth);
         return { user: userView(me.user), orgs: me.orgs, namespaces: me.namespaces };
@@ -57,7 +59,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/users`,
       auth: 'client',
       summary: 'Every user with their orgs (site admins)',
-      response: '{ users: [{ name, siteAdmin, createdAt, orgs }] }',
+      response: 'every user, with their orgs',
+      responseSchema: responses.users,
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list users');
         return { users: (await accounts.listUsers()).map((u) => ({ ...userView(u), orgs: u.orgs })) };
@@ -69,14 +72,16 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: 'Create a user (site admins)',
       body: z.strictObject({ name: accountName, siteAdmin: z.boolean().default(false) }),
-      response: '{ user }',
+      response: 'the new user',
+      responseSchema: responses.user,
       status: 201,
       otherResponses: { 409: 'A user of that name exists' },
       async handler({ auth, body, reply }) {
         principal(auth).requireSiteAdmin('create users');
         const user = await accounts.createUser(body.name, body.siteAdmin, Date.now());
         if (!user) throw new HttpError(409, `user ${body.name} already exists`);
-        return reply.code(201).send({ user: userView(user) });
+        reply.code(201);
+        return { user: userView(user) };
       },
     }),
     defineRoute({
@@ -85,7 +90,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: 'Make a user a site admin or not (site admins)',
       body: z.strictObject({ siteAdmin: z.boolean() }),
-      response: '{ user }',
+      response: 'the user, changed',
+      responseSchema: responses.user,
       otherResponses: { 409: 'It would leave no site admin' },
       async handler({ auth, body, params }) {
         principal(auth).requireSiteAdmin('change site admins');
@@ -98,7 +104,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/users/:name`,
       auth: 'client',
       summary: 'Delete a user with their tokens, memberships and user secrets; their jobs stay (site admins)',
-      response: '{ deleted }',
+      response: 'the name of the deleted user',
+      responseSchema: responses.deletedName,
       otherResponses: { 409: 'The last site admin cannot be deleted' },
       async handler({ auth, params }) {
         principal(auth).requireSiteAdmin('delete users');
@@ -113,7 +120,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/orgs`,
       auth: 'client',
       summary: 'Your orgs (site admins: all)',
-      response: '{ orgs: [{ name, createdAt, members }] }',
+      response: 'the orgs you are a member of (site admins: all)',
+      responseSchema: responses.orgs,
       async handler({ auth }) {
         const me = principal(auth);
         return { orgs: (await accounts.listOrgs(me.siteAdmin ? undefined : me.user.id)).map(orgView) };
@@ -125,13 +133,15 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: 'Create an org; you become its first member',
       body: z.strictObject({ name: accountName }),
-      response: '{ org }',
+      response: 'the new org',
+      responseSchema: responses.org,
       status: 201,
       otherResponses: { 409: 'An org of that name exists' },
       async handler({ auth, body, reply }) {
         const org = await accounts.createOrg(body.name, principal(auth).user.id, Date.now());
         if (!org) throw new HttpError(409, `org ${body.name} already exists`);
-        return reply.code(201).send({ org: orgView(org) });
+        reply.code(201);
+        return { org: orgView(org) };
       },
     }),
     defineRoute({
@@ -139,7 +149,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/orgs/:name`,
       auth: 'client',
       summary: 'Delete an org with its memberships and secrets; its jobs stay (members, site admins)',
-      response: '{ deleted }',
+      response: 'the name of the deleted org',
+      responseSchema: responses.deletedName,
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
         await accounts.deleteOrg(org.name);
@@ -151,7 +162,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/orgs/:name/members`,
       auth: 'client',
       summary: "An org's members (members, site admins)",
-      response: '{ members: [{ name, siteAdmin }] }',
+      response: 'the members',
+      responseSchema: responses.members,
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
         return { members: (await accounts.listMembers(org.id)).map((u) => ({ name: u.name, siteAdmin: u.siteAdmin })) };
@@ -163,7 +175,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: 'Add a user to an org (members, site admins)',
       body: z.strictObject({ user: accountName }),
-      response: '{ org, user }',
+      response: 'the org and the user added',
+      responseSchema: responses.membership,
       status: 201,
       otherResponses: { 409: 'Already a member' },
       async handler({ auth, params, body, reply }) {
@@ -171,7 +184,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const user = await requireUser(body.user);
         if (!(await accounts.addMember(org.id, user.id, Date.now())))
           throw new HttpError(409, `${user.name} is already a member of ${org.name}`);
-        return reply.code(201).send({ org: org.name, user: user.name });
+        reply.code(201);
+        return { org: org.name, user: user.name };
       },
     }),
     defineRoute({
@@ -179,7 +193,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/orgs/:name/members/:user`,
       auth: 'client',
       summary: 'Remove a user from an org (members, site admins)',
-      response: '{ org, user }',
+      response: 'the org and the user removed',
+      responseSchema: responses.membership,
       async handler({ auth, params }) {
         const org = await requireOrg(principal(auth), params.name);
         const user = await requireUser(params.user);
@@ -196,7 +211,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: 'Create an API token for yourself (site admins: for anyone); the secret is shown only in this answer',
       body: z.strictObject({ name: z.string().min(1).max(100), user: accountName.optional() }),
-      response: '{ token: { id, name, user, createdAt, lastUsedAt }, secret }',
+      response: 'the token record, and the token itself (shown this once)',
+      responseSchema: responses.createdToken,
       status: 201,
       async handler({ auth, body, reply }) {
         const me = principal(auth);
@@ -204,7 +220,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         const owner = body.user === undefined ? me.user : await requireUser(body.user);
         const secret = newToken(API_TOKEN_PREFIX);
         const token = await accounts.createToken(owner.id, body.name, hashToken(secret), Date.now());
-        return reply.code(201).send({ token, secret });
+        reply.code(201);
+        return { token, secret };
       },
     }),
     defineRoute({
@@ -213,7 +230,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       summary: "Your API tokens (site admins: another user's with ?user=)",
       query: z.strictObject({ user: accountName.optional() }),
-      response: '{ tokens: [{ id, name, user, createdAt, lastUsedAt }] }',
+      response: 'the tokens (never their secrets)',
+      responseSchema: responses.tokens,
       async handler({ auth, query }) {
         const me = principal(auth);
         if (query.user !== undefined && query.user !== me.name) me.requireSiteAdmin("list other users' tokens");
@@ -226,7 +244,8 @@ export function accountRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       url: `${CLIENT_API_PREFIX}/tokens/:id`,
       auth: 'client',
       summary: 'Revoke an API token (yours; site admins: any)',
-      response: '{ deleted }',
+      response: 'the id of the deleted token',
+      responseSchema: responses.deletedId,
       async handler({ auth, params }) {
         const me = principal(auth);
         const id = Number(params.id);

@@ -1,6 +1,6 @@
 // The executor protocol's routes (docs/protocol.md): dequeue, heartbeat, and the job-token calls of one attempt.
 // The work is the DispatchService's (dispatch/dispatchService.ts); these parse and answer.
-import type { z } from 'zod';
+import { z } from 'zod';
 import {
   EXECUTOR_API_PREFIX,
   appendLogsRequest,
@@ -11,6 +11,12 @@ import {
   failRequest,
   heartbeatRequest,
   releaseRequest,
+  appendLogsResponse,
+  batchResponse,
+  dequeueBatchResponse,
+  dequeuedJob,
+  heartbeatResponse,
+  reportResponse,
   type AppendLogsResponse,
   type BatchResponse,
   type HeartbeatResponse,
@@ -38,7 +44,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       auth: 'job',
       summary,
       body,
-      response: '{ state }: the job state after this report',
+      response: 'the job state after this report',
+      responseSchema: reportResponse,
       handler: ({ auth, body: p }) => dispatch.finish(jobAttempt(auth), { ...p, kind }),
     });
 
@@ -49,7 +56,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       auth: 'executor',
       body: dequeueRequest,
       summary: 'Take the next job from one of the named queues, waiting up to waitMs for one to arrive',
-      response: 'The job (id, attempt, token, queue, namespace, spec)',
+      response: 'the job, or with maxJobs { jobs }: each a new attempt with its own token',
+      responseSchema: z.union([dequeuedJob, dequeueBatchResponse]),
       otherResponses: { 204: 'No job arrived within waitMs', 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }) {
         const jobs = await dispatch.dequeue(body, heldRequestSignal(reply, ctx.closing));
@@ -63,7 +71,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       auth: 'executor',
       body: heartbeatRequest,
       summary: 'Register the executor, keep its jobs alive, and learn which to abandon (not known) or cancel',
-      response: '{ knownIds, cancelIds }',
+      response: 'which of its jobs the executor still holds, and which to cancel',
+      responseSchema: heartbeatResponse,
       otherResponses: { 409: NAME_IN_USE_RESPONSE },
       async handler({ body, reply }): Promise<HeartbeatResponse> {
         return dispatch.heartbeat(body, heldRequestSignal(reply, ctx.closing));
@@ -75,7 +84,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       auth: 'executor',
       body: releaseRequest,
       summary: 'A stopping executor process lets go of its name, so that its successor need not wait out its window',
-      response: "{}: released, or the name was not this process's to release",
+      response: "released, or the name was not this process's to release",
+      responseSchema: z.object({}),
       async handler({ body }) {
         await dispatch.release(body);
         return {};
@@ -88,7 +98,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       body: appendLogsRequest,
       bodyLimit: LARGE_BODY_LIMIT,
       summary: "Append output to the attempt's log entries; idempotent by offset",
-      response: '{ entries: [{ index, length }] }: stored output length per entry',
+      response: 'the stored output length per entry',
+      responseSchema: appendLogsResponse,
       async handler({ auth, body }): Promise<AppendLogsResponse> {
         return dispatch.appendLogs(jobAttempt(auth), body.entries);
       },
@@ -100,8 +111,8 @@ export function executorRoutes(ctx: ServerContext, dispatch: DispatchService): R
       body: batchRequest,
       bodyLimit: LARGE_BODY_LIMIT,
       summary: "Several attempts' log appends and final reports at once, each item with its own job token and answer",
-      response:
-        '{ items: [{ id, status, entries?, state?, error?, code? }] }: per item, what the single-job routes answer',
+      response: 'per item, what the single-job routes answer',
+      responseSchema: batchResponse,
       async handler({ body }): Promise<BatchResponse> {
         return { items: await dispatch.batch(body.items) };
       },

@@ -6,6 +6,7 @@ import { jobSpec } from '../../core/jobSpec.js';
 import { JOB_STATES } from '../../core/jobState.js';
 import { executorCompatibility } from '../../core/compatibility.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
+import { responses } from '../../core/api.js';
 import { VERSION } from '../../core/version.js';
 import { EXECUTOR_ONLINE_WINDOW_MS } from '../metrics.js';
 import { LARGE_BODY_LIMIT, defineRoute, parseId, principal, type RouteDef } from '../http.js';
@@ -46,11 +47,13 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       bodyName: 'job spec',
       bodyLimit: LARGE_BODY_LIMIT,
       summary: 'Submit a job (JSON, or YAML with Content-Type application/yaml); see docs/job-spec.md',
-      response: '{ job }: the queued job',
+      response: 'the queued job',
+      responseSchema: responses.job,
       status: 201,
       async handler({ body, reply, auth }) {
         const [job] = await jobs.submit(principal(auth), [body]);
-        return reply.code(201).send({ job });
+        reply.code(201);
+        return { job };
       },
     }),
     defineRoute({
@@ -61,12 +64,14 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       bodyName: 'job batch',
       bodyLimit: LARGE_BODY_LIMIT,
       summary: `Submit up to ${MAX_SUBMIT_BATCH} jobs at once, all or none (JSON or YAML: { jobs: [spec, ...] })`,
-      response: '{ jobs }: the queued jobs, in the order given',
+      response: 'the queued jobs, in the order given',
+      responseSchema: responses.jobs,
       status: 201,
       async handler({ body, reply, auth }) {
         // Every job is checked before any is stored: one bad job refuses the request, naming it (jobs[i].field).
         const queued = await jobs.submit(principal(auth), body.jobs, (i) => `jobs[${i}].`);
-        return reply.code(201).send({ jobs: queued });
+        reply.code(201);
+        return { jobs: queued };
       },
     }),
     defineRoute({
@@ -75,7 +80,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       auth: 'client',
       query: listQuery,
       summary: 'List the jobs of your namespaces (site admins: all), newest first',
-      response: '{ jobs, nextBefore }: pass nextBefore as before for the next page',
+      response: 'a page of jobs; pass nextBefore as before for the next one',
+      responseSchema: responses.jobPage,
       async handler({ query, auth }) {
         const page = await store.listJobs({
           queue: query.queue,
@@ -95,6 +101,7 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       summary: 'A job with its attempts',
       response:
         "{ job, attempts }: job.failureReason and each attempt's failureReason say why it did not complete (null when it did, or still runs; docs/api.md)",
+      responseSchema: responses.jobWithAttempts,
       async handler({ params, auth }) {
         const job = await jobs.get(principal(auth), parseId(params.id));
         return { job, attempts: await store.listAttempts(job.id) };
@@ -106,7 +113,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       auth: 'client',
       query: attemptQuery,
       summary: "An attempt's log entries with their whole output",
-      response: '{ attempt, entries: [{ index, key, command, startTime, exitCode, durationMs, out }] }',
+      response: 'the log entries with their output, streamed',
+      responseSchema: responses.jobLogs,
       async handler({ params, query, reply, auth }) {
         const job = await jobs.get(principal(auth), parseId(params.id));
         const attempt = query.attempt ?? job.attempt;
@@ -133,7 +141,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       url: `${CLIENT_API_PREFIX}/jobs/:id/cancel`,
       auth: 'client',
       summary: 'Cancel a job: queued jobs at once, running jobs as soon as their executor stops them',
-      response: '{ job }',
+      response: 'the job, canceled or marked for its executor to stop',
+      responseSchema: responses.job,
       otherResponses: { 409: 'The job already finished' },
       async handler({ params, auth }) {
         return { job: await jobs.cancel(principal(auth), parseId(params.id)) };
@@ -144,7 +153,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       url: `${CLIENT_API_PREFIX}/jobs/:id/retry`,
       auth: 'client',
       summary: 'Queue a finished job again (its attempts history is kept)',
-      response: '{ job }',
+      response: 'the job, queued again',
+      responseSchema: responses.job,
       otherResponses: { 409: 'The job has not finished' },
       async handler({ params, auth }) {
         return { job: await jobs.retry(principal(auth), parseId(params.id)) };
@@ -155,8 +165,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       url: `${CLIENT_API_PREFIX}/executors`,
       auth: 'client',
       summary: 'Executors that have registered by heartbeat (site admins)',
-      response:
-        '{ executors: [{ name, hostname, queues, version, runtime, lastSeenAt, active, compatibility, ... }], serverVersion }',
+      response: 'the executors, with whether each is active and its version compatibility',
+      responseSchema: responses.executors,
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list executors');
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
@@ -173,7 +183,8 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       url: `${CLIENT_API_PREFIX}/queues`,
       auth: 'client',
       summary: 'Queued and running jobs per queue, and the jobs that completed or failed in the last hour',
-      response: '{ queues: [{ queue, queued, processing, oldestQueuedAt, completedLastHour, failedLastHour }] }',
+      response: 'per queue: queued, processing, oldest queued, completed and failed in the last hour',
+      responseSchema: responses.queues,
       async handler() {
         return { queues: await store.queueStats(Date.now()) };
       },

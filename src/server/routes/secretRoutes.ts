@@ -2,6 +2,7 @@
 // site admins; a user manages their own namespace's and their orgs' secrets.
 import { z } from 'zod';
 import { namespaceName, secretName } from '../../core/jobSpec.js';
+import { responses } from '../../core/api.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import { requireNamespaceExists } from '../access.js';
 import type { ServerContext } from '../context.js';
@@ -29,7 +30,8 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       bodyName: 'secret',
       summary:
         'Create or replace a secret (global: site admins; user:NAME: that user; org:NAME: its members). The value is never shown again.',
-      response: '{ secret: { name, namespace, updatedBy, createdAt, updatedAt } }',
+      response: 'the secret (never its value); 201 when it was created, 200 when replaced',
+      responseSchema: responses.secret,
       status: 201,
       otherResponses: { 200: 'An existing secret was replaced' },
       async handler({ auth, body, reply }) {
@@ -42,7 +44,8 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
           value: body.value,
           updatedBy: me.name,
         });
-        return reply.code(result.created ? 201 : 200).send({ secret: result.secret });
+        reply.code(result.created ? 201 : 200);
+        return { secret: result.secret };
       },
     }),
     defineRoute({
@@ -51,7 +54,8 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       query: z.strictObject({ namespace: namespaceName.optional() }),
       summary: 'Secrets you can use: names, scope and who changed them when, never values (site admins: all)',
-      response: '{ secrets: [{ name, namespace, updatedBy, createdAt, updatedAt }] }',
+      response: 'the secrets you may see (never their values)',
+      responseSchema: responses.secrets,
       async handler({ auth, query }) {
         const me = principal(auth);
         if (query.namespace && query.namespace !== 'global') me.requireNamespace(query.namespace, 'namespace');
@@ -65,7 +69,8 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
       auth: 'client',
       query: z.strictObject({ namespace: namespaceName.default('global') }),
       summary: 'Delete a secret (?namespace=, default global)',
-      response: '{ deleted: { name, namespace } }',
+      response: 'the deleted secret',
+      responseSchema: responses.deletedSecret,
       async handler({ auth, params, query }) {
         principal(auth).requireNamespace(query.namespace, 'namespace');
         if (!(await accounts.deleteSecret(query.namespace, params.name)))
@@ -84,7 +89,8 @@ export function secretRoutes(ctx: ServerContext): RouteDef<any, any>[] {
         limit: z.coerce.number().int().min(1).max(1000).default(100),
       }),
       summary: 'Which job and executor received which secret, and when, newest first (site admins)',
-      response: '{ entries: [{ name, namespace, jobId, attempt, executorName, accessedAt }] }',
+      response: 'who resolved which secret for which job, newest first',
+      responseSchema: responses.secretAccess,
       async handler({ auth, query }) {
         principal(auth).requireSiteAdmin('read the secret access log');
         return { entries: await accounts.listSecretAccess(query) };

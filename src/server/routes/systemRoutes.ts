@@ -1,4 +1,5 @@
 // Health, metrics and the API description: public, so load balancers and Prometheus need no credentials.
+import { responses } from '../../core/api.js';
 import { VERSION } from '../../core/version.js';
 import { defineRoute, type RouteDef } from '../http.js';
 import type { ServerContext } from '../context.js';
@@ -10,20 +11,25 @@ export function systemRoutes(ctx: ServerContext, openApi: () => unknown): RouteD
       url: '/healthz',
       auth: 'public',
       summary: 'Health: 200 when the database answers and takes writes, 503 with the reason otherwise',
+      response: '{ status: "ok", version, store }; with 503, { status: "unhealthy", reason, storage?, since? }',
+      responseSchema: responses.health,
       async handler({ reply }) {
         const problem = ctx.storage.current;
-        if (problem)
-          return reply.code(503).send({
-            status: 'unhealthy',
+        if (problem) {
+          reply.code(503);
+          return {
+            status: 'unhealthy' as const,
             reason: problem.reason,
             storage: problem.kind,
             since: new Date(problem.since).toISOString(),
-          });
+          };
+        }
         try {
           await ctx.store.ping();
-          return { status: 'ok', version: VERSION, store: ctx.store.kind };
+          return { status: 'ok' as const, version: VERSION, store: ctx.store.kind };
         } catch (err) {
-          return reply.code(503).send({ status: 'unhealthy', reason: `database: ${(err as Error).message}` });
+          reply.code(503);
+          return { status: 'unhealthy' as const, reason: `database: ${(err as Error).message}` };
         }
       },
     }),

@@ -4,21 +4,16 @@ import { reasonLabel, reasonSummary } from '../../../src/core/failureReasons';
 import { ApiError, api, authHeaders, type Attempt, type Job, type JobState } from '../api';
 import { Ago, ErrorBox, PageHeader, StateBadge } from '../components';
 import { usePolled, useNow } from '../hooks';
-import { LogModel, type EntryEvent } from '../logModel';
+import type { JobStreamEvent } from '../../../src/core/api';
+import { LogModel } from '../logModel';
 import { LogView } from '../LogView';
 import { Link, navigate, useLocation } from '../router';
+import { jobStreamEvent } from '../../../src/core/sse';
 import { readSse } from '../sse';
 import { absoluteTime, duration } from '../time';
 
-interface LiveState {
-  state: JobState;
-  attempt: number;
-  executorName: string | null;
-  failureMessage: string | null;
-  /** Absent from servers before failure reasons. */
-  failureReason?: string | null;
-  cancelRequested: boolean;
-}
+/** The stream's state event (core/api.ts). */
+type LiveState = Extract<JobStreamEvent, { event: 'state' }>['data'];
 
 type StreamStatus = 'connecting' | 'live' | 'ended' | 'reconnecting' | 'failed';
 
@@ -59,17 +54,18 @@ function useLogStream(id: number, attempt: number | undefined, restartKey: numbe
           await readSse(url, authHeaders(), ctl.signal, (e) => {
             setStatus((s) => (s === 'live' ? s : 'live'));
             delay = 1000;
-            const d = JSON.parse(e.data);
-            if (e.event === 'attempt') {
-              if (d.attempt !== current) {
-                current = d.attempt;
+            const message = jobStreamEvent(e);
+            if (message?.event === 'attempt') {
+              if (message.data.attempt !== current) {
+                current = message.data.attempt;
                 model.reset();
-                setShownAttempt(d.attempt);
+                setShownAttempt(message.data.attempt);
               }
-            } else if (e.event === 'entry') model.entry(d as EntryEvent);
-            else if (e.event === 'output') model.output(d.index, d.offset, d.data);
-            else if (e.event === 'state') onStateRef.current(d as LiveState);
-            else if (e.event === 'end') ended = true;
+            } else if (message?.event === 'entry') model.entry(message.data);
+            else if (message?.event === 'output')
+              model.output(message.data.index, message.data.offset, message.data.data);
+            else if (message?.event === 'state') onStateRef.current(message.data);
+            else if (message?.event === 'end') ended = true;
             changed();
           });
           if (!ended && !ctl.signal.aborted) setStatus('reconnecting');
@@ -240,6 +236,7 @@ export function JobPage({ id }: { id: number }) {
       if (stream.status !== 'live')
         setLive({
           state: answer.job.state,
+          queue: answer.job.queue,
           attempt: answer.job.attempt,
           executorName: answer.job.executorName,
           failureMessage: answer.job.failureMessage,
