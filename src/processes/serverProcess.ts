@@ -9,11 +9,12 @@ export async function runServer(opts: {
   tlsCert?: string;
   tlsKey?: string;
 }): Promise<void> {
-  const [pino, { logRedact }, { loadServerConfig }, { describeStore, startServer }] = await Promise.all([
+  const [pino, { logRedact }, { loadServerConfig }, { startServer }, { describeStore }] = await Promise.all([
     loadPino(),
     import('../core/logRedact.js'),
     import('../server/config.js'),
     import('../server/server.js'),
+    import('../store/open.js'),
   ]);
   const config = loadServerConfig(opts);
   const log = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact });

@@ -50,7 +50,8 @@ export async function runUp(opts: {
     { loadExecutorConfig },
     { executorLogHooks },
     { defaultDataDir, loadServerConfig },
-    { bootstrapAdminUser, describeStore, startServer },
+    { bootstrapAdminUser, startServer },
+    { describeStore },
     { saveCredentials },
   ] = await Promise.all([
     loadPino(),
@@ -60,6 +61,7 @@ export async function runUp(opts: {
     import('../executor/redactor.js'),
     import('../server/config.js'),
     import('../server/server.js'),
+    import('../store/open.js'),
     import('../cli/client.js'),
   ]);
   const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());

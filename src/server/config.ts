@@ -140,11 +140,6 @@ export function readDatabaseUrl(env: NodeJS.ProcessEnv): string | undefined {
   return url;
 }
 
-/** The database URL with its password hidden, for logs and the startup line. */
-export function redactDatabaseUrl(url: string): string {
-  return url.replace(/^(postgres(?:ql)?:\/\/[^:/@]+):[^@]*@/, '$1:***@');
-}
-
 export function loadServerConfig(
   flags: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string },
   env: NodeJS.ProcessEnv = process.env,

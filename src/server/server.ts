@@ -4,14 +4,11 @@ import path from 'node:path';
 import pino from 'pino';
 import { logRedact } from '../core/logRedact.js';
 import { API_TOKEN_PREFIX, hashToken, newToken } from '../core/tokens.js';
-import { postgresFault } from '../store/postgres/faults.js';
-import { PostgresStore } from '../store/postgres/postgresStore.js';
-import { SqliteStore, sqliteFault } from '../store/sqlite/sqliteStore.js';
+import { describeStore, openStore } from '../store/open.js';
 import type { Accounts, UserRecord } from '../store/accounts.js';
 import type { Store } from '../store/store.js';
-import { redactDatabaseUrl, type ServerConfig } from './config.js';
+import type { ServerConfig } from './config.js';
 import { createCoordinator } from './coordinator.js';
-import { unwritableReason } from './storageHealth.js';
 import { Keyring } from './secrets/keyring.js';
 import { Secrets } from './secrets/secrets.js';
 import { ConfigError } from '../core/envConfig.js';
@@ -49,41 +46,6 @@ async function bootstrapAdminToken(accounts: Accounts, fromEnv: string | undefin
   const token = newToken(API_TOKEN_PREFIX);
   await accounts.createToken(admin.id, 'bootstrap', hashToken(token), Date.now());
   return token;
-}
-
-/** Where the data lives, for people: the SQLite directory, or the PostgreSQL URL without its password. */
-export function describeStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): string {
-  return config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : config.dataDir;
-}
-
-/** The configured database (PostgreSQL when a URL is set, else SQLite in the data directory), migrated. */
-export async function openStore(config: Pick<ServerConfig, 'dataDir' | 'databaseUrl'>): Promise<Store> {
-  const file = path.join(config.dataDir, 'dockhand.db');
-  let store: Store | undefined;
-  try {
-    store = config.databaseUrl ? new PostgresStore(config.databaseUrl) : new SqliteStore(file);
-    await store.migrate();
-    // SQLite opens a file it may not write as read-only without a word, and a PostgreSQL standby reads fine: learn
-    // it now, not at the first request.
-    await store.probeWrite(Date.now());
-    return store;
-  } catch (err) {
-    await store?.close().catch(() => undefined);
-    const fault = config.databaseUrl ? postgresFault(err) : sqliteFault(err);
-    if (!fault || fault.kind === 'unreachable') throw err;
-    // Starting on a database that cannot be written would only refuse every request: say why, and stop.
-    if (config.databaseUrl) {
-      throw new ConfigError(
-        `the PostgreSQL database ${redactDatabaseUrl(config.databaseUrl)} cannot take writes (${fault.kind}: ${fault.detail}). ` +
-          'Point DOCKHAND_DATABASE_URL at the primary, writable database.',
-      );
-    }
-    const readOnly = unwritableReason(config.dataDir);
-    throw new ConfigError(
-      `cannot open the database ${file} for writing (${fault.detail})${readOnly ? `: the data directory ${config.dataDir} ${readOnly}` : ''}. ` +
-        'Give --data-dir (DOCKHAND_DATA_DIR) a writable directory on a disk with free space.',
-    );
-  }
 }
 
 export async function startServer(

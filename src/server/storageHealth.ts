@@ -2,12 +2,11 @@
 // makes the server unhealthy: /healthz says why and new work (submits, retries, dequeues) is refused with 503, so
 // nothing is accepted that could not be kept. Running jobs' logs and results are still tried: executors keep and
 // resend what is refused. A probe write, and for SQLite enough free space in the data directory, make it healthy again.
-import { rmSync, writeFileSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
-import path from 'node:path';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Gauge } from 'prom-client';
 import { formatSize } from '../core/units.js';
+import { unwritableReason } from '../store/open.js';
 import type { StorageFault, Store } from '../store/store.js';
 import { HttpError } from './httpError.js';
 
@@ -149,25 +148,5 @@ export class StorageHealth {
     );
     this.problem = undefined;
     this.opts.gauge?.set(1);
-  }
-}
-
-/**
- * Why a directory cannot be written to ("is on a read-only file system"), or undefined when it can. It writes a
- * file to learn it: a file system the kernel turned read-only after an error still says "rw" to access(2).
- */
-export function unwritableReason(dir: string): string | undefined {
-  const file = path.join(dir, '.dockhand-write-check');
-  try {
-    writeFileSync(file, '');
-    rmSync(file, { force: true });
-    return undefined;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'EROFS') return 'is on a read-only file system (EROFS)';
-    if (code === 'EACCES' || code === 'EPERM') return `is not writable by this user (${code})`;
-    if (code === 'ENOSPC') return 'is on a full disk (ENOSPC)';
-    if (code === 'ENOENT') return 'does not exist (ENOENT)';
-    return `cannot be written to (${code ?? (err as Error).message})`;
   }
 }

@@ -26,7 +26,7 @@ export function registerDbCommands(program: Command): void {
     .action(async (opts: { from: string; to: string }) => {
       // Imported here: the other commands (an executor above all) need none of the store's modules.
       const [{ redactDatabaseUrl }, { KEY_FILE_NAME }, { MigrationError, importSqlite }] = await Promise.all([
-        import('../../server/config.js'),
+        import('../../store/open.js'),
         import('../../server/secrets/keyring.js'),
         import('../../store/postgres/importSqlite.js'),
       ]);

@@ -20,7 +20,7 @@ export function addKeyCommands(secret: Command): void {
         import('../../server/config.js'),
         import('../../server/secrets/keyring.js'),
         import('../../server/secrets/rotation.js'),
-        import('../../server/server.js'),
+        import('../../store/open.js'),
       ]);
       const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
       const databaseUrl = readDatabaseUrl(process.env);
