@@ -4,7 +4,7 @@
 // Dockhand: jobs are submitted one at a time (`POST /api/v1/jobs`), each 5–15 ms after the previous one has
 // finished, after WARMUP warm-up jobs. Each job has one step, `date +%s%N`. Per job:
 //   (a) enqueue → executor: from just before the submit call to the time on the executor's "job started" log line
-//       (the executor logs epoch times to the microsecond: src/cli/commands/serverCommands.ts), and
+//       (the executor logs epoch times to the microsecond: src/processes/executorProcess.ts), and
 //   (b) enqueue → step started: to the time the step's `date` printed, read back from the job's log afterwards.
 // All three clocks are the wall clock: the benchmark and the executor take it as performance.timeOrigin +
 // performance.now(), `date` from the kernel; the benchmark checks at the start that its clock agrees with Date.now().
@@ -18,7 +18,9 @@
 // Usage: node dist-bench/bench/latency.js [--tiny] [--jobs N] [--poll-jobs N] [--runs N] [--no-write]
 // or LATENCY_JOBS (default 1000), LATENCY_POLL_JOBS (default 100), LATENCY_RUNS (default 3), BENCH_WRITE=0.
 // --tiny is a handful of jobs, one run, and does not touch BENCHMARKS.md (for CI). LATENCY_ONLY=sqlite,postgres,
-// graphile,bullmq,poll picks parts. PostgreSQL: a throwaway cluster from test/support/postgres.ts (or
+// graphile,bullmq,poll picks parts. LATENCY_BEFORE=<an earlier build's dist/cli/main.js> (named by
+// LATENCY_BEFORE_LABEL) measures that build's server and executor too, in the same runs, the two builds taking
+// turns; the report then goes to its own section (LATENCY_SECTION, default latency-before-after). PostgreSQL: a throwaway cluster from test/support/postgres.ts (or
 // DOCKHAND_TEST_POSTGRES_URL); Redis: a throwaway Debian `redis-server`. As root, missing packages are installed
 // with apt-get.
 import { spawn, spawnSync } from 'node:child_process';
@@ -55,7 +57,10 @@ import {
 import { cpuModel, measured } from './machine.js';
 import { ensurePostgres, ensureRedis, freshDatabase, postgresVersion } from './services.js';
 
-const SECTION = 'latency';
+/** An earlier build to measure in the same run, next to this one. */
+const BEFORE_CLI = process.env.LATENCY_BEFORE;
+const BEFORE_LABEL = process.env.LATENCY_BEFORE_LABEL ?? 'an earlier build';
+const SECTION = process.env.LATENCY_SECTION ?? (BEFORE_CLI ? 'latency-before-after' : 'latency');
 const TINY = flag('--tiny');
 const JOBS = num(opt('--jobs') ?? process.env.LATENCY_JOBS, TINY ? 10 : 1_000);
 const POLL_JOBS = num(opt('--poll-jobs') ?? process.env.LATENCY_POLL_JOBS, TINY ? 3 : 100);
@@ -177,21 +182,33 @@ interface Backend {
   cleanup(): Promise<void>;
 }
 
-async function startDockhand(b: Backend): Promise<{ url: string; server: Proc; executor: Proc; watch: StartWatch }> {
-  const server = new Proc('server', ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', b.dataDir], {
-    DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
-    DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
-    ...b.env,
-  });
+async function startDockhand(
+  b: Backend,
+  cli?: string,
+): Promise<{ url: string; server: Proc; executor: Proc; watch: StartWatch }> {
+  const server = new Proc(
+    'server',
+    ['server', '--host', '127.0.0.1', '--port', '0', '--data-dir', b.dataDir],
+    {
+      DOCKHAND_EXECUTORS_ACCESS_TOKEN: EXECUTORS_TOKEN,
+      DOCKHAND_ADMIN_TOKEN: ADMIN_TOKEN,
+      ...b.env,
+    },
+    cli,
+  );
   let executor: Proc | undefined;
   try {
     const url = (await server.waitFor(/listening on (http:\/\/127\.0\.0\.1:\d+)/))[1];
-    executor = await startExecutor(url, {
-      EXECUTOR_QUEUE_NAME: QUEUE,
-      EXECUTOR_RUNTIME: 'shell',
-      EXECUTOR_NAME: 'bench-latency',
-      EXECUTOR_LOG_LEVEL: 'info',
-    });
+    executor = await startExecutor(
+      url,
+      {
+        EXECUTOR_QUEUE_NAME: QUEUE,
+        EXECUTOR_RUNTIME: 'shell',
+        EXECUTOR_NAME: 'bench-latency',
+        EXECUTOR_LOG_LEVEL: 'info',
+      },
+      cli,
+    );
     return { url, server, executor, watch: new StartWatch(executor) };
   } catch (err) {
     await executor?.stop();
@@ -312,6 +329,12 @@ const dist = (v: number[]): Dist => ({
 });
 
 type Row =
+  | 'before-sqlite-executor'
+  | 'before-sqlite-step'
+  | 'before-sqlite-submit'
+  | 'before-postgres-executor'
+  | 'before-postgres-step'
+  | 'before-postgres-submit'
   | 'sqlite-executor'
   | 'sqlite-step'
   | 'sqlite-submit'
@@ -339,6 +362,12 @@ const LABEL: Record<Row, string> = {
   bullmq: 'BullMQ (Redis): enqueue → handler',
   poll: 'polling loop, 1 s (Dockhand server, SQLite): enqueue → dequeued',
   floor: 'floor of "step started": the benchmark spawns `/bin/sh -e` on the step',
+  'before-sqlite-executor': `before (${BEFORE_LABEL}), SQLite: enqueue → executor has the job`,
+  'before-sqlite-step': `before (${BEFORE_LABEL}), SQLite: enqueue → step started`,
+  'before-sqlite-submit': `before (${BEFORE_LABEL}), SQLite: enqueue → submit call answered`,
+  'before-postgres-executor': `before (${BEFORE_LABEL}), PostgreSQL: enqueue → executor has the job`,
+  'before-postgres-step': `before (${BEFORE_LABEL}), PostgreSQL: enqueue → step started`,
+  'before-postgres-submit': `before (${BEFORE_LABEL}), PostgreSQL: enqueue → submit call answered`,
 };
 
 function log(row: Row, run: number, m: Measured): void {
@@ -409,38 +438,48 @@ async function main(): Promise<void> {
     );
 
     for (let run = 1; run <= RUNS; run++) {
+      // With an earlier build, the two take turns going first.
+      const builds: (string | undefined)[] = BEFORE_CLI
+        ? run % 2
+          ? [undefined, BEFORE_CLI]
+          : [BEFORE_CLI, undefined]
+        : [undefined];
       for (const kind of ['sqlite', 'postgres'] as const) {
-        if (!has(kind) && !(kind === 'sqlite' && has('poll'))) continue;
-        const dataDir = await tempDir('latency');
-        const database =
-          kind === 'postgres'
-            ? await freshDatabase(pgHandle!.url, `bench_latency_dockhand_${process.pid}_${run}`)
-            : undefined;
-        const backend: Backend = {
-          kind,
-          dataDir,
-          env: database ? { DOCKHAND_DATABASE_URL: database.url } : {},
-          cleanup: async () => {
-            await rm(dataDir, { recursive: true, force: true });
-            await database?.drop();
-          },
-        };
-        const d = await startDockhand(backend);
-        try {
-          if (has(kind)) {
-            const { result, others } = await measured(() => runDockhand(d.url, d.executor, d.watch, JOBS));
-            add(`${kind}-executor`, run, { dist: dist(result.executor), others });
-            add(`${kind}-step`, run, { dist: dist(result.step), others });
-            add(`${kind}-submit`, run, { dist: dist(result.submit), others });
+        for (const cli of builds) {
+          if (cli && !has(kind)) continue;
+          if (!has(kind) && !(kind === 'sqlite' && has('poll'))) continue;
+          const prefix = cli ? 'before-' : '';
+          const dataDir = await tempDir('latency');
+          const database =
+            kind === 'postgres'
+              ? await freshDatabase(pgHandle!.url, `bench_latency_dockhand_${process.pid}_${run}_${prefix ? 'b' : 'a'}`)
+              : undefined;
+          const backend: Backend = {
+            kind,
+            dataDir,
+            env: database ? { DOCKHAND_DATABASE_URL: database.url } : {},
+            cleanup: async () => {
+              await rm(dataDir, { recursive: true, force: true });
+              await database?.drop();
+            },
+          };
+          const d = await startDockhand(backend, cli);
+          try {
+            if (has(kind)) {
+              const { result, others } = await measured(() => runDockhand(d.url, d.executor, d.watch, JOBS));
+              add(`${prefix}${kind}-executor` as Row, run, { dist: dist(result.executor), others });
+              add(`${prefix}${kind}-step` as Row, run, { dist: dist(result.step), others });
+              add(`${prefix}${kind}-submit` as Row, run, { dist: dist(result.submit), others });
+            }
+            if (kind === 'sqlite' && has('poll') && !cli) {
+              const { result, others } = await measured(() => runPoll(d.url, POLL_JOBS));
+              add('poll', run, { dist: dist(result), others });
+            }
+          } finally {
+            await d.executor.stop();
+            await d.server.stop();
+            await backend.cleanup();
           }
-          if (kind === 'sqlite' && has('poll')) {
-            const { result, others } = await measured(() => runPoll(d.url, POLL_JOBS));
-            add('poll', run, { dist: dist(result), others });
-          }
-        } finally {
-          await d.executor.stop();
-          await d.server.stop();
-          await backend.cleanup();
         }
       }
       if (has('sqlite') || has('postgres')) {
@@ -465,7 +504,8 @@ async function main(): Promise<void> {
     await pgHandle?.stop().catch((err: Error) => console.error(`stopping PostgreSQL: ${err.message}`));
     await redis?.stop().catch((err: Error) => console.error(`stopping Redis: ${err.message}`));
   }
-  const body = report(machine, results, (Date.now() - started) / 1000);
+  const elapsed = (Date.now() - started) / 1000;
+  const body = BEFORE_CLI ? beforeAfterReport(machine, results, elapsed) : report(machine, results, elapsed);
   console.log(`\n${body}\n`);
   if (WRITE) {
     await writeSection(SECTION, body);
@@ -574,6 +614,44 @@ function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): str
   }
   if (goals.length) lines.push('', 'Goals (medians over the runs):', '', ...goals);
   lines.push('', WHAT_THE_NUMBERS_SHOW);
+  return lines.join('\n');
+}
+
+/** This build next to an earlier one, measured in the same runs (LATENCY_BEFORE). */
+function beforeAfterReport(m: Machine, results: Map<Row, Measured[]>, elapsed: number): string {
+  const date = new Date().toISOString().slice(0, 10);
+  const lines = [
+    `## Latency, before and after: this build and ${BEFORE_LABEL}`,
+    '',
+    'The latency benchmark above (same jobs, same measures, a fresh server, executor and store for each), run for this ' +
+      `build and for ${BEFORE_LABEL} in the same runs, the two taking turns going first. ${n(JOBS)} jobs per ` +
+      `measurement after ${WARMUP} warm-up jobs; ${RUNS > 1 ? `${RUNS} runs, each cell the median over the runs (min–max in brackets)` : 'one run'}. ` +
+      `Source: \`bench/latency.ts\` with LATENCY_BEFORE=<that build's dist/cli/main.js>.`,
+    '',
+    `Machine: ${m.cpus}, ${m.ram}, ${m.kernel}; ${date}. Node ${m.node}; PostgreSQL ${m.postgres} (a throwaway ` +
+      `cluster, fsync off). The whole benchmark took ${Math.round(elapsed)} s.`,
+    '',
+    "| measure | after p50 | before p50 | after ÷ before p50 | after p99 | before p99 | after ÷ before p99 | others' CPU (max) |",
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const row of [
+    'sqlite-executor',
+    'sqlite-step',
+    'sqlite-submit',
+    'postgres-executor',
+    'postgres-step',
+    'postgres-submit',
+  ] as const) {
+    const after = results.get(row);
+    const before = results.get(`before-${row}` as Row);
+    if (!after || !before) continue;
+    const others = Math.max(...[...after, ...before].map((r) => r.others));
+    lines.push(
+      `| ${LABEL[row].replace('Dockhand, ', '')} | ${cell(after, 'p50', true)} | ${cell(before, 'p50')} | ` +
+        `${ratio(med(after, 'p50'), med(before, 'p50'))} | ${cell(after, 'p99')} | ${cell(before, 'p99')} | ` +
+        `${ratio(med(after, 'p99'), med(before, 'p99'))} | ${pct(others)} |`,
+    );
+  }
   return lines.join('\n');
 }
 
