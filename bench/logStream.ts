@@ -893,7 +893,7 @@ function memoryReport(m: MemoryResult): string {
     `VmRSS from \`/proc/PID/status\`. The floor, in the same run: a bare \`node -e 'setTimeout(…)'\` after 2 s. The idle executor: ` +
       `a real \`dockhand executor\` (shell runtime, defaults) ${IDLE_WAIT_MS / 1000} s after it registered, with no jobs. The server: ` +
       `a real \`dockhand server\` on SQLite, with an empty store at the same moment, and on a data dir holding ${n(MEMORY_JOBS)} queued jobs ` +
-      `(bulk-inserted with the SQL \`store.enqueue()\` writes before the server starts, in ${f1(m.fillMs / 1000)} s; database ${mb(m.dbBytes)}), ` +
+      `(bulk-inserted with the SQL \`store.jobs.enqueue()\` writes before the server starts, in ${f1(m.fillMs / 1000)} s; database ${mb(m.dbBytes)}), ` +
       'read 1 s after 5 pages of `GET /jobs?limit=500`, `GET /jobs?state=queued`, `GET /jobs?queue=…` and `GET /queues` twice. ' +
       `${m.node.length} runs. Source: \`bench/logStream.ts\` (\`npm run bench:memory\`). Goal: idle executor ≤ ${GOALS.idleExecutorMb} MB.`,
     '',

@@ -1,12 +1,12 @@
 // The stores under load, on SQLite and on PostgreSQL, in two parts.
 //
 //   depth   Dequeue latency with 10,000 and with 1,000,000 queued jobs in one queue, through the Store API
-//           (store.dequeue, as the server calls it), in-process. The queue has the shape fair scheduling cares
+//           (store.jobs.dequeue, as the server calls it), in-process. The queue has the shape fair scheduling cares
 //           about: 90% of the jobs in one namespace, the rest spread evenly over 20 others, interleaved in time.
-//           The first 10,000 jobs are submitted with store.enqueue (the same in both databases); the rest of the
+//           The first 10,000 jobs are submitted with store.jobs.enqueue (the same in both databases); the rest of the
 //           1,000,000 are bulk-inserted with SQL that writes exactly what enqueue() writes, which the benchmark
 //           checks row by row. The two depths are measured alternately in blocks of BLOCK dequeues; after each
-//           block, the jobs it took are replaced by store.enqueue (untimed), so the depth stays where it was.
+//           block, the jobs it took are replaced by store.jobs.enqueue (untimed), so the depth stays where it was.
 //           PostgreSQL gets VACUUM (ANALYZE) after the fill; SQLite gets nothing (the store never runs ANALYZE).
 //   e2e     No-op jobs per second end to end: a real `dockhand server` on each store, 4 real shell-runtime
 //           executors with 4 slots each, 1,000 jobs with one step `true` submitted 16 at a time, timed from the
@@ -69,7 +69,7 @@ const QUEUE = 'bench';
 const BIG_NAMESPACE = 'org:acme';
 const SMALL_NAMESPACES = Array.from({ length: 20 }, (_, i) => `user:u${String(i + 1).padStart(2, '0')}`);
 const NAMESPACES = [BIG_NAMESPACE, ...SMALL_NAMESPACES];
-/** Jobs submitted through store.enqueue in every database; the rest of a deeper queue is bulk-inserted. */
+/** Jobs submitted through store.jobs.enqueue in every database; the rest of a deeper queue is bulk-inserted. */
 const API_FILL = 10_000;
 const BULK_CHUNK = 100_000;
 const BLOCK = 100;
@@ -374,7 +374,7 @@ async function postgresDb(depth: number): Promise<MadeDb> {
   return { store, raw, version: `PostgreSQL ${version}`, settings };
 }
 
-/** Columns the fill compares between a job from store.enqueue and one from the bulk insert with the same pattern. */
+/** Columns the fill compares between a job from store.jobs.enqueue and one from the bulk insert with the same pattern. */
 function sameRow(a: Record<string, unknown>, b: Record<string, unknown>, dt: number): string | undefined {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
   for (const key of keys) {
@@ -392,7 +392,7 @@ function sameRow(a: Record<string, unknown>, b: Record<string, unknown>, dt: num
 async function fill(db: DepthDb, base: number): Promise<void> {
   const apiCount = Math.min(db.depth, API_FILL);
   let t = performance.now();
-  for (let i = 0; i < apiCount; i++) await db.store.enqueue(SPECS[namespaceIndex(i)], base + i);
+  for (let i = 0; i < apiCount; i++) await db.store.jobs.enqueue(SPECS[namespaceIndex(i)], base + i);
   db.fillMs.api = performance.now() - t;
   t = performance.now();
   for (let from = apiCount; from < db.depth; from += BULK_CHUNK) {
@@ -425,7 +425,7 @@ async function dequeueBlock(db: DepthDb, count: number, record: boolean): Promis
   for (let i = 0; i < count; i++) {
     const now = Date.now();
     const t = process.hrtime.bigint();
-    const job = await db.store.dequeue({
+    const job = await db.store.jobs.dequeue({
       executorName: 'bench-dequeue',
       queues: [QUEUE],
       tokenHash: `bench-token-${process.pid}-${++tokenCounter}`,
@@ -439,7 +439,7 @@ async function dequeueBlock(db: DepthDb, count: number, record: boolean): Promis
   }
   const now = Date.now();
   for (const ns of db.taken) {
-    await db.store.enqueue(SPECS[NAMESPACES.indexOf(ns)], now);
+    await db.store.jobs.enqueue(SPECS[NAMESPACES.indexOf(ns)], now);
     db.wal?.after(undefined, (k) => db.checkpointed.push(k));
   }
 }
@@ -1246,11 +1246,11 @@ function report(machine: string, depth: DepthResult[], e2e: E2eResult[]): string
     lines.push(
       `One queue, ${DEPTHS.map(n).join(' or ')} queued jobs: 90% in one namespace (\`${BIG_NAMESPACE}\`), the other 10% spread ` +
         'evenly over 20 more (`user:u01`…`user:u20`), interleaved in time, so every dequeue runs the fair-scheduling skip scan ' +
-        `over 21 namespaces. The first ${n(API_FILL)} jobs go in through \`store.enqueue()\` (the same in every database); the rest ` +
+        `over 21 namespaces. The first ${n(API_FILL)} jobs go in through \`store.jobs.enqueue()\` (the same in every database); the rest ` +
         `of the ${n(maxDepth)} by bulk SQL that writes the same columns (PostgreSQL: \`INSERT … SELECT … generate_series\`; SQLite: a ` +
         'prepared `INSERT` in a transaction), which the benchmark checks column by column against jobs from `enqueue()`. ' +
         'Then PostgreSQL gets `VACUUM (ANALYZE) jobs`, as autovacuum may not have run yet after the bulk insert; SQLite gets a ' +
-        'WAL checkpoint and no `ANALYZE` (the store never runs one). Each dequeue is one `store.dequeue()` call in-process ' +
+        'WAL checkpoint and no `ANALYZE` (the store never runs one). Each dequeue is one `store.jobs.dequeue()` call in-process ' +
         '(the candidate query, the claim, the turn and the attempt, in one transaction), timed alone; ' +
         `${n(DEQUEUES)} per depth after ${WARMUP} warm-up ones, both depths alternating in blocks of ${BLOCK}; after each ` +
         `block the jobs it took are put back with \`enqueue()\` (untimed), so the depth stays within ${BLOCK} of its nominal value. ` +

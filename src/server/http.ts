@@ -101,7 +101,7 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
 
 /** The attempt a job token belongs to, which must be one of job `jobId` (as given in the route). */
 async function attemptOfJobToken(store: StoreReads, token: string, jobId: string): Promise<AttemptRecord> {
-  return jobTokenAttempt(await store.findAttemptByToken(hashToken(token)), jobId);
+  return jobTokenAttempt(await store.jobs.findAttemptByToken(hashToken(token)), jobId);
 }
 
 /** The attempt found for a job token (none: the token is unknown), which must be one of job `jobId`. */

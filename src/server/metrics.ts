@@ -19,7 +19,7 @@ export class ServerMetrics {
     // prom-client collects all metrics of a scrape at once: the per-queue gauges share one query.
     let inFlight: Promise<QueueStats[]> | undefined;
     const queueStats = (): Promise<QueueStats[]> =>
-      (inFlight ??= store.queueStats(Date.now()).finally(() => {
+      (inFlight ??= store.jobs.queueStats(Date.now()).finally(() => {
         inFlight = undefined;
       }));
     const perQueue = (name: string, help: string, value: (q: QueueStats, now: number) => number): void => {
@@ -46,7 +46,7 @@ export class ServerMetrics {
       registers,
       async collect() {
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
-        this.set((await store.listExecutors()).filter((e) => e.lastSeenAt >= since).length);
+        this.set((await store.executors.listExecutors()).filter((e) => e.lastSeenAt >= since).length);
       },
     });
     this.jobDuration = new Histogram({

@@ -1,5 +1,5 @@
-// The Store: everything the coordinator keeps. One interface, one implementation per database (sqlite/ now,
-// postgres/ next), one contract test suite (test/store) that runs against each.
+// The Store: everything the coordinator keeps, by area (jobs, logs, executors, accounts). One interface, one
+// implementation per database (sqlite/, postgres/), one contract test suite (test/store) that runs against each.
 import type { ExecutorInstance } from '../core/executorNames.js';
 import type { FailureReason } from '../core/failureReasons.js';
 import type { JobSpec } from '../core/jobSpec.js';
@@ -199,68 +199,78 @@ export interface StorageFault {
   detail: string;
 }
 
-export interface Store {
-  readonly kind: string;
-  migrate(): Promise<void>;
-  close(): Promise<void>;
-  /** Throws when the database cannot be reached or written. */
-  ping(): Promise<void>;
-  /** Writes one small row, so a database that can be read but not written (disk full, read-only) shows itself. */
-  probeWrite(now: number): Promise<void>;
-  /** What an error from this store says about its storage, when it is a storage fault rather than a bug or bad input. */
-  storageFault(err: unknown): StorageFault | undefined;
-
-  /** Users, organizations, API tokens and executor secrets. */
-  readonly accounts: Accounts;
-
-  /**
-   * `spec.namespace` must be set. `dockerAuthConfig` (encrypted by the server) is stored apart from the spec and
-   * only ever handed to the job's executor.
-   */
-  enqueue(spec: JobSpec, now: number, extra?: { dockerAuthConfig?: string; submittedBy?: string }): Promise<JobRecord>;
-  /** Several jobs in one transaction: all are stored, in order, or none. */
+/**
+ * Jobs and their attempts. Batch-first: a database implements the many forms (JobStoreCore), each one transaction;
+ * the single forms are written once over them (`withSingleForms`).
+ */
+export interface JobStoreCore {
+  /** Several jobs in one transaction: all are stored, in order, or none. `spec.namespace` must be set;
+   * `dockerAuthConfig` (encrypted by the server) is stored apart from the spec and only handed to the job's executor. */
   enqueueMany(jobs: NewJob[], now: number): Promise<JobRecord[]>;
   getDockerAuthConfig(jobId: number): Promise<string | undefined>;
   getJob(id: number): Promise<JobRecord | undefined>;
   listJobs(filter: JobFilter): Promise<JobRecord[]>;
   listAttempts(jobId: number): Promise<AttemptRecord[]>;
-  /** Claims the oldest available job in any of `queues` for an executor, recording a new attempt. */
+  /**
+   * Claims up to one job per token hash (the oldest available in any of `queues`, in the order given), each as a
+   * new attempt, in one transaction.
+   */
+  dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]>;
+  /** The earliest time a queued job in `queues` becomes available, if any is waiting out a backoff. */
+  nextAvailableAt(queues: string[]): Promise<number | undefined>;
+  /** An executor's running jobs kept alive: which it still holds (known), and which to cancel. */
+  heartbeat(args: {
+    executorName: string;
+    jobs: JobRef[];
+    now: number;
+  }): Promise<{ knownIds: number[]; cancelIds: number[] }>;
+  /** The attempt each token hash belongs to, one answer per hash, in order. */
+  findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]>;
+  /** Several final reports in one transaction; one result per request, in order. */
+  finishMany(requests: FinishRequest[]): Promise<FinishResult[]>;
+  requestCancel(id: number, now: number): Promise<JobRecord | undefined>;
+  retry(id: number, now: number): Promise<JobRecord | undefined>;
+  resetStalled(sweep: StallSweep): Promise<StallResult>;
+  /**
+   * One row per queue that has queued or processing jobs, or jobs that completed or failed in the
+   * QUEUE_STATS_WINDOW_MS before `now` (finishedAt > now - window); ordered by queue name.
+   */
+  queueStats(now: number): Promise<QueueStats[]>;
+}
+
+/** The single forms, each the many form with one item. */
+export interface JobStore extends JobStoreCore {
+  enqueue(spec: JobSpec, now: number, extra?: { dockerAuthConfig?: string; submittedBy?: string }): Promise<JobRecord>;
   dequeue(args: {
     executorName: string;
     queues: string[];
     tokenHash: string;
     now: number;
   }): Promise<JobRecord | undefined>;
-  /** Claims up to one job per token hash, as dequeue would one after another, in one transaction. */
-  dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]>;
-  /** The earliest time a queued job in `queues` becomes available, if any is waiting out a backoff. */
-  nextAvailableAt(queues: string[]): Promise<number | undefined>;
-  heartbeat(args: {
-    executorName: string;
-    jobs: JobRef[];
-    now: number;
-  }): Promise<{ knownIds: number[]; cancelIds: number[] }>;
   findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined>;
-  /** findAttemptByToken for several tokens at once, one answer per hash, in order. */
-  findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]>;
   finish(request: FinishRequest): Promise<FinishResult>;
-  /** Several finish requests in one transaction; one result per request, in order. */
-  finishMany(requests: FinishRequest[]): Promise<FinishResult[]>;
-  requestCancel(id: number, now: number): Promise<JobRecord | undefined>;
-  retry(id: number, now: number): Promise<JobRecord | undefined>;
-  resetStalled(sweep: StallSweep): Promise<StallResult>;
+}
 
-  appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]>;
+/** Jobs' output: log entries and their chunks. */
+export interface LogStoreCore {
   /**
    * Several attempts' appends, each stored only while its attempt is current (the job processing it); one result
    * per item, in order. One transaction, the fence checked with the jobs locked against a reset or finish until
-   * the appends are stored.
+   * the appends are stored. Appends are idempotent by offset.
    */
   appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]>;
   listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]>;
   /** Up to `limit` chunks after `afterSeq`, in order; only entry `index`'s when given. */
   readLogChunks(jobId: number, attempt: number, afterSeq: number, limit: number, index?: number): Promise<LogChunk[]>;
+}
 
+export interface LogStore extends LogStoreCore {
+  /** One attempt's append; throws StaleAttemptError when the attempt is not current. */
+  appendLogs(jobId: number, attempt: number, entries: LogEntryUpdate[]): Promise<{ index: number; length: number }[]>;
+}
+
+/** Executors as their heartbeats register them, and which process holds each name. */
+export interface ExecutorStore {
   /**
    * Records an executor's heartbeat. With `instance`, only if that process may use the name (core/executorNames.ts
    * mayUseName: it holds the name, nobody does, or the holder has been silent for its window, and then it takes the
@@ -274,17 +284,77 @@ export interface Store {
   /** A stopping process lets go of its name, so that its successor need not wait out its window; others are ignored. */
   releaseExecutorName(name: string, instanceId: string): Promise<void>;
   listExecutors(): Promise<ExecutorRecord[]>;
-  /**
-   * One row per queue that has queued or processing jobs, or jobs that completed or failed in the
-   * QUEUE_STATS_WINDOW_MS before `now` (finishedAt > now - window); ordered by queue name.
-   */
-  queueStats(now: number): Promise<QueueStats[]>;
+}
+
+/**
+ * Everything the coordinator keeps, by area. Each database implements it in its folder (sqlite/, postgres/), and
+ * one contract suite (test/store/contract.ts) runs against each. Areas whose queries read the same on both
+ * databases are written once over the shared SQL runner (accounts.ts over sql.ts), as new areas should be.
+ */
+export interface Store {
+  readonly kind: string;
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+  /** Throws when the database cannot be reached or written. */
+  ping(): Promise<void>;
+  /** Writes one small row, so a database that can be read but not written (disk full, read-only) shows itself. */
+  probeWrite(now: number): Promise<void>;
+  /** What an error from this store says about its storage, when it is a storage fault rather than a bug or bad input. */
+  storageFault(err: unknown): StorageFault | undefined;
+
+  readonly jobs: JobStore;
+  readonly logs: LogStore;
+  readonly executors: ExecutorStore;
+  /** Users, organizations, API tokens and executor secrets. */
+  readonly accounts: Accounts;
 
   /**
-   * Stores that several server replicas share (PostgreSQL) carry their wake-ups: `notify` sends a message to every
+   * Stores that several server replicas share (PostgreSQL) carry their events: `notify` sends a message to every
    * replica's `listen`; `onResumed` is called after the listening connection was lost and is back (messages may
    * have been missed meanwhile).
    */
   listen?(onMessage: (payload: string) => void, onResumed: () => void): Promise<{ close(): Promise<void> }>;
   notify?(payload: string): Promise<void>;
+}
+
+/** A single-item append to an attempt that is no longer current (the many form answers `ok: false` instead). */
+export class StaleAttemptError extends Error {}
+
+/** The job area with its single forms, over a database's many forms. */
+export function jobStoreOf(core: JobStoreCore): JobStore {
+  return {
+    enqueueMany: (jobs, now) => core.enqueueMany(jobs, now),
+    getDockerAuthConfig: (jobId) => core.getDockerAuthConfig(jobId),
+    getJob: (id) => core.getJob(id),
+    listJobs: (filter) => core.listJobs(filter),
+    listAttempts: (jobId) => core.listAttempts(jobId),
+    dequeueMany: (args) => core.dequeueMany(args),
+    nextAvailableAt: (queues) => core.nextAvailableAt(queues),
+    heartbeat: (args) => core.heartbeat(args),
+    findAttemptsByTokens: (hashes) => core.findAttemptsByTokens(hashes),
+    finishMany: (requests) => core.finishMany(requests),
+    requestCancel: (id, now) => core.requestCancel(id, now),
+    retry: (id, now) => core.retry(id, now),
+    resetStalled: (sweep) => core.resetStalled(sweep),
+    queueStats: (now) => core.queueStats(now),
+    enqueue: async (spec, now, extra = {}) => (await core.enqueueMany([{ spec, ...extra }], now))[0],
+    dequeue: async (args) => (await core.dequeueMany({ ...args, tokenHashes: [args.tokenHash] }))[0]?.job,
+    findAttemptByToken: async (hash) => (await core.findAttemptsByTokens([hash]))[0],
+    finish: async (request) => (await core.finishMany([request]))[0],
+  };
+}
+
+/** The log area with its single form, over a database's many forms. */
+export function logStoreOf(core: LogStoreCore): LogStore {
+  return {
+    appendLogsMany: (items) => core.appendLogsMany(items),
+    listLogEntries: (jobId, attempt) => core.listLogEntries(jobId, attempt),
+    readLogChunks: (jobId, attempt, afterSeq, limit, index) =>
+      core.readLogChunks(jobId, attempt, afterSeq, limit, index),
+    appendLogs: async (jobId, attempt, entries) => {
+      const [result] = await core.appendLogsMany([{ jobId, attempt, entries }]);
+      if (!result.ok) throw new StaleAttemptError(`attempt ${attempt} of job ${jobId} is not current`);
+      return result.entries;
+    },
+  };
 }

@@ -118,8 +118,8 @@ async function realBackend(): Promise<Backend> {
     },
     heldHeartbeats: () => wakeups.held,
     storedLog: async (jobId, attempt) => {
-      const chunks = await store.readLogChunks(jobId, attempt, 0, 10_000);
-      return (await store.listLogEntries(jobId, attempt)).map(({ length: _length, ...entry }) => ({
+      const chunks = await store.logs.readLogChunks(jobId, attempt, 0, 10_000);
+      return (await store.logs.listLogEntries(jobId, attempt)).map(({ length: _length, ...entry }) => ({
         ...entry,
         text: chunks
           .filter((c) => c.index === entry.index)

@@ -153,7 +153,7 @@ describe('authentication on every route', () => {
   });
 
   it('refuses missing, malformed and wrong credentials on every non-public route', async () => {
-    const job = await store.enqueue(
+    const job = await store.jobs.enqueue(
       (await import('../../src/core/jobSpec.js')).jobSpec.parse({ queue: 'auth', steps: [] }),
       Date.now(),
     );
@@ -196,8 +196,8 @@ describe('authentication on every route', () => {
 
   it("refuses a job token on another job's routes", async () => {
     const { jobSpec } = await import('../../src/core/jobSpec.js');
-    const a = await store.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
-    const b = await store.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
+    const a = await store.jobs.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
+    const b = await store.jobs.enqueue(jobSpec.parse({ queue: 'fence', steps: [] }), Date.now());
     const taken = await app.inject({
       method: 'POST',
       url: '/api/executor/v1/dequeue',
@@ -238,7 +238,7 @@ describe('held heartbeats', () => {
 
   it('return early on a cancel, and not on log appends', async () => {
     const { jobSpec } = await import('../../src/core/jobSpec.js');
-    await store.enqueue(jobSpec.parse({ queue: 'held', steps: [] }), Date.now());
+    await store.jobs.enqueue(jobSpec.parse({ queue: 'held', steps: [] }), Date.now());
     const taken = (
       await app.inject({
         method: 'POST',
@@ -275,11 +275,11 @@ describe('held requests', () => {
   it('leave no waiter on the event bus when the store fails under them', async () => {
     const emitter = (server.coordinator.context.wakeups as unknown as { emitter: EventEmitter }).emitter;
     const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
-    const { dequeueMany, heartbeat } = store;
-    store.dequeueMany = async () => {
+    const { dequeueMany, heartbeat } = store.jobs;
+    store.jobs.dequeueMany = async () => {
       throw new Error('the database went away');
     };
-    store.heartbeat = async () => {
+    store.jobs.heartbeat = async () => {
       throw new Error('the database went away');
     };
     try {
@@ -308,8 +308,8 @@ describe('held requests', () => {
       });
       expect(beat.statusCode).toBe(500);
     } finally {
-      store.dequeueMany = dequeueMany;
-      store.heartbeat = heartbeat;
+      store.jobs.dequeueMany = dequeueMany;
+      store.jobs.heartbeat = heartbeat;
     }
     expect(emitter.listenerCount('queue:leak')).toBe(0);
     expect(emitter.listenerCount('interrupt:999')).toBe(0);
@@ -390,7 +390,7 @@ describe('cancel', () => {
   it('answers 409 for a job that finishes between the look at it and the cancel itself, and changes nothing', async () => {
     const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
     const { jobSpec } = await import('../../src/core/jobSpec.js');
-    await store.enqueue(jobSpec.parse({ queue: 'race', steps: [] }), Date.now());
+    await store.jobs.enqueue(jobSpec.parse({ queue: 'race', steps: [] }), Date.now());
     const taken = (
       await app.inject({
         method: 'POST',
@@ -400,8 +400,8 @@ describe('cancel', () => {
       })
     ).json();
     // The executor's report lands just before the store applies the cancel (the soak saw this on PostgreSQL).
-    const requestCancel = store.requestCancel.bind(store);
-    store.requestCancel = async (id, now) => {
+    const requestCancel = store.jobs.requestCancel.bind(store);
+    store.jobs.requestCancel = async (id, now) => {
       const done = await app.inject({
         method: 'POST',
         url: `/api/executor/v1/jobs/${taken.id}/complete`,
@@ -416,9 +416,9 @@ describe('cancel', () => {
       expect(res.statusCode).toBe(409);
       expect(res.json().error).toBe(`job ${taken.id} already completed; nothing to cancel`);
     } finally {
-      store.requestCancel = requestCancel;
+      store.jobs.requestCancel = requestCancel;
     }
-    expect((await store.getJob(taken.id))!).toMatchObject({ state: 'completed', cancelRequested: false });
+    expect((await store.jobs.getJob(taken.id))!).toMatchObject({ state: 'completed', cancelRequested: false });
   });
 });
 
@@ -427,7 +427,7 @@ describe('failure reasons in reports', () => {
   /** Takes one job of a fresh queue, as an executor would; returns its id and job token. */
   async function taken(queue: string, maxAttempts = 3): Promise<{ id: number; token: string }> {
     const { jobSpec } = await import('../../src/core/jobSpec.js');
-    await store.enqueue(jobSpec.parse({ queue, maxAttempts, steps: [{ run: 'true' }] }), Date.now());
+    await store.jobs.enqueue(jobSpec.parse({ queue, maxAttempts, steps: [{ run: 'true' }] }), Date.now());
     const res = await app.inject({
       method: 'POST',
       url: '/api/executor/v1/dequeue',
@@ -516,10 +516,10 @@ describe('executors and queues', () => {
   it("lists executors with whether each one's version suits the server's, and the server's version", async () => {
     const { VERSION } = await import('../../src/core/version.js');
     const now = Date.now();
-    await store.upsertExecutor({ ...baseInfo, name: 'compat-same', version: VERSION }, now);
-    await store.upsertExecutor({ ...baseInfo, name: 'compat-ahead', version: '99.0.0' }, now);
-    await store.upsertExecutor({ ...baseInfo, name: 'compat-dev', version: '0.0.0-dev' }, now);
-    await store.upsertExecutor({ ...baseInfo, name: 'compat-gone', version: '99.0.0' }, now - 60_000); // not active
+    await store.executors.upsertExecutor({ ...baseInfo, name: 'compat-same', version: VERSION }, now);
+    await store.executors.upsertExecutor({ ...baseInfo, name: 'compat-ahead', version: '99.0.0' }, now);
+    await store.executors.upsertExecutor({ ...baseInfo, name: 'compat-dev', version: '0.0.0-dev' }, now);
+    await store.executors.upsertExecutor({ ...baseInfo, name: 'compat-gone', version: '99.0.0' }, now - 60_000); // not active
     const res = await app.inject({ method: 'GET', url: '/api/v1/executors', headers: admin });
     expect(res.statusCode).toBe(200);
     const body = res.json() as {
@@ -590,16 +590,16 @@ describe('executors and queues', () => {
     const { jobSpec } = await import('../../src/core/jobSpec.js');
     const runTo = async (kind: 'complete' | 'fail') => {
       const now = Date.now();
-      await store.enqueue(jobSpec.parse({ queue: 'api-stats', steps: [{ run: 'true' }] }), now);
-      const job = (await store.dequeue({
+      await store.jobs.enqueue(jobSpec.parse({ queue: 'api-stats', steps: [{ run: 'true' }] }), now);
+      const job = (await store.jobs.dequeue({
         executorName: 'e-stats',
         queues: ['api-stats'],
         tokenHash: `stats-${kind}-${now}`,
         now,
       }))!;
-      expect((await store.finish({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: 1_000 })).ok).toBe(
-        true,
-      );
+      expect(
+        (await store.jobs.finish({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: 1_000 })).ok,
+      ).toBe(true);
     };
     await runTo('complete');
     await runTo('complete');

@@ -6,6 +6,7 @@ import { canTransition, stallFailureMessage, type JobState } from '../../src/cor
 import type { LogEntryUpdate } from '../../src/core/protocol.js';
 import {
   QUEUE_STATS_WINDOW_MS,
+  StaleAttemptError,
   type ExecutorInfo,
   type FinishRequest,
   type FinishResult,
@@ -73,12 +74,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       await store.close();
     });
 
-    const enqueue = (overrides: Partial<JobSpecInput> = {}, now = T0) => store.enqueue(makeSpec(overrides), now);
+    const enqueue = (overrides: Partial<JobSpecInput> = {}, now = T0) => store.jobs.enqueue(makeSpec(overrides), now);
 
     /** Dequeues for one executor; returns the job and the token hash its attempt was recorded with. */
     async function claim(queues: string[] = ['default'], now = T0, executorName = 'exec-1') {
       const tokenHash = `token-hash-${++tokenCounter}`;
-      const job = await store.dequeue({ executorName, queues, tokenHash, now });
+      const job = await store.jobs.dequeue({ executorName, queues, tokenHash, now });
       return { job, tokenHash };
     }
 
@@ -94,8 +95,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       kind: FinishRequest['kind'],
       extra: Partial<FinishRequest> = {},
     ): Promise<FinishResult> {
-      const before = (await store.getJob(job.id))!.state;
-      const result = await store.finish({
+      const before = (await store.jobs.getJob(job.id))!.state;
+      const result = await store.jobs.finish({
         jobId: job.id,
         attempt: job.attempt,
         kind,
@@ -132,7 +133,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const job = await enqueue();
         await store.migrate();
         await store.migrate();
-        expect(await store.getJob(job.id)).toEqual(job);
+        expect(await store.jobs.getJob(job.id)).toEqual(job);
         const next = await enqueue();
         expect(next.id).toBeGreaterThan(job.id);
       });
@@ -312,7 +313,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('rewrites every ciphertext in one go, for key rotation, and reports the key prefixes in use', async () => {
         await put('global', 'A', 'dh1:aaaaaaaa:x');
         await put('org:acme', 'B', 'dh1:bbbbbbbb:y');
-        const job = await store.enqueue(makeSpec({ namespace: 'global' }), T0, { dockerAuthConfig: 'dh1:aaaaaaaa:z' });
+        const job = await store.jobs.enqueue(makeSpec({ namespace: 'global' }), T0, {
+          dockerAuthConfig: 'dh1:aaaaaaaa:z',
+        });
         expect((await store.accounts.ciphertextPrefixes(13)).sort()).toEqual(['dh1:aaaaaaaa:', 'dh1:bbbbbbbb:']);
         const seen: string[] = [];
         const counts = await store.accounts.rewriteCiphertexts((ciphertext, context) => {
@@ -322,7 +325,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(counts).toEqual({ secrets: 1, jobs: 1 });
         expect(seen.sort()).toEqual(['job:docker_auth_config', 'secret:global/A', 'secret:org:acme/B']);
         expect((await store.accounts.ciphertextPrefixes(13)).sort()).toEqual(['dh1:bbbbbbbb:', 'dh1:cccccccc:']);
-        expect(await store.getDockerAuthConfig(job.id)).toBe('dh1:cccccccc:z');
+        expect(await store.jobs.getDockerAuthConfig(job.id)).toBe('dh1:cccccccc:z');
       });
     });
 
@@ -333,7 +336,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           makeSpec({ queue: 'b', maxAttempts: 2 }),
           makeSpec({ queue: 'a', namespace: 'org:acme' }),
         ];
-        const jobs = await store.enqueueMany(
+        const jobs = await store.jobs.enqueueMany(
           specs.map((spec, i) => ({
             spec,
             submittedBy: `user-${i}`,
@@ -349,11 +352,11 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(jobs.map((j) => j.spec)).toEqual(specs);
         expect(jobs[0].id).toBeLessThan(jobs[1].id);
         expect(jobs[1].id).toBeLessThan(jobs[2].id);
-        for (const job of jobs) expect(await store.getJob(job.id)).toEqual(job);
-        expect(await store.getDockerAuthConfig(jobs[1].id)).toBe('dh1:aaaaaaaa:x');
-        expect(await store.getDockerAuthConfig(jobs[0].id)).toBeUndefined();
+        for (const job of jobs) expect(await store.jobs.getJob(job.id)).toEqual(job);
+        expect(await store.jobs.getDockerAuthConfig(jobs[1].id)).toBe('dh1:aaaaaaaa:x');
+        expect(await store.jobs.getDockerAuthConfig(jobs[0].id)).toBeUndefined();
         // A claim carries the job's sealed registry credentials, as getDockerAuthConfig gives them.
-        const [claimed] = await store.dequeueMany({
+        const [claimed] = await store.jobs.dequeueMany({
           executorName: 'exec-1',
           queues: ['b'],
           tokenHashes: ['h-1', 'h-2'],
@@ -373,7 +376,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           files: { 'a.txt': 'A' },
           steps: [{ run: 'make', timeout: '5m', env: { CI: true } }],
         });
-        const job = await store.enqueue(spec, T0, { submittedBy: 'alice' });
+        const job = await store.jobs.enqueue(spec, T0, { submittedBy: 'alice' });
         expect(job).toEqual({
           id: expect.any(Number),
           queue: 'build',
@@ -397,15 +400,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           lastHeartbeatAt: null,
         });
         expect(job.id).toBeGreaterThan(0);
-        expect(await store.getJob(job.id)).toEqual(job);
+        expect(await store.jobs.getJob(job.id)).toEqual(job);
       });
 
       it('keeps registry credentials apart from the spec, for the executor only', async () => {
         const secret = JSON.stringify({ auths: { 'registry.example.com': { auth: 'dXNlcjpzM2NyZXQ=' } } });
-        const job = await store.enqueue(makeSpec({ queue: 'q' }), T0, { dockerAuthConfig: secret });
-        expect(JSON.stringify(await store.getJob(job.id))).not.toContain('dXNlcjpzM2NyZXQ=');
-        expect(await store.getDockerAuthConfig(job.id)).toBe(secret);
-        expect(await store.getDockerAuthConfig((await enqueue()).id)).toBeUndefined();
+        const job = await store.jobs.enqueue(makeSpec({ queue: 'q' }), T0, { dockerAuthConfig: secret });
+        expect(JSON.stringify(await store.jobs.getJob(job.id))).not.toContain('dXNlcjpzM2NyZXQ=');
+        expect(await store.jobs.getDockerAuthConfig(job.id)).toBe(secret);
+        expect(await store.jobs.getDockerAuthConfig((await enqueue()).id)).toBeUndefined();
       });
 
       it('gives increasing ids', async () => {
@@ -417,7 +420,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it('returns undefined for an unknown job', async () => {
-        expect(await store.getJob(987_654)).toBeUndefined();
+        expect(await store.jobs.getJob(987_654)).toBeUndefined();
       });
 
       it('lists jobs newest first, filtered by queue, state and namespace', async () => {
@@ -428,20 +431,23 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await claimOrFail(['test']);
         const ids = (jobs: JobRecord[]) => jobs.map((j) => j.id);
 
-        expect(ids(await store.listJobs({ limit: 100 }))).toEqual([d.id, c.id, b.id, a.id]);
-        expect(ids(await store.listJobs({ queue: 'build', limit: 100 }))).toEqual([d.id, c.id, a.id]);
-        expect(ids(await store.listJobs({ state: 'processing', limit: 100 }))).toEqual([b.id]);
-        expect(ids(await store.listJobs({ state: 'queued', limit: 100 }))).toEqual([d.id, c.id, a.id]);
-        expect(ids(await store.listJobs({ namespace: 'user:alice', limit: 100 }))).toEqual([c.id, b.id]);
-        expect(ids(await store.listJobs({ namespaces: ['user:alice', 'org:none'], limit: 100 }))).toEqual([c.id, b.id]);
-        expect(ids(await store.listJobs({ namespaces: [], limit: 100 }))).toEqual([]);
+        expect(ids(await store.jobs.listJobs({ limit: 100 }))).toEqual([d.id, c.id, b.id, a.id]);
+        expect(ids(await store.jobs.listJobs({ queue: 'build', limit: 100 }))).toEqual([d.id, c.id, a.id]);
+        expect(ids(await store.jobs.listJobs({ state: 'processing', limit: 100 }))).toEqual([b.id]);
+        expect(ids(await store.jobs.listJobs({ state: 'queued', limit: 100 }))).toEqual([d.id, c.id, a.id]);
+        expect(ids(await store.jobs.listJobs({ namespace: 'user:alice', limit: 100 }))).toEqual([c.id, b.id]);
+        expect(ids(await store.jobs.listJobs({ namespaces: ['user:alice', 'org:none'], limit: 100 }))).toEqual([
+          c.id,
+          b.id,
+        ]);
+        expect(ids(await store.jobs.listJobs({ namespaces: [], limit: 100 }))).toEqual([]);
         expect(
-          ids(await store.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 })),
+          ids(await store.jobs.listJobs({ queue: 'build', namespace: 'user:alice', state: 'queued', limit: 100 })),
         ).toEqual([c.id]);
-        expect(await store.listJobs({ queue: 'nothing-here', limit: 100 })).toEqual([]);
-        expect(ids(await store.listJobs({ limit: 2 }))).toEqual([d.id, c.id]);
-        const listed = (await store.listJobs({ queue: 'test', limit: 1 }))[0];
-        expect(listed).toEqual(await store.getJob(b.id));
+        expect(await store.jobs.listJobs({ queue: 'nothing-here', limit: 100 })).toEqual([]);
+        expect(ids(await store.jobs.listJobs({ limit: 2 }))).toEqual([d.id, c.id]);
+        const listed = (await store.jobs.listJobs({ queue: 'test', limit: 1 }))[0];
+        expect(listed).toEqual(await store.jobs.getJob(b.id));
       });
 
       it('pages with beforeId, newest first, without gaps or repeats', async () => {
@@ -450,7 +456,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const seen: number[] = [];
         let beforeId: number | undefined;
         for (let page = 0; page < 10; page++) {
-          const jobs = await store.listJobs({ limit: 3, ...(beforeId ? { beforeId } : {}) });
+          const jobs = await store.jobs.listJobs({ limit: 3, ...(beforeId ? { beforeId } : {}) });
           if (jobs.length === 0) break;
           expect(jobs.length).toBeLessThanOrEqual(3);
           seen.push(...jobs.map((j) => j.id));
@@ -459,9 +465,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(seen).toEqual([...all].reverse());
 
         const evens = all.filter((_, i) => i % 2 === 0).reverse();
-        const firstPage = await store.listJobs({ queue: 'even', limit: 2 });
+        const firstPage = await store.jobs.listJobs({ queue: 'even', limit: 2 });
         expect(firstPage.map((j) => j.id)).toEqual(evens.slice(0, 2));
-        const secondPage = await store.listJobs({ queue: 'even', limit: 2, beforeId: firstPage[1].id });
+        const secondPage = await store.jobs.listJobs({ queue: 'even', limit: 2, beforeId: firstPage[1].id });
         expect(secondPage.map((j) => j.id)).toEqual(evens.slice(2, 4));
       });
     });
@@ -509,7 +515,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect([build.id, deploy.id]).toContain(next.id);
         const last = (await claimOrFail(['deploy', 'build'])).job;
         expect(new Set([next.id, last.id])).toEqual(new Set([build.id, deploy.id]));
-        expect((await store.getJob(test.id))!.state).toBe('processing');
+        expect((await store.jobs.getJob(test.id))!.state).toBe('processing');
       });
 
       it('serves the queues in the order given: the first with an available job wins', async () => {
@@ -552,14 +558,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           const ids: number[] = [];
           for (const [overrides, at] of specs) ids.push((await enqueue(overrides, at)).id);
           // A turn taken before: org:c was served in x.
-          await store.enqueue(makeSpec({ queue: 'x', namespace: 'org:c' }), T0 - 10);
+          await store.jobs.enqueue(makeSpec({ queue: 'x', namespace: 'org:c' }), T0 - 10);
           await claimOrFail(['x'], T0 + 100);
           const names = (jobs: JobRecord[]): string[] =>
             jobs.map((j) => `${j.queue}/${j.namespace}/${ids.indexOf(j.id)}`);
           if (batch) {
             let call = 0;
             const hashes = Array.from({ length: 12 }, (_, i) => `batch-hash-${i}`);
-            const claimed = await store.dequeueMany({
+            const claimed = await store.jobs.dequeueMany({
               executorName: 'exec-1',
               queues: ['x', 'y'],
               tokenHashes: hashes,
@@ -567,7 +573,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
               order: () => orderAt(call++),
             });
             for (const [i, { job }] of claimed.entries())
-              expect((await store.findAttemptByToken(hashes[i]))?.jobId).toBe(job.id);
+              expect((await store.jobs.findAttemptByToken(hashes[i]))?.jobId).toBe(job.id);
             return names(claimed.map((c) => c.job));
           }
           const jobs: JobRecord[] = [];
@@ -597,7 +603,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           kind: FinishRequest['kind'],
           extra: Partial<FinishRequest> = {},
         ): FinishRequest => ({ jobId: job.id, attempt: job.attempt, kind, now, retryBackoffMs: BACKOFF, ...extra });
-        const results = await store.finishMany([
+        const results = await store.jobs.finishMany([
           req(a, 'complete'),
           req(b, 'error', { message: 'flaky', reason: 'checkout_failure' }),
           req(c, 'fail', { attempt: 99, message: 'x' }),
@@ -613,8 +619,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           'stale_attempt',
           'unknown_job',
         ]);
-        expect(await store.getJob(a.id)).toMatchObject({ state: 'completed', finishedAt: now, failureReason: null });
-        expect(await store.getJob(b.id)).toMatchObject({
+        expect(await store.jobs.getJob(a.id)).toMatchObject({
+          state: 'completed',
+          finishedAt: now,
+          failureReason: null,
+        });
+        expect(await store.jobs.getJob(b.id)).toMatchObject({
           state: 'queued',
           numFailures: 1,
           availableAt: now + BACKOFF,
@@ -622,20 +632,20 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           finishedAt: null,
           failureReason: 'checkout_failure',
         });
-        expect((await store.listAttempts(b.id))[0]).toMatchObject({
+        expect((await store.jobs.listAttempts(b.id))[0]).toMatchObject({
           outcome: 'errored',
           message: 'flaky',
           failureReason: 'checkout_failure',
           finishedAt: now,
         });
-        expect(await store.getJob(c.id)).toMatchObject({ state: 'processing' });
-        expect(await store.finishMany([])).toEqual([]);
+        expect(await store.jobs.getJob(c.id)).toMatchObject({ state: 'processing' });
+        expect(await store.jobs.finishMany([])).toEqual([]);
 
         // Reasons, each job's own (and decisive over the kind), go through a batch as through finish.
         const more = [];
         for (let i = 0; i < 3; i++) await enqueue({ queue: 'reasons' });
         for (let i = 0; i < 3; i++) more.push((await claimOrFail(['reasons'], now)).job);
-        const reasons = await store.finishMany([
+        const reasons = await store.jobs.finishMany([
           req(more[0], 'fail', { message: 'oom', reason: 'out_of_memory', now: now + BACKOFF }),
           req(more[1], 'error', { message: 'exit 1', reason: 'script_failure', now: now + BACKOFF }),
           req(more[2], 'fail', { message: 'old executor', now: now + BACKOFF }),
@@ -646,11 +656,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           ['failed', 'script_failure'],
         ]);
         for (const job of more) {
-          const attempt = (await store.listAttempts(job.id)).at(-1)!;
-          expect(attempt.failureReason).toBe((await store.getJob(job.id))!.failureReason);
+          const attempt = (await store.jobs.listAttempts(job.id)).at(-1)!;
+          expect(attempt.failureReason).toBe((await store.jobs.getJob(job.id))!.failureReason);
         }
 
-        const found = await store.findAttemptsByTokens([claimed[2].tokenHash, 'no-such-hash', claimed[0].tokenHash]);
+        const found = await store.jobs.findAttemptsByTokens([
+          claimed[2].tokenHash,
+          'no-such-hash',
+          claimed[0].tokenHash,
+        ]);
         expect(found.map((x) => x && [x.jobId, x.attempt])).toEqual([[c.id, 1], undefined, [a.id, 1]]);
       });
 
@@ -691,7 +705,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           startedAt: now,
           lastHeartbeatAt: now,
         });
-        expect(await store.getJob(job.id)).toEqual(job);
+        expect(await store.jobs.getJob(job.id)).toEqual(job);
 
         const attempt = {
           jobId: job.id,
@@ -703,9 +717,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           message: null,
           failureReason: null,
         };
-        expect(await store.listAttempts(job.id)).toEqual([attempt]);
-        expect(await store.findAttemptByToken(tokenHash)).toEqual(attempt);
-        expect(await store.findAttemptByToken('token-hash-unknown')).toBeUndefined();
+        expect(await store.jobs.listAttempts(job.id)).toEqual([attempt]);
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toEqual(attempt);
+        expect(await store.jobs.findAttemptByToken('token-hash-unknown')).toBeUndefined();
       });
 
       it('records a new attempt with its own token for every dequeue of the same job', async () => {
@@ -716,19 +730,19 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(again.job.id).toBe(queued.id);
         expect(again.job.attempt).toBe(2);
         expect(again.job.executorName).toBe('exec-2');
-        expect(await store.findAttemptByToken(first.tokenHash)).toMatchObject({
+        expect(await store.jobs.findAttemptByToken(first.tokenHash)).toMatchObject({
           jobId: queued.id,
           attempt: 1,
           executorName: 'exec-1',
           outcome: 'errored',
         });
-        expect(await store.findAttemptByToken(again.tokenHash)).toMatchObject({
+        expect(await store.jobs.findAttemptByToken(again.tokenHash)).toMatchObject({
           jobId: queued.id,
           attempt: 2,
           executorName: 'exec-2',
           outcome: null,
         });
-        expect((await store.listAttempts(queued.id)).map((a) => a.attempt)).toEqual([1, 2]);
+        expect((await store.jobs.listAttempts(queued.id)).map((a) => a.attempt)).toEqual([1, 2]);
       });
     });
 
@@ -741,7 +755,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const queued = await enqueue({}, T0 + 1);
 
         const now = T0 + 30_000;
-        const answer = await store.heartbeat({
+        const answer = await store.jobs.heartbeat({
           executorName: 'exec-1',
           now,
           jobs: [
@@ -753,10 +767,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           ],
         });
         expect(answer).toEqual({ knownIds: [mine.id], cancelIds: [] });
-        expect((await store.getJob(mine.id))!.lastHeartbeatAt).toBe(now);
-        expect((await store.getJob(theirs.id))!.lastHeartbeatAt).toBe(T0);
+        expect((await store.jobs.getJob(mine.id))!.lastHeartbeatAt).toBe(now);
+        expect((await store.jobs.getJob(theirs.id))!.lastHeartbeatAt).toBe(T0);
 
-        const other = await store.heartbeat({
+        const other = await store.jobs.heartbeat({
           executorName: 'exec-2',
           now,
           jobs: [
@@ -768,7 +782,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       });
 
       it('answers an empty list with empty lists', async () => {
-        expect(await store.heartbeat({ executorName: 'exec-1', now: T0, jobs: [] })).toEqual({
+        expect(await store.jobs.heartbeat({ executorName: 'exec-1', now: T0, jobs: [] })).toEqual({
           knownIds: [],
           cancelIds: [],
         });
@@ -779,8 +793,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const a = (await claimOrFail()).job;
         const b = (await claimOrFail()).job;
-        await store.requestCancel(b.id, T0 + 5);
-        const answer = await store.heartbeat({
+        await store.jobs.requestCancel(b.id, T0 + 5);
+        const answer = await store.jobs.heartbeat({
           executorName: 'exec-1',
           now: T0 + 10,
           jobs: [
@@ -797,7 +811,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job } = await claimOrFail();
         expectOk(await finish(job, 'complete'));
         expect(
-          await store.heartbeat({ executorName: 'exec-1', now: T0 + 2_000, jobs: [{ id: job.id, attempt: 1 }] }),
+          await store.jobs.heartbeat({ executorName: 'exec-1', now: T0 + 2_000, jobs: [{ id: job.id, attempt: 1 }] }),
         ).toEqual({ knownIds: [], cancelIds: [] });
       });
     });
@@ -816,8 +830,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           changed: true,
         });
         const { changed: _changed, ...record } = done;
-        expect(await store.getJob(job.id)).toEqual(record);
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+        expect(await store.jobs.getJob(job.id)).toEqual(record);
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({
           outcome: 'completed',
           finishedAt: T0 + 7_000,
         });
@@ -831,7 +845,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(again.changed).toBe(false);
         expect(again.state).toBe('completed');
         expect(again.finishedAt).toBe(first.finishedAt);
-        expect((await store.listAttempts(job.id))[0].finishedAt).toBe(T0 + 7_000);
+        expect((await store.jobs.listAttempts(job.id))[0].finishedAt).toBe(T0 + 7_000);
       });
 
       it('re-queues an errored job with a backoff while attempts remain', async () => {
@@ -848,18 +862,18 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           changed: true,
         });
         expect(errored.availableAt).toBeGreaterThan(now);
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({
           outcome: 'errored',
           message: 'network unreachable',
           finishedAt: now,
         });
-        expect(await store.nextAvailableAt(['default'])).toBe(now + BACKOFF);
-        expect(await store.nextAvailableAt(['other'])).toBeUndefined();
+        expect(await store.jobs.nextAvailableAt(['default'])).toBe(now + BACKOFF);
+        expect(await store.jobs.nextAvailableAt(['other'])).toBeUndefined();
 
         expect((await claim(['default'], now + BACKOFF - 1)).job).toBeUndefined();
         const second = (await claimOrFail(['default'], now + BACKOFF)).job;
         expect(second).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
-        expect(await store.nextAvailableAt(['default'])).toBeUndefined();
+        expect(await store.jobs.nextAvailableAt(['default'])).toBeUndefined();
 
         // The second failure waits twice as long.
         const later = now + BACKOFF + 1_000;
@@ -893,7 +907,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           finishedAt: T0 + 20_000,
           attempt: 2,
         });
-        expect((await store.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['errored', 'errored']);
+        expect((await store.jobs.listAttempts(job.id)).map((a) => a.outcome)).toEqual(['errored', 'errored']);
         expect((await claim(['default'], T0 + 1_000_000)).job).toBeUndefined();
       });
 
@@ -908,7 +922,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           numFailures: 0,
           changed: true,
         });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: 'failed', message: 'exit code 2' });
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({
+          outcome: 'failed',
+          message: 'exit code 2',
+        });
         const again = expectOk(await finish(job, 'fail', { message: 'exit code 2', now: T0 + 4_000 }));
         expect(again).toMatchObject({ changed: false, state: 'failed', finishedAt: T0 + 3_000 });
       });
@@ -924,17 +941,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           failureMessage: 'git fetch failed',
           failureReason: 'checkout_failure',
         });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({
           outcome: 'errored',
           failureReason: 'checkout_failure',
         });
         // A running attempt has no reason of its own; the job keeps the last one meanwhile, as it keeps the message.
         ({ job, tokenHash } = await claimOrFail(['default'], T0 + 10 + BACKOFF));
         expect(job).toMatchObject({ state: 'processing', failureReason: 'checkout_failure' });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({ outcome: null, failureReason: null });
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({ outcome: null, failureReason: null });
         const done = expectOk(await finish(job, 'complete', { now: T0 + 20_000 }));
         expect(done).toMatchObject({ state: 'completed', failureMessage: null, failureReason: null });
-        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
+        expect((await store.jobs.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
           ['errored', 'checkout_failure'],
           ['completed', null],
         ]);
@@ -953,7 +970,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           failureMessage: 'step slow timed out after 1s',
           failureReason: 'step_timeout',
         });
-        expect((await store.listAttempts(timedOut.id))[0]).toMatchObject({
+        expect((await store.jobs.listAttempts(timedOut.id))[0]).toMatchObject({
           outcome: 'failed',
           failureReason: 'step_timeout',
         });
@@ -978,8 +995,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           state: 'failed',
           failureReason: 'script_failure',
         });
-        expect((await store.listAttempts(a.id))[0].failureReason).toBe('system_failure');
-        expect((await store.listAttempts(b.id))[0].failureReason).toBe('script_failure');
+        expect((await store.jobs.listAttempts(a.id))[0].failureReason).toBe('system_failure');
+        expect((await store.jobs.listAttempts(b.id))[0].failureReason).toBe('script_failure');
       });
 
       it('refuses a different report for an attempt that already ended', async () => {
@@ -988,35 +1005,40 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expectOk(await finish(job, 'fail', { message: 'x' }));
         const result = await finish(job, 'complete');
         expect(result).toMatchObject({ ok: false, reason: 'stale_attempt' });
-        expect((await store.getJob(job.id))!.state).toBe('failed');
+        expect((await store.jobs.getJob(job.id))!.state).toBe('failed');
       });
 
       it('answers unknown_job for an unknown job or attempt', async () => {
         expect(
-          await store.finish({ jobId: 987_654, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+          await store.jobs.finish({ jobId: 987_654, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
         ).toMatchObject({ ok: false, reason: 'unknown_job' });
         const queued = await enqueue();
         expect(
-          await store.finish({ jobId: queued.id, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+          await store.jobs.finish({ jobId: queued.id, attempt: 1, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
         ).toMatchObject({ ok: false, reason: 'unknown_job' });
         const { job } = await claimOrFail();
         expect(
-          await store.finish({ jobId: job.id, attempt: 2, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
+          await store.jobs.finish({ jobId: job.id, attempt: 2, kind: 'complete', now: T0, retryBackoffMs: BACKOFF }),
         ).toMatchObject({ ok: false, reason: 'unknown_job' });
-        expect((await store.getJob(job.id))!.state).toBe('processing');
+        expect((await store.jobs.getJob(job.id))!.state).toBe('processing');
       });
 
       it('refuses the result of an attempt that was reset, before and after the job is dequeued again', async () => {
         await enqueue();
         const { job } = await claimOrFail(['default'], T0);
-        const swept = await store.resetStalled({ now: T0 + 120_000, timeoutMs: 60_000, maxResets: 3, notBefore: 0 });
+        const swept = await store.jobs.resetStalled({
+          now: T0 + 120_000,
+          timeoutMs: 60_000,
+          maxResets: 3,
+          notBefore: 0,
+        });
         expect(swept.reset.map((j) => j.id)).toEqual([job.id]);
 
         for (const kind of ['complete', 'error', 'fail'] as const) {
           const result = await finish(job, kind, { message: 'late', now: T0 + 121_000 });
           expect(result).toMatchObject({ ok: false, reason: 'stale_attempt' });
         }
-        expect((await store.getJob(job.id))!).toMatchObject({ state: 'queued', numFailures: 0 });
+        expect((await store.jobs.getJob(job.id))!).toMatchObject({ state: 'queued', numFailures: 0 });
 
         const second = (await claimOrFail(['default'], T0 + 130_000, 'exec-2')).job;
         expect(second.attempt).toBe(2);
@@ -1024,7 +1046,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           ok: false,
           reason: 'stale_attempt',
         });
-        expect((await store.getJob(job.id))!.state).toBe('processing');
+        expect((await store.jobs.getJob(job.id))!.state).toBe('processing');
         expect(expectOk(await finish(second, 'complete', { now: T0 + 132_000 })).state).toBe('completed');
       });
     });
@@ -1032,7 +1054,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
     describe('requestCancel', () => {
       it('cancels a queued job at once', async () => {
         const queued = await enqueue();
-        const canceled = await store.requestCancel(queued.id, T0 + 100);
+        const canceled = await store.jobs.requestCancel(queued.id, T0 + 100);
         expect(canceled).toMatchObject({
           id: queued.id,
           state: 'canceled',
@@ -1041,14 +1063,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         });
         expect(canceled!.failureMessage).toMatch(/cancel/);
         expect(canceled!.failureReason).toBe('canceled');
-        expect(await store.getJob(queued.id)).toEqual(canceled);
+        expect(await store.jobs.getJob(queued.id)).toEqual(canceled);
         expect((await claim(['default'], T0 + 200)).job).toBeUndefined();
       });
 
       it('asks the executor of a processing job to stop; a later complete yields canceled', async () => {
         await enqueue();
         const { job, tokenHash } = await claimOrFail();
-        const requested = await store.requestCancel(job.id, T0 + 100);
+        const requested = await store.jobs.requestCancel(job.id, T0 + 100);
         expect(requested).toMatchObject({ state: 'processing', cancelRequested: true, finishedAt: null });
         const done = expectOk(await finish(job, 'complete', { now: T0 + 200 }));
         expect(done).toMatchObject({
@@ -1057,7 +1079,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           changed: true,
           failureReason: 'canceled',
         });
-        expect(await store.findAttemptByToken(tokenHash)).toMatchObject({
+        expect(await store.jobs.findAttemptByToken(tokenHash)).toMatchObject({
           outcome: 'canceled',
           failureReason: 'canceled',
         });
@@ -1066,12 +1088,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('cancels instead of retrying when a canceled job reports an error', async () => {
         await enqueue({ maxAttempts: 3 });
         const { job } = await claimOrFail();
-        await store.requestCancel(job.id, T0 + 100);
+        await store.jobs.requestCancel(job.id, T0 + 100);
         const done = expectOk(
           await finish(job, 'error', { message: 'killed', reason: 'runtime_unavailable', now: T0 + 200 }),
         );
         expect(done).toMatchObject({ state: 'canceled', finishedAt: T0 + 200, failureReason: 'canceled' });
-        expect((await store.listAttempts(job.id))[0]).toMatchObject({
+        expect((await store.jobs.listAttempts(job.id))[0]).toMatchObject({
           outcome: 'canceled',
           message: 'killed',
           failureReason: 'canceled',
@@ -1082,7 +1104,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('cancels when the executor reports it stopped the job for a cancel', async () => {
         await enqueue();
         const { job } = await claimOrFail();
-        await store.requestCancel(job.id, T0 + 100);
+        await store.jobs.requestCancel(job.id, T0 + 100);
         const done = expectOk(
           await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true, now: T0 + 200 }),
         );
@@ -1096,7 +1118,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('repeating a complete report for a canceled job changes nothing', async () => {
         await enqueue();
         const { job } = await claimOrFail();
-        await store.requestCancel(job.id, T0 + 100);
+        await store.jobs.requestCancel(job.id, T0 + 100);
         expectOk(await finish(job, 'complete', { now: T0 + 200 }));
         const again = await finish(job, 'complete', { now: T0 + 300 });
         expect(again).toMatchObject({ ok: true, changed: false, job: { state: 'canceled', finishedAt: T0 + 200 } });
@@ -1106,9 +1128,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         const done = expectOk(await finish(job, 'complete'));
-        const after = await store.requestCancel(job.id, T0 + 5_000);
+        const after = await store.jobs.requestCancel(job.id, T0 + 5_000);
         expect(after).toMatchObject({ state: 'completed', finishedAt: done.finishedAt });
-        expect(await store.requestCancel(987_654, T0)).toBeUndefined();
+        expect(await store.jobs.requestCancel(987_654, T0)).toBeUndefined();
       });
     });
 
@@ -1120,17 +1142,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           if (end === 'completed') expectOk(await finish(job, 'complete'));
           if (end === 'failed') expectOk(await finish(job, 'fail', { message: 'broken', reason: 'out_of_disk' }));
           if (end === 'canceled') {
-            await store.requestCancel(job.id, T0 + 10);
+            await store.jobs.requestCancel(job.id, T0 + 10);
             expectOk(await finish(job, 'fail', { message: 'stopped', canceledByExecutor: true }));
           }
-          expect((await store.getJob(job.id))!).toMatchObject({
+          expect((await store.jobs.getJob(job.id))!).toMatchObject({
             state: end,
             failureReason: { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
           });
           expect(canTransition(end, 'queued')).toBe(true);
 
           const now = T0 + 50_000;
-          const retried = await store.retry(job.id, now);
+          const retried = await store.jobs.retry(job.id, now);
           expect(retried).toMatchObject({
             id: job.id,
             state: 'queued',
@@ -1146,9 +1168,9 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           const again = (await claimOrFail(['default'], now)).job;
           expect(again).toMatchObject({ id: job.id, attempt: 2, state: 'processing' });
           expect(expectOk(await finish(again, 'complete', { now: now + 1 })).state).toBe('completed');
-          expect((await store.listAttempts(job.id)).map((a) => a.attempt)).toEqual([1, 2]);
+          expect((await store.jobs.listAttempts(job.id)).map((a) => a.attempt)).toEqual([1, 2]);
           // The history keeps why the first attempt ended.
-          expect((await store.listAttempts(job.id))[0].failureReason).toBe(
+          expect((await store.jobs.listAttempts(job.id))[0].failureReason).toBe(
             { completed: null, failed: 'out_of_disk', canceled: 'canceled' }[end],
           );
         });
@@ -1160,17 +1182,17 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expectOk(await finish(job, 'error', { message: 'a', now: T0 }));
         job = (await claimOrFail(['default'], T0 + BACKOFF)).job;
         expect(expectOk(await finish(job, 'error', { message: 'b', now: T0 + BACKOFF })).state).toBe('failed');
-        await store.retry(job.id, T0 + 100_000);
+        await store.jobs.retry(job.id, T0 + 100_000);
         job = (await claimOrFail(['default'], T0 + 100_000)).job;
         expect(expectOk(await finish(job, 'error', { message: 'c', now: T0 + 100_001 })).state).toBe('queued');
       });
 
       it('leaves queued and processing jobs alone and answers undefined for an unknown job', async () => {
         const queued = await enqueue({}, T0);
-        expect(await store.retry(queued.id, T0 + 10)).toEqual(queued);
+        expect(await store.jobs.retry(queued.id, T0 + 10)).toEqual(queued);
         const { job } = await claimOrFail(['default'], T0 + 20);
-        expect(await store.retry(job.id, T0 + 30)).toEqual(job);
-        expect(await store.retry(987_654, T0)).toBeUndefined();
+        expect(await store.jobs.retry(job.id, T0 + 30)).toEqual(job);
+        expect(await store.jobs.retry(987_654, T0)).toBeUndefined();
       });
     });
 
@@ -1181,12 +1203,12 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job, tokenHash } = await claimOrFail(['default'], T0, 'exec-silent');
         expect(
-          await store.resetStalled({ now: T0 + TIMEOUT - 1, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 }),
+          await store.jobs.resetStalled({ now: T0 + TIMEOUT - 1, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 }),
         ).toEqual({ reset: [], failed: [] });
-        expect((await store.getJob(job.id))!.state).toBe('processing');
+        expect((await store.jobs.getJob(job.id))!.state).toBe('processing');
 
         const now = T0 + TIMEOUT + 1_000;
-        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        const result = await store.jobs.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.failed).toEqual([]);
         expect(result.reset).toHaveLength(1);
         expect(result.reset[0]).toMatchObject({
@@ -1198,8 +1220,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           availableAt: now,
           failureReason: null,
         });
-        expect(await store.getJob(job.id)).toEqual(result.reset[0]);
-        const attempt = await store.findAttemptByToken(tokenHash);
+        expect(await store.jobs.getJob(job.id)).toEqual(result.reset[0]);
+        const attempt = await store.jobs.findAttemptByToken(tokenHash);
         expect(attempt).toMatchObject({ outcome: 'reset', finishedAt: now, failureReason: 'executor_lost' });
         expect(attempt!.message).toContain('exec-silent');
 
@@ -1210,10 +1232,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('keeps a job alive while heartbeats come', async () => {
         await enqueue();
         const { job } = await claimOrFail(['default'], T0);
-        await store.heartbeat({ executorName: 'exec-1', now: T0 + 50_000, jobs: [{ id: job.id, attempt: 1 }] });
-        const result = await store.resetStalled({ now: T0 + 100_000, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        await store.jobs.heartbeat({ executorName: 'exec-1', now: T0 + 50_000, jobs: [{ id: job.id, attempt: 1 }] });
+        const result = await store.jobs.resetStalled({
+          now: T0 + 100_000,
+          timeoutMs: TIMEOUT,
+          maxResets: 3,
+          notBefore: 0,
+        });
         expect(result).toEqual({ reset: [], failed: [] });
-        expect((await store.getJob(job.id))!.state).toBe('processing');
+        expect((await store.jobs.getJob(job.id))!.state).toBe('processing');
       });
 
       it('does not count silence from before notBefore', async () => {
@@ -1222,10 +1249,10 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const now = T0 + 10 * TIMEOUT;
         // The server came up less than a timeout ago: it cannot know whether the executor is silent.
         expect(
-          await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT + 1 }),
+          await store.jobs.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: now - TIMEOUT + 1 }),
         ).toEqual({ reset: [], failed: [] });
-        expect((await store.getJob(job.id))!.state).toBe('processing');
-        const result = await store.resetStalled({
+        expect((await store.jobs.getJob(job.id))!.state).toBe('processing');
+        const result = await store.jobs.resetStalled({
           now,
           timeoutMs: TIMEOUT,
           maxResets: 3,
@@ -1242,18 +1269,18 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         for (let round = 1; round <= maxResets; round++) {
           job = (await claimOrFail(['default'], now, `exec-${round}`)).job;
           now += TIMEOUT + 1_000;
-          const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
+          const result = await store.jobs.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
           expect(result.reset.map((j) => j.numResets)).toEqual([round]);
         }
         job = (await claimOrFail(['default'], now, 'exec-last')).job;
         now += TIMEOUT + 1_000;
-        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
+        const result = await store.jobs.resetStalled({ now, timeoutMs: TIMEOUT, maxResets, notBefore: 0 });
         expect(result.reset).toEqual([]);
         expect(result.failed).toHaveLength(1);
         expect(result.failed[0]).toMatchObject({ id: job.id, state: 'failed', finishedAt: now, attempt: 3 });
         expect(result.failed[0].failureMessage).toBe(stallFailureMessage(maxResets, 'exec-last', TIMEOUT));
         expect(result.failed[0].failureReason).toBe('executor_lost');
-        expect((await store.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
+        expect((await store.jobs.listAttempts(job.id)).map((a) => [a.outcome, a.failureReason])).toEqual([
           ['reset', 'executor_lost'],
           ['reset', 'executor_lost'],
           ['reset', 'executor_lost'],
@@ -1264,16 +1291,16 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('cancels a stalled job whose cancel was requested instead of queuing it again', async () => {
         await enqueue();
         const { job } = await claimOrFail(['default'], T0);
-        await store.requestCancel(job.id, T0 + 1);
+        await store.jobs.requestCancel(job.id, T0 + 1);
         const now = T0 + TIMEOUT + 1_000;
-        const result = await store.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
+        const result = await store.jobs.resetStalled({ now, timeoutMs: TIMEOUT, maxResets: 3, notBefore: 0 });
         expect(result.reset).toEqual([]);
-        expect((await store.getJob(job.id))!).toMatchObject({
+        expect((await store.jobs.getJob(job.id))!).toMatchObject({
           state: 'canceled',
           finishedAt: now,
           failureReason: 'canceled',
         });
-        expect((await store.listAttempts(job.id))[0]).toMatchObject({
+        expect((await store.jobs.listAttempts(job.id))[0]).toMatchObject({
           outcome: 'reset',
           failureReason: 'executor_lost',
         });
@@ -1285,22 +1312,22 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue({}, T0);
         const { job } = await claimOrFail(['default'], T0);
         expectOk(await finish(job, 'complete', { now: T0 + 1 }));
-        const result = await store.resetStalled({
+        const result = await store.jobs.resetStalled({
           now: T0 + 10 * TIMEOUT,
           timeoutMs: TIMEOUT,
           maxResets: 3,
           notBefore: 0,
         });
         expect(result).toEqual({ reset: [], failed: [] });
-        expect(await store.getJob(queued.id)).toEqual(queued);
-        expect((await store.getJob(job.id))!.state).toBe('completed');
+        expect(await store.jobs.getJob(queued.id)).toEqual(queued);
+        expect((await store.jobs.getJob(job.id))!.state).toBe('completed');
       });
     });
 
     describe('logs', () => {
       async function readAll(jobId: number, attempt: number): Promise<Map<number, string>> {
         const texts = new Map<number, string>();
-        for (const chunk of await store.readLogChunks(jobId, attempt, 0, 10_000)) {
+        for (const chunk of await store.logs.readLogChunks(jobId, attempt, 0, 10_000)) {
           const text = texts.get(chunk.index) ?? '';
           expect(chunk.offset).toBe(text.length);
           texts.set(chunk.index, text + chunk.data);
@@ -1311,25 +1338,29 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('appends output by offset, keeping only the new tail of a retried request', async () => {
         await enqueue();
         const { job } = await claimOrFail();
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello ')])).toEqual([{ index: 0, length: 6 }]);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\n')])).toEqual([{ index: 0, length: 12 }]);
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 0, 'hello ')])).toEqual([{ index: 0, length: 6 }]);
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 6, 'world\n')])).toEqual([{ index: 0, length: 12 }]);
         // The answer to the last request was lost: the executor sends it again along with new output.
-        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
-        // A full duplicate adds nothing.
-        const before = await store.readLogChunks(job.id, 1, 0, 100);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([{ index: 0, length: 17 }]);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, 'hello world\nmore\n')])).toEqual([
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([
           { index: 0, length: 17 },
         ]);
-        expect(await store.readLogChunks(job.id, 1, 0, 100)).toEqual(before);
+        // A full duplicate adds nothing.
+        const before = await store.logs.readLogChunks(job.id, 1, 0, 100);
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 6, 'world\nmore\n')])).toEqual([
+          { index: 0, length: 17 },
+        ]);
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 0, 'hello world\nmore\n')])).toEqual([
+          { index: 0, length: 17 },
+        ]);
+        expect(await store.logs.readLogChunks(job.id, 1, 0, 100)).toEqual(before);
         expect((await readAll(job.id, 1)).get(0)).toBe('hello world\nmore\n');
       });
 
       it('records entries with their lengths and exit codes', async () => {
         await enqueue();
         const { job } = await claimOrFail();
-        await store.appendLogs(job.id, 1, [entry(0, 0, '')]);
-        expect(await store.listLogEntries(job.id, 1)).toEqual([
+        await store.logs.appendLogs(job.id, 1, [entry(0, 0, '')]);
+        expect(await store.logs.listLogEntries(job.id, 1)).toEqual([
           {
             index: 0,
             key: 'step-1',
@@ -1340,11 +1371,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
             length: 0,
           },
         ]);
-        await store.appendLogs(job.id, 1, [entry(0, 0, 'abc\n', { exitCode: 0, durationMs: 1_500 }), entry(1, 0, 'x')]);
-        await store.appendLogs(job.id, 1, [entry(1, 1, 'yz\n', { exitCode: 2, durationMs: 10 })]);
+        await store.logs.appendLogs(job.id, 1, [
+          entry(0, 0, 'abc\n', { exitCode: 0, durationMs: 1_500 }),
+          entry(1, 0, 'x'),
+        ]);
+        await store.logs.appendLogs(job.id, 1, [entry(1, 1, 'yz\n', { exitCode: 2, durationMs: 10 })]);
         // A later update without an exit code keeps the one recorded.
-        await store.appendLogs(job.id, 1, [entry(1, 4, '')]);
-        expect(await store.listLogEntries(job.id, 1)).toEqual([
+        await store.logs.appendLogs(job.id, 1, [entry(1, 4, '')]);
+        expect(await store.logs.listLogEntries(job.id, 1)).toEqual([
           {
             index: 0,
             key: 'step-1',
@@ -1372,27 +1406,32 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         await enqueue();
         const { job } = await claimOrFail();
         const text = 'héllo 🚀 wörld\n';
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, text)])).toEqual([{ index: 0, length: text.length }]);
-        expect(await store.appendLogs(job.id, 1, [entry(0, 0, `${text}ünï\n`)])).toEqual([
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 0, text)])).toEqual([
+          { index: 0, length: text.length },
+        ]);
+        expect(await store.logs.appendLogs(job.id, 1, [entry(0, 0, `${text}ünï\n`)])).toEqual([
           { index: 0, length: text.length + 4 },
         ]);
         expect((await readAll(job.id, 1)).get(0)).toBe(`${text}ünï\n`);
       });
 
       it('keeps attempts and jobs apart', async () => {
-        await enqueue();
+        await enqueue({ maxAttempts: 2 });
         await enqueue();
         const a = (await claimOrFail()).job;
         const b = (await claimOrFail()).job;
-        await store.appendLogs(a.id, 1, [entry(0, 0, 'a1\n')]);
-        await store.appendLogs(a.id, 2, [entry(0, 0, 'a2-attempt\n')]);
-        await store.appendLogs(b.id, 1, [entry(0, 0, 'b1\n')]);
+        await store.logs.appendLogs(a.id, 1, [entry(0, 0, 'a1\n')]);
+        await store.logs.appendLogs(b.id, 1, [entry(0, 0, 'b1\n')]);
+        // a's second attempt, after a retryable error.
+        await finish(a, 'error', { message: 'flaky', reason: 'system_failure' });
+        expect((await claimOrFail(['default'], T0 + 1_000 + BACKOFF)).job).toMatchObject({ id: a.id, attempt: 2 });
+        await store.logs.appendLogs(a.id, 2, [entry(0, 0, 'a2-attempt\n')]);
         expect((await readAll(a.id, 1)).get(0)).toBe('a1\n');
         expect((await readAll(a.id, 2)).get(0)).toBe('a2-attempt\n');
         expect((await readAll(b.id, 1)).get(0)).toBe('b1\n');
-        expect((await store.listLogEntries(a.id, 1))[0].length).toBe(3);
-        expect(await store.listLogEntries(b.id, 2)).toEqual([]);
-        expect(await store.readLogChunks(b.id, 2, 0, 100)).toEqual([]);
+        expect((await store.logs.listLogEntries(a.id, 1))[0].length).toBe(3);
+        expect(await store.logs.listLogEntries(b.id, 2)).toEqual([]);
+        expect(await store.logs.readLogChunks(b.id, 2, 0, 100)).toEqual([]);
       });
 
       it('reads chunks in order and pages with afterSeq', async () => {
@@ -1406,26 +1445,28 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           [0, 8, 'three\n'],
           [2, 0, 'eins\n'],
         ];
-        for (const [index, offset, out] of writes) await store.appendLogs(job.id, 1, [entry(index, offset, out)]);
-        const all = await store.readLogChunks(job.id, 1, 0, 100);
+        for (const [index, offset, out] of writes) await store.logs.appendLogs(job.id, 1, [entry(index, offset, out)]);
+        const all = await store.logs.readLogChunks(job.id, 1, 0, 100);
         expect(all.map((c) => [c.index, c.offset, c.data])).toEqual(writes);
         for (let i = 1; i < all.length; i++) expect(all[i].seq).toBeGreaterThan(all[i - 1].seq);
 
         const paged: typeof all = [];
         let after = 0;
         for (;;) {
-          const page = await store.readLogChunks(job.id, 1, after, 4);
+          const page = await store.logs.readLogChunks(job.id, 1, after, 4);
           expect(page.length).toBeLessThanOrEqual(4);
           if (page.length === 0) break;
           paged.push(...page);
           after = page.at(-1)!.seq;
         }
         expect(paged).toEqual(all);
-        expect(await store.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).toEqual([]);
+        expect(await store.logs.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).toEqual([]);
 
         // A follower that saw everything gets just the next chunk.
-        await store.appendLogs(job.id, 1, [entry(2, 5, 'zwei\n')]);
-        expect((await store.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).map((c) => c.data)).toEqual(['zwei\n']);
+        await store.logs.appendLogs(job.id, 1, [entry(2, 5, 'zwei\n')]);
+        expect((await store.logs.readLogChunks(job.id, 1, all.at(-1)!.seq, 100)).map((c) => c.data)).toEqual([
+          'zwei\n',
+        ]);
       });
 
       it("appendLogsMany stores an attempt's output only while that attempt is current, item by item", async () => {
@@ -1434,9 +1475,14 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const { job: reset } = await claimOrFail(['default'], T0, 'exec-silent');
         const { job: running } = await claimOrFail(['default'], T0 + 60_000, 'exec-alive');
         // The first executor went silent: its attempt is reset before its buffered output arrives.
-        const swept = await store.resetStalled({ now: T0 + 61_000, timeoutMs: 60_000, maxResets: 3, notBefore: 0 });
+        const swept = await store.jobs.resetStalled({
+          now: T0 + 61_000,
+          timeoutMs: 60_000,
+          maxResets: 3,
+          notBefore: 0,
+        });
         expect(swept.reset.map((j) => j.id)).toEqual([reset.id]);
-        const results = await store.appendLogsMany([
+        const results = await store.logs.appendLogsMany([
           { jobId: reset.id, attempt: 1, entries: [entry(0, 0, 'too late\n')] },
           { jobId: running.id, attempt: 1, entries: [entry(0, 0, 'on time\n')] },
           { jobId: running.id, attempt: 2, entries: [entry(0, 0, 'no such attempt\n')] },
@@ -1444,21 +1490,34 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect(results[0]).toEqual({ ok: false, job: expect.objectContaining({ id: reset.id, state: 'queued' }) });
         expect(results[1]).toEqual({ ok: true, entries: [{ index: 0, length: 8 }] });
         expect(results[2]).toMatchObject({ ok: false });
-        expect(await store.listLogEntries(reset.id, 1)).toEqual([]);
-        expect(await store.listLogEntries(running.id, 2)).toEqual([]);
+        expect(await store.logs.listLogEntries(reset.id, 1)).toEqual([]);
+        expect(await store.logs.listLogEntries(running.id, 2)).toEqual([]);
         expect((await readAll(running.id, 1)).get(0)).toBe('on time\n');
+      });
+
+      it('appendLogs, the single form, refuses an attempt that is not current, storing nothing', async () => {
+        await enqueue();
+        const { job } = await claimOrFail();
+        await expect(store.logs.appendLogs(job.id, 2, [entry(0, 0, 'no such attempt\n')])).rejects.toThrow(
+          StaleAttemptError,
+        );
+        expect(await store.logs.listLogEntries(job.id, 2)).toEqual([]);
       });
 
       it('handles several entries in one request', async () => {
         await enqueue();
         const { job } = await claimOrFail();
-        const answer = await store.appendLogs(job.id, 1, [entry(0, 0, 'a\n'), entry(1, 0, 'bb\n'), entry(2, 0, '')]);
+        const answer = await store.logs.appendLogs(job.id, 1, [
+          entry(0, 0, 'a\n'),
+          entry(1, 0, 'bb\n'),
+          entry(2, 0, ''),
+        ]);
         expect(answer).toEqual([
           { index: 0, length: 2 },
           { index: 1, length: 3 },
           { index: 2, length: 0 },
         ]);
-        expect((await store.listLogEntries(job.id, 1)).map((e) => [e.index, e.length])).toEqual([
+        expect((await store.logs.listLogEntries(job.id, 1)).map((e) => [e.index, e.length])).toEqual([
           [0, 2],
           [1, 3],
           [2, 0],
@@ -1468,8 +1527,8 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
     describe('executors and stats', () => {
       it('upserts executors, keeping firstSeenAt', async () => {
-        await store.upsertExecutor(executorInfo('exec-a'), T0);
-        await store.upsertExecutor(
+        await store.executors.upsertExecutor(executorInfo('exec-a'), T0);
+        await store.executors.upsertExecutor(
           executorInfo('exec-b', {
             queues: ['gpu', 'default'],
             runtimeVersion: '24.0.7',
@@ -1480,11 +1539,11 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           }),
           T0 + 10,
         );
-        await store.upsertExecutor(
+        await store.executors.upsertExecutor(
           executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
           T0 + 5_000,
         );
-        const executors = (await store.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
+        const executors = (await store.executors.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
         expect(executors).toEqual([
           {
             ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
@@ -1508,14 +1567,15 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
 
       it('keeps the per-job disk limit an executor reports: beyond 32 bits, 0 for unbounded, null from an executor that reports none', async () => {
         const limits = { runtime: 'docker', jobCpus: 2, jobMemoryBytes: 8 * 2 ** 30 };
-        const diskOf = async () => (await store.listExecutors()).find((e) => e.name === 'exec-disk')?.jobDiskBytes;
-        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 2 * 2 ** 40 }), T0);
+        const diskOf = async () =>
+          (await store.executors.listExecutors()).find((e) => e.name === 'exec-disk')?.jobDiskBytes;
+        await store.executors.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 2 * 2 ** 40 }), T0);
         expect(await diskOf()).toBe(2 * 2 ** 40);
-        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 0 }), T0 + 1);
+        await store.executors.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: 0 }), T0 + 1);
         expect(await diskOf()).toBe(0);
         // An executor from before disk limits: its CPU and memory stay, the disk limit is unknown again.
-        await store.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: null }), T0 + 2);
-        expect((await store.listExecutors()).find((e) => e.name === 'exec-disk')).toMatchObject({
+        await store.executors.upsertExecutor(executorInfo('exec-disk', { ...limits, jobDiskBytes: null }), T0 + 2);
+        expect((await store.executors.listExecutors()).find((e) => e.name === 'exec-disk')).toMatchObject({
           ...limits,
           jobDiskBytes: null,
         });
@@ -1524,86 +1584,112 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
       it('gives an executor name to one process at a time: the holder keeps it while it calls, another takes it after its window', async () => {
         const a = { id: 'instance-a', windowMs: 3_000 };
         const b = { id: 'instance-b', windowMs: 6_000 };
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a)).toEqual({ ok: true });
+        expect(await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a)).toEqual({
+          ok: true,
+        });
         // A second process within the holder's window is refused, told who holds the name, and changes nothing.
         expect(
-          await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b', runningJobs: 3 }), T0 + 1_000, b),
+          await store.executors.upsertExecutor(
+            executorInfo('shared', { hostname: 'host-b', runningJobs: 3 }),
+            T0 + 1_000,
+            b,
+          ),
         ).toEqual({
           ok: false,
           holder: { id: 'instance-a', hostname: 'host-a', seenAt: T0, windowMs: 3_000 },
         });
-        expect(await store.listExecutors()).toEqual([
+        expect(await store.executors.listExecutors()).toEqual([
           { ...executorInfo('shared', { hostname: 'host-a' }), firstSeenAt: T0, lastSeenAt: T0 },
         ]);
         // Each call of the holder renews its window.
         expect(
-          await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a', runningJobs: 1 }), T0 + 2_000, a),
+          await store.executors.upsertExecutor(
+            executorInfo('shared', { hostname: 'host-a', runningJobs: 1 }),
+            T0 + 2_000,
+            a,
+          ),
         ).toEqual({ ok: true });
-        expect(await store.executorInstance('shared')).toEqual({
+        expect(await store.executors.executorInstance('shared')).toEqual({
           id: 'instance-a',
           hostname: 'host-a',
           seenAt: T0 + 2_000,
           windowMs: 3_000,
         });
-        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 4_999, b)).ok).toBe(
-          false,
-        );
+        expect(
+          (await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 4_999, b)).ok,
+        ).toBe(false);
         // Silent for its whole window: the name goes to the next process that calls, with that one's window.
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 5_000, b)).toEqual({
+        expect(
+          await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 5_000, b),
+        ).toEqual({
           ok: true,
         });
-        expect(await store.listExecutors()).toEqual([
+        expect(await store.executors.listExecutors()).toEqual([
           { ...executorInfo('shared', { hostname: 'host-b' }), firstSeenAt: T0, lastSeenAt: T0 + 5_000 },
         ]);
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 10_999, a)).toEqual({
+        expect(
+          await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 10_999, a),
+        ).toEqual({
           ok: false,
           holder: { id: 'instance-b', hostname: 'host-b', seenAt: T0 + 5_000, windowMs: 6_000 },
         });
-        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 11_000, a)).ok).toBe(
-          true,
-        );
-        expect(await store.executorInstance('unknown')).toBeUndefined();
+        expect(
+          (await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0 + 11_000, a)).ok,
+        ).toBe(true);
+        expect(await store.executors.executorInstance('unknown')).toBeUndefined();
       });
 
       it("hands a name over at once when its holder lets go; a call without an instance id is never refused, and leaves a live holder's row alone", async () => {
         const a = { id: 'instance-a', windowMs: 3_000 };
         const b = { id: 'instance-b', windowMs: 3_000 };
-        await store.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a);
+        await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-a' }), T0, a);
         // Only the holder can let go.
-        await store.releaseExecutorName('shared', 'instance-b');
-        expect((await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 1, b)).ok).toBe(false);
+        await store.executors.releaseExecutorName('shared', 'instance-b');
+        expect(
+          (await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 1, b)).ok,
+        ).toBe(false);
         // An executor from before instance ids keeps working, but the list goes on showing the live holder.
         expect(
-          await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host', version: '0.1.0-old' }), T0 + 2),
+          await store.executors.upsertExecutor(
+            executorInfo('shared', { hostname: 'old-host', version: '0.1.0-old' }),
+            T0 + 2,
+          ),
         ).toEqual({ ok: true });
-        expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'host-a', lastSeenAt: T0 });
-        await store.releaseExecutorName('shared', 'instance-a');
-        expect(await store.executorInstance('shared')).toBeUndefined();
-        expect(await store.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 3, b)).toEqual({
-          ok: true,
-        });
-        expect(await store.executorInstance('shared')).toEqual({
+        expect((await store.executors.listExecutors())[0]).toMatchObject({ hostname: 'host-a', lastSeenAt: T0 });
+        await store.executors.releaseExecutorName('shared', 'instance-a');
+        expect(await store.executors.executorInstance('shared')).toBeUndefined();
+        expect(await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'host-b' }), T0 + 3, b)).toEqual(
+          {
+            ok: true,
+          },
+        );
+        expect(await store.executors.executorInstance('shared')).toEqual({
           id: 'instance-b',
           hostname: 'host-b',
           seenAt: T0 + 3,
           windowMs: 3_000,
         });
         // Once the holder is silent, the old executor's calls show again.
-        await store.upsertExecutor(executorInfo('shared', { hostname: 'old-host' }), T0 + 3_003);
-        expect((await store.listExecutors())[0]).toMatchObject({ hostname: 'old-host', lastSeenAt: T0 + 3_003 });
+        await store.executors.upsertExecutor(executorInfo('shared', { hostname: 'old-host' }), T0 + 3_003);
+        expect((await store.executors.listExecutors())[0]).toMatchObject({
+          hostname: 'old-host',
+          lastSeenAt: T0 + 3_003,
+        });
         // A name first used by an old executor is free for a process with an instance id.
-        await store.upsertExecutor(executorInfo('old-only', { hostname: 'old-host' }), T0);
-        expect(await store.upsertExecutor(executorInfo('old-only', { hostname: 'host-a' }), T0 + 1, a)).toEqual({
+        await store.executors.upsertExecutor(executorInfo('old-only', { hostname: 'old-host' }), T0);
+        expect(
+          await store.executors.upsertExecutor(executorInfo('old-only', { hostname: 'host-a' }), T0 + 1, a),
+        ).toEqual({
           ok: true,
         });
       });
 
       it('lists no executors at first', async () => {
-        expect(await store.listExecutors()).toEqual([]);
+        expect(await store.executors.listExecutors()).toEqual([]);
       });
 
       it('counts queued and processing jobs per queue', async () => {
-        expect(await store.queueStats(T0)).toEqual([]);
+        expect(await store.jobs.queueStats(T0)).toEqual([]);
         await enqueue({ queue: 'a' }, T0);
         await enqueue({ queue: 'a' }, T0 + 1);
         await enqueue({ queue: 'a' }, T0 + 2);
@@ -1613,7 +1699,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         const c = (await claimOrFail(['c'], T0 + 10)).job;
         expectOk(await finish(c, 'complete'));
 
-        expect(await store.queueStats(T0 + 2_000)).toEqual([
+        expect(await store.jobs.queueStats(T0 + 2_000)).toEqual([
           { queue: 'a', queued: 2, processing: 1, oldestQueuedAt: T0 + 1, completedLastHour: 0, failedLastHour: 0 },
           { queue: 'b', queued: 1, processing: 0, oldestQueuedAt: T0 + 3, completedLastHour: 0, failedLastHour: 0 },
           // A queue with nothing waiting or running is listed while it has jobs finished in the last hour.
@@ -1632,7 +1718,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           await enqueue({ queue, maxAttempts: 1 }, at - 100);
           const { job } = await claimOrFail([queue], at - 50);
           if (ending === 'cancel') {
-            await store.requestCancel(job.id, at - 10);
+            await store.jobs.requestCancel(job.id, at - 10);
             return expectOk(await finish(job, 'complete', { now: at }));
           }
           if (ending === 'canceledByExecutor')
@@ -1650,19 +1736,19 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         expect((await endJob('done', now - 3_000, 'cancel')).state).toBe('canceled');
         expect((await endJob('done', now - 4_000, 'canceledByExecutor')).state).toBe('canceled');
         const queuedThenCanceled = await enqueue({ queue: 'done' }, now - 500);
-        expect((await store.requestCancel(queuedThenCanceled.id, now - 400))!.state).toBe('canceled');
+        expect((await store.jobs.requestCancel(queuedThenCanceled.id, now - 400))!.state).toBe('canceled');
         // Only canceled jobs in the last hour: the queue is not listed.
         await endJob('canceled-only', now - 1_000, 'cancel');
         // Old finished jobs only: not listed either.
         await endJob('old', now - 2 * HOUR, 'complete');
         // A retried job counts by its state now: queued again, it is no longer completed.
         const retried = await endJob('retried', now - 1_000, 'complete');
-        await store.retry(retried.id, now - 500);
+        await store.jobs.retry(retried.id, now - 500);
         // Live and finished jobs in one queue.
         await enqueue({ queue: 'mixed' }, now - 300);
         await endJob('mixed', now - 200, 'fail');
 
-        expect(await store.queueStats(now)).toEqual([
+        expect(await store.jobs.queueStats(now)).toEqual([
           { queue: 'done', queued: 0, processing: 0, oldestQueuedAt: null, completedLastHour: 3, failedLastHour: 2 },
           {
             queue: 'mixed',
@@ -1682,7 +1768,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           },
         ]);
         // An hour later all of it has left the window but the queued jobs.
-        expect(await store.queueStats(now + HOUR)).toEqual([
+        expect(await store.jobs.queueStats(now + HOUR)).toEqual([
           {
             queue: 'mixed',
             queued: 1,
@@ -1714,7 +1800,7 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
         job = (await claimOrFail(['default'], T0 + BACKOFF)).job;
         states.push(job.state);
         states.push(expectOk(await finish(job, 'fail', { message: 'give up', now: T0 + BACKOFF })).state);
-        states.push((await store.retry(job.id, T0 + 100_000))!.state);
+        states.push((await store.jobs.retry(job.id, T0 + 100_000))!.state);
         job = (await claimOrFail(['default'], T0 + 100_000)).job;
         states.push(job.state);
         states.push(expectOk(await finish(job, 'complete', { now: T0 + 100_001 })).state);

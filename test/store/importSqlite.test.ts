@@ -26,7 +26,7 @@ function spec(input: Partial<JobSpecInput>) {
 async function populate(store: Store): Promise<number[]> {
   const ids: number[] = [];
   for (let i = 0; i < 30; i++) {
-    const job = await store.enqueue(
+    const job = await store.jobs.enqueue(
       spec({ namespace: i % 3 ? 'org:a' : 'user:b', queue: i % 2 ? 'q' : 'r' }),
       1_000 + i,
       i === 0 ? { dockerAuthConfig: '{"auths":{}}' } : {},
@@ -34,13 +34,13 @@ async function populate(store: Store): Promise<number[]> {
     ids.push(job.id);
   }
   for (let i = 0; i < 12; i++) {
-    const job = await store.dequeue({
+    const job = await store.jobs.dequeue({
       executorName: 'exec-1',
       queues: ['q', 'r'],
       tokenHash: `hash-${i}`,
       now: 5_000 + i,
     });
-    await store.appendLogs(job!.id, 1, [
+    await store.logs.appendLogs(job!.id, 1, [
       {
         index: 0,
         key: 'step.a',
@@ -52,9 +52,10 @@ async function populate(store: Store): Promise<number[]> {
         durationMs: 3,
       },
     ]);
-    if (i % 2) await store.finish({ jobId: job!.id, attempt: 1, kind: 'complete', now: 6_000, retryBackoffMs: 1_000 });
+    if (i % 2)
+      await store.jobs.finish({ jobId: job!.id, attempt: 1, kind: 'complete', now: 6_000, retryBackoffMs: 1_000 });
     else if (i % 4 === 0)
-      await store.finish({
+      await store.jobs.finish({
         jobId: job!.id,
         attempt: 1,
         kind: 'fail',
@@ -64,8 +65,8 @@ async function populate(store: Store): Promise<number[]> {
         retryBackoffMs: 1_000,
       });
   }
-  await store.requestCancel(ids[29], 7_000);
-  await store.upsertExecutor(
+  await store.jobs.requestCancel(ids[29], 7_000);
+  await store.executors.upsertExecutor(
     {
       name: 'exec-1',
       hostname: 'h',
@@ -103,11 +104,11 @@ async function populate(store: Store): Promise<number[]> {
 async function snapshot(store: Store, ids: number[]) {
   return Promise.all(
     ids.map(async (id) => ({
-      job: await store.getJob(id),
-      attempts: await store.listAttempts(id),
-      entries: await store.listLogEntries(id, 1),
-      chunks: await store.readLogChunks(id, 1, 0, 100),
-      auth: await store.getDockerAuthConfig(id),
+      job: await store.jobs.getJob(id),
+      attempts: await store.jobs.listAttempts(id),
+      entries: await store.logs.listLogEntries(id, 1),
+      chunks: await store.logs.readLogChunks(id, 1, 0, 100),
+      auth: await store.jobs.getDockerAuthConfig(id),
     })),
   );
 }
@@ -119,7 +120,7 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     await sqlite.migrate();
     const ids = await populate(sqlite);
     const before = await snapshot(sqlite, ids);
-    const executors = await sqlite.listExecutors();
+    const executors = await sqlite.executors.listExecutors();
     await sqlite.close();
 
     const db = await createTestDatabase('import');
@@ -142,7 +143,7 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
 
     const postgres = new PostgresStore(db.url);
     expect(await snapshot(postgres, ids)).toEqual(before);
-    expect(await postgres.listExecutors()).toEqual(executors);
+    expect(await postgres.executors.listExecutors()).toEqual(executors);
     expect((await postgres.accounts.findToken('token-hash-1', 9_500))?.user).toMatchObject({
       id: 1,
       name: 'admin',
@@ -152,17 +153,19 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
     expect(await postgres.accounts.listSecretAccess({ limit: 10 })).toHaveLength(1);
     expect(await postgres.accounts.orgsOf(1)).toEqual(['acme']);
     // Ids and sequences continue after the copied ones; namespaces keep their turns.
-    const next = await postgres.enqueue(spec({}), 10_000);
+    const next = await postgres.jobs.enqueue(spec({}), 10_000);
     expect(next.id).toBe(ids[ids.length - 1] + 1);
-    const claimed = await postgres.dequeue({
+    const claimed = await postgres.jobs.dequeue({
       executorName: 'exec-2',
       queues: ['q', 'r'],
       tokenHash: 'hash-new',
       now: 11_000,
     });
     expect(claimed).toBeDefined();
-    await postgres.appendLogs(claimed!.id, 1, [{ index: 0, key: 'k', command: [], startTime: 0, offset: 0, out: 'x' }]);
-    expect((await postgres.readLogChunks(claimed!.id, 1, 0, 10))[0].seq).toBe(13);
+    await postgres.logs.appendLogs(claimed!.id, 1, [
+      { index: 0, key: 'k', command: [], startTime: 0, offset: 0, out: 'x' },
+    ]);
+    expect((await postgres.logs.readLogChunks(claimed!.id, 1, 0, 10))[0].seq).toBe(13);
     await postgres.close();
   });
 

@@ -46,8 +46,8 @@ describe('PostgresStore with several replicas', () => {
     const replicas = [new PostgresStore(url), new PostgresStore(url), new PostgresStore(url)];
     await Promise.all(replicas.map((r) => r.migrate()));
     await replicas[0].migrate();
-    const job = await replicas[1].enqueue(spec('q'), 1_000);
-    expect(await replicas[2].getJob(job.id)).toEqual(job);
+    const job = await replicas[1].jobs.enqueue(spec('q'), 1_000);
+    expect(await replicas[2].jobs.getJob(job.id)).toEqual(job);
     await Promise.all(replicas.map((r) => r.close()));
   });
 
@@ -57,12 +57,12 @@ describe('PostgresStore with several replicas', () => {
     const b = new PostgresStore(url);
     await a.migrate();
     const ids = [];
-    for (let i = 0; i < 200; i++) ids.push((await a.enqueue(spec('race'), 1_000)).id);
+    for (let i = 0; i < 200; i++) ids.push((await a.jobs.enqueue(spec('race'), 1_000)).id);
     let token = 0;
     const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
       const got: number[] = [];
       for (;;) {
-        const job = await store.dequeue({
+        const job = await store.jobs.dequeue({
           executorName: name,
           queues: ['race'],
           tokenHash: `${name}-${++token}`,
@@ -88,13 +88,18 @@ describe('PostgresStore with several replicas', () => {
     const ids: number[] = [];
     // Interleaved namespaces, so that every batch claims from several and writes several turn rows.
     for (let i = 0; i < 240; i++)
-      ids.push((await a.enqueue({ ...spec('race'), namespace: `org:n${i % 4}` }, 1_000 + i)).id);
+      ids.push((await a.jobs.enqueue({ ...spec('race'), namespace: `org:n${i % 4}` }, 1_000 + i)).id);
     let token = 0;
     const drain = async (store: PostgresStore, name: string): Promise<number[]> => {
       const got: number[] = [];
       for (;;) {
         const hashes = Array.from({ length: 16 }, () => `${name}-${++token}`);
-        const jobs = await store.dequeueMany({ executorName: name, queues: ['race'], tokenHashes: hashes, now: 5_000 });
+        const jobs = await store.jobs.dequeueMany({
+          executorName: name,
+          queues: ['race'],
+          tokenHashes: hashes,
+          now: 5_000,
+        });
         if (!jobs.length) return got;
         got.push(...jobs.map((c) => c.job.id));
       }
@@ -131,7 +136,7 @@ describe('PostgresStore with several replicas', () => {
       const now = 1_000_000 + round * 10_000;
       const answers = await Promise.all(
         Array.from({ length: 8 }, (_, i) =>
-          (i % 2 ? a : b).upsertExecutor(info(`host-${round}-${i}`), now, {
+          (i % 2 ? a : b).executors.upsertExecutor(info(`host-${round}-${i}`), now, {
             id: `instance-${round}-${i}`,
             windowMs: 5_000,
           }),
@@ -155,8 +160,8 @@ describe('PostgresStore with several replicas', () => {
     const a = new PostgresStore(url);
     const b = new PostgresStore(url);
     await a.migrate();
-    const job = await a.enqueue(spec('fence'), 1_000);
-    await a.dequeue({ executorName: 'silent', queues: ['fence'], tokenHash: 'fence-token', now: 1_000 });
+    const job = await a.jobs.enqueue(spec('fence'), 1_000);
+    await a.jobs.dequeue({ executorName: 'silent', queues: ['fence'], tokenHash: 'fence-token', now: 1_000 });
     // The test holds the attempt's row, so replica B's reset stops half-way: job row locked and changed, not committed.
     const holder = new pg.Client({ connectionString: url });
     // Its own connection: inside the holder's transaction pg_stat_activity would stay as first read.
@@ -173,10 +178,10 @@ describe('PostgresStore with several replicas', () => {
     try {
       await holder.query('BEGIN');
       await holder.query('SELECT * FROM job_attempts WHERE job_id = $1 FOR UPDATE', [job.id]);
-      const reset = b.resetStalled({ now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 });
+      const reset = b.jobs.resetStalled({ now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 });
       await until('the reset waits for the held attempt', async () => (await waiting()) === 1);
       let settled = false;
-      const append = a.appendLogsMany([
+      const append = a.logs.appendLogsMany([
         {
           jobId: job.id,
           attempt: 1,
@@ -190,7 +195,7 @@ describe('PostgresStore with several replicas', () => {
       await holder.query('COMMIT');
       expect((await reset).reset.map((j) => j.id)).toEqual([job.id]);
       expect(await append).toEqual([{ ok: false, job: expect.objectContaining({ id: job.id, state: 'queued' }) }]);
-      expect(await a.listLogEntries(job.id, 1)).toEqual([]);
+      expect(await a.logs.listLogEntries(job.id, 1)).toEqual([]);
     } finally {
       await Promise.all([holder.end(), observer.end()]);
       await a.close();
@@ -204,13 +209,13 @@ describe('PostgresStore with several replicas', () => {
     const b = new PostgresStore(url);
     await a.migrate();
     for (let i = 0; i < 20; i++) {
-      await a.enqueue(spec('stall'), 1_000);
-      await a.dequeue({ executorName: 'gone', queues: ['stall'], tokenHash: `t${i}`, now: 1_000 });
+      await a.jobs.enqueue(spec('stall'), 1_000);
+      await a.jobs.dequeue({ executorName: 'gone', queues: ['stall'], tokenHash: `t${i}`, now: 1_000 });
     }
     const sweep = { now: 100_000, timeoutMs: 25_000, maxResets: 3, notBefore: 0 };
-    const [ra, rb] = await Promise.all([a.resetStalled(sweep), b.resetStalled(sweep)]);
+    const [ra, rb] = await Promise.all([a.jobs.resetStalled(sweep), b.jobs.resetStalled(sweep)]);
     expect(ra.reset.length + rb.reset.length).toBe(20);
-    const jobs = await a.listJobs({ limit: 100 });
+    const jobs = await a.jobs.listJobs({ limit: 100 });
     expect(jobs.every((j) => j.state === 'queued' && j.numResets === 1)).toBe(true);
     await a.close();
     await b.close();

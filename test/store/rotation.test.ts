@@ -21,8 +21,8 @@ async function setup(keyring: (dir: string) => Keyring) {
   const spec = parseJobSpec({ queue: 'q', namespace: 'org:acme', secrets: ['API_KEY'], steps: [{ run: 'true' }] });
   if (!spec.ok) throw new Error('bad spec');
   const auth = JSON.stringify({ auths: { 'registry.example.com': { auth: 'dXNlcjpwYXNzd29yZA==' } } });
-  const sealed = await store.enqueue(spec.value, 0, { dockerAuthConfig: secrets.sealJobCredentials(auth) });
-  const legacy = await store.enqueue(spec.value, 0, { dockerAuthConfig: auth });
+  const sealed = await store.jobs.enqueue(spec.value, 0, { dockerAuthConfig: secrets.sealJobCredentials(auth) });
+  const legacy = await store.jobs.enqueue(spec.value, 0, { dockerAuthConfig: auth });
   return { dir, store, secrets, jobs: [sealed, legacy] };
 }
 
@@ -47,12 +47,12 @@ describe('dockhand secret rotate-key', () => {
     ).toHaveLength(1);
     // The running server's keyring (loaded before) still resolves everything: it rereads the file.
     for (const job of jobs) {
-      const resolved = await secrets.resolveForJob(job, 'exec', await store.getDockerAuthConfig(job.id));
+      const resolved = await secrets.resolveForJob(job, 'exec', await store.jobs.getDockerAuthConfig(job.id));
       expect(resolved.env).toEqual({ API_KEY: 'acme-api-key-1' });
       expect(resolved.dockerAuthConfig?.auths?.['registry.example.com']?.auth).toBe('dXNlcjpwYXNzd29yZA==');
     }
     // Nothing stored is readable in plain text any more.
-    expect(await store.getDockerAuthConfig(jobs[1].id)).toMatch(/^dh1:/);
+    expect(await store.jobs.getDockerAuthConfig(jobs[1].id)).toMatch(/^dh1:/);
     await store.close();
   });
 
@@ -67,7 +67,7 @@ describe('dockhand secret rotate-key', () => {
     const onlyNew = new Secrets(store.accounts, Keyring.load({ DOCKHAND_ENCRYPTION_KEY: newKey }, ''));
     expect(await onlyNew.missingKeys()).toEqual([]);
     expect(
-      (await onlyNew.resolveForJob(jobs[0], 'exec', await store.getDockerAuthConfig(jobs[0].id))).env.API_KEY,
+      (await onlyNew.resolveForJob(jobs[0], 'exec', await store.jobs.getDockerAuthConfig(jobs[0].id))).env.API_KEY,
     ).toBe('acme-api-key-1');
     // Running it again changes nothing.
     expect(await rotateKey(store.accounts, both)).toMatchObject({ secrets: 0, jobs: 0 });

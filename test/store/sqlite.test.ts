@@ -35,7 +35,7 @@ describe('SqliteStore', () => {
     if (!spec.ok) throw new Error('bad spec');
     const first = new SqliteStore(file);
     await first.migrate();
-    const job = await first.enqueue(spec.value, 1_000);
+    const job = await first.jobs.enqueue(spec.value, 1_000);
     await first.accounts.createToken(
       (await first.accounts.createUser('admin', true, 1_000))!.id,
       'admin',
@@ -46,9 +46,9 @@ describe('SqliteStore', () => {
 
     const second = new SqliteStore(file);
     await second.migrate();
-    expect(await second.getJob(job.id)).toEqual(job);
+    expect(await second.jobs.getJob(job.id)).toEqual(job);
     expect(await second.accounts.countTokens()).toBe(1);
-    const next = await second.enqueue(spec.value, 2_000);
+    const next = await second.jobs.enqueue(spec.value, 2_000);
     expect(next.id).toBeGreaterThan(job.id);
     await second.close();
   });
@@ -109,7 +109,7 @@ describe('SqliteStore upgrade to disk limits', () => {
 
     const store = new SqliteStore(file);
     await store.migrate();
-    expect(await store.listExecutors()).toEqual([
+    expect(await store.executors.listExecutors()).toEqual([
       expect.objectContaining({ name: 'old', jobCpus: 2, jobMemoryBytes: 2 ** 30, jobDiskBytes: null }),
     ]);
     await store.close();

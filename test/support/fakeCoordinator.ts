@@ -336,7 +336,7 @@ export class FakeCoordinator {
     return job;
   }
 
-  /** A user's cancel (jobRoutes, store.requestCancel): a queued job ends at once, a processing one is asked to stop. */
+  /** A user's cancel (JobService.cancel, store.jobs.requestCancel): a queued job ends at once, a processing one is asked to stop. */
   cancel(id: number): void {
     const job = this.job(id);
     if (job.state === 'queued') {
@@ -349,7 +349,7 @@ export class FakeCoordinator {
   }
 
   /**
-   * What the reaper does to a silent executor's job (store.resetStalled): the current attempt ends as `reset`, and
+   * What the reaper does to a silent executor's job (store.jobs.resetStalled): the current attempt ends as `reset`, and
    * the job is queued again at once (or canceled, or failed after too many resets). Its old token now gets 409.
    */
   resetAttempt(id: number): void {
@@ -755,7 +755,7 @@ export class FakeCoordinator {
     return undefined;
   }
 
-  /** store.dequeueMany, first come first served: each job claimed is a new attempt with a new token. */
+  /** store.jobs.dequeueMany, first come first served: each job claimed is a new attempt with a new token. */
   private claim(executorName: string, queues: string[], count: number): DequeuedJob[] {
     const now = Date.now();
     const ready = [...this.jobs.values()]
@@ -827,7 +827,7 @@ export class FakeCoordinator {
     return answer;
   }
 
-  /** store.appendLogs: the first append of an index creates the entry; output it already has is dropped. */
+  /** store.logs.appendLogsMany: the first append of an index creates the entry; output it already has is dropped. */
   private appendLogs(attempt: FakeAttempt, entries: LogEntryUpdate[]): AppendLogsResponse {
     const job = this.job(attempt.jobId);
     if (job.state !== 'processing' || job.attempt !== attempt.attempt)

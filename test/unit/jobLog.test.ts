@@ -14,7 +14,7 @@ interface StoredEntry {
 }
 
 /**
- * A fake coordinator that stores log entries with the same offset rule as SqliteStore.appendLogs: output that
+ * A fake coordinator that stores log entries with the same offset rule as the store's appendLogsMany: output that
  * overlaps what is stored is cut to its new tail. It can fail a request before or after storing it.
  */
 class FakeServer {

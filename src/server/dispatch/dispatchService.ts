@@ -76,7 +76,7 @@ export class DispatchService {
         nameCheckedUntil = known.until;
         return;
       }
-      const holder = await store.executorInstance(body.executorName);
+      const holder = await store.executors.executorInstance(body.executorName);
       if (!mayUseName(holder, instanceId, now)) throw this.refused(body.executorName, holder!, body.hostname, now);
       // Nobody can take the name before its holder's window runs out, so a held request need not look again
       // until then; a process that does not hold it yet looks before every claim.
@@ -119,7 +119,7 @@ export class DispatchService {
         const now = Date.now();
         const remaining = deadline - now;
         if (remaining <= 0) break;
-        const nextAt = await store.nextAvailableAt(body.queues);
+        const nextAt = await store.jobs.nextAvailableAt(body.queues);
         await waiter.wait(nextAt === undefined ? remaining : Math.min(remaining, Math.max(0, nextAt - now)), signal);
       } finally {
         // Also when the claim throws (new work refused in a storage fault): a waiter left behind stays on the bus.
@@ -224,7 +224,7 @@ export class DispatchService {
         ...(err.extra.code ? { code: String(err.extra.code) } : {}),
       };
     };
-    const found = await store.findAttemptsByTokens(items.map((item) => hashToken(item.token)));
+    const found = await store.jobs.findAttemptsByTokens(items.map((item) => hashToken(item.token)));
     const attempts = items.map((item, i): AttemptRecord | undefined => {
       try {
         return jobTokenAttempt(found[i], item.id);

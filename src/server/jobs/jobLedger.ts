@@ -16,11 +16,14 @@ import type {
   StallResult,
   StallSweep,
   Store,
+  ExecutorStore,
+  JobStore,
+  LogStore,
 } from '../../store/store.js';
 import type { DomainEvent, DomainEvents } from '../events/domainEvents.js';
 
-/** The store's changes to jobs and executors, which only the ledger makes. */
-type LedgerWrites =
+/** The job area's changes, which only the ledger makes. */
+type JobWrites =
   | 'enqueue'
   | 'enqueueMany'
   | 'dequeue'
@@ -30,14 +33,14 @@ type LedgerWrites =
   | 'finishMany'
   | 'requestCancel'
   | 'retry'
-  | 'resetStalled'
-  | 'appendLogs'
-  | 'appendLogsMany'
-  | 'upsertExecutor'
-  | 'releaseExecutorName';
+  | 'resetStalled';
 
-/** The store as services and routes see it: reads (and accounts); jobs and executors change through the ledger. */
-export type StoreReads = Omit<Store, LedgerWrites>;
+/** The store as services and routes see it: reads (and accounts); jobs, logs and executors change through the ledger. */
+export type StoreReads = Omit<Store, 'jobs' | 'logs' | 'executors'> & {
+  readonly jobs: Omit<JobStore, JobWrites>;
+  readonly logs: Omit<LogStore, 'appendLogs' | 'appendLogsMany'>;
+  readonly executors: Pick<ExecutorStore, 'executorInstance' | 'listExecutors'>;
+};
 
 type RequeueCause = Extract<DomainEvent, { type: 'job.requeued' }>['cause'];
 type FinishedCause = Extract<DomainEvent, { type: 'job.finished' }>['cause'];
@@ -52,7 +55,7 @@ export class JobLedger {
 
   /** Stores jobs, all or none, in order. */
   async submit(jobs: NewJob[], now: number): Promise<JobRecord[]> {
-    const queued = await this.store.enqueueMany(jobs, now);
+    const queued = await this.store.jobs.enqueueMany(jobs, now);
     for (const job of queued)
       this.events.emit({ type: 'job.submitted', jobId: job.id, queue: job.queue, namespace: job.namespace });
     return queued;
@@ -60,7 +63,7 @@ export class JobLedger {
 
   /** Claims ready jobs for an executor, each as a new attempt. */
   async claim(args: DequeueManyArgs): Promise<ClaimedJob[]> {
-    const claimed = await this.store.dequeueMany(args);
+    const claimed = await this.store.jobs.dequeueMany(args);
     for (const { job } of claimed)
       this.events.emit({
         type: 'job.started',
@@ -74,7 +77,7 @@ export class JobLedger {
 
   /** Stores output, each item only while its attempt is current. */
   async appendLogs(items: LogAppend[]): Promise<LogAppendResult[]> {
-    const results = await this.store.appendLogsMany(items);
+    const results = await this.store.logs.appendLogsMany(items);
     results.forEach((result, i) => {
       if (result.ok) this.events.emit({ type: 'job.output', jobId: items[i].jobId, attempt: items[i].attempt });
     });
@@ -83,14 +86,14 @@ export class JobLedger {
 
   /** Records attempts' final reports (or, `unrunnable`, the server's own failure of a job it cannot hand out). */
   async finish(requests: FinishRequest[], cause: FinishCause = 'report'): Promise<FinishResult[]> {
-    const results = await this.store.finishMany(requests);
+    const results = await this.store.jobs.finishMany(requests);
     for (const result of results) if (result.ok && result.changed) this.left(result.job, 'error', cause);
     return results;
   }
 
   /** A queued job is canceled at once; a running one is marked, for its executor to stop. */
   async requestCancel(id: number, now: number): Promise<JobRecord | undefined> {
-    const job = await this.store.requestCancel(id, now);
+    const job = await this.store.jobs.requestCancel(id, now);
     if (job?.state === 'canceled') this.finished(job, 'cancel');
     else if (job?.state === 'processing' && job.cancelRequested)
       this.events.emit({ type: 'job.cancelRequested', jobId: job.id, queue: job.queue, attempt: job.attempt });
@@ -99,21 +102,21 @@ export class JobLedger {
 
   /** Queues a finished job again. */
   async retry(id: number, now: number): Promise<JobRecord | undefined> {
-    const job = await this.store.retry(id, now);
+    const job = await this.store.jobs.retry(id, now);
     if (job?.state === 'queued') this.requeued(job, 'retry');
     return job;
   }
 
   /** Queues again (or fails, after too many resets) jobs whose executors went silent. */
   async resetStalled(sweep: StallSweep): Promise<StallResult> {
-    const result = await this.store.resetStalled(sweep);
+    const result = await this.store.jobs.resetStalled(sweep);
     for (const job of [...result.reset, ...result.failed]) this.left(job, 'reset', 'stalled');
     return result;
   }
 
-  /** Records an executor's heartbeat (see Store.upsertExecutor for when another process holds its name). */
+  /** Records an executor's heartbeat (see ExecutorStore.upsertExecutor for when another process holds its name). */
   async recordExecutor(info: ExecutorInfo, now: number, instance?: InstanceClaim): Promise<ExecutorClaim> {
-    const claim = await this.store.upsertExecutor(info, now, instance);
+    const claim = await this.store.executors.upsertExecutor(info, now, instance);
     if (claim.ok)
       this.events.emit({
         type: 'executor.seen',
@@ -125,13 +128,13 @@ export class JobLedger {
   }
 
   /** Keeps an executor's running jobs alive; answers which to abandon (not known) or cancel. Liveness, no event. */
-  keepAlive(args: Parameters<Store['heartbeat']>[0]): ReturnType<Store['heartbeat']> {
-    return this.store.heartbeat(args);
+  keepAlive(args: Parameters<JobStore['heartbeat']>[0]): ReturnType<JobStore['heartbeat']> {
+    return this.store.jobs.heartbeat(args);
   }
 
-  /** A stopping executor process lets go of its name (see Store.releaseExecutorName). */
+  /** A stopping executor process lets go of its name (see ExecutorStore.releaseExecutorName). */
   releaseName(name: string, instanceId: string): Promise<void> {
-    return this.store.releaseExecutorName(name, instanceId);
+    return this.store.executors.releaseExecutorName(name, instanceId);
   }
 
   /** A job whose attempt ended: queued again, or finished. */

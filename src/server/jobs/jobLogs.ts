@@ -24,7 +24,7 @@ async function* chunkPages(
 ): AsyncGenerator<{ byEntry: Map<number, LogChunk[]>; lastSeq: number }> {
   let lastSeq = afterSeq;
   for (;;) {
-    const batch = await store.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_PAGE);
+    const batch = await store.logs.readLogChunks(jobId, attempt, lastSeq, CHUNKS_PER_PAGE);
     const byEntry = new Map<number, LogChunk[]>();
     for (const chunk of batch) {
       const list = byEntry.get(chunk.index);
@@ -43,7 +43,7 @@ async function* chunkPages(
  * to the `length` listed (output stored while the answer is being sent is left for the next request).
  */
 export async function* logsBody(store: StoreReads, jobId: number, attempt: number): AsyncGenerator<string> {
-  const entries = await store.listLogEntries(jobId, attempt);
+  const entries = await store.logs.listLogEntries(jobId, attempt);
   yield `{"attempt":${JSON.stringify(attempt)},"entries":[`;
   for (const [i, entry] of entries.entries()) {
     // The entry as JSON without its closing brace, then "out" written piece by piece (each piece escaped alone:
@@ -52,7 +52,7 @@ export async function* logsBody(store: StoreReads, jobId: number, attempt: numbe
     let written = 0;
     let afterSeq = 0;
     while (written < entry.length) {
-      const page = await store.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_PAGE, entry.index);
+      const page = await store.logs.readLogChunks(jobId, attempt, afterSeq, CHUNKS_PER_PAGE, entry.index);
       for (const chunk of page) {
         const data =
           chunk.offset + chunk.data.length > entry.length
@@ -140,7 +140,7 @@ export async function streamJob(
   try {
     while (!closed.aborted) {
       const waiter = wakeups.watchJobs([jobId]);
-      const job = await store.getJob(jobId);
+      const job = await store.jobs.getJob(jobId);
       if (!job) break;
       const wanted = fixedAttempt ?? job.attempt;
       if (wanted !== attempt) {
@@ -156,7 +156,7 @@ export async function streamJob(
           if (closed.aborted) break;
           afterSeq = read.lastSeq;
           // Chunks are read before entries, so every chunk's entry is in the list.
-          const entries = await store.listLogEntries(jobId, attempt);
+          const entries = await store.logs.listLogEntries(jobId, attempt);
           for (const chunks of read.byEntry.values()) {
             const last = chunks[chunks.length - 1];
             sentLength.set(last.index, last.offset + last.data.length);

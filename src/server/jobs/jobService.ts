@@ -33,7 +33,7 @@ export class JobService {
     let executors: Promise<ExecutorRecord[]> | undefined;
     const lookups: Lookups = {
       namespaces: new Set(),
-      executors: () => (executors ??= this.ctx.store.listExecutors()),
+      executors: () => (executors ??= this.ctx.store.executors.listExecutors()),
     };
     const jobs: NewJob[] = [];
     for (const [i, spec] of specs.entries()) jobs.push(await this.prepare(me, spec, fieldPrefix(i), lookups));
@@ -42,7 +42,7 @@ export class JobService {
 
   /** The job, if it exists and `me` may see it; another namespace's job answers exactly like a missing one. */
   async get(me: Principal, id: number): Promise<JobRecord> {
-    const job = await this.ctx.store.getJob(id);
+    const job = await this.ctx.store.jobs.getJob(id);
     if (!job || !me.mayUse(job.namespace)) throw new HttpError(404, `no job ${id}`);
     return job;
   }

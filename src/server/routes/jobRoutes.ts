@@ -83,7 +83,7 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       response: 'a page of jobs; pass nextBefore as before for the next one',
       responseSchema: responses.jobPage,
       async handler({ query, auth }) {
-        const page = await store.listJobs({
+        const page = await store.jobs.listJobs({
           queue: query.queue,
           state: query.state,
           namespace: query.namespace,
@@ -104,7 +104,7 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       responseSchema: responses.jobWithAttempts,
       async handler({ params, auth }) {
         const job = await jobs.get(principal(auth), parseId(params.id));
-        return { job, attempts: await store.listAttempts(job.id) };
+        return { job, attempts: await store.jobs.listAttempts(job.id) };
       },
     }),
     defineRoute({
@@ -170,7 +170,7 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       async handler({ auth }) {
         principal(auth).requireSiteAdmin('list executors');
         const since = Date.now() - EXECUTOR_ONLINE_WINDOW_MS;
-        const executors = (await store.listExecutors()).map((e) => {
+        const executors = (await store.executors.listExecutors()).map((e) => {
           const active = e.lastSeenAt >= since;
           // Only an executor that is running now has a version worth comparing; a gone one says nothing.
           return { ...e, active, compatibility: active ? executorCompatibility(e.version, VERSION) : null };
@@ -186,7 +186,7 @@ export function jobRoutes(ctx: ServerContext, jobs: JobService): RouteDef<any, a
       response: 'per queue: queued, processing, oldest queued, completed and failed in the last hour',
       responseSchema: responses.queues,
       async handler() {
-        return { queues: await store.queueStats(Date.now()) };
+        return { queues: await store.jobs.queueStats(Date.now()) };
       },
     }),
   ];

@@ -28,7 +28,17 @@ import type {
   StallSweep,
   Store,
 } from '../store.js';
-import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
+import {
+  QUEUE_STATS_WINDOW_MS,
+  jobStoreOf,
+  logStoreOf,
+  type ExecutorStore,
+  type JobStore,
+  type JobStoreCore,
+  type LogStore,
+  type LogStoreCore,
+  type StorageFault,
+} from '../store.js';
 import { Accounts } from '../accounts.js';
 import { pgTransaction, postgresSql } from './sql.js';
 import {
@@ -93,9 +103,12 @@ ORDER BY ns.namespace, j.available_at, j.id`;
 
 type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]) => Promise<R[]>;
 
-export class PostgresStore implements Store {
+export class PostgresStore implements Store, JobStoreCore, LogStoreCore, ExecutorStore {
   readonly kind = 'postgres';
   readonly accounts: Accounts;
+  readonly jobs: JobStore = jobStoreOf(this);
+  readonly logs: LogStore = logStoreOf(this);
+  readonly executors: ExecutorStore = this;
   private readonly pool: pg.Pool;
 
   constructor(
@@ -214,15 +227,6 @@ export class PostgresStore implements Store {
     return postgresFault(err);
   }
 
-  async enqueue(
-    spec: JobSpec,
-    now: number,
-    extra: { dockerAuthConfig?: string; submittedBy?: string } = {},
-  ): Promise<JobRecord> {
-    const [job] = await this.insertJobs([{ spec, ...extra }], now);
-    return job;
-  }
-
   async enqueueMany(jobs: NewJob[], now: number): Promise<JobRecord[]> {
     return this.insertJobs(jobs, now);
   }
@@ -284,16 +288,6 @@ export class PostgresStore implements Store {
     return (await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY attempt', [jobId])).map(
       toAttempt,
     );
-  }
-
-  async dequeue(args: {
-    executorName: string;
-    queues: string[];
-    tokenHash: string;
-    now: number;
-  }): Promise<JobRecord | undefined> {
-    const [claimed] = await this.dequeueMany({ ...args, tokenHashes: [args.tokenHash] });
-    return claimed?.job;
   }
 
   async dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]> {
@@ -387,11 +381,6 @@ export class PostgresStore implements Store {
     };
   }
 
-  async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
-    const [row] = await this.query<AttemptRow>('SELECT * FROM job_attempts WHERE token_hash = $1', [tokenHash]);
-    return row && toAttempt(row);
-  }
-
   async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
     const rows = await this.query<AttemptRow & { token_hash: string }>(
       'SELECT * FROM job_attempts WHERE token_hash = ANY($1::text[])',
@@ -399,10 +388,6 @@ export class PostgresStore implements Store {
     );
     const byHash = new Map(rows.map((r) => [r.token_hash, toAttempt(r)]));
     return tokenHashes.map((h) => byHash.get(h));
-  }
-
-  async finish(request: FinishRequest): Promise<FinishResult> {
-    return this.tx((q) => this.finishIn(q, request));
   }
 
   async finishMany(requests: FinishRequest[]): Promise<FinishResult[]> {
@@ -632,17 +617,6 @@ export class PostgresStore implements Store {
         }
       }
       return result;
-    });
-  }
-
-  async appendLogs(
-    jobId: number,
-    attempt: number,
-    entries: LogEntryUpdate[],
-  ): Promise<{ index: number; length: number }[]> {
-    return this.tx(async (q) => {
-      await this.lockAttempts(q, [{ jobId, attempt }]);
-      return this.appendIn(q, jobId, attempt, entries);
     });
   }
 

@@ -27,7 +27,17 @@ import type {
   StallSweep,
   Store,
 } from '../store.js';
-import { QUEUE_STATS_WINDOW_MS, type StorageFault } from '../store.js';
+import {
+  QUEUE_STATS_WINDOW_MS,
+  jobStoreOf,
+  logStoreOf,
+  type ExecutorStore,
+  type JobStore,
+  type JobStoreCore,
+  type LogStore,
+  type LogStoreCore,
+  type StorageFault,
+} from '../store.js';
 import { Accounts } from '../accounts.js';
 import { sqliteSql } from './sql.js';
 import {
@@ -86,9 +96,12 @@ export function sqliteFault(err: unknown): StorageFault | undefined {
  * The embedded default store: one SQLite file in WAL mode. better-sqlite3 is synchronous, and one server process
  * owns the file, so each method's transaction runs without interleaving: a dequeue can never hand a job out twice.
  */
-export class SqliteStore implements Store {
+export class SqliteStore implements Store, JobStoreCore, LogStoreCore, ExecutorStore {
   readonly kind = 'sqlite';
   readonly accounts: Accounts;
+  readonly jobs: JobStore = jobStoreOf(this);
+  readonly logs: LogStore = logStoreOf(this);
+  readonly executors: ExecutorStore = this;
   private readonly db: Database.Database;
 
   /** Prepared once per SQL text: preparing costs more than running most of these statements. */
@@ -150,14 +163,6 @@ export class SqliteStore implements Store {
 
   storageFault(err: unknown): StorageFault | undefined {
     return sqliteFault(err);
-  }
-
-  async enqueue(
-    spec: JobSpec,
-    now: number,
-    extra: { dockerAuthConfig?: string; submittedBy?: string } = {},
-  ): Promise<JobRecord> {
-    return this.insertJob({ spec, ...extra }, now);
   }
 
   private insertJob({ spec, dockerAuthConfig, submittedBy }: NewJob, now: number): JobRecord {
@@ -231,16 +236,6 @@ export class SqliteStore implements Store {
     );
   }
 
-  async dequeue(args: {
-    executorName: string;
-    queues: string[];
-    tokenHash: string;
-    now: number;
-  }): Promise<JobRecord | undefined> {
-    const [claimed] = await this.dequeueMany({ ...args, tokenHashes: [args.tokenHash] });
-    return claimed?.job;
-  }
-
   async dequeueMany(args: DequeueManyArgs): Promise<ClaimedJob[]> {
     const n = args.tokenHashes.length;
     const orders = args.tokenHashes.map(() => args.order?.(args.queues) ?? args.queues);
@@ -309,10 +304,6 @@ export class SqliteStore implements Store {
     return { knownIds, cancelIds };
   }
 
-  async findAttemptByToken(tokenHash: string): Promise<AttemptRecord | undefined> {
-    return this.attemptByToken(tokenHash);
-  }
-
   async findAttemptsByTokens(tokenHashes: string[]): Promise<(AttemptRecord | undefined)[]> {
     return tokenHashes.map((hash) => this.attemptByToken(hash));
   }
@@ -322,24 +313,20 @@ export class SqliteStore implements Store {
     return row && toAttempt(row);
   }
 
-  async finish(request: FinishRequest): Promise<FinishResult> {
-    return this.db.transaction(() => this.finishNow(request)).immediate();
-  }
-
   async finishMany(requests: FinishRequest[]): Promise<FinishResult[]> {
     return this.db.transaction(() => requests.map((r) => this.finishNow(r))).immediate();
   }
 
   async appendLogsMany(items: LogAppend[]): Promise<LogAppendResult[]> {
-    // One transaction for all (appendLogs' own becomes a savepoint in it). Its statements run synchronously inside,
-    // so every promise is settled by the time the transaction commits.
+    // One transaction for all; its statements run synchronously inside, so every promise is settled by the time
+    // the transaction commits.
     const results = this.db
       .transaction(() =>
         items.map((item): Promise<LogAppendResult> => {
           const row = this.jobRow(item.jobId);
           if (!row || row.state !== 'processing' || row.attempt !== item.attempt)
             return Promise.resolve({ ok: false, job: row && toJob(row) });
-          return this.appendLogs(item.jobId, item.attempt, item.entries).then((entries) => ({ ok: true, entries }));
+          return Promise.resolve({ ok: true, entries: this.appendNow(item.jobId, item.attempt, item.entries) });
         }),
       )
       .immediate();
@@ -458,11 +445,8 @@ export class SqliteStore implements Store {
       .immediate();
   }
 
-  async appendLogs(
-    jobId: number,
-    attempt: number,
-    entries: LogEntryUpdate[],
-  ): Promise<{ index: number; length: number }[]> {
+  /** Inside a transaction: stores the entries' new output. */
+  private appendNow(jobId: number, attempt: number, entries: LogEntryUpdate[]): { index: number; length: number }[] {
     const find = this.stmt('SELECT length FROM log_entries WHERE job_id = ? AND attempt = ? AND idx = ?').pluck();
     const create = this.stmt(
       'INSERT INTO log_entries (job_id, attempt, idx, key, command, start_time) VALUES (?, ?, ?, ?, ?, ?)',
@@ -472,23 +456,19 @@ export class SqliteStore implements Store {
        WHERE job_id = ? AND attempt = ? AND idx = ?`,
     );
     const insertChunk = this.stmt('INSERT INTO log_chunks (job_id, attempt, idx, offset, data) VALUES (?, ?, ?, ?, ?)');
-    return this.db
-      .transaction(() =>
-        entries.map((entry) => {
-          let length = find.get(jobId, attempt, entry.index) as number | undefined;
-          if (length === undefined) {
-            create.run(jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime);
-            length = 0;
-          }
-          // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
-          const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
-          if (fresh.length > 0) insertChunk.run(jobId, attempt, entry.index, length, fresh);
-          length += fresh.length;
-          finalize.run(entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index);
-          return { index: entry.index, length };
-        }),
-      )
-      .immediate();
+    return entries.map((entry) => {
+      let length = find.get(jobId, attempt, entry.index) as number | undefined;
+      if (length === undefined) {
+        create.run(jobId, attempt, entry.index, entry.key, JSON.stringify(entry.command), entry.startTime);
+        length = 0;
+      }
+      // Offsets make appends idempotent: a retried request overlaps what is stored, and only the new tail is kept.
+      const fresh = entry.offset >= length ? entry.out : entry.out.slice(length - entry.offset);
+      if (fresh.length > 0) insertChunk.run(jobId, attempt, entry.index, length, fresh);
+      length += fresh.length;
+      finalize.run(entry.exitCode ?? null, entry.durationMs ?? null, length, jobId, attempt, entry.index);
+      return { index: entry.index, length };
+    });
   }
 
   async listLogEntries(jobId: number, attempt: number): Promise<LogEntryRecord[]> {
