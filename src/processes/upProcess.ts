@@ -33,8 +33,8 @@ async function upRuntime(env: NodeJS.ProcessEnv, log: Logger): Promise<{ runtime
   }
 }
 
-/** Runs a coordinator and a local executor until a signal stops them. */
-export async function runUp(opts: {
+/** `dockhand up`'s flags. */
+export interface UpFlags {
   port: string;
   host: string;
   dataDir?: string;
@@ -42,7 +42,10 @@ export async function runUp(opts: {
   jobs: string;
   tlsCert?: string;
   tlsKey?: string;
-}): Promise<void> {
+}
+
+/** Runs a coordinator and a local executor until a signal stops them. */
+export async function runUp(opts: UpFlags): Promise<void> {
   const [
     pino,
     { logRedact },

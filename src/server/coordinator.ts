@@ -9,7 +9,7 @@ import type { ServerContext } from './context.js';
 import { DispatchService } from './dispatch/dispatchService.js';
 import { startReaper } from './dispatch/reaper.js';
 import { DomainEvents } from './events/domainEvents.js';
-import { CLUSTER_FALLBACK_POLL_MS, relayEvents } from './events/relay.js';
+import { CLUSTER_FALLBACK_POLL_MS, relayWakeups } from './events/relay.js';
 import { Wakeups } from './events/wakeups.js';
 import type { RouteDef } from './http.js';
 import { JobLedger } from './jobs/jobLedger.js';
@@ -51,7 +51,7 @@ export interface Coordinator {
   context: ServerContext;
   jobs: JobService;
   dispatch: DispatchService;
-  /** Starts every subsystem's background work (and, on PostgreSQL, the relay of events between replicas). */
+  /** Starts every subsystem's background work (and, on PostgreSQL, the relay of wake-ups between replicas). */
   start(): Promise<void>;
   /** Ends held requests, then stops what start() started; the store stays open. */
   stop(): Promise<void>;
@@ -65,7 +65,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const events = new DomainEvents((err, event) =>
     log.error({ err, event: event.type }, 'a domain event subscriber failed'),
   );
-  // Replicas relay events (relay.ts); a notification lost while a connection was down costs at most this long.
+  // Replicas relay wake-ups (relay.ts); a notification lost while a connection was down costs at most this long.
   const wakeups = options.wakeups ?? new Wakeups(store.listen ? { maxWaitMs: CLUSTER_FALLBACK_POLL_MS } : {});
   wakeups.follow(events);
   const metrics = new ServerMetrics(store);
@@ -109,7 +109,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
       name: 'replica relay',
       routes: [],
       start: async () => {
-        relay = await relayEvents(store, events, wakeups, log);
+        relay = await relayWakeups(store, wakeups, log);
       },
       stop: () => relay?.close(),
     },

@@ -7,6 +7,7 @@ import type { RouteDef } from '../../src/server/http.js';
 import type { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
 import { inProcessServer, type InProcessServer } from '../support/inProcess.js';
 import { ADMIN_TOKEN, EXECUTORS_TOKEN } from '../support/processes.js';
+import { until } from '../support/wait.js';
 
 let server: InProcessServer;
 let app: FastifyInstance;
@@ -253,7 +254,12 @@ describe('held heartbeats', () => {
       answered = true;
       return res;
     });
-    await new Promise((r) => setTimeout(r, 100));
+    // Held: its wait for an interruption of the job is on the bus.
+    const interruptions = (): number =>
+      (server.coordinator.context.wakeups as unknown as { emitter: EventEmitter }).emitter.listenerCount(
+        `interrupt:${taken.id}`,
+      );
+    await until('the heartbeat is held', () => interruptions() === 1, 10_000);
     const append = await app.inject({
       method: 'POST',
       url: `/api/executor/v1/jobs/${taken.id}/logs`,
@@ -261,7 +267,9 @@ describe('held heartbeats', () => {
       payload: { entries: [{ index: 0, key: 'k', command: [], startTime: 1, offset: 0, out: 'stdout: x\n' }] },
     });
     expect(append.statusCode).toBe(200);
-    await new Promise((r) => setTimeout(r, 300));
+    // The append's events were delivered before it was answered (wake-ups are synchronous), and a wake-up would
+    // have ended the wait at once: it still waits.
+    expect(interruptions()).toBe(1);
     expect(answered).toBe(false);
     expect(
       (await app.inject({ method: 'POST', url: `/api/v1/jobs/${taken.id}/cancel`, headers: admin })).statusCode,

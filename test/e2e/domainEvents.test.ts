@@ -1,8 +1,8 @@
 // Domain events as a subsystem sees them: every change a user or an executor makes over HTTP, and the reaper's,
-// emits its typed event once, from the ledger, and nothing else does; on PostgreSQL, another replica's subscribers
-// see them too (as not local), and replicas of the version before events still wake each other.
+// emits its typed event once, from the ledger, and nothing else does. On PostgreSQL, the events' wake-ups reach the
+// other replica's waiters, while the events themselves stay on their replica.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { DomainEvent, EventOrigin } from '../../src/server/events/domainEvents.js';
+import type { DomainEvent } from '../../src/server/events/domainEvents.js';
 import { PostgresStore } from '../../src/store/postgres/postgresStore.js';
 import { inProcessServer, type InProcessServer } from '../support/inProcess.js';
 import { createTestDatabase } from '../support/postgres.js';
@@ -61,23 +61,23 @@ function api(server: InProcessServer<any>) {
 
 describe('domain events', () => {
   let server: InProcessServer;
-  const seen: [DomainEvent, EventOrigin][] = [];
+  const seen: DomainEvent[] = [];
   beforeAll(async () => {
     server = await inProcessServer();
-    server.coordinator.context.events.subscribe((event, origin) => seen.push([event, origin]));
+    server.coordinator.context.events.subscribe((event) => seen.push(event));
   });
   afterAll(async () => {
     await server.close();
   });
   /** The events about job `id`, in order, taken from the list. */
   const of = (id: number): DomainEvent[] => {
-    const about = ([e]: [DomainEvent, EventOrigin]) => 'jobId' in e && e.jobId === id;
-    const mine = seen.filter(about).map(([e]) => e);
+    const about = (e: DomainEvent) => 'jobId' in e && e.jobId === id;
+    const mine = seen.filter(about);
     for (let i = seen.length - 1; i >= 0; i--) if (about(seen[i])) seen.splice(i, 1);
     return mine;
   };
 
-  it("follow a job through its executor's calls, once each, all local", async () => {
+  it("follow a job through its executor's calls, once each", async () => {
     const { submit, dequeue, append, report } = api(server);
     const { id } = await submit('events', { maxAttempts: 2 });
     const first = await dequeue('events');
@@ -96,7 +96,6 @@ describe('domain events', () => {
       { type: 'job.requeued', jobId: id, queue: 'events', attempt: 1, cause: 'error', availableAt },
     ]);
     expect(availableAt).toBeGreaterThan(Date.now());
-    expect(seen.every(([, origin]) => origin.local)).toBe(true);
   });
 
   it("follow a user's cancels and retries", async () => {
@@ -145,7 +144,7 @@ describe('domain events', () => {
     const { id } = await submit('reaped', { maxAttempts: 3 });
     const running = await dequeue('reaped');
     expect((await heartbeat([{ id, attempt: running.attempt }])).status).toBe(200);
-    expect(seen.filter(([e]) => e.type === 'executor.seen').map(([e]) => e)).toEqual([
+    expect(seen.filter((e) => e.type === 'executor.seen')).toEqual([
       { type: 'executor.seen', name: 'events-exec', hostname: 'h', runningJobs: 1 },
     ]);
     // A sweep as the reaper runs it, that finds every heartbeat too old.
@@ -168,13 +167,13 @@ describe('domain events across replicas (PostgreSQL)', () => {
   let b: InProcessServer<PostgresStore>;
   let drop: () => Promise<void>;
   let url: string;
-  const onB: [DomainEvent, EventOrigin][] = [];
+  const onB: DomainEvent[] = [];
   beforeAll(async () => {
     const db = await createTestDatabase('events');
     ({ url, drop } = db);
     a = await inProcessServer({ store: new PostgresStore(url), start: true });
     b = await inProcessServer({ store: new PostgresStore(url), start: true });
-    b.coordinator.context.events.subscribe((event, origin) => onB.push([event, origin]));
+    b.coordinator.context.events.subscribe((event) => onB.push(event));
   });
   afterAll(async () => {
     await a?.close();
@@ -182,26 +181,18 @@ describe('domain events across replicas (PostgreSQL)', () => {
     await drop?.();
   });
 
-  it("give one replica's subscribers the other's events, as not local, and keep heartbeats local", async () => {
-    const { submit, heartbeat } = api(a);
-    const { id } = await submit('relayed');
-    expect((await heartbeat([])).status).toBe(200);
-    await until('replica B hears of the submit', () => onB.some(([e]) => e.type === 'job.submitted'), 10_000);
-    expect(onB).toEqual([
-      [{ type: 'job.submitted', jobId: id, queue: 'relayed', namespace: 'global' }, { local: false }],
-    ]);
-  });
-
-  it("wake the other replica's waiters, also from a replica of the version before events", async () => {
+  it("wake the other replica's waiters, and keep the events on their replica", async () => {
     // wait() is true only when a wake-up came: a replica's waits are capped (5 s) and then answer false.
     const wakeups = b.coordinator.context.wakeups;
-    const fromNew = wakeups.watchQueues(['wake-new']);
-    await api(a).submit('wake-new');
-    expect(await fromNew.wait(60_000)).toBe(true);
+    const woken = wakeups.watchQueues(['relayed']);
+    await api(a).submit('relayed');
+    expect(await woken.wait(60_000)).toBe(true);
+    expect(onB).toEqual([]);
+  });
 
-    // An older replica sends only the wake-ups.
-    const fromOld = wakeups.watchQueues(['wake-old']);
-    await a.store.notify!(JSON.stringify({ origin: 'older-replica', events: [{ type: 'queue', queue: 'wake-old' }] }));
-    expect(await fromOld.wait(60_000)).toBe(true);
+  it('wake on the single wake-up of a replica from before batching', async () => {
+    const woken = b.coordinator.context.wakeups.watchQueues(['wake-old']);
+    await a.store.notify!(JSON.stringify({ origin: 'older-replica', event: { type: 'queue', queue: 'wake-old' } }));
+    expect(await woken.wait(60_000)).toBe(true);
   });
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawExecutor, TestClient } from '../support/api.js';
+import { until } from '../support/wait.js';
 import { startServerOn, type StoreKind } from '../support/storeServer.js';
 import {
   ADMIN_TOKEN,
@@ -115,8 +116,8 @@ describe.each(['sqlite', 'postgres'] as const)('executor faults, on %s', (store)
     await client.waitForState(job2.id, 'completed', 20_000);
     frozen.proc.signal('SIGCONT');
     // The thawed executor's attempt-1 step has finished too; its report must be refused and it must let go.
+    // Refused, or abandoned (it then sends nothing more): either way its attempt is over.
     await frozen.proc.waitFor(/refused this attempt's result|abandoning job/, 20_000);
-    await sleep(500);
     const final = await client.job(job2.id);
     expect(final.job.state).toBe('completed');
     expect(final.job.executorName).toBe(other.name);
@@ -193,7 +194,12 @@ describe('faults', () => {
     await client.waitForState(waiting.id, 'completed');
     const stuck = await client.submit({ queue: 'work', steps: [{ run: 'sleep 60' }] });
     await client.waitFor(stuck.id, (j) => j.state === 'processing');
-    await sleep(300);
+    // Its step runs: the entry is stored.
+    await until(
+      'the step starts',
+      async () => (await client.logs(stuck.id)).entries.some((e) => e.key.startsWith('step')),
+      20_000,
+    );
     ex2.proc.signal('SIGTERM');
     await ex2.proc.waitFor(/stopping gracefully/);
     ex2.proc.signal('SIGTERM');

@@ -2,9 +2,11 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, realpath } from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { until } from './wait.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist/cli/main.js');
@@ -47,6 +49,7 @@ export class Proc {
   /** Undoes what a killed process could not (an executor's mounted job disks). */
   afterKill?: () => Promise<void>;
   private readonly exited: Promise<number | null>;
+  private readonly closed: Promise<void>;
 
   /** `prefix` runs the CLI through another command (e.g. onHost's), which must exec it in the same process. */
   constructor(args: string[], env: NodeJS.ProcessEnv, logName: string, prefix: string[] = []) {
@@ -60,12 +63,19 @@ export class Proc {
     };
     this.child.stdout!.on('data', keep);
     this.child.stderr!.on('data', keep);
+    this.closed = new Promise((resolve) => this.child.once('close', () => resolve()));
     this.exited = new Promise((resolve) =>
       this.child.on('exit', (code) => {
         file.end();
         resolve(code);
       }),
     );
+  }
+
+  /** All the output, once the process has exited and its pipes are drained; what there is so far while it runs. */
+  async outputSoFar(): Promise<string> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) await this.closed;
+    return this.output;
   }
 
   get pid(): number {
@@ -126,10 +136,18 @@ export async function startServer(
       env,
       opts.name ?? 'server',
     );
-    const match = await proc.waitFor(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-    return { proc, port: Number(match[1]) };
+    await serving(proc, `http://127.0.0.1:${port}`);
+    return { proc, port };
   };
-  const first = await launch(opts.port ?? 0);
+  // A port of our choosing, so that readiness is the server answering on it; one taken meanwhile is tried again.
+  let first: { proc: Proc; port: number } | undefined;
+  for (let tries = 1; !first; tries++) {
+    try {
+      first = await launch(opts.port ?? (await freePort()));
+    } catch (err) {
+      if (opts.port !== undefined || tries >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
   const handle: ServerHandle = {
     url: `http://127.0.0.1:${first.port}`,
     port: first.port,
@@ -197,11 +215,59 @@ async function unmountUnder(dir: string): Promise<void> {
   for (const point of points) spawnSync('umount', [point], { stdio: 'ignore' });
 }
 
-/** An executor process, once the server has accepted it. */
+/**
+ * An executor process, once the server has accepted it: the server lists it as heard from since it started (the
+ * server must know ADMIN_TOKEN, as startServer's do).
+ */
 export async function startExecutor(url: string, opts: ExecutorOptions): Promise<ExecutorHandle> {
+  const spawnedAt = Date.now();
   const proc = spawnExecutor(url, opts);
-  await proc.waitFor(/executor registered/);
+  await until(
+    `the server at ${url} lists executor ${opts.name}`,
+    async () => {
+      const res = await fetch(`${url}/api/v1/executors`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+      if (res.status === 401) throw new Error(`${url} does not know ADMIN_TOKEN, so it cannot say who registered`);
+      const { executors } = (await res.json()) as { executors: { name: string; lastSeenAt: number }[] };
+      return executors.some((e) => e.name === opts.name && e.lastSeenAt > spawnedAt);
+    },
+    20_000,
+    25,
+    () => exitedWith(proc),
+  ).catch(async (err: Error) => {
+    throw new Error(`${err.message}\n${(await proc.outputSoFar()).slice(-4000)}`);
+  });
   return { name: opts.name, proc, stop: () => proc.stop() };
+}
+
+/** Why the process can no longer become ready, if it has exited. */
+function exitedWith(proc: Proc): string | undefined {
+  const { exitCode, signalCode } = proc.child;
+  return exitCode !== null || signalCode !== null ? `the process exited (${exitCode ?? signalCode})` : undefined;
+}
+
+/** Waits until the server answers on `url` (any status: an unhealthy server is up too); fails if it exits first. */
+async function serving(proc: Proc, url: string): Promise<void> {
+  await until(
+    `a server answers on ${url}`,
+    async () => (await fetch(`${url}/healthz`).catch(() => undefined)) !== undefined,
+    20_000,
+    25,
+    () => exitedWith(proc),
+  ).catch(async (err: Error) => {
+    throw new Error(`${err.message}\n${(await proc.outputSoFar()).slice(-4000)}`);
+  });
+}
+
+/** A TCP port nothing listens on now. */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 let hostPrefix: ((hostname: string) => string[]) | null | undefined;

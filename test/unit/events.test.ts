@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, it, expect, vi } from 'vitest';
 import type { EventEmitter } from 'node:events';
-import { DomainEvents, type DomainEvent, type EventOrigin } from '../../src/server/events/domainEvents.js';
+import { DomainEvents, type DomainEvent } from '../../src/server/events/domainEvents.js';
 import { Wakeups, wakeupsOf } from '../../src/server/events/wakeups.js';
 
 /** Tracks a promise so a test can ask whether it has settled yet, without racing real time. */
@@ -156,21 +156,18 @@ const submitted: DomainEvent = { type: 'job.submitted', jobId: 1, queue: 'build'
 const seen: DomainEvent = { type: 'executor.seen', name: 'e', hostname: 'h', runningJobs: 0 };
 
 describe('DomainEvents', () => {
-  it('calls subscribers in order, marks where the event happened, and stops after unsubscribe', () => {
+  it('calls subscribers in order, and stops after unsubscribe', () => {
     const events = new DomainEvents();
-    const calls: [string, DomainEvent, EventOrigin][] = [];
-    const stopA = events.subscribe((event, origin) => calls.push(['a', event, origin]));
-    events.subscribe((event, origin) => calls.push(['b', event, origin]));
+    const calls: [string, DomainEvent][] = [];
+    const stopA = events.subscribe((event) => calls.push(['a', event]));
+    events.subscribe((event) => calls.push(['b', event]));
     events.emit(submitted);
-    events.receive(submitted);
     stopA();
     events.emit(seen);
     expect(calls).toEqual([
-      ['a', submitted, { local: true }],
-      ['b', submitted, { local: true }],
-      ['a', submitted, { local: false }],
-      ['b', submitted, { local: false }],
-      ['b', seen, { local: true }],
+      ['a', submitted],
+      ['b', submitted],
+      ['b', seen],
     ]);
   });
 
@@ -187,14 +184,18 @@ describe('DomainEvents', () => {
     expect(failures).toEqual([[new Error('subscriber bug'), submitted]]);
   });
 
-  it('relays local events other replicas should see, and never what it received', () => {
+  it('wakes whom its events concern, and relays those wake-ups, never one it was given by another replica', () => {
     const events = new DomainEvents();
-    const relayed: DomainEvent[] = [];
-    events.relay = (event) => relayed.push(event);
-    events.emit(submitted);
-    events.emit(seen);
-    events.receive({ ...submitted, jobId: 2 });
-    expect(relayed).toEqual([submitted]);
+    const bus = new Wakeups();
+    bus.follow(events);
+    const relayed: unknown[] = [];
+    bus.relay = (wakeup) => relayed.push(wakeup);
+    events.emit({ type: 'job.cancelRequested', jobId: 3, queue: 'q', attempt: 1 });
+    bus.wake({ type: 'queue', queue: 'from-another-replica' });
+    expect(relayed).toEqual([
+      { type: 'interrupt', id: 3 },
+      { type: 'job', id: 3 },
+    ]);
   });
 });
 

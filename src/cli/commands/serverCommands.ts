@@ -2,16 +2,7 @@
 // here; each process is started by its module in src/processes/, loaded when its command runs (an executor then
 // loads no server, store or web module: most of its memory, BENCHMARKS.md, bench:memory).
 import type { Command } from 'commander';
-
-interface UpFlags {
-  port: string;
-  host: string;
-  dataDir?: string;
-  queues: string;
-  jobs: string;
-  tlsCert?: string;
-  tlsKey?: string;
-}
+import type { UpFlags } from '../../processes/upProcess.js';
 
 export function registerServerCommands(program: Command): void {
   program

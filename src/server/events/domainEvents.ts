@@ -1,6 +1,7 @@
 // Domain events: what changed, typed. The JobLedger (jobs/jobLedger.ts) emits them as each change is stored, so no
-// caller can change a job and forget to say so; wake-ups (wakeups.ts), other replicas (relay.ts) and any subsystem
-// that reacts to jobs (builds, rollouts) subscribe here.
+// caller can change a job and forget to say so; wake-ups (wakeups.ts) and any subsystem that reacts to jobs (builds,
+// rollouts) subscribe here. They are this replica's own: other replicas hear of changes through the wake-ups they
+// relay (relay.ts), and a subsystem that must not miss one keeps its state in the store, not in these.
 import type { FailureReason } from '../../core/failureReasons.js';
 
 export type FinishedState = 'completed' | 'failed' | 'canceled';
@@ -38,34 +39,19 @@ export type DomainEvent =
       reason: FailureReason | null;
       cause: 'report' | 'cancel' | 'stalled' | 'unrunnable';
     }
-  /** An executor's heartbeat was recorded. Not relayed to other replicas (one a second per executor). */
+  /** An executor's heartbeat was recorded. */
   | { type: 'executor.seen'; name: string; hostname: string; runningJobs: number };
 
 export type DomainEventType = DomainEvent['type'];
 
-/** Where an event happened: on this replica (`local`), or on another one and relayed here. */
-export interface EventOrigin {
-  local: boolean;
-}
-
-export type EventHandler = (event: DomainEvent, origin: EventOrigin) => void;
-
-/** Events that stay on the replica where they happened. */
-const LOCAL_ONLY: ReadonlySet<DomainEventType> = new Set(['executor.seen']);
-
-export function relayed(event: DomainEvent): boolean {
-  return !LOCAL_ONLY.has(event.type);
-}
+export type EventHandler = (event: DomainEvent) => void;
 
 /**
  * The coordinator's event bus. Handlers run synchronously, in the order they subscribed, right after the change is
  * stored; one that throws is reported to `onError` and does not stop the others, nor the change's caller.
- * A subsystem that acts on an event (not just looks) should act on local ones only: every replica sees relayed ones.
  */
 export class DomainEvents {
   private readonly handlers = new Set<EventHandler>();
-  /** Set by the cluster relay: called for every local event that other replicas should see. */
-  relay?: (event: DomainEvent) => void;
 
   constructor(private readonly onError: (err: unknown, event: DomainEvent) => void = () => {}) {}
 
@@ -75,27 +61,13 @@ export class DomainEvents {
     return () => this.handlers.delete(handler);
   }
 
-  /** An event that happened here. */
   emit(event: DomainEvent): void {
-    this.dispatch(event, LOCAL);
-    if (this.relay && relayed(event)) this.relay(event);
-  }
-
-  /** An event from another replica: handlers see it, nothing is relayed back. */
-  receive(event: DomainEvent): void {
-    this.dispatch(event, REMOTE);
-  }
-
-  private dispatch(event: DomainEvent, origin: EventOrigin): void {
     for (const handler of this.handlers) {
       try {
-        handler(event, origin);
+        handler(event);
       } catch (err) {
         this.onError(err, event);
       }
     }
   }
 }
-
-const LOCAL: EventOrigin = Object.freeze({ local: true });
-const REMOTE: EventOrigin = Object.freeze({ local: false });

@@ -1,7 +1,7 @@
 // Wake-ups: held requests wait on these instead of polling the store. A submitted job wakes waiting dequeues at
-// once, stored output wakes log followers, a cancel wakes the executor's held heartbeat. They follow the domain
-// events (both this replica's and those relayed from others, see relay.ts); waits are capped (`maxWaitMs`) so an
-// event lost while a replica's connection was down costs a few seconds, not a held request's whole wait.
+// once, stored output wakes log followers, a cancel wakes the executor's held heartbeat. They follow this replica's
+// domain events and are relayed to the other replicas (relay.ts); waits are capped (`maxWaitMs`) so a wake-up lost
+// while a replica's connection was down costs a few seconds, not a held request's whole wait.
 import { EventEmitter } from 'node:events';
 import type { DomainEvent, DomainEvents } from './domainEvents.js';
 
@@ -53,13 +53,20 @@ export class Wakeups {
     this.emitter.setMaxListeners(0);
   }
 
-  /** Wakes whom each of `events`' events concerns, local or relayed. */
+  /** Set by the replica relay: called for every wake-up of this replica's events. */
+  relay?: (wakeup: Wakeup) => void;
+
+  /** Wakes whom each of `events`' events concerns, here and (relay) on the other replicas. */
   follow(events: DomainEvents): () => void {
     return events.subscribe((event) => {
-      for (const wakeup of wakeupsOf(event)) this.wake(wakeup);
+      for (const wakeup of wakeupsOf(event)) {
+        this.wake(wakeup);
+        this.relay?.(wakeup);
+      }
     });
   }
 
+  /** Wakes this replica's waiters (for a wake-up relayed from another replica, nothing is relayed back). */
   wake(wakeup: Wakeup): void {
     this.emitter.emit(nameOf(wakeup));
   }
