@@ -351,6 +351,16 @@ interface Measured {
   others: number;
 }
 
+/** This build's rows, in the order the reports list them. */
+const DOCKHAND_ROWS = [
+  'sqlite-executor',
+  'sqlite-step',
+  'sqlite-submit',
+  'postgres-executor',
+  'postgres-step',
+  'postgres-submit',
+] as const satisfies readonly Row[];
+
 const LABEL: Record<Row, string> = {
   'sqlite-executor': 'Dockhand, SQLite: enqueue → executor has the job',
   'sqlite-step': 'Dockhand, SQLite: enqueue → step started',
@@ -575,18 +585,7 @@ function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): str
     `| measure | p50 | p95 | p99 | max | n per run | others' CPU (max) | p50 ÷ ${bestName ?? 'best peer'} p50 | 1 s poll p50 ÷ this p50 |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  const order: Row[] = [
-    'sqlite-executor',
-    'sqlite-step',
-    'sqlite-submit',
-    'postgres-executor',
-    'postgres-step',
-    'postgres-submit',
-    'graphile',
-    'bullmq',
-    'poll',
-    'floor',
-  ];
+  const order: Row[] = [...DOCKHAND_ROWS, 'graphile', 'bullmq', 'poll', 'floor'];
   for (const row of order) {
     const runs = results.get(row);
     if (!runs) continue;
@@ -634,14 +633,7 @@ function beforeAfterReport(m: Machine, results: Map<Row, Measured[]>, elapsed: n
     "| measure | after p50 | before p50 | after ÷ before p50 | after p99 | before p99 | after ÷ before p99 | others' CPU (max) |",
     '|---|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const row of [
-    'sqlite-executor',
-    'sqlite-step',
-    'sqlite-submit',
-    'postgres-executor',
-    'postgres-step',
-    'postgres-submit',
-  ] as const) {
+  for (const row of DOCKHAND_ROWS) {
     const after = results.get(row);
     const before = results.get(`before-${row}` as Row);
     if (!after || !before) continue;

@@ -387,7 +387,7 @@ function report(runs: Map<Subject, Run[]>, versions: string, elapsed: number): s
   const lines = [
     SECTION === 'throughput'
       ? '## Throughput: no-op jobs through the executor protocol, against the peers'
-      : `## Throughput, ${BEFORE_CLI ? 'before and after' : SECTION}`,
+      : `## Throughput, ${BEFORE_CLI ? `before and after: this build and ${BEFORE_LABEL}` : SECTION}`,
     '',
     `One real \`dockhand server\` and ${EXECUTORS} real \`dockhand executor\` processes (shell runtime, ${SLOTS} job slots each, ` +
       'other settings at their defaults), started fresh for each run on a fresh store: SQLite in a new data dir, or a new ' +
