@@ -629,6 +629,72 @@ describe('executors and queues', () => {
   });
 });
 
+describe("the executor protocol's answers", () => {
+  it('are exactly what their schemas say: no field missing, none extra', async () => {
+    const executorAuth = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
+    /** Calls a route and checks its answer against the route's schema, which would drop any extra field. */
+    const call = async (url: string, payload: object, authorization: string, status = 200) => {
+      const res = await app.inject({ method: 'POST', url, headers: { authorization }, payload });
+      expect(res.statusCode, `${url}: ${res.body}`).toBe(status);
+      const route = routes.find(
+        (r) => r.method === 'POST' && new RegExp(`^${r.url.replace(':id', '\\d+')}$`).test(url),
+      )!;
+      const body = res.json();
+      expect(route.responseSchema!.parse(body), url).toEqual(body);
+      return body;
+    };
+    const { jobSpec } = await import('../../src/core/jobSpec.js');
+    for (let i = 0; i < 3; i++)
+      await store.jobs.enqueue(
+        jobSpec.parse({ queue: 'answers', namespace: 'global', steps: [{ run: 'true' }] }),
+        Date.now(),
+      );
+    const dequeue = (maxJobs?: number) =>
+      call(
+        '/api/executor/v1/dequeue',
+        { executorName: 'answers', version: '1', queues: ['answers'], waitMs: 0, ...(maxJobs ? { maxJobs } : {}) },
+        executorAuth.authorization,
+      );
+    const one = await dequeue();
+    const { jobs } = await dequeue(2);
+    expect(jobs).toHaveLength(2);
+    await call(
+      '/api/executor/v1/heartbeat',
+      {
+        executorName: 'answers',
+        hostname: 'h',
+        os: 'linux',
+        arch: 'x64',
+        version: '1',
+        runtime: 'shell',
+        queues: ['answers'],
+        jobs: [{ id: one.id, attempt: 1 }],
+      },
+      executorAuth.authorization,
+    );
+    const entries = [{ index: 0, key: 'k', command: ['true'], startTime: 1, offset: 0, out: 'stdout: x\n' }];
+    await call(`/api/executor/v1/jobs/${one.id}/logs`, { entries }, `Bearer ${one.token}`);
+    await call(`/api/executor/v1/jobs/${one.id}/complete`, {}, `Bearer ${one.token}`);
+    await call(
+      '/api/executor/v1/jobs/batch',
+      {
+        items: [
+          { id: jobs[0].id, token: jobs[0].token, logs: entries, report: { kind: 'complete' } },
+          { id: jobs[1].id, token: jobs[1].token, report: { kind: 'fail', message: 'no', reason: 'script_failure' } },
+          { id: one.id, token: one.token, report: { kind: 'complete' } },
+          { id: jobs[1].id + 1000, token: 'dhj_unknown', report: { kind: 'complete' } },
+        ],
+      },
+      executorAuth.authorization,
+    );
+    await call(
+      '/api/executor/v1/release',
+      { executorName: 'answers', instanceId: 'not-the-holder' },
+      executorAuth.authorization,
+    );
+  });
+});
+
 describe('OpenAPI and metrics', () => {
   it('describes every route in /api/openapi.json from the zod schemas', async () => {
     const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();
