@@ -216,26 +216,12 @@ async function unmountUnder(dir: string): Promise<void> {
 }
 
 /**
- * An executor process, once the server has accepted it: the server lists it as heard from since it started (the
- * server must know ADMIN_TOKEN, as startServer's do).
+ * An executor process, once the server has accepted it. Its log line says so: the server's list cannot tell this
+ * process from an earlier one under the same name (a frozen one's last heartbeat may land after this one started).
  */
 export async function startExecutor(url: string, opts: ExecutorOptions): Promise<ExecutorHandle> {
-  const spawnedAt = Date.now();
   const proc = spawnExecutor(url, opts);
-  await until(
-    `the server at ${url} lists executor ${opts.name}`,
-    async () => {
-      const res = await fetch(`${url}/api/v1/executors`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
-      if (res.status === 401) throw new Error(`${url} does not know ADMIN_TOKEN, so it cannot say who registered`);
-      const { executors } = (await res.json()) as { executors: { name: string; lastSeenAt: number }[] };
-      return executors.some((e) => e.name === opts.name && e.lastSeenAt > spawnedAt);
-    },
-    20_000,
-    25,
-    () => exitedWith(proc),
-  ).catch(async (err: Error) => {
-    throw new Error(`${err.message}\n${(await proc.outputSoFar()).slice(-4000)}`);
-  });
+  await proc.waitFor(/executor registered/);
   return { name: opts.name, proc, stop: () => proc.stop() };
 }
 

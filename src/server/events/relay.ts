@@ -40,7 +40,7 @@ export async function relayWakeups(
     },
     () => {
       log.warn(
-        "listening for other replicas' wake-ups again after losing the connection; waking every waiter to look again",
+        "listening for other replicas' events again after losing the connection; waking every waiter to look again",
       );
       wakeups.wakeAll();
     },
