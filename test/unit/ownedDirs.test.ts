@@ -10,14 +10,14 @@ describe('OwnedDirs', () => {
       (dir) => dir,
     );
     // The new directory may already exist under a name the cleanup cannot know yet.
-    expect(owned.spares('/work/job-1-abc')).toBe(true);
-    expect(owned.spares('/work/job-0-old')).toBe(true);
-    finish('/work/job-1-abc');
-    expect(await making).toBe('/work/job-1-abc');
-    expect(owned.spares('/work/job-1-abc')).toBe(true);
-    expect(owned.spares('/work/job-0-old')).toBe(false);
-    owned.release('/work/job-1-abc');
-    expect(owned.spares('/work/job-1-abc')).toBe(false);
+    expect(owned.spares('/srv/workspaces/job-1-abc')).toBe(true);
+    expect(owned.spares('/srv/workspaces/job-0-old')).toBe(true);
+    finish('/srv/workspaces/job-1-abc');
+    expect(await making).toBe('/srv/workspaces/job-1-abc');
+    expect(owned.spares('/srv/workspaces/job-1-abc')).toBe(true);
+    expect(owned.spares('/srv/workspaces/job-0-old')).toBe(false);
+    owned.release('/srv/workspaces/job-1-abc');
+    expect(owned.spares('/srv/workspaces/job-1-abc')).toBe(false);
   });
 
   it('owns nothing when making fails, and spares nothing more after it', async () => {
@@ -28,6 +28,6 @@ describe('OwnedDirs', () => {
         (dir: string) => dir,
       ),
     ).rejects.toThrow('disk full');
-    expect(owned.spares('/work/job-2-xyz')).toBe(false);
+    expect(owned.spares('/srv/workspaces/job-2-xyz')).toBe(false);
   });
 });
