@@ -5,13 +5,18 @@ import type { ExecutorConfig } from '../executor/config.js';
 import type { CheckResult, Runtime } from '../executor/runtimes/runtime.js';
 import { exitOnSetupError, loadPino, onSignals } from './lifecycle.js';
 
-export async function startAgent(config: ExecutorConfig, log: Logger, runtime?: Runtime): Promise<Agent> {
+export async function startAgent(
+  config: ExecutorConfig,
+  log: Logger,
+  runtime?: Runtime,
+  signal?: AbortSignal,
+): Promise<Agent> {
   const [{ Agent }, { createRuntime }] = await Promise.all([
     import('../executor/agent.js'),
     import('../executor/runtimes/index.js'),
   ]);
   const agent = new Agent(config, runtime ?? (await createRuntime(config.runtime, log)), log);
-  await agent.start();
+  await agent.start(signal);
   return agent;
 }
 
@@ -104,11 +109,14 @@ export async function runExecutor(opts: { check?: boolean }): Promise<void> {
     hooks: executorLogHooks(config.frontendPassword),
     timestamp: preciseTime(),
   });
-  const agent = await startAgent(config, log).catch(exitOnSetupError);
+  const stopper = onSignals(log);
+  // Stopped while it waits for its server: it has taken nothing, so there is nothing to drain.
+  const agent = await startAgent(config, log, undefined, stopper.startup).catch((err: unknown) =>
+    stopper.startup.aborted ? process.exit(0) : exitOnSetupError(err),
+  );
   exitOnNameLost(agent);
-  onSignals(
+  stopper.started(
     () => agent.drain(),
     () => agent.abort(),
-    log,
   );
 }

@@ -18,7 +18,12 @@ export async function runServer(opts: {
   ]);
   const config = loadServerConfig(opts);
   const log = pino({ level: config.logLevel, base: { component: 'server' }, ...logRedact });
+  const stopper = onSignals(log, 'stopping: held requests are answered and the database closed');
   const server = await startServer(config, log);
+  stopper.started(
+    () => server.close(),
+    () => server.close(),
+  );
   process.stdout.write(
     `Dockhand server listening on ${server.url} (data in ${describeStore(config)}; web UI at ${server.url}/)\n` +
       `Start executors with: EXECUTOR_FRONTEND_URL=${server.url} EXECUTOR_FRONTEND_PASSWORD=<DOCKHAND_EXECUTORS_ACCESS_TOKEN> ` +
@@ -31,10 +36,4 @@ export async function runServer(opts: {
         'then add users (dockhand user create NAME) and give them tokens (dockhand token create NAME --user NAME).\n\n',
     );
   }
-  onSignals(
-    () => server.close(),
-    () => server.close(),
-    log,
-    'stopping: held requests are answered and the database closed',
-  );
 }

@@ -82,6 +82,7 @@ export async function runUp(opts: UpFlags): Promise<void> {
     ...logRedact,
     hooks: executorLogHooks(env.DOCKHAND_EXECUTORS_ACCESS_TOKEN),
   });
+  const stopper = onSignals(log);
   const server = await startServer(config, log.child({ component: 'server' }));
   if (config.tls) await ensureTrusted(server);
   // A fresh token for this machine's CLI at every start: the old one cannot be shown again (stored hashed).
@@ -125,7 +126,7 @@ export async function runUp(opts: UpFlags): Promise<void> {
       '',
     ].join('\n'),
   );
-  onSignals(
+  stopper.started(
     async () => {
       await agent.drain();
       await server.close();
@@ -134,7 +135,6 @@ export async function runUp(opts: UpFlags): Promise<void> {
       await agent.abort(3_000);
       await server.close();
     },
-    log,
   );
 }
 

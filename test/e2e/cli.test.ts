@@ -16,6 +16,7 @@ import {
   runCli,
   type CliResult,
 } from '../support/processes.js';
+import { freePort } from '../support/ports.js';
 
 describe('dockhand CLI against a server', () => {
   let server: ServerHandle;
@@ -259,6 +260,23 @@ describe('starting Dockhand', () => {
     second.signal('SIGTERM');
     expect(await second.exit()).toBe(0);
     expect(second.output).not.toContain('Admin API token');
+  });
+
+  it('executor stopped while it waits for its server exits at once, with status 0', async () => {
+    const executor = new Proc(
+      ['executor'],
+      {
+        EXECUTOR_FRONTEND_URL: `http://127.0.0.1:${await freePort()}`,
+        EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN,
+        EXECUTOR_QUEUE_NAME: 'q',
+        EXECUTOR_RUNTIME: 'shell',
+      },
+      'startup-signal-executor',
+    );
+    await executor.waitFor(/waiting for the server to answer/);
+    executor.signal('SIGTERM');
+    expect(await executor.exit()).toBe(0);
+    expect(executor.output).toContain('stopping once start-up has finished');
   });
 
   it('executor refuses a bad configuration with a message naming the variable', async () => {
