@@ -29,6 +29,8 @@ export function postgresFault(err: unknown): StorageFault | undefined {
       (code.startsWith('08') ? 'unreachable' : NETWORK_CODES.has(code) ? 'unreachable' : undefined);
     if (kind) return { kind, detail: `${code}: ${err.message}` };
   }
+  // A new connection to a database whose disk is full fails while writing its relation cache file (XX000, FATAL).
+  if (/could not write init file/.test(err.message)) return { kind: 'disk-full', detail: err.message };
   // node-postgres reports a dropped connection and a pool that could not connect in time by message only.
   if (
     /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(

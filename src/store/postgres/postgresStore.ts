@@ -120,6 +120,9 @@ export class PostgresStore implements Store, JobStoreCore, LogStoreCore, Executo
       types,
       max: opts.maxConnections ?? 10,
       connectionTimeoutMillis: 5_000,
+      // Idle connections are kept: while the database's disk is full, a new one cannot be had (see faults.ts), and
+      // those already open still serve reads.
+      idleTimeoutMillis: 0,
     });
     // An idle connection the server dropped (restart, network) must not crash the process; the pool replaces it.
     this.pool.on('error', () => undefined);
