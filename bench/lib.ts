@@ -116,6 +116,7 @@ export async function startExecutor(url: string, env: NodeJS.ProcessEnv, cli?: s
     { EXECUTOR_FRONTEND_URL: url, EXECUTOR_FRONTEND_PASSWORD: EXECUTORS_TOKEN, ...env },
     cli,
   );
+  // Its log line, not the server's list: the build measured against may be from before executors sent their pid.
   await proc.waitFor(/executor registered/, 60_000);
   return proc;
 }

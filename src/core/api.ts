@@ -86,9 +86,10 @@ export const executorView = z.object({
   jobCpus: z.number().nullable().describe('CPUs each job may use; 0 unbounded; null: the runtime enforces none'),
   jobMemoryBytes: z.number().nullable(),
   jobDiskBytes: z.number().nullable(),
+  pid: z.number().int().nullable().describe('the process id on its host of the executor last heard; null: not sent'),
   firstSeenAt: time,
   lastSeenAt: time,
-  active: z.boolean().describe('heard from in the last minute'),
+  active: z.boolean().describe('heard from in the last 15 s'),
   compatibility: z
     .enum(['up_to_date', 'outdated', 'version_ahead'])
     .nullable()

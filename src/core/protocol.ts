@@ -117,6 +117,7 @@ export type JobRef = z.infer<typeof jobRef>;
 export const heartbeatRequest = z.object({
   executorName,
   hostname: z.string().max(255),
+  pid: z.number().int().positive().optional().describe("The executor process's id on its host, shown to admins"),
   os: z.string().max(64),
   arch: z.string().max(64),
   version: z.string().max(64),

@@ -208,6 +208,7 @@ export class Agent {
     return {
       executorName: this.name,
       hostname: os.hostname(),
+      pid: process.pid,
       os: process.platform,
       arch: process.arch,
       version: VERSION,

@@ -45,6 +45,7 @@ export function toExecutor(r: Record<string, unknown>, queues: string[]): Execut
     jobCpus: r.job_cpus as number | null,
     jobMemoryBytes: r.job_memory_bytes as number | null,
     jobDiskBytes: r.job_disk_bytes as number | null,
+    pid: r.pid as number | null,
     firstSeenAt: r.first_seen_at as number,
     lastSeenAt: r.last_seen_at as number,
   };
@@ -81,7 +82,7 @@ export const EXECUTOR_UPDATE_SQL = `hostname = excluded.hostname, os = excluded.
   version = excluded.version, runtime = excluded.runtime, runtime_version = excluded.runtime_version,
   queues = excluded.queues, max_jobs = excluded.max_jobs, running_jobs = excluded.running_jobs,
   job_cpus = excluded.job_cpus, job_memory_bytes = excluded.job_memory_bytes,
-  job_disk_bytes = excluded.job_disk_bytes, last_seen_at = excluded.last_seen_at`;
+  job_disk_bytes = excluded.job_disk_bytes, pid = excluded.pid, last_seen_at = excluded.last_seen_at`;
 
 /** ... and, from a call with an instance id, makes that process the holder. */
 export const INSTANCE_UPDATE_SQL = `instance_id = excluded.instance_id, instance_seen_at = excluded.instance_seen_at,

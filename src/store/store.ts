@@ -95,6 +95,8 @@ export interface ExecutorRecord {
    * the executor is from before it reported one.
    */
   jobDiskBytes: number | null;
+  /** The process id of the executor last heard under the name, on its host; null for executors from before it was sent. */
+  pid: number | null;
   firstSeenAt: number;
   lastSeenAt: number;
 }

@@ -70,7 +70,6 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
     server = await startServer({ name: `docker-${oci}-server` });
     client = new TestClient(server.url);
     executor = await startExecutor(server.url, { name: `docker-${oci}-exec`, queues: [queue], env: executorEnv });
-    await executor.proc.waitFor(/executor registered/);
   });
 
   afterAll(async () => {
@@ -378,7 +377,6 @@ describe.each(['runc', 'runsc'])('docker runtime under %s', (oci) => {
       expect(await jobContainers(name, job.id)).toEqual([orphan]);
       const second = await startExecutor(server.url, { name, queues: [orphanQueue], env });
       try {
-        await second.proc.waitFor(/executor registered/);
         await waitUntilGone(name, job.id, 5_000);
         // A leftover of this executor's made after its start: once the janitor has removed it, a janitor round has
         // passed, and the containers that are not this executor's must still be running.

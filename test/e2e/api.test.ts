@@ -519,6 +519,7 @@ describe('executors and queues', () => {
     jobCpus: null,
     jobMemoryBytes: null,
     jobDiskBytes: null,
+    pid: null,
   };
 
   it("lists executors with whether each one's version suits the server's, and the server's version", async () => {

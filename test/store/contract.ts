@@ -39,6 +39,7 @@ function executorInfo(name: string, overrides: Partial<ExecutorInfo> = {}): Exec
     jobCpus: null,
     jobMemoryBytes: null,
     jobDiskBytes: null,
+    pid: 4242,
     ...overrides,
   };
 }
@@ -1540,13 +1541,19 @@ export function storeContract(name: string, makeStore: () => Promise<Store>): vo
           T0 + 10,
         );
         await store.executors.upsertExecutor(
-          executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
+          executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved', pid: 5151 }),
           T0 + 5_000,
         );
         const executors = (await store.executors.listExecutors()).sort((x, y) => x.name.localeCompare(y.name));
         expect(executors).toEqual([
           {
-            ...executorInfo('exec-a', { version: '0.2.0', runningJobs: 2, queues: ['x'], hostname: 'moved' }),
+            ...executorInfo('exec-a', {
+              version: '0.2.0',
+              runningJobs: 2,
+              queues: ['x'],
+              hostname: 'moved',
+              pid: 5151,
+            }),
             firstSeenAt: T0,
             lastSeenAt: T0 + 5_000,
           },

@@ -81,6 +81,7 @@ async function populate(store: Store): Promise<number[]> {
       jobCpus: 2,
       jobMemoryBytes: 2 ** 30,
       jobDiskBytes: 20 * 2 ** 30,
+      pid: 31337,
     },
     8_000,
   );

@@ -130,6 +130,7 @@ describe('PostgresStore with several replicas', () => {
       jobCpus: null,
       jobMemoryBytes: null,
       jobDiskBytes: null,
+      pid: null,
     });
     for (let round = 0; round < 10; round++) {
       // Each round the name is free again (its holder fell silent), and eight new processes race for it.

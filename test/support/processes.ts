@@ -2,6 +2,8 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, realpath } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -216,13 +218,42 @@ async function unmountUnder(dir: string): Promise<void> {
 }
 
 /**
- * An executor process, once the server has accepted it. Its log line says so: the server's list cannot tell this
- * process from an earlier one under the same name (a frozen one's last heartbeat may land after this one started).
+ * An executor process, once the server has accepted it: the server's list shows its name held by this very process
+ * (its pid), not by an earlier one under the name (a frozen one's last heartbeat may land after this one started).
+ * An HTTPS server is trusted through the executor's NODE_EXTRA_CA_CERTS, as the executor trusts it.
  */
 export async function startExecutor(url: string, opts: ExecutorOptions): Promise<ExecutorHandle> {
   const proc = spawnExecutor(url, opts);
-  await proc.waitFor(/executor registered/);
+  const caFile = opts.env?.NODE_EXTRA_CA_CERTS;
+  const ca = caFile ? await readFile(caFile) : undefined;
+  await until(
+    `executor ${opts.name} (pid ${proc.pid}) is registered`,
+    async () => {
+      const answer = await getJson(`${url}/api/v1/executors`, ADMIN_TOKEN, ca).catch(() => undefined);
+      const executors = (answer?.executors ?? []) as { name: string; pid: number | null }[];
+      return executors.some((e) => e.name === opts.name && e.pid === proc.pid);
+    },
+    60_000,
+    50,
+    () => exitedWith(proc),
+  );
   return { name: opts.name, proc, stop: () => proc.stop() };
+}
+
+/** GETs JSON with a bearer token; `ca` is trusted for HTTPS. Undefined unless the answer is a 200. */
+function getJson(url: string, token: string, ca?: Buffer): Promise<any> {
+  const get = url.startsWith('https:') ? https.get : http.get;
+  return new Promise((resolve, reject) => {
+    const req = get(url, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 5_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve(res.statusCode === 200 ? JSON.parse(body) : undefined));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${url}`)));
+    req.on('error', reject);
+  });
 }
 
 /** Why the process can no longer become ready, if it has exited. */

@@ -156,6 +156,7 @@ export class DispatchService {
         jobCpus: body.resources?.cpus ?? null,
         jobMemoryBytes: body.resources?.memoryBytes ?? null,
         jobDiskBytes: body.resources?.diskBytes ?? null,
+        pid: body.pid ?? null,
       },
       now,
       instance,

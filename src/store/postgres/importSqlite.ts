@@ -96,6 +96,7 @@ const TABLES: TableCopy[] = [
       'job_cpus',
       'job_memory_bytes',
       'job_disk_bytes',
+      'pid',
       'first_seen_at',
       'last_seen_at',
       'instance_id',

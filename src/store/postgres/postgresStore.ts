@@ -708,8 +708,9 @@ export class PostgresStore implements Store, JobStoreCore, LogStoreCore, Executo
     for (let tries = 1; ; tries++) {
       const rows = await this.query(
         `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-           job_cpus, job_memory_bytes, job_disk_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
+           job_cpus, job_memory_bytes, job_disk_bytes, pid, first_seen_at, last_seen_at, instance_id, instance_seen_at,
+           instance_window_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $18, $14, $14, $15, $16, $17)
          ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
          WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
          RETURNING name`,
@@ -731,6 +732,7 @@ export class PostgresStore implements Store, JobStoreCore, LogStoreCore, Executo
           instance?.id ?? null,
           instance ? now : null,
           instance?.windowMs ?? null,
+          info.pid,
         ],
       );
       if (rows.length || !instance) return { ok: true };

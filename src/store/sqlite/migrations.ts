@@ -206,4 +206,11 @@ ALTER TABLE job_attempts ADD COLUMN failure_reason TEXT;
 ALTER TABLE executors ADD COLUMN job_disk_bytes INTEGER;
 `,
   },
+  {
+    version: 10,
+    sql: `
+-- The process id, on its host, of the executor process last heard under each name; null for executors from before.
+ALTER TABLE executors ADD COLUMN pid INTEGER;
+`,
+  },
 ];

@@ -518,9 +518,10 @@ export class SqliteStore implements Store, JobStoreCore, LogStoreCore, ExecutorS
     // One statement decides (the upsert's WHERE); better-sqlite3 runs it and the holder's read without interleaving.
     const row = this.stmt(
       `INSERT INTO executors (name, hostname, os, arch, version, runtime, runtime_version, queues, max_jobs, running_jobs,
-           job_cpus, job_memory_bytes, job_disk_bytes, first_seen_at, last_seen_at, instance_id, instance_seen_at, instance_window_ms)
+           job_cpus, job_memory_bytes, job_disk_bytes, pid, first_seen_at, last_seen_at, instance_id, instance_seen_at,
+           instance_window_ms)
          VALUES (@name, @hostname, @os, @arch, @version, @runtime, @runtimeVersion, @queues, @maxJobs, @runningJobs,
-           @jobCpus, @jobMemoryBytes, @jobDiskBytes, @now, @now, @instanceId, @instanceSeenAt, @instanceWindowMs)
+           @jobCpus, @jobMemoryBytes, @jobDiskBytes, @pid, @now, @now, @instanceId, @instanceSeenAt, @instanceWindowMs)
          ON CONFLICT (name) DO UPDATE SET ${EXECUTOR_UPDATE_SQL}${instance ? `, ${INSTANCE_UPDATE_SQL}` : ''}
          WHERE ${instance ? MAY_USE_NAME_SQL : NO_LIVE_HOLDER_SQL}
          RETURNING name`,

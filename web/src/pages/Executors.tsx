@@ -114,7 +114,10 @@ export function ExecutorsPage({ me }: { me: Me }) {
                   <tr key={e.name} data-executor={e.name} className={flaggedRow ? 'flagged' : ''}>
                     <td>
                       <div className="strong">{e.name}</div>
-                      <div className="muted small">{e.hostname}</div>
+                      <div className="muted small">
+                        {e.hostname}
+                        {e.pid != null && ` · pid ${e.pid}`}
+                      </div>
                       <CompatibilityWarning e={e} serverVersion={data?.serverVersion} />
                     </td>
                     <td>
