@@ -197,6 +197,25 @@ describe('DomainEvents', () => {
       { type: 'job', id: 3 },
     ]);
   });
+
+  it("wakes its waiters once the change's own turn is done (the submit answers first), each wake-up once", async () => {
+    const events = new DomainEvents();
+    const bus = new Wakeups();
+    bus.follow(events);
+    const order: string[] = [];
+    const waiter = bus.watchQueues(['build']);
+    const woken = waiter.wait(10_000).then((fired) => order.push(`woken: ${fired}`));
+    const wake = vi.spyOn(bus, 'wake');
+    events.emit(submitted);
+    events.emit({ ...submitted, jobId: 2 });
+    // The submit's own continuation: several promise hops, all before the waiter runs.
+    for (let hop = 0; hop < 5; hop++) await Promise.resolve();
+    order.push('submit answered');
+    await new Promise((resolve) => setImmediate(resolve));
+    await woken;
+    expect(order).toEqual(['submit answered', 'woken: true']);
+    expect(wake).toHaveBeenCalledTimes(1);
+  });
 });
 
 describe('wakeupsOf', () => {

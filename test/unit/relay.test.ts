@@ -54,8 +54,8 @@ describe('replica relay', () => {
     await new Promise((resolve) => setImmediate(resolve));
     await new Promise((resolve) => setImmediate(resolve));
     expect(onB).toEqual(Array.from({ length: 1_500 }, (_, i) => ({ type: 'job', id: i + 1 })));
-    // A woke its own waiters as each event came (1,501 times), and got none of that back from the channel.
-    expect(onA).toHaveLength(1_501);
+    // A woke its own waiters once the tick was done, once per wake-up, and got none of that back from the channel.
+    expect(onA).toEqual(onB);
     expect(sent.length).toBeGreaterThan(1);
   });
 

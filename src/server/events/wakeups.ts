@@ -56,14 +56,28 @@ export class Wakeups {
   /** Set by the replica relay: called for every wake-up of this replica's events. */
   relay?: (wakeup: Wakeup) => void;
 
-  /** Wakes whom each of `events`' events concerns, here and (relay) on the other replicas. */
+  /** Names woken at the end of this turn of the event loop (see follow). */
+  private pending = new Map<string, Wakeup>();
+
+  /**
+   * Wakes whom each of `events`' events concerns, here and (relay) on the other replicas. Here, once the change's own
+   * request has had its turn: a woken dequeue claims the job synchronously on SQLite, and would otherwise hold up the
+   * answer to the submit that woke it. Repeats within one turn wake once.
+   */
   follow(events: DomainEvents): () => void {
     return events.subscribe((event) => {
       for (const wakeup of wakeupsOf(event)) {
-        this.wake(wakeup);
+        if (this.pending.size === 0) setImmediate(() => this.wakePending());
+        this.pending.set(nameOf(wakeup), wakeup);
         this.relay?.(wakeup);
       }
     });
+  }
+
+  private wakePending(): void {
+    const wakeups = this.pending;
+    this.pending = new Map();
+    for (const wakeup of wakeups.values()) this.wake(wakeup);
   }
 
   /** Wakes this replica's waiters (for a wake-up relayed from another replica, nothing is relayed back). */
