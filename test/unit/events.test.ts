@@ -184,14 +184,15 @@ describe('DomainEvents', () => {
     expect(failures).toEqual([[new Error('subscriber bug'), submitted]]);
   });
 
-  it('wakes whom its events concern, and relays those wake-ups, never one it was given by another replica', () => {
+  it('wakes whom its events concern, and relays those wake-ups, never one it was given by another replica', async () => {
     const events = new DomainEvents();
     const bus = new Wakeups();
     bus.follow(events);
     const relayed: unknown[] = [];
-    bus.relay = (wakeup) => relayed.push(wakeup);
+    bus.relay = (wakeups) => relayed.push(...wakeups);
     events.emit({ type: 'job.cancelRequested', jobId: 3, queue: 'q', attempt: 1 });
     bus.wake({ type: 'queue', queue: 'from-another-replica' });
+    await new Promise((resolve) => setImmediate(resolve));
     expect(relayed).toEqual([
       { type: 'interrupt', id: 3 },
       { type: 'job', id: 3 },

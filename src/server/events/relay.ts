@@ -46,13 +46,9 @@ export async function relayWakeups(
     },
   );
   let warned = false;
-  // Wake-ups of the events of one event-loop turn go out together, once it is done: a dequeue or a batch of reports
-  // that changes hundreds of jobs costs a few notifications, not one per job.
-  let pending = new Map<string, Wakeup>();
-  const flush = (): void => {
-    // Keyed by their JSON: a key's length is its size in the payload.
-    const batch = [...pending];
-    pending = new Map();
+  // One turn's wake-ups (Wakeups.follow), packed into as few notifications as the payload limit allows.
+  wakeups.relay = (turn) => {
+    const batch = turn.map((wakeup) => [JSON.stringify(wakeup), wakeup] as const);
     for (let start = 0; start < batch.length;) {
       const events: Wakeup[] = [];
       let bytes = 64 + origin.length;
@@ -72,10 +68,6 @@ export async function relayWakeups(
         },
       );
     }
-  };
-  wakeups.relay = (wakeup) => {
-    if (pending.size === 0) setImmediate(flush);
-    pending.set(JSON.stringify(wakeup), wakeup);
   };
   return subscription;
 }

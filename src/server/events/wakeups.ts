@@ -53,31 +53,32 @@ export class Wakeups {
     this.emitter.setMaxListeners(0);
   }
 
-  /** Set by the replica relay: called for every wake-up of this replica's events. */
-  relay?: (wakeup: Wakeup) => void;
+  /** Set by the replica relay: given each turn's wake-ups of this replica's events, once that turn is done. */
+  relay?: (wakeups: Wakeup[]) => void;
 
-  /** Names woken at the end of this turn of the event loop (see follow). */
+  /** Wake-ups of this turn of the event loop, by name, to go out once it is done (see follow). */
   private pending = new Map<string, Wakeup>();
 
   /**
-   * Wakes whom each of `events`' events concerns, here and (relay) on the other replicas. Here, once the change's own
+   * Wakes whom each of `events`' events concerns, here and (relay) on the other replicas, once the change's own
    * request has had its turn: a woken dequeue claims the job synchronously on SQLite, and would otherwise hold up the
-   * answer to the submit that woke it. Repeats within one turn wake once.
+   * answer to the submit that woke it. Repeats within one turn wake once, and a dequeue or a batch of reports that
+   * changes hundreds of jobs costs the relay a few notifications, not one per job.
    */
   follow(events: DomainEvents): () => void {
     return events.subscribe((event) => {
       for (const wakeup of wakeupsOf(event)) {
         if (this.pending.size === 0) setImmediate(() => this.wakePending());
         this.pending.set(nameOf(wakeup), wakeup);
-        this.relay?.(wakeup);
       }
     });
   }
 
   private wakePending(): void {
-    const wakeups = this.pending;
+    const wakeups = [...this.pending.values()];
     this.pending = new Map();
-    for (const wakeup of wakeups.values()) this.wake(wakeup);
+    for (const wakeup of wakeups) this.wake(wakeup);
+    this.relay?.(wakeups);
   }
 
   /** Wakes this replica's waiters (for a wake-up relayed from another replica, nothing is relayed back). */
