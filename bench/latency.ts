@@ -28,6 +28,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { preciseClock } from '../src/core/preciseClock.js';
 import type { PostgresHandle } from '../test/support/postgres.js';
 import {
   EXECUTORS_TOKEN,
@@ -80,18 +81,8 @@ const PARTS: Part[] = process.env.LATENCY_ONLY
   : ALL_PARTS;
 const has = (p: Part): boolean => PARTS.includes(p);
 
-/**
- * The wall clock in ms with a sub-ms fraction, as the executor logs it (src/processes/executorProcess.ts): the
- * monotonic clock, re-anchored to the wall clock whenever the two drift apart by over a millisecond.
- */
-let origin = performance.timeOrigin;
-function now(): number {
-  const t = origin + performance.now();
-  const wall = Date.now(); // whole ms, truncated: the true time is in [wall, wall + 1)
-  if (t >= wall - 1 && t <= wall + 2) return t;
-  origin = wall + 0.5 - performance.now();
-  return origin + performance.now();
-}
+/** The wall clock in ms with a sub-ms fraction, as the executor logs it. */
+const now = preciseClock();
 
 const ms = (x: number): string =>
   !Number.isFinite(x)
@@ -568,7 +559,7 @@ function report(m: Machine, results: Map<Row, Measured[]>, elapsed: number): str
       'the time on the executor\'s "job started" log line, which it writes once it holds the dequeued job (the executor logs ' +
       "epoch times to the microsecond). **Enqueue → step started**: to the time the step's `date` printed, read back from " +
       "the job's log. For reference, **enqueue → submit call answered**: when the submit call's answer arrived (the server " +
-      'wakes waiting dequeues before it answers, so the executor may hold the job first). The benchmark and the executor read the wall clock as the monotonic clock, re-anchored to `Date.now()` ' +
+      'answers it before it wakes waiting dequeues, at the end of the same turn of its event loop). The benchmark and the executor read the wall clock as the monotonic clock, re-anchored to `Date.now()` ' +
       'whenever the two drift apart by over a millisecond; `date` reads it from the kernel. The floor of the ' +
       "second measure, in the same run: the benchmark itself spawning the shell runtime's `/bin/sh -e` on a script holding " +
       `the same step (${n(FLOOR_SAMPLES)} times), i.e. the cost of a shell and \`date\` starting. ` +

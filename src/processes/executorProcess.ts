@@ -1,5 +1,6 @@
 // `dockhand executor`: an agent on the configured runtime, until a signal; and `--check`, the runtime's self-test.
 import type { Logger } from 'pino';
+import { preciseClock } from '../core/preciseClock.js';
 import type { Agent } from '../executor/agent.js';
 import type { ExecutorConfig } from '../executor/config.js';
 import type { CheckResult, Runtime } from '../executor/runtimes/runtime.js';
@@ -73,22 +74,11 @@ async function checkRuntime(): Promise<never> {
 
 /**
  * The executor's log times: milliseconds since the epoch to the microsecond (pino's default is whole milliseconds),
- * so that "job started" can be set against a submit time measured elsewhere (bench/latency.ts). The fraction comes
- * from the monotonic clock, re-anchored to the wall clock whenever the two drift apart by over a millisecond (a clock
- * step), so the times stay wall-clock times.
+ * so that "job started" can be set against a submit time measured elsewhere (bench/latency.ts).
  */
 function preciseTime(): () => string {
-  let origin = performance.timeOrigin;
-  return () => {
-    const now = performance.now();
-    const wall = Date.now(); // whole ms, truncated: the true time is in [wall, wall + 1)
-    let t = origin + now;
-    if (t < wall - 1 || t > wall + 2) {
-      origin = wall + 0.5 - now;
-      t = origin + now;
-    }
-    return `,"time":${t.toFixed(3)}`;
-  };
+  const now = preciseClock();
+  return () => `,"time":${now().toFixed(3)}`;
 }
 
 /** Runs an executor configured by EXECUTOR_* variables until a signal stops it. */
