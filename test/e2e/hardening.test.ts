@@ -3,8 +3,6 @@
 // an executor trust through NODE_EXTRA_CA_CERTS, and no credential in any log line.
 import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Writable } from 'node:stream';
@@ -21,65 +19,7 @@ import {
   type ExecutorHandle,
   runCli,
 } from '../support/processes.js';
-
-interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-  json: any;
-}
-
-/**
- * One request over a fresh connection, from `localAddress` when given, trusting `ca` when given (HTTPS). With
- * `declaredLength`, the body is announced with that Content-Length but only its start is sent: a server that
- * refuses by the length answers at once (a client still writing the rest would race the closing connection).
- */
-function request(
-  url: string,
-  opts: {
-    method?: string;
-    headers?: Record<string, string>;
-    body?: string | Buffer;
-    localAddress?: string;
-    ca?: Buffer;
-    declaredLength?: number;
-  } = {},
-): Promise<Answer> {
-  const target = new URL(url);
-  const lib = target.protocol === 'https:' ? https : http;
-  return new Promise((resolve, reject) => {
-    const req = lib.request(
-      target,
-      {
-        method: opts.method ?? 'GET',
-        headers: opts.headers,
-        localAddress: opts.localAddress,
-        ca: opts.ca,
-        agent: false,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          if (opts.declaredLength !== undefined) req.destroy();
-          const text = Buffer.concat(chunks).toString();
-          let json: unknown;
-          try {
-            json = text ? JSON.parse(text) : undefined;
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-        });
-      },
-    );
-    req.on('error', reject);
-    if (opts.declaredLength !== undefined) {
-      req.setHeader('content-length', String(opts.declaredLength));
-      req.write(opts.body ?? '');
-    } else req.end(opts.body);
-  });
-}
+import { request, type Answer } from '../support/request.js';
 
 /** A `dockhand server` started by hand (the shared helper speaks plain HTTP on 127.0.0.1 only). */
 async function launchServer(

@@ -2,12 +2,11 @@
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, realpath } from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.js';
+import { request } from './request.js';
 import { until } from './wait.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -229,8 +228,12 @@ export async function startExecutor(url: string, opts: ExecutorOptions): Promise
   await until(
     `executor ${opts.name} (pid ${proc.pid}) is registered`,
     async () => {
-      const answer = await getJson(`${url}/api/v1/executors`, ADMIN_TOKEN, ca).catch(() => undefined);
-      const executors = (answer?.executors ?? []) as { name: string; pid: number | null }[];
+      const answer = await request(`${url}/api/v1/executors`, {
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        ca,
+        timeoutMs: 5_000,
+      }).catch(() => undefined);
+      const executors = (answer?.status === 200 ? answer.json.executors : []) as { name: string; pid: number | null }[];
       return executors.some((e) => e.name === opts.name && e.pid === proc.pid);
     },
     60_000,
@@ -238,22 +241,6 @@ export async function startExecutor(url: string, opts: ExecutorOptions): Promise
     () => exitedWith(proc),
   );
   return { name: opts.name, proc, stop: () => proc.stop() };
-}
-
-/** GETs JSON with a bearer token; `ca` is trusted for HTTPS. Undefined unless the answer is a 200. */
-function getJson(url: string, token: string, ca?: Buffer): Promise<any> {
-  const get = url.startsWith('https:') ? https.get : http.get;
-  return new Promise((resolve, reject) => {
-    const req = get(url, { headers: { authorization: `Bearer ${token}` }, ca, timeout: 5_000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve(res.statusCode === 200 ? JSON.parse(body) : undefined));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${url}`)));
-    req.on('error', reject);
-  });
 }
 
 /** Why the process can no longer become ready, if it has exited. */
