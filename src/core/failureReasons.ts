@@ -25,6 +25,10 @@ export const FAILURE_REASONS = {
   checkout_failure: { retry: true, summary: 'the repository could not be fetched or checked out' },
   resources_exceeded: { retry: false, summary: 'the job asks for more CPU, memory or disk than its executor allows' },
   secret_unavailable: { retry: false, summary: 'a secret the job names could not be resolved' },
+  unschedulable: {
+    retry: true,
+    summary: "the cluster placed the job's pod on no node in time (EXECUTOR_KUBERNETES_SCHEDULE_TIMEOUT)",
+  },
   runtime_unavailable: {
     retry: true,
     summary: "the executor's runtime could not run the job (engine unreachable or failing)",

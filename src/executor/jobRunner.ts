@@ -29,7 +29,7 @@ export interface RunJobArgs {
 }
 
 /** The runtime's view of a job: everything but the token, with the limits its steps get. */
-export function jobView(job: DequeuedJob, limits: JobView['limits']): JobView {
+export function jobView(job: DequeuedJob, limits: JobView['limits'], maxRuntimeMs?: number): JobView {
   return {
     id: job.id,
     attempt: job.attempt,
@@ -39,6 +39,7 @@ export function jobView(job: DequeuedJob, limits: JobView['limits']): JobView {
     secrets: job.secrets ?? {},
     dockerAuthConfig: job.dockerAuthConfig,
     limits,
+    maxRuntimeMs,
   };
 }
 
@@ -52,12 +53,13 @@ export async function runJob({ job, runtime, config, log, stop }: RunJobArgs): P
   if (tooBig.length) return failure('resources_exceeded', tooBig.map((i) => `${i.field} ${i.message}`).join('; '));
   // Nothing to run and nothing to prepare: no session is needed either.
   if (spec.steps.length === 0 && !spec.repository && !spec.files) return { kind: 'complete' };
+  const maxRuntimeMs = Math.min(spec.maxRuntime ?? Infinity, config.maxRuntimePerJobMs);
   const view = jobView(
     job,
     effectiveLimits(spec.resources, runtimeLimits ?? { cpus: 0, memoryBytes: 0, diskBytes: 0 }),
+    maxRuntimeMs,
   );
 
-  const maxRuntimeMs = Math.min(spec.maxRuntime ?? Infinity, config.maxRuntimePerJobMs);
   const overtime = AbortSignal.timeout(maxRuntimeMs);
   const jobSignal = AbortSignal.any([stop, overtime]);
   /** The report for a job its runner stopped (cancel, maximum runtime, shutdown); undefined once abandoned. */

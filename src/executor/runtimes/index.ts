@@ -3,6 +3,7 @@
 // of another runtime need not pay). Adding a runtime touches this table and its own folder, nothing else.
 import type { Logger } from 'pino';
 import { dockerOptions } from './docker/options.js';
+import { kubernetesOptions } from './kubernetes/options.js';
 import type { Runtime } from './runtime.js';
 
 /** The settings every runtime gets (settings.ts reads them from the environment), its own among them. */
@@ -52,6 +53,12 @@ export const RUNTIMES = {
     options: dockerOptions,
     load: () => import('./docker/index.js'),
     describe: (options) => (options.ociRuntime ? ` (OCI runtime ${options.ociRuntime})` : ''),
+  }),
+  kubernetes: entry({
+    summary: 'one batch/v1 Job per job on a Kubernetes cluster: a setup container, one init container per step',
+    options: kubernetesOptions,
+    load: () => import('./kubernetes/index.js'),
+    describe: (options) => ` (namespace ${options.namespace})`,
   }),
 };
 

@@ -25,6 +25,8 @@ export interface JobView {
   dockerAuthConfig?: DockerAuthConfig;
   /** What each step may use (0 = unbounded): the job's request, else the executor's limit. */
   limits: JobLimits;
+  /** How long the whole attempt may run (the job's maxRuntime, capped by the executor's); a runtime may enforce it too. */
+  maxRuntimeMs?: number;
 }
 
 /** Where a session writes its setup entries (`setup.git.*`, `setup.files`): the job's log. */

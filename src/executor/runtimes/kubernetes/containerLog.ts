@@ -1,0 +1,106 @@
+// Follows one container's log while it runs. The log is asked for with timestamps, so a stream that drops is
+// opened again from the last second seen (the API's sinceTime has whole seconds) and the lines already delivered
+// are skipped by their timestamps: nothing is lost and nothing repeated. The API mixes stdout and stderr into one
+// stream; nothing can take them apart again.
+import { StringDecoder } from 'node:string_decoder';
+import type { ApiError, Cluster } from './cluster.js';
+
+export interface LogReader {
+  /** Text of the log (whole lines, the last one possibly without its line break); false: pause. */
+  output(text: string): boolean;
+  writable(): Promise<void>;
+}
+
+export interface FollowOptions {
+  pod: string;
+  container: string;
+  /** Whether the container has terminated, per the pod's watch. */
+  terminated(): boolean;
+  /** Resolves at the pod's next change, or after `timeoutMs`. */
+  changed(timeoutMs: number): Promise<void>;
+  /** A refusal the follower cannot wait out (the pod is gone): stop following, with this error. */
+  fatal(error: ApiError): boolean;
+  signal: AbortSignal;
+}
+
+/** "2026-12-03T10:00:00.123Z" as a key that sorts by time: seconds, then the fraction padded to nanoseconds. */
+function timeKey(stamp: string): string | undefined {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(stamp);
+  if (!m) return undefined;
+  // Offsets other than Z do not occur (the kubelet writes UTC); keep them comparable all the same.
+  return `${m[1]}.${(m[2] ?? '').padEnd(9, '0')}${m[3]}`;
+}
+
+/**
+ * Delivers the container's log to `reader` until the container has terminated and its log has ended, or `signal`
+ * aborts. Returns how many times the stream was opened again.
+ */
+export async function followContainerLog(cluster: Cluster, reader: LogReader, opts: FollowOptions): Promise<number> {
+  /** The newest timestamp delivered, and how many lines carried exactly it. */
+  let last: { key: string; stamp: string; count: number } | undefined;
+  let reopened = 0;
+  /** Lines at the last timestamp that a reopened stream repeats. */
+  let skipAtLast = 0;
+  /** The end of the stream after its last line break: delivered once whole (or when the log ends). */
+  let partial = '';
+
+  const deliverLine = (line: string, final: boolean): boolean => {
+    const space = line.indexOf(' ');
+    const key = space > 0 ? timeKey(line.slice(0, space)) : undefined;
+    if (key === undefined) return reader.output(final ? line : `${line}\n`);
+    const text = line.slice(space + 1);
+    if (last && key < last.key) return true;
+    if (last && key === last.key) {
+      if (skipAtLast > 0) {
+        skipAtLast--;
+        return true;
+      }
+      last.count++;
+    } else last = { key, stamp: line.slice(0, space), count: 1 };
+    return reader.output(final ? text : `${text}\n`);
+  };
+
+  for (;;) {
+    if (opts.signal.aborted) return reopened;
+    partial = '';
+    // A character cut between two chunks is kept until its last byte arrives.
+    const decoder = new StringDecoder('utf8');
+    const sinceTime = last ? `${last.stamp.slice(0, 19)}Z` : undefined;
+    skipAtLast = last?.count ?? 0;
+    const end = await cluster.streamLog(
+      opts.pod,
+      opts.container,
+      { sinceTime },
+      {
+        data: (chunk) => {
+          const text = partial + decoder.write(chunk);
+          const lines = text.split('\n');
+          partial = lines.pop() ?? '';
+          let more = true;
+          for (const line of lines) more = deliverLine(line, false) && more;
+          return more;
+        },
+        writable: () => reader.writable(),
+      },
+      opts.signal,
+    );
+    if (opts.signal.aborted) return reopened;
+    if (end.kind === 'refused') {
+      if (opts.fatal(end.error)) throw end.error;
+      // Not started yet (400 "waiting to start") or no node yet (204): wait for the pod to move.
+      await opts.changed(1_000);
+      continue;
+    }
+    if (end.kind === 'ended') {
+      // The server ends a follow when the container ends; the watch may tell us a moment later.
+      for (let i = 0; i < 10 && !opts.terminated() && !opts.signal.aborted; i++) await opts.changed(500);
+      if (opts.terminated()) {
+        if (partial) deliverLine(partial, true);
+        return reopened;
+      }
+    }
+    // Dropped (or ended while the container still runs): open it again from where it was.
+    reopened++;
+    if (opts.terminated() === false) await opts.changed(reopened > 3 ? 1_000 : 50);
+  }
+}
