@@ -10,6 +10,8 @@ const UNIT = [
   'test/runtime/shell.test.ts',
   'test/store/sqlite.test.ts',
   'test/store/rotation.test.ts',
+  // kubectl alone renders and the schema checks the kustomize installation: no cluster, no Docker.
+  'test/kubernetes/deploy.test.ts',
 ];
 
 export default defineConfig({

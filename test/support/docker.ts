@@ -243,3 +243,23 @@ async function lockIsStale(file: string): Promise<boolean> {
     return (e as NodeJS.ErrnoException).code === 'ESRCH';
   }
 }
+
+/**
+ * An image with git, ssh and every busybox applet: the setup image the kubernetes runtime's tests give their pods
+ * (made from the docker runtime's checkout helper, which is made from this host's git).
+ */
+export const DOCKER_TEST_GIT_IMAGE = 'local/git:1';
+
+export async function ensureGitTestImage(): Promise<void> {
+  await ensureTestImages();
+  if (await imageExists(DOCKER_TEST_GIT_IMAGE)) return;
+  await withLock('dockhand-test-git-image', async () => {
+    if (await imageExists(DOCKER_TEST_GIT_IMAGE)) return;
+    const { default: Docker } = await import('dockerode');
+    const { makeHelperImage } = await import('../../src/executor/runtimes/docker/checkoutHelper.js');
+    const { DEFAULT_HELPER_IMAGE } = await import('../../src/executor/runtimes/docker/options.js');
+    if (!(await imageExists(DEFAULT_HELPER_IMAGE))) await makeHelperImage(new Docker(), DEFAULT_HELPER_IMAGE);
+    const dockerfile = `FROM ${DEFAULT_HELPER_IMAGE}\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n`;
+    await docker(['build', '--quiet', '-t', DOCKER_TEST_GIT_IMAGE, '-'], { input: dockerfile });
+  });
+}
