@@ -252,6 +252,16 @@ export function runtimeContract(name: string, opts: ContractOptions): void {
       expect(stdout.endsWith('\nend\n')).toBe(true);
     });
 
+    it('passes on a line of megabytes without a break whole, holding none of it back for long', async () => {
+      const job = await open(runtime, {
+        steps: [{ run: "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo end" }],
+      });
+      const out = new StepOutput();
+      expect((await job.run(0, out)).exitCode).toBe(0);
+      const stdout = out.of('stdout');
+      expect(stdout).toBe(`${'a'.repeat(3_000_000)}\nend\n`);
+    });
+
     it('stops a step within 2 s of its abort', async () => {
       const job = await open(runtime, { steps: [{ run: "trap '' TERM; echo started; sleep 60" }] });
       const out = new StepOutput();

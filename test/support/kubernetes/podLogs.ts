@@ -83,10 +83,11 @@ export class PodLogs implements PodLogSource {
       return remaining > 0;
     };
 
+    const stamp = timestamps ? lineStartStamps() : (payload: Buffer) => payload;
     if (!follow) {
       const raw = await handle.logs({ ...options, follow: false }).catch(() => Buffer.alloc(0));
       res.writeHead(200, { 'Content-Type': 'text/plain' });
-      write(tty ? raw : Buffer.concat(frames(raw)));
+      write(tty ? raw : Buffer.concat(frames(raw).map(stamp)));
       res.end();
       return;
     }
@@ -102,7 +103,7 @@ export class PodLogs implements PodLogSource {
     };
     stream.on('data', (chunk: Buffer) => {
       for (const payload of demux.push(chunk)) {
-        if (!write(payload)) return finish();
+        if (!write(stamp(payload))) return finish();
       }
     });
     // The log ends when the container does: Docker ends a follow stream when the container stops.
@@ -110,6 +111,22 @@ export class PodLogs implements PodLogSource {
     stream.on('error', finish);
     res.on('close', () => stream.destroy());
   }
+}
+
+/**
+ * Docker splits a long line into 16 KiB messages and stamps each; the kubelet (which the CRI splits the same way)
+ * stamps a line once, at its start. This keeps the first stamp of a line and drops those of its continuations.
+ */
+function lineStartStamps(): (payload: Buffer) => Buffer {
+  let atLineStart = true;
+  return (payload) => {
+    const text = payload.toString('latin1');
+    const space = text.indexOf(' ');
+    const rest = space >= 0 ? text.slice(space + 1) : text;
+    const out = atLineStart ? text : rest;
+    atLineStart = rest.endsWith('\n');
+    return Buffer.from(out, 'latin1');
+  };
 }
 
 /** The apiserver's container choice: the named one, or the only one; 400 otherwise. */

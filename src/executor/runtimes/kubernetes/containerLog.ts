@@ -23,6 +23,9 @@ export interface FollowOptions {
   signal: AbortSignal;
 }
 
+/** The longest line end held back waiting for its line break. */
+const MAX_PARTIAL_LINE = 256 * 1024;
+
 /** "2026-12-03T10:00:00.123Z" as a key that sorts by time: seconds, then the fraction padded to nanoseconds. */
 function timeKey(stamp: string): string | undefined {
   const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(stamp);
@@ -43,8 +46,14 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
   let skipAtLast = 0;
   /** The end of the stream after its last line break: delivered once whole (or when the log ends). */
   let partial = '';
+  /** A line too long to hold was delivered in part: what follows, up to its break, is its rest (no timestamp). */
+  let midLine = false;
 
   const deliverLine = (line: string, final: boolean): boolean => {
+    if (midLine) {
+      midLine = false;
+      return reader.output(final ? line : `${line}\n`);
+    }
     const space = line.indexOf(' ');
     const key = space > 0 ? timeKey(line.slice(0, space)) : undefined;
     if (key === undefined) return reader.output(final ? line : `${line}\n`);
@@ -63,6 +72,7 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
   for (;;) {
     if (opts.signal.aborted) return reopened;
     partial = '';
+    midLine = false;
     // A character cut between two chunks is kept until its last byte arrives.
     const decoder = new StringDecoder('utf8');
     const sinceTime = last ? `${last.stamp.slice(0, 19)}Z` : undefined;
@@ -78,6 +88,12 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
           partial = lines.pop() ?? '';
           let more = true;
           for (const line of lines) more = deliverLine(line, false) && more;
+          // A step that writes without line breaks must not grow the executor's memory: pass the line on in part.
+          if (partial.length > MAX_PARTIAL_LINE) {
+            more = deliverLine(partial, true) && more;
+            partial = '';
+            midLine = true;
+          }
           return more;
         },
         writable: () => reader.writable(),

@@ -455,6 +455,9 @@ class KubernetesSession implements JobSession {
     const ended = podEndReason(watch.pod, this.diskText());
     if (ended) return { exitCode: term?.exitCode || 137, ...ended };
     if (!term) throw new JobFailure('system_failure', `container ${name} of pod ${podName} vanished before it ended`);
+    // The runtime could not start the process at all (a dir that is a file, an image without /bin/sh).
+    if (term.reason === 'StartError' || term.reason === 'ContainerCannotRun')
+      throw new JobFailure('invalid_step', `container ${name} could not start: ${term.message ?? term.reason}`);
     if (term.reason === 'OOMKilled')
       return {
         exitCode: term.exitCode || 137,
