@@ -40,6 +40,11 @@ export const BENCHES: Bench[] = [
   { name: 'throughput', script: 'throughput.js', tiny: { args: ['--tiny'] } },
   { name: 'latency', script: 'latency.js', tiny: { args: ['--tiny'] } },
   { name: 'logs', script: 'logStream.js', tiny: { args: ['--tiny'], env: { BENCH_PARTS: 'logs,memory' } } },
+  {
+    name: 'kubernetes',
+    script: 'kubernetesFirstLog.js',
+    tiny: { env: { BENCH_JOBS: '1', BENCH_WARMUP: '0', BENCH_WRITE: '0' } },
+  },
   { name: 'soak', script: 'soak.js', tiny: { args: ['--tiny'] }, onlyWhenNamed: true },
 ];
 

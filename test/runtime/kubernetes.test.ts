@@ -8,8 +8,9 @@ import { afterAll, beforeAll } from 'vitest';
 import { create } from '../../src/executor/runtimes/kubernetes/index.js';
 import type { KubernetesOptions } from '../../src/executor/runtimes/kubernetes/options.js';
 import { loadRuntimeSettings } from '../../src/executor/runtimes/settings.js';
-import { DOCKER_TEST_GIT_IMAGE, DOCKER_TEST_IMAGE, docker, ensureGitTestImage } from '../support/docker.js';
+import { docker, ensureGitTestImage } from '../support/docker.js';
 import { executorRole } from '../support/kubernetes/deployRole.js';
+import { kubernetesExecutorEnv } from '../support/kubernetes/executorEnv.js';
 import { startKubeDouble, type KubeDouble } from '../support/kubernetes/index.js';
 import { tempDir } from '../support/processes.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
@@ -55,16 +56,8 @@ async function leftovers(executorName: string): Promise<string[]> {
 runtimeContract('kubernetes (API double)', {
   make: async (env = {}) => {
     const settings = loadRuntimeSettings({
-      EXECUTOR_RUNTIME: 'kubernetes',
+      ...kubernetesExecutorEnv(kubeconfig, 'dockhand'),
       EXECUTOR_NAME: 'contract-kubernetes',
-      EXECUTOR_KUBERNETES_CONFIG_PATH: kubeconfig,
-      EXECUTOR_KUBERNETES_NAMESPACE: 'dockhand',
-      EXECUTOR_KUBERNETES_JOB_STEP_IMAGE: DOCKER_TEST_GIT_IMAGE,
-      EXECUTOR_KUBERNETES_DEFAULT_IMAGE: DOCKER_TEST_IMAGE,
-      EXECUTOR_KUBERNETES_TERMINATION_GRACE_PERIOD: '1s',
-      EXECUTOR_JOB_NUM_CPUS: '1',
-      EXECUTOR_JOB_MEMORY: '256M',
-      EXECUTOR_JOB_DISK: '256M',
       ...env,
     });
     return create(settings, settings.options as KubernetesOptions, log);
