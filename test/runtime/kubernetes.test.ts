@@ -4,8 +4,11 @@ import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseJobSpec } from '../../src/core/jobSpec.js';
+import { jobView } from '../../src/executor/jobRunner.js';
 import { create } from '../../src/executor/runtimes/kubernetes/index.js';
+import type { Runtime } from '../../src/executor/runtimes/runtime.js';
 import type { KubernetesOptions } from '../../src/executor/runtimes/kubernetes/options.js';
 import { loadRuntimeSettings } from '../../src/executor/runtimes/settings.js';
 import { docker, ensureGitTestImage } from '../support/docker.js';
@@ -14,6 +17,7 @@ import { kubernetesExecutorEnv } from '../support/kubernetes/executorEnv.js';
 import { startKubeDouble, type KubeDouble } from '../support/kubernetes/index.js';
 import { tempDir } from '../support/processes.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
+import { until } from '../support/wait.js';
 import { runtimeContract } from './contract.js';
 
 const log = pino({ level: 'silent' });
@@ -53,15 +57,17 @@ async function leftovers(executorName: string): Promise<string[]> {
   return objects;
 }
 
+async function makeRuntime(env: NodeJS.ProcessEnv = {}) {
+  const settings = loadRuntimeSettings({
+    ...kubernetesExecutorEnv(kubeconfig, 'dockhand'),
+    EXECUTOR_NAME: 'contract-kubernetes',
+    ...env,
+  });
+  return create(settings, settings.options as KubernetesOptions, log);
+}
+
 runtimeContract('kubernetes (API double)', {
-  make: async (env = {}) => {
-    const settings = loadRuntimeSettings({
-      ...kubernetesExecutorEnv(kubeconfig, 'dockhand'),
-      EXECUTOR_NAME: 'contract-kubernetes',
-      ...env,
-    });
-    return create(settings, settings.options as KubernetesOptions, log);
-  },
+  make: makeRuntime,
   hostAddress: async () => cluster.hostAddress,
   startErrors: [
     {
@@ -82,4 +88,66 @@ runtimeContract('kubernetes (API double)', {
   ],
   leftovers,
   platform: { mergedStreams: true, noLocalRepositories: true, diskFullAfterMs: 3_000 },
+});
+
+/** A one-step job opened on `runtime`, its step running `run` with its output collected; `stop` aborts it. */
+async function runningStep(runtime: Runtime, id: number, run: string) {
+  const parsed = parseJobSpec({ queue: 'kubernetes', steps: [{ run }] });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.issues));
+  const job = jobView(
+    { id, attempt: 1, token: 'dhj_unused', queue: 'kubernetes', namespace: 'default', spec: parsed.value },
+    runtime.limits!(),
+  );
+  const session = await runtime.open(job, new AbortController().signal);
+  const stop = new AbortController();
+  const output = { text: '' };
+  const result = session.runStep(
+    { index: 0, step: parsed.value.steps[0], env: {} },
+    {
+      output: (_s, text) => ((output.text += text), true),
+      outputWritable: async () => undefined,
+      note: () => undefined,
+      signal: stop.signal,
+    },
+  );
+  await until('the step runs', () => output.text.includes('started'));
+  return { session, stop, result, output };
+}
+
+describe('kubernetes runtime, when the cluster takes the pod', () => {
+  it('reports a pod deleted under a running step (a drain, a scale-down) as system_failure, which is retried', async () => {
+    const runtime = await makeRuntime({ EXECUTOR_NAME: 'drained' });
+    const step = await runningStep(runtime, 7002, 'echo started; sleep 120');
+    const pod = cluster
+      .objects('pods', 'dockhand')
+      .find(
+        (p: { metadata: { labels: Record<string, string> } }) =>
+          p.metadata.labels['dockhand.dev/executor'] === 'drained',
+      );
+    const deleted = await fetch(`${cluster.url}/api/v1/namespaces/dockhand/pods/${pod.metadata.name}`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${cluster.adminToken}` },
+    });
+    expect(deleted.status).toBe(200);
+    const result = await step.result;
+    expect(result.failure).toBe('system_failure');
+    expect(result.reason).toMatch(/the pod was (deleted|disrupted)/);
+    await step.session.close();
+    await runtime.close?.();
+  });
+});
+
+describe('kubernetes runtime with EXECUTOR_KUBERNETES_KEEP_JOBS', () => {
+  it('stops a step by suspending its Job: the pod goes, the Job and its Secret stay for a look', async () => {
+    const runtime = await makeRuntime({ EXECUTOR_NAME: 'keep-jobs', EXECUTOR_KUBERNETES_KEEP_JOBS: 'true' });
+    const { session, stop, result } = await runningStep(runtime, 7001, "trap '' TERM; echo started; sleep 120");
+    stop.abort();
+    expect((await result).exitCode).not.toBe(0);
+    await session.close();
+    await runtime.close?.();
+    await until('its pod is gone', async () => (await leftovers('keep-jobs')).every((o) => !o.startsWith('pods/')));
+    const kept = await leftovers('keep-jobs');
+    expect(kept.filter((o) => o.startsWith('jobs/'))).toHaveLength(1);
+    expect(kept.filter((o) => o.startsWith('secrets/'))).toHaveLength(1);
+  });
 });

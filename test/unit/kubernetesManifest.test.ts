@@ -159,8 +159,24 @@ describe('kubernetes settings', () => {
   };
 
   it('are refused at start with the variable and the fix named', () => {
-    expect(refused({ EXECUTOR_KUBERNETES_NAMESPACE: 'Not_A_Namespace' })).toMatch(
-      /EXECUTOR_KUBERNETES_NAMESPACE must be a lower-case DNS name/,
+    expect(refused({ EXECUTOR_KUBERNETES_NAMESPACE: 'ci.jobs' })).toMatch(
+      /EXECUTOR_KUBERNETES_NAMESPACE must be a namespace name/,
+    );
+    expect(
+      refused({ EXECUTOR_KUBERNETES_NODE_REQUIRED_AFFINITY_MATCH_EXPRESSIONS: '[{"key":"pool","operator":"In"}]' }),
+    ).toMatch(/\[0\]\.\[values\]: In needs at least one value/);
+    expect(
+      refused({
+        EXECUTOR_KUBERNETES_NODE_REQUIRED_AFFINITY_MATCH_EXPRESSIONS:
+          '[{"key":"cpus","operator":"Gt","values":["many"]}]',
+      }),
+    ).toMatch(/Gt takes exactly one whole number/);
+    expect(refused({ EXECUTOR_KUBERNETES_NODE_TOLERATIONS: '[{"key":"a","operator":"Exists","value":"b"}]' })).toMatch(
+      /must be empty with operator Exists/,
+    );
+    expect(refused({ EXECUTOR_KUBERNETES_RESOURCE_LIMIT_MEMORY: '1Mi' })).toMatch(/at least 16Mi/);
+    expect(refused({ EXECUTOR_KUBERNETES_JOB_STEP_IMAGE: 'Alpine/Git latest' })).toMatch(
+      /EXECUTOR_KUBERNETES_JOB_STEP_IMAGE must be an image reference/,
     );
     expect(refused({ EXECUTOR_KUBERNETES_NODE_SELECTOR: 'pool' })).toMatch(
       /EXECUTOR_KUBERNETES_NODE_SELECTOR: "pool" must be LABEL=VALUE/,

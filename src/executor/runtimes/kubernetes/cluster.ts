@@ -49,6 +49,9 @@ export function apiError(err: unknown, what: string): Error {
   return new Error(`${what}: ${e.message ?? String(err)}`);
 }
 
+/** How long an API call (not a watch or a log stream) may go unanswered. */
+const API_TIMEOUT_MS = 30_000;
+
 export const isNotFound = (err: unknown): boolean => err instanceof ApiError && err.code === 404;
 
 /** Where the kubeconfig comes from, for messages. */
@@ -124,11 +127,18 @@ export class Cluster {
     return this.kc.getCurrentCluster()!.server;
   }
 
+  /** One API call, its failure as an ApiError; an API server that does not answer fails it after API_TIMEOUT_MS. */
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${API_TIMEOUT_MS / 1000}s`)), API_TIMEOUT_MS);
+    });
     try {
-      return await fn();
+      return await Promise.race([fn(), timeout]);
     } catch (err) {
       throw apiError(err, what);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -146,11 +156,11 @@ export class Cluster {
     );
   }
 
-  /** Lets a suspended Job's controller make its pod. */
-  resumeJob(name: string): Promise<V1Job> {
-    return this.call(`resuming Job ${name}`, () =>
+  /** Lets a suspended Job's controller make its pod (false), or has it delete its running pod and keep the Job (true). */
+  suspendJob(name: string, suspend: boolean): Promise<V1Job> {
+    return this.call(`${suspend ? 'suspending' : 'resuming'} Job ${name}`, () =>
       this.batch.patchNamespacedJob(
-        { namespace: this.namespace, name, body: { spec: { suspend: false } } },
+        { namespace: this.namespace, name, body: { spec: { suspend } } },
         setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
       ),
     );
@@ -159,10 +169,11 @@ export class Cluster {
   /** Deletes a Job and, through the garbage collector, its pod, Secrets and claim; a Job already gone is fine. */
   async deleteJob(name: string): Promise<void> {
     try {
-      await this.batch.deleteNamespacedJob({ namespace: this.namespace, name, propagationPolicy: 'Background' });
+      await this.call(`deleting Job ${name}`, () =>
+        this.batch.deleteNamespacedJob({ namespace: this.namespace, name, propagationPolicy: 'Background' }),
+      );
     } catch (err) {
-      const e = apiError(err, `deleting Job ${name}`);
-      if (!isNotFound(e)) throw e;
+      if (!isNotFound(err)) throw err;
     }
   }
 
@@ -288,6 +299,8 @@ export class Cluster {
       };
       signal.addEventListener('abort', onAbort, { once: true });
       req.on('error', (err) => settle({ kind: 'dropped', error: err.message }));
+      // A connection that went silent (a peer gone without a word) is found by keepalive probes, as for watches.
+      req.on('socket', (socket) => socket.setKeepAlive(true, 30_000));
       req.end();
     });
   }

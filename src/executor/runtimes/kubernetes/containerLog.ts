@@ -23,6 +23,9 @@ export interface FollowOptions {
   signal: AbortSignal;
 }
 
+/** How long a log stream may stay open after the watch saw its container end. */
+const TERMINATED_GRACE_MS = 5_000;
+
 /** The longest line end held back waiting for its line break. */
 const MAX_PARTIAL_LINE = 256 * 1024;
 
@@ -44,6 +47,7 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
   let reopened = 0;
   /** Lines at the last timestamp that a reopened stream repeats. */
   let skipAtLast = 0;
+  let refusedAfterEnd = 0;
   /** The end of the stream after its last line break: delivered once whole (or when the log ends). */
   let partial = '';
   /** A line too long to hold was delivered in part: what follows, up to its break, is its rest (no timestamp). */
@@ -77,6 +81,19 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
     const decoder = new StringDecoder('utf8');
     const sinceTime = last ? `${last.stamp.slice(0, 19)}Z` : undefined;
     skipAtLast = last?.count ?? 0;
+    // Once the watch says the container ended, a stream still open after TERMINATED_GRACE_MS is a silent one:
+    // cut it and read the rest from where it was (a follow of an ended container ends at once).
+    const attempt = new AbortController();
+    let streaming = true;
+    void (async () => {
+      let endedAt: number | undefined;
+      while (streaming && !opts.signal.aborted) {
+        await opts.changed(1_000);
+        if (!opts.terminated()) continue;
+        endedAt ??= Date.now();
+        if (streaming && Date.now() - endedAt > TERMINATED_GRACE_MS) attempt.abort();
+      }
+    })();
     const end = await cluster.streamLog(
       opts.pod,
       opts.container,
@@ -98,11 +115,14 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
         },
         writable: () => reader.writable(),
       },
-      opts.signal,
+      AbortSignal.any([opts.signal, attempt.signal]),
     );
+    streaming = false;
     if (opts.signal.aborted) return reopened;
     if (end.kind === 'refused') {
       if (opts.fatal(end.error)) throw end.error;
+      // An ended container whose log is still refused will not have one (its node went away, say).
+      if (opts.terminated() && ++refusedAfterEnd > 10) throw end.error;
       // Not started yet (400 "waiting to start") or no node yet (204): wait for the pod to move.
       await opts.changed(1_000);
       continue;

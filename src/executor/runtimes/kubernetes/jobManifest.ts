@@ -30,6 +30,8 @@ const GIT_HOME = '/tmp/dockhand-git-home';
 export const LABEL_EXECUTOR = 'dockhand.dev/executor';
 export const LABEL_JOB = 'dockhand.dev/job-id';
 export const LABEL_ATTEMPT = 'dockhand.dev/attempt';
+/** On --check's probe Jobs, which the janitor of a live executor of the same name leaves alone. */
+export const LABEL_PROBE = 'dockhand.dev/probe';
 /** On every job pod, so a NetworkPolicy can select them (deploy/kubernetes blocks the metadata address). */
 export const LABEL_ROLE = 'dockhand.dev/role';
 /** The label the Job controller puts on its pods. */
@@ -53,6 +55,8 @@ export interface ManifestContext {
   nonce: string;
   /** The pod's deadline in seconds (the job's maximum runtime, capped by EXECUTOR_KUBERNETES_JOB_DEADLINE). */
   deadlineSeconds: number;
+  /** A `dockhand executor --check` probe. */
+  probe?: boolean;
 }
 
 /** A Job's name for a job attempt: unique per attempt and executor, at most 63 characters (it becomes a label). */
@@ -70,6 +74,7 @@ function labels(ctx: ManifestContext): Record<string, string> {
     [LABEL_EXECUTOR]: ctx.executorName,
     [LABEL_JOB]: String(ctx.job.id),
     [LABEL_ATTEMPT]: String(ctx.job.attempt),
+    ...(ctx.probe ? { [LABEL_PROBE]: 'true' } : {}),
   };
 }
 
@@ -321,7 +326,7 @@ export function jobManifest(ctx: ManifestContext): V1Job {
       backoffLimit: 0,
       suspend: true,
       // A backstop for a finished Job whose executor never came back to delete it.
-      ...(options.keepJobs ? {} : { ttlSecondsAfterFinished: 600 }),
+      ...(options.keepJobs ? {} : { ttlSecondsAfterFinished: 3600 }),
       template: {
         metadata: {
           labels: { ...labels(ctx), [LABEL_ROLE]: 'job' },

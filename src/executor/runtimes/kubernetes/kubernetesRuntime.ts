@@ -27,6 +27,7 @@ import { ApiError, Cluster, isNotFound } from './cluster.js';
 import { followContainerLog } from './containerLog.js';
 import {
   LABEL_EXECUTOR,
+  LABEL_PROBE,
   MAX_SECRET_BYTES,
   SETUP_CONTAINER,
   SCRIPTS,
@@ -47,6 +48,7 @@ import { PodWatch } from './podWatch.js';
 import {
   containerStatus,
   hasStarted,
+  podDisrupted,
   podEndReason,
   podEnded,
   scriptedFailure,
@@ -66,8 +68,8 @@ export function requiredAccess(options: KubernetesOptions): { group: string; res
   ];
 }
 
-/** How long after a stop the runtime waits for the step's container to end (beyond its grace period). */
-const STOP_SLACK_MS = 5_000;
+/** How long a stop waits for the step's container to end before reporting it stopped (the runtime contract's 2 s). */
+const STOP_WAIT_MS = 1_500;
 
 export class KubernetesRuntime implements Runtime {
   readonly name = 'kubernetes';
@@ -114,7 +116,7 @@ export class KubernetesRuntime implements Runtime {
     };
   }
 
-  async open(job: JobView, signal: AbortSignal): Promise<JobSession> {
+  async open(job: JobView, signal: AbortSignal, opts: { probe?: boolean } = {}): Promise<JobSession> {
     const user = nonNumericUser(job);
     if (user)
       throw new JobFailure(
@@ -139,9 +141,13 @@ export class KubernetesRuntime implements Runtime {
       name: jobName(this.settings.executorName, job.id, job.attempt, randomBytes(2).toString('hex')),
       nonce: `@@dockhand:${randomBytes(8).toString('hex')}`,
       deadlineSeconds: Math.max(1, Math.ceil(deadlineMs / 1000)),
+      probe: opts.probe,
     };
     const manifest = jobManifest(ctx);
-    const size = JSON.stringify(secretManifest(ctx, { metadata: { name: ctx.name, uid: '-' } }).data).length;
+    const size = Object.values(secretManifest(ctx, { metadata: { name: ctx.name, uid: '-' } }).data ?? {}).reduce(
+      (n, value) => n + Buffer.from(value, 'base64').length,
+      0,
+    );
     if (size > MAX_SECRET_BYTES)
       throw new JobFailure(
         'resources_exceeded',
@@ -150,26 +156,29 @@ export class KubernetesRuntime implements Runtime {
 
     const unavailable = (err: unknown) =>
       new JobFailure(
-        'runtime_unavailable',
+        // 422: the API server found the job's own content invalid (an image name, say); another try would too.
+        err instanceof ApiError && err.code === 422 ? 'invalid_step' : 'runtime_unavailable',
         err instanceof ApiError && err.code === 403
           ? `${err.message} (grant it in the executor's Role: see deploy/kubernetes/base/role.yaml)`
           : (err as Error).message,
       );
     const openedAt = Date.now();
+    // Marked as this process's own before it exists, so a janitor round that lists it meanwhile leaves it alone.
+    this.open_.add(ctx.name);
     let created: V1Job;
     try {
       created = await this.cluster.createJob(manifest);
     } catch (err) {
+      this.open_.delete(ctx.name);
       throw unavailable(err);
     }
-    this.open_.add(ctx.name);
     const watch = new PodWatch(this.cluster, `job-name=${ctx.name}`, this.log.child({ k8sJob: ctx.name }));
     try {
       await this.cluster.createSecret(secretManifest(ctx, created));
       const pullSecret = pullSecretManifest(ctx, created);
       if (pullSecret) await this.cluster.createSecret(pullSecret);
       if (this.options.volumeType === 'pvc') await this.cluster.createClaim(claimManifest(ctx, created));
-      await this.cluster.resumeJob(ctx.name);
+      await this.cluster.suspendJob(ctx.name, false);
       await watch.start();
     } catch (err) {
       watch.stop();
@@ -194,13 +203,23 @@ export class KubernetesRuntime implements Runtime {
 
   async cleanupOrphans(): Promise<void> {
     this.startJanitor();
-    if (this.options.keepJobs) return;
-    const jobs = await this.cluster.listJobs(`${LABEL_EXECUTOR}=${this.settings.executorName}`);
-    const orphans = jobs.map((j) => j.metadata!.name!).filter((name) => !this.open_.has(name));
+    // --check's probe Jobs are another process's (the check runs beside a live executor of the same name).
+    const jobs = await this.cluster.listJobs(`${LABEL_EXECUTOR}=${this.settings.executorName},!${LABEL_PROBE}`);
+    const orphans = jobs.filter((j) => !this.open_.has(j.metadata!.name!));
     await Promise.all(
-      orphans.map(async (name) => {
-        this.log.info({ job: name }, 'deleting a Job an earlier process of this executor left');
-        await this.cluster.deleteJob(name);
+      orphans.map(async (job) => {
+        const name = job.metadata!.name!;
+        if (!this.options.keepJobs) {
+          this.log.info({ job: name }, 'deleting a Job an earlier process of this executor left');
+          return this.cluster.deleteJob(name);
+        }
+        // Kept for a look, but not left running: its attempt belongs to no process any more.
+        const finished = job.status?.conditions?.some(
+          (c) => ['Complete', 'Failed'].includes(c.type) && c.status === 'True',
+        );
+        if (finished || job.spec?.suspend) return;
+        this.log.info({ job: name }, 'suspending a kept Job an earlier process of this executor left running');
+        await this.cluster.suspendJob(name, true);
       }),
     );
   }
@@ -281,7 +300,7 @@ export class KubernetesRuntime implements Runtime {
     const fix = 'see the message; `kubectl describe job` on a kept Job (EXECUTOR_KUBERNETES_KEEP_JOBS=true) shows more';
     let session: KubernetesSession | undefined;
     try {
-      session = (await this.open(job, signal)) as KubernetesSession;
+      session = (await this.open(job, signal, { probe: true })) as KubernetesSession;
       let output = '';
       const result = await session.runStep(
         { index: 0, step: job.spec.steps[0], env: {} },
@@ -442,18 +461,27 @@ class KubernetesSession implements JobSession {
         container: name,
         terminated,
         changed: (ms) => watch.changed(signal, ms),
-        // The pod is gone: what its log held is lost with it.
-        fatal: (err: ApiError) => err.code === 404 || watch.podDeleted,
+        // The pod is gone (what its log held is lost with it), or the log may not be read at all.
+        fatal: (err: ApiError) => [401, 403, 404].includes(err.code) || watch.podDeleted,
         signal,
       });
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
+      if (err.code === 401 || err.code === 403)
+        throw new JobFailure('runtime_unavailable', `reading the log of ${name}: ${err.message}`);
+      reader.note?.(`[dockhand] the rest of this step's log could not be read: ${err.message}`);
     }
     if (signal.aborted) return this.stop(name);
     for (let i = 0; i < 20 && !terminated(); i++) await watch.changed(signal, 500);
     const term = containerStatus(watch.pod, name)?.state?.terminated;
+    // A container that ended well ended well, whatever became of its pod after.
+    if (term?.exitCode === 0 && term.reason !== 'OOMKilled') return { exitCode: 0, message: term.message };
     const ended = podEndReason(watch.pod, this.diskText());
-    if (ended) return { exitCode: term?.exitCode || 137, ...ended };
+    if (ended) return { exitCode: term?.exitCode ?? 137, ...ended };
+    // Deleted or disrupted under the step by someone else (a drain, a scale-down, preemption): not the step's doing.
+    const disrupted = podDisrupted(watch.pod, watch.podDeleted);
+    if (disrupted && !this.stopping)
+      return { exitCode: term?.exitCode ?? 137, reason: disrupted, failure: 'system_failure' };
     if (!term) throw new JobFailure('system_failure', `container ${name} of pod ${podName} vanished before it ended`);
     // The runtime could not start the process at all (a dir that is a file, an image without /bin/sh).
     if (term.reason === 'StartError' || term.reason === 'ContainerCannotRun')
@@ -475,9 +503,11 @@ class KubernetesSession implements JobSession {
 
   /** Stops the job's pod (deleting its Job) and waits, a little past its grace period, for the container to end. */
   private async stop(name: string): Promise<StepResult & { stopped: true }> {
-    this.stopping ??= this.runtime.remove(this.ctx.name);
+    // A kept Job (EXECUTOR_KUBERNETES_KEEP_JOBS) is suspended instead: its controller deletes the running pod.
+    this.stopping ??= this.runtime.options.keepJobs ? this.suspend() : this.runtime.remove(this.ctx.name);
     await this.stopping;
-    const deadline = Date.now() + this.runtime.options.terminationGracePeriodSeconds * 1000 + STOP_SLACK_MS;
+    // The pod has its grace period to end; the step is reported stopped after at most STOP_WAIT_MS of it.
+    const deadline = Date.now() + Math.min(this.runtime.options.terminationGracePeriodSeconds * 1000, STOP_WAIT_MS);
     while (Date.now() < deadline) {
       if (
         containerStatus(this.watch.pod, name)?.state?.terminated ||
@@ -495,7 +525,20 @@ class KubernetesSession implements JobSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const unfinished = !podEnded(this.watch.pod);
     this.watch.stop();
+    if (this.runtime.options.keepJobs) {
+      // A kept Job whose pod still runs (the job failed before its end) must not run on unseen: suspend it.
+      if (unfinished && !this.stopping) await this.suspend();
+      return;
+    }
     await (this.stopping ?? this.runtime.remove(this.ctx.name));
+  }
+
+  private suspend(): Promise<void> {
+    return this.runtime.cluster.suspendJob(this.ctx.name, true).then(
+      () => undefined,
+      (err: Error) => this.runtime.log.warn({ job: this.ctx.name, err: err.message }, 'could not stop a kept Job'),
+    );
   }
 }

@@ -1,6 +1,7 @@
 // The kubernetes runtime's own settings (EXECUTOR_KUBERNETES_*), with Sourcegraph's names and meanings where it has
-// them. Every value is checked here, when the executor starts: a bad one stops it with the variable's name and the
-// fix, never a job that fails later. Reading them loads no Kubernetes client.
+// them. Every value is checked here, when the executor starts, against the API server's rules for its shape: a bad
+// one stops it with the variable's name and the fix rather than failing every job later (what only the cluster can
+// judge, such as whether a node has a label, the probe of --check shows). Reading them loads no Kubernetes client.
 import { z } from 'zod';
 import { ConfigError, envBool, envDuration, envInt, readEnv } from '../../../core/envConfig.js';
 
@@ -62,21 +63,34 @@ export const isLabelValue = (value: string): boolean => LABEL_VALUE.test(value) 
 
 const labelKey = z.string().regex(QUALIFIED_NAME, 'must be a label key such as "pool" or "example.com/pool"');
 
-const nodeSelectorRequirement = z.strictObject({
+/** The API server's rules for a requirement's values, so a bad one stops the executor instead of every job. */
+function requirementValues(r: { operator: string; values?: string[] }, ctx: z.RefinementCtx): void {
+  const n = r.values?.length ?? 0;
+  const say = (message: string) => ctx.addIssue({ code: 'custom', path: ['values'], message });
+  if ((r.operator === 'In' || r.operator === 'NotIn') && n === 0) say(`${r.operator} needs at least one value`);
+  if ((r.operator === 'Exists' || r.operator === 'DoesNotExist') && n > 0) say(`${r.operator} takes no values`);
+  if ((r.operator === 'Gt' || r.operator === 'Lt') && (n !== 1 || !/^-?\d+$/.test(r.values![0])))
+    say(`${r.operator} takes exactly one whole number`);
+}
+
+const requirementShape = z.strictObject({
   key: labelKey,
   operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist', 'Gt', 'Lt']),
   values: z.array(z.string()).optional(),
 });
+const nodeSelectorRequirement = requirementShape.superRefine(requirementValues);
 
 const labelSelector = z.strictObject({
   matchLabels: z.record(labelKey, z.string().regex(LABEL_VALUE)).optional(),
   matchExpressions: z
     .array(
-      z.strictObject({
-        key: labelKey,
-        operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
-        values: z.array(z.string()).optional(),
-      }),
+      z
+        .strictObject({
+          key: labelKey,
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: z.array(z.string()).optional(),
+        })
+        .superRefine(requirementValues),
     )
     .optional(),
 });
@@ -90,13 +104,22 @@ const podAffinityTerm = z.strictObject({
   mismatchLabelKeys: z.array(labelKey).optional(),
 });
 
-const toleration = z.strictObject({
-  key: labelKey.optional(),
-  operator: z.enum(['Equal', 'Exists']).optional(),
-  value: z.string().optional(),
-  effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
-  tolerationSeconds: z.number().int().optional(),
-});
+const toleration = z
+  .strictObject({
+    key: labelKey.optional(),
+    operator: z.enum(['Equal', 'Exists']).optional(),
+    value: z.string().optional(),
+    effect: z.enum(['NoSchedule', 'PreferNoSchedule', 'NoExecute']).optional(),
+    tolerationSeconds: z.number().int().optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.operator === 'Exists' && t.value)
+      ctx.addIssue({ code: 'custom', path: ['value'], message: 'must be empty with operator Exists' });
+    if (!t.key && t.operator !== 'Exists')
+      ctx.addIssue({ code: 'custom', path: ['operator'], message: 'must be Exists when key is empty' });
+    if (t.tolerationSeconds !== undefined && t.effect !== 'NoExecute')
+      ctx.addIssue({ code: 'custom', path: ['tolerationSeconds'], message: 'applies only to effect NoExecute' });
+  });
 
 // A volume or mount is passed on as written; its name and shape are checked here, its source by the API server.
 const volume = z
@@ -193,6 +216,15 @@ const quantity = (name: string, what: 'cpu' | 'memory') =>
 
 const id = (name: string) => envInt(name, 0, 2 ** 31 - 1);
 
+/** An image reference as the API server takes it: no spaces, no upper case in its repository. */
+const image = (name: string) =>
+  z
+    .string()
+    .regex(
+      /^(?:[a-z0-9.-]+(?::\d+)?\/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/,
+      `${name} must be an image reference such as alpine/git:v2.49.1 or registry.example.com/tools/git@sha256:…`,
+    );
+
 export function kubernetesOptions(env: NodeJS.ProcessEnv): KubernetesOptions {
   const read = <T>(name: string, schema: z.ZodType<T>, fallback: T): T => readEnv(env, name, schema, fallback);
   const opt = <T>(name: string, schema: z.ZodType<T>): T | undefined =>
@@ -215,7 +247,16 @@ export function kubernetesOptions(env: NodeJS.ProcessEnv): KubernetesOptions {
   const options: KubernetesOptions = {
     configPath: env.EXECUTOR_KUBERNETES_CONFIG_PATH || undefined,
     context: env.EXECUTOR_KUBERNETES_CONTEXT || undefined,
-    namespace: read('EXECUTOR_KUBERNETES_NAMESPACE', name('EXECUTOR_KUBERNETES_NAMESPACE'), 'default'),
+    namespace: read(
+      'EXECUTOR_KUBERNETES_NAMESPACE',
+      z
+        .string()
+        .regex(
+          DNS_LABEL,
+          'EXECUTOR_KUBERNETES_NAMESPACE must be a namespace name: at most 63 lower-case letters, digits and "-", e.g. ci-jobs',
+        ),
+      'default',
+    ),
     nodeName: opt('EXECUTOR_KUBERNETES_NODE_NAME', name('EXECUTOR_KUBERNETES_NODE_NAME')),
     nodeSelector: read('EXECUTOR_KUBERNETES_NODE_SELECTOR', keyValues('EXECUTOR_KUBERNETES_NODE_SELECTOR'), {}),
     nodeAffinityExpressions: read(
@@ -232,9 +273,11 @@ export function kubernetesOptions(env: NodeJS.ProcessEnv): KubernetesOptions {
       json(
         'EXECUTOR_KUBERNETES_NODE_REQUIRED_AFFINITY_MATCH_FIELDS',
         z.array(
-          nodeSelectorRequirement.extend({
-            key: z.literal('metadata.name', { error: () => 'only metadata.name is a node field to match' }),
-          }),
+          requirementShape
+            .extend({
+              key: z.literal('metadata.name', { error: () => 'only metadata.name is a node field to match' }),
+            })
+            .superRefine(requirementValues),
         ),
         '[{"key":"metadata.name","operator":"In","values":["node-a"]}]',
       ),
@@ -270,7 +313,10 @@ export function kubernetesOptions(env: NodeJS.ProcessEnv): KubernetesOptions {
     limitCpus: opt('EXECUTOR_KUBERNETES_RESOURCE_LIMIT_CPU', quantity('EXECUTOR_KUBERNETES_RESOURCE_LIMIT_CPU', 'cpu')),
     limitMemoryBytes: opt(
       'EXECUTOR_KUBERNETES_RESOURCE_LIMIT_MEMORY',
-      quantity('EXECUTOR_KUBERNETES_RESOURCE_LIMIT_MEMORY', 'memory'),
+      quantity('EXECUTOR_KUBERNETES_RESOURCE_LIMIT_MEMORY', 'memory').refine(
+        (n) => n >= 16 * 2 ** 20,
+        'EXECUTOR_KUBERNETES_RESOURCE_LIMIT_MEMORY must be at least 16Mi: below it no container starts',
+      ),
     ),
     requestCpus: opt(
       'EXECUTOR_KUBERNETES_RESOURCE_REQUEST_CPU',
@@ -357,8 +403,16 @@ export function kubernetesOptions(env: NodeJS.ProcessEnv): KubernetesOptions {
     runAsUser: opt('EXECUTOR_KUBERNETES_RUN_AS_USER', id('EXECUTOR_KUBERNETES_RUN_AS_USER')),
     runAsGroup: opt('EXECUTOR_KUBERNETES_RUN_AS_GROUP', id('EXECUTOR_KUBERNETES_RUN_AS_GROUP')),
     fsGroup: opt('EXECUTOR_KUBERNETES_FS_GROUP', id('EXECUTOR_KUBERNETES_FS_GROUP')),
-    stepImage: env.EXECUTOR_KUBERNETES_JOB_STEP_IMAGE || 'alpine/git:latest',
-    defaultImage: env.EXECUTOR_KUBERNETES_DEFAULT_IMAGE || 'busybox:latest',
+    stepImage: read(
+      'EXECUTOR_KUBERNETES_JOB_STEP_IMAGE',
+      image('EXECUTOR_KUBERNETES_JOB_STEP_IMAGE'),
+      'alpine/git:latest',
+    ),
+    defaultImage: read(
+      'EXECUTOR_KUBERNETES_DEFAULT_IMAGE',
+      image('EXECUTOR_KUBERNETES_DEFAULT_IMAGE'),
+      'busybox:latest',
+    ),
     scheduleTimeoutMs: read(
       'EXECUTOR_KUBERNETES_SCHEDULE_TIMEOUT',
       envDuration('EXECUTOR_KUBERNETES_SCHEDULE_TIMEOUT', { min: 1_000, max: 86_400_000 }),

@@ -45,14 +45,16 @@ export function waitingFailure(c: V1ContainerStatus | undefined): JobFailure | u
   switch (waiting.reason) {
     case 'ErrImagePull':
     case 'ImagePullBackOff':
-    case 'InvalidImageName':
     case 'ErrImageNeverPull':
       return new JobFailure(
         pullFailure(`${waiting.reason} ${waiting.message ?? ''}`),
         `image ${c?.image} could not be pulled (${waiting.reason}${said})`,
       );
+    // The image name itself, or the container's settings against the image (a non-numeric USER with a run-as
+    // policy, say): the job's own, so another attempt would meet it again.
+    case 'InvalidImageName':
     case 'CreateContainerConfigError':
-      return new JobFailure('system_failure', `container ${c?.name} could not be configured${said}`);
+      return new JobFailure('invalid_step', `container ${c?.name} could not be configured${said}`);
     case 'CreateContainerError':
     case 'RunContainerError':
     case 'StartError':
@@ -77,8 +79,9 @@ export function podEndReason(
   }
   if (status?.reason === 'Evicted') {
     const message = status.message ?? 'evicted';
-    // The kubelet evicts a pod whose emptyDir outgrows its sizeLimit (or that fills the node's ephemeral storage).
-    if (/EmptyDir|ephemeral|ephemeral-storage|disk/i.test(message))
+    // The kubelet evicts a pod whose workspace emptyDir outgrows its sizeLimit: the job's disk is full. A node
+    // short of disk ("The node was low on resource: ephemeral-storage") is no fault of the job's.
+    if (/EmptyDir volume "workspace"|exceeded its local ephemeral storage limit/i.test(message))
       return { reason: `the job's disk is full (${diskText}; evicted: ${message})`, failure: 'out_of_disk' };
     return { reason: `the pod was evicted: ${message}`, failure: 'system_failure' };
   }
@@ -89,4 +92,13 @@ export function podEndReason(
 export function scriptedFailure(message: string | undefined): JobFailure | undefined {
   const m = /^(invalid_workspace|checkout_failure|out_of_disk|system_failure): ([^]*)$/.exec(message ?? '');
   return m ? new JobFailure(m[1] as FailureReason, m[2]) : undefined;
+}
+
+/** Why a pod was taken from under a running step by someone else (a drain, a scale-down, preemption), if it was. */
+export function podDisrupted(pod: V1Pod | undefined, deleted: boolean): string | undefined {
+  const target = pod?.status?.conditions?.find((c) => c.type === 'DisruptionTarget' && c.status === 'True');
+  if (target)
+    return `the pod was disrupted (${target.reason ?? 'DisruptionTarget'}${target.message ? `: ${target.message}` : ''})`;
+  if (deleted || pod?.metadata?.deletionTimestamp) return 'the pod was deleted while the step ran';
+  return undefined;
 }

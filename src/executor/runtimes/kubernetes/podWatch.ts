@@ -73,9 +73,9 @@ export class PodWatch {
   private apply(pod: V1Pod): void {
     // A Job with backoffLimit 0 has one pod; should a second appear, the newest is the one that runs.
     if (this.current && pod.metadata?.name !== this.current.metadata?.name) {
-      const mine = String(this.current.metadata?.creationTimestamp ?? '');
-      const theirs = String(pod.metadata?.creationTimestamp ?? '');
-      if (theirs < mine) return;
+      // A list gives Dates, a watch ISO strings: compare them as times.
+      const time = (p: V1Pod) => new Date(p.metadata?.creationTimestamp ?? 0).getTime();
+      if (time(pod) < time(this.current)) return;
     }
     this.current = pod;
   }
@@ -93,8 +93,9 @@ export class PodWatch {
     if (this.stopped) return;
     try {
       if (this.relist) await this.list();
+      if (this.stopped) return;
       let expired = false;
-      this.controller = await this.cluster.watchPods(
+      const controller = await this.cluster.watchPods(
         { labelSelector: this.labelSelector, resourceVersion: this.resourceVersion },
         (type, object) => {
           if (type === 'ERROR') {
@@ -130,6 +131,9 @@ export class PodWatch {
           this.retryTimer = setTimeout(() => void this.watch(), delay);
         },
       );
+      // Stopped while the watch was being opened: nothing else would end it.
+      if (this.stopped) controller.abort();
+      else this.controller = controller;
     } catch (err) {
       if (this.stopped) return;
       this.failures++;
