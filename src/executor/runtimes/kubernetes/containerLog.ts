@@ -48,6 +48,7 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
   /** Lines at the last timestamp that a reopened stream repeats. */
   let skipAtLast = 0;
   let refusedAfterEnd = 0;
+  let refusals = 0;
   /** The end of the stream after its last line break: delivered once whole (or when the log ends). */
   let partial = '';
   /** A line too long to hold was delivered in part: what follows, up to its break, is its rest (no timestamp). */
@@ -123,8 +124,9 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
       if (opts.fatal(end.error)) throw end.error;
       // An ended container whose log is still refused will not have one (its node went away, say).
       if (opts.terminated() && ++refusedAfterEnd > 10) throw end.error;
-      // Not started yet (400 "waiting to start") or no node yet (204): wait for the pod to move.
-      await opts.changed(1_000);
+      // Not started yet (400 "waiting to start") or no node yet (204): the kubelet may be a moment behind the
+      // status the watch showed, so ask again soon, then less often (or as soon as the pod moves).
+      await opts.changed(Math.min(50 * 2 ** refusals++, 1_000));
       continue;
     }
     if (end.kind === 'ended') {
