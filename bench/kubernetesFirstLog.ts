@@ -165,6 +165,8 @@ async function report(samples: Record<Kind, Sample[]>): Promise<void> {
       "log flush interval, 200 ms by default); completed is the server's finishedAt - createdAt. Source: " +
       '`bench/kubernetesFirstLog.ts`, `npm run bench:kubernetes`.',
     '',
+    `Machine: ${describeMachine()}; Node ${process.version}.`,
+    '',
     table,
     '',
     "What this measures is the runtime's own path: four API calls before the step (the Job created suspended, its " +
