@@ -390,11 +390,22 @@ export function secretManifest(ctx: ManifestContext, owner: V1Job): V1Secret {
   Object.values(job.spec.files ?? {}).forEach((content, index) => put(secretKeys.file(index), content));
   if (job.spec.repository) put(secretKeys.gitEnv, gitEnvFile(job));
   for (const [name, value] of Object.entries(job.secrets)) put(secretKeys.secret(name), value);
+  return ownedSecret(ctx, owner, secretName(ctx.name), 'Opaque', data);
+}
+
+/** An immutable Secret of the job's, labelled as its other objects and owned by its Job. */
+function ownedSecret(
+  ctx: ManifestContext,
+  owner: V1Job,
+  name: string,
+  type: string,
+  data: Record<string, string>,
+): V1Secret {
   return {
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { name: secretName(ctx.name), labels: labels(ctx), ownerReferences: ownedBy(owner) },
-    type: 'Opaque',
+    metadata: { name, labels: labels(ctx), ownerReferences: ownedBy(owner) },
+    type,
     immutable: true,
     data,
   };
@@ -404,14 +415,9 @@ export function secretManifest(ctx: ManifestContext, owner: V1Job): V1Secret {
 export function pullSecretManifest(ctx: ManifestContext, owner: V1Job): V1Secret | undefined {
   const config = jobPullSecretConfig(ctx.job.dockerAuthConfig);
   if (!config) return undefined;
-  return {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: { name: pullSecretName(ctx.name), labels: labels(ctx), ownerReferences: ownedBy(owner) },
-    type: 'kubernetes.io/dockerconfigjson',
-    immutable: true,
-    data: { '.dockerconfigjson': Buffer.from(config).toString('base64') },
-  };
+  return ownedSecret(ctx, owner, pullSecretName(ctx.name), 'kubernetes.io/dockerconfigjson', {
+    '.dockerconfigjson': Buffer.from(config).toString('base64'),
+  });
 }
 
 /** The job's own workspace claim (EXECUTOR_KUBERNETES_JOB_VOLUME_TYPE=pvc), owned by the Job. */
