@@ -82,17 +82,18 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
     const decoder = new StringDecoder('utf8');
     const sinceTime = last ? `${last.stamp.slice(0, 19)}Z` : undefined;
     skipAtLast = last?.count ?? 0;
-    // Once the watch says the container ended, a stream still open after TERMINATED_GRACE_MS is a silent one:
-    // cut it and read the rest from where it was (a follow of an ended container ends at once).
+    // Once the watch says the container ended, a stream that has brought nothing for TERMINATED_GRACE_MS (while
+    // this side was ready to read) is a silent one: cut it and read the rest from where it was (a follow of an
+    // ended container ends at once). A stream paused by backpressure, or still delivering, is left alone.
     const attempt = new AbortController();
     let streaming = true;
+    let paused = false;
+    let lastData = Date.now();
     void (async () => {
-      let endedAt: number | undefined;
       while (streaming && !opts.signal.aborted) {
         await opts.changed(1_000);
-        if (!opts.terminated()) continue;
-        endedAt ??= Date.now();
-        if (streaming && Date.now() - endedAt > TERMINATED_GRACE_MS) attempt.abort();
+        if (paused) lastData = Date.now();
+        if (streaming && opts.terminated() && Date.now() - lastData > TERMINATED_GRACE_MS) attempt.abort();
       }
     })();
     const end = await cluster.streamLog(
@@ -101,6 +102,7 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
       { sinceTime },
       {
         data: (chunk) => {
+          lastData = Date.now();
           const text = partial + decoder.write(chunk);
           const lines = text.split('\n');
           partial = lines.pop() ?? '';
@@ -112,9 +114,14 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
             partial = '';
             midLine = true;
           }
+          paused = !more;
           return more;
         },
-        writable: () => reader.writable(),
+        writable: async () => {
+          await reader.writable();
+          paused = false;
+          lastData = Date.now();
+        },
       },
       AbortSignal.any([opts.signal, attempt.signal]),
     );
