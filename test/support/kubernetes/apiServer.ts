@@ -146,27 +146,16 @@ export class ApiServer {
 
     const info = requestInfo(method, path, query);
     if (!info.isResourceRequest) {
-      if (
-        !isAllowed(subject, {
-          verb: info.verb,
-          apiGroup: '',
-          resource: '',
-          subresource: '',
-          name: '',
-          namespace: '',
-          path,
-        })
-      ) {
-        throw forbiddenError(subject, {
-          verb: info.verb,
-          apiGroup: '',
-          resource: '',
-          subresource: '',
-          name: '',
-          namespace: '',
-          path,
-        });
-      }
+      const attributes = {
+        verb: info.verb,
+        apiGroup: '',
+        resource: '',
+        subresource: '',
+        name: '',
+        namespace: '',
+        path,
+      };
+      if (!isAllowed(subject, attributes)) throw forbiddenError(subject, attributes);
       return this.serveNonResource(req, res, path);
     }
     const attrs = {

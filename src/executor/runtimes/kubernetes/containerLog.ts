@@ -146,6 +146,6 @@ export async function followContainerLog(cluster: Cluster, reader: LogReader, op
     }
     // Dropped (or ended while the container still runs): open it again from where it was.
     reopened++;
-    if (opts.terminated() === false) await opts.changed(reopened > 3 ? 1_000 : 50);
+    if (!opts.terminated()) await opts.changed(reopened > 3 ? 1_000 : 50);
   }
 }

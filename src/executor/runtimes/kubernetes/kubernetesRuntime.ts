@@ -453,8 +453,7 @@ class KubernetesSession implements JobSession {
     }
 
     const podName = watch.pod!.metadata!.name!;
-    const terminated = () =>
-      !!containerStatus(watch.pod, name)?.state?.terminated || watch.podDeleted || podEnded(watch.pod);
+    const terminated = () => this.containerEnded(name);
     try {
       await followContainerLog(this.runtime.cluster, reader, {
         pod: podName,
@@ -496,6 +495,12 @@ class KubernetesSession implements JobSession {
     return { exitCode: term.exitCode, message: term.message };
   }
 
+  /** Whether the container has ended, or cannot run any more (its pod ended or is gone). */
+  private containerEnded(name: string): boolean {
+    const pod = this.watch.pod;
+    return !!containerStatus(pod, name)?.state?.terminated || this.watch.podDeleted || podEnded(pod);
+  }
+
   private diskText(): string {
     const bytes = this.ctx.job.limits.diskBytes;
     return bytes ? formatSize(bytes) : 'no limit set';
@@ -509,13 +514,7 @@ class KubernetesSession implements JobSession {
     // The pod has its grace period to end; the step is reported stopped after at most STOP_WAIT_MS of it.
     const deadline = Date.now() + Math.min(this.runtime.options.terminationGracePeriodSeconds * 1000, STOP_WAIT_MS);
     while (Date.now() < deadline) {
-      if (
-        containerStatus(this.watch.pod, name)?.state?.terminated ||
-        this.watch.podDeleted ||
-        podEnded(this.watch.pod) ||
-        !this.watch.pod
-      )
-        break;
+      if (this.containerEnded(name) || !this.watch.pod) break;
       await this.watch.changed(undefined, 500);
     }
     const term = containerStatus(this.watch.pod, name)?.state?.terminated;

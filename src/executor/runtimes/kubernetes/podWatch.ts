@@ -45,12 +45,14 @@ export class PodWatch {
   /** Resolves at the next change of the pod (or of the watch's state), or when `signal` aborts. */
   changed(signal?: AbortSignal, timeoutMs?: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = timeoutMs === undefined ? undefined : setTimeout(done, timeoutMs);
-      function done() {
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => done(), timeoutMs);
+      // Whichever comes first: a waiter that timed out is taken off the list (a long step polls once a second).
+      const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', done);
+        this.waiters = this.waiters.filter((w) => w !== done);
         resolve();
-      }
+      };
       if (signal?.aborted) return done();
       signal?.addEventListener('abort', done, { once: true });
       this.waiters.push(done);
