@@ -1,4 +1,4 @@
-// The Store: everything the coordinator keeps, by area (jobs, logs, executors, accounts). One interface, one
+// The Store: everything the coordinator keeps, by area (jobs, logs, executors, accounts, builds). One interface, one
 // implementation per database (sqlite/, postgres/), one contract test suite (test/store) that runs against each.
 import type { ExecutorInstance } from '../core/executorNames.js';
 import type { FailureReason } from '../core/failureReasons.js';
@@ -6,6 +6,7 @@ import type { JobSpec } from '../core/jobSpec.js';
 import type { AttemptOutcome, JobState } from '../core/jobState.js';
 import type { JobRef, LogEntryUpdate } from '../core/protocol.js';
 import type { Accounts } from './accounts.js';
+import type { Builds } from './builds.js';
 
 export interface JobRecord {
   id: number;
@@ -309,6 +310,8 @@ export interface Store {
   readonly executors: ExecutorStore;
   /** Users, organizations, API tokens and executor secrets. */
   readonly accounts: Accounts;
+  /** Image builds: the build queue, tries, logs, uploaded contexts, image-pushed events and scheduler leases. */
+  readonly builds: Builds;
 
   /**
    * Stores that several server replicas share (PostgreSQL) carry their events: `notify` sends a message to every

@@ -140,6 +140,11 @@ describe('dockhand db migrate (SQLite to PostgreSQL)', () => {
       secrets: 1,
       secret_access_log: 1,
       namespace_turns: 2,
+      builds: 0,
+      build_tries: 0,
+      build_logs: 0,
+      build_contexts: 0,
+      image_pushes: 0,
     });
 
     const postgres = new PostgresStore(db.url);

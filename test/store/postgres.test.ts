@@ -6,6 +6,7 @@ import { parseJobSpec } from '../../src/core/jobSpec.js';
 import { PostgresStore } from '../../src/store/postgres/postgresStore.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { until } from '../support/wait.js';
+import { buildsContract, newBuild } from './builds.js';
 import { storeContract } from './contract.js';
 
 const databases: { drop(): Promise<void> }[] = [];
@@ -27,6 +28,7 @@ async function freshStore(): Promise<PostgresStore> {
 }
 
 storeContract('postgres', freshStore);
+buildsContract('postgres', freshStore);
 
 function spec(queue: string) {
   const parsed = parseJobSpec({ queue, steps: [{ run: 'true' }] });
@@ -202,6 +204,88 @@ describe('PostgresStore with several replicas', () => {
       await a.close();
       await b.close();
     }
+  });
+
+  it('claims builds from two replicas at once without two unended tries for a repository or more than the worker cap', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const WORKERS = 3;
+    const repos = ['r0', 'r1', 'r2', 'r3', 'r4'].map((r) => `registry.example.com/race/${r}`);
+    for (let i = 0; i < 40; i++) {
+      const created = await a.builds.create(
+        newBuild({ repository: repos[i % repos.length], triesRemaining: 2 }),
+        1_000,
+        1_000,
+      );
+      expect(typeof created).toBe('object');
+    }
+    const unended = async () => {
+      const tries = [];
+      for (const build of await a.builds.list({ limit: 100 }))
+        for (const t of await a.builds.listTries(build.id)) if (t.endedAt === null) tries.push({ build, t });
+      return tries;
+    };
+    let claims = 0;
+    let running: { buildId: number; tryNumber: number }[] = [];
+    for (let round = 0; round < 100 && claims < 80; round++) {
+      const now = 2_000 + round;
+      // Sixteen claims (eight per replica) race each other and the ends of the last round's tries.
+      const [claimed] = await Promise.all([
+        Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? a : b).builds.claimNext(now, WORKERS))),
+        Promise.all(
+          running.map(({ buildId, tryNumber }, i) =>
+            (i % 2 ? b : a).builds.endTry(
+              buildId,
+              tryNumber,
+              i % 3
+                ? { outcome: 'complete', message: null, phase: 'complete', final: true }
+                : { outcome: 'expired', message: 'x', phase: 'internalerror', final: false, availableAt: now },
+              now,
+            ),
+          ),
+        ),
+      ]);
+      const ended = running.length;
+      const won = claimed.filter((c) => c !== undefined);
+      claims += won.length;
+      expect(new Set(won.map((c) => c.build.id)).size).toBe(won.length);
+      const open = await unended();
+      expect(open.length).toBeLessThanOrEqual(WORKERS);
+      expect(new Set(open.map((o) => o.build.repository)).size).toBe(open.length);
+      expect(await b.builds.activeCount()).toBe(open.length);
+      running = open.map((o) => ({ buildId: o.t.buildId, tryNumber: o.t.number }));
+      // Done when a round that ended nothing claimed nothing either.
+      if (!ended && !won.length) break;
+    }
+    // Every build ran until it completed or spent its tries.
+    expect(claims).toBeGreaterThan(40);
+    expect((await a.builds.list({ limit: 100 })).every((x) => x.final || x.triesRemaining === 0)).toBe(true);
+    await a.close();
+    await b.close();
+  });
+
+  it('numbers the log entries of two replicas appending to one build at once consecutively', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresStore(url);
+    const b = new PostgresStore(url);
+    await a.migrate();
+    const build = await a.builds.create(newBuild(), 1_000, 10);
+    if (typeof build === 'string') throw new Error(build);
+    const appends = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? a : b).builds.appendLog(build.id, [
+          { at: 1_000, try: 0, kind: 'log', text: `${i} first` },
+          { at: 1_000, try: 0, kind: 'log', text: `${i} second` },
+        ]),
+      ),
+    );
+    for (const entries of appends) expect(entries[1].seq).toBe(entries[0].seq + 1);
+    const log = await a.builds.readLog(build.id, 0, 100);
+    expect(log.map((e) => e.seq)).toEqual(Array.from({ length: 41 }, (_, i) => i + 1));
+    await a.close();
+    await b.close();
   });
 
   it('resets a stalled job once when two replicas sweep at the same time', async () => {

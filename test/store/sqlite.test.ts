@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseJobSpec } from '../../src/core/jobSpec.js';
 import { SqliteStore } from '../../src/store/sqlite/sqliteStore.js';
+import { buildsContract } from './builds.js';
 import { storeContract } from './contract.js';
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'dockhand-sqlite-test-'));
@@ -21,6 +22,7 @@ async function freshStore(): Promise<SqliteStore> {
 }
 
 storeContract('sqlite', freshStore);
+buildsContract('sqlite', freshStore);
 
 describe('SqliteStore', () => {
   it('is named sqlite', async () => {

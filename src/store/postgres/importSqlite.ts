@@ -1,5 +1,5 @@
 // `dockhand db migrate`: moves an installation's SQLite data into an empty PostgreSQL database, keeping every id
-// (job, user and token ids, log sequence numbers; secrets stay encrypted with the same key), in one transaction, then checks that every table has as many rows
+// (job, user, token and build ids, log sequence numbers; secrets stay encrypted with the same key), in one transaction, then checks that every table has as many rows
 // on both sides.
 import Database from 'better-sqlite3';
 import pg from 'pg';
@@ -125,6 +125,69 @@ const TABLES: TableCopy[] = [
     identity: 'id',
   },
   { table: 'namespace_turns', columns: ['queue', 'namespace', 'served_seq'], orderBy: 'queue, namespace' },
+  {
+    table: 'builds',
+    columns: [
+      'id',
+      'namespace',
+      'repository',
+      'phase',
+      'final',
+      'spec',
+      'commit_sha',
+      'tries_remaining',
+      'tries',
+      'plane',
+      'digest',
+      'message',
+      'submitted_by',
+      'cancel_requested',
+      'available_at',
+      'created_at',
+      'started_at',
+      'finished_at',
+      'failed_planes',
+    ],
+    orderBy: 'id',
+    identity: 'id',
+  },
+  {
+    table: 'build_tries',
+    columns: [
+      'build_id',
+      'number',
+      'plane',
+      'execution_id',
+      'registration_jti',
+      'setup_deadline',
+      'started_at',
+      'registered_at',
+      'last_heartbeat_at',
+      'ended_at',
+      'outcome',
+      'message',
+      'worker_stopped',
+      'job_token_hash',
+    ],
+    orderBy: 'build_id, number',
+  },
+  {
+    table: 'build_logs',
+    columns: ['build_id', 'seq', 'try_number', 'at', 'kind', 'text', 'phase'],
+    orderBy: 'build_id, seq',
+  },
+  {
+    table: 'build_contexts',
+    columns: ['id', 'namespace', 'build_id', 'bytes', 'sha256', 'data', 'created_at'],
+    orderBy: 'id',
+  },
+  {
+    table: 'image_pushes',
+    columns: ['id', 'image', 'tag', 'digest', 'repository', 'commit_sha', 'build_id', 'at'],
+    orderBy: 'id',
+    identity: 'id',
+  },
+  // leases are not copied: they name server replicas of the old installation, none of which holds anything after.
 ];
 
 /** Rows per INSERT: well under PostgreSQL's 65535 parameters for the widest table. */

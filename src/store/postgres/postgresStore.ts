@@ -40,6 +40,7 @@ import {
   type StorageFault,
 } from '../store.js';
 import { Accounts } from '../accounts.js';
+import { Builds } from '../builds.js';
 import { pgTransaction, postgresSql } from './sql.js';
 import {
   EXECUTOR_UPDATE_SQL,
@@ -106,6 +107,7 @@ type Query = <R extends pg.QueryResultRow = any>(sql: string, params?: unknown[]
 export class PostgresStore implements Store, JobStoreCore, LogStoreCore, ExecutorStore {
   readonly kind = 'postgres';
   readonly accounts: Accounts;
+  readonly builds: Builds;
   readonly jobs: JobStore = jobStoreOf(this);
   readonly logs: LogStore = logStoreOf(this);
   readonly executors: ExecutorStore = this;
@@ -127,6 +129,7 @@ export class PostgresStore implements Store, JobStoreCore, LogStoreCore, Executo
     // An idle connection the server dropped (restart, network) must not crash the process; the pool replaces it.
     this.pool.on('error', () => undefined);
     this.accounts = new Accounts(postgresSql(this.pool));
+    this.builds = new Builds(postgresSql(this.pool));
   }
 
   private async query<R extends pg.QueryResultRow = any>(sql: string, params: unknown[] = []): Promise<R[]> {

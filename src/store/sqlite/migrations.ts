@@ -213,4 +213,109 @@ ALTER TABLE executors ADD COLUMN job_disk_bytes INTEGER;
 ALTER TABLE executors ADD COLUMN pid INTEGER;
 `,
   },
+  {
+    version: 11,
+    sql: `
+-- Image builds (store/builds.ts), the queue the build scheduler claims from. spec is the submitted build as JSON;
+-- final is set once the phase can no longer change; tries counts the workers claimed so far and tries_remaining
+-- those it may still use; failed_planes (a JSON array) names the planes whose worker never registered for it.
+CREATE TABLE builds (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  namespace TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  phase TEXT NOT NULL,
+  final INTEGER NOT NULL DEFAULT 0,
+  spec TEXT NOT NULL,
+  commit_sha TEXT,
+  tries_remaining INTEGER NOT NULL,
+  tries INTEGER NOT NULL DEFAULT 0,
+  plane TEXT,
+  digest TEXT,
+  message TEXT,
+  submitted_by TEXT NOT NULL,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  available_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  failed_planes TEXT NOT NULL DEFAULT '[]'
+);
+-- A claim reads the builds that are not final, oldest first: a partial index keeps it flat however many finished.
+CREATE INDEX builds_claimable ON builds (id) WHERE final = 0;
+-- Listing a namespace's builds, and counting its queued ones against its cap.
+CREATE INDEX builds_namespace ON builds (namespace, id);
+
+-- One row per worker a build was given (Quay's build job): the fence every worker call is checked against. A try
+-- is current until ended_at is set; the job token (stored hashed) is valid only while it is.
+CREATE TABLE build_tries (
+  build_id INTEGER NOT NULL REFERENCES builds (id) ON DELETE CASCADE,
+  number INTEGER NOT NULL,
+  plane TEXT NOT NULL DEFAULT '',
+  execution_id TEXT,
+  registration_jti TEXT,
+  setup_deadline INTEGER,
+  started_at INTEGER NOT NULL,
+  registered_at INTEGER,
+  last_heartbeat_at INTEGER,
+  ended_at INTEGER,
+  outcome TEXT,
+  message TEXT,
+  worker_stopped INTEGER NOT NULL DEFAULT 0,
+  job_token_hash TEXT UNIQUE,
+  PRIMARY KEY (build_id, number)
+);
+-- Unended tries are few (at most the allowed worker count): the claim's repository check, the worker cap and the
+-- expiry sweep read only them.
+CREATE INDEX build_tries_unended ON build_tries (build_id) WHERE ended_at IS NULL;
+-- Ended tries whose worker the scheduler has still to stop.
+CREATE INDEX build_tries_unstopped ON build_tries (ended_at) WHERE worker_stopped = 0 AND execution_id IS NOT NULL;
+
+-- A build's log: phase changes, worker output and system notes, numbered per build so a follower resumes by seq.
+CREATE TABLE build_logs (
+  build_id INTEGER NOT NULL REFERENCES builds (id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  try_number INTEGER NOT NULL,
+  at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  text TEXT NOT NULL,
+  phase TEXT,
+  PRIMARY KEY (build_id, seq)
+);
+
+-- Uploaded contexts (tar.gz), kept in the database so every replica can serve them; bound to the build that names
+-- one (once), deleted when that build is final or when none named it in time.
+CREATE TABLE build_contexts (
+  id TEXT PRIMARY KEY,
+  namespace TEXT NOT NULL,
+  build_id INTEGER UNIQUE REFERENCES builds (id) ON DELETE CASCADE,
+  bytes INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  data BLOB NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX build_contexts_unbound ON build_contexts (created_at) WHERE build_id IS NULL;
+
+-- Image-pushed events, a history clients page through by id; an event stays whatever becomes of its build, so
+-- build_id has no foreign key.
+CREATE TABLE image_pushes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  image TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  commit_sha TEXT,
+  build_id INTEGER,
+  at INTEGER NOT NULL
+);
+CREATE INDEX image_pushes_image ON image_pushes (image, id);
+
+-- Named leases with an expiry, so that one server replica at a time runs the build scheduler. The row
+-- 'build-queue' is no lease: builds.ts updates it first in each claim and create, serialising them across replicas.
+CREATE TABLE leases (
+  name TEXT PRIMARY KEY,
+  holder TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+`,
+  },
 ];

@@ -39,6 +39,7 @@ import {
   type StorageFault,
 } from '../store.js';
 import { Accounts } from '../accounts.js';
+import { Builds } from '../builds.js';
 import { sqliteSql } from './sql.js';
 import {
   EXECUTOR_UPDATE_SQL,
@@ -99,6 +100,7 @@ export function sqliteFault(err: unknown): StorageFault | undefined {
 export class SqliteStore implements Store, JobStoreCore, LogStoreCore, ExecutorStore {
   readonly kind = 'sqlite';
   readonly accounts: Accounts;
+  readonly builds: Builds;
   readonly jobs: JobStore = jobStoreOf(this);
   readonly logs: LogStore = logStoreOf(this);
   readonly executors: ExecutorStore = this;
@@ -126,6 +128,7 @@ export class SqliteStore implements Store, JobStoreCore, LogStoreCore, ExecutorS
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('foreign_keys = ON');
     this.accounts = new Accounts(sqliteSql(this.db));
+    this.builds = new Builds(sqliteSql(this.db));
   }
 
   async migrate(): Promise<void> {
