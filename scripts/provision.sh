@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs and starts what the test suite needs on Debian: git, Docker with gVisor (runsc) registered,
+# Installs and starts what the test suite needs on Debian: git, Docker with gVisor registered (runsc, with no network,
+# and runsc-net, with the container's network),
 # a local registry, htpasswd, a static busybox for the test images, iptables, iproute2, PostgreSQL
 # (only its programs: the tests start a throwaway cluster of their own, never Debian's) and chromium (the web UI's
 # browser tests drive it headless through playwright-core), redis-server (for the benchmarks' BullMQ peer), and
-# openssh-server (the checkout tests run an sshd of their own).
+# openssh-server (the checkout tests run an sshd of their own), buildah and debootstrap (image builds and
+# the build workers' image).
 # Idempotent, and silent when everything is already in place. Needs root only when something is missing.
 set -euo pipefail
 
@@ -48,6 +50,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need postgresql "/us
 have redis-server || need redis-server "redis-server"
 # A real sshd for the tests that show a checkout never uses the executor's SSH agent or keys.
 [ -x /usr/sbin/sshd ] || need openssh-server "/usr/sbin/sshd"
+# The build manager's process plane runs buildah on the host; the worker images get it from debootstrap.
+have buildah || need buildah "buildah"
+have debootstrap || need debootstrap "debootstrap"
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! is_root; then
@@ -62,13 +67,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- gVisor registered with Docker -----------------------------------------------------------------
-# Merges {"runtimes": {"runsc": ...}} into daemon.json, keeping every other key.
+# Two registrations of the same runsc:
+#   runsc      --network=none: no network at all (the step containers of untrusted jobs; the tests rely on it).
+#   runsc-net  --network=host: gVisor passes its network calls through to the container's own network namespace
+#              (Docker's bridge), so the container has the network Docker gave it (the build workers pull and push).
+# Merges {"runtimes": {"runsc": ..., "runsc-net": ...}} into daemon.json, keeping every other key and runtime.
 # Prints "changed" when it wrote the file (or, with --check, when it would).
 merge_daemon_json() {
   node -e '
     const fs = require("fs");
     const [file, runsc, mode] = process.argv.slice(1);
-    const want = { path: runsc, runtimeArgs: ["--network=none"] };
+    const want = {
+      runsc: { path: runsc, runtimeArgs: ["--network=none"] },
+      "runsc-net": { path: runsc, runtimeArgs: ["--network=host"] },
+    };
     let conf = {};
     if (fs.existsSync(file)) {
       const text = fs.readFileSync(file, "utf8");
@@ -77,10 +89,12 @@ merge_daemon_json() {
       }
     }
     if (conf === null || typeof conf !== "object" || Array.isArray(conf)) { console.error(`${file} is not a JSON object`); process.exit(2); }
-    // Without --network=none every runsc container fails to start on these machines.
-    if (JSON.stringify(conf.runtimes?.runsc) === JSON.stringify(want)) process.exit(0);
+    // Without a --network flag every runsc container fails to start on these machines ("cannot run with network
+    // enabled in root network namespace").
+    const same = (name) => JSON.stringify(conf.runtimes?.[name]) === JSON.stringify(want[name]);
+    if (Object.keys(want).every(same)) process.exit(0);
     if (mode !== "--check") {
-      conf.runtimes = { ...(conf.runtimes ?? {}), runsc: want };
+      conf.runtimes = { ...(conf.runtimes ?? {}), ...want };
       fs.mkdirSync(require("path").dirname(file), { recursive: true });
       fs.writeFileSync(file + ".tmp", JSON.stringify(conf, null, 2) + "\n");
       fs.renameSync(file + ".tmp", file);
@@ -93,8 +107,8 @@ daemon_json_changed=
 # An assignment, so that an unreadable daemon.json stops the script (set -e).
 needs_change=$(merge_daemon_json --check)
 if [ -n "$needs_change" ]; then
-  is_root || die "$DAEMON_JSON must register runsc ({\"runtimes\": {\"runsc\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=none\"]}}}); run this script as root"
-  say "registering runsc in $DAEMON_JSON"
+  is_root || die "$DAEMON_JSON must register runsc and runsc-net ({\"runtimes\": {\"runsc\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=none\"]}, \"runsc-net\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=host\"]}}}); run this script as root"
+  say "registering runsc and runsc-net in $DAEMON_JSON"
   merge_daemon_json >/dev/null
   daemon_json_changed=1
 fi
@@ -143,12 +157,34 @@ stop_dockerd() {
   die "dockerd (pid $pid) did not exit within 60 s of SIGTERM"
 }
 
+# True when dockerd serves both gVisor runtimes exactly as daemon.json registers them.
+serves_runtimes() {
+  local runtimes
+  runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null) || return 1
+  case "$runtimes" in *"\"runsc\":{\"path\":\"$RUNSC\",\"runtimeArgs\":[\"--network=none\"]}"*) ;; *) return 1 ;; esac
+  case "$runtimes" in *"\"runsc-net\":{\"path\":\"$RUNSC\",\"runtimeArgs\":[\"--network=host\"]}"*) ;; *) return 1 ;; esac
+}
+
+# dockerd reloads its runtimes on SIGHUP (they are all this script writes), leaving running containers alone.
+reload_dockerd() {
+  local pid=$1 i
+  say "reloading dockerd (pid $pid) to load $DAEMON_JSON"
+  kill -HUP "$pid"
+  for i in $(seq 1 20); do
+    serves_runtimes && return 0
+    sleep 0.5
+  done
+  return 1
+}
+
 if docker_answers; then
   if [ -n "$daemon_json_changed" ]; then
     pid=$(dockerd_pid)
     [ -n "$pid" ] || die "dockerd answers but $DOCKER_PIDFILE names no live process; restart it yourself to load $DAEMON_JSON"
-    stop_dockerd "$pid"
-    start_dockerd
+    if ! reload_dockerd "$pid"; then
+      stop_dockerd "$pid"
+      start_dockerd
+    fi
   fi
 else
   if ! is_root; then
@@ -164,7 +200,9 @@ else
 fi
 
 runtimes=$(docker info --format '{{json .Runtimes}}')
-case "$runtimes" in
-  *'"runsc"'*) ;;
-  *) die "dockerd does not list the runsc runtime (runtimes: $runtimes); check $DAEMON_JSON and restart dockerd" ;;
-esac
+for runtime in runsc runsc-net; do
+  case "$runtimes" in
+    *"\"$runtime\""*) ;;
+    *) die "dockerd does not list the $runtime runtime (runtimes: $runtimes); check $DAEMON_JSON and restart dockerd" ;;
+  esac
+done

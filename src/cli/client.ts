@@ -72,14 +72,31 @@ export class ClientApi {
   }
 
   async fetch(method: string, route: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    return this.fetchRaw(
+      method,
+      route,
+      body === undefined ? undefined : JSON.stringify(body),
+      'application/json',
+      signal,
+    );
+  }
+
+  /** A request with a body of another type (a build context's bytes). */
+  async fetchRaw(
+    method: string,
+    route: string,
+    body: string | Uint8Array | undefined,
+    contentType: string,
+    signal?: AbortSignal,
+  ): Promise<Response> {
     try {
       return await fetch(`${this.url}${CLIENT_API_PREFIX}${route}`, {
         method,
         headers: {
           authorization: `Bearer ${this.token}`,
-          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...(body === undefined ? {} : { 'content-type': contentType }),
         },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: body as BodyInit | undefined,
         signal,
       });
     } catch (err) {

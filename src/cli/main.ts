@@ -5,6 +5,7 @@ import { ConfigError } from '../core/envConfig.js';
 import { VERSION } from '../core/version.js';
 import { CliError } from './client.js';
 import { registerAccountCommands } from './commands/accountCommands.js';
+import { registerBuildCommands } from './commands/buildCommands.js';
 import { registerDbCommands } from './commands/dbCommands.js';
 import { registerJobCommands } from './commands/jobCommands.js';
 import { addKeyCommands } from './commands/keyCommands.js';
@@ -20,6 +21,7 @@ const program = new Command()
 
 registerServerCommands(program);
 registerJobCommands(program);
+registerBuildCommands(program);
 registerAccountCommands(program);
 addKeyCommands(registerSecretCommands(program));
 registerDbCommands(program);

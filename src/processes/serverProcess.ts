@@ -8,6 +8,7 @@ export async function runServer(opts: {
   dataDir?: string;
   tlsCert?: string;
   tlsKey?: string;
+  config?: string;
 }): Promise<void> {
   const [pino, { logRedact }, { loadServerConfig }, { startServer }, { describeStore }] = await Promise.all([
     loadPino(),

@@ -191,6 +191,11 @@ export function buildApp(
     },
   );
 
+  // Uploaded build contexts (tar.gz) arrive as bytes; routes that take them check the size and the format.
+  app.addContentTypeParser(['application/gzip', 'application/x-gzip'], { parseAs: 'buffer' }, (_req, body, done) =>
+    done(null, body),
+  );
+
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) return send(reply, err);
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(reply, bodyTooLarge(req));
@@ -200,7 +205,7 @@ export function buildApp(
         reply,
         new HttpError(
           415,
-          `unsupported Content-Type ${JSON.stringify(type)}: send application/json (a job spec may also be application/yaml)`,
+          `unsupported Content-Type ${JSON.stringify(type)}: send application/json (a job spec may also be application/yaml; a build context application/gzip)`,
           { code: err.code },
         ),
       );

@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { ConfigError, envDuration, envInt, envSize, readEnv } from '../core/envConfig.js';
 import { DEFAULT_AUTH_FAILURE_LIMIT, DEFAULT_AUTH_FAILURE_WINDOW_MS } from './authLimiter.js';
 import { MIN_EXECUTOR_TOKEN_LENGTH } from '../core/tokens.js';
+import type { BuildsConfig } from './builds/buildsConfig.js';
+import { loadConfigFile, withFileSettings } from './configFile.js';
 
 /** Room for the logs and results of the jobs already running when new work stops being taken. */
 export const DEFAULT_MIN_FREE_DISK = 64 * 1024 * 1024;
@@ -33,6 +35,10 @@ export interface ServerConfig {
   authFailureWindowMs: number;
   /** Which proxies' X-Forwarded-For to believe (DOCKHAND_TRUST_PROXY); false: none, the peer address counts. */
   trustProxy: boolean | number | string[];
+  /** The build manager's settings, from the config file's `builds:` (no planes without one). */
+  builds: BuildsConfig;
+  /** The config file read, if any. */
+  configFile?: string;
 }
 
 export interface TlsFiles {
@@ -141,9 +147,11 @@ export function readDatabaseUrl(env: NodeJS.ProcessEnv): string | undefined {
 }
 
 export function loadServerConfig(
-  flags: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string },
-  env: NodeJS.ProcessEnv = process.env,
+  flags: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string; config?: string },
+  processEnv: NodeJS.ProcessEnv = process.env,
 ): ServerConfig {
+  const file = loadConfigFile(flags.config, processEnv);
+  const env = withFileSettings(processEnv, file);
   const executorsAccessToken = env.DOCKHAND_EXECUTORS_ACCESS_TOKEN ?? '';
   if (executorsAccessToken.length < MIN_EXECUTOR_TOKEN_LENGTH) {
     const why = executorsAccessToken ? `is only ${executorsAccessToken.length} characters long` : 'is not set';
@@ -193,5 +201,7 @@ export function loadServerConfig(
       DEFAULT_AUTH_FAILURE_WINDOW_MS,
     ),
     trustProxy: trustProxySetting(env),
+    builds: file.builds,
+    configFile: file.file,
   };
 }

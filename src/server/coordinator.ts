@@ -23,6 +23,13 @@ import { secretRoutes } from './routes/secretRoutes.js';
 import { systemRoutes } from './routes/systemRoutes.js';
 import type { Secrets } from './secrets/secrets.js';
 import { StorageHealth } from './storageHealth.js';
+import { BuildManager } from './builds/buildManager.js';
+import { BuildMetrics } from './builds/buildMetrics.js';
+import { buildRoutes } from './builds/buildRoutes.js';
+import { buildsConfig, type BuildsConfig } from './builds/buildsConfig.js';
+import { BuildTokens } from './builds/buildTokens.js';
+import type { ControlPlane } from './builds/planes/controlPlane.js';
+import { createPlane, serverUrlFor } from './builds/planes/index.js';
 
 /** A part of the coordinator: its routes, and what it runs in the background between start and stop. */
 export interface Subsystem {
@@ -43,6 +50,10 @@ export interface CoordinatorOptions {
   http?: AppOptions;
   /** The wake-ups held requests wait on (tests pass one that counts them). */
   wakeups?: Wakeups;
+  /** The build manager's settings (the config file's `builds:`); default: no control planes. */
+  builds?: BuildsConfig;
+  /** Control planes to use instead of those the settings name (tests). */
+  planes?: ControlPlane[];
 }
 
 export interface Coordinator {
@@ -51,6 +62,7 @@ export interface Coordinator {
   context: ServerContext;
   jobs: JobService;
   dispatch: DispatchService;
+  builds: BuildManager;
   /** Starts every subsystem's background work (and, on PostgreSQL, the relay of wake-ups between replicas). */
   start(): Promise<void>;
   /** Ends held requests, then stops what start() started; the store stays open. */
@@ -91,6 +103,19 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   };
   const jobs = new JobService(context);
   const dispatch = new DispatchService(context);
+  const buildSettings = options.builds ?? buildsConfig.parse(undefined);
+  const builds = new BuildManager(
+    context,
+    buildSettings,
+    options.planes ?? buildSettings.EXECUTORS.map(createPlane),
+    new BuildTokens(secrets.keyring),
+    new BuildMetrics(metrics.registry, store),
+    (plane) => {
+      const address = app.server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      return serverUrlFor(plane, { port, https: Boolean(options.http?.https) });
+    },
+  );
 
   const routes: RouteDef<any, any>[] = [];
   let reaper: { stop(): void } | undefined;
@@ -124,6 +149,12 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     { name: 'jobs', routes: jobRoutes(context, jobs) },
     { name: 'accounts', routes: accountRoutes(context) },
     { name: 'secrets', routes: secretRoutes(context) },
+    {
+      name: 'builds',
+      routes: buildRoutes(context, builds),
+      start: () => builds.start(),
+      stop: () => builds.stop(),
+    },
     { name: 'system', routes: systemRoutes(context, () => openApiDocument(routes)) },
   ];
   routes.push(...subsystems.flatMap((s) => s.routes));
@@ -142,6 +173,7 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
     context,
     jobs,
     dispatch,
+    builds,
     async start() {
       for (const subsystem of subsystems) {
         await subsystem.start?.();

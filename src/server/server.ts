@@ -72,6 +72,7 @@ export async function startServer(
     config,
     log: logger,
     storage: { dataDir: config.databaseUrl ? undefined : config.dataDir, minFreeBytes: config.minFreeDiskBytes },
+    builds: config.builds,
     http: {
       https: config.tls && { cert: config.tls.cert, key: config.tls.key },
       trustProxy: config.trustProxy,

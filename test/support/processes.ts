@@ -122,7 +122,16 @@ export interface ServerHandle {
 }
 
 export async function startServer(
-  opts: { env?: NodeJS.ProcessEnv; name?: string; port?: number; dataDir?: string } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    name?: string;
+    port?: number;
+    dataDir?: string;
+    /** The address to listen on (default 127.0.0.1); containers reach a server on 0.0.0.0 through their gateway. */
+    host?: string;
+    /** More arguments for `dockhand server`, e.g. ['--config', FILE]. */
+    args?: string[];
+  } = {},
 ): Promise<ServerHandle> {
   const dataDir = opts.dataDir ?? (await tempDir('server'));
   const env = {
@@ -133,7 +142,16 @@ export async function startServer(
   };
   const launch = async (port: number): Promise<{ proc: Proc; port: number }> => {
     const proc = new Proc(
-      ['server', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir],
+      [
+        'server',
+        '--host',
+        opts.host ?? '127.0.0.1',
+        '--port',
+        String(port),
+        '--data-dir',
+        dataDir,
+        ...(opts.args ?? []),
+      ],
       env,
       opts.name ?? 'server',
     );

@@ -13,6 +13,7 @@ import { freePort } from './ports.js';
 export interface RegistryHandle {
   /** '127.0.0.1:PORT' */
   host: string;
+  port: number;
   /** Pushes a local image as host/repoTag and returns that full reference; the engine keeps no copy of it. */
   push(localImage: string, repoTag: string): Promise<string>;
   /** Sends the registry process a signal: SIGSTOP freezes it mid-pull, SIGCONT lets it go on. */
@@ -20,14 +21,19 @@ export interface RegistryHandle {
   stop(): Promise<void>;
 }
 
-export async function startRegistry(opts: { user: string; password: string }): Promise<RegistryHandle> {
+export async function startRegistry(opts: {
+  user: string;
+  password: string;
+  /** The address to listen on (default 127.0.0.1); 0.0.0.0 lets containers reach it through their gateway. */
+  listen?: string;
+}): Promise<RegistryHandle> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'dockhand-test-registry-'));
   try {
     await writeFile(path.join(dir, 'htpasswd'), await htpasswdLine(opts.user, opts.password));
     // The port is found free and then given to the registry, so another process can take it in between: retry.
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const { child, spawnError } = await launch(dir, port);
+      const { child, spawnError } = await launch(dir, port, opts.listen ?? '127.0.0.1');
       const host = `127.0.0.1:${port}`;
       try {
         await waitForAuth(host, child, spawnError);
@@ -38,7 +44,7 @@ export async function startRegistry(opts: { user: string; password: string }): P
         if (exitedEarly && attempt < 3) continue;
         throw e;
       }
-      return handle(host, dir, child, opts);
+      return handle(host, port, dir, child, opts);
     }
   } catch (e) {
     await rm(dir, { recursive: true, force: true });
@@ -48,6 +54,7 @@ export async function startRegistry(opts: { user: string; password: string }): P
 
 function handle(
   host: string,
+  port: number,
   dir: string,
   child: ChildProcess,
   creds: { user: string; password: string },
@@ -55,6 +62,7 @@ function handle(
   let pushes = 0;
   return {
     host,
+    port,
     async push(localImage, repoTag) {
       const ref = `${host}/${repoTag}`;
       // A client config of its own: the login never touches the user's ~/.docker or credential helpers.
@@ -85,13 +93,14 @@ function handle(
 async function launch(
   dir: string,
   port: number,
+  listen: string,
 ): Promise<{ child: ChildProcess; spawnError: () => Error | undefined }> {
   const config = [
     'version: 0.1',
     'log: {level: info}',
     `storage: {filesystem: {rootdirectory: ${JSON.stringify(path.join(dir, 'data'))}}, delete: {enabled: true}}`,
     // A secret of its own, or the registry warns that it made one up.
-    `http: {addr: "127.0.0.1:${port}", secret: ${randomBytes(16).toString('hex')}}`,
+    `http: {addr: "${listen}:${port}", secret: ${randomBytes(16).toString('hex')}}`,
     `auth: {htpasswd: {realm: dockhand-test, path: ${JSON.stringify(path.join(dir, 'htpasswd'))}}}`,
     '',
   ].join('\n');

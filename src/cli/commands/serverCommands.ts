@@ -16,9 +16,22 @@ export function registerServerCommands(program: Command): void {
       'serve HTTPS with this PEM certificate (chain); needs --tls-key (env DOCKHAND_TLS_CERT)',
     )
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
-    .action(async (opts: { port?: string; host?: string; dataDir?: string; tlsCert?: string; tlsKey?: string }) => {
-      await (await import('../../processes/serverProcess.js')).runServer(opts);
-    });
+    .option(
+      '--config <file>',
+      'a YAML config file: build planes (builds:) and DOCKHAND_* settings (env DOCKHAND_CONFIG)',
+    )
+    .action(
+      async (opts: {
+        port?: string;
+        host?: string;
+        dataDir?: string;
+        tlsCert?: string;
+        tlsKey?: string;
+        config?: string;
+      }) => {
+        await (await import('../../processes/serverProcess.js')).runServer(opts);
+      },
+    );
 
   program
     .command('executor')

@@ -39,6 +39,21 @@ export type DomainEvent =
       reason: FailureReason | null;
       cause: 'report' | 'cancel' | 'stalled' | 'unrunnable';
     }
+  /** A build changed phase, or was queued again (builds/buildManager.ts). */
+  | { type: 'build.changed'; buildId: number; phase: string; final: boolean }
+  /** A build's log grew. */
+  | { type: 'build.output'; buildId: number }
+  /** A build pushed a tag: the rollout watcher's input. */
+  | {
+      type: 'image.pushed';
+      id: number;
+      image: string;
+      tag: string;
+      digest: string;
+      repository: string;
+      commit: string | null;
+      buildId: number | null;
+    }
   /** An executor's heartbeat was recorded. */
   | { type: 'executor.seen'; name: string; hostname: string; runningJobs: number };
 

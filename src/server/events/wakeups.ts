@@ -12,7 +12,12 @@ export interface Waiter {
 }
 
 /** One wake-up: a queue has a job to hand out, a job changed, a running job must stop (canceled or reset). */
-export type Wakeup = { type: 'queue'; queue: string } | { type: 'job'; id: number } | { type: 'interrupt'; id: number };
+export type Wakeup =
+  | { type: 'queue'; queue: string }
+  | { type: 'job'; id: number }
+  | { type: 'interrupt'; id: number }
+  /** A build changed or its log grew: its followers look again. */
+  | { type: 'build'; id: number };
 
 /** Whom an event wakes. */
 export function wakeupsOf(event: DomainEvent): Wakeup[] {
@@ -39,6 +44,10 @@ export function wakeupsOf(event: DomainEvent): Wakeup[] {
         ...(event.cause !== 'report' ? [{ type: 'interrupt' as const, id: event.jobId }] : []),
         { type: 'job', id: event.jobId },
       ];
+    case 'build.changed':
+    case 'build.output':
+      return [{ type: 'build', id: event.buildId }];
+    case 'image.pushed':
     case 'executor.seen':
       return [];
   }
@@ -98,6 +107,10 @@ export class Wakeups {
 
   watchJobs(jobIds: number[]): Waiter {
     return this.watch(jobIds.map((id) => `job:${id}`));
+  }
+
+  watchBuild(buildId: number): Waiter {
+    return this.watch([`build:${buildId}`]);
   }
 
   watchInterruptions(jobIds: number[]): Waiter {

@@ -5,7 +5,7 @@
 // encrypts), or else from a key file in the data directory, made on the first start with mode 0600. Each
 // ciphertext names the key that made it ("dh1:<key id>:<base64 nonce|tag|ciphertext>"), so old keys keep
 // opening old values until `dockhand secret rotate-key` has re-encrypted them.
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -114,6 +114,18 @@ export class Keyring {
 
   get ids(): string[] {
     return this.keys.map((k) => k.id);
+  }
+
+  /**
+   * Signing keys for `purpose` derived from every key (HKDF-SHA256), the current one first, with its key id: what
+   * one replica signs, another with the same keys verifies, also across a rotation.
+   */
+  signingKeys(purpose: string): { id: string; key: Uint8Array }[] {
+    this.refresh();
+    return this.keys.map(({ id, key }) => ({
+      id,
+      key: new Uint8Array(hkdfSync('sha256', key, Buffer.alloc(0), `dockhand ${purpose}`, 32)),
+    }));
   }
 
   encrypt(plaintext: string, context: string): string {

@@ -125,6 +125,20 @@ export class Secrets {
     return { env, dockerAuthConfig: Object.keys(auths).length ? { auths } : undefined };
   }
 
+  /**
+   * Secret values by name for a build of `namespace` (a namespaced secret overrides a global one); names found in
+   * neither are left out, and the caller says which it needs.
+   */
+  async resolveNamed(namespace: string, names: string[]): Promise<Map<string, string>> {
+    const chosen = new Map<string, StoredSecret>();
+    for (const secret of await this.accounts.findSecrets(namespace, [...new Set(names)])) {
+      if (!chosen.has(secret.name) || secret.namespace !== 'global') chosen.set(secret.name, secret);
+    }
+    return new Map(
+      [...chosen].map(([name, s]) => [name, this.keyring.decrypt(s.ciphertext, secretContext(s.namespace, s.name))]),
+    );
+  }
+
   sealJobCredentials(json: string): string {
     return this.keyring.encrypt(json, JOB_CREDENTIALS_CONTEXT);
   }

@@ -54,8 +54,11 @@ const API_TIMEOUT_MS = 30_000;
 
 export const isNotFound = (err: unknown): boolean => err instanceof ApiError && err.code === 404;
 
+/** What the client needs: where its configuration is, and the namespace it works in. */
+export type ClusterOptions = Pick<KubernetesOptions, 'configPath' | 'context' | 'namespace'>;
+
 /** Where the kubeconfig comes from, for messages. */
-function loadConfig(options: KubernetesOptions): { kc: KubeConfig; source: string } {
+function loadConfig(options: ClusterOptions): { kc: KubeConfig; source: string } {
   const kc = new KubeConfig();
   let source: string;
   try {
@@ -118,7 +121,7 @@ export class Cluster {
     this.watcher = new Watch(kc);
   }
 
-  static load(options: KubernetesOptions): Cluster {
+  static load(options: ClusterOptions): Cluster {
     const { kc, source } = loadConfig(options);
     return new Cluster(kc, source, options.namespace);
   }

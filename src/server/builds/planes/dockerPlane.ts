@@ -1,0 +1,120 @@
+// The docker plane: each worker is a container from the worker image on a Docker engine, under runc or gVisor
+// (DOCKER_RUNTIME). buildah inside needs to make mounts and namespaces: under runc that takes CAP_SYS_ADMIN and no
+// seccomp filter, so the Dockerfile's RUN steps meet the host kernel (trusted or semi-trusted builds); under gVisor
+// they meet gVisor's kernel instead (docs/build-workers.md). The token is copied into the container before it
+// starts, never put in its environment (docker inspect would show it).
+import Docker from 'dockerode';
+import { pack } from 'tar-stream';
+import { cpuMillis, type DockerPlaneConfig } from '../buildsConfig.js';
+import { parseSize } from '../../../core/units.js';
+import { BUILD_LABEL, PLANE_LABEL, PlaneError, type ControlPlane, type WorkerLaunch } from './controlPlane.js';
+
+export const WORKER_TOKEN_PATH = '/run/dockhand/registration-token';
+
+function tarOf(file: string, content: string): Promise<Buffer> {
+  const tar = pack();
+  const chunks: Buffer[] = [];
+  const done = new Promise<Buffer>((resolve, reject) => {
+    tar.on('data', (c: unknown) => chunks.push(c as Buffer));
+    tar.on('end', () => resolve(Buffer.concat(chunks)));
+    tar.on('error', reject);
+  });
+  const name = file.replace(/^\//, '');
+  // Parent folders first: the image need not have them.
+  const parts = name.split('/');
+  for (let i = 1; i < parts.length; i++)
+    tar.entry({ name: parts.slice(0, i).join('/'), type: 'directory', mode: 0o755 });
+  tar.entry({ name, mode: 0o400 }, content);
+  tar.finalize();
+  return done;
+}
+
+/** What buildah needs from the container under each OCI runtime (measured: docs/build-workers.md). */
+export function sandboxOptions(runtime: string | undefined): { CapAdd?: string[]; SecurityOpt?: string[] } {
+  if (runtime?.startsWith('runsc')) return { CapAdd: ['SYS_ADMIN'] };
+  return { CapAdd: ['SYS_ADMIN'], SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined'] };
+}
+
+const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
+
+export class DockerPlane implements ControlPlane {
+  private readonly docker: Docker;
+
+  constructor(readonly config: DockerPlaneConfig) {
+    this.docker = config.DOCKER_SOCKET ? new Docker({ socketPath: config.DOCKER_SOCKET }) : new Docker();
+  }
+
+  get name(): string {
+    return this.config.NAME;
+  }
+
+  get image(): string {
+    return `${this.config.WORKER_IMAGE}:${this.config.WORKER_TAG}`;
+  }
+
+  /** The address containers on NETWORK reach the host at, for SERVER_URL's default. */
+  async gateway(): Promise<string> {
+    try {
+      const info = await this.docker.getNetwork(this.config.NETWORK).inspect();
+      const gw = (info.IPAM?.Config ?? []).map((c: { Gateway?: string }) => c.Gateway).find(Boolean);
+      if (gw) return gw;
+    } catch (err) {
+      throw new PlaneError(`cannot inspect Docker network ${this.config.NETWORK}: ${(err as Error).message}`);
+    }
+    throw new PlaneError(`Docker network ${this.config.NETWORK} has no gateway address; set SERVER_URL`);
+  }
+
+  async start(launch: WorkerLaunch): Promise<void> {
+    const c = this.config;
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer({
+        name: launch.executionId,
+        Image: this.image,
+        Cmd: ['build-worker', '--server', launch.serverUrl, '--token-file', WORKER_TOKEN_PATH],
+        Labels: { [PLANE_LABEL]: c.NAME, [BUILD_LABEL]: String(launch.buildId) },
+        Env: ['DOCKHAND_BUILD_WORK_DIR=/var/lib/dockhand-build'],
+        HostConfig: {
+          Runtime: c.DOCKER_RUNTIME,
+          NetworkMode: c.NETWORK,
+          Memory: parseSize(c.CONTAINER_MEMORY_LIMITS),
+          NanoCpus: cpuMillis(c.CONTAINER_CPU_LIMITS) * 1_000_000,
+          PidsLimit: 4096,
+          Init: true,
+          ...sandboxOptions(c.DOCKER_RUNTIME),
+        },
+      });
+    } catch (err) {
+      const why = statusOf(err) === 404 ? `image ${this.image} not found on the engine` : (err as Error).message;
+      throw new PlaneError(`cannot create the worker container: ${why}`);
+    }
+    try {
+      await container.putArchive(await tarOf(WORKER_TOKEN_PATH, `${launch.registrationToken}\n`), { path: '/' });
+      await container.start();
+    } catch (err) {
+      await container.remove({ force: true }).catch(() => undefined);
+      throw new PlaneError(`cannot start the worker container: ${(err as Error).message}`);
+    }
+  }
+
+  async stop(executionId: string): Promise<void> {
+    try {
+      await this.docker.getContainer(executionId).remove({ force: true, v: true });
+    } catch (err) {
+      if (statusOf(err) === 404) return;
+      // Removal already under way (409) ends by itself.
+      if (statusOf(err) === 409) return;
+      throw new PlaneError(`cannot remove worker container ${executionId}: ${(err as Error).message}`);
+    }
+  }
+
+  async running(): Promise<number> {
+    const list = await this.docker.listContainers({
+      all: true,
+      filters: { label: [`${PLANE_LABEL}=${this.config.NAME}`], status: ['created', 'running'] },
+    });
+    return list.length;
+  }
+
+  async close(): Promise<void> {}
+}
