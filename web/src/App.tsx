@@ -1,6 +1,8 @@
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { ApiError, api, saveToken, savedToken, setUnauthorizedHandler, type Me } from './api';
 import { Link, navigate, useLocation } from './router';
+import { BuildPage } from './pages/Build';
+import { BuildsPage } from './pages/Builds';
 import { ExecutorsPage } from './pages/Executors';
 import { JobPage } from './pages/Job';
 import { JobsPage } from './pages/Jobs';
@@ -98,6 +100,7 @@ function SignIn({ error, onToken }: { error?: string; onToken: (token: string) =
 const NAV = [
   { to: '/jobs', label: 'Jobs' },
   { to: '/queues', label: 'Queues' },
+  { to: '/builds', label: 'Builds' },
   { to: '/executors', label: 'Executors' },
 ];
 
@@ -107,10 +110,13 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
     if (path === '/' || path === '') navigate('/jobs', true);
   }, [path]);
   const job = /^\/jobs\/(\d+)$/.exec(path);
+  const build = /^\/builds\/(\d+)$/.exec(path);
   let page;
   if (job) page = <JobPage key={job[1]} id={Number(job[1])} />;
   else if (path === '/jobs' || path === '/') page = <JobsPage me={me} />;
   else if (path === '/queues') page = <QueuesPage />;
+  else if (build) page = <BuildPage key={build[1]} id={Number(build[1])} />;
+  else if (path === '/builds') page = <BuildsPage me={me} />;
   else if (path === '/executors') page = <ExecutorsPage me={me} />;
   else
     page = (
@@ -123,9 +129,9 @@ function Shell({ me, onSignOut }: { me: Me; onSignOut: () => void }) {
     );
 
   useEffect(() => {
-    const section = job ? `Job ${job[1]}` : NAV.find((n) => n.to === path)?.label;
+    const section = job ? `Job ${job[1]}` : build ? `Build ${build[1]}` : NAV.find((n) => n.to === path)?.label;
     document.title = section ? `${section} · Dockhand` : 'Dockhand';
-  }, [path, job]);
+  }, [path, job, build]);
 
   return (
     <div className="app">

@@ -1,4 +1,4 @@
-// A job log, virtualised: only the rows in view (and a few around them) are in the DOM, so 100k lines scroll
+// A job log (or a build's), virtualised: only the rows in view (and a few around them) are in the DOM, so 100k lines scroll
 // smoothly. Rows have fixed heights; long lines scroll sideways instead of wrapping.
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { memo, useCallback, useLayoutEffect, useRef, useState } from 'react';
@@ -40,12 +40,13 @@ function Styled({ line }: { line: StyledLine }) {
 }
 
 function EntryHeader({ entry, collapsed, onToggle }: { entry: LogEntry; collapsed: boolean; onToggle: () => void }) {
-  const running = entry.exitCode === null;
+  const { status } = entry;
+  const running = status ? status.tone === 'running' : entry.exitCode === null;
   const ok = entry.exitCode === 0;
   return (
     <button
       type="button"
-      className={`log-header ${running ? 'running' : ok ? 'ok' : 'bad'}`}
+      className={`log-header ${status ? status.tone : running ? 'running' : ok ? 'ok' : 'bad'}`}
       onClick={onToggle}
       aria-expanded={!collapsed}
       data-testid="log-step"
@@ -62,8 +63,10 @@ function EntryHeader({ entry, collapsed, onToggle }: { entry: LogEntry; collapse
       <span className="step-result" data-testid="step-result">
         {running ? (
           <>
-            <span className="spinner small" /> running
+            <span className="spinner small" /> {status?.text ?? 'running'}
           </>
+        ) : status ? (
+          status.text
         ) : (
           <>
             exit {entry.exitCode} · {duration(entry.durationMs)}
@@ -77,7 +80,11 @@ function EntryHeader({ entry, collapsed, onToggle }: { entry: LogEntry; collapse
 const LineRow = memo(function LineRow({ entry, n }: { entry: LogEntry; n: number }) {
   const line = entry.lines[n];
   return (
-    <div className={`log-line${line.stream === 'e' ? ' stderr' : ''}`} data-line={n + 1}>
+    <div
+      className={`log-line${line.stream === 'e' ? ' stderr' : ''}${line.kind ? ` note ${line.kind}` : ''}`}
+      data-line={n + 1}
+      data-kind={line.kind}
+    >
       <span className="gutter">{n + 1}</span>
       <span className="text">
         <Styled line={line.line} />

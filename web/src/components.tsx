@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import { ApiError, type JobState } from './api';
+import { ApiError, type BuildPhase, type JobState } from './api';
 import { absoluteTime, relativeTime } from './time';
 
 export function Ago({ ms, now }: { ms: number | null | undefined; now?: number }) {
@@ -15,6 +15,16 @@ export function StateBadge({ state, cancelRequested }: { state: JobState; cancel
     <span className={`state state-${state}`} data-testid="job-state">
       {state}
       {cancelRequested && state === 'processing' ? ' (canceling)' : ''}
+    </span>
+  );
+}
+
+/** A build's phase; an internal error that will be tried again says so. */
+export function PhaseBadge({ phase, final = true }: { phase: BuildPhase; final?: boolean }) {
+  return (
+    <span className={`state phase-${phase}`} data-testid="build-phase" data-phase={phase}>
+      {phase}
+      {phase === 'internalerror' && !final ? ' (retrying)' : ''}
     </span>
   );
 }

@@ -1,4 +1,5 @@
-// One attempt's log as the SSE stream delivers it: entries (steps) with their output parsed into styled lines.
+// One attempt's log as the SSE stream delivers it: entries (steps) with their output parsed into styled lines. A
+// build's log uses it too: one entry per try, whole lines appended (line), some of them notes rather than output.
 import type { LogEntryView } from '../../src/core/api';
 import { PLAIN, parseAnsiLine, type AnsiState, type StyledLine } from './ansi';
 
@@ -6,6 +7,14 @@ export interface LogLine {
   /** 'o' stdout, 'e' stderr, '' a line without a known prefix. */
   stream: 'o' | 'e' | '';
   line: StyledLine;
+  /** Not the program's output: a phase change, or a note of the server's (a build's log). */
+  kind?: 'phase' | 'system';
+}
+
+/** What an entry's header says instead of its exit code (a build's try: running, complete, expired…). */
+export interface EntryStatus {
+  text: string;
+  tone: 'running' | 'ok' | 'bad' | 'neutral';
 }
 
 /** A step's log entry as the stream announces it. */
@@ -17,6 +26,7 @@ export interface LogEntry extends EntryEvent {
   received: number;
   partial: string;
   ansi: { o: AnsiState; e: AnsiState; '': AnsiState };
+  status?: EntryStatus;
 }
 
 export class LogModel {
@@ -58,10 +68,7 @@ export class LogModel {
   }
 
   output(index: number, offset: number, data: string): void {
-    const entry =
-      this.byIndex.get(index) ??
-      (this.entry({ index, key: `entry ${index}`, command: [], startTime: 0, exitCode: null, durationMs: null }),
-      this.byIndex.get(index)!);
+    const entry = this.ensure(index);
     if (offset + data.length <= entry.received) return; // already have it (a reconnect sends everything again)
     if (offset < entry.received) data = data.slice(entry.received - offset);
     entry.received = Math.max(entry.received, offset) + data.length;
@@ -70,6 +77,39 @@ export class LogModel {
     entry.partial = parts.pop() ?? '';
     for (const raw of parts) this.addLine(entry, raw);
     this.version++;
+  }
+
+  /** Appends one whole line to entry `index` (made if missing), as is: no stdout/stderr prefix is looked for. */
+  line(index: number, text: string, kind?: LogLine['kind']): void {
+    const entry = this.ensure(index);
+    const parsed = parseAnsiLine(text, kind ? PLAIN : entry.ansi['']);
+    if (!kind) entry.ansi[''] = parsed.state;
+    entry.lines.push(kind ? { stream: '', line: parsed.line, kind } : { stream: '', line: parsed.line });
+    this.lineCount++;
+    this.version++;
+  }
+
+  /** Names entry `index` (made if missing) and sets what its header says. */
+  describe(index: number, fields: { key?: string; command?: string[]; status?: EntryStatus }): void {
+    const entry = this.ensure(index);
+    const status = fields.status ?? entry.status;
+    if (
+      (fields.key ?? entry.key) === entry.key &&
+      (fields.command ?? entry.command).join('\0') === entry.command.join('\0') &&
+      status?.text === entry.status?.text &&
+      status?.tone === entry.status?.tone
+    )
+      return;
+    Object.assign(entry, { key: fields.key ?? entry.key, command: fields.command ?? entry.command, status });
+    this.version++;
+  }
+
+  private ensure(index: number): LogEntry {
+    return (
+      this.byIndex.get(index) ??
+      (this.entry({ index, key: `entry ${index}`, command: [], startTime: 0, exitCode: null, durationMs: null }),
+      this.byIndex.get(index)!)
+    );
   }
 
   private addLine(entry: LogEntry, raw: string): void {
