@@ -1,8 +1,10 @@
-// Docker helpers for tests: the docker CLI, and the two local test images (no registry on the internet here).
+// Docker helpers for tests: the docker CLI, the local test images (no registry on the internet here) and the build
+// workers' image.
 import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /**
  * Debian's static busybox on an empty rootfs; PATH=/bin, CMD /bin/sh, runs as root.
@@ -262,4 +264,66 @@ export async function ensureGitTestImage(): Promise<void> {
     const dockerfile = `FROM ${DEFAULT_HELPER_IMAGE}\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n`;
     await docker(['build', '--quiet', '-t', DOCKER_TEST_GIT_IMAGE, '-'], { input: dockerfile });
   });
+}
+
+/** The build workers' image as the tests make it: this checkout's dist/ on the cached base (never the release's tag). */
+export const BUILD_WORKER_TEST_IMAGE = 'dockhand/build-worker:test';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const BUILD_WORKER_STAMP = path.join(os.tmpdir(), 'dockhand-build-worker-image.run');
+let buildWorkerImage: Promise<string> | undefined;
+
+/**
+ * Makes BUILD_WORKER_TEST_IMAGE with scripts/build-worker-image.sh once per test run and returns its reference.
+ * The script reuses its cached base (Debian with buildah: made once per machine, as root, in about 2 minutes, so give
+ * the calling hook a long timeout) and its node_modules layer; the dist/ layer follows this checkout's dist/, so
+ * run `npm run build` first. Safe to call from parallel workers: one of them runs the script, the others wait.
+ */
+export async function ensureBuildWorkerImage(): Promise<string> {
+  buildWorkerImage ??= makeBuildWorkerImage().catch((e: unknown) => {
+    buildWorkerImage = undefined; // a later call tries again
+    throw e;
+  });
+  return buildWorkerImage;
+}
+
+async function makeBuildWorkerImage(): Promise<string> {
+  await assertDockerReachable();
+  const run = await testRunId();
+  return withLock(
+    'dockhand-build-worker-image',
+    async () => {
+      // Another worker of this run may have made it while this one waited for the lock.
+      const done = await readFile(BUILD_WORKER_STAMP, 'utf8').catch(() => '');
+      if (done === run && (await imageExists(BUILD_WORKER_TEST_IMAGE))) return BUILD_WORKER_TEST_IMAGE;
+      const tag = BUILD_WORKER_TEST_IMAGE.split(':')[1];
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile(
+          'bash',
+          [path.join(ROOT, 'scripts/build-worker-image.sh'), tag],
+          { cwd: ROOT, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024, timeout: 15 * 60_000 },
+          (err, stdout, stderr) =>
+            err
+              ? reject(new Error(`scripts/build-worker-image.sh ${tag} failed: ${stderr.trim() || err.message}`))
+              : resolve(stdout.trim()),
+        ),
+      );
+      if (out !== BUILD_WORKER_TEST_IMAGE)
+        throw new Error(`scripts/build-worker-image.sh ${tag} made ${out}, not ${BUILD_WORKER_TEST_IMAGE}`);
+      await writeFile(BUILD_WORKER_STAMP, run);
+      return BUILD_WORKER_TEST_IMAGE;
+    },
+    20 * 60_000,
+  );
+}
+
+/**
+ * Names this test run: vitest's main process (the parent of every worker it forks) and the time it started, so a
+ * later run whose process gets the same pid is still another run.
+ */
+async function testRunId(): Promise<string> {
+  const stat = await readFile(`/proc/${process.ppid}/stat`, 'utf8').catch(() => '');
+  // Field 22, counted after the command name's closing parenthesis (the name may hold spaces).
+  const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  return `${process.ppid}-${startTime}`;
 }
