@@ -294,7 +294,13 @@ class Worker {
       try {
         await this.exec([...this.buildahArgs(), 'pull', '--quiet', image]);
       } catch (err) {
-        throw new BuildError(`cannot pull ${image}: ${(err as Error).message}`);
+        if (err instanceof Stopped) throw err;
+        const message = (err as Error).message;
+        // A name that does not exist or is not ours is the Dockerfile's fault; anything else (the network, this
+        // worker's sandbox) is not, and the try is given back.
+        if (/unauthorized|denied|authentication required|manifest unknown|not found|no such host/i.test(message))
+          throw new BuildError(`cannot pull ${image}: ${message}`);
+        throw new IncompleteError(`cannot pull ${image}: ${message}`);
       }
     }
 

@@ -5,40 +5,8 @@ import { namespaceName, secretName } from './jobSpec.js';
 
 export const BUILD_WORKER_API_PREFIX = '/api/build-worker/v1';
 
-/** Quay's phases. The worker may set only WORKER_PHASES; the manager sets the rest. */
-export const BUILD_PHASES = [
-  'waiting',
-  'build-scheduled',
-  'unpacking',
-  'pulling',
-  'building',
-  'pushing',
-  'complete',
-  'error',
-  'internalerror',
-  'cancelled',
-] as const;
-export type BuildPhase = (typeof BUILD_PHASES)[number];
-
-export const WORKER_PHASES = ['unpacking', 'pulling', 'building', 'pushing'] as const;
-export type WorkerPhase = (typeof WORKER_PHASES)[number];
-
-/** A build in one of these never changes phase again (Quay's ARCHIVABLE_BUILD_PHASES). */
-export const ARCHIVED_PHASES: ReadonlySet<BuildPhase> = new Set(['complete', 'error', 'cancelled']);
-/** Cancel is refused from these (Quay's PHASES_NOT_ALLOWED_TO_CANCEL_FROM); internalerror only once it is final. */
-export const NOT_CANCELLABLE_PHASES: ReadonlySet<BuildPhase> = new Set(['pushing', 'complete', 'error', 'cancelled']);
-
-/** How a try ended, as Quay's BuildJobResult: expired spends the try, incomplete gives it back. */
-export const TRY_OUTCOMES = ['complete', 'error', 'expired', 'incomplete', 'cancelled', 'unscheduled'] as const;
-export type TryOutcome = (typeof TRY_OUTCOMES)[number];
-
-/** `dockhand build submit --follow` exits with these. */
-export const BUILD_EXIT_CODES: Partial<Record<BuildPhase, number>> = {
-  complete: 0,
-  error: 1,
-  cancelled: 2,
-  internalerror: 3,
-};
+export * from './buildPhases.js';
+import { BUILD_PHASES, TRY_OUTCOMES, WORKER_PHASES } from './buildPhases.js';
 
 const GIT_URL_PATTERN = /^(https?:\/\/|ssh:\/\/|git:\/\/|file:\/\/)\S+$/;
 const COMMIT_PATTERN = /^[0-9a-f]{7,64}$/;
@@ -157,6 +125,7 @@ export const buildView = z.object({
   message: z.string().nullable().describe('why it failed, when it did'),
   submittedBy: z.string(),
   cancelRequested: z.boolean(),
+  cancellable: z.boolean().describe('whether cancel is allowed now (not final, not pushing)'),
   createdAt: time,
   startedAt: time.nullable(),
   finishedAt: time.nullable(),
@@ -198,11 +167,37 @@ export const imagePushedEvent = z.object({
 });
 export type ImagePushedEvent = z.infer<typeof imagePushedEvent>;
 
+/** The events of GET /api/v1/builds/:id/logs?follow=true, in order: entries as they come, the build when it changes. */
+export const buildStreamEvent = z.discriminatedUnion('event', [
+  z.object({ event: z.literal('entry'), data: buildLogEntry }),
+  z.object({
+    event: z.literal('build'),
+    data: z.object({
+      phase: z.enum(BUILD_PHASES),
+      final: z.boolean(),
+      digest: z.string().nullable(),
+      message: z.string().nullable(),
+      tries: z.number().int(),
+      triesRemaining: z.number().int(),
+      plane: z.string().nullable(),
+    }),
+  }),
+  z.object({ event: z.literal('end'), data: z.object({ phase: z.enum(BUILD_PHASES), digest: z.string().nullable() }) }),
+]);
+export type BuildStreamEvent = z.infer<typeof buildStreamEvent>;
+
 export const buildResponses = {
   build: z.object({ build: buildView }),
   buildDetail: z.object({ build: buildView, tries: z.array(buildTryView) }),
-  builds: z.object({ builds: z.array(buildView) }),
-  logs: z.object({ entries: z.array(buildLogEntry), final: z.boolean() }),
+  builds: z.object({
+    builds: z.array(buildView),
+    nextBefore: z.number().int().nullable().describe('the next page: ?before=this; null on the last page'),
+  }),
+  logs: z.object({
+    entries: z.array(buildLogEntry),
+    final: z.boolean(),
+    next: z.number().int().nullable().describe('more entries: ?after=this; null when this page reached the end'),
+  }),
   context: z.object({ id: z.string(), bytes: z.number().int(), sha256: z.string() }),
   imageEvents: z.object({ events: z.array(imagePushedEvent) }),
 };

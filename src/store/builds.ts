@@ -438,6 +438,19 @@ export class Builds {
     return rows.map(toLog);
   }
 
+  /** Each build's phase changes, in order, by build id (the phase log entries alone). */
+  async phaseHistory(buildIds: number[]): Promise<Map<number, { phase: BuildPhase; at: number }[]>> {
+    const out = new Map<number, { phase: BuildPhase; at: number }[]>(buildIds.map((id) => [id, []]));
+    if (!buildIds.length) return out;
+    const placeholders = buildIds.map((_, i) => `$${i + 1}`).join(', ');
+    const rows = await this.sql.all(
+      `SELECT build_id, phase, at FROM build_logs WHERE kind = 'phase' AND build_id IN (${placeholders}) ORDER BY build_id, seq`,
+      buildIds,
+    );
+    for (const r of rows) out.get(Number(r.build_id))?.push({ phase: r.phase as BuildPhase, at: Number(r.at) });
+    return out;
+  }
+
   /**
    * A worker's phase change: only while try `tryNumber` is the build's current, unended try and the build is not
    * final. Setting the phase it already has is a no-op that answers true (no log entry). Writes a "phase" log entry.
@@ -558,7 +571,8 @@ export class Builds {
         "UPDATE builds SET phase = 'cancelled', final = 1, cancel_requested = 1, finished_at = $2 WHERE id = $1 RETURNING *",
         [buildId, now],
       ))!;
-      await insertLogs(sql, buildId, [phaseEntry('cancelled', build.tries, now)]);
+      // Logged against the try it stopped; a build cancelled between tries gets it outside any try (0).
+      await insertLogs(sql, buildId, [phaseEntry('cancelled', tryRow ? Number(tryRow.number) : 0, now)]);
       return { ok: true, build: toBuild(row), ...(tryRow ? { endedTry: toTry(tryRow) } : {}) };
     });
   }

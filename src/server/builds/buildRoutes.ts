@@ -7,6 +7,7 @@ import {
   buildPack,
   buildRequest,
   buildResponses,
+  cancellable,
   completeRequest,
   heartbeatResponse,
   phaseRequest,
@@ -24,6 +25,7 @@ import type { BuildManager } from './buildManager.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
 const LOG_PAGE = 1000;
+const LOG_PAGE_MAX = 10_000;
 
 const buildId = (raw: string | undefined): number => {
   const n = Number(raw);
@@ -31,10 +33,16 @@ const buildId = (raw: string | undefined): number => {
   return n;
 };
 
-async function viewOf(ctx: ServerContext, b: BuildRecord): Promise<BuildView> {
-  const phases = (await ctx.store.builds.readLog(b.id, 0, 100_000))
-    .filter((e) => e.kind === 'phase' && e.phase)
-    .map((e) => ({ phase: e.phase!, at: e.at }));
+async function viewsOf(ctx: ServerContext, builds: BuildRecord[]): Promise<BuildView[]> {
+  const history = await ctx.store.builds.phaseHistory(builds.map((b) => b.id));
+  return builds.map((b) => viewOf(b, history.get(b.id) ?? []));
+}
+
+async function oneView(ctx: ServerContext, b: BuildRecord): Promise<BuildView> {
+  return (await viewsOf(ctx, [b]))[0];
+}
+
+function viewOf(b: BuildRecord, phases: BuildView['phases']): BuildView {
   return {
     id: b.id,
     namespace: b.namespace,
@@ -50,6 +58,7 @@ async function viewOf(ctx: ServerContext, b: BuildRecord): Promise<BuildView> {
     message: b.message,
     submittedBy: b.submittedBy,
     cancelRequested: b.cancelRequested,
+    cancellable: cancellable(b),
     createdAt: b.createdAt,
     startedAt: b.startedAt,
     finishedAt: b.finishedAt,
@@ -118,7 +127,7 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
       async handler({ auth, body, reply }) {
         const build = await manager.submit(principal(auth), body);
         reply.code(201);
-        return { build: await viewOf(ctx, build) };
+        return { build: await oneView(ctx, build) };
       },
     }),
     defineRoute({
@@ -143,7 +152,10 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
           beforeId: query.before,
           limit: query.limit,
         });
-        return { builds: await Promise.all(builds.map((b) => viewOf(ctx, b))) };
+        return {
+          builds: await viewsOf(ctx, builds),
+          nextBefore: builds.length === query.limit ? builds[builds.length - 1].id : null,
+        };
       },
     }),
     defineRoute({
@@ -155,7 +167,7 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
       responseSchema: buildResponses.buildDetail,
       async handler({ auth, params }) {
         const build = await manager.visible(principal(auth), buildId(params.id));
-        return { build: await viewOf(ctx, build), tries: (await store.listTries(build.id)).map(tryView) };
+        return { build: await oneView(ctx, build), tries: (await store.listTries(build.id)).map(tryView) };
       },
     }),
     defineRoute({
@@ -168,7 +180,7 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
       otherResponses: { 409: 'The build is pushing or has ended' },
       async handler({ auth, params }) {
         const build = await manager.cancel(principal(auth), buildId(params.id));
-        return { build: await viewOf(ctx, build) };
+        return { build: await oneView(ctx, build) };
       },
     }),
     defineRoute({
@@ -181,6 +193,7 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
           .enum(['true', 'false'])
           .optional()
           .describe('true: a text/event-stream of entries until the build is final'),
+        limit: z.coerce.number().int().min(1).max(LOG_PAGE_MAX).default(LOG_PAGE_MAX).describe('Entries per page'),
       }),
       summary:
         "A build's log: phases (timestamped), the manager's notes and the worker's output; ?follow=true streams it",
@@ -189,8 +202,9 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
       async handler({ auth, params, query, reply }) {
         const build = await manager.visible(principal(auth), buildId(params.id));
         if (query.follow !== 'true') {
-          const entries = await store.readLog(build.id, query.after, 100_000);
-          return { entries: entries.map(entryView), final: build.final };
+          const entries = await store.readLog(build.id, query.after, query.limit);
+          const next = entries.length === query.limit ? entries[entries.length - 1].seq : null;
+          return { entries: entries.map(entryView), final: build.final && next === null, next };
         }
         reply.hijack();
         const res = reply.raw;
@@ -215,10 +229,19 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
             }
             const now = await store.get(build.id);
             if (!now) break;
-            const state = `${now.phase}/${now.final}`;
+            const data = {
+              phase: now.phase,
+              final: now.final,
+              digest: now.digest,
+              message: now.message,
+              tries: now.tries,
+              triesRemaining: now.triesRemaining,
+              plane: now.plane,
+            };
+            const state = JSON.stringify(data);
             if (state !== lastPhase) {
               lastPhase = state;
-              send('build', { phase: now.phase, final: now.final, digest: now.digest, message: now.message });
+              send('build', data);
             }
             if (now.final) {
               waiter.cancel();

@@ -65,6 +65,8 @@ export const dockerPlaneConfig = z.strictObject({
     .optional(),
   /** Docker engine socket; default /var/run/docker.sock or DOCKER_HOST. */
   DOCKER_SOCKET: z.string().min(1).optional(),
+  /** A seccomp profile (JSON file) for the worker, or "unconfined"; default podman's, when installed, else none. */
+  SECCOMP_PROFILE: z.string().min(1).optional(),
   /** The network the worker joins; default the engine's bridge. */
   NETWORK: z.string().min(1).default('bridge'),
 });
@@ -85,6 +87,8 @@ export const kubernetesPlaneConfig = z.strictObject({
   NODE_SELECTOR_LABEL_VALUE: z.string().max(63).optional(),
   /** Seconds a finished worker Job is kept (Quay's RETENTION_AFTER_FINISHED). */
   RETENTION_AFTER_FINISHED: seconds('how long a finished Job stays', 0, 86_400).default(120),
+  /** A seccomp profile on the nodes (Localhost, relative to the kubelet's seccomp folder); default Unconfined. */
+  SECCOMP_PROFILE: z.string().min(1).max(255).optional(),
   /** The worker pod's service account (give it no permissions). */
   SERVICE_ACCOUNT_NAME: z.string().min(1).max(253).optional(),
 });

@@ -281,6 +281,8 @@ CREATE TABLE build_logs (
   phase TEXT,
   PRIMARY KEY (build_id, seq)
 );
+-- Every build view shows its phase history: the phase entries alone, without reading the whole log.
+CREATE INDEX build_logs_phases ON build_logs (build_id, seq) WHERE kind = 'phase';
 
 -- Uploaded contexts (tar.gz), kept in the database so every replica can serve them; bound to the build that names
 -- one (once), deleted when that build is final or when none named it in time.

@@ -1,8 +1,9 @@
-// The docker plane: each worker is a container from the worker image on a Docker engine, under runc or gVisor
-// (DOCKER_RUNTIME). buildah inside needs to make mounts and namespaces: under runc that takes CAP_SYS_ADMIN and no
-// seccomp filter, so the Dockerfile's RUN steps meet the host kernel (trusted or semi-trusted builds); under gVisor
-// they meet gVisor's kernel instead (docs/build-workers.md). The token is copied into the container before it
+// The docker plane: each worker is a container from the worker image on a Docker engine, under runc or another OCI
+// runtime (DOCKER_RUNTIME). buildah inside makes a user namespace, which needs a seccomp profile that allows it; the
+// Dockerfile's RUN steps then meet the host kernel under runc (docs/build-workers.md says what that isolates, and
+// why gVisor's runsc cannot run buildah's RUN steps with the gVisor Debian ships). The token is copied into the container before it
 // starts, never put in its environment (docker inspect would show it).
+import { readFileSync } from 'node:fs';
 import Docker from 'dockerode';
 import { pack } from 'tar-stream';
 import { cpuMillis, type DockerPlaneConfig } from '../buildsConfig.js';
@@ -29,19 +30,40 @@ function tarOf(file: string, content: string): Promise<Buffer> {
   return done;
 }
 
-/** What buildah needs from the container under each OCI runtime (measured: docs/build-workers.md). */
-export function sandboxOptions(runtime: string | undefined): { CapAdd?: string[]; SecurityOpt?: string[] } {
-  if (runtime?.startsWith('runsc')) return { CapAdd: ['SYS_ADMIN'] };
-  return { CapAdd: ['SYS_ADMIN'], SecurityOpt: ['seccomp=unconfined', 'apparmor=unconfined'] };
+/**
+ * What buildah needs from the container (measured: docs/build-workers.md): to make a user namespace, which Docker's
+ * default seccomp profile refuses. Podman's profile allows it and keeps a filter on everything else; without one,
+ * no filter. No CAP_SYS_ADMIN: buildah then maps ids in a user namespace of its own and needs only Docker's default
+ * capabilities.
+ */
+export function sandboxOptions(seccompProfile: string | undefined): { SecurityOpt: string[] } {
+  return { SecurityOpt: [`seccomp=${seccompProfile ?? 'unconfined'}`] };
 }
+
+/** The profile's JSON (the engine takes it inline), or undefined for none: SECCOMP_PROFILE, else podman's if here. */
+export function readSeccompProfile(setting: string | undefined): string | undefined {
+  if (setting === 'unconfined') return undefined;
+  const file = setting ?? PODMAN_SECCOMP_PROFILE;
+  try {
+    return JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
+  } catch (err) {
+    if (setting) throw new PlaneError(`SECCOMP_PROFILE ${setting}: cannot read it as JSON (${(err as Error).message})`);
+    return undefined;
+  }
+}
+
+/** Debian's containers-common (installed with buildah) ships it. */
+const PODMAN_SECCOMP_PROFILE = '/usr/share/containers/seccomp.json';
 
 const statusOf = (err: unknown): number | undefined => (err as { statusCode?: number }).statusCode;
 
 export class DockerPlane implements ControlPlane {
   private readonly docker: Docker;
+  private readonly seccomp: string | undefined;
 
   constructor(readonly config: DockerPlaneConfig) {
     this.docker = config.DOCKER_SOCKET ? new Docker({ socketPath: config.DOCKER_SOCKET }) : new Docker();
+    this.seccomp = readSeccompProfile(config.SECCOMP_PROFILE);
   }
 
   get name(): string {
@@ -81,7 +103,7 @@ export class DockerPlane implements ControlPlane {
           NanoCpus: cpuMillis(c.CONTAINER_CPU_LIMITS) * 1_000_000,
           PidsLimit: 4096,
           Init: true,
-          ...sandboxOptions(c.DOCKER_RUNTIME),
+          ...sandboxOptions(this.seccomp),
         },
       });
     } catch (err) {

@@ -53,10 +53,13 @@ export function workerJobManifest(config: KubernetesPlaneConfig, launch: WorkerL
                 limits: { memory: config.CONTAINER_MEMORY_LIMITS, cpu: config.CONTAINER_CPU_LIMITS },
                 ...(Object.keys(requests).length ? { requests } : {}),
               },
-              // buildah makes mounts and namespaces inside the pod: SYS_ADMIN, no seccomp filter (docs/build-workers.md).
+              // buildah makes a user namespace inside the pod, which the runtime's default seccomp profile refuses
+              // (docs/build-workers.md); with no CAP_SYS_ADMIN it needs only the default capabilities.
               securityContext: {
-                capabilities: { add: ['SYS_ADMIN'] },
-                seccompProfile: { type: 'Unconfined' },
+                allowPrivilegeEscalation: false,
+                seccompProfile: config.SECCOMP_PROFILE
+                  ? { type: 'Localhost', localhostProfile: config.SECCOMP_PROFILE }
+                  : { type: 'Unconfined' },
               },
               volumeMounts: [
                 { name: 'token', mountPath: TOKEN_DIR, readOnly: true },
