@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/envConfig.js';
 import type { Runtime } from '../executor/runtimes/runtime.js';
+import type { PlaneConfig } from '../server/builds/buildsConfig.js';
 import { exitOnNameLost, startAgent } from './executorProcess.js';
 import { exitOnSetupError, loadPino, onSignals } from './lifecycle.js';
 
@@ -42,6 +43,7 @@ export interface UpFlags {
   jobs: string;
   tlsCert?: string;
   tlsKey?: string;
+  config?: string;
 }
 
 /** Runs a coordinator and a local executor until a signal stops them. */
@@ -73,9 +75,15 @@ export async function runUp(opts: UpFlags): Promise<void> {
     DOCKHAND_EXECUTORS_ACCESS_TOKEN: process.env.DOCKHAND_EXECUTORS_ACCESS_TOKEN || localExecutorToken(dataDir),
   };
   const config = loadServerConfig(
-    { port: opts.port, host: opts.host, dataDir, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey },
+    { port: opts.port, host: opts.host, dataDir, tlsCert: opts.tlsCert, tlsKey: opts.tlsKey, config: opts.config },
     env,
   );
+  const buildPlane = config.builds.EXECUTORS.length
+    ? {
+        note: `from ${config.configFile}: ${config.builds.EXECUTORS.map((p) => `${p.NAME} (${p.EXECUTOR})`).join(', ')}`,
+      }
+    : await localBuildPlane();
+  if ('plane' in buildPlane && buildPlane.plane) config.builds = { ...config.builds, EXECUTORS: [buildPlane.plane] };
   // One logger for both halves: the executor's masking (its token, jobs' tokens and secrets) covers all of it.
   const log = pino({
     level: process.env.DOCKHAND_LOG_LEVEL ?? 'warn',
@@ -119,10 +127,12 @@ export async function runUp(opts: UpFlags): Promise<void> {
       `  data:      ${describeStore(config)}`,
       `  executor:  ${agent.name} (queues ${executorConfig.queues.join(', ')})`,
       `  runtime:   ${chosen.runtime.name}: ${chosen.note}`,
+      `  builds:    ${buildPlane.note}`,
       `  API token: ${token}`,
       `             (saved to ${saved}; the CLI on this machine uses it)`,
       '',
       'Try:  npx dockhand job submit examples/hello.yaml --follow',
+      '      npx dockhand build submit --context examples/image --tag 127.0.0.1:5000/demo/hello:1 --follow',
       '',
     ].join('\n'),
   );
@@ -136,6 +146,45 @@ export async function runUp(opts: UpFlags): Promise<void> {
       await server.close();
     },
   );
+}
+
+/**
+ * `dockhand up`'s image builds, when no config file names planes: a worker container when the worker image is on a
+ * Docker engine here (isolated from this host's processes), else buildah on this host when it is installed and
+ * this is root (trusted Dockerfiles only), else none, with what would make one.
+ */
+async function localBuildPlane(): Promise<{ plane?: PlaneConfig; note: string }> {
+  const [{ planeConfig }, { VERSION }, { default: Docker }] = await Promise.all([
+    import('../server/builds/buildsConfig.js'),
+    import('../core/version.js'),
+    import('dockerode'),
+  ]);
+  const image = 'dockhand/build-worker';
+  try {
+    await new Docker().getImage(`${image}:${VERSION}`).inspect();
+    return {
+      // `up` listens on loopback: the worker shares this host's network to reach it (and a registry on 127.0.0.1).
+      plane: planeConfig.parse({
+        EXECUTOR: 'docker',
+        NAME: 'local-docker',
+        WORKER_IMAGE: image,
+        WORKER_TAG: VERSION,
+        NETWORK: 'host',
+      }),
+      note: `docker plane local-docker (worker image ${image}:${VERSION}, on this host's network)`,
+    };
+  } catch {
+    // no engine, or no image: try buildah here
+  }
+  const buildah = process.env.PATH?.split(':').some((dir) => dir && existsSync(path.join(dir, 'buildah')));
+  if (buildah && process.getuid?.() === 0)
+    return {
+      plane: planeConfig.parse({ EXECUTOR: 'process', NAME: 'local' }),
+      note: 'process plane local: buildah on this host, as root; for Dockerfiles you trust (docs/builds.md)',
+    };
+  return {
+    note: `none: make the worker image (sudo scripts/build-worker-image.sh), or run as root with buildah installed, or give --config (docs/builds.md)`,
+  };
 }
 
 /**

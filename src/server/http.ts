@@ -6,11 +6,12 @@ import { issuesOf, type FieldIssue } from '../core/jobSpec.js';
 import { hashToken, tokensEqual } from '../core/tokens.js';
 import type { UserRecord } from '../store/accounts.js';
 import type { AttemptRecord } from '../store/store.js';
+import type { BuildRecord, BuildTryRecord } from '../store/builds.js';
 import type { StoreReads } from './jobs/jobLedger.js';
 import { Principal } from './access.js';
 import { HttpError, badRequest } from './httpError.js';
 
-export type AuthKind = 'public' | 'executor' | 'job' | 'client';
+export type AuthKind = 'public' | 'executor' | 'job' | 'client' | 'buildWorker';
 
 /** The executor protocol's routes, by their auth: the hot path. */
 const EXECUTOR_PROTOCOL: ReadonlySet<AuthKind> = new Set(['executor', 'job']);
@@ -19,7 +20,9 @@ export type AuthContext =
   | { kind: 'public' }
   | { kind: 'executor' }
   | { kind: 'client'; tokenId: number; principal: Principal }
-  | { kind: 'job'; attempt: AttemptRecord };
+  | { kind: 'job'; attempt: AttemptRecord }
+  /** A build worker's job token: its try and build, ended or not (the build manager fences). */
+  | { kind: 'buildWorker'; build: BuildRecord; try: BuildTryRecord };
 
 export { HttpError, badRequest } from './httpError.js';
 
@@ -76,6 +79,7 @@ const AUTH_HINT: Record<Exclude<AuthKind, 'public'>, string> = {
   executor: "send 'Authorization: token-executor <DOCKHAND_EXECUTORS_ACCESS_TOKEN>'",
   job: "send 'Authorization: Bearer <job token>' as received from dequeue",
   client: "send 'Authorization: Bearer <API token>' (DOCKHAND_TOKEN)",
+  buildWorker: "send 'Authorization: Bearer <build job token>' as received from register",
 };
 
 export interface AuthDeps {
@@ -97,6 +101,11 @@ export async function authenticate(req: FastifyRequest, kind: AuthKind, deps: Au
     return { kind };
   }
   if (scheme !== 'bearer') throw refuse('wrong authorization scheme');
+  if (kind === 'buildWorker') {
+    const found = await deps.store.builds.findTryByToken(hashToken(credential));
+    if (!found) throw refuse('invalid build job token');
+    return { kind, build: found.build, try: found.try };
+  }
   if (kind === 'client') {
     const found = await deps.store.accounts.findToken(hashToken(credential), Date.now());
     if (!found) throw refuse('invalid API token');

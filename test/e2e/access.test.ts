@@ -15,6 +15,7 @@ const tokens: Record<string, string> = {};
 let aliceJob: JobRecord;
 let acmeJob: JobRecord;
 let aliceTokenId: number;
+let aliceBuild: number;
 const ALICE_SECRET = 'alice-secret-value-123';
 const ACME_SECRET = 'acme-secret-value-456';
 const GLOBAL_SECRET = 'global-secret-value-789';
@@ -50,6 +51,25 @@ beforeAll(async () => {
     secrets: ['TOKEN'],
     steps: [{ run: 'echo acme-output' }],
   });
+  // A build of alice's, stored as the build manager would (this server runs no build planes).
+  const build = await server.store.builds.create(
+    {
+      namespace: 'user:alice',
+      repository: 'registry.example.com/alice/app',
+      spec: {
+        context: { git: { url: 'https://git.example/app.git', commit: 'abcdef1' } },
+        dockerfile: 'Dockerfile',
+        tags: ['registry.example.com/alice/app:1'],
+      },
+      commit: 'abcdef1',
+      triesRemaining: 3,
+      submittedBy: 'alice',
+    },
+    Date.now(),
+    10,
+  );
+  if (typeof build === 'string') throw new Error(build);
+  aliceBuild = build.id;
   // Alice's job runs far enough to have a log.
   const executor = { authorization: `token-executor ${EXECUTORS_TOKEN}` };
   const dequeued = await server.app.inject({
@@ -91,6 +111,16 @@ const hidesAliceJob =
     }
     // A fellow org member does reach the org's job.
     if (method === 'GET') expect((await call('carol', 'GET', `/jobs/${acmeJob.id}${suffix}`)).statusCode).toBe(200);
+  };
+
+const hidesAliceBuild =
+  (method: string, suffix = ''): Probe =>
+  async () => {
+    for (const who of ['bob', 'carol']) {
+      const res = await call(who, method, `/builds/${aliceBuild}${suffix}`, method === 'POST' ? {} : undefined);
+      expect(res.statusCode, `${who} ${method} build ${aliceBuild}${suffix}`).toBe(404);
+      expect(res.json().error).toBe(`no build ${aliceBuild}`);
+    }
   };
 
 const siteAdminsOnly =
@@ -241,6 +271,37 @@ const PROBES: Record<string, Probe> = {
     expect((await server.store.accounts.listSecrets()).length).toBe(3);
   },
   'GET /secrets/access-log': siteAdminsOnly('GET', '/secrets/access-log'),
+  'POST /builds/contexts': async () => {
+    const res = await server.app.inject({
+      method: 'POST',
+      url: `${CLIENT_API_PREFIX}/builds/contexts?namespace=user:alice`,
+      headers: { authorization: `Bearer ${tokens.bob}`, 'content-type': 'application/gzip' },
+      payload: Buffer.from([0x1f, 0x8b, ...new Array(30).fill(0)]),
+    });
+    expect(res.statusCode).toBe(403);
+  },
+  'POST /builds': async () => {
+    const res = await call('bob', 'POST', '/builds', {
+      namespace: 'user:alice',
+      context: { git: { url: 'https://git.example/app.git', commit: 'abcdef1' } },
+      tags: ['registry.example.com/a/b:1'],
+    });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().issues).toEqual([{ field: 'namespace', message: expect.stringContaining('"user:bob"') }]);
+  },
+  'GET /builds': async () => {
+    const ids = async (who: string, query = ''): Promise<number[]> =>
+      (await call(who, 'GET', `/builds${query}`)).json().builds.map((b: { id: number }) => b.id);
+    expect(await ids('bob')).toEqual([]);
+    expect(await ids('carol')).toEqual([]);
+    expect(await ids('alice')).toEqual([aliceBuild]);
+    expect((await call('bob', 'GET', '/builds?namespace=user:alice')).statusCode).toBe(403);
+    expect(await ids('admin')).toEqual([aliceBuild]);
+  },
+  'GET /builds/:id': hidesAliceBuild('GET'),
+  'GET /builds/:id/logs': hidesAliceBuild('GET', '/logs'),
+  'POST /builds/:id/cancel': hidesAliceBuild('POST', '/cancel'),
+  'GET /events/image-pushed': siteAdminsOnly('GET', '/events/image-pushed'),
 };
 
 describe('access control on every client route', () => {

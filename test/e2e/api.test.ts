@@ -145,7 +145,13 @@ describe('job spec validation over HTTP', () => {
 });
 
 describe('authentication on every route', () => {
-  const PUBLIC = new Set(['GET /healthz', 'GET /metrics', 'GET /api/openapi.json']);
+  // A build worker's registration carries its one-time token in the body.
+  const PUBLIC = new Set([
+    'GET /healthz',
+    'GET /metrics',
+    'GET /api/openapi.json',
+    'POST /api/build-worker/v1/register',
+  ]);
 
   it('knows which routes are public, and no others are', () => {
     const publicRoutes = routes.filter((r) => r.auth === 'public').map((r) => `${r.method} ${r.url}`);
@@ -177,6 +183,12 @@ describe('authentication on every route', () => {
       job: [
         '',
         'Bearer dhj_000000000000000000000000000000000000000000000000',
+        `token-executor ${EXECUTORS_TOKEN}`,
+        `Bearer ${ADMIN_TOKEN}`,
+      ],
+      buildWorker: [
+        '',
+        'Bearer dhb_000000000000000000000000000000000000000000000000',
         `token-executor ${EXECUTORS_TOKEN}`,
         `Bearer ${ADMIN_TOKEN}`,
       ],
@@ -715,7 +727,12 @@ describe('OpenAPI and metrics', () => {
 
   it('answers every JSON route through a response schema, and documents it', async () => {
     // Not JSON: Prometheus text, an SSE stream, and the document itself.
-    const notJson = new Set(['GET /metrics', 'GET /api/v1/jobs/:id/logs/stream', 'GET /api/openapi.json']);
+    const notJson = new Set([
+      'GET /metrics',
+      'GET /api/v1/jobs/:id/logs/stream',
+      'GET /api/openapi.json',
+      'GET /api/build-worker/v1/context',
+    ]);
     const doc = (await app.inject({ method: 'GET', url: '/api/openapi.json' })).json();
     for (const route of routes) {
       const name = `${route.method} ${route.url}`;

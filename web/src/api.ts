@@ -1,9 +1,17 @@
 // The client API (/api/v1) with the signed-in token, and the types of what it answers: the API's contract,
 // src/core/api.ts and src/core/builds.ts (types only: nothing of the server's code is bundled, apart from the failure
-// reasons' table, core/failureReasons.ts, the size formatter, core/units.ts, and the SSE parser, core/sse.ts, none
-// with imports; core/builds.ts imports zod, so its few constants the UI needs are repeated below, checked by type).
+// reasons' table, core/failureReasons.ts, the build phases' rules, core/buildPhases.ts, the size formatter,
+// core/units.ts, and the SSE parser, core/sse.ts, none with imports).
 import type { AttemptView, ExecutorView, JobView, QueueStatsView, responses } from '../../src/core/api';
-import type { BuildLogEntry, BuildPhase, BuildView, buildResponses, buildTryView } from '../../src/core/builds';
+import type {
+  BuildLogEntry,
+  BuildPhase,
+  BuildStreamEvent,
+  BuildView,
+  buildResponses,
+  buildTryView,
+} from '../../src/core/builds';
+export { BUILD_PHASES, cancellable } from '../../src/core/buildPhases';
 import type { JobState } from '../../src/core/jobState';
 import type { z } from 'zod';
 
@@ -84,29 +92,5 @@ export type BuildList = z.infer<typeof buildResponses.builds>;
 export type BuildLog = BuildLogEntry;
 
 /** The build log stream's other events (GET /builds/:id/logs?follow=true): besides `entry`, a BuildLogEntry. */
-export type BuildStreamState = Pick<Build, 'phase' | 'final' | 'digest' | 'message'>;
-export type BuildStreamEnd = Pick<Build, 'phase' | 'digest'>;
-
-/** Quay's phases in the order a build goes through them (core/builds.ts BUILD_PHASES). */
-export const BUILD_PHASES = [
-  'waiting',
-  'build-scheduled',
-  'unpacking',
-  'pulling',
-  'building',
-  'pushing',
-  'complete',
-  'error',
-  'internalerror',
-  'cancelled',
-] as const satisfies readonly BuildPhase[];
-/** Compiles only while BUILD_PHASES names every phase core/builds.ts has. */
-type True<T extends true> = T;
-export type EveryPhaseListed = True<Exclude<BuildPhase, (typeof BUILD_PHASES)[number]> extends never ? true : false>;
-
-/** Cancel is refused from these (core/builds.ts NOT_CANCELLABLE_PHASES); and from any final build. */
-export const NOT_CANCELLABLE_PHASES: readonly BuildPhase[] = ['pushing', 'complete', 'error', 'cancelled'];
-
-export function cancellable(build: Pick<Build, 'phase' | 'final'>): boolean {
-  return !build.final && !NOT_CANCELLABLE_PHASES.includes(build.phase);
-}
+export type BuildStreamState = Extract<BuildStreamEvent, { event: 'build' }>['data'];
+export type BuildStreamEnd = Extract<BuildStreamEvent, { event: 'end' }>['data'];

@@ -54,6 +54,10 @@ export function registerServerCommands(program: Command): void {
     .option('--jobs <n>', 'jobs the local executor runs at once', '2')
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate; needs --tls-key (env DOCKHAND_TLS_CERT)')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env DOCKHAND_TLS_KEY)')
+    .option(
+      '--config <file>',
+      'a YAML config file: build planes (builds:) and DOCKHAND_* settings (env DOCKHAND_CONFIG)',
+    )
     .action(async (opts: UpFlags) => {
       await (await import('../../processes/upProcess.js')).runUp(opts);
     });

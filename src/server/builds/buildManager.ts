@@ -78,14 +78,14 @@ export class BuildManager {
   // --- clients ------------------------------------------------------------------------------------------------------
 
   async submit(me: Principal, body: BuildRequest): Promise<BuildRecord> {
+    const namespace = body.namespace ?? `user:${me.name}`;
+    me.requireNamespace(namespace, 'namespace');
+    await requireNamespaceExists(this.ctx.store.accounts, namespace, 'namespace');
     if (this.planes.size === 0)
       throw new HttpError(
         409,
         'this server runs no build workers: list control planes under builds.EXECUTORS in its config file (docs/builds.md)',
       );
-    const namespace = body.namespace ?? `user:${me.name}`;
-    me.requireNamespace(namespace, 'namespace');
-    await requireNamespaceExists(this.ctx.store.accounts, namespace, 'namespace');
     const missing = await this.ctx.secrets.missing(
       namespace,
       (body.secrets ?? []).filter((n) => n !== DOCKER_AUTH_CONFIG),
@@ -244,17 +244,14 @@ export class BuildManager {
     };
   }
 
-  /** The build and try a job token belongs to; refused (fencing) once the try has ended. */
-  async authWorker(jobToken: string | undefined): Promise<WorkerCall> {
-    if (!jobToken) throw new HttpError(401, "missing credentials: send 'Authorization: Bearer <build job token>'");
-    const found = await this.store.findTryByToken(hashToken(jobToken));
-    if (!found) throw new HttpError(401, 'invalid build job token');
-    if (found.try.endedAt !== null || found.build.final)
+  /** A worker's call, refused (fencing) once its try has ended or its build is final. */
+  current(call: WorkerCall): WorkerCall {
+    if (call.try.endedAt !== null || call.build.final)
       throw new HttpError(
         409,
-        `try ${found.try.number} of build ${found.build.id} has ended (${found.try.outcome ?? found.build.phase}): stop`,
+        `try ${call.try.number} of build ${call.build.id} has ended (${call.try.outcome ?? call.build.phase}): stop`,
       );
-    return found;
+    return call;
   }
 
   async heartbeat(call: WorkerCall): Promise<{ stop: boolean }> {

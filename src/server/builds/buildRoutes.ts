@@ -20,10 +20,19 @@ import { namespaceName } from '../../core/jobSpec.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
 import type { BuildLogRecord, BuildRecord, BuildTryRecord } from '../../store/builds.js';
 import type { ServerContext } from '../context.js';
-import { HttpError, LARGE_BODY_LIMIT, defineRoute, heldRequestSignal, principal, type RouteDef } from '../http.js';
-import type { BuildManager } from './buildManager.js';
+import {
+  HttpError,
+  LARGE_BODY_LIMIT,
+  defineRoute,
+  heldRequestSignal,
+  principal,
+  type AuthContext,
+  type RouteDef,
+} from '../http.js';
+import type { BuildManager, WorkerCall } from './buildManager.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
+const emptyAnswer = z.strictObject({});
 const LOG_PAGE = 1000;
 const LOG_PAGE_MAX = 10_000;
 
@@ -89,9 +98,9 @@ const entryView = (e: BuildLogRecord): BuildLogEntry => ({
 
 export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef<any, any>[] {
   const store = ctx.store.builds;
-  const bearer = (header: string | undefined): string | undefined => {
-    const m = /^Bearer\s+(\S+)$/i.exec(header ?? '');
-    return m?.[1];
+  const worker = (auth: AuthContext): WorkerCall => {
+    if (auth.kind !== 'buildWorker') throw new Error('build worker route without build worker auth');
+    return manager.current(auth);
   };
   return [
     defineRoute({
@@ -293,13 +302,13 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
     defineRoute({
       method: 'POST',
       url: `${BUILD_WORKER_API_PREFIX}/heartbeat`,
-      auth: 'public',
+      auth: 'buildWorker',
       summary: 'A build worker is alive; answers whether it must stop (cancelled, or its try ended)',
       response: 'whether to stop',
       responseSchema: heartbeatResponse,
-      async handler({ req }) {
+      async handler({ auth }) {
         try {
-          return await manager.heartbeat(await manager.authWorker(bearer(req.headers.authorization)));
+          return await manager.heartbeat(worker(auth));
         } catch (err) {
           // An ended try is told to stop, not refused: the worker's loop reads one answer.
           if (err instanceof HttpError && err.statusCode === 409) return { stop: true };
@@ -310,53 +319,53 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
     defineRoute({
       method: 'POST',
       url: `${BUILD_WORKER_API_PREFIX}/phase`,
-      auth: 'public',
+      auth: 'buildWorker',
       body: phaseRequest,
       summary: 'A build worker enters a phase (unpacking, pulling, building, pushing)',
-      response: 'empty',
-      status: 204,
-      async handler({ req, body, reply }) {
-        await manager.setPhase(await manager.authWorker(bearer(req.headers.authorization)), body.phase, body.detail);
-        return reply.code(204).send();
+      response: 'an empty object',
+      responseSchema: emptyAnswer,
+      async handler({ auth, body }) {
+        await manager.setPhase(worker(auth), body.phase, body.detail);
+        return {};
       },
     }),
     defineRoute({
       method: 'POST',
       url: `${BUILD_WORKER_API_PREFIX}/log`,
-      auth: 'public',
+      auth: 'buildWorker',
       body: workerLogRequest,
       bodyLimit: LARGE_BODY_LIMIT,
       summary: "Lines of a build worker's output (secrets are masked again on the server)",
-      response: 'empty',
-      status: 204,
-      async handler({ req, body, reply }) {
-        await manager.appendLog(await manager.authWorker(bearer(req.headers.authorization)), body.lines);
-        return reply.code(204).send();
+      response: 'an empty object',
+      responseSchema: emptyAnswer,
+      async handler({ auth, body }) {
+        await manager.appendLog(worker(auth), body.lines);
+        return {};
       },
     }),
     defineRoute({
       method: 'GET',
       url: `${BUILD_WORKER_API_PREFIX}/context`,
-      auth: 'public',
+      auth: 'buildWorker',
       summary: "The build's uploaded context (tar.gz)",
       response: 'application/gzip',
-      async handler({ req, reply }) {
-        const data = await manager.context(await manager.authWorker(bearer(req.headers.authorization)));
+      async handler({ auth, reply }) {
+        const data = await manager.context(worker(auth));
         return reply.type('application/gzip').send(data);
       },
     }),
     defineRoute({
       method: 'POST',
       url: `${BUILD_WORKER_API_PREFIX}/complete`,
-      auth: 'public',
+      auth: 'buildWorker',
       body: completeRequest,
       summary:
         'A build worker ends its try: complete (with the manifest digest), error (final) or incomplete (retried)',
-      response: 'empty',
-      status: 204,
-      async handler({ req, body, reply }) {
-        await manager.complete(await manager.authWorker(bearer(req.headers.authorization)), body);
-        return reply.code(204).send();
+      response: 'an empty object',
+      responseSchema: emptyAnswer,
+      async handler({ auth, body }) {
+        await manager.complete(worker(auth), body);
+        return {};
       },
     }),
   ];

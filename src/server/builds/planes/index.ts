@@ -23,7 +23,9 @@ export function createPlane(config: PlaneConfig): ControlPlane {
 export async function serverUrlFor(plane: ControlPlane, listening: { port: number; https: boolean }): Promise<string> {
   if (plane.config.SERVER_URL) return plane.config.SERVER_URL.replace(/\/+$/, '');
   const scheme = listening.https ? 'https' : 'http';
-  if (plane instanceof DockerPlane) return `${scheme}://${await plane.gateway()}:${listening.port}`;
+  // On the host's network the worker is where the server is; on a bridge, the host is the bridge's gateway.
+  if (plane instanceof DockerPlane && plane.config.NETWORK !== 'host')
+    return `${scheme}://${await plane.gateway()}:${listening.port}`;
   if (plane instanceof KubernetesPlane) throw new PlaneError('a kubernetes plane needs SERVER_URL');
   return `${scheme}://127.0.0.1:${listening.port}`;
 }
