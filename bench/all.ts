@@ -45,6 +45,12 @@ export const BENCHES: Bench[] = [
     script: 'kubernetesFirstLog.js',
     tiny: { env: { BENCH_JOBS: '1', BENCH_WARMUP: '0', BENCH_WRITE: '0' } },
   },
+  {
+    name: 'builds',
+    script: 'buildManager.js',
+    // The process plane alone: the container planes' image builds would double the suite's time for no new proof.
+    tiny: { env: { BENCH_BUILDS: '1', BENCH_WARMUP: '0', BENCH_PLANES: 'process', BENCH_WRITE: '0' } },
+  },
   { name: 'soak', script: 'soak.js', tiny: { args: ['--tiny'] }, onlyWhenNamed: true },
 ];
 

@@ -35,11 +35,19 @@ const TAIL_LINES = 8;
 export async function runBuildWorker(opts: WorkerOptions): Promise<number> {
   const client = new WorkerClient(opts.server.replace(/\/+$/, ''));
   let pack: BuildPack;
+  // Stopped before it has a build (its plane gave up on it), it just ends: as PID 1 in a pod, a signal without a
+  // handler would be ignored.
+  const early = (): never => process.exit(143);
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   try {
     pack = await client.register(opts.registrationToken.trim());
   } catch (err) {
     process.stderr.write(`build-worker: cannot register: ${(err as Error).message}\n`);
     return 2;
+  } finally {
+    process.off('SIGTERM', early);
+    process.off('SIGINT', early);
   }
   const base = opts.workDir ?? os.tmpdir();
   await mkdir(base, { recursive: true });

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const ALL = path.join(ROOT, 'dist-bench/bench/all.js');
-const NAMES = ['docker-overhead', 'store', 'peers', 'throughput', 'latency', 'logs', 'kubernetes', 'soak'];
+const NAMES = ['docker-overhead', 'store', 'peers', 'throughput', 'latency', 'logs', 'kubernetes', 'builds', 'soak'];
 
 function runTiny(name: string): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {

@@ -1,6 +1,6 @@
 // The build manager end to end on the process and command planes: real server processes with a config file, real
 // workers running Debian's buildah, a real registry with htpasswd auth, a real git server. (The container planes,
-// docker and kubernetes, are in planes.test.ts; the same manager drives them.)
+// docker and kubernetes, are in containerPlanes.test.ts, and every plane's contract in planes.test.ts.)
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

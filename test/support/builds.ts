@@ -15,16 +15,17 @@ export interface BuildServer {
   stop(): Promise<void>;
 }
 
-/** A server (on 0.0.0.0 when containers must reach it) whose config file holds `builds`. */
+/** A server (on 0.0.0.0 when containers must reach it; on `port` when its config must name it) whose config file holds `builds`. */
 export async function startBuildServer(
   builds: Record<string, unknown>,
-  opts: { host?: string; env?: NodeJS.ProcessEnv } = {},
+  opts: { host?: string; env?: NodeJS.ProcessEnv; port?: number } = {},
 ): Promise<BuildServer> {
   const dir = await tempDir('builds');
   const configFile = path.join(dir, 'dockhand.yaml');
   writeFileSync(configFile, YAML.stringify({ builds }));
   const server = await startServer({
     host: opts.host,
+    port: opts.port,
     args: ['--config', configFile],
     env: opts.env,
     name: 'build-server',

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT } from './root.js';
 
 /**
  * Debian's static busybox on an empty rootfs; PATH=/bin, CMD /bin/sh, runs as root.
@@ -269,7 +269,6 @@ export async function ensureGitTestImage(): Promise<void> {
 /** The build workers' image as the tests make it: this checkout's dist/ on the cached base (never the release's tag). */
 export const BUILD_WORKER_TEST_IMAGE = 'dockhand/build-worker:test';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BUILD_WORKER_STAMP = path.join(os.tmpdir(), 'dockhand-build-worker-image.run');
 let buildWorkerImage: Promise<string> | undefined;
 

@@ -4,12 +4,12 @@ import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { mkdtemp, readFile, realpath } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.js';
+import { ROOT } from './root.js';
 import { request } from './request.js';
 import { until } from './wait.js';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export { ROOT };
 export const CLI = path.join(ROOT, 'dist/cli/main.js');
 export const OUTPUT_DIR = path.join(ROOT, 'test-output');
 

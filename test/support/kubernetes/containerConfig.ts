@@ -1,6 +1,6 @@
 // A container spec turned into a Docker create body, the way the kubelet turns it into a CRI container config:
-// command/args with $(VAR) expansion, env (values, Secret keys, downward API fields), mounts, limits and the
-// security context.
+// command/args with $(VAR) expansion, env (values, Secret keys, downward API fields), mounts, limits, the
+// security context and a shared process namespace.
 import path from 'node:path';
 import type { ContainerCreateOptions } from 'dockerode';
 import type { ObjectStore } from './objectStore.js';
@@ -203,6 +203,8 @@ export function containerCreateOptions(plan: ContainerPlan): ContainerCreateOpti
       // The pod's containers share the sandbox's network and IPC namespaces, as behind a pause container.
       NetworkMode: `container:${plan.sandboxId}`,
       IpcMode: `container:${plan.sandboxId}`,
+      // shareProcessNamespace: the sandbox's process is PID 1 for every container of the pod, as pause is.
+      ...(pod.spec.shareProcessNamespace === true ? { PidMode: `container:${plan.sandboxId}` } : {}),
       Mounts: mounts,
       ...(memory ? { Memory: memory, MemorySwap: memory } : {}),
       ...(cpuLimit ? { NanoCpus: Math.round(cpuLimit * 1e9) } : {}),

@@ -37,6 +37,10 @@ export function workerJobManifest(config: KubernetesPlaneConfig, launch: WorkerL
         metadata: { labels },
         spec: {
           restartPolicy: 'Never',
+          // The pod's pause process is PID 1, as Docker's init is for the docker plane: the worker, not PID 1, then
+          // dies of the SIGTERM that stop() sends before it has registered (PID 1 ignores signals it does not
+          // handle), instead of living on through the grace period.
+          shareProcessNamespace: true,
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           ...(config.SERVICE_ACCOUNT_NAME ? { serviceAccountName: config.SERVICE_ACCOUNT_NAME } : {}),
