@@ -7,7 +7,8 @@
 //   bare         `buildah bud` into empty storage (pulling the base) + `buildah push`, as the worker does it, timed
 //                on the host.
 //
-// Every build's Dockerfile differs in one ARG (so no layer cache is hit, as the bare build has none), pulls a
+// Every build's Dockerfile differs in one ARG (so no layer cache is hit; LAYER_CACHE is off but for the
+// process-layer-cache row, which shows what pushing layers to the build cache costs), pulls a
 // busybox base from a local registry with htpasswd auth, runs one RUN and copies one file. Planes: process, docker
 // (runc), docker (runsc-net: gVisor with host networking; this gVisor cannot run buildah's RUN steps, so only its
 // registration is timed) and kubernetes on the API test double (pods run in Docker). Builds are run one at a time.
@@ -31,14 +32,19 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 1);
 const POLL_MS = Number(process.env.BENCH_POLL_MS ?? 20);
 const USER = 'bench';
 const PASSWORD = 'bench-registry-password';
-const ALL_PLANES = ['process', 'docker-runc', 'docker-runsc', 'kubernetes'] as const;
+const ALL_PLANES = ['process', 'process-layer-cache', 'docker-runc', 'docker-runsc', 'kubernetes'] as const;
 type PlaneName = (typeof ALL_PLANES)[number];
 const PLANES = (process.env.BENCH_PLANES?.split(',') ?? ALL_PLANES) as PlaneName[];
 
 interface Sample {
   registeredMs: number;
   pushedMs?: number;
+  /** Time in each phase (ms), from the build's phase history. */
+  phases?: Record<string, number>;
 }
+
+/** Where the time goes: each phase's share, from its start to the next phase's. */
+const SPANS = ['waiting', 'build-scheduled', 'unpacking', 'pulling', 'building', 'pushing'] as const;
 
 function dockerfile(base: string, n: string): string {
   return `FROM ${base}\nARG N\nRUN echo "build $N" > /n\nCOPY hello.txt /hello.txt\n`;
@@ -108,6 +114,8 @@ interface PlaneSetup {
   registryHost: string;
   /** Builds fail on this plane (gVisor): only registration is timed. */
   registrationOnly?: boolean;
+  /** LAYER_CACHE on: the worker also pushes its layers to the build cache (off elsewhere, as the bare build has none). */
+  layerCache?: boolean;
 }
 
 async function once(url: string, setup: PlaneSetup, n: string): Promise<Sample> {
@@ -125,7 +133,7 @@ async function once(url: string, setup: PlaneSetup, n: string): Promise<Sample> 
   let pushedMs: number | undefined;
   for (;;) {
     const detail = await call<{
-      build: { phase: string; final: boolean; message: string | null };
+      build: { phase: string; final: boolean; message: string | null; phases: { phase: string; at: number }[] };
       tries: { registeredAt: number | null }[];
     }>(url, 'GET', `/builds/${build.id}`);
     const registeredAt = detail.tries[0]?.registeredAt;
@@ -135,7 +143,10 @@ async function once(url: string, setup: PlaneSetup, n: string): Promise<Sample> 
     }
     if (detail.build.phase === 'complete') {
       pushedMs = performance.now() - started;
-      return { registeredMs: (registeredAt ?? Date.now()) - t0, pushedMs };
+      const phases: Record<string, number> = {};
+      const list = detail.build.phases;
+      for (let i = 0; i + 1 < list.length; i++) phases[list[i].phase] = list[i + 1].at - list[i].at;
+      return { registeredMs: (registeredAt ?? Date.now()) - t0, pushedMs, phases };
     }
     if (detail.build.final) throw new Error(`build ${build.id} ended ${detail.build.phase}: ${detail.build.message}`);
     await sleep(POLL_MS);
@@ -181,6 +192,11 @@ async function main(): Promise<void> {
     const common = { WORKER_IMAGE: workerImage, WORKER_TAG: workerTag, SETUP_TIME: 120 };
     const setups: Record<PlaneName, () => Promise<PlaneSetup>> = {
       process: async () => ({ plane: { EXECUTOR: 'process', NAME: 'process', SETUP_TIME: 60 }, registryHost: local }),
+      'process-layer-cache': async () => ({
+        plane: { EXECUTOR: 'process', NAME: 'process', SETUP_TIME: 60 },
+        registryHost: local,
+        layerCache: true,
+      }),
       'docker-runc': async () => ({
         plane: { EXECUTOR: 'docker', NAME: 'runc', DOCKER_RUNTIME: 'runc', ...common },
         registryHost: `${dockerGateway}:${registry.port}`,
@@ -208,6 +224,7 @@ async function main(): Promise<void> {
       const server = await startBuildServer(dir, port, {
         RETRY_AFTER: 0,
         MAX_TRIES: 1,
+        LAYER_CACHE: setup.layerCache ?? false,
         INSECURE_REGISTRIES: [`${dockerGateway}:${registry.port}`, ...(kubeHost ? [kubeHost] : [])],
         // Pods reach this server through the double's network gateway.
         EXECUTORS: [
@@ -253,6 +270,12 @@ async function report(samples: Map<PlaneName, Sample[]>, bareMs: number[]): Prom
     const pushed = list.every((s) => s.pushedMs !== undefined) ? summarize(list.map((s) => s.pushedMs!)) : undefined;
     return `| ${name} | ${list.length} | ${fmtMs(reg.median)} | ${pushed ? fmtMs(pushed.median) : 'fails (see below)'} | ${pushed ? fmtMs(pushed.p90) : '–'} | ${pushed ? fmtRatio(pushed.median / floor.median) : '–'} |`;
   });
+  const spanRows = [...samples]
+    .filter(([, list]) => list.every((s) => s.phases))
+    .map(
+      ([name, list]) =>
+        `| ${name} | ${SPANS.map((p) => fmtMs(summarize(list.map((s) => s.phases![p] ?? 0)).median)).join(' | ')} |`,
+    );
   const body = [
     '## Image builds: submit → registered, submit → pushed, per control plane',
     '',
@@ -261,6 +284,12 @@ async function report(samples: Map<PlaneName, Sample[]>, bareMs: number[]): Prom
     '| plane | builds | submit → registered | submit → pushed | p90 | pushed / bare |',
     '|---|---|---|---|---|---|',
     ...rows,
+    '',
+    "Where the time goes (median ms in each phase; build-scheduled includes starting the worker and its registration; the worker pushes its layers to the repository's build cache as it builds, which the bare build does not):",
+    '',
+    `| plane | ${SPANS.join(' | ')} |`,
+    `|---|${SPANS.map(() => '---').join('|')}|`,
+    ...spanRows,
     '',
     'docker-runsc: under the gVisor Debian ships (2022-12) buildah cannot unpack a layer (docs/build-workers.md), so only its registration is timed.',
     `Machine: ${describeMachine()}; Node ${process.version}. Run: \`npm run bench:builds\`.`,

@@ -240,7 +240,7 @@ export class BuildManager {
       dockerAuthConfig: auth,
       secrets,
       insecureRegistries: [...new Set([...insecure, ...this.config.INSECURE_REGISTRIES])],
-      cacheRepository: `${build.repository}/buildcache`,
+      cacheRepository: this.config.LAYER_CACHE ? `${build.repository}/buildcache` : null,
     };
   }
 

@@ -135,6 +135,11 @@ export const buildsConfig = z
     MAXIMUM_QUEUED_BUILDS_COUNT: z.number().int().min(1).max(100_000).default(100),
     /** Largest uploaded context, e.g. 64Mi. */
     MAXIMUM_CONTEXT_SIZE: memoryQuantity.default('64Mi'),
+    /**
+     * Reuse the layers of a repository's earlier builds: workers push their intermediate layers to
+     * REPOSITORY/buildcache and pull what matches from there. Costs every build those pushes (BENCHMARKS.md).
+     */
+    LAYER_CACHE: z.boolean().default(true),
     /** Registries pushed to and pulled from over plain HTTP besides loopback ones, as host:port. */
     INSECURE_REGISTRIES: z
       .array(z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'must be host or host:port'))
@@ -160,6 +165,7 @@ export const buildsConfig = z
     RETRY_AFTER: 30,
     MAXIMUM_QUEUED_BUILDS_COUNT: 100,
     MAXIMUM_CONTEXT_SIZE: '64Mi',
+    LAYER_CACHE: true,
     INSECURE_REGISTRIES: [],
     EXECUTORS: [],
   });
