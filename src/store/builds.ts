@@ -579,18 +579,25 @@ export class Builds {
 
   /**
    * Unended tries that have expired: a worker that did not register by setupDeadline, a registered one whose last
-   * heartbeat is older than now - heartbeatTimeoutMs, or a try of a build started more than maxBuildMs ago.
+   * heartbeat is older than now - heartbeatTimeoutMs, or a try of a build started more than maxBuildMs ago; and a
+   * try claimed more than launchTimeoutMs ago that never got a worker (its scheduler stopped in between).
    */
-  async expiredTries(now: number, heartbeatTimeoutMs: number, maxBuildMs: number): Promise<BuildTryRecord[]> {
+  async expiredTries(
+    now: number,
+    heartbeatTimeoutMs: number,
+    maxBuildMs: number,
+    launchTimeoutMs = 60_000,
+  ): Promise<BuildTryRecord[]> {
     // "Started" is the build's start (its first claim): the longest a build may run bounds all its tries together.
     const rows = await this.sql.all(
       `SELECT t.* FROM build_tries t JOIN builds b ON b.id = t.build_id
        WHERE t.ended_at IS NULL AND (
          (t.registered_at IS NULL AND t.setup_deadline < $1)
          OR (t.registered_at IS NOT NULL AND t.last_heartbeat_at < $2)
-         OR b.started_at < $3)
+         OR b.started_at < $3
+         OR (t.setup_deadline IS NULL AND t.started_at < $4))
        ORDER BY t.build_id, t.number`,
-      [now, now - heartbeatTimeoutMs, now - maxBuildMs],
+      [now, now - heartbeatTimeoutMs, now - maxBuildMs, now - launchTimeoutMs],
     );
     return rows.map(toTry);
   }
@@ -656,11 +663,17 @@ export class Builds {
   }
 
   /** Image-pushed events with id > afterId, oldest first. */
-  async listImagePushes(filter: { afterId?: number; image?: string; limit: number }): Promise<ImagePushRecord[]> {
+  async listImagePushes(filter: {
+    afterId?: number;
+    image?: string;
+    buildId?: number;
+    limit: number;
+  }): Promise<ImagePushRecord[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     if (filter.afterId !== undefined) where.push(`id > $${params.push(filter.afterId)}`);
     if (filter.image !== undefined) where.push(`image = $${params.push(filter.image)}`);
+    if (filter.buildId !== undefined) where.push(`build_id = $${params.push(filter.buildId)}`);
     const rows = await this.sql.all(
       `SELECT * FROM image_pushes ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT $${params.push(filter.limit)}`,
       params,

@@ -496,6 +496,15 @@ export function buildsContract(name: string, open: () => Promise<Store>): void {
       expect((await store.builds.expiredTries(now, HEARTBEAT, MAX)).map((t) => t.buildId)).toEqual([ids[1], ids[2]]);
     });
 
+    it('expires a try that never got a worker (its scheduler stopped between claim and launch)', async () => {
+      const orphan = await create({ repository: 'r.example.com/orphan' });
+      await store.builds.claimNext(T0, 10);
+      expect(await store.builds.expiredTries(T0 + 59_000, 60_000, 3_600_000, 60_000)).toEqual([]);
+      expect((await store.builds.expiredTries(T0 + 61_000, 60_000, 3_600_000, 60_000)).map((t) => t.buildId)).toEqual([
+        orphan.id,
+      ]);
+    });
+
     it('lists ended tries whose worker is still to be stopped', async () => {
       const a = await create({ repository: 'r.example.com/a' });
       const b = await create({ repository: 'r.example.com/b' });
@@ -572,6 +581,9 @@ export function buildsContract(name: string, open: () => Promise<Store>): void {
         'v2',
       ]);
       expect((await store.builds.listImagePushes({ limit: 1 })).map((p) => p.tag)).toEqual(['v0']);
+      expect((await store.builds.listImagePushes({ buildId: pushes[1].buildId, limit: 10 })).map((p) => p.tag)).toEqual(
+        ['v1'],
+      );
       expect(await store.builds.latestPushed('r.example.com/a')).toMatchObject({ tag: 'v2' });
       expect(await store.builds.latestPushed('r.example.com/b')).toMatchObject({ tag: 'v1' });
     });

@@ -5,6 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
   ARCHIVED_PHASES,
+  MAX_BUILD_TAGS,
   NOT_CANCELLABLE_PHASES,
   parseImageRef,
   type BuildPack,
@@ -36,6 +37,8 @@ const LEASE_TTL_MS = 15_000;
 export const SCHEDULER_PERIOD_MS = 1_000;
 /** Extra life of a registration token beyond the plane's SETUP_TIME (Quay's SETUP_LEEWAY_SECONDS). */
 const REGISTRATION_LEEWAY_S = 30;
+/** Longer log lines are cut (buildah's lines are short; a RUN step may print anything). */
+const MAX_LOG_LINE = 8 * 1024;
 /** An internal error gives its try back, but never more than this many times per build (a worker that always fails). */
 const MAX_RESTORED_TRIES = 5;
 
@@ -52,6 +55,10 @@ export class BuildManager {
   private ticking: Promise<void> | undefined;
   private again = false;
   private stopped = true;
+  /** Whether this replica held the scheduler's lease at its last look. */
+  private leading = false;
+  /** The last log seq each build reached, as this replica saw it (the log's size bound). */
+  private readonly logLines = new Map<number, number>();
   /** Each build's redactor, made from its secrets when first needed on this replica. */
   private readonly redactors = new Map<number, Promise<Redactor>>();
 
@@ -93,6 +100,14 @@ export class BuildManager {
     if (missing.length)
       throw badRequest('invalid build', [
         { field: 'secrets', message: `no secret ${missing.join(', ')} in ${namespace} or global` },
+      ]);
+    if ('git' in body.context && body.context.git.url.startsWith('file://') && !this.config.ALLOW_LOCAL_REPOSITORIES)
+      throw badRequest('invalid build', [
+        {
+          field: 'context.git.url',
+          message:
+            "file:// URLs are paths on the worker's host and are refused (builds.ALLOW_LOCAL_REPOSITORIES: true allows them, for development)",
+        },
       ]);
     const repository = parseImageRef(body.tags[0])!.repository;
     const commit = body.commit ?? ('git' in body.context ? body.context.git.commit : null);
@@ -270,10 +285,31 @@ export class BuildManager {
   async appendLog(call: WorkerCall, lines: string[]): Promise<void> {
     const redactor = await this.redactorOf(call.build);
     const now = Date.now();
-    await this.store.appendLog(
-      call.build.id,
-      lines.map((line) => ({ at: now, try: call.try.number, kind: 'log' as const, text: redactor.redact(line) })),
-    );
+    const id = call.build.id;
+    // The log's size is bounded: past MAXIMUM_LOG_LINES entries one note says so and the rest is dropped (each line
+    // is cut at MAX_LOG_LINE characters). The count is this replica's view, refreshed from each append's answer.
+    const seen = this.logLines.get(id) ?? 0;
+    const room = this.config.MAXIMUM_LOG_LINES - seen;
+    if (room <= 0) {
+      await this.store.heartbeat(id, call.try.number, now);
+      return;
+    }
+    const kept = lines.slice(0, room).map((line) => ({
+      at: now,
+      try: call.try.number,
+      kind: 'log' as const,
+      text: redactor.redact(line.length > MAX_LOG_LINE ? `${line.slice(0, MAX_LOG_LINE)} [line cut]` : line),
+    }));
+    const stored = await this.store.appendLog(id, kept);
+    const last = stored[stored.length - 1]?.seq ?? seen;
+    this.logLines.set(id, last);
+    if (last >= this.config.MAXIMUM_LOG_LINES)
+      await this.log(
+        id,
+        call.try.number,
+        'system',
+        `the log reached MAXIMUM_LOG_LINES (${this.config.MAXIMUM_LOG_LINES}): the rest of the output is dropped`,
+      );
     // A log line is a sign of life, as in Quay.
     await this.store.heartbeat(call.build.id, call.try.number, now);
     this.ctx.events.emit({ type: 'build.output', buildId: call.build.id });
@@ -304,8 +340,7 @@ export class BuildManager {
       const ok = await this.endTry(call.try, build, 'complete', null, { digest: body.digest, pushes });
       if (!ok) throw new HttpError(409, `try ${call.try.number} of build ${build.id} has ended: stop`);
       await this.log(build.id, call.try.number, 'system', `pushed ${build.spec.tags.join(', ')} at ${body.digest}`);
-      const events = await this.store.listImagePushes({ limit: 1000, image: build.repository });
-      for (const e of events.filter((e) => e.buildId === build.id))
+      for (const e of await this.store.listImagePushes({ buildId: build.id, limit: MAX_BUILD_TAGS }))
         this.ctx.events.emit({ type: 'image.pushed', ...e });
       return;
     }
@@ -352,7 +387,15 @@ export class BuildManager {
   async tick(): Promise<void> {
     const now = Date.now();
     if (this.ctx.storage.current) return;
-    if (!(await this.store.acquireLease(SCHEDULER_LEASE, this.holder, now, LEASE_TTL_MS))) return;
+    const leading = await this.store.acquireLease(SCHEDULER_LEASE, this.holder, now, LEASE_TTL_MS);
+    if (leading !== this.leading) {
+      this.leading = leading;
+      this.ctx.log.info(
+        { holder: this.holder },
+        leading ? 'this replica now schedules builds' : 'another replica schedules builds',
+      );
+    }
+    if (!leading) return;
     for (const t of await this.store.expiredTries(
       now,
       this.config.HEARTBEAT_TIMEOUT * 1000,
@@ -360,13 +403,16 @@ export class BuildManager {
     )) {
       const build = await this.store.get(t.buildId);
       if (!build) continue;
-      const why =
-        t.registeredAt === null
+      const why = !t.plane
+        ? 'no worker was started for it (its scheduler stopped before it could)'
+        : t.registeredAt === null
           ? `the worker did not register within plane ${t.plane}'s SETUP_TIME`
           : build.startedAt !== null && now - build.startedAt > this.config.MACHINE_MAX_TIME * 1000
             ? `the build ran longer than MACHINE_MAX_TIME (${this.config.MACHINE_MAX_TIME}s)`
             : `no heartbeat from the worker for ${this.config.HEARTBEAT_TIMEOUT}s`;
-      await this.endTry(t, build, 'expired', why, { failedPlane: t.registeredAt === null ? t.plane : undefined });
+      await this.endTry(t, build, 'expired', why, {
+        failedPlane: t.registeredAt === null && t.plane ? t.plane : undefined,
+      });
     }
     for (const t of await this.store.unstoppedTries(20)) await this.stopWorker(t);
     while (!this.stopped) {
@@ -488,6 +534,7 @@ export class BuildManager {
       if (build.startedAt !== null)
         this.metrics.duration.observe({ outcome: end.phase, plane }, (now - build.startedAt) / 1000);
       this.redactors.delete(build.id);
+      this.logLines.delete(build.id);
     }
     this.changed({ id: t.buildId, phase: end.phase, final: end.final });
     this.kick();

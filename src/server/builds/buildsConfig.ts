@@ -140,6 +140,10 @@ export const buildsConfig = z
      * REPOSITORY/buildcache and pull what matches from there. Costs every build those pushes (BENCHMARKS.md).
      */
     LAYER_CACHE: z.boolean().default(true),
+    /** Entries a build's log keeps; past it the output is dropped, with a note. */
+    MAXIMUM_LOG_LINES: z.number().int().min(100).max(10_000_000).default(100_000),
+    /** Development only: let builds fetch file:// git URLs, which are paths on the worker's host. */
+    ALLOW_LOCAL_REPOSITORIES: z.boolean().default(false),
     /** Registries pushed to and pulled from over plain HTTP besides loopback ones, as host:port. */
     INSECURE_REGISTRIES: z
       .array(z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'must be host or host:port'))
@@ -166,6 +170,8 @@ export const buildsConfig = z
     MAXIMUM_QUEUED_BUILDS_COUNT: 100,
     MAXIMUM_CONTEXT_SIZE: '64Mi',
     LAYER_CACHE: true,
+    MAXIMUM_LOG_LINES: 100_000,
+    ALLOW_LOCAL_REPOSITORIES: false,
     INSECURE_REGISTRIES: [],
     EXECUTORS: [],
   });
