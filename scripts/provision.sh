@@ -14,6 +14,12 @@ DOCKER_PIDFILE=/var/run/docker.pid
 DOCKERD_LOG=/var/log/dockerd.log
 # Debian's runsc package puts it here; a fixed path keeps daemon.json stable between runs.
 RUNSC=/usr/bin/runsc
+# Build workers run buildah under gVisor, which needs a newer runsc than Debian 12's (2022-12: its mount(2) refuses
+# the MS_REC and MS_REMOUNT flags buildah uses). Debian 13's package (a static binary) is fetched from Debian's pool,
+# checked against this digest, and kept next to the system one.
+RUNSC_NET=/usr/local/lib/dockhand/runsc-20240729
+RUNSC_NET_DEB=pool/main/g/golang-gvisor-gvisor/runsc_0.0~20240729.0-4+b7_amd64.deb
+RUNSC_NET_DEB_SHA256=3c25a5130dfac2f71237d5baad56ac86a255de87a0400f11b36a555156dc325a
 
 say() { echo "provision.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -36,6 +42,7 @@ why=()       # what was missing, for the message to a non-root user
 need() { missing+=("$1"); why+=("$1 ($2)"); }
 
 have git || need git "git"
+have curl || need curl "curl (fetches the newer runsc)"
 { have dockerd && have docker; } || need docker.io "dockerd and docker"
 [ -x "$RUNSC" ] || need runsc "$RUNSC"
 have docker-registry || need docker-registry "docker-registry"
@@ -66,20 +73,35 @@ if [ ${#missing[@]} -gt 0 ]; then
   busybox_is_static || die "/bin/busybox is still not a static executable after installing busybox-static"
 fi
 
+# --- a newer runsc for build workers ----------------------------------------------------------------
+if [ ! -x "$RUNSC_NET" ]; then
+  is_root || die "missing $RUNSC_NET (Debian 13's runsc, for gVisor build workers); run this script as root"
+  say "fetching Debian 13's runsc into $RUNSC_NET"
+  tmp=$(mktemp -d)
+  curl -fsSL --max-time 300 -o "$tmp/runsc.deb" "http://deb.debian.org/debian/$RUNSC_NET_DEB" ||
+    die "cannot download http://deb.debian.org/debian/$RUNSC_NET_DEB"
+  echo "$RUNSC_NET_DEB_SHA256  $tmp/runsc.deb" | sha256sum -c --quiet - || die "$RUNSC_NET_DEB does not have the expected sha256"
+  dpkg-deb -x "$tmp/runsc.deb" "$tmp/root"
+  mkdir -p "$(dirname "$RUNSC_NET")"
+  install -m 0755 "$tmp/root/usr/bin/runsc" "$RUNSC_NET"
+  rm -rf "$tmp"
+fi
+
 # --- gVisor registered with Docker -----------------------------------------------------------------
 # Two registrations of the same runsc:
 #   runsc      --network=none: no network at all (the step containers of untrusted jobs; the tests rely on it).
-#   runsc-net  --network=host: gVisor passes its network calls through to the container's own network namespace
-#              (Docker's bridge), so the container has the network Docker gave it (the build workers pull and push).
+#   runsc-net  Debian 13's runsc with --network=host: gVisor passes its network calls through to the container's
+#              own network namespace (Docker's bridge), so the container has the network Docker gave it (the build
+#              workers pull and push), and its kernel supports the mounts buildah makes.
 # Merges {"runtimes": {"runsc": ..., "runsc-net": ...}} into daemon.json, keeping every other key and runtime.
 # Prints "changed" when it wrote the file (or, with --check, when it would).
 merge_daemon_json() {
   node -e '
     const fs = require("fs");
-    const [file, runsc, mode] = process.argv.slice(1);
+    const [file, runsc, runscNet, mode] = process.argv.slice(1);
     const want = {
       runsc: { path: runsc, runtimeArgs: ["--network=none"] },
-      "runsc-net": { path: runsc, runtimeArgs: ["--network=host"] },
+      "runsc-net": { path: runscNet, runtimeArgs: ["--network=host"] },
     };
     let conf = {};
     if (fs.existsSync(file)) {
@@ -100,14 +122,14 @@ merge_daemon_json() {
       fs.renameSync(file + ".tmp", file);
     }
     console.log("changed");
-  ' "$DAEMON_JSON" "$RUNSC" "$@"
+  ' "$DAEMON_JSON" "$RUNSC" "$RUNSC_NET" "$@"
 }
 
 daemon_json_changed=
 # An assignment, so that an unreadable daemon.json stops the script (set -e).
 needs_change=$(merge_daemon_json --check)
 if [ -n "$needs_change" ]; then
-  is_root || die "$DAEMON_JSON must register runsc and runsc-net ({\"runtimes\": {\"runsc\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=none\"]}, \"runsc-net\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=host\"]}}}); run this script as root"
+  is_root || die "$DAEMON_JSON must register runsc and runsc-net ({\"runtimes\": {\"runsc\": {\"path\": \"$RUNSC\", \"runtimeArgs\": [\"--network=none\"]}, \"runsc-net\": {\"path\": \"$RUNSC_NET\", \"runtimeArgs\": [\"--network=host\"]}}}); run this script as root"
   say "registering runsc and runsc-net in $DAEMON_JSON"
   merge_daemon_json >/dev/null
   daemon_json_changed=1
@@ -162,7 +184,7 @@ serves_runtimes() {
   local runtimes
   runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null) || return 1
   case "$runtimes" in *"\"runsc\":{\"path\":\"$RUNSC\",\"runtimeArgs\":[\"--network=none\"]}"*) ;; *) return 1 ;; esac
-  case "$runtimes" in *"\"runsc-net\":{\"path\":\"$RUNSC\",\"runtimeArgs\":[\"--network=host\"]}"*) ;; *) return 1 ;; esac
+  case "$runtimes" in *"\"runsc-net\":{\"path\":\"$RUNSC_NET\",\"runtimeArgs\":[\"--network=host\"]}"*) ;; *) return 1 ;; esac
 }
 
 # dockerd reloads its runtimes on SIGHUP (they are all this script writes), leaving running containers alone.

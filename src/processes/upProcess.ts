@@ -162,6 +162,8 @@ async function localBuildPlane(): Promise<{ plane?: PlaneConfig; note: string }>
   const image = 'dockhand/build-worker';
   try {
     await new Docker().getImage(`${image}:${VERSION}`).inspect();
+    // The container needs podman's seccomp profile (docs/build-workers.md); without it, try buildah here.
+    if (!existsSync('/usr/share/containers/seccomp.json')) throw new Error('no seccomp profile');
     return {
       // `up` listens on loopback: the worker shares this host's network to reach it (and a registry on 127.0.0.1).
       plane: planeConfig.parse({

@@ -148,7 +148,7 @@ for (const runtime of ['runc', 'runsc-net']) {
       {
         name: 'an OCI runtime the engine does not know',
         make: () => dockerPlane(runtime, { DOCKER_RUNTIME: 'no-such-runtime' }),
-        message: /^cannot (create|start) the worker container: .*no-such-runtime/,
+        message: /^DOCKER_RUNTIME no-such-runtime is not registered with the engine \(it has .*runc/,
       },
     ],
   });

@@ -286,26 +286,21 @@ export function registerBuildCommands(program: Command): void {
       print(opts.json ?? false, b, () => `build ${b.id} ${b.phase}`);
     });
 
-  program
+  const worker = program
     .command('build-worker')
     .description(
       'Run one build as an ephemeral worker (started by a control plane; the token comes on stdin or a file)',
-    )
+    );
+  // Its options and action live with the worker, which also runs on its own (buildWorker/main.ts).
+  worker
     .requiredOption('--server <url>', 'the Dockhand server')
     .option(
       '--token-file <file>',
       'read the registration token from this file (removed after reading) instead of stdin',
     )
     .action(async (opts: { server: string; tokenFile?: string }) => {
-      const { readRegistrationToken, runBuildWorker } = await import('../../buildWorker/buildWorker.js');
-      const registrationToken = await readRegistrationToken(opts.tokenFile);
-      if (!registrationToken) throw new CliError('no registration token (give it on stdin or with --token-file)', 2);
-      process.exitCode = await runBuildWorker({
-        server: opts.server,
-        registrationToken,
-        workDir: process.env.DOCKHAND_BUILD_WORK_DIR,
-        buildah: process.env.DOCKHAND_BUILD_BUILDAH,
-      });
+      const { runWorkerCommand } = await import('../../buildWorker/main.js');
+      await runWorkerCommand(opts);
     });
 }
 

@@ -31,24 +31,36 @@ function tarOf(file: string, content: string): Promise<Buffer> {
 }
 
 /**
- * What buildah needs from the container (measured: docs/build-workers.md): to make a user namespace, which Docker's
- * default seccomp profile refuses. Podman's profile allows it and keeps a filter on everything else; without one,
- * no filter. No CAP_SYS_ADMIN: buildah then maps ids in a user namespace of its own and needs only Docker's default
- * capabilities.
+ * What buildah needs from the container (measured: docs/build-workers.md). Under runc: to make a user namespace,
+ * which Docker's default seccomp profile refuses; podman's profile allows it and keeps a filter on everything else,
+ * and with no CAP_SYS_ADMIN buildah maps ids in a user namespace of its own with Docker's default capabilities.
+ * Under gVisor: CAP_SYS_ADMIN, which there is gVisor's kernel's, not the host's; mounts and namespaces never reach
+ * the host kernel.
  */
-export function sandboxOptions(seccompProfile: string | undefined): { SecurityOpt: string[] } {
+export function sandboxOptions(
+  sandbox: 'runc' | 'gvisor',
+  seccompProfile: string | undefined,
+): { CapAdd?: string[]; SecurityOpt?: string[] } {
+  if (sandbox === 'gvisor') return { CapAdd: ['SYS_ADMIN'] };
   return { SecurityOpt: [`seccomp=${seccompProfile ?? 'unconfined'}`] };
 }
 
-/** The profile's JSON (the engine takes it inline), or undefined for none: SECCOMP_PROFILE, else podman's if here. */
-export function readSeccompProfile(setting: string | undefined): string | undefined {
-  if (setting === 'unconfined') return undefined;
+/**
+ * The profile's JSON (the engine takes it inline), undefined for "unconfined", or why there is none: SECCOMP_PROFILE,
+ * else podman's. A missing profile is never quietly replaced by no filter.
+ */
+export function readSeccompProfile(setting: string | undefined): { json?: string; problem?: string } {
+  if (setting === 'unconfined') return {};
   const file = setting ?? PODMAN_SECCOMP_PROFILE;
   try {
-    return JSON.stringify(JSON.parse(readFileSync(file, 'utf8')));
+    return { json: JSON.stringify(JSON.parse(readFileSync(file, 'utf8'))) };
   } catch (err) {
-    if (setting) throw new PlaneError(`SECCOMP_PROFILE ${setting}: cannot read it as JSON (${(err as Error).message})`);
-    return undefined;
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    return {
+      problem: setting
+        ? `SECCOMP_PROFILE ${setting}: cannot read it as a JSON seccomp profile (${why})`
+        : `no seccomp profile for the worker: podman's ${PODMAN_SECCOMP_PROFILE} is not on this host (${why}); install containers-common, or set SECCOMP_PROFILE to a profile file, or to "unconfined"`,
+    };
   }
 }
 
@@ -59,7 +71,7 @@ const statusOf = (err: unknown): number | undefined => (err as { statusCode?: nu
 
 export class DockerPlane implements ControlPlane {
   private readonly docker: Docker;
-  private readonly seccomp: string | undefined;
+  private readonly seccomp: { json?: string; problem?: string };
 
   constructor(readonly config: DockerPlaneConfig) {
     this.docker = config.DOCKER_SOCKET ? new Docker({ socketPath: config.DOCKER_SOCKET }) : new Docker();
@@ -68,6 +80,30 @@ export class DockerPlane implements ControlPlane {
 
   get name(): string {
     return this.config.NAME;
+  }
+
+  private sandboxKind: Promise<'runc' | 'gvisor'> | undefined;
+
+  /** gVisor when DOCKER_RUNTIME is a runsc as the engine registers it; runc (or another runtime like it) otherwise. */
+  private sandbox(): Promise<'runc' | 'gvisor'> {
+    const runtime = this.config.DOCKER_RUNTIME;
+    if (!runtime) return Promise.resolve('runc');
+    this.sandboxKind ??= this.docker.info().then(
+      (info: { Runtimes?: Record<string, { path?: string }> }) => {
+        const registered = info.Runtimes?.[runtime];
+        if (!registered)
+          throw new PlaneError(
+            `DOCKER_RUNTIME ${runtime} is not registered with the engine (it has ${Object.keys(info.Runtimes ?? {}).join(', ')})`,
+          );
+        return /runsc/.test(registered.path ?? runtime) ? 'gvisor' : 'runc';
+      },
+      (err: Error) => {
+        throw new PlaneError(`cannot reach the Docker engine: ${err.message}`);
+      },
+    );
+    // A failure is not kept: the engine may be back at the next start.
+    this.sandboxKind.catch(() => (this.sandboxKind = undefined));
+    return this.sandboxKind;
   }
 
   get image(): string {
@@ -88,6 +124,8 @@ export class DockerPlane implements ControlPlane {
 
   async start(launch: WorkerLaunch): Promise<void> {
     const c = this.config;
+    const sandbox = await this.sandbox();
+    if (sandbox === 'runc' && this.seccomp.problem) throw new PlaneError(this.seccomp.problem);
     let container: Docker.Container;
     try {
       container = await this.docker.createContainer({
@@ -103,7 +141,7 @@ export class DockerPlane implements ControlPlane {
           NanoCpus: cpuMillis(c.CONTAINER_CPU_LIMITS) * 1_000_000,
           PidsLimit: 4096,
           Init: true,
-          ...sandboxOptions(this.seccomp),
+          ...sandboxOptions(sandbox, this.seccomp.json),
         },
       });
     } catch (err) {
