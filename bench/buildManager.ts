@@ -234,7 +234,9 @@ async function main(): Promise<void> {
         ],
       });
       try {
+        // The build's own namespace's: a global login never pushes.
         await call(server.url, 'POST', '/secrets', {
+          namespace: 'user:admin',
           name: 'DOCKER_AUTH_CONFIG',
           value: JSON.stringify({
             auths: {
@@ -291,7 +293,7 @@ async function report(samples: Map<PlaneName, Sample[]>, bareMs: Map<PlaneName, 
     `|---|${SPANS.map(() => '---').join('|')}|`,
     ...spanRows,
     '',
-    'docker-runsc: gVisor (Debian 13\'s runsc, registered as runsc-net); every system call of the build, its RUN steps included, goes to gVisor\'s kernel.',
+    "docker-runsc: gVisor (Debian 13's runsc, registered as runsc-net); every system call of the build, its RUN steps included, goes to gVisor's kernel.",
     `Machine: ${describeMachine()}; Node ${process.version}. Run: \`npm run bench:builds\`.`,
   ].join('\n');
   process.stdout.write(`${body}\n`);

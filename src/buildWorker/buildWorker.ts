@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { BuildPack, WorkerPhase } from '../core/builds.js';
@@ -29,6 +29,10 @@ class Stopped extends Error {}
 
 const LOG_FLUSH_MS = 200;
 const LOG_BATCH = 500;
+const LOG_BATCH_BYTES = 1024 * 1024;
+/** Longer lines are cut (the server cuts at the same length). */
+const MAX_LINE = 8 * 1024;
+const MAX_DOCKERFILE = 1024 * 1024;
 /** Lines of a failing command kept for the build's message. */
 const TAIL_LINES = 8;
 
@@ -63,6 +67,7 @@ export async function runBuildWorker(opts: WorkerOptions): Promise<number> {
 class Worker {
   private readonly redactor = new Redactor();
   private lines: string[] = [];
+  private pendingBytes = 0;
   private flushing: Promise<void> = Promise.resolve();
   private flushTimer: NodeJS.Timeout | undefined;
   private readonly stop = new AbortController();
@@ -138,8 +143,10 @@ class Worker {
   }
 
   private say(line: string): void {
-    this.lines.push(this.redactor.redact(line));
-    if (this.lines.length >= LOG_BATCH) void this.flush();
+    const text = line.length > MAX_LINE ? `${line.slice(0, MAX_LINE)} [line cut]` : line;
+    this.lines.push(this.redactor.redact(text));
+    this.pendingBytes += text.length;
+    if (this.lines.length >= LOG_BATCH || this.pendingBytes >= LOG_BATCH_BYTES) void this.flush();
     else this.flushTimer ??= setTimeout(() => void this.flush(), LOG_FLUSH_MS);
   }
 
@@ -147,8 +154,13 @@ class Worker {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     this.flushing = this.flushing.then(async () => {
+      this.pendingBytes = 0;
       while (this.lines.length) {
-        const batch = this.lines.splice(0, LOG_BATCH);
+        // At most LOG_BATCH lines and about LOG_BATCH_BYTES characters a call: well inside the server's body limit.
+        let n = 0;
+        let bytes = 0;
+        while (n < this.lines.length && n < LOG_BATCH && bytes < LOG_BATCH_BYTES) bytes += this.lines[n++].length;
+        const batch = this.lines.splice(0, n);
         try {
           await this.client.log(batch);
         } catch (err) {
@@ -190,8 +202,14 @@ class Worker {
         let rest = '';
         stream.setEncoding('utf8');
         stream.on('data', (d: string) => {
-          const parts = (rest + d).split(/\r?\n/);
+          // A progress meter redraws its line with bare carriage returns: each redraw is a line of its own.
+          const parts = (rest + d).split(/\r\n|\r|\n/);
           rest = parts.pop() ?? '';
+          // A line that never ends is cut, not held whole.
+          while (rest.length > MAX_LINE) {
+            onLine(`${rest.slice(0, MAX_LINE)} [line cut]`);
+            rest = rest.slice(MAX_LINE);
+          }
           for (const p of parts) onLine(p);
         });
         stream.on('end', () => rest && onLine(rest));
@@ -233,6 +251,23 @@ class Worker {
     ];
   }
 
+  /** The Dockerfile, which must be a regular file inside the context (a symlink may not lead out of it). */
+  private async dockerfileIn(context: string, name: string): Promise<string> {
+    const given = path.join(context, name);
+    let real: string;
+    try {
+      real = await realpath(given);
+    } catch {
+      throw new BuildError(`no ${name} in the context`);
+    }
+    const root = await realpath(context);
+    if (!real.startsWith(`${root}${path.sep}`)) throw new BuildError(`${name} leads out of the context`);
+    const info = await stat(real);
+    if (!info.isFile()) throw new BuildError(`${name} is not a regular file`);
+    if (info.size > MAX_DOCKERFILE) throw new BuildError(`${name} is larger than ${MAX_DOCKERFILE} bytes`);
+    return real;
+  }
+
   private async build(): Promise<string> {
     const { pack, work } = this;
     await mkdir(path.join(work, 'tmp'), { recursive: true });
@@ -259,20 +294,19 @@ class Worker {
         try {
           await this.exec(['git', '-C', context, 'fetch', '-q', '--', url, '+refs/heads/*:refs/remotes/origin/*']);
         } catch (err) {
-          throw new IncompleteError(`cannot fetch ${url}: ${(err as Error).message}`);
+          const message = (err as Error).message;
+          // A repository that is not there, or not ours to read, is the build's fault; a network blip is not.
+          if (
+            /not found|does not appear to be a git repository|Authentication failed|could not read Username|Permission denied|403|401/i.test(
+              message,
+            )
+          )
+            throw new BuildError(`cannot fetch ${url}: ${message}`);
+          throw new IncompleteError(`cannot fetch ${url}: ${message}`);
         }
       }
       try {
-        await this.exec([
-          'git',
-          '-C',
-          context,
-          '-c',
-          'advice.detachedHead=false',
-          'checkout',
-          '-q',
-          commit === 'HEAD' ? 'FETCH_HEAD' : commit,
-        ]);
+        await this.exec(['git', '-C', context, '-c', 'advice.detachedHead=false', 'checkout', '-q', commit]);
       } catch (err) {
         throw new BuildError(`commit ${commit} is not in ${url}: ${(err as Error).message}`);
       }
@@ -292,9 +326,7 @@ class Worker {
       }
       await rm(archive);
     }
-    const dockerfile = path.join(context, pack.dockerfile);
-    if (!path.resolve(dockerfile).startsWith(`${context}${path.sep}`) || !existsSync(dockerfile))
-      throw new BuildError(`no ${pack.dockerfile} in the context`);
+    const dockerfile = await this.dockerfileIn(context, pack.dockerfile);
 
     const bases = baseImages(await readFile(dockerfile, 'utf8'), pack.buildArgs);
     await this.phase('pulling', bases.length ? `base images: ${bases.join(', ')}` : undefined);
@@ -306,7 +338,7 @@ class Worker {
         const message = (err as Error).message;
         // A name that does not exist or is not ours is the Dockerfile's fault; anything else (the network, this
         // worker's sandbox) is not, and the try is given back.
-        if (/unauthorized|denied|authentication required|manifest unknown|not found|no such host/i.test(message))
+        if (/unauthorized|denied|authentication required|manifest unknown|not found/i.test(message))
           throw new BuildError(`cannot pull ${image}: ${message}`);
         throw new IncompleteError(`cannot pull ${image}: ${message}`);
       }

@@ -23,6 +23,16 @@ const CONTEXT_PATH = z
     'must be a relative path inside the context (no leading "/" or "-", no "..")',
   );
 
+/** Whether a URL carries credentials beyond a bare user name (ssh://git@host is fine; https://user:token@host is not). */
+function hasPassword(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.password !== '' || (/^https?:$/.test(u.protocol) && u.username !== '');
+  } catch {
+    return false;
+  }
+}
+
 export interface ImageRef {
   registry: string;
   /** The path in the registry, e.g. team/app. */
@@ -51,7 +61,14 @@ export const imageTag = z
 export const buildContext = z.union([
   z.strictObject({
     git: z.strictObject({
-      url: z.string().regex(GIT_URL_PATTERN, 'must be a git URL (https://, ssh://, git:// or file://)'),
+      url: z
+        .string()
+        .max(2048)
+        .regex(GIT_URL_PATTERN, 'must be a git URL (https://, ssh://, git:// or file://)')
+        .refine(
+          (url) => !hasPassword(url),
+          'must not hold a password or token: the URL is stored and shown with the build; for a private repository, upload its checkout instead (dockhand build submit --context DIR)',
+        ),
       commit: z.string().regex(COMMIT_PATTERN, 'must be a full or abbreviated commit SHA in lower-case hex'),
     }),
   }),

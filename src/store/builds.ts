@@ -263,13 +263,18 @@ async function insertLogs(
   return stored;
 }
 
-/** The builds a claim may take, oldest first: see claimNext. Repositories with an unended try are skipped. */
+/**
+ * The builds a claim may take, oldest first: see claimNext. Repositories with an unended try are skipped, and so is
+ * a build with an older build of its repository not yet final (waiting out a retry pause, say): a repository's
+ * builds run in the order they were submitted, so an older build never pushes over a newer one.
+ */
 const CLAIMABLE_SQL = `
-SELECT id, tries FROM builds
+SELECT id, tries FROM builds b
 WHERE final = 0 AND cancel_requested = 0 AND phase IN ('waiting', 'internalerror') AND available_at <= $1
   AND tries_remaining > 0
   AND repository NOT IN (
     SELECT o.repository FROM build_tries t JOIN builds o ON o.id = t.build_id WHERE t.ended_at IS NULL)
+  AND NOT EXISTS (SELECT 1 FROM builds older WHERE older.repository = b.repository AND older.final = 0 AND older.id < b.id)
 ORDER BY id LIMIT 1`;
 
 /** The claim itself, guarded on everything CLAIMABLE_SQL read from the row (tries: no other claim came first). */
@@ -579,7 +584,7 @@ export class Builds {
 
   /**
    * Unended tries that have expired: a worker that did not register by setupDeadline, a registered one whose last
-   * heartbeat is older than now - heartbeatTimeoutMs, or a try of a build started more than maxBuildMs ago; and a
+   * heartbeat is older than now - heartbeatTimeoutMs, or a try started more than maxBuildMs ago; and a
    * try claimed more than launchTimeoutMs ago that never got a worker (its scheduler stopped in between).
    */
   async expiredTries(
@@ -588,13 +593,13 @@ export class Builds {
     maxBuildMs: number,
     launchTimeoutMs = 60_000,
   ): Promise<BuildTryRecord[]> {
-    // "Started" is the build's start (its first claim): the longest a build may run bounds all its tries together.
+    // maxBuildMs bounds each try (Quay's max_expiration is per job), so a retry gets the whole time again.
     const rows = await this.sql.all(
       `SELECT t.* FROM build_tries t JOIN builds b ON b.id = t.build_id
        WHERE t.ended_at IS NULL AND (
          (t.registered_at IS NULL AND t.setup_deadline < $1)
          OR (t.registered_at IS NOT NULL AND t.last_heartbeat_at < $2)
-         OR b.started_at < $3
+         OR t.started_at < $3
          OR (t.setup_deadline IS NULL AND t.started_at < $4))
        ORDER BY t.build_id, t.number`,
       [now, now - heartbeatTimeoutMs, now - maxBuildMs, now - launchTimeoutMs],

@@ -39,7 +39,7 @@ afterAll(async () => {
 });
 
 async function withAuth(s: BuildServer): Promise<void> {
-  await s.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registry.host, USER, PASSWORD));
+  await s.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registry.host, USER, PASSWORD), 'user:admin');
 }
 
 /** Runs an image from the registry with a login of its own; returns its output. */
@@ -231,6 +231,23 @@ describe('on the process plane', () => {
     const [nextTry] = (await getBuild(s.admin, next.id)).tries;
     expect(nextTry.startedAt).toBeGreaterThanOrEqual(slowTry.endedAt!);
     expect((await getBuild(s.admin, slow.id)).build.phase).toBe('cancelled');
+  });
+
+  it("never lends a global registry login to a namespace's build for its own registry", async () => {
+    // Global holds a login for the registry (site-wide, for pulls); bob's namespace holds none.
+    await s.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registry.host, USER, PASSWORD), 'global');
+    const bob = await s.admin.addUser('bob');
+    const build = await submitUpload(
+      bob,
+      { Dockerfile: `FROM ${base}\nRUN echo bob\n` },
+      { tags: [`${registry.host}/team/app:bob`] },
+      bob.token,
+    );
+    const done = await waitForBuild(s.admin, build.id);
+    expect(done.phase).toBe('error');
+    expect(done.message).toMatch(/unauthorized|authentication required/i);
+    const log = await buildLog(s.admin, build.id);
+    expect(log).not.toContain('secrets given to the worker: DOCKER_AUTH_CONFIG');
   });
 
   it('refuses bad input with the field named, and loses nothing', async () => {

@@ -57,7 +57,7 @@ async function serverWith(registryHost: string, plane: Record<string, unknown>, 
     },
     { host: '0.0.0.0', port },
   );
-  await s.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registryHost, USER, PASSWORD));
+  await s.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registryHost, USER, PASSWORD), 'user:admin');
   return s;
 }
 

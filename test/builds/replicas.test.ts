@@ -47,7 +47,11 @@ beforeAll(async () => {
   replicas = await Promise.all(
     ports.map((port, i) => startServer({ name: `build-replica-${i}`, port, env, args: ['--config', config] })),
   );
-  await new TestClient(replicas[0].url).setSecret('DOCKER_AUTH_CONFIG', authConfig(registry.host, USER, PASSWORD));
+  await new TestClient(replicas[0].url).setSecret(
+    'DOCKER_AUTH_CONFIG',
+    authConfig(registry.host, USER, PASSWORD),
+    'user:admin',
+  );
 }, 120_000);
 
 afterAll(async () => {

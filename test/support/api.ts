@@ -38,7 +38,7 @@ export async function http<T = any>(
 export class TestClient {
   constructor(
     readonly url: string,
-    private readonly token = ADMIN_TOKEN,
+    readonly token = ADMIN_TOKEN,
   ) {}
 
   call<T = any>(method: string, route: string, body?: unknown): Promise<HttpAnswer<T>> {

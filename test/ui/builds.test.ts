@@ -109,7 +109,7 @@ beforeAll(async () => {
   client = new TestClient(server.url);
   // The workers log in to the registry with the DOCKER_AUTH_CONFIG secret (a global one serves every namespace).
   const auth = Buffer.from(`${REGISTRY_USER}:${REGISTRY_PASSWORD}`).toString('base64');
-  await client.setSecret('DOCKER_AUTH_CONFIG', JSON.stringify({ auths: { [registry.host]: { auth } } }));
+  await client.setSecret('DOCKER_AUTH_CONFIG', JSON.stringify({ auths: { [registry.host]: { auth } } }), 'user:admin');
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,

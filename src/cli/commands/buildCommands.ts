@@ -272,9 +272,13 @@ export function registerBuildCommands(program: Command): void {
         process.exitCode = BUILD_EXIT_CODES[phase] ?? 3;
         return;
       }
-      const { entries } = await api.request<LogsResponse>('GET', `/builds/${id}/logs`);
-      if (opts.json) for (const e of entries) process.stdout.write(`${JSON.stringify(e)}\n`);
-      else for (const e of entries) process.stdout.write(`${entryText(e)}\n`);
+      // Page by page: a long log comes in pieces (`next`).
+      for (let after = 0; ;) {
+        const { entries, next } = await api.request<LogsResponse>('GET', `/builds/${id}/logs?after=${after}`);
+        for (const e of entries) process.stdout.write(opts.json ? `${JSON.stringify(e)}\n` : `${entryText(e)}\n`);
+        if (next === null) break;
+        after = next;
+      }
     });
 
   build

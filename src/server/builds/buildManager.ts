@@ -15,7 +15,7 @@ import {
   type TryOutcome,
   type WorkerPhase,
 } from '../../core/builds.js';
-import { secretsOf, dockerAuthConfig } from '../../core/dockerAuthConfig.js';
+import { dockerAuthConfig, normalizeRegistry, secretsOf } from '../../core/dockerAuthConfig.js';
 import { hashToken, newToken } from '../../core/tokens.js';
 import { parseSize } from '../../core/units.js';
 import { Redactor } from '../../executor/redactor.js';
@@ -37,10 +37,19 @@ const LEASE_TTL_MS = 15_000;
 export const SCHEDULER_PERIOD_MS = 1_000;
 /** Extra life of a registration token beyond the plane's SETUP_TIME (Quay's SETUP_LEEWAY_SECONDS). */
 const REGISTRATION_LEEWAY_S = 30;
+/** Uploaded contexts no build named within this long are deleted, as are final builds' contexts, every minute. */
+const UNUSED_CONTEXT_TTL_MS = 3_600_000;
+const CONTEXT_PRUNE_EVERY_MS = 60_000;
 /** Longer log lines are cut (buildah's lines are short; a RUN step may print anything). */
 const MAX_LOG_LINE = 8 * 1024;
 /** An internal error gives its try back, but never more than this many times per build (a worker that always fails). */
-const MAX_RESTORED_TRIES = 5;
+const MAX_RESTORED_TRIES = 3;
+
+const USED_TOKEN =
+  'this registration token was already used, or its try has ended: a worker registers once, with the token it was started with';
+
+/** A build that cannot run at all (a secret it names was deleted, its upload is gone): it ends in error. */
+class UnbuildableError extends Error {}
 
 /** What the worker routes know about a caller after its job token checked out. */
 export interface WorkerCall {
@@ -55,6 +64,7 @@ export class BuildManager {
   private ticking: Promise<void> | undefined;
   private again = false;
   private stopped = true;
+  private prunedAt = 0;
   /** Whether this replica held the scheduler's lease at its last look. */
   private leading = false;
   /** The last log seq each build reached, as this replica saw it (the log's size bound). */
@@ -72,6 +82,12 @@ export class BuildManager {
     private readonly serverUrlFor: (plane: ControlPlane) => Promise<string>,
   ) {
     this.planes = new Map(planes.map((p) => [p.name, p]));
+    // Per-build caches go when the build is final, however it ended (a worker's report, a cancel, an expiry).
+    ctx.events.subscribe((event) => {
+      if (event.type !== 'build.changed' || !event.final) return;
+      this.redactors.delete(event.buildId);
+      this.logLines.delete(event.buildId);
+    });
   }
 
   private get store() {
@@ -197,65 +213,92 @@ export class BuildManager {
       throw new HttpError(401, `${reg.refused}: a worker registers once, with the token it was started with`);
     const build = await this.store.get(reg.buildId);
     if (!build) throw new HttpError(401, 'the registration token names no build');
+    const tryRow = (await this.store.listTries(build.id)).find((t) => t.number === reg.tryNumber);
+    if (!tryRow || tryRow.registeredAt !== null || tryRow.endedAt !== null || tryRow.registrationJti !== reg.jti)
+      throw new HttpError(401, USED_TOKEN);
+    // The pack first: a build that cannot have one ends here, not by its worker's silence later.
     const jobToken = newToken(BUILD_JOB_TOKEN_PREFIX);
+    let pack: { pack: BuildPack; secretNames: string[] };
+    try {
+      pack = await this.buildPack(build, reg.tryNumber, jobToken);
+    } catch (err) {
+      if (!(err instanceof UnbuildableError)) throw err;
+      await this.endTry(tryRow, build, 'error', err.message);
+      throw new HttpError(409, `build ${build.id} cannot run: ${err.message}`);
+    }
     const now = Date.now();
     if (!(await this.store.register(reg.buildId, reg.tryNumber, reg.jti, hashToken(jobToken), now)))
-      throw new HttpError(
-        401,
-        'this registration token was already used, or its try has ended: a worker registers once, with the token it was started with',
-      );
-    const tryRow = (await this.store.listTries(build.id)).find((t) => t.number === reg.tryNumber);
-    this.metrics.registered.observe({ plane: tryRow?.plane ?? 'none' }, (now - (tryRow?.startedAt ?? now)) / 1000);
+      throw new HttpError(401, USED_TOKEN);
+    this.metrics.registered.observe({ plane: tryRow.plane || 'none' }, (now - tryRow.startedAt) / 1000);
     await this.log(
       build.id,
       reg.tryNumber,
       'system',
-      `worker ${tryRow?.executionId ?? ''} registered (plane ${tryRow?.plane})`,
+      `worker ${tryRow.executionId ?? ''} registered (plane ${tryRow.plane})`,
     );
-    return this.buildPack(build, reg.tryNumber, jobToken);
+    if (pack.secretNames.length)
+      await this.log(build.id, reg.tryNumber, 'system', `secrets given to the worker: ${pack.secretNames.join(', ')}`);
+    return pack.pack;
   }
 
-  private async buildPack(build: BuildRecord, tryNumber: number, jobToken: string): Promise<BuildPack> {
+  /**
+   * What the worker gets. Registry logins: the build's namespace's DOCKER_AUTH_CONFIG, with global's for other
+   * registries only: a site-wide login may pull base images, never push into a repository (nor its build cache).
+   */
+  private async buildPack(
+    build: BuildRecord,
+    tryNumber: number,
+    jobToken: string,
+  ): Promise<{ pack: BuildPack; secretNames: string[] }> {
     const spec = build.spec;
-    const values = await this.ctx.secrets.resolveNamed(build.namespace, [...(spec.secrets ?? []), DOCKER_AUTH_CONFIG]);
-    const lost = (spec.secrets ?? []).filter((n) => n !== DOCKER_AUTH_CONFIG && !values.has(n));
+    const named = (spec.secrets ?? []).filter((n) => n !== DOCKER_AUTH_CONFIG);
+    const values = await this.ctx.secrets.resolveNamed(build.namespace, named);
+    const lost = named.filter((n) => !values.has(n));
     if (lost.length)
-      throw new HttpError(409, `secrets ${lost.join(', ')} no longer exist in ${build.namespace} or global`);
-    const auth = values.get(DOCKER_AUTH_CONFIG) ?? null;
-    if (values.size)
-      await this.log(
-        build.id,
-        tryNumber,
-        'system',
-        `secrets given to the worker: ${[...values.keys()].sort().join(', ')}`,
-      );
-    const secrets = Object.fromEntries([...values].filter(([name]) => name !== DOCKER_AUTH_CONFIG));
+      throw new UnbuildableError(`secrets ${lost.join(', ')} no longer exist in ${build.namespace} or global`);
+    const target = parseImageRef(spec.tags[0])!.registry;
+    const logins = await this.ctx.secrets.resolveScopes(build.namespace, DOCKER_AUTH_CONFIG);
+    const auths: Record<string, unknown> = {};
+    for (const [json, scope] of [
+      [logins.global, 'global'],
+      [logins.own, 'own'],
+    ] as const) {
+      const parsed = json === undefined ? undefined : dockerAuthConfig.safeParse(safeJson(json));
+      for (const [registry, cred] of Object.entries(parsed?.success ? (parsed.data.auths ?? {}) : {})) {
+        if (scope === 'global' && normalizeRegistry(registry) === normalizeRegistry(target)) continue;
+        auths[registry] = cred;
+      }
+    }
     const context: BuildPack['context'] =
       'git' in spec.context
         ? { kind: 'git', url: spec.context.git.url, commit: spec.context.git.commit }
         : await (async () => {
             const ctx = await this.store.getContextOfBuild(build.id);
-            if (!ctx) throw new HttpError(409, `build ${build.id}'s uploaded context is gone`);
+            if (!ctx) throw new UnbuildableError(`its uploaded context is gone`);
             return { kind: 'upload' as const, bytes: ctx.data.length, sha256: ctx.sha256 };
           })();
     const registries = [...new Set(spec.tags.map((t) => parseImageRef(t)!.registry))];
     const insecure = registries.filter(
       (r) => /^(localhost|127\.\d+\.\d+\.\d+)(:\d+)?$/.test(r) || this.config.INSECURE_REGISTRIES.includes(r),
     );
+    const secretNames = [...values.keys(), ...(Object.keys(auths).length ? [DOCKER_AUTH_CONFIG] : [])].sort();
     return {
-      buildId: build.id,
-      try: tryNumber,
-      jobToken,
-      heartbeatIntervalMs: Math.max(500, Math.floor((this.config.HEARTBEAT_TIMEOUT * 1000) / 6)),
-      heartbeatTimeoutMs: this.config.HEARTBEAT_TIMEOUT * 1000,
-      context,
-      dockerfile: spec.dockerfile,
-      tags: spec.tags,
-      buildArgs: spec.buildArgs ?? {},
-      dockerAuthConfig: auth,
-      secrets,
-      insecureRegistries: [...new Set([...insecure, ...this.config.INSECURE_REGISTRIES])],
-      cacheRepository: this.config.LAYER_CACHE ? `${build.repository}/buildcache` : null,
+      secretNames,
+      pack: {
+        buildId: build.id,
+        try: tryNumber,
+        jobToken,
+        heartbeatIntervalMs: Math.max(500, Math.floor((this.config.HEARTBEAT_TIMEOUT * 1000) / 6)),
+        heartbeatTimeoutMs: this.config.HEARTBEAT_TIMEOUT * 1000,
+        context,
+        dockerfile: spec.dockerfile,
+        tags: spec.tags,
+        buildArgs: spec.buildArgs ?? {},
+        dockerAuthConfig: Object.keys(auths).length ? JSON.stringify({ auths }) : null,
+        secrets: Object.fromEntries(values),
+        insecureRegistries: [...new Set([...insecure, ...this.config.INSECURE_REGISTRIES])],
+        cacheRepository: this.config.LAYER_CACHE ? `${build.repository}/buildcache` : null,
+      },
     };
   }
 
@@ -415,7 +458,13 @@ export class BuildManager {
       });
     }
     for (const t of await this.store.unstoppedTries(20)) await this.stopWorker(t);
+    if (now - this.prunedAt > CONTEXT_PRUNE_EVERY_MS) {
+      this.prunedAt = now;
+      await this.store.pruneContexts(now - UNUSED_CONTEXT_TTL_MS);
+    }
     while (!this.stopped) {
+      // Starting workers can take a while (a plane's start script): the lease is renewed before each claim.
+      if (!(await this.store.acquireLease(SCHEDULER_LEASE, this.holder, Date.now(), LEASE_TTL_MS))) break;
       const claim = await this.store.claimNext(Date.now(), this.config.ALLOWED_WORKER_COUNT);
       if (!claim) break;
       this.metrics.queueWait.observe((Date.now() - claim.build.createdAt) / 1000);
@@ -468,8 +517,13 @@ export class BuildManager {
           'system',
           `try ${n}: worker ${executionId} started on plane ${plane.name} (${plane.config.EXECUTOR})`,
         );
+        // Cancelled while it started: its stop may have come before the worker existed.
+        const now = (await this.store.listTries(build.id)).find((t) => t.number === n);
+        if (now?.endedAt != null) await this.stopWorker(now);
         return;
       } catch (err) {
+        // A start that failed half-way (a timed-out script, a Job created before the call timed out) is undone.
+        await plane.stop(executionId).catch(() => undefined);
         this.metrics.fallbacks.inc({ plane: plane.name, reason: 'start_failed' });
         const why = err instanceof Error ? err.message : String(err);
         await this.log(
@@ -508,8 +562,9 @@ export class BuildManager {
     if (outcome === 'complete' || outcome === 'error' || outcome === 'cancelled') {
       end = { outcome, message, phase: outcome, final: true, ...extra };
     } else {
-      const restore =
-        outcome === 'incomplete' && build.tries - build.triesRemaining < this.config.MAX_TRIES + MAX_RESTORED_TRIES;
+      // Tries given back so far: the workers started beyond those spent.
+      const restored = build.tries - (this.config.MAX_TRIES - build.triesRemaining);
+      const restore = outcome === 'incomplete' && restored < MAX_RESTORED_TRIES;
       const left = build.triesRemaining + (restore ? 1 : 0);
       end = {
         outcome,
@@ -578,16 +633,17 @@ export class BuildManager {
     if (!r) {
       r = (async () => {
         const redactor = new Redactor();
-        const values = await this.ctx.secrets.resolveNamed(build.namespace, [
-          ...(build.spec.secrets ?? []),
-          DOCKER_AUTH_CONFIG,
-        ]);
-        for (const [name, value] of values) {
+        const named = (build.spec.secrets ?? []).filter((n) => n !== DOCKER_AUTH_CONFIG);
+        for (const [name, value] of await this.ctx.secrets.resolveNamed(build.namespace, named))
           redactor.add(value, `[${name}]`);
-          if (name === DOCKER_AUTH_CONFIG) {
-            const parsed = dockerAuthConfig.safeParse(safeJson(value));
-            for (const s of secretsOf(parsed.success ? parsed.data : undefined)) redactor.add(s, `[${name}]`);
-          }
+        // Both logins, the namespace's and global's: either may have reached the worker.
+        const logins = await this.ctx.secrets.resolveScopes(build.namespace, DOCKER_AUTH_CONFIG);
+        for (const value of [logins.own, logins.global]) {
+          if (value === undefined) continue;
+          redactor.add(value, `[${DOCKER_AUTH_CONFIG}]`);
+          const parsed = dockerAuthConfig.safeParse(safeJson(value));
+          for (const s of secretsOf(parsed.success ? parsed.data : undefined))
+            redactor.add(s, `[${DOCKER_AUTH_CONFIG}]`);
         }
         return redactor;
       })();
@@ -599,11 +655,6 @@ export class BuildManager {
 
   private async redact(build: BuildRecord, text: string): Promise<string> {
     return (await this.redactorOf(build)).redact(text);
-  }
-
-  /** Cancellable now? (for the UI and CLI, which grey the button out) */
-  static cancellable(build: Pick<BuildRecord, 'phase' | 'final'>): boolean {
-    return !build.final && !NOT_CANCELLABLE_PHASES.has(build.phase);
   }
 }
 

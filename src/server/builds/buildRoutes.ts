@@ -18,6 +18,7 @@ import {
 } from '../../core/builds.js';
 import { namespaceName } from '../../core/jobSpec.js';
 import { CLIENT_API_PREFIX } from '../../core/protocol.js';
+import { parseSize } from '../../core/units.js';
 import type { BuildLogRecord, BuildRecord, BuildTryRecord } from '../../store/builds.js';
 import type { ServerContext } from '../context.js';
 import {
@@ -112,7 +113,8 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
       response: 'the context id to give as context.upload',
       responseSchema: buildResponses.context,
       status: 201,
-      bodyLimit: 1024 * 1024 * 1024,
+      // Refused while it arrives (413), not after it was held in memory.
+      bodyLimit: parseSize(manager.config.MAXIMUM_CONTEXT_SIZE)!,
       async handler({ req, reply, auth, query }) {
         const me = principal(auth);
         if (!Buffer.isBuffer(req.body))

@@ -3,6 +3,7 @@
 // quantities (2Gi, 1000m).
 import { z } from 'zod';
 import { parseSize } from '../../core/units.js';
+import { VERSION } from '../../core/version.js';
 
 const seconds = (what: string, min: number, max: number) =>
   z
@@ -127,14 +128,18 @@ export const buildsConfig = z
     MAX_TRIES: z.number().int().min(1).max(10).default(3),
     /** A registered worker silent this long has expired: its try is spent and the build retried. */
     HEARTBEAT_TIMEOUT: seconds('worker silence before it expires', 2, 3600).default(60),
-    /** The most a build may run (Quay's MACHINE_MAX_TIME); also the job token's lifetime. */
+    /** The most one try of a build may run (Quay's MACHINE_MAX_TIME); also the kubernetes worker's deadline. */
     MACHINE_MAX_TIME: seconds('the longest a build may run', 10, 86_400).default(7200),
     /** Seconds before an expired or failed-to-start build is tried again (Quay: 30). */
     RETRY_AFTER: seconds('the pause before a retry', 0, 3600).default(30),
     /** Builds a namespace may have waiting at once (Quay's maximum_queued_builds_count). */
     MAXIMUM_QUEUED_BUILDS_COUNT: z.number().int().min(1).max(100_000).default(100),
     /** Largest uploaded context, e.g. 64Mi. */
-    MAXIMUM_CONTEXT_SIZE: memoryQuantity.default('64Mi'),
+    MAXIMUM_CONTEXT_SIZE: z
+      .string()
+      .refine((v) => (parseSize(v) ?? 0) >= 1024, 'must be a size of at least 1Ki, such as 64Mi')
+      .refine((v) => (parseSize(v) ?? 0) <= 4 * 1024 ** 3, 'must be at most 4Gi (contexts are kept in the database)')
+      .default('64Mi'),
     /**
      * Reuse the layers of a repository's earlier builds: workers push their intermediate layers to
      * REPOSITORY/buildcache and pull what matches from there. Costs every build those pushes (BENCHMARKS.md).

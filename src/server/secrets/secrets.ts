@@ -139,6 +139,17 @@ export class Secrets {
     );
   }
 
+  /** The value of `name` in `namespace` itself and in global, each decrypted if present (no fallback between them). */
+  async resolveScopes(namespace: string, name: string): Promise<{ own?: string; global?: string }> {
+    const out: { own?: string; global?: string } = {};
+    for (const secret of await this.accounts.findSecrets(namespace, [name])) {
+      const value = this.keyring.decrypt(secret.ciphertext, secretContext(secret.namespace, secret.name));
+      if (secret.namespace === 'global' && namespace !== 'global') out.global = value;
+      else out.own = value;
+    }
+    return out;
+  }
+
   sealJobCredentials(json: string): string {
     return this.keyring.encrypt(json, JOB_CREDENTIALS_CONTEXT);
   }

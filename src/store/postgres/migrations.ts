@@ -241,6 +241,8 @@ CREATE TABLE builds (
 );
 -- A claim reads the builds that are not final, oldest first: a partial index keeps it flat however many finished.
 CREATE INDEX builds_claimable ON builds (id) WHERE final = 0;
+-- A repository's builds run in submission order: the claim looks for an older one not yet final.
+CREATE INDEX builds_repository_open ON builds (repository, id) WHERE final = 0;
 -- Listing a namespace's builds, and counting its queued ones against its cap.
 CREATE INDEX builds_namespace ON builds (namespace, id);
 

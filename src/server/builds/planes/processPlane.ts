@@ -13,17 +13,20 @@ import { PlaneError, type ControlPlane, type WorkerLaunch } from './controlPlane
 /** A stopped worker gets this long after SIGTERM before SIGKILL. */
 const STOP_GRACE_MS = 5_000;
 
-/** `node …/dist/cli/main.js`: the same program the server runs, found next to this module in the build. */
-export function dockhandCommand(): string[] {
+/**
+ * `node …/dist/buildWorker/main.js`: `dockhand build-worker` on its own (it loads only the worker's modules), found
+ * next to this module in the build.
+ */
+export function workerCommand(): string[] {
   const here = path.dirname(fileURLToPath(import.meta.url));
   for (const candidate of [
-    path.resolve(here, '../../../cli/main.js'),
+    path.resolve(here, '../../../buildWorker/main.js'),
     // Loaded from the TypeScript sources (tests): the build's copy.
-    path.resolve(here, '../../../../dist/cli/main.js'),
+    path.resolve(here, '../../../../dist/buildWorker/main.js'),
   ]) {
     if (existsSync(candidate)) return [process.execPath, candidate];
   }
-  throw new PlaneError('cannot find dist/cli/main.js to start a worker with: run npm run build');
+  throw new PlaneError('cannot find dist/buildWorker/main.js to start a worker with: run npm run build');
 }
 
 /** Kills (with their groups) the processes whose command line names `dir`. Linux: reads /proc. */
@@ -62,9 +65,9 @@ export class ProcessPlane implements ControlPlane {
   }
 
   async start(launch: WorkerLaunch): Promise<void> {
-    const command = dockhandCommand();
+    const command = workerCommand();
     const dir = await mkdtemp(path.join(os.tmpdir(), `${launch.executionId}-`));
-    const child = spawn(command[0], [...command.slice(1), 'build-worker', '--server', launch.serverUrl], {
+    const child = spawn(command[0], [...command.slice(1), '--server', launch.serverUrl], {
       cwd: dir,
       detached: true,
       stdio: ['pipe', 'ignore', 'ignore'],
