@@ -21,7 +21,10 @@ export type WorkerPhase = (typeof WORKER_PHASES)[number];
 
 /** A build in one of these never changes phase again (Quay's ARCHIVABLE_BUILD_PHASES). */
 export const ARCHIVED_PHASES: ReadonlySet<BuildPhase> = new Set(['complete', 'error', 'cancelled']);
-/** Cancel is refused from these (Quay's PHASES_NOT_ALLOWED_TO_CANCEL_FROM); internalerror only once it is final. */
+/**
+ * Cancel is refused from these. Quay's PHASES_NOT_ALLOWED_TO_CANCEL_FROM also lists internalerror; here a build in
+ * internalerror that waits for its retry may be cancelled (one that is final may not).
+ */
 export const NOT_CANCELLABLE_PHASES: ReadonlySet<BuildPhase> = new Set(['pushing', 'complete', 'error', 'cancelled']);
 
 export function cancellable(build: { phase: BuildPhase; final: boolean }): boolean {

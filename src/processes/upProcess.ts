@@ -150,8 +150,9 @@ export async function runUp(opts: UpFlags): Promise<void> {
 
 /**
  * `dockhand up`'s image builds, when no config file names planes: a worker container when the worker image is on a
- * Docker engine here (isolated from this host's processes), else buildah on this host when it is installed and
- * this is root (trusted Dockerfiles only), else none, with what would make one.
+ * Docker engine here (apart from this host's processes and files, though on its network, to reach the loopback
+ * server), else buildah on this host when it is installed and this is root (trusted Dockerfiles only), else none,
+ * with what would make one.
  */
 async function localBuildPlane(): Promise<{ plane?: PlaneConfig; note: string }> {
   const [{ planeConfig }, { VERSION }, { default: Docker }] = await Promise.all([

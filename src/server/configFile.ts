@@ -82,7 +82,7 @@ export function loadConfigFile(flag: string | undefined, env: NodeJS.ProcessEnv 
         .replace(/^\./, '');
       const known =
         issue.code === 'unrecognized_keys'
-          ? ` (unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}; check the spelling against docs/configuration.md)`
+          ? ` (unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}; check the spelling against docs/builds.md#configuration and the README's configuration table)`
           : '';
       return `  ${key || '(top level)'}: ${issue.message}${known}`;
     });

@@ -104,12 +104,13 @@ export function createCoordinator(options: CoordinatorOptions): Coordinator {
   const jobs = new JobService(context);
   const dispatch = new DispatchService(context);
   const buildSettings = options.builds ?? buildsConfig.parse(undefined);
+  const planes = options.planes ?? buildSettings.EXECUTORS.map(createPlane);
   const builds = new BuildManager(
     context,
     buildSettings,
-    options.planes ?? buildSettings.EXECUTORS.map(createPlane),
+    planes,
     new BuildTokens(secrets.keyring),
-    new BuildMetrics(metrics.registry, store),
+    new BuildMetrics(metrics.registry, store, planes),
     (plane) => {
       const address = app.server.address();
       const port = typeof address === 'object' && address ? address.port : 0;

@@ -402,6 +402,50 @@ describe('on operator-script (command) planes, in fallback order', () => {
     });
     expect(late.status).toBe(401);
   });
+  it('keeps a plane with MINIMUM_RETRY_THRESHOLD for the tries it allows, then falls through to the next plane', async () => {
+    const t = await startBuildServer({
+      RETRY_AFTER: 0,
+      EXECUTORS: [
+        // Never registers; allowed only while the build has 2 or more tries left after the claim.
+        {
+          EXECUTOR: 'command',
+          NAME: 'picky',
+          SETUP_TIME: 1,
+          MINIMUM_RETRY_THRESHOLD: 2,
+          START_COMMAND: 'cat > /dev/null',
+          STOP_COMMAND: 'true',
+        },
+        {
+          EXECUTOR: 'command',
+          NAME: 'scripted',
+          SETUP_TIME: 30,
+          START_COMMAND: path.join(dir, 'start.sh'),
+          STOP_COMMAND: path.join(dir, 'stop.sh'),
+        },
+      ],
+    });
+    try {
+      await t.admin.setSecret('DOCKER_AUTH_CONFIG', authConfig(registry.host, USER, PASSWORD), 'user:admin');
+      const build = await submitUpload(
+        t.admin,
+        { Dockerfile: `FROM ${base}\n` },
+        { tags: [`${registry.host}/team/picky:1`] },
+      );
+      const done = await waitForBuild(t.admin, build.id);
+      expect(done.phase, done.message ?? '').toBe('complete');
+      const { tries } = await getBuild(t.admin, build.id);
+      // Try 1 (2 left): picky, which never registers; try 2 (1 left): picky is skipped, scripted builds it.
+      expect(tries.map((x) => [x.plane, x.outcome])).toEqual([
+        ['picky', 'expired'],
+        ['scripted', 'complete'],
+      ]);
+      expect(await buildLog(t.admin, build.id)).toContain(
+        'plane picky skipped: it needs 2 tries left after this one, the build has 1',
+      );
+    } finally {
+      await t.stop();
+    }
+  });
 });
 
 describe('a plane whose worker never registers', () => {

@@ -2,6 +2,7 @@
 // quay_build_duration_seconds, quay_build_ack_duration_seconds), on the server's registry.
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Store } from '../../store/store.js';
+import type { ControlPlane } from './planes/controlPlane.js';
 
 export class BuildMetrics {
   readonly submitted: Counter;
@@ -13,7 +14,7 @@ export class BuildMetrics {
   readonly registered: Histogram<'plane'>;
   readonly duration: Histogram<'outcome' | 'plane'>;
 
-  constructor(registry: Registry, store: Store) {
+  constructor(registry: Registry, store: Store, planes: ControlPlane[] = []) {
     const registers = [registry];
     this.submitted = new Counter({ name: 'dockhand_builds_submitted_total', help: 'Builds submitted', registers });
     this.started = new Counter({
@@ -59,6 +60,16 @@ export class BuildMetrics {
       labelNames: ['outcome', 'plane'],
       registers,
       buckets: [1, 5, 15, 30, 60, 150, 300, 600, 1800, 3600],
+    });
+    new Gauge({
+      name: 'dockhand_build_plane_workers',
+      help: 'Workers each control plane says it runs (containers, Jobs, processes, COUNT_COMMAND); -1 when it cannot say',
+      labelNames: ['plane'],
+      registers,
+      async collect() {
+        this.reset();
+        await Promise.all(planes.map(async (p) => this.set({ plane: p.name }, await p.running().catch(() => -1))));
+      },
     });
     new Gauge({
       name: 'dockhand_builds_running',
