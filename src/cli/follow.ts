@@ -2,8 +2,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatDuration } from '../core/units.js';
 import type { JobStreamEvent, LogEntryView } from '../core/api.js';
-import { SseParser, jobStreamEvent } from '../core/sse.js';
-import type { ClientApi } from './client.js';
+import { SseParser, jobStreamEvent, type SseMessage } from '../core/sse.js';
+import { CliError, type ClientApi } from './client.js';
 
 export interface FollowOptions {
   attempt?: number;
@@ -13,17 +13,48 @@ export interface FollowOptions {
   err?: NodeJS.WritableStream;
 }
 
-/** The stream's messages, typed by the API contract, whatever the network's chunk boundaries. */
-async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<JobStreamEvent> {
+/** An event stream's messages, whatever the network's chunk boundaries. */
+export async function* sseMessages(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
   const decoder = new TextDecoder();
   const parser = new SseParser();
-  const ready: JobStreamEvent[] = [];
+  const ready: SseMessage[] = [];
   for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-    parser.push(decoder.decode(chunk, { stream: true }), (message) => {
-      const event = jobStreamEvent(message);
-      if (event) ready.push(event);
-    });
+    parser.push(decoder.decode(chunk, { stream: true }), (message) => ready.push(message));
     yield* ready.splice(0);
+  }
+}
+
+/** A job stream's messages, typed by the API contract. */
+async function* readEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<JobStreamEvent> {
+  for await (const message of sseMessages(body)) {
+    const event = jobStreamEvent(message);
+    if (event) yield event;
+  }
+}
+
+/**
+ * Opens an event stream at `route`, trying again each second for a minute while the server cannot be reached; an
+ * answer that is not a stream is thrown with the API's message (`what` says what was to be followed).
+ */
+export async function openStream(api: ClientApi, route: string, what: string): Promise<ReadableStream<Uint8Array>> {
+  for (let failures = 0; ; failures++) {
+    let res: Response;
+    try {
+      res = await api.fetch('GET', route);
+    } catch (e) {
+      if (failures >= 60) throw e;
+      await sleep(1_000);
+      continue;
+    }
+    if (res.ok && res.body) return res.body;
+    const text = await res.text();
+    let message = text;
+    try {
+      message = (JSON.parse(text) as { error: string }).error;
+    } catch {
+      // keep the text
+    }
+    throw new CliError(`cannot follow ${what}: ${message}`);
   }
 }
 
@@ -50,27 +81,10 @@ export async function followJob(api: ClientApi, jobId: number, opts: FollowOptio
 
   for (;;) {
     const query = opts.attempt ? `?attempt=${opts.attempt}` : '';
-    let res: Response;
-    try {
-      res = await api.fetch('GET', `/jobs/${jobId}/logs/stream${query}`);
-    } catch (e) {
-      if (++failures > 60) throw e;
-      await sleep(1_000);
-      continue;
-    }
-    if (!res.ok || !res.body) {
-      const text = await res.text();
-      let message = text;
-      try {
-        message = (JSON.parse(text) as { error: string }).error;
-      } catch {
-        // keep the text
-      }
-      throw new Error(`cannot follow job ${jobId}: ${message}`);
-    }
+    const body = await openStream(api, `/jobs/${jobId}/logs/stream${query}`, `job ${jobId}`);
     failures = 0;
     try {
-      for await (const message of readEvents(res.body)) {
+      for await (const message of readEvents(body)) {
         if (opts.json) {
           out.write(`${JSON.stringify({ event: message.event, ...message.data })}\n`);
         }

@@ -182,6 +182,25 @@ export function heldRequestSignal(reply: { raw: NodeJS.EventEmitter }, closing: 
   return AbortSignal.any([controller.signal, closing]);
 }
 
+/**
+ * Takes the reply over as a text/event-stream (unbuffered by proxies), and the signal that ends it: the client went
+ * away or the server is stopping.
+ */
+export function eventStream(
+  reply: FastifyReply,
+  closing: AbortSignal,
+): { res: FastifyReply['raw']; closed: AbortSignal } {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    'content-type': 'text/event-stream',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  return { res, closed: heldRequestSignal(reply, closing) };
+}
+
 export const idParam = z.coerce.number().int().positive();
 
 export function parseId(raw: string | undefined): number {

@@ -12,8 +12,8 @@ import {
   type BuildView,
 } from '../../core/builds.js';
 import { describeIssues, issuesOf } from '../../core/jobSpec.js';
-import { SseParser } from '../../core/sse.js';
 import { ClientApi, CliError } from '../client.js';
+import { openStream, sseMessages } from '../follow.js';
 import { ago, print, table } from '../output.js';
 
 type BuildResponse = z.infer<typeof buildResponses.build>;
@@ -74,43 +74,20 @@ export async function followBuild(api: ClientApi, id: number, json: boolean): Pr
   let after = 0;
   let failures = 0;
   for (;;) {
-    let res: Response;
-    try {
-      res = await api.fetch('GET', `/builds/${id}/logs?follow=true&after=${after}`);
-    } catch (e) {
-      if (++failures > 60) throw e;
-      await sleep(1_000);
-      continue;
-    }
-    if (!res.ok || !res.body) {
-      const text = await res.text();
-      let message = text;
-      try {
-        message = (JSON.parse(text) as { error: string }).error;
-      } catch {
-        // keep the text
-      }
-      throw new CliError(`cannot follow build ${id}: ${message}`);
-    }
+    const body = await openStream(api, `/builds/${id}/logs?follow=true&after=${after}`, `build ${id}`);
     failures = 0;
-    const parser = new SseParser();
-    const decoder = new TextDecoder();
     try {
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        const messages: { event: string; data: string }[] = [];
-        parser.push(decoder.decode(chunk, { stream: true }), (m) => messages.push(m));
-        for (const message of messages) {
-          const data = JSON.parse(message.data) as Record<string, unknown>;
-          if (json) process.stdout.write(`${JSON.stringify({ event: message.event, ...data })}\n`);
-          if (message.event === 'entry') {
-            const entry = data as unknown as BuildLogEntry;
-            after = Math.max(after, entry.seq);
-            if (!json) (entry.kind === 'log' ? process.stdout : process.stderr).write(`${entryText(entry)}\n`);
-          } else if (message.event === 'end') {
-            const end = data as { phase: BuildView['phase']; digest: string | null };
-            if (!json) process.stderr.write(`build ${id} ${end.phase}${end.digest ? ` ${end.digest}` : ''}\n`);
-            return end.phase;
-          }
+      for await (const message of sseMessages(body)) {
+        const data = JSON.parse(message.data) as Record<string, unknown>;
+        if (json) process.stdout.write(`${JSON.stringify({ event: message.event, ...data })}\n`);
+        if (message.event === 'entry') {
+          const entry = data as unknown as BuildLogEntry;
+          after = Math.max(after, entry.seq);
+          if (!json) (entry.kind === 'log' ? process.stdout : process.stderr).write(`${entryText(entry)}\n`);
+        } else if (message.event === 'end') {
+          const end = data as { phase: BuildView['phase']; digest: string | null };
+          if (!json) process.stderr.write(`build ${id} ${end.phase}${end.digest ? ` ${end.digest}` : ''}\n`);
+          return end.phase;
         }
       }
     } catch (e) {

@@ -25,7 +25,7 @@ import {
   HttpError,
   LARGE_BODY_LIMIT,
   defineRoute,
-  heldRequestSignal,
+  eventStream,
   principal,
   type AuthContext,
   type RouteDef,
@@ -217,15 +217,7 @@ export function buildRoutes(ctx: ServerContext, manager: BuildManager): RouteDef
           const next = entries.length === query.limit ? entries[entries.length - 1].seq : null;
           return { entries: entries.map(entryView), final: build.final && next === null, next };
         }
-        reply.hijack();
-        const res = reply.raw;
-        res.writeHead(200, {
-          'content-type': 'text/event-stream',
-          'cache-control': 'no-cache',
-          connection: 'keep-alive',
-          'x-accel-buffering': 'no',
-        });
-        const closed = heldRequestSignal(reply, ctx.closing);
+        const { res, closed } = eventStream(reply, ctx.closing);
         const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
         let after = query.after;
         let lastPhase = '';

@@ -5,7 +5,7 @@ import type { JobStreamEvent } from '../../core/api.js';
 import { isTerminal } from '../../core/jobState.js';
 import type { LogChunk, LogEntryRecord } from '../../store/store.js';
 import type { ServerContext } from '../context.js';
-import { heldRequestSignal } from '../http.js';
+import { eventStream } from '../http.js';
 import type { StoreReads } from './jobLedger.js';
 
 const SSE_KEEPALIVE_MS = 15_000;
@@ -80,15 +80,7 @@ export async function streamJob(
   reply: FastifyReply,
 ): Promise<void> {
   const { store, wakeups } = ctx;
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
-  const closed = heldRequestSignal(reply, ctx.closing);
+  const { res, closed } = eventStream(reply, ctx.closing);
   // Typed by the contract (core/api.ts jobStreamEvents); `output`, the hot one, is written by hand below.
   const send = <K extends JobStreamEvent['event']>(
     event: K,

@@ -17,11 +17,9 @@ import { usePolled, useNow } from '../hooks';
 import { LogModel, type EntryStatus } from '../logModel';
 import { LogView } from '../LogView';
 import { Link } from '../router';
-import { readSse } from '../sse';
+import { followSse, type StreamStatus } from '../sse';
 import { absoluteTime, duration } from '../time';
 import { shortCommit } from './Builds';
-
-type StreamStatus = 'connecting' | 'live' | 'ended' | 'reconnecting' | 'failed';
 
 interface PhaseChange {
   phase: BuildPhase;
@@ -85,48 +83,35 @@ function useBuildLog(id: number, onState: (s: BuildStreamState) => void, onNote:
     setPhases([]);
     setError(undefined);
     changed();
-    void (async () => {
-      let ended = false;
-      let delay = 1000;
-      while (!ctl.signal.aborted && !ended) {
-        try {
-          await readSse(`/api/v1/builds/${id}/logs?follow=true&after=${after}`, authHeaders(), ctl.signal, (e) => {
-            setStatus('live');
-            delay = 1000;
-            const data = parse(e.data);
-            if (!data) return;
-            if (e.event === 'entry') {
-              const entry = data as BuildLog;
-              if (entry.seq <= after) return;
-              after = entry.seq;
-              model.line(entry.try, entryLine(entry), entry.kind === 'log' ? undefined : entry.kind);
-              if (entry.kind === 'phase' && entry.phase) {
-                seen.push({ phase: entry.phase, at: entry.at });
-                phasesChanged = true;
-              }
-              if (entry.kind !== 'log') callbacks.current.onNote();
-            } else if (e.event === 'build') callbacks.current.onState(data as BuildStreamState);
-            else if (e.event === 'end') ended = true;
-            changed();
-          });
-          if (!ended && !ctl.signal.aborted) setStatus('reconnecting');
-        } catch (err) {
-          if (ctl.signal.aborted) return;
-          const code = (err as { status?: number }).status;
-          if (code && code >= 400 && code < 500) {
-            setError(err as Error);
-            setStatus('failed');
-            return;
+    const onStatus = (next: StreamStatus, err?: Error): void => {
+      if (err) setError(err);
+      setStatus(next);
+    };
+    void followSse(
+      () => `/api/v1/builds/${id}/logs?follow=true&after=${after}`,
+      authHeaders,
+      ctl.signal,
+      (e) => {
+        const data = parse(e.data);
+        if (!data) return;
+        let end: 'end' | undefined;
+        if (e.event === 'entry') {
+          const entry = data as BuildLog;
+          if (entry.seq <= after) return;
+          after = entry.seq;
+          model.line(entry.try, entryLine(entry), entry.kind === 'log' ? undefined : entry.kind);
+          if (entry.kind === 'phase' && entry.phase) {
+            seen.push({ phase: entry.phase, at: entry.at });
+            phasesChanged = true;
           }
-          setStatus('reconnecting');
-        }
-        if (!ended && !ctl.signal.aborted) {
-          await new Promise((r) => setTimeout(r, delay));
-          delay = Math.min(delay * 2, 10_000);
-        }
-      }
-      if (ended) setStatus('ended');
-    })();
+          if (entry.kind !== 'log') callbacks.current.onNote();
+        } else if (e.event === 'build') callbacks.current.onState(data as BuildStreamState);
+        else if (e.event === 'end') end = 'end';
+        changed();
+        return end;
+      },
+      onStatus,
+    );
     return () => {
       ctl.abort();
       if (frame) cancelAnimationFrame(frame);

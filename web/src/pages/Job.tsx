@@ -9,13 +9,11 @@ import { LogModel } from '../logModel';
 import { LogView } from '../LogView';
 import { Link, navigate, useLocation } from '../router';
 import { jobStreamEvent } from '../../../src/core/sse';
-import { readSse } from '../sse';
+import { followSse, type StreamStatus } from '../sse';
 import { absoluteTime, duration } from '../time';
 
 /** The stream's state event (core/api.ts). */
 type LiveState = Extract<JobStreamEvent, { event: 'state' }>['data'];
-
-type StreamStatus = 'connecting' | 'live' | 'ended' | 'reconnecting' | 'failed';
 
 const FINISHED: JobState[] = ['completed', 'failed', 'canceled'];
 
@@ -46,46 +44,32 @@ function useLogStream(id: number, attempt: number | undefined, restartKey: numbe
     setError(undefined);
     changed();
     const url = `/api/v1/jobs/${id}/logs/stream${attempt ? `?attempt=${attempt}` : ''}`;
-    void (async () => {
-      let ended = false;
-      let delay = 1000;
-      while (!ctl.signal.aborted && !ended) {
-        try {
-          await readSse(url, authHeaders(), ctl.signal, (e) => {
-            setStatus((s) => (s === 'live' ? s : 'live'));
-            delay = 1000;
-            const message = jobStreamEvent(e);
-            if (message?.event === 'attempt') {
-              if (message.data.attempt !== current) {
-                current = message.data.attempt;
-                model.reset();
-                setShownAttempt(message.data.attempt);
-              }
-            } else if (message?.event === 'entry') model.entry(message.data);
-            else if (message?.event === 'output')
-              model.output(message.data.index, message.data.offset, message.data.data);
-            else if (message?.event === 'state') onStateRef.current(message.data);
-            else if (message?.event === 'end') ended = true;
-            changed();
-          });
-          if (!ended && !ctl.signal.aborted) setStatus('reconnecting');
-        } catch (err) {
-          if (ctl.signal.aborted) return;
-          const status = (err as { status?: number }).status;
-          if (status && status >= 400 && status < 500) {
-            setError(err as Error);
-            setStatus('failed');
-            return;
+    const onStatus = (next: StreamStatus, err?: Error): void => {
+      if (err) setError(err);
+      setStatus(next);
+    };
+    void followSse(
+      () => url,
+      authHeaders,
+      ctl.signal,
+      (e) => {
+        let end: 'end' | undefined;
+        const message = jobStreamEvent(e);
+        if (message?.event === 'attempt') {
+          if (message.data.attempt !== current) {
+            current = message.data.attempt;
+            model.reset();
+            setShownAttempt(message.data.attempt);
           }
-          setStatus('reconnecting');
-        }
-        if (!ended && !ctl.signal.aborted) {
-          await new Promise((r) => setTimeout(r, delay));
-          delay = Math.min(delay * 2, 10_000);
-        }
-      }
-      if (ended) setStatus('ended');
-    })();
+        } else if (message?.event === 'entry') model.entry(message.data);
+        else if (message?.event === 'output') model.output(message.data.index, message.data.offset, message.data.data);
+        else if (message?.event === 'state') onStateRef.current(message.data);
+        else if (message?.event === 'end') end = 'end';
+        changed();
+        return end;
+      },
+      onStatus,
+    );
     return () => {
       ctl.abort();
       if (frame) cancelAnimationFrame(frame);
