@@ -446,15 +446,16 @@ export class BuildManager {
     )) {
       const build = await this.store.get(t.buildId);
       if (!build) continue;
+      const overtime = now - t.startedAt > this.config.MACHINE_MAX_TIME * 1000;
       const why = !t.plane
         ? 'no worker was started for it (its scheduler stopped before it could)'
-        : t.registeredAt === null
-          ? `the worker did not register within plane ${t.plane}'s SETUP_TIME`
-          : build.startedAt !== null && now - build.startedAt > this.config.MACHINE_MAX_TIME * 1000
-            ? `the build ran longer than MACHINE_MAX_TIME (${this.config.MACHINE_MAX_TIME}s)`
+        : overtime
+          ? `the try ran longer than MACHINE_MAX_TIME (${this.config.MACHINE_MAX_TIME}s)`
+          : t.registeredAt === null
+            ? `the worker did not register within plane ${t.plane}'s SETUP_TIME`
             : `no heartbeat from the worker for ${this.config.HEARTBEAT_TIMEOUT}s`;
       await this.endTry(t, build, 'expired', why, {
-        failedPlane: t.registeredAt === null && t.plane ? t.plane : undefined,
+        failedPlane: t.registeredAt === null && t.plane && !overtime ? t.plane : undefined,
       });
     }
     for (const t of await this.store.unstoppedTries(20)) await this.stopWorker(t);
