@@ -237,7 +237,12 @@ planeContract(
             }),
           );
           const plane = new KubernetesPlane(
-            kubernetesPlaneConfig.parse({ EXECUTOR: 'kubernetes', NAME: 'unreachable', KUBECONFIG: file }),
+            kubernetesPlaneConfig.parse({
+              EXECUTOR: 'kubernetes',
+              NAME: 'unreachable',
+              KUBECONFIG: file,
+              WORKER_IMAGE: 'registry.example.com/dockhand/build-worker',
+            }),
           );
           return { plane, inspect: async () => '', cleanup: () => plane.close() };
         },
@@ -283,7 +288,12 @@ describe('the kubernetes worker Job', () => {
         RETENTION_AFTER_FINISHED: 0,
       },
     ]) {
-      const config = kubernetesPlaneConfig.parse({ EXECUTOR: 'kubernetes', NAME: 'k8s', ...settings });
+      const config = kubernetesPlaneConfig.parse({
+        EXECUTOR: 'kubernetes',
+        NAME: 'k8s',
+        WORKER_IMAGE: 'registry.example.com/dockhand/build-worker',
+        ...settings,
+      });
       const job = workerJobManifest(config, launch);
       expect(validateKubernetesObject(job), JSON.stringify(settings)).toEqual([]);
       expect(JSON.stringify(job)).not.toContain('signature-of-the-registration-token');

@@ -42,6 +42,7 @@ describe('the config file', () => {
     - EXECUTOR: kubernetes
       NAME: cluster-a
       SERVER_URL: http://dockhand.svc:7070
+      WORKER_IMAGE: registry.example.com/dockhand/build-worker
       MINIMUM_RETRY_THRESHOLD: 1
     - EXECUTOR: docker
       NAME: local-gvisor
@@ -66,7 +67,12 @@ describe('the config file', () => {
     expect(
       problem('builds:\n  EXECUTORS:\n    - {EXECUTOR: process, NAME: a}\n    - {EXECUTOR: process, NAME: a}\n'),
     ).toMatch(/NAME.*used twice/);
-    expect(problem('builds:\n  EXECUTORS:\n    - {EXECUTOR: kubernetes, NAME: k}\n')).toMatch(/SERVER_URL/);
+    expect(problem('builds:\n  EXECUTORS:\n    - {EXECUTOR: kubernetes, NAME: k}\n')).toMatch(
+      /WORKER_IMAGE: name the worker image in your registry/,
+    );
+    expect(
+      problem('builds:\n  EXECUTORS:\n    - {EXECUTOR: kubernetes, NAME: k, WORKER_IMAGE: r.example.com/w}\n'),
+    ).toMatch(/SERVER_URL/);
     expect(problem('builds: [unclosed\n')).toMatch(/not valid YAML/);
     expect(problem('- a list\n')).toMatch(/must be a mapping/);
   });

@@ -76,6 +76,11 @@ export const kubernetesPlaneConfig = z.strictObject({
   EXECUTOR: z.literal('kubernetes'),
   ...common,
   ...imageKeys,
+  // No default: a bare name would be pulled from Docker Hub, where nobody vouches for it, and the worker gets tokens.
+  WORKER_IMAGE: z
+    .string({ error: 'name the worker image in your registry, e.g. registry.example.com/dockhand/build-worker' })
+    .min(1)
+    .max(255),
   /** A kubeconfig file; default in-cluster (the service account) or KUBECONFIG. */
   KUBECONFIG: z.string().min(1).optional(),
   BUILDER_NAMESPACE: z
