@@ -22,9 +22,6 @@ import type { StorageHealth } from './storageHealth.js';
 import { parseYamlBody } from './yamlBody.js';
 import { webUi } from './webUi.js';
 
-/** The largest body any route accepts; each route has its own limit (RouteDef.bodyLimit, default 1 MiB). */
-export const BODY_LIMIT_BYTES = LARGE_BODY_LIMIT;
-
 export interface AppOptions {
   /** Serve HTTPS with this certificate and key (and send HSTS). */
   https?: { cert: Buffer; key: Buffer };
@@ -85,8 +82,9 @@ function baselineHeaders(tlsOn: boolean): Record<string, string> {
 /** 413 that says which limit and what to do, instead of fastify's bare "Request body is too large". */
 function bodyTooLarge(req: FastifyRequest): HttpError {
   const limit = req.routeOptions.bodyLimit ?? DEFAULT_BODY_LIMIT;
-  const advice =
-    limit >= LARGE_BODY_LIMIT
+  const advice = req.routeOptions.url?.endsWith('/builds/contexts')
+    ? "the server's builds.MAXIMUM_CONTEXT_SIZE: leave out what the build does not need, or build from a git commit"
+    : limit >= LARGE_BODY_LIMIT
       ? 'send less in one request: keep job files under 8 MiB (fetch larger inputs from a repository or URL in a step) and log output in smaller appends'
       : 'send a smaller body; this route needs only a small JSON object';
   return new HttpError(

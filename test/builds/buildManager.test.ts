@@ -63,6 +63,7 @@ describe('on the process plane', () => {
       ALLOWED_WORKER_COUNT: 1,
       HEARTBEAT_TIMEOUT: 5,
       RETRY_AFTER: 0,
+      MAXIMUM_CONTEXT_SIZE: '1Mi',
       EXECUTORS: [{ EXECUTOR: 'process', NAME: 'local', SETUP_TIME: 30 }],
     });
     await withAuth(s);
@@ -269,6 +270,13 @@ describe('on the process plane', () => {
       body: 'not a tarball',
     });
     expect(notGzip.status).toBe(400);
+    const tooLarge = await fetch(`${s.server.url}/api/v1/builds/contexts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/gzip' },
+      body: new Uint8Array(2 * 1024 * 1024).fill(0x1f),
+    });
+    expect(tooLarge.status).toBe(413);
+    expect(await tooLarge.text()).toContain('MAXIMUM_CONTEXT_SIZE');
   });
 });
 
