@@ -669,7 +669,15 @@ class PodWorker {
     await container.wait().catch(() => {});
     let state: { ExitCode: number; OOMKilled: boolean; StartedAt: string; FinishedAt: string };
     try {
-      state = (await container.inspect()).State;
+      const info = await container.inspect();
+      state = info.State;
+      // Docker learns of an OOM kill from containerd's event, which a loaded machine can deliver after the exit: a
+      // memory-limited container killed (137) is looked at again for a moment, as the kubelet gets the runtime's
+      // reason rather than the bare exit.
+      for (let i = 0; i < 10 && state.ExitCode === 137 && !state.OOMKilled && info.HostConfig?.Memory; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        state = (await container.inspect()).State;
+      }
     } catch {
       // Removed from under us (the double is closing): report it killed.
       state = {
