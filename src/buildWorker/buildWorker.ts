@@ -4,13 +4,12 @@
 // manifest digest. Its output goes to the build's log, with the build's secrets masked before it leaves.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { BuildPack, WorkerPhase } from '../core/builds.js';
 import { Redactor } from '../executor/redactor.js';
-import { secretsOf, dockerAuthConfig } from '../core/dockerAuthConfig.js';
+import { loginSecrets } from '../core/dockerAuthConfig.js';
 import { WorkerClient, WorkerRefused } from './workerClient.js';
 
 export interface WorkerOptions {
@@ -80,11 +79,8 @@ class Worker {
     private readonly buildah: string,
   ) {
     for (const [name, value] of Object.entries(pack.secrets)) this.redactor.add(value, `[${name}]`);
-    if (pack.dockerAuthConfig) {
-      this.redactor.add(pack.dockerAuthConfig, '[DOCKER_AUTH_CONFIG]');
-      const parsed = dockerAuthConfig.safeParse(JSON.parse(pack.dockerAuthConfig));
-      for (const s of secretsOf(parsed.success ? parsed.data : undefined)) this.redactor.add(s, '[DOCKER_AUTH_CONFIG]');
-    }
+    for (const s of pack.dockerAuthConfig ? loginSecrets(pack.dockerAuthConfig) : [])
+      this.redactor.add(s, '[DOCKER_AUTH_CONFIG]');
     this.redactor.add(pack.jobToken, '[JOB_TOKEN]');
   }
 

@@ -95,6 +95,21 @@ export function credentialFor(config: DockerAuthConfig | undefined, registry: st
   return undefined;
 }
 
+/**
+ * What to mask of a DOCKER_AUTH_CONFIG value given as JSON text: the text itself and every secret string in it
+ * (text that is not a config is masked whole).
+ */
+export function loginSecrets(json: string): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    return [json];
+  }
+  const config = dockerAuthConfig.safeParse(parsed);
+  return [json, ...secretsOf(config.success ? config.data : undefined)];
+}
+
 /** Every secret string in a config, for redaction from logs. */
 export function secretsOf(config: DockerAuthConfig | undefined): string[] {
   const out: string[] = [];

@@ -2,20 +2,19 @@
 // whose build manager starts real workers on the process plane (buildah on this host), pushing to a real registry on
 // loopback: the list, a build's phases appearing live through `complete` with buildah's log and the digest, and a
 // build cancelled from its page while it builds. Screenshots go to test-output/ui/.
-import { execFile } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient } from '../support/api.js';
+import { getBuild, submitUpload } from '../support/builds.js';
+import { openBrowser } from '../support/browser.js';
 import { DOCKER_TEST_IMAGE, ensureTestImages } from '../support/docker.js';
 import { ADMIN_TOKEN, OUTPUT_DIR, startServer, tempDir, type ServerHandle } from '../support/processes.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { until } from '../support/wait.js';
 
-const CHROMIUM = process.env.DOCKHAND_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = path.join(OUTPUT_DIR, 'ui');
 const REGISTRY_USER = 'builder';
 const REGISTRY_PASSWORD = 'builds-ui-test-password';
@@ -28,24 +27,11 @@ const CONFIG = `builds:
       SETUP_TIME: 30
 `;
 
-interface BuildAnswer {
-  id: number;
-  phase: string;
-  final: boolean;
-  digest: string | null;
-}
-interface TryAnswer {
-  number: number;
-  outcome: string | null;
-  endedAt: number | null;
-}
-
 let server: ServerHandle;
 let registry: RegistryHandle;
 let client: TestClient;
 let browser: Browser;
 let page: Page;
-let work: string;
 let base: string;
 const problems: string[] = [];
 
@@ -53,42 +39,9 @@ async function shot(name: string): Promise<void> {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-/** A folder with this Dockerfile, as the tar.gz the API takes. */
-async function contextOf(name: string, dockerfile: string): Promise<Buffer> {
-  const dir = path.join(work, name);
-  mkdirSync(dir);
-  await writeFile(path.join(dir, 'Dockerfile'), dockerfile);
-  return new Promise((resolve, reject) =>
-    execFile(
-      'tar',
-      ['-czf', '-', '--owner=0', '--group=0', '--numeric-owner', '-C', dir, '.'],
-      { encoding: 'buffer', maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => (err ? reject(new Error(`tar: ${stderr.toString() || err.message}`)) : resolve(stdout)),
-    ),
-  );
-}
-
-/** Uploads the context and submits a build of it that pushes `tag`; returns the build's id. */
-async function submitBuild(name: string, dockerfile: string, tag: string): Promise<number> {
-  const res = await fetch(`${server.url}/api/v1/builds/contexts`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/gzip' },
-    body: new Uint8Array(await contextOf(name, dockerfile)),
-  });
-  const uploaded = (await res.json()) as { id?: string; error?: string };
-  if (res.status !== 201 || !uploaded.id) throw new Error(`upload: ${res.status} ${JSON.stringify(uploaded)}`);
-  const made = await client.call<{ build: BuildAnswer }>('POST', '/builds', {
-    context: { upload: uploaded.id },
-    tags: [tag],
-  });
-  if (made.status !== 201) throw new Error(`submit: ${made.status} ${JSON.stringify(made.body)}`);
-  return made.body.build.id;
-}
-
-async function buildOf(id: number): Promise<{ build: BuildAnswer; tries: TryAnswer[] }> {
-  const answer = await client.call<{ build: BuildAnswer; tries: TryAnswer[] }>('GET', `/builds/${id}`);
-  if (answer.status !== 200) throw new Error(`build ${id}: ${answer.status} ${JSON.stringify(answer.body)}`);
-  return answer.body;
+/** Uploads the Dockerfile as a context and submits a build of it that pushes `tag`; returns the build's id. */
+async function submitBuild(dockerfile: string, tag: string): Promise<number> {
+  return (await submitUpload(client, { Dockerfile: dockerfile }, { tags: [tag] })).id;
 }
 
 /** The server's output, for a failure's message. */
@@ -98,7 +51,6 @@ async function serverTail(): Promise<string> {
 
 beforeAll(async () => {
   mkdirSync(SHOTS, { recursive: true });
-  work = await mkdtemp(path.join(os.tmpdir(), 'dockhand-test-builds-ui-'));
   await ensureTestImages();
   registry = await startRegistry({ user: REGISTRY_USER, password: REGISTRY_PASSWORD });
   base = await registry.push(DOCKER_TEST_IMAGE, 'base/busybox:1');
@@ -107,33 +59,10 @@ beforeAll(async () => {
   await writeFile(config, CONFIG);
   server = await startServer({ name: 'builds-ui-server', dataDir, args: ['--config', config] });
   client = new TestClient(server.url);
-  // The workers log in to the registry with the DOCKER_AUTH_CONFIG secret (a global one serves every namespace).
+  // The workers log in to the registry with the build's namespace's DOCKER_AUTH_CONFIG (admin builds in user:admin).
   const auth = Buffer.from(`${REGISTRY_USER}:${REGISTRY_PASSWORD}`).toString('base64');
   await client.setSecret('DOCKER_AUTH_CONFIG', JSON.stringify({ auths: { [registry.host]: { auth } } }), 'user:admin');
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-dev-shm-usage',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-default-apps',
-      '--disable-sync',
-      '--disable-extensions',
-      '--metrics-recording-only',
-      '--disable-domain-reliability',
-      '--disable-breakpad',
-    ],
-  });
-  page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
-  // Any CSP violation or script error is a failure: the UI must run under the server's strict policy.
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !/Failed to load resource/.test(msg.text())) problems.push(`console: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  ({ browser, page } = await openBrowser(problems));
   // Signed in once: the token is kept for the tab.
   await page.goto(`${server.url}/builds`);
   await page.getByLabel('API token').fill(ADMIN_TOKEN);
@@ -145,7 +74,6 @@ afterAll(async () => {
   await browser?.close();
   await server?.stop();
   await registry?.stop();
-  if (work) await rm(work, { recursive: true, force: true });
 });
 
 describe('web UI: builds', () => {
@@ -154,7 +82,7 @@ describe('web UI: builds', () => {
 
   it('shows a build live on its page: the phases through complete, the log with buildah, the digest', async () => {
     tag = `${registry.host}/team/app:1`;
-    first = await submitBuild('app', `FROM ${base}\nRUN echo hi > /x\n`, tag);
+    first = await submitBuild(`FROM ${base}\nRUN echo hi > /x\n`, tag);
     await page.goto(`${server.url}/builds/${first}`);
     const timeline = page.getByTestId('timeline');
     await timeline.waitFor();
@@ -172,7 +100,7 @@ describe('web UI: builds', () => {
     ).catch(async (err: Error) => {
       throw new Error(`${err.message}; phases seen: ${[...seen].join(', ')}\n${await serverTail()}`);
     });
-    const answer = await buildOf(first);
+    const answer = await getBuild(client, first);
     expect(answer.build.phase, JSON.stringify(answer)).toBe('complete');
     // Some phase before the end was current on the page, not only the final one (it followed the build live).
     expect([...seen].filter((p) => p !== 'complete').length).toBeGreaterThan(0);
@@ -226,11 +154,7 @@ describe('web UI: builds', () => {
   });
 
   it('cancels a build from its page while it builds', async () => {
-    const id = await submitBuild(
-      'slow',
-      `FROM ${base}\nRUN echo sleeping && sleep 60\n`,
-      `${registry.host}/team/slow:1`,
-    );
+    const id = await submitBuild(`FROM ${base}\nRUN echo sleeping && sleep 60\n`, `${registry.host}/team/slow:1`);
     await page.goto(`${server.url}/builds/${id}`);
     const log = page.getByTestId('log');
     await log
@@ -238,7 +162,7 @@ describe('web UI: builds', () => {
       .first()
       .waitFor({ timeout: 120_000 })
       .catch(async (err: Error) => {
-        throw new Error(`${err.message}\n${JSON.stringify(await buildOf(id))}\n${await serverTail()}`);
+        throw new Error(`${err.message}\n${JSON.stringify(await getBuild(client, id))}\n${await serverTail()}`);
       });
     await expect.poll(() => page.getByTestId('build-phase').textContent()).toBe('building');
     await expect.poll(() => page.getByTestId('cancel').isEnabled()).toBe(true);
@@ -253,7 +177,7 @@ describe('web UI: builds', () => {
       .toBe('cancelled');
     await expect.poll(() => log.locator('.log-line.system', { hasText: 'cancelled by admin' }).count()).toBe(1);
     await expect.poll(() => page.getByTestId('try-outcome').allTextContents()).toEqual(['cancelled']);
-    const answer = await buildOf(id);
+    const answer = await getBuild(client, id);
     expect(answer.build.phase).toBe('cancelled');
     expect(answer.tries.map((t) => t.outcome)).toEqual(['cancelled']);
     await shot('build-cancelled');

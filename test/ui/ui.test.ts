@@ -4,9 +4,10 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClient, http } from '../support/api.js';
+import { openBrowser } from '../support/browser.js';
 import {
   ADMIN_TOKEN,
   EXECUTORS_TOKEN,
@@ -17,7 +18,6 @@ import {
   type ServerHandle,
 } from '../support/processes.js';
 
-const CHROMIUM = process.env.DOCKHAND_TEST_CHROMIUM ?? '/usr/bin/chromium';
 const SHOTS = path.join(OUTPUT_DIR, 'ui');
 
 let server: ServerHandle;
@@ -65,30 +65,7 @@ beforeAll(async () => {
   server = await startServer({ name: 'ui-server' });
   client = new TestClient(server.url);
   executor = await startExecutor(server.url, { name: 'ui-exec', queues: ['ui'] });
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-dev-shm-usage',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-default-apps',
-      '--disable-sync',
-      '--disable-extensions',
-      '--metrics-recording-only',
-      '--disable-domain-reliability',
-      '--disable-breakpad',
-    ],
-  });
-  page = await browser.newPage({ viewport: { width: 1360, height: 900 } });
-  // Any CSP violation or script error is a failure: the UI must run under the server's strict policy.
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !/Failed to load resource/.test(msg.text())) problems.push(`console: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  ({ browser, page } = await openBrowser(problems));
 });
 
 afterAll(async () => {

@@ -15,7 +15,7 @@ import {
   type TryOutcome,
   type WorkerPhase,
 } from '../../core/builds.js';
-import { dockerAuthConfig, normalizeRegistry, secretsOf } from '../../core/dockerAuthConfig.js';
+import { dockerAuthConfig, loginSecrets, normalizeRegistry } from '../../core/dockerAuthConfig.js';
 import { hashToken, newToken } from '../../core/tokens.js';
 import { parseSize } from '../../core/units.js';
 import { Redactor } from '../../executor/redactor.js';
@@ -639,13 +639,8 @@ export class BuildManager {
           redactor.add(value, `[${name}]`);
         // Both logins, the namespace's and global's: either may have reached the worker.
         const logins = await this.ctx.secrets.resolveScopes(build.namespace, DOCKER_AUTH_CONFIG);
-        for (const value of [logins.own, logins.global]) {
-          if (value === undefined) continue;
-          redactor.add(value, `[${DOCKER_AUTH_CONFIG}]`);
-          const parsed = dockerAuthConfig.safeParse(safeJson(value));
-          for (const s of secretsOf(parsed.success ? parsed.data : undefined))
-            redactor.add(s, `[${DOCKER_AUTH_CONFIG}]`);
-        }
+        for (const value of [logins.own, logins.global])
+          for (const s of value === undefined ? [] : loginSecrets(value)) redactor.add(s, `[${DOCKER_AUTH_CONFIG}]`);
         return redactor;
       })();
       r.catch(() => this.redactors.delete(build.id));
