@@ -395,6 +395,8 @@ export class BuildManager {
   // --- the scheduler ------------------------------------------------------------------------------------------------
 
   start(): void {
+    // A server with no planes can run no build: no lease to keep, no write a second for nothing.
+    if (this.planes.size === 0) return;
     this.stopped = false;
     this.timer = setInterval(() => this.kick(), SCHEDULER_PERIOD_MS);
     this.kick();
